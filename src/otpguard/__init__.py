@@ -1,0 +1,1 @@
+"""otpguard: self-hosted, secure one-time-passcode verification."""

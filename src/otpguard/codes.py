@@ -1,0 +1,139 @@
+"""Code generation and the HMAC keyring.
+
+Codes come from :mod:`secrets` (``randbelow`` is uniform: no modulo bias). A
+code is a string of ASCII digits; leading zeros are allowed. Trivial patterns
+(one repeated digit, a straight ascending or descending run) are redrawn.
+
+Only ``HMAC-SHA256(key, key_id | verification_id | number | channel | code)``
+is ever stored. The newest key signs, every listed key verifies, so keys
+rotate without breaking codes that are still live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+MIN_KEY_BYTES = 32
+_SEP = b"\x1f"  # unit separator: cannot occur in ids, E.164 numbers, channels or digit codes
+
+
+def is_trivial(code: str) -> bool:
+    """True for codes a person would guess first: 000000, 123456, 987654, ..."""
+    if len(set(code)) == 1:
+        return True
+    steps = {(int(b) - int(a)) % 10 for a, b in zip(code, code[1:], strict=False)}
+    return steps in ({1}, {9})
+
+
+def generate_code(length: int = 6) -> str:
+    """A uniformly random, non-trivial code of ``length`` ASCII digits."""
+    if not 6 <= length <= 10:
+        raise ValueError("code length must be between 6 and 10")
+    while True:
+        code = "".join(str(secrets.randbelow(10)) for _ in range(length))
+        if not is_trivial(code):
+            return code
+
+
+def is_well_formed(code: str, length: int) -> bool:
+    """ASCII digits only (no unicode digits), exactly ``length`` of them."""
+    return len(code) == length and code.isascii() and code.isdigit()
+
+
+@dataclass(frozen=True)
+class Key:
+    key_id: str
+    secret: bytes = b""
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Key(key_id={self.key_id!r})"
+
+
+def key_id_for(secret: bytes) -> str:
+    """A short, stable id derived from the key (it reveals nothing useful about it)."""
+    return hashlib.sha256(b"otpguard-key-id" + _SEP + secret).hexdigest()[:12]
+
+
+class Keyring:
+    """HMAC keys, newest first: the first signs, all verify."""
+
+    def __init__(self, secrets_: Sequence[bytes]) -> None:
+        if not secrets_:
+            raise ConfigError("at least one secret key is required (OTPGUARD_SECRET_KEYS)")
+        keys = []
+        for i, s in enumerate(secrets_):
+            if len(s) < MIN_KEY_BYTES:
+                raise ConfigError(
+                    f"OTPGUARD_SECRET_KEYS: key #{i + 1} is {len(s)} bytes; each key must be at "
+                    f"least {MIN_KEY_BYTES} random bytes written as hex "
+                    "(generate one with `otpguard init`)"
+                )
+            keys.append(Key(key_id_for(s), s))
+        self._keys = tuple(keys)
+        self._by_id = {k.key_id: k for k in keys}
+
+    @classmethod
+    def from_hex(cls, hex_keys: Sequence[str]) -> Keyring:
+        raw = []
+        for i, h in enumerate(hex_keys):
+            try:
+                raw.append(bytes.fromhex(h.strip()))
+            except ValueError:
+                raise ConfigError(
+                    f"OTPGUARD_SECRET_KEYS: key #{i + 1} is not hex; write each key as hex "
+                    "(generate one with `otpguard init`)"
+                ) from None
+        return cls(raw)
+
+    def __repr__(self) -> str:
+        return f"Keyring(key_ids={[k.key_id for k in self._keys]!r})"
+
+    @property
+    def signing_key_id(self) -> str:
+        return self._keys[0].key_id
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(k.key_id for k in self._keys)
+
+    @staticmethod
+    def _mac(key: Key, verification_id: str, number: str, channel: str, code: str) -> str:
+        msg = _SEP.join(
+            part.encode() for part in (key.key_id, verification_id, number, channel, code)
+        )
+        return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
+
+    def sign(self, verification_id: str, number: str, channel: str, code: str) -> tuple[str, str]:
+        """Return ``(key_id, tag)`` for storage."""
+        key = self._keys[0]
+        return key.key_id, self._mac(key, verification_id, number, channel, code)
+
+    def verify(
+        self, key_id: str, tag: str, verification_id: str, number: str, channel: str, code: str
+    ) -> bool:
+        """Constant-time check of ``code`` against a stored tag.
+
+        An unknown key id (a retired key) still costs one HMAC so timing does
+        not tell retired from wrong.
+        """
+        key = self._by_id.get(key_id)
+        if key is None:
+            self._mac(self._keys[0], verification_id, number, channel, code)
+            return False
+        expected = self._mac(key, verification_id, number, channel, code)
+        return hmac.compare_digest(expected, tag)
+
+    def keyed_hash(self, purpose: str, value: str) -> str:
+        """A keyed, non-reversible digest for grouping (numbers in events, API keys)."""
+        key = self._keys[-1]  # oldest key: stable grouping across rotations... until it retires
+        return hmac.new(key.secret, purpose.encode() + _SEP + value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def new_secret_hex(nbytes: int = 32) -> str:
+    return secrets.token_hex(nbytes)

@@ -1,0 +1,404 @@
+"""Typed settings, validated at start-up.
+
+Sources, later ones winning: defaults, a TOML file (``OTPGUARD_CONFIG``, else
+``./otpguard.toml`` when it exists), then environment variables. Every field
+``foo_bar`` is read from ``OTPGUARD_FOO_BAR``; Twilio credentials also from the
+SDK's own names (``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``TWILIO_API_KEY``,
+``TWILIO_API_SECRET``). Lists are comma-separated in the environment; maps are
+``KEY=VALUE`` pairs separated by commas.
+
+Errors name the variable and say what to set. Secrets are ``SecretStr`` so a
+dump of the settings never shows them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .codes import Keyring, new_secret_hex
+from .errors import ConfigError
+
+log = logging.getLogger("otpguard.config")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_WINDOW_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+
+# Fields read from the Twilio SDK's own variable names as well as OTPGUARD_*.
+_ALIASES = {
+    "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+    "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_api_key": "TWILIO_API_KEY",
+    "twilio_api_secret": "TWILIO_API_SECRET",
+}
+
+
+def parse_windows(spec: str) -> list[tuple[int, int]]:
+    """``"3/10m;10/24h"`` -> ``[(3, 600), (10, 86400)]``; ``""`` or ``"off"`` -> ``[]``."""
+    spec = spec.strip()
+    if spec.lower() in ("", "off", "none"):
+        return []
+    out = []
+    for part in spec.split(";"):
+        m = _WINDOW_RE.match(part)
+        if not m:
+            raise ValueError(
+                f"{part.strip()!r} is not a limit; write LIMIT/WINDOW like 3/10m or 10/24h "
+                "(units s, m, h, d), several separated by ';'"
+            )
+        limit, n, unit = int(m.group(1)), int(m.group(2) or 1), m.group(3)
+        if n <= 0:
+            raise ValueError(f"{part.strip()!r}: the window must be positive")
+        out.append((limit, n * _UNITS[unit]))
+    return out
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # -- core ---------------------------------------------------------------
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path(".otpguard")
+    store: str = ""  # default: sqlite:///<data_dir>/otpguard.db
+    secret_keys: list[SecretStr] = Field(default_factory=list)
+    code_length: int = Field(6, ge=6, le=10)
+    code_ttl: int = Field(300, ge=60, le=600)
+    max_attempts: int = Field(5, ge=1, le=10)
+    resend_cooldown: int = Field(30, ge=0, le=600)
+    resend_cooldown_max: int = Field(600, ge=0, le=86400)
+    transport: Literal["console", "memory", "file", "twilio"] = "console"
+    outbox_path: Path | None = None  # file transport; default <data_dir>/outbox.jsonl
+    service_name: str = Field("otpguard", min_length=1, max_length=40)
+    purge_interval: int = Field(60, ge=1)
+    event_retention_days: int = Field(30, ge=1, le=3650)
+    log_events: bool = True
+
+    # -- rate limits (LIMIT/WINDOW;...) ---------------------------------------
+    limit_phone: str = "3/10m;10/24h"
+    limit_ip: str = "10/10m;50/24h"
+    limit_network: str = "30/10m"
+    limit_prefix: str = "20/10m;100/24h"
+    limit_country: str = "300/10m;5000/24h"
+    limit_global: str = "100/1m;10000/24h"
+    limit_failed_checks: str = "10/1h"
+    limit_ip_failed_checks: str = "30/1h"
+
+    # -- destination policy ------------------------------------------------
+    allowed_countries: list[str] = Field(default_factory=lambda: ["GB"])
+    default_region: str = "GB"
+    allow_fixed_line_or_mobile: bool = True
+    allow_voip: bool = False
+    blocklist: list[str] = Field(default_factory=list)
+    allowlist: list[str] = Field(default_factory=list)
+
+    # -- fraud rules ---------------------------------------------------------
+    fraud_conversion_window: int = Field(3600, ge=60)
+    fraud_conversion_min_sends: int = Field(30, ge=1)
+    fraud_conversion_min_rate: float = Field(0.1, ge=0.0, le=1.0)
+    fraud_conversion_suspend: int = Field(3600, ge=60)
+    fraud_sequential_window: int = Field(600, ge=10)
+    fraud_sequential_threshold: int = Field(5, ge=2)
+    fraud_budget_global: str = "1000/1h;10000/24h"
+    fraud_budget_country: str = "500/1h;5000/24h"
+    fraud_shadow: list[str] = Field(default_factory=list)
+
+    # -- Twilio ------------------------------------------------------------
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_api_key: str = ""
+    twilio_api_secret: SecretStr = SecretStr("")
+    twilio_from: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_whatsapp_from: str = ""
+    twilio_whatsapp_content_sid: str = ""
+    twilio_api_base: str = "https://api.twilio.com"
+    twilio_test_credentials: bool = False
+    twilio_connect_timeout: float = Field(3.0, gt=0, le=30)
+    twilio_timeout: float = Field(10.0, gt=0, le=60)
+    undeliverable_ttl: int = Field(86400, ge=0)
+    dev_allowed_numbers: list[str] = Field(default_factory=list)
+    public_url: str = ""
+
+    # -- HTTPS and proxies ---------------------------------------------------
+    trusted_proxies: list[str] = Field(default_factory=list)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+
+    # -- monitoring and alerts -------------------------------------------------
+    metrics_port: int | None = None  # serve /metrics on its own port instead
+    alert_sinks: list[str] = Field(default_factory=lambda: ["log"])
+    alert_webhook_url: str = ""
+    alert_webhook_secret: SecretStr = SecretStr("")
+    alert_slack_url: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_from: str = ""
+    smtp_to: list[str] = Field(default_factory=list)
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_starttls: bool = True
+    price_table: dict[str, float] = Field(default_factory=lambda: {"GB": 0.04, "US": 0.0083})
+    default_price: float = 0.05
+    alert_spike_factor: float = Field(4.0, gt=1)
+    alert_spike_min: int = Field(50, ge=1)
+    alert_number_threshold: int = Field(5, ge=1)
+    alert_ip_threshold: int = Field(20, ge=1)
+    alert_hot_window: int = Field(600, ge=60)
+    alert_conversion_min_sends: int = Field(20, ge=1)
+    alert_conversion_min_rate: float = Field(0.2, ge=0, le=1)
+    alert_refused_destination_threshold: int = Field(5, ge=1)
+    alert_delivery_failure_rate: float = Field(0.2, ge=0, le=1)
+    alert_delivery_failure_min: int = Field(10, ge=1)
+    alert_budget_ratio: float = Field(0.8, gt=0, le=1)
+    alert_cooldown: int = Field(900, ge=0)
+    alert_interval: int = Field(30, ge=1)
+
+    # -- audit ----------------------------------------------------------------
+    audit_test_number: str = ""
+
+    # -- validators -------------------------------------------------------------
+
+    @field_validator(
+        "limit_phone", "limit_ip", "limit_network", "limit_prefix", "limit_country",
+        "limit_global", "limit_failed_checks", "limit_ip_failed_checks",
+        "fraud_budget_global", "fraud_budget_country",
+    )
+    @classmethod
+    def _windows(cls, v: str) -> str:
+        parse_windows(v)
+        return v
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _countries(cls, v: list[str]) -> list[str]:
+        out = []
+        for c in v:
+            c = c.strip().upper()
+            if not re.fullmatch(r"[A-Z]{2}", c):
+                raise ValueError(f"{c!r} is not an ISO 3166-1 alpha-2 country code (like GB)")
+            out.append(c)
+        return out
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        v = v.strip().upper()
+        if not re.fullmatch(r"[A-Z]{2}", v):
+            raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-2 country code (like GB)")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP network (like 10.0.0.0/8)") from None
+        return [c.strip() for c in v]
+
+    @field_validator("alert_sinks")
+    @classmethod
+    def _sinks(cls, v: list[str]) -> list[str]:
+        allowed = {"log", "webhook", "slack", "email"}
+        bad = [s for s in v if s not in allowed]
+        if bad:
+            raise ValueError(f"unknown alert sink(s) {bad}; choose from {sorted(allowed)}")
+        return v
+
+    @field_validator("fraud_shadow")
+    @classmethod
+    def _shadow(cls, v: list[str]) -> list[str]:
+        allowed = {"low_conversion", "sequential_numbers", "budget_exhausted"}
+        bad = [s for s in v if s not in allowed]
+        if bad:
+            raise ValueError(f"unknown fraud rule(s) {bad}; choose from {sorted(allowed)}")
+        return v
+
+    # -- derived ----------------------------------------------------------------
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:///{self.data_dir / 'otpguard.db'}"
+
+    @property
+    def outbox_file(self) -> Path:
+        return self.outbox_path or self.data_dir / "outbox.jsonl"
+
+    def windows(self, name: str) -> list[tuple[int, int]]:
+        """Parsed windows of a ``limit_*`` or ``fraud_budget_*`` setting."""
+        return parse_windows(str(getattr(self, name)))
+
+    def keyring(self) -> Keyring:
+        return Keyring.from_hex([k.get_secret_value() for k in self.secret_keys])
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict, secrets shown as '**********' (for dumps and audit)."""
+        return self.model_dump(mode="json")
+
+
+def _split_list(raw: str) -> list[str]:
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def _split_map(raw: str) -> dict[str, str]:
+    out = {}
+    for pair in _split_list(raw):
+        k, sep, v = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"{pair!r} is not KEY=VALUE")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        raw = env.get(f"OTPGUARD_{name.upper()}")
+        if raw is None and name in _ALIASES:
+            raw = env.get(_ALIASES[name])
+        if raw is None:
+            continue
+        ann = str(info.annotation)
+        if ann.startswith("list["):
+            values[name] = _split_list(raw)
+        elif ann.startswith("dict["):
+            values[name] = _split_map(raw)
+        else:
+            values[name] = raw
+    unknown = [
+        k for k in env
+        if k.startswith("OTPGUARD_")
+        and k[9:].lower() not in Settings.model_fields
+        and k not in ("OTPGUARD_CONFIG",)
+    ]
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(sorted(unknown))}; check the spelling against "
+            "the README's configuration table"
+        )
+    return values
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        var = f"OTPGUARD_{field.upper()}"
+        if field in _ALIASES:
+            var += f" (or {_ALIASES[field]})"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{var}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the TOML file and the environment, apply ``overrides``, validate."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["OTPGUARD_CONFIG"]) if env.get("OTPGUARD_CONFIG") else None)
+    if path is None and Path("otpguard.toml").is_file():
+        path = Path("otpguard.toml")
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist (OTPGUARD_CONFIG)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        data = data.get("otpguard", data)
+        unknown = [k for k in data if k not in Settings.model_fields]
+        if unknown:
+            raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        values.update(data)
+    values.update(_from_env(env))
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def ensure_dev_key(settings: Settings) -> Settings:
+    """Development without OTPGUARD_SECRET_KEYS: create and keep a key in the data directory."""
+    if settings.secret_keys or settings.production:
+        return settings
+    key_file = settings.data_dir / "secret.key"
+    if key_file.exists():
+        key = key_file.read_text().strip()
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = new_secret_hex()
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        log.warning(
+            "development mode: no OTPGUARD_SECRET_KEYS set; created a key in %s. "
+            "Production needs OTPGUARD_SECRET_KEYS (run `otpguard init`).",
+            key_file,
+        )
+    return settings.model_copy(update={"secret_keys": [SecretStr(key)]})
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why production must refuse to start with these settings (empty when safe)."""
+    problems: list[str] = []
+    if not settings.production:
+        return problems
+    if not settings.secret_keys:
+        problems.append(
+            "OTPGUARD_SECRET_KEYS is not set: production needs a key of at least 32 random "
+            "bytes in hex (run `otpguard init`)"
+        )
+    else:
+        try:
+            settings.keyring()
+        except ConfigError as exc:
+            problems.append(exc.message)
+    if settings.transport != "twilio":
+        problems.append(
+            f"OTPGUARD_TRANSPORT={settings.transport} is for development only; "
+            "production needs OTPGUARD_TRANSPORT=twilio"
+        )
+    if settings.twilio_test_credentials:
+        problems.append(
+            "OTPGUARD_TWILIO_TEST_CREDENTIALS=true is for development; unset it in production"
+        )
+    if not settings.trusted_proxies and not (settings.tls_certfile and settings.tls_keyfile):
+        problems.append(
+            "production serves HTTPS only: pass --certfile/--keyfile (OTPGUARD_TLS_CERTFILE, "
+            "OTPGUARD_TLS_KEYFILE) or list your TLS-terminating proxies in "
+            "OTPGUARD_TRUSTED_PROXIES (CIDRs)"
+        )
+    if settings.code_ttl > 600:
+        problems.append("OTPGUARD_CODE_TTL must be at most 600 seconds")
+    return problems
+
+
+def check_startup(settings: Settings) -> Settings:
+    """Validate for serving: refuse unsafe production settings, give development a key."""
+    problems = production_problems(settings)
+    if problems:
+        raise ConfigError(
+            "refusing to start in production:\n  - " + "\n  - ".join(problems)
+        )
+    settings = ensure_dev_key(settings)
+    settings.keyring()  # raises ConfigError on weak or malformed keys
+    return settings

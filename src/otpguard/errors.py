@@ -1,0 +1,162 @@
+"""Every exception otpguard raises on purpose.
+
+One root, a shallow tree, each class carrying the context a caller needs and a
+stable machine-readable ``code`` that the HTTP API returns unchanged::
+
+    OtpguardError                    code
+    +-- ConfigError                  configuration_error (start-up only)
+    +-- InvalidRequest               invalid_request            400
+    |   +-- InvalidPhoneNumber       invalid_phone_number       400
+    +-- Unauthorized                 unauthorized               401
+    +-- Forbidden                    forbidden                  403
+    |   +-- HttpsRequired            https_required             403
+    +-- DestinationRefused           destination_refused        403 (reason=...)
+    +-- NotFound                     not_found                  404
+    +-- Conflict                     conflict                   409 (reason=...)
+    +-- RateLimited                  rate_limited               429 (rule=..., retry_after=...)
+    +-- DeliveryError                delivery_failed            502 (reason=..., provider_code=...)
+    +-- StorageError                 unavailable                503
+
+Messages never contain a code, a key or a provider response body.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class OtpguardError(Exception):
+    """Root of every otpguard error."""
+
+    code: str = "error"
+    status: int = 500
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+
+    def details(self) -> dict[str, object]:
+        """Extra machine-readable fields returned beside ``code`` and ``message``."""
+        return {}
+
+
+class ConfigError(OtpguardError):
+    """The configuration is invalid; the message says what to set."""
+
+    code = "configuration_error"
+
+
+class InvalidRequest(OtpguardError):
+    """The request is malformed."""
+
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidPhoneNumber(InvalidRequest):
+    """The phone number could not be parsed as a valid number."""
+
+    code = "invalid_phone_number"
+
+
+class Unauthorized(OtpguardError):
+    """Missing or wrong credentials."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(OtpguardError):
+    """The credentials are valid but not allowed to do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class HttpsRequired(Forbidden):
+    """Plain HTTP is refused; use HTTPS."""
+
+    code = "https_required"
+
+
+class DestinationRefused(OtpguardError):
+    """The destination may not receive codes (``reason`` says why)."""
+
+    code = "destination_refused"
+    status = 403
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"destination refused: {reason}")
+        self.reason = reason
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason}
+
+
+class NotFound(OtpguardError):
+    """No such verification (or resource)."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(OtpguardError):
+    """The verification is not in a state that allows this (``reason`` says which)."""
+
+    code = "conflict"
+    status = 409
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or f"not allowed: verification is {reason}")
+        self.reason = reason
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason}
+
+
+class RateLimited(OtpguardError):
+    """Too many requests; ``rule`` names the limit and ``retry_after`` the wait in seconds."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, rule: str, retry_after: float, message: str = "") -> None:
+        self.rule = rule
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message or f"rate limited by rule '{rule}'; retry after {self.retry_after} s")
+
+    def details(self) -> dict[str, object]:
+        return {"rule": self.rule, "retry_after": self.retry_after}
+
+
+class DeliveryError(OtpguardError):
+    """The transport could not deliver the message."""
+
+    code = "delivery_failed"
+    status = 502
+
+    def __init__(
+        self,
+        reason: str = "provider_error",
+        message: str = "",
+        *,
+        provider_code: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message or f"delivery failed: {reason}")
+        self.reason = reason
+        self.provider_code = provider_code
+        self.retryable = retryable
+
+    def details(self) -> dict[str, object]:
+        out: dict[str, object] = {"reason": self.reason}
+        if self.provider_code is not None:
+            out["provider_code"] = self.provider_code
+        return out
+
+
+class StorageError(OtpguardError):
+    """The store cannot be reached or failed; otpguard fails closed."""
+
+    code = "unavailable"
+    status = 503

@@ -1,0 +1,91 @@
+"""The event model: every decision the engine makes becomes one Event.
+
+An event carries a masked number and a keyed hash of the number (for
+grouping), never the number itself, never a code. Events are stored in the
+store and logged as one JSON line each on the ``otpguard.events`` logger.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger("otpguard.events")
+
+
+class EventType(enum.StrEnum):
+    STARTED = "verification.started"
+    SENT = "verification.sent"
+    RESENT = "verification.resent"
+    DELIVERY_FAILED = "verification.delivery_failed"
+    DELIVERY_STATUS = "verification.delivery_status"
+    CHECK_PASSED = "check.passed"
+    CHECK_FAILED = "check.failed"
+    LOCKED = "verification.locked"
+    EXPIRED = "verification.expired"
+    CANCELED = "verification.canceled"
+    REFUSED = "request.refused"
+    FRAUD_SHADOW = "fraud.shadow"  # a rule in shadow mode would have refused
+    FRAUD_SUSPENDED = "fraud.suspended"  # a prefix/country was suspended by conversion watch
+    ALERT_OPENED = "alert.opened"
+    ALERT_RESOLVED = "alert.resolved"
+    STORE_ERROR = "store.error"
+
+
+def new_event_id(now: float) -> str:
+    """Sortable by time: 13 hex digits of milliseconds, then 12 random hex digits."""
+    return f"{int(now * 1000):013x}{os.urandom(6).hex()}"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    ts: float
+    id: str = ""
+    verification_id: str | None = None
+    number_masked: str | None = None
+    number_hash: str | None = None
+    country: str | None = None
+    channel: str | None = None
+    client_ip: str | None = None
+    reason: str | None = None  # refusal reason, delivery reason, check outcome...
+    rule: str | None = None  # the rate-limit or fraud rule that fired
+    provider_code: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        known = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
+        known["details"] = dict(data.get("details") or {})
+        return cls(**known)
+
+
+def mask_number(e164: str) -> str:
+    """``+447400123456`` -> ``+44******3456``: country prefix and last four digits only."""
+    if len(e164) <= 7:
+        return "*" * len(e164)
+    head = e164[:3] if e164.startswith("+") else e164[:2]
+    return head + "*" * (len(e164) - len(head) - 4) + e164[-4:]
+
+
+EventListener = Callable[[Event], Awaitable[None]]
+
+
+def log_event(event: Event) -> None:
+    log.info(event.to_json())
+
+
+def monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)

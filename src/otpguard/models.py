@@ -1,0 +1,92 @@
+"""The typed values every layer shares: channels, statuses, verifications, outcomes.
+
+(STYLE.md does not list this module; it exists so that stores, the service and
+the web layer can share these types without importing each other.)
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+
+class Channel(enum.StrEnum):
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    VOICE = "voice"
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    MAX_ATTEMPTS_REACHED = "max_attempts_reached"
+    FAILED = "failed"
+
+
+FINAL_STATUSES = frozenset(s for s in Status if s is not Status.PENDING)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One verification as stored: never the code, only its keyed HMAC."""
+
+    id: str
+    to: str  # E.164
+    channel: Channel
+    status: Status
+    key_id: str
+    code_hash: str
+    created_at: float
+    updated_at: float
+    expires_at: float
+    resend_available_at: float
+    attempts: int = 0  # checks counted against the current verification
+    sends: int = 1  # messages sent for it (first send + resends)
+    client_ip: str | None = None
+    country: str | None = None
+    locale: str | None = None
+
+    def with_(self, **changes: object) -> Verification:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:  # keep tags out of reprs and tracebacks
+        return (
+            f"Verification(id={self.id!r}, channel={self.channel.value!r}, "
+            f"status={self.status.value!r}, attempts={self.attempts})"
+        )
+
+
+class AttemptOutcome(enum.StrEnum):
+    """What ``Store.record_attempt`` found when it counted a check."""
+
+    COUNTED = "counted"  # pending, not expired, under the cap: attempt counted, compare now
+    NOT_PENDING = "not_pending"  # already final (approved, canceled, failed, ...)
+    EXPIRED = "expired"  # was pending but past expiry: now marked expired
+    LOCKED = "locked"  # attempts already at the cap: now marked max_attempts_reached
+
+
+@dataclass(frozen=True)
+class AttemptTicket:
+    outcome: AttemptOutcome
+    verification: Verification  # state after the operation
+
+
+@dataclass(frozen=True)
+class RateRule:
+    """``limit`` events per ``window`` seconds under ``key``; ``name`` is the rule reported."""
+
+    name: str
+    key: str
+    limit: int
+    window: int
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    rule: str | None = None
+    retry_after: float = 0.0
+    count: int = 0  # for the refusing rule (or the fullest rule when allowed)
+

@@ -1,0 +1,170 @@
+"""Parsing, normalising and classifying numbers, and the destination policy.
+
+Everything is offline, with the ``phonenumbers`` metadata (version pinned in
+pyproject.toml). A number keys counters only in its E.164 form, so
+``07400 123456`` (default region GB), ``+44 7400 123456`` and ``+447400123456``
+are one number.
+
+The policy refuses before anything is sent:
+
+* invalid numbers (``InvalidPhoneNumber``);
+* blocklisted numbers or prefixes (``blocklisted``);
+* regions not in ``OTPGUARD_ALLOWED_COUNTRIES`` (``country_not_allowed``), judged by
+  the number's own region, so +44 7781 (Guernsey, GG), +44 7797 (Jersey, JE) and
+  +44 7624 (Isle of Man, IM) need their own codes;
+* number types not suitable for the channel: SMS and WhatsApp reach MOBILE only,
+  voice also FIXED_LINE; FIXED_LINE_OR_MOBILE is allowed unless
+  ``OTPGUARD_ALLOW_FIXED_LINE_OR_MOBILE=false``; VOIP only with
+  ``OTPGUARD_ALLOW_VOIP=true``; PREMIUM_RATE (``premium_rate``), SHARED_COST
+  (``shared_cost``) and every other type (``number_type:<type>``) never.
+
+With Twilio test credentials, Twilio's magic numbers (+1 500 555 xxxx) pass,
+since they are what those credentials accept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+from .errors import DestinationRefused, InvalidPhoneNumber
+from .models import Channel
+
+MAX_INPUT_LENGTH = 32
+TWILIO_MAGIC_PREFIX = "+1500555"
+
+TYPE_NAMES: dict[int, str] = {
+    getattr(PhoneNumberType, name): name.lower()
+    for name in dir(PhoneNumberType)
+    if name.isupper() and isinstance(getattr(PhoneNumberType, name), int)
+}
+
+
+@dataclass(frozen=True)
+class PhoneNumber:
+    e164: str
+    region: str | None  # ISO 3166-1 alpha-2 of the number's own region
+    type: str  # phonenumbers type, lower case: mobile, fixed_line, premium_rate, ...
+
+    @property
+    def prefix(self) -> str:
+        """The E.164 number minus its last four digits (groups a range of 10,000 numbers)."""
+        return self.e164[:-4]
+
+    @property
+    def is_twilio_magic(self) -> bool:
+        return self.e164.startswith(TWILIO_MAGIC_PREFIX) and len(self.e164) == 12
+
+
+def parse(raw: str, default_region: str = "GB") -> PhoneNumber:
+    """Parse and validate; raise InvalidPhoneNumber with a message fit for the caller."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidPhoneNumber("'to' must be a phone number, like +447400123456")
+    text = raw.strip()
+    if len(text) > MAX_INPUT_LENGTH or not text.isascii() or not text.isprintable():
+        raise InvalidPhoneNumber(
+            "'to' is not a phone number: use digits with an optional leading +, "
+            "like +447400123456"
+        )
+    try:
+        num = phonenumbers.parse(text, default_region)
+    except NumberParseException:
+        raise InvalidPhoneNumber(
+            f"'to' could not be read as a phone number (default region {default_region}); "
+            "write it in international form, like +447400123456"
+        ) from None
+    e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    magic = e164.startswith(TWILIO_MAGIC_PREFIX) and len(e164) == 12
+    if not magic and not phonenumbers.is_valid_number(num):
+        raise InvalidPhoneNumber(
+            "'to' is not a valid phone number; check the digits and the country code"
+        )
+    region = phonenumbers.region_code_for_number(num)
+    return PhoneNumber(
+        e164=e164,
+        region=region if region and region != "ZZ" else None,
+        type=TYPE_NAMES.get(phonenumbers.number_type(num), "unknown"),
+    )
+
+
+def normalize(raw: str, default_region: str = "GB") -> str:
+    return parse(raw, default_region).e164
+
+
+def _matches(e164: str, patterns: list[str]) -> bool:
+    return any(e164.startswith(p.replace(" ", "")) for p in patterns if p.strip())
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    allowed: bool
+    reason: str | None = None
+
+
+class DestinationPolicy:
+    def __init__(
+        self,
+        allowed_countries: list[str],
+        *,
+        allow_fixed_line_or_mobile: bool = True,
+        allow_voip: bool = False,
+        blocklist: list[str] | None = None,
+        allowlist: list[str] | None = None,
+        twilio_test_credentials: bool = False,
+    ) -> None:
+        self.allowed_countries = {c.upper() for c in allowed_countries}
+        self.allow_fixed_line_or_mobile = allow_fixed_line_or_mobile
+        self.allow_voip = allow_voip
+        self.blocklist = list(blocklist or [])
+        self.allowlist = list(allowlist or [])
+        self.twilio_test_credentials = twilio_test_credentials
+
+    def is_allowlisted(self, number: PhoneNumber) -> bool:
+        """Allowlisted numbers skip the fraud rules, never the type policy."""
+        return _matches(number.e164, self.allowlist)
+
+    def _type_allowed(self, number_type: str, channel: Channel) -> PolicyDecision:
+        if number_type == "mobile":
+            return PolicyDecision(True)
+        if number_type == "fixed_line_or_mobile" and self.allow_fixed_line_or_mobile:
+            return PolicyDecision(True)
+        if number_type == "fixed_line" and channel is Channel.VOICE:
+            return PolicyDecision(True)
+        if number_type == "voip" and self.allow_voip:
+            return PolicyDecision(True)
+        if number_type == "premium_rate":
+            return PolicyDecision(False, "premium_rate")
+        if number_type == "shared_cost":
+            return PolicyDecision(False, "shared_cost")
+        return PolicyDecision(False, f"number_type:{number_type}")
+
+    def decide(self, number: PhoneNumber, channel: Channel) -> PolicyDecision:
+        if self.twilio_test_credentials and number.is_twilio_magic:
+            return PolicyDecision(True)
+        if _matches(number.e164, self.blocklist):
+            return PolicyDecision(False, "blocklisted")
+        if number.region is None or number.region not in self.allowed_countries:
+            return PolicyDecision(False, "country_not_allowed")
+        return self._type_allowed(number.type, channel)
+
+    def enforce(self, number: PhoneNumber, channel: Channel) -> None:
+        decision = self.decide(number, channel)
+        if not decision.allowed:
+            assert decision.reason is not None
+            raise DestinationRefused(decision.reason)
+
+    def explain(self, number: PhoneNumber) -> dict[str, object]:
+        """Country, type and the decision for every channel (for the CLI and API)."""
+        return {
+            "number": number.e164,
+            "country": number.region,
+            "type": number.type,
+            "allowlisted": self.is_allowlisted(number),
+            "channels": {
+                ch.value: {"allowed": d.allowed, "reason": d.reason}
+                for ch in Channel
+                for d in [self.decide(number, ch)]
+            },
+        }

@@ -1,0 +1,200 @@
+"""The storage contract.
+
+A handful of domain operations, each atomic in every backend (a transaction in
+SQL, a Lua script or MULTI/EXEC in Redis), instead of a key-value API. Every
+operation takes ``now`` from the caller's injected clock. Backend errors are
+translated to :class:`otpguard.errors.StorageError` at the boundary.
+
+``tests/contracts/`` holds the suite every backend must pass unchanged.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..events import Event
+from ..models import AttemptTicket, RateDecision, RateRule, Status, Verification
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str  # public part, shown in lists
+    name: str
+    key_hash: str  # keyed hash of the whole key
+    scopes: tuple[str, ...]
+    created_at: float
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: str  # rule + subject; one open incident per id
+    rule: str
+    subject: str
+    status: str  # "open" | "resolved"
+    opened_at: float
+    updated_at: float
+    resolved_at: float | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    types: tuple[str, ...] = ()
+    number_hash: str | None = None
+    client_ip: str | None = None
+    country: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before_id: str | None = None  # pagination cursor: events older than this id
+    limit: int = 100
+
+
+class Store(abc.ABC):
+    """Base class for every backend. Subclasses implement each operation atomically."""
+
+    url: str = ""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, create or migrate the schema."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def health(self) -> None:
+        """Raise StorageError when the store cannot serve."""
+
+    # -- verifications -------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_verification(self, v: Verification) -> None:
+        """Insert a new verification (durable once this returns)."""
+
+    @abc.abstractmethod
+    async def get_verification(self, verification_id: str) -> Verification | None: ...
+
+    @abc.abstractmethod
+    async def find_pending(self, to: str, now: float) -> Verification | None:
+        """The newest pending, unexpired verification for an E.164 number."""
+
+    @abc.abstractmethod
+    async def record_attempt(
+        self, verification_id: str, max_attempts: int, now: float
+    ) -> AttemptTicket | None:
+        """Count one check *before* the code is compared, atomically.
+
+        pending, unexpired, attempts < max  -> attempts += 1, COUNTED
+        pending, expired                    -> status=expired, EXPIRED
+        pending, attempts >= max            -> status=max_attempts_reached, LOCKED
+        anything else                       -> unchanged, NOT_PENDING
+        unknown id                          -> None
+        """
+
+    @abc.abstractmethod
+    async def approve(self, verification_id: str, now: float) -> bool:
+        """pending and unexpired -> approved; True for exactly one caller."""
+
+    @abc.abstractmethod
+    async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
+        """pending with attempts >= max -> max_attempts_reached; True if it changed."""
+
+    @abc.abstractmethod
+    async def replace_code(
+        self,
+        verification_id: str,
+        key_id: str,
+        code_hash: str,
+        now: float,
+        expires_at: float,
+        resend_available_at: float,
+    ) -> Verification | None:
+        """Resend: swap in a new code tag if pending, unexpired and out of cooldown.
+
+        Increments ``sends``; never touches ``attempts``. None when refused.
+        """
+
+    @abc.abstractmethod
+    async def transition(
+        self, verification_id: str, from_statuses: Sequence[Status], to: Status, now: float
+    ) -> Verification | None:
+        """Move to ``to`` if the current status is one of ``from_statuses``; None otherwise."""
+
+    # -- rate windows (sliding logs) -------------------------------------------
+
+    @abc.abstractmethod
+    async def hit(
+        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    ) -> RateDecision:
+        """All or nothing: if every rule has room for ``cost`` more events in its
+        window (count + cost <= limit), record them (unless ``record`` is False:
+        a peek) under every rule and allow; otherwise record nothing and refuse
+        naming the first rule (in order) that is full, with ``retry_after`` the
+        seconds until it has room (when the oldest counted event leaves the
+        window). An empty ``rules`` is allowed. ``count`` in the decision is the
+        refusing rule's count, or the highest count/limit rule's count after
+        recording when allowed."""
+
+    @abc.abstractmethod
+    async def count(self, key: str, window: int, now: float) -> int:
+        """Events recorded under ``key`` in the last ``window`` seconds."""
+
+    # -- flags (suspensions, undeliverable numbers, ...) -----------------------
+
+    @abc.abstractmethod
+    async def set_flag(self, key: str, value: str, until: float) -> None: ...
+
+    @abc.abstractmethod
+    async def get_flag(self, key: str, now: float) -> str | None:
+        """The flag's value if set and ``until`` is still in the future."""
+
+    # -- events ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_events(self, events: Sequence[Event]) -> None:
+        """Store events (ids already set), in one transaction."""
+
+    @abc.abstractmethod
+    async def list_events(self, query: EventQuery) -> list[Event]:
+        """Newest first, filtered; ``limit`` at most."""
+
+    # -- alerts ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_alert(self, alert: Alert) -> None:
+        """Insert or replace by id."""
+
+    @abc.abstractmethod
+    async def list_alerts(self, since: float | None = None, status: str | None = None) -> list[Alert]:
+        """Newest ``updated_at`` first."""
+
+    # -- API keys -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_api_key(self, key: ApiKey) -> None: ...
+
+    @abc.abstractmethod
+    async def get_api_key(self, key_id: str) -> ApiKey | None: ...
+
+    @abc.abstractmethod
+    async def list_api_keys(self) -> list[ApiKey]: ...
+
+    @abc.abstractmethod
+    async def revoke_api_key(self, key_id: str, now: float) -> bool: ...
+
+    # -- maintenance ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def purge(self, now: float, verification_grace: float, rate_horizon: float,
+                    event_horizon: float) -> int:
+        """Delete verifications expired more than ``verification_grace`` ago, rate
+        entries older than ``rate_horizon`` seconds, events older than
+        ``event_horizon`` seconds, flags past their time. Returns rows removed."""
+
+    @abc.abstractmethod
+    async def dump(self) -> str:
+        """Every stored byte as text, for the tests that prove no code is stored."""

@@ -1,0 +1,87 @@
+"""The transport contract, shaped like httpx's: one async ``send``, plus ``aclose``.
+
+A transport receives a :class:`Message` that holds the code and renders it for
+its channel. It returns a :class:`Receipt` or raises
+:class:`otpguard.errors.DeliveryError`. Nothing it returns may contain the code
+or the rendered body.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from ..models import Channel
+
+# Per-locale SMS templates: service name, code, validity in minutes, do-not-share.
+SMS_TEMPLATES: dict[str, str] = {
+    "en": "{service} code: {code}. Valid for {minutes} min. Do not share this code with anyone.",
+    "es": "Código de {service}: {code}. Válido {minutes} min. No compartas este código con nadie.",
+    "fr": "Code {service} : {code}. Valable {minutes} min. Ne partagez ce code avec personne.",
+    "de": "{service}-Code: {code}. {minutes} Min. gültig. Teilen Sie diesen Code mit niemandem.",
+}
+
+# Default locale by the number's country, when the request does not name one.
+COUNTRY_LOCALES: dict[str, str] = {
+    "ES": "es", "MX": "es", "AR": "es", "CO": "es", "CL": "es", "PE": "es",
+    "FR": "fr", "BE": "fr", "LU": "fr", "MC": "fr",
+    "DE": "de", "AT": "de", "CH": "de", "LI": "de",
+}
+
+
+def pick_locale(requested: str | None, country: str | None) -> str:
+    """The request's locale if we have a template for it, else the country's, else English."""
+    if requested:
+        lang = requested.replace("_", "-").split("-")[0].lower()
+        if lang in SMS_TEMPLATES:
+            return lang
+    if country and country.upper() in COUNTRY_LOCALES:
+        return COUNTRY_LOCALES[country.upper()]
+    return "en"
+
+
+@dataclass(frozen=True)
+class Message:
+    """What to deliver. ``code`` is the only place the code lives outside the phone."""
+
+    verification_id: str
+    to: str  # E.164
+    channel: Channel
+    code: str
+    service_name: str
+    ttl_seconds: int  # remaining validity when handed to the transport
+    locale: str = "en"
+    country: str | None = None
+
+    def __repr__(self) -> str:  # a Message in a traceback must not show the code
+        return (
+            f"Message(verification_id={self.verification_id!r}, channel={self.channel.value!r}, "
+            f"locale={self.locale!r})"
+        )
+
+    @property
+    def minutes(self) -> int:
+        return max(1, -(-self.ttl_seconds // 60))
+
+    def render_text(self) -> str:
+        template = SMS_TEMPLATES.get(self.locale, SMS_TEMPLATES["en"])
+        return template.format(service=self.service_name, code=self.code, minutes=self.minutes)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    provider: str
+    provider_id: str | None = None
+    status: str = "sent"
+
+
+class Transport(abc.ABC):
+    name: str = "transport"
+    #: True when this transport can reach a real phone (guards in development mode apply).
+    reaches_real_phones: bool = False
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> Receipt: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
