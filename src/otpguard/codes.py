@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ def is_trivial(code: str) -> bool:
     """True for codes a person would guess first: 000000, 123456, 987654, ..."""
     if len(set(code)) == 1:
         return True
-    steps = {(int(b) - int(a)) % 10 for a, b in zip(code, code[1:], strict=False)}
+    steps = {(int(b) - int(a)) % 10 for a, b in itertools.pairwise(code)}
     return steps in ({1}, {9})
 
 
@@ -132,7 +133,9 @@ class Keyring:
     def keyed_hash(self, purpose: str, value: str) -> str:
         """A keyed, non-reversible digest for grouping (numbers in events, API keys)."""
         key = self._keys[-1]  # oldest key: stable grouping across rotations... until it retires
-        return hmac.new(key.secret, purpose.encode() + _SEP + value.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(
+            key.secret, purpose.encode() + _SEP + value.encode(), hashlib.sha256
+        ).hexdigest()[:32]
 
 
 def new_secret_hex(nbytes: int = 32) -> str:

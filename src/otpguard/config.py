@@ -167,9 +167,16 @@ class Settings(BaseModel):
     # -- validators -------------------------------------------------------------
 
     @field_validator(
-        "limit_phone", "limit_ip", "limit_network", "limit_prefix", "limit_country",
-        "limit_global", "limit_failed_checks", "limit_ip_failed_checks",
-        "fraud_budget_global", "fraud_budget_country",
+        "limit_phone",
+        "limit_ip",
+        "limit_network",
+        "limit_prefix",
+        "limit_country",
+        "limit_global",
+        "limit_failed_checks",
+        "limit_ip_failed_checks",
+        "fraud_budget_global",
+        "fraud_budget_country",
     )
     @classmethod
     def _windows(cls, v: str) -> str:
@@ -279,7 +286,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         else:
             values[name] = raw
     unknown = [
-        k for k in env
+        k
+        for k in env
         if k.startswith("OTPGUARD_")
         and k[9:].lower() not in Settings.model_fields
         and k not in ("OTPGUARD_CONFIG",)
@@ -396,9 +404,7 @@ def check_startup(settings: Settings) -> Settings:
     """Validate for serving: refuse unsafe production settings, give development a key."""
     problems = production_problems(settings)
     if problems:
-        raise ConfigError(
-            "refusing to start in production:\n  - " + "\n  - ".join(problems)
-        )
+        raise ConfigError("refusing to start in production:\n  - " + "\n  - ".join(problems))
     settings = ensure_dev_key(settings)
     settings.keyring()  # raises ConfigError on weak or malformed keys
     return settings

@@ -123,7 +123,9 @@ class RateLimited(OtpguardError):
     def __init__(self, rule: str, retry_after: float, message: str = "") -> None:
         self.rule = rule
         self.retry_after = max(1, math.ceil(retry_after))
-        super().__init__(message or f"rate limited by rule '{rule}'; retry after {self.retry_after} s")
+        super().__init__(
+            message or f"rate limited by rule '{rule}'; retry after {self.retry_after} s"
+        )
 
     def details(self) -> dict[str, object]:
         return {"rule": self.rule, "retry_after": self.retry_after}

@@ -89,4 +89,3 @@ class RateDecision:
     rule: str | None = None
     retry_after: float = 0.0
     count: int = 0  # for the refusing rule (or the fullest rule when allowed)
-

@@ -65,8 +65,7 @@ def parse(raw: str, default_region: str = "GB") -> PhoneNumber:
     text = raw.strip()
     if len(text) > MAX_INPUT_LENGTH or not text.isascii() or not text.isprintable():
         raise InvalidPhoneNumber(
-            "'to' is not a phone number: use digits with an optional leading +, "
-            "like +447400123456"
+            "'to' is not a phone number: use digits with an optional leading +, like +447400123456"
         )
     try:
         num = phonenumbers.parse(text, default_region)

@@ -169,7 +169,9 @@ class Store(abc.ABC):
         """Insert or replace by id."""
 
     @abc.abstractmethod
-    async def list_alerts(self, since: float | None = None, status: str | None = None) -> list[Alert]:
+    async def list_alerts(
+        self, since: float | None = None, status: str | None = None
+    ) -> list[Alert]:
         """Newest ``updated_at`` first."""
 
     # -- API keys -------------------------------------------------------------
@@ -189,8 +191,9 @@ class Store(abc.ABC):
     # -- maintenance ----------------------------------------------------------
 
     @abc.abstractmethod
-    async def purge(self, now: float, verification_grace: float, rate_horizon: float,
-                    event_horizon: float) -> int:
+    async def purge(
+        self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
+    ) -> int:
         """Delete verifications expired more than ``verification_grace`` ago, rate
         entries older than ``rate_horizon`` seconds, events older than
         ``event_horizon`` seconds, flags past their time. Returns rows removed."""

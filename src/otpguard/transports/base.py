@@ -23,9 +23,20 @@ SMS_TEMPLATES: dict[str, str] = {
 
 # Default locale by the number's country, when the request does not name one.
 COUNTRY_LOCALES: dict[str, str] = {
-    "ES": "es", "MX": "es", "AR": "es", "CO": "es", "CL": "es", "PE": "es",
-    "FR": "fr", "BE": "fr", "LU": "fr", "MC": "fr",
-    "DE": "de", "AT": "de", "CH": "de", "LI": "de",
+    "ES": "es",
+    "MX": "es",
+    "AR": "es",
+    "CO": "es",
+    "CL": "es",
+    "PE": "es",
+    "FR": "fr",
+    "BE": "fr",
+    "LU": "fr",
+    "MC": "fr",
+    "DE": "de",
+    "AT": "de",
+    "CH": "de",
+    "LI": "de",
 }
 
 

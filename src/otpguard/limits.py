@@ -1,0 +1,101 @@
+"""Rate-limit rules and their evaluation over a store.
+
+Every rule is a sliding window (``LIMIT/WINDOW``, several per setting separated
+by ``;``) counted atomically in the store. The rule names are what a refusal
+reports as ``rule``:
+
+========== ============================================= ==========================
+rule       counts                                        setting (default)
+========== ============================================= ==========================
+phone      sends to one E.164 number                      limit_phone (3/10m;10/24h)
+ip         sends for one client IP                        limit_ip (10/10m;50/24h)
+network    sends for one /24 (IPv4) or /56 (IPv6)         limit_network (30/10m)
+prefix     sends to one number minus its last 4 digits    limit_prefix (20/10m;100/24h)
+country    sends to one country                           limit_country (300/10m;5000/24h)
+global     every send                                     limit_global (100/1m;10000/24h)
+failed_checks  wrong codes for one number (any verification) limit_failed_checks (10/1h)
+               and for one client IP                      limit_ip_failed_checks (30/1h)
+cooldown   resends of one verification: 30 s, then 60 s, 120 s, ... (resend_cooldown)
+========== ============================================= ==========================
+
+A request without ``client_ip`` counts under the shared ``unknown`` bucket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .config import Settings
+from .errors import InvalidRequest
+from .models import RateRule
+from .phone import PhoneNumber
+
+UNKNOWN_IP = "unknown"
+
+
+def normalize_ip(client_ip: str | None) -> str:
+    """A canonical IP string, or ``unknown`` when the caller did not pass one."""
+    if client_ip is None or client_ip == "":
+        return UNKNOWN_IP
+    if not isinstance(client_ip, str) or len(client_ip) > 64:
+        raise InvalidRequest("'client_ip' must be an IPv4 or IPv6 address")
+    try:
+        return str(ipaddress.ip_address(client_ip.strip()))
+    except ValueError:
+        raise InvalidRequest(
+            "'client_ip' must be an IPv4 or IPv6 address, like 203.0.113.7"
+        ) from None
+
+
+def network_of(ip: str) -> str:
+    """The /24 of an IPv4 address or the /56 of an IPv6 address."""
+    if ip == UNKNOWN_IP:
+        return UNKNOWN_IP
+    addr = ipaddress.ip_address(ip)
+    prefix = 24 if addr.version == 4 else 56
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+def _rules(settings: Settings, setting: str, name: str, key: str) -> list[RateRule]:
+    return [
+        RateRule(name=name, key=f"{name}:{key}:{window}", limit=limit, window=window)
+        for limit, window in settings.windows(setting)
+    ]
+
+
+def send_rules(settings: Settings, number: PhoneNumber, client_ip: str) -> list[RateRule]:
+    """Every rule a send (start or resend) must pass, most specific first."""
+    return [
+        *_rules(settings, "limit_phone", "phone", number.e164),
+        *_rules(settings, "limit_ip", "ip", client_ip),
+        *_rules(settings, "limit_network", "network", network_of(client_ip)),
+        *_rules(settings, "limit_prefix", "prefix", number.prefix),
+        *_rules(settings, "limit_country", "country", number.region or "unknown"),
+        *_rules(settings, "limit_global", "global", "all"),
+    ]
+
+
+def failed_check_rules(settings: Settings, e164: str, client_ip: str) -> list[RateRule]:
+    """Wrong codes per number (across all its verifications) and per client IP."""
+    rules = _rules(settings, "limit_failed_checks", "failed_checks", e164)
+    rules += [
+        RateRule("failed_checks", f"failed_checks_ip:{client_ip}:{w}", limit, w)
+        for limit, w in settings.windows("limit_ip_failed_checks")
+    ]
+    return rules
+
+
+def resend_cooldown(settings: Settings, sends: int) -> int:
+    """Seconds to wait after the ``sends``-th message: 30, 60, 120, ... capped."""
+    base = settings.resend_cooldown
+    if base == 0:
+        return 0
+    return int(min(base * 2 ** max(0, sends - 1), max(base, settings.resend_cooldown_max)))
+
+
+def longest_window(settings: Settings) -> int:
+    """How long rate entries must be kept (the purge horizon)."""
+    names = [n for n in type(settings).model_fields if n.startswith(("limit_", "fraud_budget"))]
+    windows = [w for n in names for _, w in settings.windows(n)]
+    windows += [settings.fraud_conversion_window, settings.fraud_sequential_window]
+    return max(windows, default=86400)
