@@ -1,0 +1,681 @@
+"""The SQLite store: the harmless default, one file, several worker processes.
+
+``SQLiteStore("sqlite:///otpguard.db")`` (relative), ``sqlite:////var/lib/otpguard.db``
+(absolute) or ``sqlite://:memory:`` (tests).
+
+The stdlib ``sqlite3`` module is synchronous, so the store owns its one
+connection in one dedicated worker thread and runs every operation there: the
+thread serializes operations inside a process, and ``BEGIN IMMEDIATE`` (take the
+write lock before reading) makes each read-then-write atomic across processes
+sharing the file. WAL with ``synchronous=FULL`` means a verification is on disk
+before the call that stored it returns, even if the server is then SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import ConfigError, StorageError
+from ..events import Event
+from ..models import (
+    AttemptOutcome,
+    AttemptTicket,
+    Channel,
+    RateDecision,
+    RateRule,
+    Status,
+    Verification,
+)
+from .base import Alert, ApiKey, EventQuery, Store
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 10_000
+PURGE_BATCH = 1_000  # rows per delete: a huge purge never holds the write lock for long
+
+# Schema migrations: MIGRATIONS[n] upgrades PRAGMA user_version n -> n + 1.
+# Append, never edit a released step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE verifications (
+            id TEXT PRIMARY KEY,
+            to_number TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            resend_available_at REAL NOT NULL,
+            attempts INTEGER NOT NULL,
+            sends INTEGER NOT NULL,
+            client_ip TEXT,
+            country TEXT,
+            locale TEXT
+        )""",
+        "CREATE INDEX verifications_to_status ON verifications (to_number, status, created_at)",
+        "CREATE INDEX verifications_expires_at ON verifications (expires_at)",
+        "CREATE TABLE rate_log (key TEXT NOT NULL, ts REAL NOT NULL)",
+        "CREATE INDEX rate_log_key_ts ON rate_log (key, ts)",
+        "CREATE INDEX rate_log_ts ON rate_log (ts)",
+        "CREATE TABLE flags (key TEXT PRIMARY KEY, value TEXT NOT NULL, until REAL NOT NULL)",
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            ts REAL NOT NULL,
+            verification_id TEXT,
+            number_masked TEXT,
+            number_hash TEXT,
+            country TEXT,
+            channel TEXT,
+            client_ip TEXT,
+            reason TEXT,
+            rule TEXT,
+            provider_code INTEGER,
+            details TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_type ON events (type)",
+        "CREATE INDEX events_number_hash ON events (number_hash)",
+        "CREATE INDEX events_client_ip ON events (client_ip)",
+        "CREATE INDEX events_country ON events (country)",
+        "CREATE INDEX events_ts ON events (ts)",
+        """CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            status TEXT NOT NULL,
+            opened_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            resolved_at REAL,
+            message TEXT NOT NULL,
+            details TEXT NOT NULL
+        )""",
+        "CREATE INDEX alerts_updated_at ON alerts (updated_at)",
+        """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            revoked_at REAL
+        )""",
+    ),
+)
+
+V_COLUMNS = (
+    "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
+    " resend_available_at, attempts, sends, client_ip, country, locale"
+)
+SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
+E_FIELDS = (
+    "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
+    "channel", "client_ip", "reason", "rule", "provider_code", "details",
+)  # fmt: skip
+A_COLUMNS = "id, rule, subject, status, opened_at, updated_at, resolved_at, message, details"
+K_COLUMNS = "id, name, key_hash, scopes, created_at, revoked_at"
+
+
+@contextlib.contextmanager
+def _storage_errors(op: str) -> Iterator[None]:
+    """The one place backend errors become StorageError; never echoes SQL or values."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+        raise StorageError(f"sqlite store: {op} failed ({name})") from exc
+    except (BrokenExecutor, RuntimeError) as exc:  # executor shut down under us
+        raise StorageError(f"sqlite store: {op} failed (store closed)") from exc
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[None]:
+    """BEGIN IMMEDIATE takes the write lock before the first read: atomic across processes."""
+    conn.execute(f"BEGIN {mode}")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _path_from_url(url: str) -> str:
+    prefix = "sqlite://"
+    if not url.lower().startswith(prefix):
+        raise ConfigError(f"OTPGUARD_STORE: not a sqlite URL: {url!r}")
+    rest = url[len(prefix) :]
+    if rest in (":memory:", "/:memory:"):
+        return ":memory:"
+    if not rest.startswith("/") or len(rest) < 2:
+        raise ConfigError(
+            "OTPGUARD_STORE: use sqlite:///relative.db, sqlite:////absolute.db or sqlite://:memory:"
+        )
+    return rest[1:]
+
+
+def _verification(row: Sequence[Any]) -> Verification:
+    return Verification(
+        id=row[0],
+        to=row[1],
+        channel=Channel(row[2]),
+        status=Status(row[3]),
+        key_id=row[4],
+        code_hash=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        expires_at=row[8],
+        resend_available_at=row[9],
+        attempts=row[10],
+        sends=row[11],
+        client_ip=row[12],
+        country=row[13],
+        locale=row[14],
+    )
+
+
+def _get(conn: sqlite3.Connection, verification_id: str) -> Verification | None:
+    row = conn.execute(f"{SELECT_V} WHERE id = ?", (verification_id,)).fetchone()
+    return None if row is None else _verification(row)
+
+
+def _alert(row: Sequence[Any]) -> Alert:
+    return Alert(
+        id=row[0],
+        rule=row[1],
+        subject=row[2],
+        status=row[3],
+        opened_at=row[4],
+        updated_at=row[5],
+        resolved_at=row[6],
+        message=row[7],
+        details=json.loads(row[8]),
+    )
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        key_hash=row[2],
+        scopes=tuple(json.loads(row[3])),
+        created_at=row[4],
+        revoked_at=row[5],
+    )
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = _path_from_url(url)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _run(self, op: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the store's thread."""
+        with _storage_errors(op):
+            executor, conn = self._executor, self._conn
+            if executor is None or conn is None:
+                raise StorageError(f"sqlite store: {op} failed (store is not open)")
+            return await asyncio.get_running_loop().run_in_executor(executor, fn, conn, *args)
+
+    def _connect(self) -> None:
+        if self._conn is not None:  # open() is idempotent
+            return
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")  # stays "memory" for :memory:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"sqlite store: schema version {version} is newer than this otpguard "
+                    f"({len(MIGRATIONS)}); upgrade otpguard"
+                )
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version < len(MIGRATIONS):
+                conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    async def open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="otpguard-sqlite")
+        executor = self._executor
+        try:
+            with _storage_errors("open"):
+                await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except BaseException:
+            if self._conn is None and self._executor is executor:
+                self._executor = None
+                executor.shutdown(wait=False)
+            raise
+
+    async def aclose(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            with _storage_errors("close"):
+                # Queued behind every operation already submitted.
+                await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+        finally:
+            executor.shutdown(wait=False)
+
+    async def health(self) -> None:
+        await self._run("health", lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- verifications ------------------------------------------------------------
+
+    async def create_verification(self, v: Verification) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO verifications ({V_COLUMNS}) "  # noqa: S608 - constant
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
+                    v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
+                    v.attempts, v.sends, v.client_ip, v.country, v.locale,
+                ),
+            )  # fmt: skip
+
+        await self._run("create_verification", run)
+
+    async def get_verification(self, verification_id: str) -> Verification | None:
+        return await self._run("get_verification", _get, verification_id)
+
+    async def find_pending(self, to: str, now: float) -> Verification | None:
+        def run(conn: sqlite3.Connection) -> Verification | None:
+            row = conn.execute(
+                f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ? "
+                "ORDER BY created_at DESC, id DESC LIMIT 1",
+                (to, now),
+            ).fetchone()
+            return None if row is None else _verification(row)
+
+        return await self._run("find_pending", run)
+
+    async def record_attempt(
+        self, verification_id: str, max_attempts: int, now: float
+    ) -> AttemptTicket | None:
+        def run(conn: sqlite3.Connection) -> AttemptTicket | None:
+            with _transaction(conn):
+                v = _get(conn, verification_id)
+                if v is None:
+                    return None
+                if v.status is not Status.PENDING:
+                    return AttemptTicket(AttemptOutcome.NOT_PENDING, v)
+                if v.expires_at <= now:
+                    outcome, after = AttemptOutcome.EXPIRED, v.with_(status=Status.EXPIRED)
+                elif v.attempts >= max_attempts:
+                    outcome = AttemptOutcome.LOCKED
+                    after = v.with_(status=Status.MAX_ATTEMPTS_REACHED)
+                else:
+                    outcome, after = AttemptOutcome.COUNTED, v.with_(attempts=v.attempts + 1)
+                after = after.with_(updated_at=now)
+                conn.execute(
+                    "UPDATE verifications SET status = ?, attempts = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (after.status.value, after.attempts, now, verification_id),
+                )
+                return AttemptTicket(outcome, after)
+
+        return await self._run("record_attempt", run)
+
+    async def approve(self, verification_id: str, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE verifications SET status = 'approved', updated_at = ? "
+                "WHERE id = ? AND status = 'pending' AND expires_at > ?",
+                (now, verification_id, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._run("approve", run)
+
+    async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE verifications SET status = 'max_attempts_reached', updated_at = ? "
+                "WHERE id = ? AND status = 'pending' AND attempts >= ?",
+                (now, verification_id, max_attempts),
+            )
+            return cur.rowcount == 1
+
+        return await self._run("lock_if_exhausted", run)
+
+    async def replace_code(
+        self,
+        verification_id: str,
+        key_id: str,
+        code_hash: str,
+        now: float,
+        expires_at: float,
+        resend_available_at: float,
+    ) -> Verification | None:
+        def run(conn: sqlite3.Connection) -> Verification | None:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "
+                    "resend_available_at = ?, updated_at = ?, sends = sends + 1 "
+                    "WHERE id = ? AND status = 'pending' AND expires_at > ? "
+                    "AND resend_available_at <= ?",
+                    (key_id, code_hash, expires_at, resend_available_at, now,
+                     verification_id, now, now),
+                )  # fmt: skip
+                return _get(conn, verification_id) if cur.rowcount == 1 else None
+
+        return await self._run("replace_code", run)
+
+    async def transition(
+        self, verification_id: str, from_statuses: Sequence[Status], to: Status, now: float
+    ) -> Verification | None:
+        allowed = json.dumps([Status(s).value for s in from_statuses])
+
+        def run(conn: sqlite3.Connection) -> Verification | None:
+            with _transaction(conn):
+                cur = conn.execute(
+                    "UPDATE verifications SET status = ?, updated_at = ? WHERE id = ? "
+                    "AND status IN (SELECT value FROM json_each(?))",
+                    (Status(to).value, now, verification_id, allowed),
+                )
+                return _get(conn, verification_id) if cur.rowcount == 1 else None
+
+        return await self._run("transition", run)
+
+    # -- rate windows ---------------------------------------------------------------
+
+    async def hit(
+        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    ) -> RateDecision:
+        if cost < 0:
+            raise ValueError("cost must be >= 0")
+        if not rules:
+            return RateDecision(allowed=True)
+        rules = tuple(rules)
+
+        def run(conn: sqlite3.Connection) -> RateDecision:
+            # A peek only reads: a deferred transaction gives it one consistent snapshot.
+            with _transaction(conn, "IMMEDIATE" if record else "DEFERRED"):
+                counts: list[int] = []
+                for rule in rules:
+                    start = now - rule.window
+                    n: int = conn.execute(
+                        "SELECT COUNT(*) FROM rate_log WHERE key = ? AND ts > ?", (rule.key, start)
+                    ).fetchone()[0]
+                    if n + cost > rule.limit:
+                        # Room appears once the (n + cost - limit)-th oldest entry leaves.
+                        must_leave = n + cost - rule.limit
+                        if must_leave > n:  # cost > limit: never fits; a full window is the bound
+                            retry_after = float(rule.window)
+                        else:
+                            ts: float = conn.execute(
+                                "SELECT ts FROM rate_log WHERE key = ? AND ts > ? "
+                                "ORDER BY ts LIMIT 1 OFFSET ?",
+                                (rule.key, start, must_leave - 1),
+                            ).fetchone()[0]
+                            retry_after = ts + rule.window - now
+                        return RateDecision(False, rule.name, retry_after, n)
+                    counts.append(n)
+                if record and cost:
+                    added = cost
+                    # One event is one entry per key, even when several rules share a key.
+                    for key in dict.fromkeys(rule.key for rule in rules):
+                        conn.executemany(
+                            "INSERT INTO rate_log (key, ts) VALUES (?, ?)", [(key, now)] * cost
+                        )
+                else:
+                    added = 0
+            after = [n + added for n in counts]
+            fullest = max(
+                range(len(rules)),
+                key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
+            )
+            return RateDecision(True, None, 0.0, after[fullest])
+
+        return await self._run("hit", run)
+
+    async def count(self, key: str, window: int, now: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            n: int = conn.execute(
+                "SELECT COUNT(*) FROM rate_log WHERE key = ? AND ts > ?", (key, now - window)
+            ).fetchone()[0]
+            return n
+
+        return await self._run("count", run)
+
+    # -- flags ----------------------------------------------------------------------
+
+    async def set_flag(self, key: str, value: str, until: float) -> None:
+        await self._run(
+            "set_flag",
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO flags (key, value, until) VALUES (?, ?, ?)",
+                (key, value, until),
+            ),
+        )
+
+    async def get_flag(self, key: str, now: float) -> str | None:
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT value FROM flags WHERE key = ? AND until > ?", (key, now)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run("get_flag", run)
+
+    # -- events ---------------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        rows = [
+            (e.id, e.type, e.ts, e.verification_id, e.number_masked, e.number_hash, e.country,
+             e.channel, e.client_ip, e.reason, e.rule, e.provider_code,
+             json.dumps(e.details, separators=(",", ":"), sort_keys=True))
+            for e in events
+        ]  # fmt: skip
+        if not rows:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany(
+                    f"INSERT INTO events ({', '.join(E_FIELDS)}) "  # noqa: S608 - constant
+                    f"VALUES ({', '.join('?' * len(E_FIELDS))})",
+                    rows,
+                )
+
+        await self._run("add_events", run)
+
+    async def list_events(self, query: EventQuery) -> list[Event]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.types:
+            where.append("type IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(query.types)))
+        for column, value in (
+            ("number_hash", query.number_hash),
+            ("client_ip", query.client_ip),
+            ("country", query.country),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.since is not None:
+            where.append("ts >= ?")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("ts < ?")
+            params.append(query.until)
+        if query.before_id is not None:
+            where.append("id < ?")
+            params.append(query.before_id)
+        sql = f"SELECT {', '.join(E_FIELDS)} FROM events"  # noqa: S608 - fixed columns
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(max(0, query.limit))
+
+        def run(conn: sqlite3.Connection) -> list[Event]:
+            out = []
+            for row in conn.execute(sql, params):
+                data = dict(zip(E_FIELDS, row, strict=True))
+                data["details"] = json.loads(data["details"])
+                out.append(Event(**data))
+            return out
+
+        return await self._run("list_events", run)
+
+    # -- alerts ---------------------------------------------------------------------
+
+    async def put_alert(self, alert: Alert) -> None:
+        row = (
+            alert.id, alert.rule, alert.subject, alert.status, alert.opened_at, alert.updated_at,
+            alert.resolved_at, alert.message,
+            json.dumps(alert.details, separators=(",", ":"), sort_keys=True),
+        )  # fmt: skip
+        await self._run(
+            "put_alert",
+            lambda conn: conn.execute(
+                f"INSERT OR REPLACE INTO alerts ({A_COLUMNS}) "  # noqa: S608 - constant
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            ),
+        )
+
+    async def list_alerts(
+        self, since: float | None = None, status: str | None = None
+    ) -> list[Alert]:
+        def run(conn: sqlite3.Connection) -> list[Alert]:
+            rows = conn.execute(
+                f"SELECT {A_COLUMNS} FROM alerts "  # noqa: S608 - constant
+                "WHERE (? IS NULL OR updated_at >= ?) AND (? IS NULL OR status = ?) "
+                "ORDER BY updated_at DESC, id DESC",
+                (since, since, status, status),
+            )
+            return [_alert(row) for row in rows]
+
+        return await self._run("list_alerts", run)
+
+    # -- API keys -------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        row = (key.id, key.name, key.key_hash, json.dumps(list(key.scopes)), key.created_at,
+               key.revoked_at)  # fmt: skip
+        await self._run(
+            "create_api_key",
+            lambda conn: conn.execute(
+                f"INSERT INTO api_keys ({K_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",  # noqa: S608
+                row,
+            ),
+        )
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        def run(conn: sqlite3.Connection) -> ApiKey | None:
+            row = conn.execute(
+                f"SELECT {K_COLUMNS} FROM api_keys WHERE id = ?",  # noqa: S608 - constant
+                (key_id,),
+            ).fetchone()
+            return None if row is None else _api_key(row)
+
+        return await self._run("get_api_key", run)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        def run(conn: sqlite3.Connection) -> list[ApiKey]:
+            rows = conn.execute(
+                f"SELECT {K_COLUMNS} FROM api_keys ORDER BY created_at, id"  # noqa: S608
+            )
+            return [_api_key(row) for row in rows]
+
+        return await self._run("list_api_keys", run)
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+            return cur.rowcount == 1
+
+        return await self._run("revoke_api_key", run)
+
+    # -- maintenance ----------------------------------------------------------------
+
+    async def purge(
+        self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
+    ) -> int:
+        jobs = (
+            ("verifications", "expires_at < ?", now - verification_grace),
+            ("rate_log", "ts < ?", now - rate_horizon),
+            ("events", "ts < ?", now - event_horizon),
+            ("flags", "until <= ?", now),
+        )
+
+        def delete_batch(conn: sqlite3.Connection, table: str, condition: str, bound: float) -> int:
+            cur = conn.execute(
+                f"DELETE FROM {table} WHERE rowid IN "  # noqa: S608 - constant names
+                f"(SELECT rowid FROM {table} WHERE {condition} LIMIT ?)",
+                (bound, PURGE_BATCH),
+            )
+            return cur.rowcount
+
+        total = 0
+        for table, condition, bound in jobs:
+            while True:  # one short write transaction per batch; other work interleaves
+                removed = await self._run("purge", delete_batch, table, condition, bound)
+                total += removed
+                if removed < PURGE_BATCH:
+                    break
+        return total
+
+    async def dump(self) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            lines: list[str] = []
+            with _transaction(conn, "DEFERRED"):
+                tables = conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                ).fetchall()
+                for (table,) in tables:
+                    cur = conn.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - from schema
+                    lines.append(f"== {table}: " + "\t".join(d[0] for d in cur.description))
+                    lines.extend("\t".join(str(value) for value in row) for row in cur)
+            return "\n".join(lines) + "\n"
+
+        return await self._run("dump", run)
