@@ -1,1 +1,57 @@
-"""otpguard: self-hosted, secure one-time-passcode verification."""
+"""otpguard: self-hosted, secure one-time-passcode verification.
+
+Embedded use (no server)::
+
+    from otpguard import Verifier, load_settings, open_verifier
+
+    async with open_verifier(load_settings()) as otp:
+        v = await otp.start("+447400123456", "sms", client_ip="203.0.113.7")
+        result = await otp.check("123456", verification_id=v.id)
+"""
+
+from __future__ import annotations
+
+from .clock import ManualClock
+from .config import Settings, load_settings
+from .errors import (
+    ConfigError,
+    Conflict,
+    DeliveryError,
+    DestinationRefused,
+    Forbidden,
+    HttpsRequired,
+    InvalidPhoneNumber,
+    InvalidRequest,
+    NotFound,
+    OtpguardError,
+    RateLimited,
+    StorageError,
+    Unauthorized,
+)
+from .models import Channel, Status, Verification
+from .service import CheckResult, Verifier, open_verifier
+
+__all__ = [
+    "Channel",
+    "CheckResult",
+    "ConfigError",
+    "Conflict",
+    "DeliveryError",
+    "DestinationRefused",
+    "Forbidden",
+    "HttpsRequired",
+    "InvalidPhoneNumber",
+    "InvalidRequest",
+    "ManualClock",
+    "NotFound",
+    "OtpguardError",
+    "RateLimited",
+    "Settings",
+    "Status",
+    "StorageError",
+    "Unauthorized",
+    "Verification",
+    "Verifier",
+    "load_settings",
+    "open_verifier",
+]

@@ -579,3 +579,19 @@ class Verifier:
                 log.warning("purge failed: store unavailable")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.purge_interval)
+
+
+def open_verifier(settings: Settings, *, clock: Clock = system_clock) -> Verifier:
+    """A Verifier built from settings alone (store by URL, transport by name), validated
+    as ``otpguard serve`` would. Use it as ``async with open_verifier(settings) as otp:``."""
+    from .config import check_startup
+    from .stores import store_from_url
+    from .transports import transport_from_settings
+
+    settings = check_startup(settings)
+    return Verifier(
+        settings,
+        store_from_url(settings.store_url),
+        transport_from_settings(settings),
+        clock=clock,
+    )

@@ -1,0 +1,50 @@
+"""API keys: ``og_<id>_<secret>``, stored as a SHA-256 digest, shown once.
+
+The secret part is 32 random bytes, so a plain (unkeyed) digest is enough and
+keys keep working when the HMAC keyring rotates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from .errors import InvalidRequest, Unauthorized
+from .stores.base import ApiKey, Store
+
+SCOPES = ("verify", "admin")
+_KEY_RE = re.compile(r"^og_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def create_api_key(
+    store: Store, name: str, scopes: tuple[str, ...], now: float
+) -> tuple[ApiKey, str]:
+    """Create and store a key; return its record and the key itself (shown once)."""
+    name = name.strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        raise InvalidRequest("the key name must be 1-64 printable characters")
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad or not scopes:
+        raise InvalidRequest(f"scopes must be among {', '.join(SCOPES)}")
+    key_id = secrets.token_hex(6)
+    key = f"og_{key_id}_{secrets.token_urlsafe(32)}"
+    record = ApiKey(id=key_id, name=name, key_hash=_digest(key), scopes=scopes, created_at=now)
+    await store.create_api_key(record)
+    return record, key
+
+
+async def authenticate(store: Store, presented: str | None) -> ApiKey:
+    """The live key matching ``presented``, or Unauthorized (no detail why)."""
+    m = _KEY_RE.match(presented or "")
+    record = await store.get_api_key(m.group(1)) if m else None
+    expected = record.key_hash if record else _digest("og_000000000000_" + "x" * 43)
+    ok = hmac.compare_digest(expected, _digest(presented or ""))
+    if record is None or not ok or record.revoked_at is not None:
+        raise Unauthorized("missing or invalid API key")
+    return record

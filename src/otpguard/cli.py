@@ -1,0 +1,280 @@
+"""``otpguard`` command line: each command a thin ``asyncio.run`` shell."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, check_startup, load_settings
+from .errors import ConfigError, OtpguardError
+from .stores import Store, store_from_url
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = Path(args.config) if getattr(args, "config", None) else None
+    return load_settings(config_file=path)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party HTTP clients may log request bodies (Twilio echoes the code): keep them quiet.
+    for noisy in ("twilio", "twilio.http_client", "httpx", "httpcore", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[Any]]) -> Any:
+    store = store_from_url(settings.store_url)
+    await store.open()
+    try:
+        return await fn(store)
+    finally:
+        await store.aclose()
+
+
+# -- serve ---------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = check_startup(_settings(args))
+    if args.certfile or args.keyfile:
+        settings = settings.model_copy(
+            update={
+                "tls_certfile": args.certfile and Path(args.certfile),
+                "tls_keyfile": args.keyfile and Path(args.keyfile),
+            }
+        )
+        check_startup(settings)
+    configure_logging(args.log_level.upper())
+    tls: dict[str, Any] = {}
+    if settings.tls_certfile and settings.tls_keyfile:
+        tls = {"ssl_certfile": str(settings.tls_certfile), "ssl_keyfile": str(settings.tls_keyfile)}
+    scheme = "https" if tls else "http"
+    print(
+        f"otpguard {settings.env} on {scheme}://{args.host}:{args.port} "
+        f"(store {settings.store_url.split('@')[-1]}, transport {settings.transport}); "
+        f"API docs at {scheme}://{args.host}:{args.port}/docs",
+        file=sys.stderr,
+    )
+    # Worker processes rebuild the app from the environment: pass what the CLI resolved.
+    if args.config:
+        os.environ["OTPGUARD_CONFIG"] = str(Path(args.config).resolve())
+    if settings.secret_keys and "OTPGUARD_SECRET_KEYS" not in os.environ:
+        os.environ["OTPGUARD_SECRET_KEYS"] = ",".join(
+            k.get_secret_value() for k in settings.secret_keys
+        )
+    for name in ("tls_certfile", "tls_keyfile"):
+        value = getattr(settings, name)
+        if value:
+            os.environ[f"OTPGUARD_{name.upper()}"] = str(value)
+    forwarded = ",".join(settings.trusted_proxies) or None
+    uvicorn.run(
+        "otpguard.web.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=args.access_log,
+        proxy_headers=False,  # otpguard.web.https decides whom to trust
+        forwarded_allow_ips=forwarded,
+        server_header=False,
+        **tls,
+    )
+    return 0
+
+
+# -- init ----------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .codes import new_secret_hex
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"{path} exists; pass --force to replace it (its key would be lost)", file=sys.stderr)
+        return 1
+    env = "production" if args.production else "development"
+    text = (
+        "# otpguard configuration (written by `otpguard init`). Keep this file secret: mode 0600.\n"
+        "# Every setting can also come from an OTPGUARD_* environment variable.\n"
+        f'env = "{env}"\n'
+        "# HMAC keys, newest first: the first signs, all verify. To rotate, put a new key\n"
+        "# first and drop the oldest once its codes have expired (10 minutes at most).\n"
+        f'secret_keys = ["{new_secret_hex()}"]\n'
+    )
+    if args.production:
+        text += (
+            'transport = "twilio"\n'
+            '# twilio_account_sid = "AC..."   # or TWILIO_ACCOUNT_SID\n'
+            '# twilio_from = "+44..."         # or twilio_messaging_service_sid = "MG..."\n'
+            '# trusted_proxies = ["10.0.0.0/8"]   # or serve --certfile/--keyfile\n'
+        )
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    print(f"wrote {path} (mode 0600) with a fresh 32-byte key")
+    return 0
+
+
+# -- api-keys --------------------------------------------------------------------------
+
+
+def cmd_api_keys(args: argparse.Namespace) -> int:
+    import time
+
+    from .apikeys import create_api_key
+
+    settings = _settings(args)
+    if args.action == "create":
+        scopes = tuple(dict.fromkeys(args.scope or ["verify"]))
+        if "admin" in scopes and "verify" not in scopes:
+            scopes = ("verify", *scopes)
+        record, key = asyncio.run(
+            _with_store(settings, lambda s: create_api_key(s, args.name, scopes, time.time()))
+        )
+        print(f"created API key {record.id} ({record.name}, scopes: {', '.join(scopes)}).")
+        print("Store it now: it is shown only once.")
+        print(key)
+        return 0
+    if args.action == "list":
+        keys = asyncio.run(_with_store(settings, lambda s: s.list_api_keys()))
+        for k in keys:
+            state = "revoked" if k.revoked_at else "active"
+            print(f"{k.id}  {state:8} {','.join(k.scopes):14} {k.name}")
+        if not keys:
+            print("no API keys; create one with `otpguard api-keys create --name NAME`")
+        return 0
+    ok = asyncio.run(_with_store(settings, lambda s: s.revoke_api_key(args.key_id, time.time())))
+    print(f"revoked {args.key_id}" if ok else f"no active key {args.key_id}")
+    return 0 if ok else 1
+
+
+# -- numbers -------------------------------------------------------------------------
+
+
+def cmd_numbers(args: argparse.Namespace) -> int:
+    from .phone import DestinationPolicy, parse
+
+    s = _settings(args)
+    policy = DestinationPolicy(
+        s.allowed_countries,
+        allow_fixed_line_or_mobile=s.allow_fixed_line_or_mobile,
+        allow_voip=s.allow_voip,
+        blocklist=s.blocklist,
+        allowlist=s.allowlist,
+        twilio_test_credentials=s.twilio_test_credentials,
+    )
+    info = policy.explain(parse(args.number, s.default_region))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"number   {info['number']}")
+    print(f"country  {info['country'] or 'unknown'}")
+    print(f"type     {info['type']}")
+    channels = info["channels"]
+    assert isinstance(channels, dict)
+    for ch, d in channels.items():
+        verdict = "allowed" if d["allowed"] else f"refused ({d['reason']})"
+        print(f"{ch:8} {verdict}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from .service import Verifier
+    from .transports.memory import MemoryTransport
+
+    settings = check_startup(_settings(args))
+
+    async def run() -> int:
+        async with Verifier(settings, store_from_url(settings.store_url), MemoryTransport()) as v:
+            return await v.purge()
+
+    print(f"purged {asyncio.run(run())} stale rows")
+    return 0
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="otpguard", description=__doc__)
+    p.add_argument(
+        "--config", help="TOML config file (default: $OTPGUARD_CONFIG or ./otpguard.toml)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP service")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--certfile", help="serve TLS with this certificate (PEM)")
+    s.add_argument("--keyfile", help="the certificate's private key (PEM)")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--no-access-log", dest="access_log", action="store_false")
+    s.set_defaults(func=cmd_serve)
+
+    i = sub.add_parser("init", help="write a config file with a fresh secret key (mode 0600)")
+    i.add_argument("--path", default="otpguard.toml")
+    i.add_argument("--production", action="store_true", help="write a production template")
+    i.add_argument("--force", action="store_true")
+    i.set_defaults(func=cmd_init)
+
+    k = sub.add_parser("api-keys", help="create, list and revoke API keys")
+    ksub = k.add_subparsers(dest="action", required=True)
+    kc = ksub.add_parser("create", help="create a key; prints it alone on the last line, once")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--scope", action="append", choices=["verify", "admin"])
+    ksub.add_parser("list", help="list keys (never the secrets)")
+    kr = ksub.add_parser("revoke", help="revoke a key by id")
+    kr.add_argument("key_id")
+    k.set_defaults(func=cmd_api_keys)
+
+    n = sub.add_parser("numbers", help="phone number tools")
+    nsub = n.add_subparsers(dest="action", required=True)
+    ne = nsub.add_parser("explain", help="country, type and the decision for each channel")
+    ne.add_argument("number")
+    ne.add_argument("--json", action="store_true")
+    n.set_defaults(func=cmd_numbers)
+
+    pu = sub.add_parser("purge", help="delete expired verifications, old events and rate entries")
+    pu.set_defaults(func=cmd_purge)
+
+    import importlib.util
+
+    if importlib.util.find_spec("otpguard.audit") is not None:
+        importlib.import_module("otpguard.audit").add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"otpguard: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    except OtpguardError as exc:
+        print(f"otpguard: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
