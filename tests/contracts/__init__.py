@@ -1,0 +1,1 @@
+"""The contract suite every store backend must pass unchanged."""

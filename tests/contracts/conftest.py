@@ -1,0 +1,100 @@
+"""The backend table every contract test runs over.
+
+Each store URL below is a ``pytest.param``; a backend is done when
+``test_store_contract.py`` passes for it unchanged.
+
+Backends on a shared server (Redis, PostgreSQL) must be given a THROWAWAY
+database: the fixture wipes it before every test with the scheme's hook in
+``RESET_HOOKS``. When such a backend's module is missing or its server is
+unreachable, its tests are skipped with a reason naming the URL; set
+``OTPGUARD_TEST_REQUIRE_BACKENDS=1`` (CI) to make that a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from otpguard.errors import ConfigError, StorageError
+from otpguard.stores import Store, store_from_url
+
+REQUIRE_BACKENDS = "OTPGUARD_TEST_REQUIRE_BACKENDS"
+SQLITE_FILE = "sqlite-file"  # placeholder: a fresh file under tmp_path per test
+
+#: Stores that several processes can open at once (used by the cross-process races).
+SHARED_STORE_URLS = [
+    pytest.param(SQLITE_FILE, id="sqlite-file"),
+    pytest.param("redis://127.0.0.1:6379/15", marks=pytest.mark.redis, id="redis"),
+    pytest.param(
+        "postgresql://postgres@127.0.0.1:5432/test", marks=pytest.mark.postgres, id="postgres"
+    ),
+]
+STORE_URLS = [pytest.param("sqlite://:memory:", id="sqlite-memory"), *SHARED_STORE_URLS]
+
+
+async def _flush_redis(url: str) -> None:
+    import redis.asyncio as aioredis  # lazily: only when the backend is tested
+
+    client = aioredis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+#: scheme -> coroutine wiping the throwaway database (called after ``open()``, so
+#: it must leave the schema usable). Every non-SQLite backend needs one.
+RESET_HOOKS: dict[str, Callable[[str], Awaitable[None]]] = {
+    "redis": _flush_redis,
+    # TODO(postgres store): truncate every table of the store's schema, e.g.
+    # "postgresql": _truncate_postgres, once otpguard.stores.postgres exists.
+}
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_BACKENDS) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_BACKENDS}=1 forbids skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=STORE_URLS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url: str = request.param
+    return f"sqlite:///{tmp_path / 'otpguard.db'}" if url == SQLITE_FILE else url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    scheme = store_url.split(":", 1)[0]
+    local = scheme == "sqlite"  # a local backend never skips: any error is a failure
+    try:
+        s = store_from_url(store_url)
+    except ConfigError as exc:
+        if local:
+            raise
+        _unavailable(f"store backend for {store_url} is not available: {exc}")
+    try:
+        await s.open()
+        await s.health()
+    except StorageError as exc:
+        await s.aclose()
+        if local:
+            raise
+        _unavailable(f"store server at {store_url} is unreachable: {exc}")
+    try:
+        if not local:
+            hook = RESET_HOOKS.get(scheme)
+            if hook is None:
+                pytest.fail(
+                    f"no reset hook for {scheme}:// in tests/contracts/conftest.py RESET_HOOKS; "
+                    "add one so that tests do not see each other's data",
+                    pytrace=False,
+                )
+            await hook(store_url)
+        yield s
+    finally:
+        await s.aclose()
