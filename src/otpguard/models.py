@@ -47,6 +47,8 @@ class Verification:
     client_ip: str | None = None
     country: str | None = None
     locale: str | None = None
+    code_length: int = 6
+    service_name: str | None = None  # overrides the configured name in messages
 
     def with_(self, **changes: object) -> Verification:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -64,7 +66,7 @@ class AttemptOutcome(enum.StrEnum):
     COUNTED = "counted"  # pending, not expired, under the cap: attempt counted, compare now
     NOT_PENDING = "not_pending"  # already final (approved, canceled, failed, ...)
     EXPIRED = "expired"  # was pending but past expiry: now marked expired
-    LOCKED = "locked"  # attempts already at the cap: now marked max_attempts_reached
+    LOCKED = "locked"  # attempts already at the cap: nothing counted, status unchanged
 
 
 @dataclass(frozen=True)

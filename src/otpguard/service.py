@@ -205,8 +205,14 @@ class Verifier:
         channel: str | Channel = Channel.SMS,
         client_ip: str | None = None,
         locale: str | None = None,
+        *,
+        code_length: int | None = None,
+        service_name: str | None = None,
     ) -> Verification:
-        """Create a verification, send its code, return it (never the code)."""
+        """Create a verification, send its code, return it (never the code).
+
+        ``code_length`` (6-10) and ``service_name`` override the settings for this
+        verification (the Twilio Verify-compatible API uses them per service)."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = _channel(channel)
@@ -220,8 +226,13 @@ class Verifier:
             raise await self._refuse(exc, now, None, ip, ch) from None
         await self._guard_send(number, ch, ip, now)
 
+        length = self.settings.code_length if code_length is None else code_length
+        if not isinstance(length, int) or not 6 <= length <= 10:
+            raise InvalidRequest("code length must be between 6 and 10 digits")
+        if service_name is not None and not 0 < len(service_name) <= 40:
+            raise InvalidRequest("the service name must be 1-40 characters")
         vid = new_verification_id()
-        code = generate_code(self.settings.code_length)
+        code = generate_code(length)
         key_id, tag = self.keyring.sign(vid, number.e164, ch.value, code)
         v = Verification(
             id=vid,
@@ -237,6 +248,8 @@ class Verifier:
             client_ip=ip,
             country=number.region,
             locale=pick_locale(locale, number.region),
+            code_length=length,
+            service_name=service_name,
         )
         await self.store.create_verification(v)
         await self._emit(self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip))
@@ -315,7 +328,7 @@ class Verifier:
             to=v.to,
             channel=v.channel,
             code=code,
-            service_name=self.settings.service_name,
+            service_name=v.service_name or self.settings.service_name,
             ttl_seconds=max(1, int(v.expires_at - now)),
             locale=v.locale or "en",
             country=v.country,
@@ -386,9 +399,9 @@ class Verifier:
                 RateLimited("cooldown", v.resend_available_at - now), now, number, ip, v.channel
             )
         await self._guard_send(number, v.channel, ip, now)
-        code = generate_code(self.settings.code_length)
+        code = generate_code(v.code_length)
         while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code):
-            code = generate_code(self.settings.code_length)  # never the same code twice in a row
+            code = generate_code(v.code_length)  # never the same code twice in a row
         key_id, tag = self.keyring.sign(v.id, v.to, v.channel.value, code)
         updated = await self.store.replace_code(
             v.id,
@@ -421,7 +434,7 @@ class Verifier:
         ip = limits.normalize_ip(client_ip)
         if (verification_id is None) == (to is None):
             raise InvalidRequest("give exactly one of 'id' or 'to'")
-        if not isinstance(code, str) or not is_well_formed(code, self.settings.code_length):
+        if not isinstance(code, str) or not any(is_well_formed(code, n) for n in range(6, 11)):
             raise InvalidRequest(
                 f"'code' must be exactly {self.settings.code_length} ASCII digits (0-9)"
             )
@@ -434,6 +447,8 @@ class Verifier:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
             self.keyring.verify("", "", "", "", "", code)
             raise NotFound("no pending verification for that id or number")
+        if not is_well_formed(code, v.code_length):
+            raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
 
         rules = limits.failed_check_rules(self.settings, v.to, ip)
         peek = await self.store.hit(rules, now, record=False)
@@ -450,11 +465,12 @@ class Verifier:
         v = ticket.verification
         if ticket.outcome is AttemptOutcome.EXPIRED:
             await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
-        elif ticket.outcome is AttemptOutcome.LOCKED:
-            await self._emit(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
         if ticket.outcome is not AttemptOutcome.COUNTED:
             self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
-            return CheckResult(False, v.status, self._remaining(v), v)
+            status = v.status
+            if ticket.outcome is AttemptOutcome.LOCKED and status is Status.PENDING:
+                status = Status.MAX_ATTEMPTS_REACHED  # no attempt left, whatever is in flight
+            return CheckResult(False, status, 0, v)
 
         matches = self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
         if matches and await self.store.approve(v.id, now):

@@ -90,7 +90,10 @@ class Store(abc.ABC):
 
         pending, unexpired, attempts < max  -> attempts += 1, COUNTED
         pending, expired                    -> status=expired, EXPIRED
-        pending, attempts >= max            -> status=max_attempts_reached, LOCKED
+        pending, attempts >= max            -> unchanged, LOCKED (no attempt left; the
+                                               check that counted the last attempt
+                                               approves or locks; an in-flight right
+                                               code must still be able to approve)
         anything else                       -> unchanged, NOT_PENDING
         unknown id                          -> None
         """

@@ -1,0 +1,132 @@
+"""Shared fixtures: settings, a manual clock, a memory outbox, an engine, an HTTP client.
+
+Tests read codes the way a phone would: from the memory transport's outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from otpguard.apikeys import create_api_key
+from otpguard.clock import ManualClock
+from otpguard.codes import new_secret_hex
+from otpguard.config import Settings, load_settings
+from otpguard.service import Verifier
+from otpguard.stores import store_from_url
+from otpguard.transports.memory import MemoryTransport
+from otpguard.web.app import create_app
+
+UK_MOBILE = "+447400123456"
+TEST_KEY = new_secret_hex()
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "store": "sqlite://:memory:",
+        "secret_keys": [TEST_KEY],
+        "transport": "memory",
+        "log_events": True,
+    }
+    base.update(overrides)
+    return load_settings(env={}, **base)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def outbox() -> MemoryTransport:
+    return MemoryTransport()
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        return make_settings(tmp_path, **overrides)
+
+    return factory
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory()
+
+
+@pytest.fixture
+async def verifier(
+    settings: Settings, clock: ManualClock, outbox: MemoryTransport
+) -> AsyncIterator[Verifier]:
+    v = Verifier(settings, store_from_url(settings.store_url), outbox, clock=clock)
+    async with v:
+        yield v
+
+
+class ApiClient:
+    """An httpx client on the ASGI app, with a key, and the app's engine at hand."""
+
+    def __init__(self, http: httpx.AsyncClient, verifier: Verifier, key: str) -> None:
+        self.http = http
+        self.verifier = verifier
+        self.key = key
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.responses: list[httpx.Response] = []
+
+    async def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        r = await self.http.request(method, url, headers=headers, **kw)
+        self.responses.append(r)
+        return r
+
+    async def post(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("POST", url, **kw)
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("GET", url, **kw)
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, clock: ManualClock, outbox: MemoryTransport
+) -> AsyncIterator[ApiClient]:
+    async for client in _api(settings, clock, outbox):
+        yield client
+
+
+async def _api(
+    settings: Settings, clock: ManualClock, outbox: MemoryTransport, scopes: tuple[str, ...] = ("verify",)
+) -> AsyncIterator[ApiClient]:
+    verifier = Verifier(settings, store_from_url(settings.store_url), outbox, clock=clock)
+    app = create_app(settings, verifier, clock=clock, background=False)
+    async with app.router.lifespan_context(app):
+        _, key = await create_api_key(verifier.store, "tests", scopes, clock())
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.50", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield ApiClient(http, verifier, key)
+
+
+@pytest.fixture
+def api_factory(clock: ManualClock, outbox: MemoryTransport) -> Callable[..., Any]:
+    """``async with api_factory(settings) as client`` for tests that need other settings."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def factory(settings: Settings, scopes: tuple[str, ...] = ("verify",)) -> AsyncIterator[ApiClient]:
+        async for client in _api(settings, clock, outbox, scopes):
+            yield client
+
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def _quiet_otpguard_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture every log record (tests scan them for codes)."""
+    caplog.set_level(logging.DEBUG)
