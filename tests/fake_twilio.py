@@ -10,8 +10,8 @@ sync tests and from tests running an event loop::
         assert fake.last_code("+447700900123") == message.code
         assert fake.requests[0].form["Body"].startswith("otpguard code")
 
-or as a fixture: ``from fake_twilio import fake_twilio`` in a conftest, then
-take ``fake_twilio`` as an argument.
+or as a fixture: ``from tests.fake_twilio import fake_twilio`` in a conftest
+(or a test module), then take ``fake_twilio`` as an argument.
 
 What it does:
 
@@ -211,7 +211,10 @@ class FakeTwilio:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-twilio", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},  # so that stop() is quick
+            name="fake-twilio",
+            daemon=True,
         )
         self._thread.start()
         return self

@@ -53,13 +53,17 @@ _sdk_log.setLevel(logging.WARNING)
 #: Where Twilio posts delivery status; the web router serves this path.
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 
-#: Twilio error code -> DeliveryError.reason.
+#: Twilio error code -> DeliveryError.reason; any other code is "provider_error".
 ERROR_REASONS: dict[int, str] = {
     21211: "invalid_number",
     21614: "not_sms_capable",
     21612: "unroutable",
     21408: "country_not_permitted",
     21610: "unsubscribed",
+    # The Calls API's codes for the same refusals.
+    21217: "invalid_number",
+    21214: "unroutable",
+    21215: "country_not_permitted",
 }
 _TOO_MANY_REQUESTS = 20429
 _VALIDITY_MAX = 36000  # Twilio accepts ValidityPeriod 1..36000 seconds
@@ -116,9 +120,25 @@ class _QuietAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             timeout=aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
         )
 
-    async def request(self, *args: Any, **kwargs: Any) -> Any:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the SDK's signature
+        allow_redirects: bool = False,
+    ) -> Any:
+        if auth is not None:
+            # aiohttp 3.14 deprecates the BasicAuth object the SDK would build from
+            # ``auth``; the same header, encoded the way aiohttp now recommends.
+            headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
         try:
-            return await super().request(*args, **kwargs)
+            return await super().request(
+                method, url, params, data, headers, None, timeout, allow_redirects
+            )
         finally:
             self._test_only_last_request = None
             self._test_only_last_response = None
