@@ -102,7 +102,10 @@ async def api(
 
 
 async def _api(
-    settings: Settings, clock: ManualClock, outbox: MemoryTransport, scopes: tuple[str, ...] = ("verify",)
+    settings: Settings,
+    clock: ManualClock,
+    outbox: MemoryTransport,
+    scopes: tuple[str, ...] = ("verify",),
 ) -> AsyncIterator[ApiClient]:
     verifier = Verifier(settings, store_from_url(settings.store_url), outbox, clock=clock)
     app = create_app(settings, verifier, clock=clock, background=False)
@@ -119,7 +122,9 @@ def api_factory(clock: ManualClock, outbox: MemoryTransport) -> Callable[..., An
     import contextlib
 
     @contextlib.asynccontextmanager
-    async def factory(settings: Settings, scopes: tuple[str, ...] = ("verify",)) -> AsyncIterator[ApiClient]:
+    async def factory(
+        settings: Settings, scopes: tuple[str, ...] = ("verify",)
+    ) -> AsyncIterator[ApiClient]:
         async for client in _api(settings, clock, outbox, scopes):
             yield client
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from otpguard.clock import ManualClock
 from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE, ApiClient
+
 
 async def start(api: ApiClient, **body: Any) -> dict[str, Any]:
     r = await api.post("/v1/verifications", json={"to": UK_MOBILE, **body})
@@ -23,8 +23,15 @@ async def start(api: ApiClient, **body: Any) -> dict[str, Any]:
 async def test_walkthrough(api: ApiClient, outbox: MemoryTransport) -> None:
     v = await start(api, channel="sms", client_ip="203.0.113.7")
     assert set(v) == {
-        "id", "to", "channel", "status", "created_at", "expires_at", "resend_available_at",
-        "attempts_remaining", "sends",
+        "id",
+        "to",
+        "channel",
+        "status",
+        "created_at",
+        "expires_at",
+        "resend_available_at",
+        "attempts_remaining",
+        "sends",
     }
     assert v["status"] == "pending" and v["to"] == "+44******3456"
     assert v["attempts_remaining"] == 5 and v["expires_at"].endswith("Z")
@@ -47,7 +54,9 @@ async def test_check_by_number_and_cancel(api: ApiClient, outbox: MemoryTranspor
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-async def test_resend_and_cooldown(api: ApiClient, outbox: MemoryTransport, clock: ManualClock) -> None:
+async def test_resend_and_cooldown(
+    api: ApiClient, outbox: MemoryTransport, clock: ManualClock
+) -> None:
     v = await start(api)
     r = await api.post(f"/v1/verifications/{v['id']}/resend")
     assert r.status_code == 429
@@ -61,12 +70,17 @@ async def test_resend_and_cooldown(api: ApiClient, outbox: MemoryTransport, cloc
 
 
 async def test_auth(api: ApiClient) -> None:
-    for headers in ({"Authorization": ""}, {"Authorization": "Bearer nope"},
-                    {"Authorization": "Basic Zm9vOmJhcg=="},
-                    {"Authorization": "Bearer og_000000000000_" + "A" * 43}):
+    for headers in (
+        {"Authorization": ""},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+        {"Authorization": "Bearer og_000000000000_" + "A" * 43},
+    ):
         r = await api.post("/v1/verifications", json={"to": UK_MOBILE}, headers=headers)
         assert r.status_code == 401
-        assert r.json() == {"error": {"code": "unauthorized", "message": "missing or invalid API key"}}
+        assert r.json() == {
+            "error": {"code": "unauthorized", "message": "missing or invalid API key"}
+        }
 
 
 async def test_revoked_key_is_refused(api: ApiClient, clock: ManualClock) -> None:
@@ -77,8 +91,12 @@ async def test_revoked_key_is_refused(api: ApiClient, clock: ManualClock) -> Non
 
 
 async def test_every_response_is_no_store_with_security_headers(api: ApiClient) -> None:
-    for r in (await api.get("/healthz"), await api.get("/readyz"), await api.get("/nope"),
-              await api.post("/v1/verifications", json={})):
+    for r in (
+        await api.get("/healthz"),
+        await api.get("/readyz"),
+        await api.get("/nope"),
+        await api.post("/v1/verifications", json={}),
+    ):
         assert r.headers["cache-control"] == "no-store"
         assert r.headers["x-content-type-options"] == "nosniff"
         assert "content-security-policy" in r.headers
@@ -144,14 +162,26 @@ async def test_oversized_body(api: ApiClient) -> None:
         for _ in range(20):
             yield b"x" * 1024
 
-    r = await api.post("/v1/verifications", content=chunks(),
-                       headers={"Content-Type": "application/json"})
+    r = await api.post(
+        "/v1/verifications", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 413
 
 
 @pytest.mark.parametrize(
     "code",
-    ["12345", "1234567", "abcdef", "12345a", "١٢٣٤٥٦", "１２３４５６", "123 45", "", "9" * 33, 123456],
+    [
+        "12345",
+        "1234567",
+        "abcdef",
+        "12345a",
+        "١٢٣٤٥٦",
+        "１２３４５６",
+        "123 45",
+        "",
+        "9" * 33,
+        123456,
+    ],
 )
 async def test_bad_codes(api: ApiClient, outbox: MemoryTransport, code: Any) -> None:
     v = await start(api)
@@ -170,11 +200,13 @@ async def test_check_needs_exactly_one_of_id_or_to(api: ApiClient) -> None:
 
 
 async def test_unknown_ids(api: ApiClient) -> None:
-    for method, url in (("GET", "/v1/verifications/VEnope"),
-                        ("POST", "/v1/verifications/VEnope/cancel"),
-                        ("POST", "/v1/verifications/VEnope/resend"),
-                        ("GET", "/v1/verifications/" + "%00" * 10),
-                        ("GET", "/v1/verifications/" + "a" * 5000)):
+    for method, url in (
+        ("GET", "/v1/verifications/VEnope"),
+        ("POST", "/v1/verifications/VEnope/cancel"),
+        ("POST", "/v1/verifications/VEnope/resend"),
+        ("GET", "/v1/verifications/" + "%00" * 10),
+        ("GET", "/v1/verifications/" + "a" * 5000),
+    ):
         r = await api.request(method, url)
         assert r.status_code == 404, url
         assert r.json()["error"]["code"] == "not_found"
@@ -193,7 +225,8 @@ async def test_destination_refused_and_explain(api: ApiClient) -> None:
     r = await api.post("/v1/verifications", json={"to": "+447012345678"})
     assert r.status_code == 403
     assert r.json()["error"] == {
-        "code": "destination_refused", "message": "destination refused: number_type:personal_number",
+        "code": "destination_refused",
+        "message": "destination refused: number_type:personal_number",
         "reason": "number_type:personal_number",
     }
     r = await api.get("/v1/phone-numbers/+449012345678")
@@ -209,8 +242,10 @@ async def test_delivery_failure_is_502(api: ApiClient, outbox: MemoryTransport) 
     r = await api.post("/v1/verifications", json={"to": UK_MOBILE})
     assert r.status_code == 502
     assert r.json()["error"] == {
-        "code": "delivery_failed", "message": "delivery failed: unroutable",
-        "reason": "unroutable", "provider_code": 21612,
+        "code": "delivery_failed",
+        "message": "delivery failed: unroutable",
+        "reason": "unroutable",
+        "provider_code": 21612,
     }
 
 

@@ -467,10 +467,8 @@ class Verifier:
             await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
         if ticket.outcome is not AttemptOutcome.COUNTED:
             self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
-            status = v.status
-            if ticket.outcome is AttemptOutcome.LOCKED and status is Status.PENDING:
-                status = Status.MAX_ATTEMPTS_REACHED  # no attempt left, whatever is in flight
-            return CheckResult(False, status, 0, v)
+            # LOCKED leaves a pending status as it is: the checks still in flight decide.
+            return CheckResult(False, v.status, 0, v)
 
         matches = self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
         if matches and await self.store.approve(v.id, now):

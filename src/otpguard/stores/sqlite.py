@@ -59,7 +59,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             sends INTEGER NOT NULL,
             client_ip TEXT,
             country TEXT,
-            locale TEXT
+            locale TEXT,
+            code_length INTEGER NOT NULL DEFAULT 6,
+            service_name TEXT
         )""",
         "CREATE INDEX verifications_to_status ON verifications (to_number, status, created_at)",
         "CREATE INDEX verifications_expires_at ON verifications (expires_at)",
@@ -112,7 +114,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 V_COLUMNS = (
     "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
-    " resend_available_at, attempts, sends, client_ip, country, locale"
+    " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
+    " service_name"
 )
 SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
 E_FIELDS = (
@@ -179,6 +182,8 @@ def _verification(row: Sequence[Any]) -> Verification:
         client_ip=row[12],
         country=row[13],
         locale=row[14],
+        code_length=row[15],
+        service_name=row[16],
     )
 
 
@@ -308,11 +313,12 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 f"INSERT INTO verifications ({V_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
                     v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
                     v.attempts, v.sends, v.client_ip, v.country, v.locale,
+                    v.code_length, v.service_name,
                 ),
             )  # fmt: skip
 
@@ -345,8 +351,9 @@ class SQLiteStore(Store):
                 if v.expires_at <= now:
                     outcome, after = AttemptOutcome.EXPIRED, v.with_(status=Status.EXPIRED)
                 elif v.attempts >= max_attempts:
-                    outcome = AttemptOutcome.LOCKED
-                    after = v.with_(status=Status.MAX_ATTEMPTS_REACHED)
+                    # No attempt left; the status stays: the check that counted the last
+                    # attempt approves or locks (see Store.record_attempt).
+                    return AttemptTicket(AttemptOutcome.LOCKED, v)
                 else:
                     outcome, after = AttemptOutcome.COUNTED, v.with_(attempts=v.attempts + 1)
                 after = after.with_(updated_at=now)
