@@ -689,3 +689,18 @@ async def test_callback_for_a_message_the_transport_sent(
             "provider_id": receipt.provider_id,
         }
     ]
+
+
+async def test_whatsapp_prefers_its_own_sender_then_the_messaging_service(
+    fake: FakeTwilio, make: Factory
+) -> None:
+    template = {"twilio_whatsapp_content_sid": "HX" + "b" * 32}
+    service = {"twilio_messaging_service_sid": "MG" + "a" * 32}
+    await make(twilio_whatsapp_from="+14155238886", **template, **service).send(
+        message(Channel.WHATSAPP)
+    )
+    await make(**template, **service).send(message(Channel.WHATSAPP))
+
+    first, second = (r.form for r in fake.requests)
+    assert first["From"] == "whatsapp:+14155238886" and "MessagingServiceSid" not in first
+    assert second["MessagingServiceSid"] == "MG" + "a" * 32 and "From" not in second

@@ -101,6 +101,10 @@ def voice_twiml(message: Message) -> str:
     return str(response)
 
 
+def _whatsapp_address(number: str) -> str:
+    return number if number.startswith("whatsapp:") else f"whatsapp:{number}"
+
+
 def status_callback_url(public_url: str, verification_id: str) -> str:
     """The StatusCallback URL Twilio will post to (and that its signature covers)."""
     return f"{public_url.rstrip('/')}{STATUS_CALLBACK_PATH}?vid={quote(verification_id, safe='')}"
@@ -332,11 +336,14 @@ class TwilioTransport(Transport):
                 "WhatsApp needs OTPGUARD_TWILIO_WHATSAPP_CONTENT_SID (an approved template)",
             )
         params = self._common(message)
-        sender = s.twilio_whatsapp_from or s.twilio_from
-        if sender:
-            params["from_"] = sender if sender.startswith("whatsapp:") else f"whatsapp:{sender}"
+        # A dedicated WhatsApp sender first; then, as for SMS, the messaging service
+        # (whose pool may hold the WhatsApp sender); then the SMS number.
+        if s.twilio_whatsapp_from:
+            params["from_"] = _whatsapp_address(s.twilio_whatsapp_from)
         elif s.twilio_messaging_service_sid:
             params["messaging_service_sid"] = s.twilio_messaging_service_sid
+        elif s.twilio_from:
+            params["from_"] = _whatsapp_address(s.twilio_from)
         else:
             raise DeliveryError("whatsapp_not_configured", "no WhatsApp sender is configured")
         client = self._get_client()
