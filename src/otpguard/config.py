@@ -160,6 +160,11 @@ class Settings(BaseModel):
     alert_budget_ratio: float = Field(0.8, gt=0, le=1)
     alert_cooldown: int = Field(900, ge=0)
     alert_interval: int = Field(30, ge=1)
+    alert_spike_window: int = Field(300, ge=60)  # the recent window of the spike rule
+    alert_spike_baseline: int = Field(3600, ge=600)  # the trailing window it is compared to
+    alert_conversion_window: int = Field(3600, ge=300)
+    alert_provider_error_threshold: int = Field(5, ge=1)
+    metrics_host: str = "127.0.0.1"  # the interface metrics_port listens on
 
     # -- audit ----------------------------------------------------------------
     audit_test_number: str = ""
