@@ -8,13 +8,16 @@ are one number.
 The policy refuses before anything is sent:
 
 * invalid numbers (``InvalidPhoneNumber``);
-* blocklisted numbers or prefixes (``blocklisted``);
+* blocklisted numbers or prefixes (``blocklisted``); list entries are normalised
+  like numbers (``07400`` with default region GB is ``+447400``), so a national
+  form in the list matches the E.164 form a number is keyed by;
 * regions not in ``OTPGUARD_ALLOWED_COUNTRIES`` (``country_not_allowed``), judged by
   the number's own region, so +44 7781 (Guernsey, GG), +44 7797 (Jersey, JE) and
   +44 7624 (Isle of Man, IM) need their own codes;
 * number types not suitable for the channel: SMS and WhatsApp reach MOBILE only,
   voice also FIXED_LINE; FIXED_LINE_OR_MOBILE is allowed unless
-  ``OTPGUARD_ALLOW_FIXED_LINE_OR_MOBILE=false``; VOIP only with
+  ``OTPGUARD_ALLOW_FIXED_LINE_OR_MOBILE=false`` (which refuses it for SMS and
+  WhatsApp only: voice reaches either kind of line); VOIP only with
   ``OTPGUARD_ALLOW_VOIP=true``; PREMIUM_RATE (``premium_rate``), SHARED_COST
   (``shared_cost``) and every other type (``number_type:<type>``) never.
 
@@ -24,15 +27,17 @@ since they are what those credentials accept.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
-from .errors import DestinationRefused, InvalidPhoneNumber
+from .errors import ConfigError, DestinationRefused, InvalidPhoneNumber
 from .models import Channel
 
 MAX_INPUT_LENGTH = 32
+_SEPARATORS = re.compile(r"[\s\-().]")
 TWILIO_MAGIC_PREFIX = "+1500555"
 
 TYPE_NAMES: dict[int, str] = {
@@ -67,6 +72,13 @@ def parse(raw: str, default_region: str = "GB") -> PhoneNumber:
         raise InvalidPhoneNumber(
             "'to' is not a phone number: use digits with an optional leading +, like +447400123456"
         )
+    if any(c.isalpha() for c in text):
+        # phonenumbers would read letters as a keypad (vanity numbers) and drop
+        # extensions: a code must go to exactly the digits the caller meant.
+        raise InvalidPhoneNumber(
+            "'to' must not contain letters: use digits with an optional leading +, "
+            "like +447400123456"
+        )
     try:
         num = phonenumbers.parse(text, default_region)
     except NumberParseException:
@@ -92,8 +104,49 @@ def normalize(raw: str, default_region: str = "GB") -> str:
     return parse(raw, default_region).e164
 
 
+def normalize_pattern(raw: str, default_region: str = "GB") -> str:
+    """A blocklist/allowlist entry as an E.164 number or prefix.
+
+    ``+44 7400``, ``0044 7400`` and (default region GB) ``07400`` are all
+    ``+447400``; a full national number becomes its E.164 form. Raises ValueError
+    when the entry cannot be read as one."""
+    try:  # a whole number, in any form the API accepts
+        return parse(raw, default_region).e164
+    except InvalidPhoneNumber:
+        pass
+    cleaned = _SEPARATORS.sub("", raw)
+    if cleaned.startswith("00"):
+        cleaned = "+" + cleaned[2:]
+    if cleaned.startswith("+"):
+        digits = cleaned[1:]
+        if digits.isascii() and digits.isdigit() and len(digits) <= 15:
+            return cleaned
+    elif cleaned.isascii() and cleaned.isdigit():
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(default_region)
+        national = meta.national_prefix if meta is not None else None
+        if national and cleaned.startswith(national) and len(cleaned) > len(national):
+            cc = phonenumbers.country_code_for_region(default_region)
+            return f"+{cc}{cleaned[len(national) :]}"
+    raise ValueError(
+        f"{raw!r} is not a number or prefix; write it in international form, "
+        "like +447400 (a prefix) or +447400123456"
+    )
+
+
+def _normalize_list(patterns: list[str] | None, default_region: str, setting: str) -> list[str]:
+    out = []
+    for raw in patterns or []:
+        if not raw.strip():
+            continue
+        try:
+            out.append(normalize_pattern(raw, default_region))
+        except ValueError as exc:
+            raise ConfigError(f"{setting}: {exc}") from None
+    return out
+
+
 def _matches(e164: str, patterns: list[str]) -> bool:
-    return any(e164.startswith(p.replace(" ", "")) for p in patterns if p.strip())
+    return any(e164.startswith(p) for p in patterns)
 
 
 @dataclass(frozen=True)
@@ -112,12 +165,13 @@ class DestinationPolicy:
         blocklist: list[str] | None = None,
         allowlist: list[str] | None = None,
         twilio_test_credentials: bool = False,
+        default_region: str = "GB",
     ) -> None:
         self.allowed_countries = {c.upper() for c in allowed_countries}
         self.allow_fixed_line_or_mobile = allow_fixed_line_or_mobile
         self.allow_voip = allow_voip
-        self.blocklist = list(blocklist or [])
-        self.allowlist = list(allowlist or [])
+        self.blocklist = _normalize_list(blocklist, default_region, "OTPGUARD_BLOCKLIST")
+        self.allowlist = _normalize_list(allowlist, default_region, "OTPGUARD_ALLOWLIST")
         self.twilio_test_credentials = twilio_test_credentials
 
     def is_allowlisted(self, number: PhoneNumber) -> bool:
@@ -127,8 +181,10 @@ class DestinationPolicy:
     def _type_allowed(self, number_type: str, channel: Channel) -> PolicyDecision:
         if number_type == "mobile":
             return PolicyDecision(True)
-        if number_type == "fixed_line_or_mobile" and self.allow_fixed_line_or_mobile:
-            return PolicyDecision(True)
+        if number_type == "fixed_line_or_mobile" and (
+            self.allow_fixed_line_or_mobile or channel is Channel.VOICE
+        ):
+            return PolicyDecision(True)  # voice reaches a line of either kind
         if number_type == "fixed_line" and channel is Channel.VOICE:
             return PolicyDecision(True)
         if number_type == "voip" and self.allow_voip:
