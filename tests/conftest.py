@@ -5,6 +5,7 @@ Tests read codes the way a phone would: from the memory transport's outbox.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -93,20 +94,14 @@ class ApiClient:
         return await self.request("GET", url, **kw)
 
 
-@pytest.fixture
-async def api(
-    settings: Settings, clock: ManualClock, outbox: MemoryTransport
-) -> AsyncIterator[ApiClient]:
-    async for client in _api(settings, clock, outbox):
-        yield client
-
-
-async def _api(
+@contextlib.asynccontextmanager
+async def open_api(
     settings: Settings,
     clock: ManualClock,
     outbox: MemoryTransport,
     scopes: tuple[str, ...] = ("verify",),
 ) -> AsyncIterator[ApiClient]:
+    """The app on an in-process ASGI transport, lifespan run, with a fresh API key."""
     verifier = Verifier(settings, store_from_url(settings.store_url), outbox, clock=clock)
     app = create_app(settings, verifier, clock=clock, background=False)
     async with app.router.lifespan_context(app):
@@ -117,16 +112,21 @@ async def _api(
 
 
 @pytest.fixture
+async def api(
+    settings: Settings, clock: ManualClock, outbox: MemoryTransport
+) -> AsyncIterator[ApiClient]:
+    async with open_api(settings, clock, outbox) as client:
+        yield client
+
+
+@pytest.fixture
 def api_factory(clock: ManualClock, outbox: MemoryTransport) -> Callable[..., Any]:
     """``async with api_factory(settings) as client`` for tests that need other settings."""
-    import contextlib
 
-    @contextlib.asynccontextmanager
-    async def factory(
+    def factory(
         settings: Settings, scopes: tuple[str, ...] = ("verify",)
-    ) -> AsyncIterator[ApiClient]:
-        async for client in _api(settings, clock, outbox, scopes):
-            yield client
+    ) -> contextlib.AbstractAsyncContextManager[ApiClient]:
+        return open_api(settings, clock, outbox, scopes)
 
     return factory
 

@@ -1,0 +1,113 @@
+"""Code generation and the HMAC keyring."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from otpguard.codes import Keyring, generate_code, is_trivial, is_well_formed, new_secret_hex
+from otpguard.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "000000",
+        "111111",
+        "999999",
+        "123456",
+        "234567",
+        "987654",
+        "654321",
+        "890123",
+        "3210987654",
+        "1234567890",
+        "0000000000",
+    ],
+)
+def test_trivial_patterns(code: str) -> None:
+    assert is_trivial(code)
+
+
+@pytest.mark.parametrize("code", ["123457", "112233", "000001", "135790", "902813", "121212"])
+def test_ordinary_codes(code: str) -> None:
+    assert not is_trivial(code)
+
+
+@pytest.mark.parametrize("length", [6, 7, 8, 10])
+def test_generated_codes_are_well_formed_and_never_trivial(length: int) -> None:
+    for _ in range(2000):
+        code = generate_code(length)
+        assert is_well_formed(code, length) and not is_trivial(code)
+
+
+@pytest.mark.parametrize("length", [0, 4, 5, 11])
+def test_bad_lengths(length: int) -> None:
+    with pytest.raises(ValueError):
+        generate_code(length)
+
+
+def test_digits_are_uniform() -> None:
+    """Chi-square over 60,000 digits: 9 degrees of freedom, p = 1e-6 critical value 41.3.
+
+    A biased generator (say ``% 10`` over a byte, favouring 0-5) scores in the hundreds."""
+    counts: Counter[str] = Counter()
+    for _ in range(10_000):
+        counts.update(generate_code(6))
+    total = sum(counts.values())
+    expected = total / 10
+    chi2 = sum((counts[str(d)] - expected) ** 2 / expected for d in range(10))
+    assert chi2 < 41.3, counts
+
+
+def test_codes_do_not_repeat_in_practice() -> None:
+    codes = [generate_code(6) for _ in range(2000)]
+    # birthday bound for 2000 draws from ~10^6: a few collisions are normal, hundreds are not
+    assert len(set(codes)) > 1980
+
+
+def test_well_formed_rejects_unicode_digits() -> None:
+    assert not is_well_formed("١٢٣٤٥٦", 6)
+    assert not is_well_formed("１２３４５６", 6)
+    assert not is_well_formed("12345", 6)
+    assert is_well_formed("012345", 6)
+
+
+def test_keyring_binds_every_field() -> None:
+    ring = Keyring.from_hex([new_secret_hex()])
+    kid, tag = ring.sign("VE1", "+447400123456", "sms", "482913")
+    assert ring.verify(kid, tag, "VE1", "+447400123456", "sms", "482913")
+    assert not ring.verify(kid, tag, "VE2", "+447400123456", "sms", "482913")
+    assert not ring.verify(kid, tag, "VE1", "+447400123457", "sms", "482913")
+    assert not ring.verify(kid, tag, "VE1", "+447400123456", "voice", "482913")
+    assert not ring.verify(kid, tag, "VE1", "+447400123456", "sms", "482914")
+    assert not ring.verify("unknown", tag, "VE1", "+447400123456", "sms", "482913")
+    assert "482913" not in tag
+
+
+def test_rotation_newest_signs_all_verify() -> None:
+    old, new = new_secret_hex(), new_secret_hex()
+    kid_old, tag_old = Keyring.from_hex([old]).sign("VE1", "+447400123456", "sms", "482913")
+    ring = Keyring.from_hex([new, old])
+    assert ring.verify(kid_old, tag_old, "VE1", "+447400123456", "sms", "482913")
+    kid_new, _ = ring.sign("VE1", "+447400123456", "sms", "482913")
+    assert kid_new != kid_old and kid_new == ring.signing_key_id
+    assert not Keyring.from_hex([new]).verify(
+        kid_old, tag_old, "VE1", "+447400123456", "sms", "482913"
+    )
+
+
+def test_weak_or_malformed_keys_are_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 32"):
+        Keyring.from_hex(["00" * 16])
+    with pytest.raises(ConfigError, match="not hex"):
+        Keyring.from_hex(["zz" * 32])
+    with pytest.raises(ConfigError):
+        Keyring([])
+
+
+def test_keys_never_show_in_reprs() -> None:
+    secret = new_secret_hex()
+    ring = Keyring.from_hex([secret])
+    assert secret not in repr(ring) and secret not in repr(ring._keys)
