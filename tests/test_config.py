@@ -138,3 +138,20 @@ def test_secrets_are_redacted_in_dumps() -> None:
     for dump in (repr(s), str(s), str(s.redacted()), s.model_dump_json()):
         assert key not in dump
         assert "tok-very-secret-123" not in dump and "hook-secret-456" not in dump
+
+
+def test_twilio_transport_needs_credentials_and_a_sender(tmp_path: Path) -> None:
+    s = load_settings(env={"OTPGUARD_DATA_DIR": str(tmp_path), "OTPGUARD_TRANSPORT": "twilio"})
+    with pytest.raises(ConfigError) as exc:
+        check_startup(s)
+    assert "TWILIO_ACCOUNT_SID" in exc.value.message and "OTPGUARD_TWILIO_FROM" in exc.value.message
+    ready = load_settings(
+        env={
+            "OTPGUARD_DATA_DIR": str(tmp_path),
+            "OTPGUARD_TRANSPORT": "twilio",
+            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            "TWILIO_AUTH_TOKEN": "x" * 32,
+            "OTPGUARD_TWILIO_FROM": "+15005550006",
+        }
+    )
+    assert check_startup(ready).transport == "twilio"

@@ -410,6 +410,13 @@ def check_startup(settings: Settings) -> Settings:
     problems = production_problems(settings)
     if problems:
         raise ConfigError("refusing to start in production:\n  - " + "\n  - ".join(problems))
+    if settings.transport == "twilio":
+        from .models import Channel
+        from .transports.twilio import TwilioTransport
+
+        twilio = TwilioTransport.from_settings(settings).problems([Channel.SMS])
+        if twilio:
+            raise ConfigError("the twilio transport is not ready:\n  - " + "\n  - ".join(twilio))
     settings = ensure_dev_key(settings)
     settings.keyring()  # raises ConfigError on weak or malformed keys
     return settings

@@ -10,6 +10,10 @@ TWILIO_REASONS: dict[int, str] = {
     21612: "unroutable",
     21408: "country_not_permitted",
     21610: "unsubscribed",
+    # The Calls API's codes for the same refusals.
+    21217: "invalid_number",
+    21214: "unroutable",
+    21215: "country_not_permitted",
 }
 
 

@@ -41,6 +41,7 @@ from ..config import Settings
 from ..errors import DeliveryError
 from ..models import Channel
 from .base import Message, Receipt, Transport
+from .errors import TWILIO_REASONS
 
 log = logging.getLogger("otpguard.transports.twilio")
 
@@ -53,18 +54,8 @@ _sdk_log.setLevel(logging.WARNING)
 #: Where Twilio posts delivery status; the web router serves this path.
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 
-#: Twilio error code -> DeliveryError.reason; any other code is "provider_error".
-ERROR_REASONS: dict[int, str] = {
-    21211: "invalid_number",
-    21614: "not_sms_capable",
-    21612: "unroutable",
-    21408: "country_not_permitted",
-    21610: "unsubscribed",
-    # The Calls API's codes for the same refusals.
-    21217: "invalid_number",
-    21214: "unroutable",
-    21215: "country_not_permitted",
-}
+#: Twilio error code -> DeliveryError.reason (shared with the status callbacks).
+ERROR_REASONS = TWILIO_REASONS
 _TOO_MANY_REQUESTS = 20429
 _VALIDITY_MAX = 36000  # Twilio accepts ValidityPeriod 1..36000 seconds
 _CALL_TIME_LIMIT = 60  # seconds; reading a code twice takes well under a minute
