@@ -8,7 +8,7 @@ reports as ``rule``:
 rule       counts                                        setting (default)
 ========== ============================================= ==========================
 phone      sends to one E.164 number                      limit_phone (3/10m;10/24h)
-ip         sends for one client IP                        limit_ip (10/10m;50/24h)
+ip         sends for one client IP (IPv6: its /64)        limit_ip (10/10m;50/24h)
 network    sends for one /24 (IPv4) or /56 (IPv6)         limit_network (30/10m)
 prefix     sends to one number minus its last 4 digits    limit_prefix (20/10m;100/24h)
 country    sends to one country                           limit_country (300/10m;5000/24h)
@@ -19,6 +19,7 @@ cooldown   resends of one verification: 30 s, then 60 s, 120 s, ... (resend_cool
 ========== ============================================= ==========================
 
 A request without ``client_ip`` counts under the shared ``unknown`` bucket.
+IPv4-mapped IPv6 addresses (``::ffff:203.0.113.7``) count as their IPv4 address.
 """
 
 from __future__ import annotations
@@ -39,12 +40,30 @@ def normalize_ip(client_ip: str | None) -> str:
         return UNKNOWN_IP
     if not isinstance(client_ip, str) or len(client_ip) > 64:
         raise InvalidRequest("'client_ip' must be an IPv4 or IPv6 address")
+    text = client_ip.strip().split("%", 1)[0]  # a zone id (fe80::1%eth0) names no other host
     try:
-        return str(ipaddress.ip_address(client_ip.strip()))
+        addr = ipaddress.ip_address(text)
     except ValueError:
         raise InvalidRequest(
             "'client_ip' must be an IPv4 or IPv6 address, like 203.0.113.7"
         ) from None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped  # ::ffff:203.0.113.7 is 203.0.113.7, one set of counters
+    return str(addr)
+
+
+def ip_key(ip: str) -> str:
+    """What the per-IP rules count under: the address for IPv4, its /64 for IPv6.
+
+    One IPv6 host holds a whole /64 (privacy addresses rotate inside it), so
+    counting single IPv6 addresses would let anyone with one host walk past the
+    per-IP limits."""
+    if ip == UNKNOWN_IP:
+        return UNKNOWN_IP
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return str(addr)
+    return str(ipaddress.ip_network(f"{addr}/64", strict=False))
 
 
 def network_of(ip: str) -> str:
@@ -67,7 +86,7 @@ def send_rules(settings: Settings, number: PhoneNumber, client_ip: str) -> list[
     """Every rule a send (start or resend) must pass, most specific first."""
     return [
         *_rules(settings, "limit_phone", "phone", number.e164),
-        *_rules(settings, "limit_ip", "ip", client_ip),
+        *_rules(settings, "limit_ip", "ip", ip_key(client_ip)),
         *_rules(settings, "limit_network", "network", network_of(client_ip)),
         *_rules(settings, "limit_prefix", "prefix", number.prefix),
         *_rules(settings, "limit_country", "country", number.region or "unknown"),
@@ -79,7 +98,7 @@ def failed_check_rules(settings: Settings, e164: str, client_ip: str) -> list[Ra
     """Wrong codes per number (across all its verifications) and per client IP."""
     rules = _rules(settings, "limit_failed_checks", "failed_checks", e164)
     rules += [
-        RateRule("failed_checks", f"failed_checks_ip:{client_ip}:{w}", limit, w)
+        RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}:{w}", limit, w)
         for limit, w in settings.windows("limit_ip_failed_checks")
     ]
     return rules
