@@ -167,6 +167,9 @@ def server_factory(
         base: dict[str, Any] = {
             "env": "production",
             "transport": "twilio",  # the verifier below is given a memory transport
+            "twilio_account_sid": "AC" + "0" * 32,
+            "twilio_auth_token": "t" * 32,
+            "twilio_from": "+447400000001",
             "store": f"sqlite:///{tmp_path / 'https.db'}",
             "tls_certfile": tls_files[0],
             "tls_keyfile": tls_files[1],
@@ -198,7 +201,8 @@ def settings_with_env(tmp_path: Path, env: str = "development", **overrides: Any
 def _production_toml(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "prod.toml"
     path.write_text(
-        'env = "production"\ntransport = "twilio"\n'
+        'env = "production"\ntransport = "twilio"\ntwilio_account_sid = "AC00"\n'
+        'twilio_auth_token = "tok"\ntwilio_from = "+447400000001"\n'
         f'secret_keys = ["{"ab" * 32}"]\ndata_dir = "{tmp_path / "data"}"\n' + extra
     )
     return path
