@@ -46,12 +46,21 @@ async def _flush_redis(url: str) -> None:
         await client.aclose()
 
 
+async def _truncate_postgres(url: str) -> None:
+    import psycopg  # lazily: only when the backend is tested
+
+    from otpguard.stores.postgres import TABLES
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+
+
 #: scheme -> coroutine wiping the throwaway database (called after ``open()``, so
 #: it must leave the schema usable). Every non-SQLite backend needs one.
 RESET_HOOKS: dict[str, Callable[[str], Awaitable[None]]] = {
     "redis": _flush_redis,
-    # TODO(postgres store): truncate every table of the store's schema, e.g.
-    # "postgresql": _truncate_postgres, once otpguard.stores.postgres exists.
+    "postgresql": _truncate_postgres,
+    "postgres": _truncate_postgres,
 }
 
 

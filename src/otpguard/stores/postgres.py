@@ -1,0 +1,724 @@
+"""The PostgreSQL store: several otpguard instances sharing one database.
+
+``PostgresStore("postgresql://user:password@host:5432/db")``; ``postgres://`` works
+too. Three query parameters are otpguard's own and are removed before the URL
+reaches libpq: ``pool_min_size`` (default 2), ``pool_max_size`` (default 10) and
+``pool_timeout`` (seconds to wait for a connection, default 5). Every other
+parameter (``sslmode``, ``options``, ...) is libpq's.
+
+Each process holds one :class:`psycopg_pool.AsyncConnectionPool` of autocommit
+connections. Every operation is one statement or one transaction:
+
+* single-row state changes are conditional ``UPDATE ... RETURNING`` statements;
+* ``record_attempt`` is one statement: the conditional UPDATE, or when it changed
+  nothing, the row read ``FOR UPDATE`` (the newest committed version) to say why;
+* ``hit`` is one call of the ``otpguard_hit`` function (created by the migrations):
+  it takes ``pg_advisory_xact_lock(hashtext(key))`` for each key in hash order (no
+  deadlocks), then counts and inserts under the locks, all in one transaction.
+
+The schema is created and upgraded by ``MIGRATIONS`` on ``open()``, in one
+transaction holding an advisory lock, so instances starting together do not race;
+``schema_migrations`` records the versions applied.
+
+When PostgreSQL goes away every operation raises StorageError (fail closed); the
+pool drops broken connections and opens new ones when the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from ..errors import ConfigError, StorageError
+from ..events import Event
+from ..models import (
+    AttemptOutcome,
+    AttemptTicket,
+    Channel,
+    RateDecision,
+    RateRule,
+    Status,
+    Verification,
+)
+from .base import Alert, ApiKey, EventQuery, Store
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+PURGE_BATCH = 5_000  # rows per DELETE: a huge purge never holds locks for long
+MIGRATION_LOCK = 0x6F7470677561  # "otpgua": the advisory lock key of the migrations
+POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
+
+#: Every table the store owns (the contract tests' reset hook truncates them).
+TABLES = ("verifications", "rate_log", "flags", "events", "alerts", "api_keys")
+
+_HIT_FUNCTION = """
+CREATE FUNCTION otpguard_hit(
+    p_keys text[], p_starts float8[], p_limits int[], p_cost int, p_now float8, p_record bool
+) RETURNS TABLE (refused int, counts bigint[], oldest float8)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    i int;
+    n bigint;
+    must_leave bigint;
+BEGIN
+    -- Each statement of a VOLATILE function takes a fresh snapshot, so the counts
+    -- below see everything committed by whoever held these locks before us.
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys) AS k ORDER BY 1) AS s;
+    END IF;
+    counts := '{}';
+    refused := 0;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        SELECT count(*) INTO n FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i];
+        counts := counts || n;
+        IF n + p_cost > p_limits[i] THEN
+            refused := i;
+            must_leave := n + p_cost - p_limits[i];
+            IF must_leave <= n THEN
+                SELECT ts INTO oldest FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i]
+                ORDER BY ts OFFSET must_leave - 1 LIMIT 1;
+            END IF;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END LOOP;
+    IF p_record AND p_cost > 0 THEN
+        INSERT INTO rate_log (key, ts)
+        SELECT k, p_now FROM (SELECT DISTINCT k FROM unnest(p_keys) AS k) AS d,
+            generate_series(1, p_cost);
+    END IF;
+    RETURN NEXT;
+END
+$fn$
+"""
+
+# MIGRATIONS[n] upgrades schema version n to n + 1. Append, never edit a released step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE verifications (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            to_number TEXT COLLATE "C" NOT NULL,
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            code_hash TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            resend_available_at DOUBLE PRECISION NOT NULL,
+            attempts INTEGER NOT NULL,
+            sends INTEGER NOT NULL,
+            client_ip TEXT,
+            country TEXT,
+            locale TEXT,
+            code_length INTEGER NOT NULL DEFAULT 6,
+            service_name TEXT
+        )""",
+        "CREATE INDEX verifications_to_status ON verifications (to_number, status, created_at)",
+        "CREATE INDEX verifications_expires_at ON verifications (expires_at)",
+        'CREATE TABLE rate_log (key TEXT COLLATE "C" NOT NULL, ts DOUBLE PRECISION NOT NULL)',
+        "CREATE INDEX rate_log_key_ts ON rate_log (key, ts)",
+        "CREATE INDEX rate_log_ts ON rate_log (ts)",
+        """CREATE TABLE flags (
+            key TEXT COLLATE "C" PRIMARY KEY,
+            value TEXT NOT NULL,
+            until DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX flags_until ON flags (until)",
+        """CREATE TABLE events (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            type TEXT NOT NULL,
+            ts DOUBLE PRECISION NOT NULL,
+            verification_id TEXT,
+            number_masked TEXT,
+            number_hash TEXT,
+            country TEXT,
+            channel TEXT,
+            client_ip TEXT,
+            reason TEXT,
+            rule TEXT,
+            provider_code INTEGER,
+            details JSONB NOT NULL
+        )""",
+        "CREATE INDEX events_type ON events (type)",
+        "CREATE INDEX events_number_hash ON events (number_hash)",
+        "CREATE INDEX events_client_ip ON events (client_ip)",
+        "CREATE INDEX events_country ON events (country)",
+        "CREATE INDEX events_ts ON events (ts)",
+        """CREATE TABLE alerts (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            rule TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            status TEXT NOT NULL,
+            opened_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            resolved_at DOUBLE PRECISION,
+            message TEXT NOT NULL,
+            details JSONB NOT NULL
+        )""",
+        "CREATE INDEX alerts_updated_at ON alerts (updated_at)",
+        """CREATE TABLE api_keys (
+            id TEXT COLLATE "C" PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL,
+            scopes JSONB NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        _HIT_FUNCTION,
+    ),
+)
+
+V_COLUMNS = (
+    "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
+    " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
+    " service_name"
+)
+SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
+E_FIELDS = (
+    "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
+    "channel", "client_ip", "reason", "rule", "provider_code", "details",
+)  # fmt: skip
+A_COLUMNS = "id, rule, subject, status, opened_at, updated_at, resolved_at, message, details"
+K_COLUMNS = "id, name, key_hash, scopes, created_at, revoked_at"
+
+# record_attempt in one statement. The conditional UPDATE decides; when it changed
+# nothing, the row is read FOR UPDATE (which waits for and returns the newest
+# committed version) to say why: not pending, or pending at the cap.
+RECORD_ATTEMPT = f"""
+WITH upd AS (
+    UPDATE verifications SET
+        status = CASE WHEN expires_at <= %(now)s THEN 'expired' ELSE status END,
+        attempts = CASE WHEN expires_at <= %(now)s THEN attempts ELSE attempts + 1 END,
+        updated_at = %(now)s
+    WHERE id = %(id)s AND status = 'pending'
+        AND (expires_at <= %(now)s OR attempts < %(max)s)
+    RETURNING {V_COLUMNS}
+), cur AS (
+    SELECT {V_COLUMNS} FROM verifications
+    WHERE id = %(id)s AND NOT EXISTS (SELECT 1 FROM upd)
+    FOR UPDATE
+)
+SELECT *, true FROM upd
+UNION ALL
+SELECT *, false FROM cur
+"""  # noqa: S608 - constant
+
+
+def _split_url(url: str) -> tuple[str, dict[str, float]]:
+    """The libpq URL without otpguard's pool parameters, and those parameters."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigError(f"OTPGUARD_STORE: not a postgresql:// URL (scheme {parts.scheme!r})")
+    options: dict[str, float] = dict(POOL_DEFAULTS)
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in POOL_DEFAULTS:
+            try:
+                options[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"OTPGUARD_STORE: {name} must be a number") from None
+        else:
+            kept.append((name, value))
+    if not 1 <= options["pool_min_size"] <= options["pool_max_size"]:
+        raise ConfigError("OTPGUARD_STORE: need 1 <= pool_min_size <= pool_max_size")
+    if options["pool_timeout"] <= 0:
+        raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
+    return conninfo, options
+
+
+def _verification(row: Sequence[Any]) -> Verification:
+    return Verification(
+        id=row[0],
+        to=row[1],
+        channel=Channel(row[2]),
+        status=Status(row[3]),
+        key_id=row[4],
+        code_hash=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        expires_at=row[8],
+        resend_available_at=row[9],
+        attempts=row[10],
+        sends=row[11],
+        client_ip=row[12],
+        country=row[13],
+        locale=row[14],
+        code_length=row[15],
+        service_name=row[16],
+    )
+
+
+def _alert(row: Sequence[Any]) -> Alert:
+    return Alert(
+        id=row[0],
+        rule=row[1],
+        subject=row[2],
+        status=row[3],
+        opened_at=row[4],
+        updated_at=row[5],
+        resolved_at=row[6],
+        message=row[7],
+        details=row[8],
+    )
+
+
+def _api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        key_hash=row[2],
+        scopes=tuple(row[3]),
+        created_at=row[4],
+        revoked_at=row[5],
+    )
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conninfo, self._options = _split_url(url)
+        self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
+        self._check_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:  # never the password
+        return f"PostgresStore({urlsplit(self.url).hostname!r})"
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, op: str) -> Iterator[None]:
+        """The one place psycopg and pool errors become StorageError; no SQL, no values."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and not isinstance(
+                exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed
+            ):
+                self._check_idle_connections()
+            reason = exc.sqlstate or type(exc).__name__
+            raise StorageError(f"postgres store: {op} failed ({reason})") from exc
+        except OSError as exc:
+            raise StorageError(f"postgres store: {op} failed ({type(exc).__name__})") from exc
+
+    def _check_idle_connections(self) -> None:
+        """After a connection broke, test the idle ones in the background: a server
+        restart then costs one failed operation, not one per pooled connection."""
+        pool = self._pool
+        if pool is None or (self._check_task is not None and not self._check_task.done()):
+            return
+
+        async def check() -> None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await pool.check()
+
+        self._check_task = asyncio.get_running_loop().create_task(check())
+
+    @contextlib.asynccontextmanager
+    async def _conn(self, op: str) -> AsyncIterator[Conn]:
+        with self._errors(op):
+            pool = self._pool
+            if pool is None:
+                raise StorageError(f"postgres store: {op} failed (store is not open)")
+            async with pool.connection() as conn:
+                yield conn
+
+    async def _one(self, op: str, query: str, params: Any = None) -> tuple[Any, ...] | None:
+        async with self._conn(op) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchone()
+
+    async def _all(self, op: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async with self._conn(op) as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def _rowcount(self, op: str, query: str, params: Any = None) -> int:
+        async with self._conn(op) as conn:
+            cur = await conn.execute(query, params)
+            return cur.rowcount
+
+    async def open(self) -> None:
+        if self._pool is not None:  # open() is idempotent
+            return
+        pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
+            self._conninfo,
+            min_size=int(self._options["pool_min_size"]),
+            max_size=int(self._options["pool_max_size"]),
+            timeout=self._options["pool_timeout"],
+            kwargs={"autocommit": True},
+            name="otpguard",
+            open=False,
+        )
+        try:
+            with self._errors("open"):
+                await pool.open(wait=True, timeout=self._options["pool_timeout"])
+                async with pool.connection() as conn:
+                    await self._migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    @staticmethod
+    async def _migrate(conn: Conn) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            if version > len(MIGRATIONS):
+                raise StorageError(
+                    f"postgres store: schema version {version} is newer than this otpguard "
+                    f"({len(MIGRATIONS)}); upgrade otpguard"
+                )
+            for n, step in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in step:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (n,))
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        task, self._check_task = self._check_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if pool is not None:
+            await pool.close()
+
+    async def health(self) -> None:
+        await self._one("health", "SELECT 1")
+
+    # -- verifications ------------------------------------------------------------
+
+    async def create_verification(self, v: Verification) -> None:
+        await self._rowcount(
+            "create_verification",
+            f"INSERT INTO verifications ({V_COLUMNS}) VALUES "  # noqa: S608 - constant
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
+                v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
+                v.attempts, v.sends, v.client_ip, v.country, v.locale,
+                v.code_length, v.service_name,
+            ),
+        )  # fmt: skip
+
+    async def get_verification(self, verification_id: str) -> Verification | None:
+        row = await self._one("get_verification", f"{SELECT_V} WHERE id = %s", (verification_id,))
+        return None if row is None else _verification(row)
+
+    async def find_pending(self, to: str, now: float) -> Verification | None:
+        row = await self._one(
+            "find_pending",
+            f"{SELECT_V} WHERE to_number = %s AND status = 'pending' AND expires_at > %s "
+            "ORDER BY created_at DESC, id DESC LIMIT 1",
+            (to, now),
+        )
+        return None if row is None else _verification(row)
+
+    async def record_attempt(
+        self, verification_id: str, max_attempts: int, now: float
+    ) -> AttemptTicket | None:
+        row = await self._one(
+            "record_attempt",
+            RECORD_ATTEMPT,
+            {"id": verification_id, "now": now, "max": max_attempts},
+        )
+        if row is None:
+            return None
+        v, changed = _verification(row), bool(row[-1])
+        if changed:
+            outcome = (
+                AttemptOutcome.EXPIRED if v.status is Status.EXPIRED else AttemptOutcome.COUNTED
+            )
+            return AttemptTicket(outcome, v)
+        if v.status is not Status.PENDING:
+            return AttemptTicket(AttemptOutcome.NOT_PENDING, v)
+        # Pending, unexpired (else the UPDATE had marked it expired), at the cap.
+        return AttemptTicket(AttemptOutcome.LOCKED, v)
+
+    async def approve(self, verification_id: str, now: float) -> bool:
+        n = await self._rowcount(
+            "approve",
+            "UPDATE verifications SET status = 'approved', updated_at = %s "
+            "WHERE id = %s AND status = 'pending' AND expires_at > %s",
+            (now, verification_id, now),
+        )
+        return n == 1
+
+    async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
+        n = await self._rowcount(
+            "lock_if_exhausted",
+            "UPDATE verifications SET status = 'max_attempts_reached', updated_at = %s "
+            "WHERE id = %s AND status = 'pending' AND attempts >= %s",
+            (now, verification_id, max_attempts),
+        )
+        return n == 1
+
+    async def replace_code(
+        self,
+        verification_id: str,
+        key_id: str,
+        code_hash: str,
+        now: float,
+        expires_at: float,
+        resend_available_at: float,
+    ) -> Verification | None:
+        row = await self._one(
+            "replace_code",
+            "UPDATE verifications SET key_id = %s, code_hash = %s, expires_at = %s, "  # noqa: S608
+            "resend_available_at = %s, updated_at = %s, sends = sends + 1 "
+            "WHERE id = %s AND status = 'pending' AND expires_at > %s "
+            f"AND resend_available_at <= %s RETURNING {V_COLUMNS}",
+            (key_id, code_hash, expires_at, resend_available_at, now,
+             verification_id, now, now),
+        )  # fmt: skip
+        return None if row is None else _verification(row)
+
+    async def transition(
+        self, verification_id: str, from_statuses: Sequence[Status], to: Status, now: float
+    ) -> Verification | None:
+        allowed = [Status(s).value for s in from_statuses]
+        row = await self._one(
+            "transition",
+            "UPDATE verifications SET status = %s, updated_at = %s "  # noqa: S608 - constant
+            f"WHERE id = %s AND status = ANY(%s) RETURNING {V_COLUMNS}",
+            (Status(to).value, now, verification_id, allowed),
+        )
+        return None if row is None else _verification(row)
+
+    # -- rate windows ---------------------------------------------------------------
+
+    async def hit(
+        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    ) -> RateDecision:
+        if cost < 0:
+            raise ValueError("cost must be >= 0")
+        if not rules:
+            return RateDecision(allowed=True)
+        rules = tuple(rules)
+        row = await self._one(
+            "hit",
+            "SELECT refused, counts, oldest FROM otpguard_hit(%s, %s, %s, %s, %s, %s)",
+            (
+                [r.key for r in rules],
+                [now - r.window for r in rules],
+                [r.limit for r in rules],
+                cost,
+                now,
+                record,
+            ),
+        )
+        assert row is not None
+        refused, counts, oldest = int(row[0]), [int(n) for n in row[1]], row[2]
+        if refused:
+            r = rules[refused - 1]
+            retry_after = float(r.window) if oldest is None else oldest + r.window - now
+            return RateDecision(False, r.name, retry_after, counts[-1])
+        added = cost if record else 0
+        after = [n + added for n in counts]
+        fullest = max(
+            range(len(rules)),
+            key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
+        )
+        return RateDecision(True, None, 0.0, after[fullest])
+
+    async def count(self, key: str, window: int, now: float) -> int:
+        row = await self._one(
+            "count", "SELECT count(*) FROM rate_log WHERE key = %s AND ts > %s", (key, now - window)
+        )
+        return int(row[0]) if row else 0
+
+    # -- flags ----------------------------------------------------------------------
+
+    async def set_flag(self, key: str, value: str, until: float) -> None:
+        await self._rowcount(
+            "set_flag",
+            "INSERT INTO flags (key, value, until) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, until = EXCLUDED.until",
+            (key, value, until),
+        )
+
+    async def get_flag(self, key: str, now: float) -> str | None:
+        row = await self._one(
+            "get_flag", "SELECT value FROM flags WHERE key = %s AND until > %s", (key, now)
+        )
+        return None if row is None else str(row[0])
+
+    # -- events ---------------------------------------------------------------------
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        rows = [
+            (e.id, e.type, e.ts, e.verification_id, e.number_masked, e.number_hash, e.country,
+             e.channel, e.client_ip, e.reason, e.rule, e.provider_code, Jsonb(e.details))
+            for e in events
+        ]  # fmt: skip
+        if not rows:
+            return
+        query = (
+            f"INSERT INTO events ({', '.join(E_FIELDS)}) "  # noqa: S608 - constant
+            f"VALUES ({', '.join(['%s'] * len(E_FIELDS))})"
+        )
+        async with self._conn("add_events") as conn:
+            if len(rows) == 1:
+                await conn.execute(query, rows[0])
+                return
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(query, rows)
+
+    async def list_events(self, query: EventQuery) -> list[Event]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.types:
+            where.append("type = ANY(%s)")
+            params.append(list(query.types))
+        for column, value in (
+            ("number_hash", query.number_hash),
+            ("client_ip", query.client_ip),
+            ("country", query.country),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if query.since is not None:
+            where.append("ts >= %s")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("ts < %s")
+            params.append(query.until)
+        if query.before_id is not None:
+            where.append("id < %s")
+            params.append(query.before_id)
+        text = f"SELECT {', '.join(E_FIELDS)} FROM events"  # noqa: S608 - fixed columns
+        if where:
+            text += " WHERE " + " AND ".join(where)
+        text += " ORDER BY id DESC LIMIT %s"
+        params.append(max(0, query.limit))
+        rows = await self._all("list_events", text, params)
+        return [Event(**dict(zip(E_FIELDS, row, strict=True))) for row in rows]
+
+    # -- alerts ---------------------------------------------------------------------
+
+    async def put_alert(self, alert: Alert) -> None:
+        await self._rowcount(
+            "put_alert",
+            f"INSERT INTO alerts ({A_COLUMNS}) "  # noqa: S608 - constant
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+            "rule = EXCLUDED.rule, subject = EXCLUDED.subject, status = EXCLUDED.status, "
+            "opened_at = EXCLUDED.opened_at, updated_at = EXCLUDED.updated_at, "
+            "resolved_at = EXCLUDED.resolved_at, message = EXCLUDED.message, "
+            "details = EXCLUDED.details",
+            (alert.id, alert.rule, alert.subject, alert.status, alert.opened_at,
+             alert.updated_at, alert.resolved_at, alert.message, Jsonb(alert.details)),
+        )  # fmt: skip
+
+    async def list_alerts(
+        self, since: float | None = None, status: str | None = None
+    ) -> list[Alert]:
+        rows = await self._all(
+            "list_alerts",
+            f"SELECT {A_COLUMNS} FROM alerts "  # noqa: S608 - constant
+            "WHERE (%(since)s::float8 IS NULL OR updated_at >= %(since)s) "
+            "AND (%(status)s::text IS NULL OR status = %(status)s) "
+            "ORDER BY updated_at DESC, id DESC",
+            {"since": since, "status": status},
+        )
+        return [_alert(row) for row in rows]
+
+    # -- API keys -------------------------------------------------------------------
+
+    async def create_api_key(self, key: ApiKey) -> None:
+        await self._rowcount(
+            "create_api_key",
+            f"INSERT INTO api_keys ({K_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)",  # noqa: S608
+            (key.id, key.name, key.key_hash, Jsonb(list(key.scopes)), key.created_at,
+             key.revoked_at),
+        )  # fmt: skip
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        row = await self._one(
+            "get_api_key",
+            f"SELECT {K_COLUMNS} FROM api_keys WHERE id = %s",  # noqa: S608 - constant
+            (key_id,),
+        )
+        return None if row is None else _api_key(row)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        rows = await self._all(
+            "list_api_keys",
+            f"SELECT {K_COLUMNS} FROM api_keys ORDER BY created_at, id",  # noqa: S608
+        )
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, now: float) -> bool:
+        n = await self._rowcount(
+            "revoke_api_key",
+            "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+            (now, key_id),
+        )
+        return n == 1
+
+    # -- maintenance ----------------------------------------------------------------
+
+    async def purge(
+        self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
+    ) -> int:
+        jobs = (
+            ("verifications", "expires_at < %s", now - verification_grace),
+            ("rate_log", "ts < %s", now - rate_horizon),
+            ("events", "ts < %s", now - event_horizon),
+            ("flags", "until <= %s", now),
+        )
+        total = 0
+        for table, condition, bound in jobs:
+            # One short DELETE per batch (rows picked by ctid); other work interleaves.
+            # Instances purging at the same time just find fewer rows.
+            query = (
+                f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("  # noqa: S608 - constant names
+                f"SELECT ctid FROM {table} WHERE {condition} LIMIT %s))"
+            )
+            while True:
+                removed = await self._rowcount("purge", query, (bound, PURGE_BATCH))
+                total += removed
+                if removed < PURGE_BATCH:
+                    break
+        return total
+
+    async def dump(self) -> str:
+        lines: list[str] = []
+        async with self._conn("dump") as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' "
+                "ORDER BY table_name"
+            )
+            tables = [str(r[0]) for r in await cur.fetchall()]
+            for table in tables:
+                cur = await conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(table)))
+                names = [d.name for d in cur.description or ()]
+                lines.append(f"== {table}: " + "\t".join(names))
+                for row in await cur.fetchall():
+                    lines.append(
+                        "\t".join(
+                            json.dumps(v) if isinstance(v, dict | list) else str(v) for v in row
+                        )
+                    )
+        return "\n".join(lines) + "\n"
