@@ -7,8 +7,13 @@ The stdlib ``sqlite3`` module is synchronous, so the store owns its one
 connection in one dedicated worker thread and runs every operation there: the
 thread serializes operations inside a process, and ``BEGIN IMMEDIATE`` (take the
 write lock before reading) makes each read-then-write atomic across processes
-sharing the file. WAL with ``synchronous=FULL`` means a verification is on disk
-before the call that stored it returns, even if the server is then SIGKILLed.
+sharing the file.
+
+Durability: in WAL mode a committed transaction is in the WAL file (the OS has
+it) before the call returns, so a verification survives the server being
+SIGKILLed. The default ``synchronous=NORMAL`` does not fsync every commit: a
+power loss or OS crash may lose the last moments of traffic. Add
+``?synchronous=full`` to the URL to fsync every commit (several times slower).
 """
 
 from __future__ import annotations
@@ -151,11 +156,23 @@ def _transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[
     conn.execute("COMMIT")
 
 
+def _sync_from_url(url: str) -> str:
+    _, _, query = url.partition("?")
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    unknown = set(params) - {"synchronous"}
+    if unknown:
+        raise ConfigError(f"OTPGUARD_STORE: unknown sqlite URL parameter(s) {sorted(unknown)}")
+    mode = params.get("synchronous", "normal").upper()
+    if mode not in ("NORMAL", "FULL"):
+        raise ConfigError("OTPGUARD_STORE: sqlite synchronous must be normal or full")
+    return mode
+
+
 def _path_from_url(url: str) -> str:
     prefix = "sqlite://"
     if not url.lower().startswith(prefix):
         raise ConfigError(f"OTPGUARD_STORE: not a sqlite URL: {url!r}")
-    rest = url[len(prefix) :]
+    rest = url[len(prefix) :].partition("?")[0]
     if rest in (":memory:", "/:memory:"):
         return ":memory:"
     if not rest.startswith("/") or len(rest) < 2:
@@ -221,6 +238,7 @@ class SQLiteStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path_from_url(url)
+        self.synchronous = _sync_from_url(url)
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -252,7 +270,7 @@ class SQLiteStore(Store):
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")  # stays "memory" for :memory:
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
             self._migrate(conn)
         except BaseException:
