@@ -5,7 +5,10 @@
     four digits) or a country with at least ``fraud_conversion_min_sends`` sends
     and an approved/sent ratio below ``fraud_conversion_min_rate`` is suspended
     for ``fraud_conversion_suspend`` seconds. SMS pumping looks exactly like
-    this: many sends to a range, nobody ever types a code.
+    this: many sends to a range, nobody ever types a code. Sends younger than
+    the code lifetime (``code_ttl``) are left out of the sent count, since
+    their codes may still be typed: a burst of real users is not suspended
+    before they had the chance to convert.
 ``sequential_numbers``
     From one client IP or network, sends to ``fraud_sequential_threshold`` or
     more distinct numbers of one prefix within ``fraud_sequential_window``
@@ -20,10 +23,11 @@ Rules named in ``fraud_shadow`` are evaluated and recorded as
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .config import Settings
-from .limits import UNKNOWN_IP, network_of
+from .limits import UNKNOWN_IP, ip_key, network_of
 from .models import RateRule
 from .phone import PhoneNumber
 from .stores.base import Store
@@ -69,13 +73,9 @@ class FraudRules:
         for subject in (f"prefix {number.prefix}", f"country {number.region}"):
             raw = await self.store.get_flag(f"fraud:suspended:{subject}", now)
             if raw is not None:
-                until, _, figures = raw.partition("|")
-                return FraudVerdict(
-                    "low_conversion",
-                    subject,
-                    {"until": float(until), "figures": figures},
-                    retry_after=float(until) - now,
-                )
+                figures = _load_figures(raw)
+                until = float(figures.get("until", now))
+                return FraudVerdict("low_conversion", subject, figures, retry_after=until - now)
         return None
 
     async def _budget(self, number: PhoneNumber, now: float) -> FraudVerdict | None:
@@ -102,7 +102,7 @@ class FraudRules:
             return None  # the shared bucket is covered by the ip/network limits
         s = self.settings
         window, threshold = s.fraud_sequential_window, s.fraud_sequential_threshold
-        for scope, who in (("ip", client_ip), ("network", network_of(client_ip))):
+        for scope, who in (("ip", ip_key(client_ip)), ("network", network_of(client_ip))):
             seen = await self.store.get_flag(f"fraud:seq:{scope}:{who}:{number.e164}", now)
             if seen is not None:
                 continue  # the same number again is not a walk through a range
@@ -140,7 +140,7 @@ class FraudRules:
         ]
         if client_ip != UNKNOWN_IP:
             sw = s.fraud_sequential_window
-            for scope, who in (("ip", client_ip), ("network", network_of(client_ip))):
+            for scope, who in (("ip", ip_key(client_ip)), ("network", network_of(client_ip))):
                 flag = f"fraud:seq:{scope}:{who}:{number.e164}"
                 if await self.store.get_flag(flag, now) is None:
                     rules.append(
@@ -163,9 +163,12 @@ class FraudRules:
     async def _conversion_watch(self, number: PhoneNumber, now: float) -> list[FraudVerdict]:
         s = self.settings
         w = s.fraud_conversion_window
+        grace = min(s.code_ttl, w)
         out = []
         for kind, value in (("prefix", number.prefix), ("country", str(number.region))):
-            sent = await self.store.count(f"conv:sent:{kind}:{value}", w, now)
+            key = f"conv:sent:{kind}:{value}"
+            # Only sends whose codes can no longer be typed count against the rate.
+            sent = await self.store.count(key, w, now) - await self.store.count(key, grace, now)
             if sent < s.fraud_conversion_min_sends:
                 continue
             ok = await self.store.count(f"conv:ok:{kind}:{value}", w, now)
@@ -173,8 +176,8 @@ class FraudRules:
             if rate >= s.fraud_conversion_min_rate:
                 continue
             subject = f"{kind} {value}"
-            key = f"fraud:suspended:{subject}"
-            if await self.store.get_flag(key, now) is not None:
+            flag = f"fraud:suspended:{subject}"
+            if await self.store.get_flag(flag, now) is not None:
                 continue
             until = now + s.fraud_conversion_suspend
             figures: dict[str, float | int | str] = {
@@ -182,9 +185,22 @@ class FraudRules:
                 "approved": ok,
                 "rate": round(rate, 3),
                 "min_rate": s.fraud_conversion_min_rate,
+                "min_sends": s.fraud_conversion_min_sends,
                 "window_s": w,
+                "until": until,
             }
             if not self.shadowed("low_conversion"):
-                await self.store.set_flag(key, f"{until}|sent={sent},approved={ok}", until)
+                await self.store.set_flag(flag, json.dumps(figures, sort_keys=True), until)
             out.append(FraudVerdict("low_conversion", subject, figures, retry_after=until - now))
         return out
+
+
+def _load_figures(raw: str) -> dict[str, float | int | str]:
+    """A suspension's stored figures (JSON); a malformed flag still suspends."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, int | float | str)}
