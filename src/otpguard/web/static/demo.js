@@ -1,0 +1,144 @@
+// otpguard demo login page: phone number, then code. Served from the package;
+// the page CSP allows no inline script, so everything lives here.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const state = { id: null, expiresAt: 0, resendAt: 0, timer: null };
+
+  async function post(path, body) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+      });
+    } catch (err) {
+      return { ok: false, error: { message: "Network problem. Check your connection and try again." } };
+    }
+    let data = {};
+    try {
+      data = await response.json();
+    } catch (err) {
+      data = {};
+    }
+    if (response.ok) return { ok: true, data };
+    return { ok: false, error: data.error || { message: "Something went wrong. Try again." } };
+  }
+
+  function show(el, text) {
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  function step(name) {
+    $("phone-step").hidden = name !== "phone";
+    $("code-step").hidden = name !== "code";
+    $("done").hidden = name !== "done";
+  }
+
+  function clock(seconds) {
+    const s = Math.max(0, Math.ceil(seconds));
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+
+  function tick() {
+    const now = Date.now();
+    const left = (state.expiresAt - now) / 1000;
+    const expiry = $("expiry");
+    if (left > 0) {
+      expiry.textContent = `Code expires in ${clock(left)}`;
+      $("verify").disabled = false;
+    } else {
+      expiry.textContent = "This code has expired. Ask for a new one.";
+      $("verify").disabled = true;
+    }
+    const wait = (state.resendAt - now) / 1000;
+    const resend = $("resend");
+    if (wait > 0) {
+      resend.disabled = true;
+      resend.textContent = `Resend code in ${Math.ceil(wait)} s`;
+    } else {
+      resend.disabled = false;
+      resend.textContent = "Resend code";
+    }
+  }
+
+  function sent(data) {
+    state.id = data.id;
+    state.expiresAt = Date.now() + data.expires_in * 1000;
+    state.resendAt = Date.now() + data.resend_in * 1000;
+    $("sent-to").textContent = data.to;
+    $("code").maxLength = data.code_length;
+    $("code").value = "";
+    show($("code-error"), "");
+    step("code");
+    tick();
+    if (state.timer === null) state.timer = window.setInterval(tick, 250);
+    $("code").focus();
+  }
+
+  function reset() {
+    if (state.timer !== null) window.clearInterval(state.timer);
+    Object.assign(state, { id: null, expiresAt: 0, resendAt: 0, timer: null });
+    show($("phone-error"), "");
+    step("phone");
+    $("phone").focus();
+  }
+
+  $("phone-step").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const to = $("phone").value.trim();
+    if (!to) {
+      show($("phone-error"), "Enter your mobile number.");
+      return;
+    }
+    $("send").disabled = true;
+    const result = await post("/demo/api/start", { to });
+    $("send").disabled = false;
+    if (result.ok) {
+      show($("phone-error"), "");
+      sent(result.data);
+    } else {
+      show($("phone-error"), result.error.message);
+    }
+  });
+
+  $("code-step").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const code = $("code").value.replace(/\s+/g, "");
+    $("verify").disabled = true;
+    const result = await post("/demo/api/check", { id: state.id, code });
+    $("verify").disabled = false;
+    if (result.ok && result.data.signed_in) {
+      if (state.timer !== null) window.clearInterval(state.timer);
+      state.timer = null;
+      $("signed-in-as").textContent = result.data.to;
+      step("done");
+    } else {
+      show($("code-error"), result.error.message);
+      $("code").select();
+    }
+  });
+
+  $("resend").addEventListener("click", async () => {
+    $("resend").disabled = true;
+    const result = await post("/demo/api/resend", { id: state.id });
+    if (result.ok) {
+      sent(result.data);
+      show($("code-error"), "A new code is on its way; the previous one no longer works.");
+    } else {
+      if (result.error.resend_in) state.resendAt = Date.now() + result.error.resend_in * 1000;
+      show($("code-error"), result.error.message);
+      tick();
+    }
+  });
+
+  $("change").addEventListener("click", reset);
+  $("again").addEventListener("click", () => {
+    $("phone").value = "";
+    reset();
+  });
+})();
