@@ -1,0 +1,154 @@
+"""A scripted attack on an engine with the default settings.
+
+Real users keep converting while an attacker pumps one number range from many
+IPs, walks another range from one IP, hammers resend, floods one number and
+guesses codes. Each attack must be stopped by the rule meant for it, before
+anything is sent, with the refusals recorded as events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from otpguard.clock import ManualClock
+from otpguard.errors import DestinationRefused, OtpguardError, RateLimited
+from otpguard.events import EventType
+from otpguard.models import Status
+from otpguard.phone import parse
+from otpguard.service import Verifier
+from otpguard.stores import EventQuery
+from otpguard.transports.memory import MemoryTransport
+
+PUMPED = "+44740012"  # the range the attacker pumps
+WALKED = "+44740034"  # the range the attacker walks
+HAMMERED = "+447400555555"
+FLOODED = "+447400777777"
+
+
+def legit(i: int) -> str:
+    e164 = f"+4475{i:04d}1234"
+    assert parse(e164).type == "mobile"
+    return e164
+
+
+def lone_ip(i: int) -> str:
+    """An IP in a /24 of its own: the attacker's botnet or a real user."""
+    return f"10.{i // 250}.{i % 250}.1"
+
+
+def wrong(code: str) -> str:
+    return code[:-1] + str((int(code[-1]) + 1) % 10)
+
+
+async def attempt(otp: Verifier, to: str, ip: str) -> str:
+    """Start; return "sent" or what refused it."""
+    try:
+        await otp.start(to, client_ip=ip)
+    except RateLimited as exc:
+        return f"rate_limited:{exc.rule}"
+    except DestinationRefused as exc:
+        return exc.reason
+    return "sent"
+
+
+async def test_scripted_attack(
+    verifier: Verifier, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    otp = verifier
+
+    # Real users, each typing their code: the country converts well.
+    for i in range(20):
+        v = await otp.start(legit(i), client_ip=lone_ip(1000 + i))
+        assert (await otp.check(outbox.last_code(), verification_id=v.id)).valid
+
+    # 1. Pumping one range from a botnet, one number per IP. The prefix limit caps
+    #    each burst at 20 per 10 minutes; once 30 sends are old enough to have been
+    #    typed and none were, the conversion watch suspends the range.
+    burst1 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(40)]
+    assert Counter(burst1) == {"sent": 20, "rate_limited:prefix": 20}
+    clock.advance(601)
+    burst2 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(40, 60)]
+    assert Counter(burst2) == {"sent": 20}
+    clock.advance(600)
+    burst3 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(60, 70)]
+    assert burst3 == ["sent"] + ["fraud:low_conversion"] * 9
+    [suspended] = await otp.store.list_events(EventQuery(types=(EventType.FRAUD_SUSPENDED.value,)))
+    assert suspended.details["subject"] == f"prefix {PUMPED}"
+    assert (suspended.details["sent"], suspended.details["approved"]) == (40, 0)
+
+    # 2. Walking another range from one IP: the fifth distinct number is refused.
+    walk = [await attempt(otp, f"{WALKED}{i:04d}", "203.0.113.66") for i in range(10)]
+    assert walk == ["sent"] * 4 + ["fraud:sequential_numbers"] * 6
+
+    # 3. Hammering resend: the cooldown grows, then the number's limit holds.
+    v = await otp.start(HAMMERED, client_ip="198.51.100.10")
+    cooldowns = 0
+    for wait in (30, 60, 120):
+        for _ in range(5):
+            with pytest.raises(RateLimited) as err:
+                await otp.resend(v.id)
+            assert err.value.rule == "cooldown" and err.value.retry_after == wait
+            cooldowns += 1
+        clock.advance(wait)
+        if wait < 120:
+            v = await otp.resend(v.id)
+    with pytest.raises(RateLimited) as err:
+        await otp.resend(v.id)
+    assert err.value.rule == "phone"
+    assert len(outbox.sent_to(HAMMERED)) == 3
+
+    # 4. A flood on one number from fifty IPs at once: exactly three messages.
+    flood = await asyncio.gather(
+        *(otp.start(FLOODED, client_ip=lone_ip(200 + i)) for i in range(50)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, RateLimited) and r.rule == "phone" for r in flood) == 47
+    assert len(outbox.sent_to(FLOODED)) == 3
+
+    # 5. Guessing codes across the flooded number's verifications: five wrong codes
+    #    lock a verification, ten wrong codes lock the number for an hour.
+    pending = [r for r in flood if not isinstance(r, BaseException)]
+    assert len(pending) == 3
+    outcomes: Counter[str] = Counter()
+    for target in pending:
+        for _ in range(5):
+            guess = wrong(outbox.last_code(FLOODED))
+            try:
+                r = await otp.check(guess, verification_id=target.id, client_ip="203.0.113.99")
+                outcomes["wrong"] += not r.valid
+            except OtpguardError as exc:
+                outcomes[f"{exc.code}:{getattr(exc, 'rule', '')}"] += 1
+    assert outcomes == {"wrong": 10, "rate_limited:failed_checks": 5}
+    statuses = [(await otp.get(t.id)).status for t in pending]
+    assert sorted(statuses) == sorted([Status.MAX_ATTEMPTS_REACHED] * 2 + [Status.PENDING])
+
+    # Real users elsewhere are still served; the pumped range is not.
+    await otp.start(legit(500), client_ip=lone_ip(1500))
+    with pytest.raises(DestinationRefused):
+        await otp.start(f"{PUMPED}9999", client_ip=lone_ip(1501))
+
+    # What the events say happened.
+    events = await otp.store.list_events(EventQuery(limit=10_000))
+    refusals = Counter((e.reason, e.rule) for e in events if e.type == EventType.REFUSED.value)
+    assert refusals == {
+        ("rate_limited", "prefix"): 20,
+        ("fraud:low_conversion", None): 9 + 1,
+        ("fraud:sequential_numbers", None): 6,
+        ("rate_limited", "cooldown"): cooldowns,
+        ("rate_limited", "phone"): 1 + 47,
+        ("rate_limited", "failed_checks"): 5,
+    }
+    types = Counter(e.type for e in events)
+    assert types[EventType.SENT.value] == 20 + 41 + 4 + 1 + 3 + 1
+    assert types[EventType.RESENT.value] == 2
+    assert types[EventType.CHECK_PASSED.value] == 20
+    assert types[EventType.CHECK_FAILED.value] == 10
+    assert types[EventType.LOCKED.value] == 2
+    assert types[EventType.FRAUD_SUSPENDED.value] == 1
+    assert types[EventType.FRAUD_SHADOW.value] == 0
+    assert len(outbox.outbox) == 20 + 41 + 4 + 3 + 3 + 1
+    # Every attacker refusal names the client it came from.
+    assert all(e.client_ip not in (None, "unknown") for e in events if e.type == "request.refused")
