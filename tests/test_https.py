@@ -43,20 +43,20 @@ UNTRUSTED = ["10.0.0.0/8"]
 TRUSTED = ["127.0.0.1/32", "10.0.0.0/8"]
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def make_tls_files(d: Path) -> tuple[Path, Path, Path]:
     """``(certfile, keyfile, ca_file)`` for 127.0.0.1 and localhost, signed by a test CA."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
-    d = tmp_path_factory.mktemp("tls")
     certfile, keyfile, cafile = d / "cert.pem", d / "key.pem", d / "ca.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(keyfile))
-    cert.cert_chain_pems[0].write_to_path(str(certfile))
-    for extra in cert.cert_chain_pems[1:]:
-        with certfile.open("ab") as fh:
-            fh.write(extra.bytes())
+    cert.private_key_pem.write_to_path(str(keyfile))
+    certfile.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
     ca.cert_pem.write_to_path(str(cafile))
     return certfile, keyfile, cafile
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @dataclass
