@@ -1,0 +1,387 @@
+"""The operator dashboard at ``/dashboard``: server-rendered HTML with inline SVG charts.
+
+Sign-in takes an API key with the ``admin`` scope. The session cookie is
+``HttpOnly``, ``SameSite=Strict``, ``Secure`` outside development, scoped to
+``/dashboard``; its value is ``<key id>.<expiry>.<nonce>.<mac>`` where the mac is
+``keyring.keyed_hash("dashboard-session", ...)``. Each request re-checks the
+mac, the expiry, that the API key still exists with the admin scope and is not
+revoked, and that the session was not signed out (a store flag per nonce).
+
+Every form carries a CSRF token: before sign-in it is derived from a random
+``otpguard_csrf`` cookie, after sign-in from the session nonce, both with the
+keyring. No inline script or style: CSS and JS are static files of this package
+served from ``/static/dashboard/`` (CSP ``default-src 'self'``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import secrets
+from importlib import resources
+from string import Template
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from ..apikeys import authenticate
+from ..errors import OtpguardError
+from ..events import Event
+from ..service import Verifier
+from ..stats import Bucket, Ranked, Stats, stats_for
+from ..stores.base import Alert, EventQuery
+from .admin import open_and_recent_alerts
+from .api import iso
+
+SESSION_COOKIE = "otpguard_session"
+CSRF_COOKIE = "otpguard_csrf"
+SESSION_TTL = 8 * 3600
+COOKIE_PATH = "/dashboard"
+WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
+STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+
+router = APIRouter(include_in_schema=False)
+
+
+def _template(name: str) -> Template:
+    return Template(resources.files("otpguard.web").joinpath("templates", name).read_text("utf-8"))
+
+
+def _static(name: str) -> bytes:
+    return resources.files("otpguard.web").joinpath("static", name).read_bytes()
+
+
+def e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+# -- sessions and CSRF --------------------------------------------------------------------
+
+
+def _verifier(request: Request) -> Verifier:
+    v: Verifier = request.app.state.verifier
+    return v
+
+
+def _mac(v: Verifier, purpose: str, value: str) -> str:
+    return v.keyring.keyed_hash(f"dashboard-{purpose}", value)
+
+
+def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        secure=request.app.state.settings.production,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+async def _session(request: Request) -> str | None:
+    """The session nonce if the cookie is a live session of a live admin key."""
+    raw = request.cookies.get(SESSION_COOKIE, "")
+    parts = raw.split(".")
+    if len(parts) != 4:
+        return None
+    key_id, expires, nonce, mac = parts
+    v = _verifier(request)
+    if not hmac.compare_digest(mac, _mac(v, "session", f"{key_id}.{expires}.{nonce}")):
+        return None
+    now = v.clock()
+    if not expires.isdigit() or int(expires) <= now:
+        return None
+    key = await v.store.get_api_key(key_id)
+    if key is None or key.revoked_at is not None or "admin" not in key.scopes:
+        return None
+    if await v.store.get_flag(f"dashboard:signed_out:{nonce}", now) is not None:
+        return None
+    return nonce
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: vals[0] for k, vals in parse_qs(body, max_num_fields=10).items()}
+
+
+def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
+    token = secrets.token_urlsafe(32)
+    page = _template("login.html").substitute(
+        csrf=e(_mac(_verifier(request), "csrf-login", token)),
+        error=f'<p class="error" role="alert">{e(error)}</p>' if error else "",
+    )
+    response = HTMLResponse(page, status_code=status)
+    _set_cookie(request, response, CSRF_COOKIE, token, 3600)
+    return response
+
+
+@router.get("/dashboard/login")
+async def login_form(request: Request) -> Response:
+    if await _session(request) is not None:
+        return RedirectResponse("/dashboard", status_code=303)
+    return _login_page(request)
+
+
+@router.post("/dashboard/login")
+async def login(request: Request) -> Response:
+    v = _verifier(request)
+    form = await _form(request)
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    expected = _mac(v, "csrf-login", cookie) if cookie else ""
+    if not cookie or not hmac.compare_digest(form.get("csrf", ""), expected):
+        return _login_page(request, 403, "The form expired; please sign in again.")
+    try:
+        key = await authenticate(v.store, form.get("api_key", "").strip())
+    except OtpguardError:
+        return _login_page(request, 401, "That API key is not valid.")
+    if "admin" not in key.scopes:
+        return _login_page(request, 403, "That API key does not have the admin scope.")
+    expires = int(v.clock()) + SESSION_TTL
+    payload = f"{key.id}.{expires}.{secrets.token_hex(16)}"
+    response = RedirectResponse("/dashboard", status_code=303)
+    _set_cookie(
+        request, response, SESSION_COOKIE, f"{payload}.{_mac(v, 'session', payload)}", SESSION_TTL
+    )
+    response.delete_cookie(CSRF_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.post("/dashboard/logout")
+async def logout(request: Request) -> Response:
+    v = _verifier(request)
+    nonce = await _session(request)
+    form = await _form(request)
+    if nonce is not None:
+        if not hmac.compare_digest(form.get("csrf", ""), _mac(v, "csrf", nonce)):
+            return HTMLResponse("<p>Invalid form token.</p>", status_code=403)
+        await v.store.set_flag(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.get("/static/dashboard/{name}")
+async def static(name: str) -> Response:
+    if name not in STATIC_FILES:
+        return Response(b"not found", status_code=404, media_type="text/plain")
+    return Response(_static(name), media_type=STATIC_FILES[name])
+
+
+# -- charts: inline SVG, styled by classes from dashboard.css -------------------------------
+
+
+def _nice_max(n: float) -> int:
+    """The smallest 1, 2 or 5 times a power of ten at or above ``n``."""
+    for exp in range(0, 10):
+        for step in (1, 2, 5):
+            top: int = step * 10**exp
+            if top >= n:
+                return top
+    return int(n)
+
+
+def traffic_chart(series: list[Bucket], width: int = 900, height: int = 240) -> str:
+    """Requests, sends, approvals and refusals per bucket, as lines with point tooltips."""
+    left, right, top, bottom = 40, 10, 10, 30
+    w, h = width - left - right, height - top - bottom
+    names = ("requests", "sends", "approved", "refused")
+    peak = _nice_max(max([max(b.requests, b.sends, b.approved, b.refused) for b in series] + [1]))
+    n = len(series)
+
+    def x(i: int) -> float:
+        return left + (w * i / (n - 1) if n > 1 else w / 2)
+
+    def y(v: int) -> float:
+        return top + h - h * v / peak
+
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="Requests and conversions over time">'
+    ]
+    for frac in (0, 0.5, 1):
+        gy = top + h - h * frac
+        out.append(f'<line class="grid-line" x1="{left}" x2="{left + w}" y1="{gy}" y2="{gy}"/>')
+        out.append(f'<text x="{left - 6}" y="{gy + 4}" text-anchor="end">{int(peak * frac)}</text>')
+    out.append(f'<line class="axis" x1="{left}" x2="{left + w}" y1="{top + h}" y2="{top + h}"/>')
+    step = max(1, n // 6)
+    for i in range(0, n, step):
+        label = iso(series[i].start)[11:16] if n else ""
+        out.append(f'<text x="{x(i):.1f}" y="{height - 10}" text-anchor="middle">{e(label)}</text>')
+    for name in names:
+        values = [getattr(b, name) for b in series]
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        out.append(f'<polyline class="line s-{name}" points="{points}"/>')
+        for i, v in enumerate(values):
+            if v:
+                out.append(
+                    f'<circle class="s-{name}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="3">'
+                    f"<title>{e(iso(series[i].start))}: {v} {name}</title></circle>"
+                )
+    out.append("</svg>")
+    legend = "".join(f'<span class="l-{n_}">{n_}</span>' for n_ in names)
+    return "".join(out) + f'<div class="legend">{legend}</div>'
+
+
+def bar_chart(rows: list[tuple[str, float, str]], *, label: str, unit: str = "") -> str:
+    """Horizontal bars: (label, value, css class); values scaled to the largest."""
+    if not rows:
+        return '<p class="empty">Nothing in this window.</p>'
+    width, row_h, left = 420, 22, 170
+    height = row_h * len(rows) + 4
+    peak = max(v for _, v, _ in rows) or 1
+    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{e(label)}">']
+    for i, (name, value, cls) in enumerate(rows):
+        y = i * row_h + 2
+        bw = (width - left - 50) * value / peak
+        shown = f"{value:g}{unit}"
+        out.append(
+            f'<text class="label" x="{left - 6}" y="{y + 14}" text-anchor="end">{e(name)}</text>'
+        )
+        out.append(
+            f'<rect class="bar track" x="{left}" y="{y + 3}" '
+            f'width="{width - left - 50}" height="14"/>'
+        )
+        out.append(
+            f'<rect class="bar {cls}" x="{left}" y="{y + 3}" width="{bw:.1f}" height="14">'
+            f"<title>{e(name)}: {e(shown)}</title></rect>"
+        )
+        out.append(f'<text x="{left + bw + 4:.1f}" y="{y + 14}">{e(shown)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
+    if not rows:
+        return '<p class="empty">Nothing in this window.</p>'
+    numeric = numeric or set()
+    head = "".join(f"<th>{e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _ranked(rows: list[Ranked], what: str) -> str:
+    return table([what, "requests"], [[e(r.label), str(r.count)] for r in rows], {1})
+
+
+def alerts_table(alerts: list[Alert]) -> str:
+    if not alerts:
+        return '<p class="empty">No alerts. All quiet.</p>'
+    rows = [
+        [
+            f'<span class="status-{e(a.status)}">{e(a.status)}</span>',
+            e(a.rule),
+            e(a.subject),
+            e(a.message),
+            e(iso(a.opened_at)),
+            e(iso(a.resolved_at)) if a.resolved_at else "",
+        ]
+        for a in alerts[:50]
+    ]
+    return table(["status", "rule", "subject", "what", "opened", "resolved"], rows)
+
+
+def events_table(events: list[Event]) -> str:
+    rows = [
+        [
+            e(iso(ev.ts)),
+            e(ev.type),
+            e(ev.number_masked or ""),
+            e(ev.client_ip or ""),
+            e(ev.country or ""),
+            e(ev.channel or ""),
+            e(":".join(x for x in (ev.reason, ev.rule) if x)),
+        ]
+        for ev in events
+    ]
+    return table(["time", "type", "number", "ip", "country", "channel", "reason"], rows)
+
+
+def tiles(stats: Stats, open_alerts: int) -> str:
+    t = stats.totals
+    conv = stats.conversion
+    items = [
+        ("requests", t["requests"], ""),
+        ("messages sent", t["sends"], ""),
+        ("approved", t["approved"], ""),
+        ("conversion", f"{conv:.0%}" if conv is not None else "-", ""),
+        ("refused", t["refused"], ""),
+        ("delivery failures", t["delivery_failures"], ""),
+        ("estimated spend", f"{stats.spend:.2f}", ""),
+        ("open alerts", open_alerts, "alarm" if open_alerts else ""),
+    ]
+    return "".join(
+        f'<div class="tile {cls}" data-tile="{e(k)}"><span class="v">{e(v)}</span>'
+        f'<span class="k">{e(k)}</span></div>'
+        for k, v, cls in items
+    )
+
+
+@router.get("/dashboard")
+async def dashboard(request: Request, window: str = "1h") -> Response:
+    nonce = await _session(request)
+    if nonce is None:
+        return RedirectResponse("/dashboard/login", status_code=303)
+    v = _verifier(request)
+    if window not in WINDOWS:
+        window = "1h"
+    now = v.clock()
+    stats = await stats_for(v.store, v.settings, now, WINDOWS[window])
+    alerts = await open_and_recent_alerts(v, now)
+    recent = await v.store.list_events(EventQuery(limit=50))
+    open_n = sum(1 for a in alerts if a.status == "open")
+    countries = [
+        (c.country, round(100 * (c.conversion or 0), 1), "ok") for c in stats.countries[:12]
+    ]
+    ctx: dict[str, Any] = {
+        "window": e(window),
+        "until": e(iso(now)),
+        "truncated": "Figures are truncated (too many events)." if stats.truncated else "",
+        "csrf": e(_mac(v, "csrf", nonce)),
+        "windows": "".join(
+            f'<a href="/dashboard?window={k}"{" class=current" if k == window else ""}>{k}</a>'
+            for k in WINDOWS
+        ),
+        "tiles": tiles(stats, open_n),
+        "alerts": alerts_table(alerts),
+        "traffic_chart": traffic_chart(stats.series),
+        "refusal_chart": bar_chart(
+            [(r.label, r.count, "") for r in stats.refusals[:12]], label="Refusals by reason"
+        ),
+        "country_chart": bar_chart(countries, label="Conversion by country", unit="%"),
+        "top_numbers": _ranked(stats.top_numbers, "number"),
+        "top_ips": _ranked(stats.top_ips, "ip"),
+        "countries": table(
+            ["country", "started", "approved", "conversion", "sent", "spend"],
+            [
+                [
+                    e(c.country),
+                    str(c.started),
+                    str(c.approved),
+                    f"{c.conversion:.0%}" if c.conversion is not None else "-",
+                    str(c.sends),
+                    f"{c.spend:.2f}",
+                ]
+                for c in stats.countries
+            ],
+            {1, 2, 3, 4, 5},
+        ),
+        "events": events_table(recent),
+    }
+    return HTMLResponse(_template("dashboard.html").substitute(ctx))
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
