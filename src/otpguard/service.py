@@ -252,8 +252,8 @@ class Verifier:
             service_name=service_name,
         )
         await self.store.create_verification(v)
-        await self._emit(self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip))
-        await self._deliver(v, number, code, ip, now, EventType.SENT)
+        started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
+        await self._deliver(v, number, code, ip, now, EventType.SENT, started)
         return v
 
     async def _guard_send(self, number: PhoneNumber, ch: Channel, ip: str, now: float) -> None:
@@ -322,7 +322,9 @@ class Verifier:
         ip: str,
         now: float,
         kind: EventType,
+        *before: Event,
     ) -> None:
+        """Send, then record the outcome together with ``before`` (one store write)."""
         msg = Message(
             verification_id=v.id,
             to=v.to,
@@ -342,6 +344,7 @@ class Verifier:
                     f"undeliverable:{v.to}", exc.reason, now + self.settings.undeliverable_ttl
                 )
             await self._emit(
+                *before,
                 self._event(
                     EventType.DELIVERY_FAILED,
                     now,
@@ -350,7 +353,7 @@ class Verifier:
                     client_ip=ip,
                     reason=exc.reason,
                     provider_code=exc.provider_code,
-                )
+                ),
             )
             raise
         finally:
@@ -359,6 +362,7 @@ class Verifier:
         if not self.policy.is_allowlisted(number):
             verdicts = await self.fraud.record_send(number, ip, now)
         events = [
+            *before,
             self._event(
                 kind,
                 now,
@@ -366,7 +370,7 @@ class Verifier:
                 v=v,
                 client_ip=ip,
                 details={"provider": receipt.provider, "provider_id": receipt.provider_id},
-            )
+            ),
         ]
         for verdict in verdicts:
             type_ = (
@@ -474,10 +478,10 @@ class Verifier:
         if matches and await self.store.approve(v.id, now):
             v = v.with_(status=Status.APPROVED, updated_at=now)
             await self._emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
-            if v.country is not None:
-                number = parse(v.to, self.settings.default_region)
-                if not self.policy.is_allowlisted(number):
-                    await self.fraud.record_approval(number, now)
+            # Conversion counts only need the prefix and the region: no second parse.
+            number = PhoneNumber(e164=v.to, region=v.country, type="")
+            if v.country is not None and not self.policy.is_allowlisted(number):
+                await self.fraud.record_approval(number, now)
             return CheckResult(True, Status.APPROVED, self._remaining(v), v)
         if matches:  # right code, but someone else approved (or it expired) in between
             current = await self.store.get_verification(v.id) or v
