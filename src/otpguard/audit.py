@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import enum
+import ipaddress
 import json
 import os
 import re
@@ -325,7 +326,7 @@ def check_https(settings: Settings) -> Iterator[Finding]:
         )
     wide = []
     for cidr in settings.trusted_proxies:
-        net = __import__("ipaddress").ip_network(cidr, strict=False)
+        net = ipaddress.ip_network(cidr, strict=False)
         if net.prefixlen < (8 if net.version == 4 else 32):
             wide.append(cidr)
     if wide:
