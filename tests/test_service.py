@@ -303,3 +303,54 @@ async def test_store_holds_no_code(
     assert dump  # the dump is real: it holds the verifications
     for msg in outbox.outbox:
         assert msg.code not in dump
+
+
+async def test_purge_keeps_the_store_proportional_to_live_traffic(
+    verifier: Verifier, clock: ManualClock
+) -> None:
+    old = [await verifier.start(f"+4474{n:02d}123456") for n in range(3)]
+    clock.advance(300 + 3600 + 1)  # expired, and past the grace period
+    live = await verifier.start("+447499123456")
+    removed = await verifier.purge()
+    assert removed >= 3
+    for v in old:
+        with pytest.raises(NotFound):
+            await verifier.get(v.id)
+    assert (await verifier.get(live.id)).status is Status.PENDING
+    assert await verifier.purge() == 0  # nothing stale left
+
+
+async def test_delivery_report_with_an_undeliverable_code_blocks_resends_for_a_while(
+    verifier: Verifier, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    from otpguard.errors import DestinationRefused
+
+    v = await verifier.start(UK_MOBILE)
+    await verifier.record_delivery_status(v.id, "undelivered", 21610, "SM123")
+    with pytest.raises(DestinationRefused) as exc:
+        await verifier.start(UK_MOBILE)
+    assert exc.value.reason == "undeliverable"
+    assert len(outbox.outbox) == 1
+    clock.advance(86400)
+    await verifier.start(UK_MOBILE)
+    assert len(outbox.outbox) == 2
+
+
+async def test_undeliverable_number_is_remembered_after_a_failed_send(
+    verifier: Verifier, outbox: MemoryTransport
+) -> None:
+    from otpguard.errors import DestinationRefused
+
+    outbox.fail_with = DeliveryError("invalid_number", provider_code=21211)
+    with pytest.raises(DeliveryError):
+        await verifier.start(UK_MOBILE)
+    outbox.fail_with = None
+    with pytest.raises(DestinationRefused) as exc:
+        await verifier.start(UK_MOBILE)
+    assert exc.value.reason == "undeliverable"
+    # a generic provider error is not remembered
+    outbox.fail_with = DeliveryError("provider_error", provider_code=30008)
+    with pytest.raises(DeliveryError):
+        await verifier.start("+447400123499")
+    outbox.fail_with = None
+    await verifier.start("+447400123499")

@@ -1,0 +1,182 @@
+"""The engine and API over the twilio transport, against the fake Twilio server:
+magic numbers, error mapping end to end, the development guard, status callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from otpguard.clock import ManualClock
+from otpguard.config import Settings
+from otpguard.errors import DeliveryError, DestinationRefused
+from otpguard.models import Status
+from otpguard.service import Verifier
+from otpguard.stores import EventQuery, store_from_url
+from otpguard.transports import transport_from_settings
+from otpguard.web.app import create_app
+
+from .conftest import TEST_KEY, UK_MOBILE
+from .fake_twilio import FakeTwilio
+
+MAGIC_ERRORS = {
+    "+15005550001": (21211, "invalid_number"),
+    "+15005550002": (21612, "unroutable"),
+    "+15005550003": (21408, "country_not_permitted"),
+    "+15005550004": (21610, "unsubscribed"),
+    "+15005550009": (21614, "not_sms_capable"),
+}
+
+
+def engine_settings(fake: FakeTwilio, tmp_path: Path, **overrides: Any) -> Settings:
+    base = fake.settings(
+        store="sqlite://:memory:",
+        secret_keys=[TEST_KEY],
+        data_dir=tmp_path / "data",
+        allowed_countries=["GB", "US"],
+    )
+    return base.model_copy(update=overrides)
+
+
+@pytest.fixture
+def test_creds_fake() -> Any:
+    with FakeTwilio(test_credentials=True) as fake:
+        yield fake
+
+
+@pytest.fixture
+def live_fake() -> Any:
+    with FakeTwilio() as fake:
+        yield fake
+
+
+async def open_engine(settings: Settings, clock: ManualClock) -> Verifier:
+    v = Verifier(
+        settings, store_from_url(settings.store_url), transport_from_settings(settings), clock=clock
+    )
+    await v.open()
+    return v
+
+
+async def test_test_credentials_magic_numbers_map_to_reasons(
+    test_creds_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> None:
+    v = await open_engine(engine_settings(test_creds_fake, tmp_path), clock)
+    try:
+        for number, (provider_code, reason) in MAGIC_ERRORS.items():
+            with pytest.raises(DeliveryError) as exc:
+                await v.start(number)
+            assert (exc.value.provider_code, exc.value.reason) == (provider_code, reason)
+        failed = await v.store.list_events(EventQuery(types=("verification.delivery_failed",)))
+        assert sorted(e.provider_code or 0 for e in failed) == sorted(
+            c for c, _ in MAGIC_ERRORS.values()
+        )
+        for e in failed:
+            assert e.verification_id is not None
+            assert (await v.get(e.verification_id)).status is Status.FAILED
+        # an undeliverable number is remembered: no second paid attempt right away
+        requests_before = len(test_creds_fake.requests)
+        with pytest.raises(DestinationRefused) as refused:
+            await v.start("+15005550001")
+        assert refused.value.reason == "undeliverable"
+        assert len(test_creds_fake.requests) == requests_before
+    finally:
+        await v.aclose()
+
+
+async def test_magic_numbers_pass_the_policy_only_with_test_credentials(
+    test_creds_fake: FakeTwilio, live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> None:
+    ok = await open_engine(engine_settings(test_creds_fake, tmp_path), clock)
+    try:
+        ver = await ok.start("+15005550006")
+        code = test_creds_fake.last_code("+15005550006")
+        assert (await ok.check(code, verification_id=ver.id)).valid
+    finally:
+        await ok.aclose()
+    live = await open_engine(
+        engine_settings(live_fake, tmp_path, dev_allowed_numbers=["+15005550006"]), clock
+    )
+    try:
+        with pytest.raises(DestinationRefused) as exc:
+            await live.start("+15005550006")
+        assert exc.value.reason == "number_type:personal_number"
+        assert live_fake.requests == []
+    finally:
+        await live.aclose()
+
+
+async def test_development_with_live_credentials_never_texts_a_stranger(
+    live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> None:
+    v = await open_engine(
+        engine_settings(live_fake, tmp_path, dev_allowed_numbers=["07400 123457"]), clock
+    )
+    try:
+        with pytest.raises(DestinationRefused) as exc:
+            await v.start(UK_MOBILE)
+        assert exc.value.reason == "development_guard"
+        assert "OTPGUARD_DEV_ALLOWED_NUMBERS" in exc.value.message
+        assert live_fake.requests == []
+        ver = await v.start("+447400123457")  # listed: allowed
+        assert live_fake.requests[-1].form["To"] == "+447400123457"
+        assert (await v.check(live_fake.last_code("+447400123457"), verification_id=ver.id)).valid
+    finally:
+        await v.aclose()
+
+
+async def test_production_has_no_development_guard(
+    live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> None:
+    settings = engine_settings(
+        live_fake, tmp_path, env="production", trusted_proxies=["10.0.0.0/8"]
+    )
+    v = await open_engine(settings, clock)
+    try:
+        await v.start(UK_MOBILE)
+        assert live_fake.requests[-1].form["To"] == UK_MOBILE
+    finally:
+        await v.aclose()
+
+
+@pytest.fixture
+async def webhook_app(
+    live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> AsyncIterator[tuple[httpx.AsyncClient, Verifier]]:
+    settings = engine_settings(
+        live_fake, tmp_path, public_url="https://otp.example.com", dev_allowed_numbers=[UK_MOBILE]
+    )
+    v = Verifier(
+        settings, store_from_url(settings.store_url), transport_from_settings(settings), clock=clock
+    )
+    app = create_app(settings, v, clock=clock, background=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.5:8000") as http:
+            yield http, v
+
+
+async def test_status_callbacks_become_events(
+    webhook_app: tuple[httpx.AsyncClient, Verifier], live_fake: FakeTwilio
+) -> None:
+    http, v = webhook_app
+    ver = await v.start(UK_MOBILE)
+    sent = live_fake.requests[-1]
+    callback_url = sent.form["StatusCallback"]
+    assert callback_url == f"https://otp.example.com/webhooks/twilio/status?vid={ver.id}"
+    sid = next(iter(live_fake.resources))
+    cb = live_fake.status_callback(sid, "undelivered", error_code=30003)
+    assert cb.url == callback_url
+    path = cb.url.removeprefix("https://otp.example.com")
+    r = await http.post(path, data=cb.form, headers=cb.headers)
+    assert r.status_code == 204
+    events = await v.store.list_events(EventQuery(types=("verification.delivery_status",)))
+    assert [(e.reason, e.provider_code, e.verification_id) for e in events] == [
+        ("undelivered", 30003, ver.id)
+    ]
+    forged = dict(cb.form, MessageStatus="delivered")
+    r = await http.post(path, data=forged, headers=cb.headers)
+    assert r.status_code == 403
