@@ -27,6 +27,7 @@ from otpguard.sinks import (
     verify_signature,
 )
 from otpguard.stores import store_from_url
+from otpguard.stores.base import Alert, EventQuery
 from otpguard.transports.memory import MemoryTransport
 
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
@@ -237,14 +238,9 @@ async def test_abuse_scenario_raises_exactly_the_expected_alerts_at_a_signed_web
         # Stored and recorded as events.
         stored = await rig.verifier.store.list_alerts(status="open")
         assert {a.id for a in stored} == expected_ids(rig.verifier)
-        events = [
-            e
-            for e in await rig.verifier.store.list_events(
-                __import__("otpguard.stores.base", fromlist=["EventQuery"]).EventQuery(
-                    types=(EventType.ALERT_OPENED.value,)
-                )
-            )
-        ]
+        events = await rig.verifier.store.list_events(
+            EventQuery(types=(EventType.ALERT_OPENED.value,))
+        )
         assert {e.details["alert_id"] for e in events} == expected_ids(rig.verifier)
 
         # Two quiet hours later every condition has cleared: each alert resolves once.
@@ -260,8 +256,6 @@ async def test_abuse_scenario_raises_exactly_the_expected_alerts_at_a_signed_web
 async def test_webhook_receiver_rejects_a_body_signed_with_another_secret(
     receiver: Receiver, clock: ManualClock
 ) -> None:
-    from otpguard.stores.base import Alert
-
     alert = Alert("r:s", "r", "s", "open", clock(), clock(), message="m")
     dispatcher = Dispatcher(
         [WebhookSink(receiver.url, "another-secret-entirely!", clock=clock)],
@@ -339,7 +333,9 @@ async def test_delivery_failure_rate_and_provider_errors(
     rig_factory: Callable[..., Any], outbox: MemoryTransport
 ) -> None:
     async with rig_factory(
-        alert_delivery_failure_min=5, alert_delivery_failure_rate=0.5, alert_provider_error_threshold=5
+        alert_delivery_failure_min=5,
+        alert_delivery_failure_rate=0.5,
+        alert_provider_error_threshold=5,
     ) as rig:
         for i in range(4):
             assert await start(rig.verifier, f"+4474008{i:05d}", ip(i))
