@@ -178,6 +178,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         _HIT_FUNCTION,
     ),
+    (
+        # Limits and costs are bigint: the fraud counters use limits past 2**31.
+        "DROP FUNCTION otpguard_hit(text[], float8[], int[], int, float8, bool)",
+        _HIT_FUNCTION.replace("p_limits int[], p_cost int", "p_limits bigint[], p_cost bigint"),
+    ),
 )
 
 V_COLUMNS = (
@@ -517,7 +522,8 @@ class PostgresStore(Store):
         rules = tuple(rules)
         row = await self._one(
             "hit",
-            "SELECT refused, counts, oldest FROM otpguard_hit(%s, %s, %s, %s, %s, %s)",
+            "SELECT refused, counts, oldest FROM otpguard_hit("
+            "%s::text[], %s::float8[], %s::int8[], %s::int8, %s::float8, %s::bool)",
             (
                 [r.key for r in rules],
                 [now - r.window for r in rules],

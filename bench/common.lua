@@ -1,0 +1,50 @@
+-- Shared by the otpguard wrk scripts (loaded with dofile from bench/).
+-- Per-thread counters are read back in done() through the thread objects.
+local M = {}
+
+function M.number()
+  -- +447400 plus six random digits: valid UK mobiles, spread over 100 prefixes.
+  return string.format("+447400%06d", math.random(0, 999999))
+end
+
+function M.ip()
+  return string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255),
+                       math.random(1, 254))
+end
+
+function M.start_request(key)
+  local body = string.format('{"to":"%s","client_ip":"%s"}', M.number(), M.ip())
+  return wrk.format("POST", "/v1/verifications",
+    {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}, body)
+end
+
+function M.check_request(key, id, code)
+  local body = string.format('{"id":"%s","code":"%s","client_ip":"%s"}', id, code, M.ip())
+  return wrk.format("POST", "/v1/verifications/check",
+    {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}, body)
+end
+
+-- Print one machine-readable line; bench/http.py parses it.
+function M.report(threads, summary, latency, counters)
+  local totals = {}
+  for _, name in ipairs(counters) do totals[name] = 0 end
+  for _, t in ipairs(threads) do
+    for _, name in ipairs(counters) do totals[name] = totals[name] + (t:get(name) or 0) end
+  end
+  local parts = {
+    string.format('"requests":%d', summary.requests),
+    string.format('"duration_us":%d', summary.duration),
+    string.format('"socket_errors":%d', summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout),
+    string.format('"non2xx":%d', summary.errors.status),
+    string.format('"p50_us":%d', latency:percentile(50)),
+    string.format('"p99_us":%d', latency:percentile(99)),
+    string.format('"max_us":%d', latency.max),
+  }
+  for _, name in ipairs(counters) do
+    table.insert(parts, string.format('"%s":%d', name, totals[name]))
+  end
+  io.write("WRK_RESULT {" .. table.concat(parts, ",") .. "}\n")
+end
+
+return M

@@ -1,0 +1,371 @@
+"""Several otpguard instances sharing one store (Redis, then PostgreSQL).
+
+Each test runs two real ``otpguard serve`` processes on different ports, pointed
+at the same store, the same HMAC keys and the same file outbox, which the tests
+read the way a phone would. Store outages are made with a TCP proxy that the test
+owns and cuts (the shared servers are never stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from otpguard.codes import new_secret_hex
+from otpguard.errors import ConfigError, StorageError
+from otpguard.stores import store_from_url
+from otpguard.transports.file import read_outbox
+
+REQUIRE_BACKENDS = "OTPGUARD_TEST_REQUIRE_BACKENDS"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_DB = "otpguard_multi"
+PG_URL = f"postgresql://postgres@127.0.0.1:5432/{PG_DB}?pool_timeout=2"
+NUMBER = "+447400765432"
+OTPGUARD = str(Path(sys.executable).parent / "otpguard")
+
+pytestmark = pytest.mark.slow
+
+SHARED_STORES = [
+    pytest.param(REDIS_URL, marks=pytest.mark.redis, id="redis"),
+    pytest.param(PG_URL, marks=pytest.mark.postgres, id="postgres"),
+]
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_BACKENDS) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_BACKENDS}=1 forbids skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def reset(url: str) -> None:
+    """Give the test an empty throwaway database (skip when the server is missing)."""
+    try:
+        store = store_from_url(url)
+    except ConfigError as exc:
+        _unavailable(f"store backend for {url} is not available: {exc}")
+    if url.startswith("postgresql"):
+        import psycopg
+
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                PG_ADMIN_URL, autocommit=True, connect_timeout=3
+            ) as conn:
+                await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+                await conn.execute(f"CREATE DATABASE {PG_DB}")
+        except psycopg.OperationalError as exc:
+            _unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
+    try:
+        await store.open()
+        await store.health()
+    except StorageError as exc:
+        _unavailable(f"store server at {url} is unreachable: {exc}")
+    finally:
+        await store.aclose()
+    if url.startswith("redis"):
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(url)
+        try:
+            await client.flushdb()
+        finally:
+            await client.aclose()
+
+
+class TcpProxy:
+    """A loopback TCP forwarder the test can cut (connections dropped, new ones
+    refused) and restore on the same port: the store "goes down" and comes back."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        pipes = [
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(self._pipe(up_reader, writer)),
+        ]
+        self._tasks.update(pipes)
+        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        for w in (writer, up_writer):
+            w.transport.abort()
+            self._writers.discard(w)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+        await self._settle()
+
+    async def _settle(self) -> None:
+        tasks, self._tasks = self._tasks, set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def url_for(self, url: str) -> str:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"127.0.0.1:{self.port}"
+        netloc[-1] = host
+        return urlunsplit(parts._replace(netloc="@".join(netloc)))
+
+
+@dataclass
+class Cluster:
+    urls: list[str]  # one base URL per instance
+    key: str
+    outbox: Path
+    headers: dict[str, str]
+
+    def code_for(self, verification_id: str) -> str:
+        codes = [
+            m["code"] for m in read_outbox(self.outbox) if m["verification_id"] == verification_id
+        ]
+        assert len(codes) == 1, codes
+        return codes[0]
+
+    def sent(self) -> int:
+        return len(read_outbox(self.outbox))
+
+
+def _env(store_url: str, tmp_path: Path, secret: str, name: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTPGUARD_")}
+    data_dir = tmp_path / name
+    data_dir.mkdir(exist_ok=True)
+    env.update(
+        {
+            "OTPGUARD_STORE": store_url,
+            "OTPGUARD_DATA_DIR": str(data_dir),
+            "OTPGUARD_SECRET_KEYS": secret,
+            "OTPGUARD_TRANSPORT": "file",
+            "OTPGUARD_OUTBOX_PATH": str(tmp_path / "outbox.jsonl"),
+            "OTPGUARD_LOG_EVENTS": "false",
+        }
+    )
+    return env
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    async with httpx.AsyncClient(timeout=2) as http:
+        for _ in range(300):  # a deadline for start-up, not a timing assertion
+            if proc.poll() is not None:
+                pytest.fail(f"otpguard serve exited: {_tail(log)}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    pytest.fail(f"otpguard serve did not start: {_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-2000:]
+
+
+def _launch(store_url: str, tmp_path: Path, instances: int) -> tuple[str, list[Any]]:
+    """Create an API key in the shared store, then start the instances."""
+    secret = new_secret_hex()
+    env = _env(store_url, tmp_path, secret, "admin")
+    out = subprocess.run(
+        [OTPGUARD, "api-keys", "create", "--name", "multi"],
+        env=env,
+        cwd=env["OTPGUARD_DATA_DIR"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = out.stdout.strip().splitlines()[-1]
+    procs: list[Any] = []
+    for i in range(instances):
+        port = free_port()
+        env_i = _env(store_url, tmp_path, secret, f"instance{i}")
+        with (tmp_path / f"instance{i}.log").open("wb") as fh:
+            proc = subprocess.Popen(
+                [OTPGUARD, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=env_i,
+                cwd=env_i["OTPGUARD_DATA_DIR"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        procs.append((f"http://127.0.0.1:{port}", proc))
+    return key, procs
+
+
+def _stop(procs: list[Any]) -> None:
+    for _, proc in procs:
+        proc.terminate()
+    for _, proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def cluster(store_url: str, tmp_path: Path, instances: int = 2) -> AsyncIterator[Cluster]:
+    """``instances`` real ``otpguard serve`` processes on one store, keys and outbox."""
+    key, procs = _launch(store_url, tmp_path, instances)
+    try:
+        for i, (url, proc) in enumerate(procs):
+            await _wait_ready(url, proc, tmp_path / f"instance{i}.log")
+        urls = [url for url, _ in procs]
+        yield Cluster(urls, key, tmp_path / "outbox.jsonl", {"Authorization": f"Bearer {key}"})
+    finally:
+        _stop(procs)
+
+
+@pytest.fixture(params=SHARED_STORES)
+async def shared_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.param
+    await reset(url)
+    return url
+
+
+async def start(http: httpx.AsyncClient, c: Cluster, base: str, to: str, ip: str) -> httpx.Response:
+    return await http.post(
+        f"{base}/v1/verifications", json={"to": to, "client_ip": ip}, headers=c.headers
+    )
+
+
+async def check(
+    http: httpx.AsyncClient, c: Cluster, base: str, vid: str, code: str
+) -> httpx.Response:
+    return await http.post(
+        f"{base}/v1/verifications/check", json={"id": vid, "code": code}, headers=c.headers
+    )
+
+
+# -- tests ---------------------------------------------------------------------------------
+
+
+async def test_per_number_limit_holds_across_instances(shared_url: str, tmp_path: Path) -> None:
+    """Default limit: 3 sends per number in 10 minutes, in total over both instances."""
+    async with cluster(shared_url, tmp_path) as c, httpx.AsyncClient(timeout=30) as http:
+        a, b = c.urls
+        statuses = []
+        for i, base in enumerate([a, b, a, b, a]):
+            r = await start(http, c, base, NUMBER, f"198.51.100.{i + 1}")
+            statuses.append(r.status_code)
+            if r.status_code == 429:
+                assert r.json()["error"]["rule"].startswith("phone"), r.text
+        assert statuses == [201, 201, 201, 429, 429]
+        assert c.sent() == 3
+
+
+async def test_started_on_one_approved_on_the_other(shared_url: str, tmp_path: Path) -> None:
+    async with cluster(shared_url, tmp_path) as c, httpx.AsyncClient(timeout=30) as http:
+        a, b = c.urls
+        r = await start(http, c, a, NUMBER, "198.51.100.7")
+        assert r.status_code == 201, r.text
+        vid = r.json()["id"]
+        code = c.code_for(vid)
+        r = await check(http, c, b, vid, code)
+        assert r.json() == {"id": vid, "status": "approved", "valid": True, "attempts_remaining": 0}
+        r = await check(http, c, a, vid, code)
+        assert r.status_code == 200 and r.json()["valid"] is False
+        r = await http.get(f"{a}/v1/verifications/{vid}", headers=c.headers)
+        assert r.json()["status"] == "approved"
+
+
+async def test_concurrent_right_checks_over_both_approve_once(
+    shared_url: str, tmp_path: Path
+) -> None:
+    async with cluster(shared_url, tmp_path) as c, httpx.AsyncClient(timeout=30) as http:
+        r = await start(http, c, c.urls[0], NUMBER, "198.51.100.8")
+        vid = r.json()["id"]
+        code = c.code_for(vid)
+        responses = await asyncio.gather(
+            *(check(http, c, c.urls[i % 2], vid, code) for i in range(16))
+        )
+        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+        assert [r.json()["valid"] for r in responses].count(True) == 1
+
+
+async def test_store_outage_fails_closed_and_recovers(shared_url: str, tmp_path: Path) -> None:
+    """Store unreachable: starts and checks answer 503 ``unavailable`` and nothing is
+    sent; once it is back the same processes serve again, without a restart."""
+    parts = urlsplit(shared_url)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = TcpProxy(parts.hostname, parts.port)
+    await proxy.start()
+    try:
+        async with (
+            cluster(proxy.url_for(shared_url), tmp_path) as c,
+            httpx.AsyncClient(timeout=30) as http,
+        ):
+            a, b = c.urls
+            r = await start(http, c, a, NUMBER, "198.51.100.9")
+            assert r.status_code == 201, r.text
+            vid = r.json()["id"]
+            code = c.code_for(vid)
+            sent = c.sent()
+
+            await proxy.cut()
+            for base in (a, b):
+                r = await start(http, c, base, "+447400111222", "198.51.100.10")
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["code"] == "unavailable"
+                r = await check(http, c, base, vid, code)
+                assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+            assert c.sent() == sent  # fail closed: no message left
+
+            await proxy.start()
+            # Pooled connections died with the outage; each instance may need a few
+            # requests to notice. A deadline for recovery, not a timing assertion.
+            for base in (a, b):
+                for _ in range(100):
+                    r = await http.get(f"{base}/readyz")
+                    if r.status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                assert r.status_code == 200, r.text
+            r = await check(http, c, b, vid, code)
+            assert r.status_code == 200 and r.json()["valid"] is True, r.text
+            r = await start(http, c, a, "+447400111222", "198.51.100.10")
+            assert r.status_code == 201, r.text
+            assert c.sent() == sent + 1
+    finally:
+        await proxy.cut()
