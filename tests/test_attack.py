@@ -135,8 +135,8 @@ async def test_scripted_attack(
     refusals = Counter((e.reason, e.rule) for e in events if e.type == EventType.REFUSED.value)
     assert refusals == {
         ("rate_limited", "prefix"): 20,
-        ("fraud:low_conversion", None): 9 + 1,
-        ("fraud:sequential_numbers", None): 6,
+        ("fraud:low_conversion", "low_conversion"): 9 + 1,
+        ("fraud:sequential_numbers", "sequential_numbers"): 6,
         ("rate_limited", "cooldown"): cooldowns,
         ("rate_limited", "phone"): 1 + 47,
         ("rate_limited", "failed_checks"): 5,

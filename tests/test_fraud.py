@@ -359,3 +359,21 @@ async def test_blocklist_refuses_before_fraud_rules_run(
             await refused_with(otp, "blocklisted", in_prefix(i), client_ip="203.0.113.7")
         assert outbox.outbox == []
         assert await events_of(otp, EventType.FRAUD_SHADOW) == []
+
+
+async def test_budget_holds_exactly_under_concurrency(
+    engine: EngineFactory, outbox: MemoryTransport, tmp_path: Any
+) -> None:
+    """The budget is counted in the same atomic step as the rate limits."""
+    import asyncio
+
+    async with engine(
+        fraud_budget_global="5/1h", store=f"sqlite:///{tmp_path / 'budget.db'}"
+    ) as otp:
+        results = await asyncio.gather(
+            *(otp.start(elsewhere(i), client_ip=lone_ip(i)) for i in range(20)),
+            return_exceptions=True,
+        )
+    refused = [r for r in results if isinstance(r, DestinationRefused)]
+    assert len(outbox.outbox) == 5
+    assert len(refused) == 15 and {r.reason for r in refused} == {"fraud:budget_exhausted"}

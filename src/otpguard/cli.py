@@ -179,6 +179,7 @@ def cmd_numbers(args: argparse.Namespace) -> int:
         blocklist=s.blocklist,
         allowlist=s.allowlist,
         twilio_test_credentials=s.twilio_test_credentials,
+        default_region=s.default_region,
     )
     info = policy.explain(parse(args.number, s.default_region))
     if args.json:

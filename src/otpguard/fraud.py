@@ -60,9 +60,10 @@ class FraudRules:
     async def evaluate(self, number: PhoneNumber, client_ip: str, now: float) -> list[FraudVerdict]:
         """Every rule that would refuse this send (shadowed ones included)."""
         verdicts: list[FraudVerdict] = []
+        budget = await self._budget(number, now) if self.shadowed("budget_exhausted") else None
         for v in (
             await self._suspended(number, now),
-            await self._budget(number, now),
+            budget,
             await self._sequential(number, client_ip, now),
         ):
             if v is not None:
@@ -78,22 +79,35 @@ class FraudRules:
                 return FraudVerdict("low_conversion", subject, figures, retry_after=until - now)
         return None
 
-    async def _budget(self, number: PhoneNumber, now: float) -> FraudVerdict | None:
+    def budget_rules(self, number: PhoneNumber) -> list[RateRule]:
+        """The send budgets as rate rules. Unless the budget rule is in shadow mode, the
+        engine adds them to the rate-limit hit, so they are counted and enforced in the
+        same atomic step as the limits (exact under concurrency)."""
         s = self.settings
-        rules = [
+        return [
             RateRule("budget_global", f"budget:global:{w}", limit, w)
             for limit, w in s.windows("fraud_budget_global")
         ] + [
             RateRule("budget_country", f"budget:country:{number.region}:{w}", limit, w)
             for limit, w in s.windows("fraud_budget_country")
         ]
+
+    def budget_verdict(
+        self, number: PhoneNumber, rule: str, count: int, retry_after: float
+    ) -> FraudVerdict:
+        scope = "global" if rule == "budget_global" else f"country {number.region}"
+        return FraudVerdict("budget_exhausted", scope, {"sent": count}, retry_after=retry_after)
+
+    async def _budget(self, number: PhoneNumber, now: float) -> FraudVerdict | None:
+        """Shadow mode only: would the budget refuse? (Enforced budgets live in the hit.)"""
+        rules = self.budget_rules(number)
         if not rules:
             return None
         d = await self.store.hit(rules, now, record=False)
         if d.allowed:
             return None
-        scope = "global" if d.rule == "budget_global" else f"country {number.region}"
-        return FraudVerdict("budget_exhausted", scope, {"sent": d.count}, retry_after=d.retry_after)
+        assert d.rule is not None
+        return self.budget_verdict(number, d.rule, d.count, d.retry_after)
 
     async def _sequential(
         self, number: PhoneNumber, client_ip: str, now: float
@@ -129,15 +143,11 @@ class FraudRules:
         rules = [
             RateRule("conv", f"conv:sent:prefix:{number.prefix}", _HUGE, w),
             RateRule("conv", f"conv:sent:country:{number.region}", _HUGE, w),
-            *[
-                RateRule("budget_global", f"budget:global:{win}", _HUGE, win)
-                for _, win in s.windows("fraud_budget_global")
-            ],
-            *[
-                RateRule("budget_country", f"budget:country:{number.region}:{win}", _HUGE, win)
-                for _, win in s.windows("fraud_budget_country")
-            ],
         ]
+        if self.shadowed("budget_exhausted"):  # otherwise counted by the engine's hit
+            rules += [
+                r.__class__(r.name, r.key, _HUGE, r.window) for r in self.budget_rules(number)
+            ]
         if client_ip != UNKNOWN_IP:
             sw = s.fraud_sequential_window
             for scope, who in (("ip", ip_key(client_ip)), ("network", network_of(client_ip))):
@@ -168,7 +178,10 @@ class FraudRules:
         for kind, value in (("prefix", number.prefix), ("country", str(number.region))):
             key = f"conv:sent:{kind}:{value}"
             # Only sends whose codes can no longer be typed count against the rate.
-            sent = await self.store.count(key, w, now) - await self.store.count(key, grace, now)
+            total = await self.store.count(key, w, now)
+            if total < s.fraud_conversion_min_sends:
+                continue  # the common case: one count, no more
+            sent = total - await self.store.count(key, grace, now)
             if sent < s.fraud_conversion_min_sends:
                 continue
             ok = await self.store.count(f"conv:ok:{kind}:{value}", w, now)

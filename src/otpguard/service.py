@@ -107,6 +107,7 @@ class Verifier:
             blocklist=settings.blocklist,
             allowlist=settings.allowlist,
             twilio_test_credentials=settings.twilio_test_credentials,
+            default_region=settings.default_region,
         )
         self.fraud = FraudRules(settings, store)
         self._rate_horizon = float(limits.longest_window(settings))
@@ -175,10 +176,11 @@ class Verifier:
         number: PhoneNumber | None,
         client_ip: str,
         channel: Channel | None,
+        rule: str | None = None,
         **details: Any,
     ) -> OtpguardError:
         """Record a refusal as an event and return the exception to raise."""
-        fields: dict[str, Any] = {"reason": getattr(exc, "reason", exc.code)}
+        fields: dict[str, Any] = {"reason": getattr(exc, "reason", exc.code), "rule": rule}
         if isinstance(exc, RateLimited):
             fields["reason"] = "rate_limited"
             fields["rule"] = exc.rule
@@ -291,12 +293,30 @@ class Verifier:
                     number,
                     ip,
                     ch,
+                    rule=verdict.rule,
                     subject=verdict.subject,
                     **verdict.figures,
                 )
-        decision_rl = await self.store.hit(limits.send_rules(self.settings, number, ip), now)
+        rules = limits.send_rules(self.settings, number, ip)
+        if not self.policy.is_allowlisted(number) and not self.fraud.shadowed("budget_exhausted"):
+            rules += self.fraud.budget_rules(number)  # enforced in the same atomic step
+        decision_rl = await self.store.hit(rules, now)
         if not decision_rl.allowed:
             assert decision_rl.rule is not None
+            if decision_rl.rule.startswith("budget_"):
+                verdict = self.fraud.budget_verdict(
+                    number, decision_rl.rule, decision_rl.count, decision_rl.retry_after
+                )
+                raise await self._refuse(
+                    DestinationRefused(verdict.reason),
+                    now,
+                    number,
+                    ip,
+                    ch,
+                    rule=verdict.rule,
+                    subject=verdict.subject,
+                    **verdict.figures,
+                )
             exc_rl = RateLimited(decision_rl.rule, decision_rl.retry_after)
             raise await self._refuse(exc_rl, now, number, ip, ch, count=decision_rl.count)
 
@@ -383,6 +403,8 @@ class Verifier:
                     type_,
                     now,
                     number=number,
+                    client_ip=ip,
+                    channel=v.channel.value,
                     reason=verdict.reason,
                     rule=verdict.rule,
                     details={"subject": verdict.subject, **verdict.figures},
