@@ -13,7 +13,7 @@ unreachable, its tests are skipped with a reason naming the URL; set
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,11 +24,13 @@ from otpguard.stores import Store, store_from_url
 
 REQUIRE_BACKENDS = "OTPGUARD_TEST_REQUIRE_BACKENDS"
 SQLITE_FILE = "sqlite-file"  # placeholder: a fresh file under tmp_path per test
+REDIS_CLUSTER = "redis+cluster://127.0.0.1:<port>"  # placeholder: the session's cluster
 
 #: Stores that several processes can open at once (used by the cross-process races).
 SHARED_STORE_URLS = [
     pytest.param(SQLITE_FILE, id="sqlite-file"),
     pytest.param("redis://127.0.0.1:6379/15", marks=pytest.mark.redis, id="redis"),
+    pytest.param(REDIS_CLUSTER, marks=pytest.mark.redis_cluster, id="redis-cluster"),
     pytest.param(
         "postgresql://postgres@127.0.0.1:5432/test", marks=pytest.mark.postgres, id="postgres"
     ),
@@ -46,6 +48,12 @@ async def _flush_redis(url: str) -> None:
         await client.aclose()
 
 
+async def _flush_redis_cluster(url: str) -> None:
+    from ..redis_cluster import flush_cluster  # FLUSHALL on every primary
+
+    await flush_cluster(url)
+
+
 async def _truncate_postgres(url: str) -> None:
     import psycopg  # lazily: only when the backend is tested
 
@@ -59,6 +67,7 @@ async def _truncate_postgres(url: str) -> None:
 #: it must leave the schema usable). Every non-SQLite backend needs one.
 RESET_HOOKS: dict[str, Callable[[str], Awaitable[None]]] = {
     "redis": _flush_redis,
+    "redis+cluster": _flush_redis_cluster,
     "postgresql": _truncate_postgres,
     "postgres": _truncate_postgres,
 }
@@ -70,9 +79,27 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-node Redis Cluster on loopback ports, started once for the session."""
+    from ..redis_cluster import ClusterUnavailable, RedisClusterProcess
+
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except ClusterUnavailable as exc:
+        _unavailable(f"cannot start a Redis Cluster for {REDIS_CLUSTER}: {exc}")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(params=STORE_URLS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.param
+    if url == REDIS_CLUSTER:
+        return str(request.getfixturevalue("redis_cluster_url"))
     return f"sqlite:///{tmp_path / 'otpguard.db'}" if url == SQLITE_FILE else url
 
 
