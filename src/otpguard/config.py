@@ -261,6 +261,20 @@ class Settings(BaseModel):
         return self.model_dump(mode="json")
 
 
+#: OTPGUARD_* names that are not server settings: the config file's path, what client
+#: apps and examples read (the server's URL and their API key), and the test suite's.
+NOT_SERVER_SETTINGS = frozenset(
+    {
+        "OTPGUARD_CONFIG",
+        "OTPGUARD_URL",
+        "OTPGUARD_API_KEY",
+        "OTPGUARD_KEY_ID",
+        "OTPGUARD_VERIFY_SERVICE_SID",
+        "OTPGUARD_TEST_REQUIRE_BACKENDS",
+    }
+)
+
+
 def _split_list(raw: str) -> list[str]:
     return [p.strip() for p in raw.split(",") if p.strip()]
 
@@ -295,7 +309,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         for k in env
         if k.startswith("OTPGUARD_")
         and k[9:].lower() not in Settings.model_fields
-        and k not in ("OTPGUARD_CONFIG",)
+        and k not in NOT_SERVER_SETTINGS
     ]
     if unknown:
         raise ConfigError(
