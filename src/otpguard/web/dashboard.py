@@ -40,7 +40,11 @@ CSRF_COOKIE = "otpguard_csrf"
 SESSION_TTL = 8 * 3600
 COOKIE_PATH = "/dashboard"
 WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
-STATIC_FILES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+STATIC_FILES = {
+    "dashboard.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "dashboard-favicon.svg": "image/svg+xml",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -185,7 +189,7 @@ def _nice_max(n: float) -> int:
 
 def traffic_chart(series: list[Bucket], width: int = 900, height: int = 240) -> str:
     """Requests, sends, approvals and refusals per bucket, as lines with point tooltips."""
-    left, right, top, bottom = 40, 10, 10, 30
+    left, right, top, bottom = 40, 30, 10, 30
     w, h = width - left - right, height - top - bottom
     names = ("requests", "sends", "approved", "refused")
     peak = _nice_max(max([max(b.requests, b.sends, b.approved, b.refused) for b in series] + [1]))

@@ -1,0 +1,202 @@
+"""The dashboard end to end: the abuse scenario raises its alerts at a signed webhook,
+then headless Chromium signs in to a real uvicorn server and sees them with the charts.
+
+Screenshots go to test-artifacts/ (gitignored) and docs/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from otpguard.alerts import AlertEngine
+from otpguard.apikeys import create_api_key
+from otpguard.clock import ManualClock
+from otpguard.config import Settings
+from otpguard.service import Verifier
+from otpguard.sinks import Dispatcher, WebhookSink
+from otpguard.stores import store_from_url
+from otpguard.transports.memory import MemoryTransport
+from otpguard.web.app import create_app
+
+from . import test_alerts
+from .test_alerts import (
+    HAMMERED,
+    SCENARIO_SETTINGS,
+    WEBHOOK_SECRET,
+    Receiver,
+    expected_ids,
+    no_sleep,
+    run_abuse_scenario,
+)
+
+receiver = test_alerts.receiver  # the real webhook receiver fixture
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
+    ),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on 127.0.0.1 in a thread of its own."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> ServerThread:
+        self.thread.start()
+        for _ in range(400):  # waiting for start-up, not timing anything under test
+            if self.server.started or not self.thread.is_alive():
+                break
+            await asyncio.sleep(0.025)
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 10)
+
+
+async def test_dashboard_shows_the_scenario_alerts_and_charts(
+    settings_factory: Callable[..., Settings],
+    clock: ManualClock,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    settings = settings_factory(
+        **{
+            **SCENARIO_SETTINGS,
+            "store": f"sqlite:///{tmp_path / 'monitor.db'}",
+            "alert_webhook_url": receiver.url,
+        }
+    )
+
+    # 1. The abuse scenario, evaluated: exactly the expected alerts reach the webhook.
+    outbox = MemoryTransport()
+    async with Verifier(settings, store_from_url(settings.store_url), outbox, clock=clock) as v:
+        await run_abuse_scenario(v, clock, outbox)
+        dispatcher = Dispatcher([WebhookSink(receiver.url, WEBHOOK_SECRET, clock=clock)])
+        dispatcher.sleep = no_sleep
+        result = await AlertEngine(v, dispatcher).evaluate(clock())
+        await dispatcher.join()
+        await dispatcher.aclose()
+        ids = expected_ids(v)
+        _, admin = await create_api_key(v.store, "ops", ("admin",), clock())
+        codes = [m.code for m in outbox.outbox]
+    assert {a.id for a in result.opened} == ids
+    assert {m["alert"]["id"] for m in receiver.received} == ids and receiver.rejected == 0
+
+    # 2. The same store behind a real server; Chromium signs in.
+    server_verifier = Verifier(
+        settings, store_from_url(settings.store_url), MemoryTransport(), clock=clock
+    )
+    app = create_app(settings, server_verifier, clock=clock, background=False)
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+    async with ServerThread(app) as server, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = await context.new_page()
+            page.on(
+                "console",
+                lambda m: problems.append(m.text) if m.type in ("error", "warning") else None,
+            )
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith(server.url) else problems.append(r.url),
+            )
+
+            await page.goto(f"{server.url}/dashboard")
+            assert page.url == f"{server.url}/dashboard/login"
+            await page.screenshot(path=str(ARTIFACTS / "dashboard-login.png"))
+            await page.fill("#api_key", "og_000000000000_" + "x" * 43)
+            await page.click("button[type=submit]")
+            assert "not valid" in (await page.inner_text(".error"))
+            assert problems == [
+                "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+            ]  # the refused sign-in, as expected
+            problems.clear()
+            await page.fill("#api_key", admin)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(f"{server.url}/dashboard")
+
+            alerts = await page.inner_text("#alerts")
+            for rule in ("request_spike", "hot_number", "conversion_drop", "refused_destination"):
+                assert rule in alerts
+            assert alerts.count("open") >= 4
+            assert "prefix +44740099" in alerts
+            assert await page.locator("#alerts tbody tr").count() == 4
+            assert await page.locator("#chart-traffic svg polyline").count() == 4
+            assert await page.locator("#chart-traffic svg circle").count() > 0
+            assert await page.locator("#chart-refusals svg rect.bar").count() >= 2
+            refusals = await page.inner_text("#chart-refusals")
+            assert "premium_rate" in refusals and "fraud:low_conversion" in refusals
+            assert "+44******1111" in await page.inner_text("#top-numbers")
+            assert "GB" in await page.inner_text("#countries")
+            assert await page.inner_text("[data-tile='open alerts'] .v") == "4"
+            assert await page.locator("#events tbody tr").count() == 50
+            # The stylesheet applied (a CSP-blocked sheet would leave the default colour).
+            colour = await page.eval_on_selector(".status-open", "e => getComputedStyle(e).color")
+            assert colour == "rgb(214, 69, 69)"
+
+            content = await page.content()
+            assert HAMMERED not in content
+            assert not any(code in content for code in codes)
+            cookies = {c["name"]: c for c in await context.cookies()}
+            session = cookies["otpguard_session"]
+            assert session["httpOnly"] and session["sameSite"] == "Strict"
+
+            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            shutil.copyfile(ARTIFACTS / "dashboard.png", ROOT / "docs" / "dashboard.png")
+
+            await page.click(".logout button")
+            await page.wait_for_url(f"{server.url}/dashboard/login")
+            await page.goto(f"{server.url}/dashboard")
+            assert page.url == f"{server.url}/dashboard/login"
+        finally:
+            await browser.close()
+    assert problems == []
