@@ -1,0 +1,435 @@
+"""Redis-specific behaviour of ``otpguard.stores.redis`` beyond the contract suite:
+TTLs (nothing needs purging), the hash-tag slot layout, Cluster's acquire-then-
+compensate ``hit``, reconnecting after an outage, exact floats through Lua, URLs.
+
+Tests on the shared Redis use DB 15 (the contract suite's throwaway database) under
+a prefix of their own, and delete only their own keys. Memory staying flat over many
+expired verifications is a bench matter, not a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
+from redis.crc import key_slot
+
+from otpguard.errors import ConfigError, StorageError
+from otpguard.events import Event
+from otpguard.models import Channel, RateRule, Status, Verification
+from otpguard.stores import Alert, ApiKey, EventQuery, store_from_url
+from otpguard.stores.redis import (
+    FLAG_KEEP,
+    RATE_KEEP,
+    VERIFICATION_KEEP,
+    RedisStore,
+)
+
+from .redis_cluster import ClusterUnavailable, RedisClusterProcess, free_ports
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+T0 = 1_800_000_000.0
+NUMBER = "+447400123456"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("OTPGUARD_TEST_REQUIRE_BACKENDS") == "1":
+        pytest.fail(f"{reason} (OTPGUARD_TEST_REQUIRE_BACKENDS=1 forbids skipping)")
+    pytest.skip(reason)
+
+
+def make_v(**changes: Any) -> Verification:
+    v = Verification(
+        id="VE" + uuid.uuid4().hex,
+        to=NUMBER,
+        channel=Channel.SMS,
+        status=Status.PENDING,
+        key_id="k1",
+        code_hash="tag-" + uuid.uuid4().hex,
+        created_at=T0,
+        updated_at=T0,
+        expires_at=T0 + 600,
+        resend_available_at=T0 + 30,
+    )
+    return v.with_(**changes)
+
+
+async def _open(url: str) -> RedisStore:
+    store = store_from_url(url)
+    assert isinstance(store, RedisStore)
+    try:
+        await store.open()
+        await store.health()
+    except StorageError as exc:
+        await store.aclose()
+        _unavailable(f"Redis at {url} is unreachable: {exc}")
+    return store
+
+
+async def _delete_prefix(client: Any, prefix: str) -> None:
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Any]:
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def store(raw: Any) -> AsyncIterator[RedisStore]:
+    prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
+    s = await _open(f"{REDIS_URL}?prefix={prefix}")
+    try:
+        yield s
+    finally:
+        await s.aclose()
+        await _delete_prefix(raw, prefix)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        proc.start()
+    except ClusterUnavailable as exc:
+        _unavailable(f"cannot start a Redis Cluster: {exc}")
+    try:
+        yield proc.url
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def cluster_store(cluster: str) -> AsyncIterator[RedisStore]:
+    s = await _open(f"{cluster}/?prefix=og{uuid.uuid4().hex[:8]}")
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+async def _exercise(store: RedisStore) -> Verification:
+    """Touch every kind of key the store writes."""
+    v = make_v()
+    await store.create_verification(v)
+    await store.hit([RateRule("r", "phone:x:600", 5, 600)], T0)
+    await store.set_flag("suspend:+4474", "x", T0 + 100)
+    await store.add_events([Event(type="t", ts=T0, id=f"{1:025x}")])
+    await store.put_alert(Alert("a", "burst", "+4474", "open", T0, T0))
+    await store.create_api_key(ApiKey("ok_1", "web", "kh", ("verify",), T0))
+    return v
+
+
+# -- TTLs: nothing needs purging ----------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_every_key_but_alerts_and_api_keys_expires(store: RedisStore, raw: Any) -> None:
+    v = await _exercise(store)
+    p = store._opts.prefix
+    ttls = {k: await raw.pttl(k) async for k in raw.scan_iter(match=f"{p}:*")}
+    persistent = {k for k, t in ttls.items() if t < 0}
+    assert persistent == {f"{p}:{{alerts}}", f"{p}:{{apikeys}}"}
+    lifetime = v.expires_at - v.created_at
+    # Generous: the key outlives the logical expiry by VERIFICATION_KEEP.
+    assert (lifetime + VERIFICATION_KEEP - 60) * 1000 < ttls[f"{p}:{{v:{v.id}}}"]
+    assert ttls[f"{p}:{{v:{v.id}}}"] <= (lifetime + VERIFICATION_KEEP) * 1000
+    assert ttls[f"{p}:{{n:{NUMBER}}}:pending"] >= ttls[f"{p}:{{v:{v.id}}}"]
+    assert ttls[f"{p}:{{rl:phone:x:600}}"] > (600 + RATE_KEEP - 60) * 1000
+    assert ttls[f"{p}:{{f:suspend:+4474}}"] > FLAG_KEEP * 1000 - 60_000
+
+
+@pytest.mark.redis
+async def test_resend_extends_the_ttl_never_shortens(store: RedisStore, raw: Any) -> None:
+    v = make_v()
+    await store.create_verification(v)
+    vkey = f"{store._opts.prefix}:{{v:{v.id}}}"
+    before = await raw.pttl(vkey)
+    assert await store.replace_code(v.id, "k2", "t2", T0 + 30, T0 + 30 + 5000, T0 + 90)
+    assert await raw.pttl(vkey) > before + 4_000_000
+    assert await store.replace_code(v.id, "k2", "t3", T0 + 90, T0 + 100, T0 + 120)
+    assert await raw.pttl(vkey) > before + 4_000_000
+
+
+@pytest.mark.redis
+async def test_hit_trims_entries_older_than_the_window(store: RedisStore, raw: Any) -> None:
+    r = RateRule("r", "k", 100, 60)
+    for t in range(0, 300, 10):
+        await store.hit([r], T0 + t)
+    assert await raw.zcard(f"{store._opts.prefix}:{{rl:k}}") == 6  # (T0+230, T0+290]
+    assert await store.count("k", 60, T0 + 290) == 6
+
+
+@pytest.mark.redis
+async def test_equal_timestamps_do_not_collide(store: RedisStore) -> None:
+    r = RateRule("r", "k", 100, 60)
+    await asyncio.gather(*(store.hit([r], T0) for _ in range(20)))
+    await store.hit([r], T0, cost=5)
+    assert await store.count("k", 60, T0) == 25
+
+
+# -- exact floats through Lua -------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_timestamps_with_microseconds_are_exact(store: RedisStore) -> None:
+    now = 1_761_234_567.123456  # 16 significant digits: more than Lua's %.14g
+    v = make_v(created_at=now, updated_at=now, expires_at=now + 300.000001,
+               resend_available_at=now + 30.5)  # fmt: skip
+    await store.create_verification(v)
+    assert await store.get_verification(v.id) == v
+    ticket = await store.record_attempt(v.id, 5, now + 0.000001)
+    assert ticket is not None and ticket.verification.updated_at == now + 0.000001
+    assert not await store.approve(v.id, now + 300.000001)  # expires_at == now: expired
+    assert now + 299.9999995 < v.expires_at  # one ulp here is 2.4e-7 s
+    assert await store.approve(v.id, now + 299.9999995)
+    r = RateRule("r", "k", 1, 60)
+    await store.hit([r], now)
+    refused = await store.hit([r], now + 7.3)
+    assert refused.retry_after == now + 60 - (now + 7.3)
+    assert await store.count("k", 60, now + 60) == 0
+    assert await store.count("k", 60, now + 59.999999) == 1
+
+
+# -- key layout ---------------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_keys_are_hash_tagged_per_verification_and_rate_key(
+    store: RedisStore, raw: Any
+) -> None:
+    v = await _exercise(store)
+    p = store._opts.prefix
+    keys = [k async for k in raw.scan_iter(match=f"{p}:*")]
+    assert all("{" in k and "}" in k for k in keys)
+    v_keys = [k for k in keys if v.id in k]
+    assert len({key_slot(k.encode()) for k in v_keys}) == 1
+    assert key_slot(f"{p}:{{v:{v.id}}}".encode()) == key_slot(f"{{v:{v.id}}}".encode())
+    events = [k for k in keys if "{ev}" in k]
+    assert len(events) == 3 and len({key_slot(k.encode()) for k in events}) == 1
+    api = [k for k in keys if "{apikeys}" in k]
+    assert len({key_slot(k.encode()) for k in api}) == 1
+    # One sorted set per rate key, its slot decided by the key alone.
+    assert [k for k in keys if "{rl:" in k] == [f"{p}:{{rl:phone:x:600}}"]
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_spreads_verifications_over_nodes(cluster_store: RedisStore) -> None:
+    ids = []
+    for _ in range(30):
+        v = make_v()
+        await cluster_store.create_verification(v)
+        ids.append(v.id)
+    slots = {key_slot(cluster_store._vkey(i).encode()) for i in ids}
+    nodes = {cluster_store._client.nodes_manager.get_node_from_slot(s).name for s in slots}
+    assert len(nodes) > 1
+    for vid in ids:
+        got = await cluster_store.get_verification(vid)
+        assert got is not None and got.id == vid
+    dumped = await cluster_store.dump()
+    assert all(vid in dumped for vid in ids)
+    assert await cluster_store.find_pending(NUMBER, T0 + 1) is not None
+
+
+# -- hit in Cluster: acquire, then compensate ----------------------------------------------
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_refusal_removes_what_earlier_rules_added(cluster_store: RedisStore) -> None:
+    keys = ["ka", "kb", "kc"]
+    assert len({key_slot(cluster_store._rkey(k).encode()) for k in keys}) == 3
+    await cluster_store.hit([RateRule("c", "kc", 1, 60)], T0)
+    rules = [RateRule("a", "ka", 10, 60), RateRule("b", "kb", 10, 60), RateRule("c", "kc", 1, 60)]
+    refused = await cluster_store.hit(rules, T0 + 1, cost=2)
+    assert not refused.allowed and refused.rule == "c"
+    client = cluster_store._client
+    assert await client.zcard(cluster_store._rkey("ka")) == 0
+    assert await client.zcard(cluster_store._rkey("kb")) == 0
+    assert await cluster_store.count("kc", 60, T0 + 1) == 1
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_multi_slot_hit_exact_under_concurrency(cluster_store: RedisStore) -> None:
+    """Every admitted hit is counted under every rule, and nothing refused stays counted."""
+    rules = [
+        RateRule("loose", "kx", 40, 60),
+        RateRule("tight", "ky", 7, 60),
+        RateRule("mid", "kz", 20, 60),
+    ]
+    decisions = await asyncio.gather(*(cluster_store.hit(rules, T0) for _ in range(60)))
+    admitted = sum(d.allowed for d in decisions)
+    assert admitted == 7
+    for key in ("kx", "ky", "kz"):
+        assert await cluster_store.count(key, 60, T0) == 7
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_rules_sharing_a_key_across_slots(cluster_store: RedisStore) -> None:
+    minute, other, hour = (RateRule("minute", "k1", 2, 60), RateRule("other", "k2", 10, 60),
+                           RateRule("hour", "k1", 10, 3600))  # fmt: skip
+    for t in (0, 1):
+        assert (await cluster_store.hit([minute, other, hour], T0 + t)).allowed
+    refused = await cluster_store.hit([other, hour, minute], T0 + 2)
+    assert (refused.allowed, refused.rule, refused.count) == (False, "minute", 2)
+    assert await cluster_store.count("k1", 3600, T0 + 2) == 2
+    assert await cluster_store.count("k2", 60, T0 + 2) == 2
+
+
+# -- errors and outages -------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_redis_errors_become_storage_errors_without_values(
+    store: RedisStore, raw: Any
+) -> None:
+    secret_id = "VE-wrong-type-5e3c"
+    await raw.set(store._vkey(secret_id), "not a hash")
+    with pytest.raises(StorageError) as info:
+        await store.get_verification(secret_id)
+    assert secret_id not in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+def _start_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def _until_up(store: RedisStore) -> None:
+    """Poll a readiness condition (the server answers PING), with a deadline."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        try:
+            await store.health()
+            return
+        except StorageError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.redis
+async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not on PATH")
+    port = free_ports(1)[0]
+    server = _start_server(port, tmp_path)
+    store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    try:
+        await store.open()
+        await _until_up(store)
+        v = make_v()
+        await store.create_verification(v)
+        assert await store.approve(v.id, T0 + 1)
+
+        server.kill()
+        server.wait(timeout=10)
+        with pytest.raises(StorageError):
+            await store.get_verification(v.id)
+        with pytest.raises(StorageError):
+            await store.hit([RateRule("r", "k", 3, 60)], T0)
+
+        server = _start_server(port, tmp_path)
+        await _until_up(store)  # the same store object: its pool reconnects
+        # Without persistence everything is gone, and the scripts must be reloaded.
+        assert await store.get_verification(v.id) is None
+        w = make_v()
+        await store.create_verification(w)
+        assert (await store.hit([RateRule("r", "k", 3, 60)], T0)).allowed
+        assert await store.approve(w.id, T0 + 1)
+    finally:
+        await store.aclose()
+        server.kill()
+        server.wait(timeout=10)
+
+
+@pytest.mark.redis
+async def test_closed_store_and_never_opened_store_raise(store: RedisStore) -> None:
+    fresh = RedisStore(REDIS_URL)
+    with pytest.raises(StorageError, match="not open"):
+        await fresh.count("k", 60, T0)
+    await store.aclose()
+    with pytest.raises(StorageError, match="not open"):
+        await store.list_events(EventQuery())
+
+
+# -- events, prefixes ---------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_events_are_capped_oldest_first(raw: Any) -> None:
+    prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
+    s = await _open(f"{REDIS_URL}?prefix={prefix}&max_events=3")
+    try:
+        events = [Event(type="t", ts=T0 + i, id=f"{i:025x}") for i in range(5)]
+        await s.add_events(events[:2])
+        await s.add_events(events[2:])
+        assert await s.list_events(EventQuery()) == events[:1:-1]
+        assert await raw.zcard(f"{prefix}:{{ev}}:ts") == 3
+        assert await raw.hlen(f"{prefix}:{{ev}}:data") == 3
+    finally:
+        await s.aclose()
+        await _delete_prefix(raw, prefix)
+
+
+@pytest.mark.redis
+async def test_prefixes_isolate_stores(store: RedisStore, raw: Any) -> None:
+    prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
+    other = await _open(f"{REDIS_URL}?prefix={prefix}")
+    try:
+        v = await _exercise(store)
+        assert await other.get_verification(v.id) is None
+        assert await other.list_api_keys() == []
+        assert v.id not in await other.dump()
+        assert v.code_hash in await store.dump()
+    finally:
+        await other.aclose()
+        await _delete_prefix(raw, prefix)
+
+
+# -- URLs ---------------------------------------------------------------------------------
+
+
+def test_urls() -> None:
+    s = RedisStore("redis://:pw@127.0.0.1:6379/3?prefix=acme&max_events=10&socket_timeout=2")
+    assert (s._opts.prefix, s._opts.max_events, s._opts.cluster) == ("acme", 10, False)
+    assert "prefix" not in s._opts.client_url and "socket_timeout=2" in s._opts.client_url
+    c = RedisStore("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001,node3/?prefix=x")
+    assert c._opts.nodes == (("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379))
+    assert (c._opts.username, c._opts.password, c._opts.prefix) == ("u", "p@ss", "x")
+    for bad in (
+        "redis+cluster://h:7000/2",
+        "redis://h/0?max_events=many",
+        "redis://h/0?prefix={x}",
+        "redis+cluster://h:7000?pool=9",
+        "redis+cluster://h:notaport",
+    ):
+        with pytest.raises(ConfigError):
+            RedisStore(bad)
+
+
+async def test_rediss_uses_tls() -> None:
+    s = RedisStore("rediss://127.0.0.1:6380/0?ssl_cert_reqs=none")
+    await s.open()
+    try:
+        assert s._client.connection_pool.connection_class is SSLConnection
+    finally:
+        await s.aclose()
