@@ -11,6 +11,14 @@ Embedded use (no server)::
 
 from __future__ import annotations
 
+from .client import (
+    AsyncClient,
+    CheckOutcome,
+    Client,
+    DeliveryFailed,
+    Unreachable,
+    VerificationInfo,
+)
 from .clock import ManualClock
 from .config import Settings, load_settings
 from .errors import (
@@ -30,13 +38,18 @@ from .errors import (
 )
 from .models import Channel, Status, Verification
 from .service import CheckResult, Verifier, open_verifier
+from .sync import SyncVerifier, open_sync_verifier
 
 __all__ = [
+    "AsyncClient",
     "Channel",
+    "CheckOutcome",
     "CheckResult",
+    "Client",
     "ConfigError",
     "Conflict",
     "DeliveryError",
+    "DeliveryFailed",
     "DestinationRefused",
     "Forbidden",
     "HttpsRequired",
@@ -49,9 +62,13 @@ __all__ = [
     "Settings",
     "Status",
     "StorageError",
+    "SyncVerifier",
     "Unauthorized",
+    "Unreachable",
     "Verification",
+    "VerificationInfo",
     "Verifier",
     "load_settings",
+    "open_sync_verifier",
     "open_verifier",
 ]
