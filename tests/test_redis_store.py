@@ -176,6 +176,17 @@ async def test_hit_trims_entries_older_than_the_window(store: RedisStore, raw: A
 
 
 @pytest.mark.redis
+async def test_batched_counts_and_flags(store: RedisStore) -> None:
+    await store.hit([RateRule("r", "a", 9, 60)], T0, cost=2)
+    await store.hit([RateRule("r", "b", 9, 60)], T0 + 30)
+    assert await store.counts([("a", 60), ("b", 60), ("a", 10), ("c", 60)], T0 + 59) == [2, 1, 0, 0]
+    await store.set_flag("x", "1", T0 + 10)
+    await store.set_flag("y", "2", T0 + 100)
+    assert await store.get_flags(["x", "y", "z"], T0 + 10) == {"y": "2"}
+    assert await store.counts([], T0) == [] and await store.get_flags([], T0) == {}
+
+
+@pytest.mark.redis
 async def test_equal_timestamps_do_not_collide(store: RedisStore) -> None:
     r = RateRule("r", "k", 100, 60)
     await asyncio.gather(*(store.hit([r], T0) for _ in range(20)))
@@ -433,3 +444,26 @@ async def test_rediss_uses_tls() -> None:
         assert s._client.connection_pool.connection_class is SSLConnection
     finally:
         await s.aclose()
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_fresh_store_under_concurrent_first_commands(cluster: str) -> None:
+    """Stores opened and hit at once by many tasks count exactly. (Before open()
+    initialised the cluster client, a script outside pytest lost a count in about one
+    trial in three; this test did not reproduce that reliably: it guards, not proves.)"""
+    for _ in range(10):
+        setup = await _open(cluster)
+        v = make_v()
+        await setup.create_verification(v)
+        outcomes: list[str] = []
+        for _ in range(3):
+            s = await _open(cluster)
+            try:
+                tickets = await asyncio.gather(*(s.record_attempt(v.id, 5, T0) for _ in range(8)))
+            finally:
+                await s.aclose()
+            outcomes += [t.outcome.value for t in tickets if t is not None]
+        after = await setup.get_verification(v.id)
+        await setup.aclose()
+        assert (outcomes.count("counted"), len(outcomes)) == (5, 24)
+        assert after is not None and after.attempts == 5

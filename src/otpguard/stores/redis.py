@@ -543,6 +543,16 @@ class RedisStore(Store):
                     socket_connect_timeout=SOCKET_TIMEOUT,
                     retry=retry,
                 )
+        if o.cluster:
+            # Learn the slot map before any concurrent use: redis-py's async cluster
+            # client, initialised lazily by concurrent first commands, was seen handing
+            # a half-connected connection to a command (tests/test_redis_store.py).
+            try:
+                with _storage_errors("open"):
+                    await client.initialize()
+            except StorageError:
+                await client.aclose()
+                raise
         self._scripts = {name: client.register_script(code) for name, code in SCRIPTS.items()}
         self._client = client
 
@@ -777,6 +787,16 @@ class RedisStore(Store):
             n: int = await client.zcount(self._rkey(key), f"({_ts(now - window)}", "+inf")
         return n
 
+    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
+        """Several counts in one pipelined round trip (not a snapshot across keys)."""
+        if not queries:
+            return []
+        with _storage_errors("counts"):
+            pipe = self._live("counts").pipeline(transaction=False)
+            for key, window in queries:
+                pipe.zcount(self._rkey(key), f"({_ts(now - window)}", "+inf")
+            return [int(n) for n in await pipe.execute()]
+
     # -- flags ------------------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:
@@ -791,6 +811,21 @@ class RedisStore(Store):
         if value is None or until is None or float(until) <= now:
             return None
         return str(value)
+
+    async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
+        """Several flags in one pipelined round trip."""
+        if not keys:
+            return {}
+        with _storage_errors("get_flags"):
+            pipe = self._live("get_flags").pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(self._fkey(key), "value", "until")
+            rows = await pipe.execute()
+        return {
+            key: str(value)
+            for key, (value, until) in zip(keys, rows, strict=True)
+            if value is not None and until is not None and float(until) > now
+        }
 
     # -- events -----------------------------------------------------------------------------
 
