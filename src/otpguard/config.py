@@ -72,6 +72,9 @@ class Settings(BaseModel):
     code_length: int = Field(6, ge=6, le=10)
     code_ttl: int = Field(300, ge=60, le=600)
     max_attempts: int = Field(5, ge=1, le=10)
+    # Every failing check takes at least this long, so that an unknown id or number,
+    # a locked verification and a wrong code cannot be told apart by timing.
+    failed_check_floor: float = Field(0.015, ge=0.0, le=1.0)
     resend_cooldown: int = Field(30, ge=0, le=600)
     resend_cooldown_max: int = Field(600, ge=0, le=86400)
     transport: Literal["console", "memory", "file", "twilio"] = "console"

@@ -47,6 +47,19 @@ class FraudVerdict:
         return f"fraud:{self.rule}"
 
 
+@dataclass
+class Assessment:
+    """What the fraud rules found before a send, and what to record with it.
+
+    ``record`` holds counters for the engine to add to its atomic rate-limit hit,
+    so that a send and its fraud bookkeeping are one store write; ``conversion``
+    holds the conversion counts read before the send, for the watch after it."""
+
+    verdicts: list[FraudVerdict] = field(default_factory=list)
+    record: list[RateRule] = field(default_factory=list)
+    conversion: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
 class FraudRules:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
@@ -55,29 +68,87 @@ class FraudRules:
     def shadowed(self, rule: str) -> bool:
         return rule in self.settings.fraud_shadow
 
-    # -- the checks, before a send ---------------------------------------------
+    # -- before a send ------------------------------------------------------------
 
-    async def evaluate(self, number: PhoneNumber, client_ip: str, now: float) -> list[FraudVerdict]:
-        """Every rule that would refuse this send (shadowed ones included)."""
-        verdicts: list[FraudVerdict] = []
-        budget = await self._budget(number, now) if self.shadowed("budget_exhausted") else None
-        for v in (
-            await self._suspended(number, now),
-            budget,
-            await self._sequential(number, client_ip, now),
-        ):
-            if v is not None:
-                verdicts.append(v)
-        return verdicts
+    @staticmethod
+    def flag_keys(number: PhoneNumber) -> list[str]:
+        """The flags ``assess`` needs; the engine reads them with its own in one trip."""
+        return [f"fraud:suspended:{subject}" for subject in _subjects(number)]
 
-    async def _suspended(self, number: PhoneNumber, now: float) -> FraudVerdict | None:
-        for subject in (f"prefix {number.prefix}", f"country {number.region}"):
-            raw = await self.store.get_flag(f"fraud:suspended:{subject}", now)
+    def _walkers(self, client_ip: str) -> list[tuple[str, str]]:
+        if client_ip == UNKNOWN_IP:
+            return []  # the shared bucket is covered by the ip/network limits
+        return [("ip", ip_key(client_ip)), ("network", network_of(client_ip))]
+
+    async def assess(
+        self, number: PhoneNumber, client_ip: str, now: float, flags: dict[str, str]
+    ) -> Assessment:
+        """Every rule that would refuse this send (shadowed ones included), from the
+        flags already read and one batch of counts."""
+        s = self.settings
+        out = Assessment()
+        for subject in _subjects(number):
+            raw = flags.get(f"fraud:suspended:{subject}")
             if raw is not None:
                 figures = _load_figures(raw)
                 until = float(figures.get("until", now))
-                return FraudVerdict("low_conversion", subject, figures, retry_after=until - now)
-        return None
+                out.verdicts.append(
+                    FraudVerdict("low_conversion", subject, figures, retry_after=until - now)
+                )
+                break
+
+        if self.shadowed("budget_exhausted"):  # enforced budgets live in the engine's hit
+            verdict = await self._budget(number, now)
+            if verdict is not None:
+                out.verdicts.append(verdict)
+
+        sw, threshold = s.fraud_sequential_window, s.fraud_sequential_threshold
+        w, grace = s.fraud_conversion_window, min(s.code_ttl, s.fraud_conversion_window)
+        walkers = self._walkers(client_ip)
+        queries: list[tuple[str, int]] = []
+        for scope, who in walkers:
+            queries += [
+                (f"fraud:seqseen:{scope}:{who}:{number.e164}", sw),
+                (f"fraud:seq:{scope}:{who}:{number.prefix}", sw),
+            ]
+        kinds = list(zip(("prefix", "country"), _subjects_values(number), strict=True))
+        for kind, value in kinds:
+            queries += [
+                (f"conv:sent:{kind}:{value}", w),
+                (f"conv:sent:{kind}:{value}", grace),
+                (f"conv:ok:{kind}:{value}", w),
+            ]
+        counts = await self.store.counts(queries, now)
+
+        walk: FraudVerdict | None = None
+        for i, (scope, who) in enumerate(walkers):
+            seen, distinct = counts[2 * i], counts[2 * i + 1]
+            if seen:
+                continue  # the same number again is not a walk through a range
+            out.record += [
+                RateRule("seq", f"fraud:seqseen:{scope}:{who}:{number.e164}", _HUGE, sw),
+                RateRule("seq", f"fraud:seq:{scope}:{who}:{number.prefix}", _HUGE, sw),
+            ]
+            if walk is None and distinct + 1 >= threshold:
+                walk = FraudVerdict(
+                    "sequential_numbers",
+                    f"{scope} {who} -> prefix {number.prefix}",
+                    {"distinct_numbers": distinct + 1, "window_s": sw, "threshold": threshold},
+                    retry_after=sw,
+                )
+        if walk is not None:
+            out.verdicts.append(walk)
+
+        base = 2 * len(walkers)
+        for j, (kind, value) in enumerate(kinds):
+            total, young, ok = counts[base + 3 * j : base + 3 * j + 3]
+            out.conversion[kind] = (total, young, ok)
+            out.record.append(RateRule("conv", f"conv:sent:{kind}:{value}", _HUGE, w))
+        if self.shadowed("budget_exhausted"):
+            out.record += [
+                RateRule(r.name, r.key, _HUGE, r.window) for r in self.budget_rules(number)
+            ]
+        return out
 
     def budget_rules(self, number: PhoneNumber) -> list[RateRule]:
         """The send budgets as rate rules. Unless the budget rule is in shadow mode, the
@@ -109,86 +180,25 @@ class FraudRules:
         assert d.rule is not None
         return self.budget_verdict(number, d.rule, d.count, d.retry_after)
 
-    async def _sequential(
-        self, number: PhoneNumber, client_ip: str, now: float
-    ) -> FraudVerdict | None:
-        if client_ip == UNKNOWN_IP:
-            return None  # the shared bucket is covered by the ip/network limits
-        s = self.settings
-        window, threshold = s.fraud_sequential_window, s.fraud_sequential_threshold
-        for scope, who in (("ip", ip_key(client_ip)), ("network", network_of(client_ip))):
-            seen = await self.store.get_flag(f"fraud:seq:{scope}:{who}:{number.e164}", now)
-            if seen is not None:
-                continue  # the same number again is not a walk through a range
-            distinct = await self.store.count(
-                f"fraud:seq:{scope}:{who}:{number.prefix}", window, now
-            )
-            if distinct + 1 >= threshold:
-                return FraudVerdict(
-                    "sequential_numbers",
-                    f"{scope} {who} -> prefix {number.prefix}",
-                    {"distinct_numbers": distinct + 1, "window_s": window, "threshold": threshold},
-                    retry_after=window,
-                )
-        return None
+    # -- after a send and after an approval ------------------------------------------
 
-    # -- bookkeeping, after a send and after an approval -------------------------
-
-    async def record_send(
-        self, number: PhoneNumber, client_ip: str, now: float
+    async def after_send(
+        self, number: PhoneNumber, assessment: Assessment, now: float
     ) -> list[FraudVerdict]:
-        """Count the send; returns suspensions the conversion watch just decided."""
-        s = self.settings
-        w = s.fraud_conversion_window
-        rules = [
-            RateRule("conv", f"conv:sent:prefix:{number.prefix}", _HUGE, w),
-            RateRule("conv", f"conv:sent:country:{number.region}", _HUGE, w),
-        ]
-        if self.shadowed("budget_exhausted"):  # otherwise counted by the engine's hit
-            rules += [
-                r.__class__(r.name, r.key, _HUGE, r.window) for r in self.budget_rules(number)
-            ]
-        if client_ip != UNKNOWN_IP:
-            sw = s.fraud_sequential_window
-            for scope, who in (("ip", ip_key(client_ip)), ("network", network_of(client_ip))):
-                flag = f"fraud:seq:{scope}:{who}:{number.e164}"
-                if await self.store.get_flag(flag, now) is None:
-                    rules.append(
-                        RateRule("seq", f"fraud:seq:{scope}:{who}:{number.prefix}", _HUGE, sw)
-                    )
-                    await self.store.set_flag(flag, "1", now + sw)
-        await self.store.hit(rules, now)
-        return await self._conversion_watch(number, now)
+        """The conversion watch, on the counts read before this send (plus this send).
 
-    async def record_approval(self, number: PhoneNumber, now: float) -> None:
-        w = self.settings.fraud_conversion_window
-        await self.store.hit(
-            [
-                RateRule("conv", f"conv:ok:prefix:{number.prefix}", _HUGE, w),
-                RateRule("conv", f"conv:ok:country:{number.region}", _HUGE, w),
-            ],
-            now,
-        )
-
-    async def _conversion_watch(self, number: PhoneNumber, now: float) -> list[FraudVerdict]:
+        Only sends whose codes can no longer be typed count against the rate: sends
+        younger than the code lifetime (this one included) are left out."""
         s = self.settings
-        w = s.fraud_conversion_window
-        grace = min(s.code_ttl, w)
         out = []
-        for kind, value in (("prefix", number.prefix), ("country", str(number.region))):
-            key = f"conv:sent:{kind}:{value}"
-            # Only sends whose codes can no longer be typed count against the rate.
-            total = await self.store.count(key, w, now)
-            if total < s.fraud_conversion_min_sends:
-                continue  # the common case: one count, no more
-            sent = total - await self.store.count(key, grace, now)
+        for kind, subject in zip(("prefix", "country"), _subjects(number), strict=True):
+            total, young, ok = assessment.conversion.get(kind, (0, 0, 0))
+            sent = total - young
             if sent < s.fraud_conversion_min_sends:
                 continue
-            ok = await self.store.count(f"conv:ok:{kind}:{value}", w, now)
             rate = ok / sent
             if rate >= s.fraud_conversion_min_rate:
                 continue
-            subject = f"{kind} {value}"
             flag = f"fraud:suspended:{subject}"
             if await self.store.get_flag(flag, now) is not None:
                 continue
@@ -199,13 +209,31 @@ class FraudRules:
                 "rate": round(rate, 3),
                 "min_rate": s.fraud_conversion_min_rate,
                 "min_sends": s.fraud_conversion_min_sends,
-                "window_s": w,
+                "window_s": s.fraud_conversion_window,
                 "until": until,
             }
             if not self.shadowed("low_conversion"):
                 await self.store.set_flag(flag, json.dumps(figures, sort_keys=True), until)
             out.append(FraudVerdict("low_conversion", subject, figures, retry_after=until - now))
         return out
+
+    async def record_approval(self, number: PhoneNumber, now: float) -> None:
+        w = self.settings.fraud_conversion_window
+        await self.store.hit(
+            [
+                RateRule("conv", f"conv:ok:{kind}:{value}", _HUGE, w)
+                for kind, value in zip(("prefix", "country"), _subjects_values(number), strict=True)
+            ],
+            now,
+        )
+
+
+def _subjects_values(number: PhoneNumber) -> tuple[str, str]:
+    return number.prefix, str(number.region)
+
+
+def _subjects(number: PhoneNumber) -> tuple[str, str]:
+    return f"prefix {number.prefix}", f"country {number.region}"
 
 
 def _load_figures(raw: str) -> dict[str, float | int | str]:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,7 @@ from .errors import (
     StorageError,
 )
 from .events import Event, EventType, log_event, mask_number, new_event_id
-from .fraud import FraudRules
+from .fraud import Assessment, FraudRules
 from .models import AttemptOutcome, Channel, Status, Verification
 from .phone import DestinationPolicy, PhoneNumber, parse
 from .stores.base import Store
@@ -226,7 +227,7 @@ class Verifier:
             number = parse(to, self.settings.default_region)
         except InvalidRequest as exc:
             raise await self._refuse(exc, now, None, ip, ch) from None
-        await self._guard_send(number, ch, ip, now)
+        assessment = await self._guard_send(number, ch, ip, now)
 
         length = self.settings.code_length if code_length is None else code_length
         if not isinstance(length, int) or not 6 <= length <= 10:
@@ -255,26 +256,38 @@ class Verifier:
         )
         await self.store.create_verification(v)
         started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
-        await self._deliver(v, number, code, ip, now, EventType.SENT, started)
+        await self._deliver(v, number, code, ip, now, EventType.SENT, assessment, started)
         return v
 
-    async def _guard_send(self, number: PhoneNumber, ch: Channel, ip: str, now: float) -> None:
-        """Every refusal that must happen before a message is sent."""
+    async def _guard_send(
+        self, number: PhoneNumber, ch: Channel, ip: str, now: float
+    ) -> Assessment | None:
+        """Every refusal that must happen before a message is sent. On success the
+        send is counted (limits, budgets and fraud counters in one atomic hit) and
+        the fraud assessment is returned for the conversion watch after delivery."""
         decision = self.policy.decide(number, ch)
         if not decision.allowed:
             assert decision.reason is not None
             raise await self._refuse(DestinationRefused(decision.reason), now, number, ip, ch)
         self._development_guard(number, ip, ch)
-        flag = await self.store.get_flag(f"undeliverable:{number.e164}", now)
-        if flag is not None:
+        watched = not self.policy.is_allowlisted(number)
+        undeliverable = f"undeliverable:{number.e164}"
+        keys = [undeliverable, *(self.fraud.flag_keys(number) if watched else [])]
+        flags = await self.store.get_flags(keys, now)
+        if undeliverable in flags:
+            flag = flags[undeliverable]
             exc = DestinationRefused(
                 "undeliverable", f"destination refused: recently undeliverable ({flag})"
             )
             raise await self._refuse(exc, now, number, ip, ch, provider_reason=flag)
-        if not self.policy.is_allowlisted(number):
-            for verdict in await self.fraud.evaluate(number, ip, now):
+        rules = limits.send_rules(self.settings, number, ip)
+        assessment = None
+        if watched:
+            assessment = await self.fraud.assess(number, ip, now, flags)
+            shadows = []
+            for verdict in assessment.verdicts:
                 if self.fraud.shadowed(verdict.rule):
-                    await self._emit(
+                    shadows.append(
                         self._event(
                             EventType.FRAUD_SHADOW,
                             now,
@@ -287,6 +300,8 @@ class Verifier:
                         )
                     )
                     continue
+                if shadows:
+                    await self._emit(*shadows)
                 raise await self._refuse(
                     DestinationRefused(verdict.reason),
                     now,
@@ -297,9 +312,11 @@ class Verifier:
                     subject=verdict.subject,
                     **verdict.figures,
                 )
-        rules = limits.send_rules(self.settings, number, ip)
-        if not self.policy.is_allowlisted(number) and not self.fraud.shadowed("budget_exhausted"):
-            rules += self.fraud.budget_rules(number)  # enforced in the same atomic step
+            if shadows:
+                await self._emit(*shadows)
+            if not self.fraud.shadowed("budget_exhausted"):
+                rules += self.fraud.budget_rules(number)  # enforced in the same atomic step
+            rules += assessment.record  # fraud counters: never refuse, recorded with the send
         decision_rl = await self.store.hit(rules, now)
         if not decision_rl.allowed:
             assert decision_rl.rule is not None
@@ -319,6 +336,7 @@ class Verifier:
                 )
             exc_rl = RateLimited(decision_rl.rule, decision_rl.retry_after)
             raise await self._refuse(exc_rl, now, number, ip, ch, count=decision_rl.count)
+        return assessment
 
     def _development_guard(self, number: PhoneNumber, ip: str, ch: Channel) -> None:
         """Development with live credentials may only reach magic or listed numbers."""
@@ -342,6 +360,7 @@ class Verifier:
         ip: str,
         now: float,
         kind: EventType,
+        assessment: Assessment | None,
         *before: Event,
     ) -> None:
         """Send, then record the outcome together with ``before`` (one store write)."""
@@ -379,8 +398,8 @@ class Verifier:
         finally:
             del msg, code
         verdicts = []
-        if not self.policy.is_allowlisted(number):
-            verdicts = await self.fraud.record_send(number, ip, now)
+        if assessment is not None:
+            verdicts = await self.fraud.after_send(number, assessment, now)
         events = [
             *before,
             self._event(
@@ -424,7 +443,7 @@ class Verifier:
             raise await self._refuse(
                 RateLimited("cooldown", v.resend_available_at - now), now, number, ip, v.channel
             )
-        await self._guard_send(number, v.channel, ip, now)
+        assessment = await self._guard_send(number, v.channel, ip, now)
         code = generate_code(v.code_length)
         while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code):
             code = generate_code(v.code_length)  # never the same code twice in a row
@@ -442,7 +461,7 @@ class Verifier:
             if current.status is not Status.PENDING:
                 raise Conflict(current.status.value)
             raise RateLimited("cooldown", max(1.0, current.resend_available_at - now))
-        await self._deliver(updated, number, code, ip, now, EventType.RESENT)
+        await self._deliver(updated, number, code, ip, now, EventType.RESENT, assessment)
         return updated
 
     # -- checking -----------------------------------------------------------------
@@ -455,7 +474,36 @@ class Verifier:
         to: str | None = None,
         client_ip: str | None = None,
     ) -> CheckResult:
-        """Approve exactly once: pending, unexpired, and the code matches."""
+        """Approve exactly once: pending, unexpired, and the code matches.
+
+        A failing check (wrong code, unknown id or number, locked, expired, limited)
+        returns no sooner than ``failed_check_floor`` seconds after it began, so its
+        timing does not tell which failure it was (measured by bench/timing.py)."""
+        started = time.monotonic()
+        try:
+            result = await self._check(
+                code, verification_id=verification_id, to=to, client_ip=client_ip
+            )
+        except (NotFound, InvalidRequest, RateLimited):
+            await self._pad(started)
+            raise
+        if not result.valid:
+            await self._pad(started)
+        return result
+
+    async def _pad(self, started: float) -> None:
+        remaining = self.settings.failed_check_floor - (time.monotonic() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    async def _check(
+        self,
+        code: str,
+        *,
+        verification_id: str | None = None,
+        to: str | None = None,
+        client_ip: str | None = None,
+    ) -> CheckResult:
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         if (verification_id is None) == (to is None):

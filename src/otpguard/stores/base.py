@@ -146,6 +146,11 @@ class Store(abc.ABC):
     async def count(self, key: str, window: int, now: float) -> int:
         """Events recorded under ``key`` in the last ``window`` seconds."""
 
+    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
+        """``count`` for several ``(key, window)`` pairs, in order, in one round trip
+        where the backend can (this default asks one by one)."""
+        return [await self.count(key, window, now) for key, window in queries]
+
     # -- flags (suspensions, undeliverable numbers, ...) -----------------------
 
     @abc.abstractmethod
@@ -154,6 +159,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_flag(self, key: str, now: float) -> str | None:
         """The flag's value if set and ``until`` is still in the future."""
+
+    async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
+        """The live flags among ``keys`` (missing or expired ones are absent), in one
+        round trip where the backend can (this default asks one by one)."""
+        out = {}
+        for key in keys:
+            value = await self.get_flag(key, now)
+            if value is not None:
+                out[key] = value
+        return out
 
     # -- events ---------------------------------------------------------------
 

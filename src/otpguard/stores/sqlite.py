@@ -44,6 +44,14 @@ from .base import Alert, ApiKey, EventQuery, Store
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
+BUCKET = 60  # seconds per rate_buckets row
+RECORD_ONLY = 2**40  # a rule with a limit this large never refuses: recorded, not counted
+# Exact count of a sliding window (start, now]: the log entries of the partial minute
+# at its start, plus the per-minute counts of every later minute.
+_COUNT_SQL = (
+    "(SELECT COUNT(*) FROM rate_log WHERE key = ? AND ts > ? AND ts < ?)"
+    " + (SELECT COALESCE(SUM(n), 0) FROM rate_buckets WHERE key = ? AND start >= ?)"
+)
 PURGE_BATCH = 1_000  # rows per delete: a huge purge never holds the write lock for long
 
 # Schema migrations: MIGRATIONS[n] upgrades PRAGMA user_version n -> n + 1.
@@ -116,6 +124,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             revoked_at REAL
         )""",
     ),
+    # 2: per-minute counts beside the sliding log, so a long window is counted from
+    # at most one minute of log entries plus one row per minute (see _count_sql).
+    (
+        """CREATE TABLE rate_buckets (
+            key TEXT NOT NULL,
+            start INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            UNIQUE (key, start)
+        )""",
+        "CREATE INDEX rate_buckets_start ON rate_buckets (start)",
+        "INSERT INTO rate_buckets (key, start, n) "
+        "SELECT key, CAST(ts / 60 AS INTEGER) * 60, COUNT(*) FROM rate_log GROUP BY 1, 2",
+    ),
 )
 
 V_COLUMNS = (
@@ -167,6 +188,16 @@ def _sync_from_url(url: str) -> str:
     if mode not in ("NORMAL", "FULL"):
         raise ConfigError("OTPGUARD_STORE: sqlite synchronous must be normal or full")
     return mode
+
+
+def _count_params(key: str, start: float) -> tuple[str, float, int, str, int]:
+    edge = (int(start // BUCKET) + 1) * BUCKET  # the first whole minute in the window
+    return key, start, edge, key, edge
+
+
+def _count(conn: sqlite3.Connection, key: str, start: float) -> int:
+    n: int = conn.execute(f"SELECT {_COUNT_SQL}", _count_params(key, start)).fetchone()[0]
+    return n
 
 
 def _path_from_url(url: str) -> str:
@@ -475,12 +506,20 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> RateDecision:
             # A peek only reads: a deferred transaction gives it one consistent snapshot.
             with _transaction(conn, "IMMEDIATE" if record else "DEFERRED"):
-                counts: list[int] = []
-                for rule in rules:
-                    start = now - rule.window
-                    n: int = conn.execute(
-                        "SELECT COUNT(*) FROM rate_log WHERE key = ? AND ts > ?", (rule.key, start)
-                    ).fetchone()[0]
+                # Every rule's count in one statement (pure counters are not counted).
+                counted = [i for i, r in enumerate(rules) if r.limit < RECORD_ONLY]
+                counts = [0] * len(rules)
+                if counted:
+                    sql = "SELECT " + ", ".join([f"({_COUNT_SQL})"] * len(counted))
+                    params = [
+                        p
+                        for i in counted
+                        for p in _count_params(rules[i].key, now - rules[i].window)
+                    ]
+                    for i, n in zip(counted, conn.execute(sql, params).fetchone(), strict=True):
+                        counts[i] = int(n)
+                for i in counted:
+                    rule, n = rules[i], counts[i]
                     if n + cost > rule.limit:
                         # Room appears once the (n + cost - limit)-th oldest entry leaves.
                         must_leave = n + cost - rule.limit
@@ -490,18 +529,24 @@ class SQLiteStore(Store):
                             ts: float = conn.execute(
                                 "SELECT ts FROM rate_log WHERE key = ? AND ts > ? "
                                 "ORDER BY ts LIMIT 1 OFFSET ?",
-                                (rule.key, start, must_leave - 1),
+                                (rule.key, now - rule.window, must_leave - 1),
                             ).fetchone()[0]
                             retry_after = ts + rule.window - now
                         return RateDecision(False, rule.name, retry_after, n)
-                    counts.append(n)
                 if record and cost:
                     added = cost
                     # One event is one entry per key, even when several rules share a key.
-                    for key in dict.fromkeys(rule.key for rule in rules):
-                        conn.executemany(
-                            "INSERT INTO rate_log (key, ts) VALUES (?, ?)", [(key, now)] * cost
-                        )
+                    keys = list(dict.fromkeys(rule.key for rule in rules))
+                    bucket = int(now // BUCKET) * BUCKET
+                    conn.executemany(
+                        "INSERT INTO rate_log (key, ts) VALUES (?, ?)",
+                        [(key, now) for key in keys for _ in range(cost)],
+                    )
+                    conn.executemany(
+                        "INSERT INTO rate_buckets (key, start, n) VALUES (?, ?, ?) "
+                        "ON CONFLICT (key, start) DO UPDATE SET n = n + excluded.n",
+                        [(key, bucket, cost) for key in keys],
+                    )
                 else:
                     added = 0
             after = [n + added for n in counts]
@@ -515,12 +560,20 @@ class SQLiteStore(Store):
 
     async def count(self, key: str, window: int, now: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            n: int = conn.execute(
-                "SELECT COUNT(*) FROM rate_log WHERE key = ? AND ts > ?", (key, now - window)
-            ).fetchone()[0]
-            return n
+            return _count(conn, key, now - window)
 
         return await self._run("count", run)
+
+    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
+        if not queries:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            sql = "SELECT " + ", ".join([f"({_COUNT_SQL})"] * len(queries))
+            params = [p for key, window in queries for p in _count_params(key, now - window)]
+            return [int(n) for n in conn.execute(sql, params).fetchone()]
+
+        return await self._run("counts", run)
 
     # -- flags ----------------------------------------------------------------------
 
@@ -541,6 +594,20 @@ class SQLiteStore(Store):
             return None if row is None else str(row[0])
 
         return await self._run("get_flag", run)
+
+    async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
+        if not keys:
+            return {}
+
+        def run(conn: sqlite3.Connection) -> dict[str, str]:
+            marks = ", ".join("?" * len(keys))
+            rows = conn.execute(
+                f"SELECT key, value FROM flags WHERE key IN ({marks}) AND until > ?",  # noqa: S608 - placeholders only
+                [*keys, now],
+            ).fetchall()
+            return {str(k): str(v) for k, v in rows}
+
+        return await self._run("get_flags", run)
 
     # -- events ---------------------------------------------------------------------
 
@@ -684,6 +751,7 @@ class SQLiteStore(Store):
         jobs = (
             ("verifications", "expires_at < ?", now - verification_grace),
             ("rate_log", "ts < ?", now - rate_horizon),
+            ("rate_buckets", "start < ?", now - rate_horizon - BUCKET),
             ("events", "ts < ?", now - event_horizon),
             ("flags", "until <= ?", now),
         )
@@ -700,7 +768,8 @@ class SQLiteStore(Store):
         for table, condition, bound in jobs:
             while True:  # one short write transaction per batch; other work interleaves
                 removed = await self._run_in_thread("purge", delete_batch, table, condition, bound)
-                total += removed
+                if table != "rate_buckets":  # an index of rate_log, not rows of data
+                    total += removed
                 if removed < PURGE_BATCH:
                     break
         return total

@@ -37,11 +37,13 @@ AppHook = Callable[[FastAPI], None]
 #: Each receives the app after the core routes are in place.
 EXTENSIONS: list[str] = [
     "otpguard.web.twilio_webhooks:install",
-    "otpguard.web.https:install",
     "otpguard.web.admin:install",
     "otpguard.web.dashboard:install",
     "otpguard.web.demo:install",
     "otpguard.web.verify_compat:install",
+    # Last: its middleware wraps every other extension's, so they all see the
+    # scheme and client IP as resolved from trusted proxies only.
+    "otpguard.web.https:install",
 ]
 
 
