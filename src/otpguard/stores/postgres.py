@@ -553,6 +553,16 @@ class PostgresStore(Store):
         )
         return int(row[0]) if row else 0
 
+    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
+        if not queries:
+            return []
+        sub = "(SELECT count(*) FROM rate_log WHERE key = %s AND ts > %s)"
+        sql = "SELECT " + ", ".join([sub] * len(queries))
+        params = [p for key, window in queries for p in (key, now - window)]
+        row = await self._one("counts", sql, params)
+        assert row is not None
+        return [int(n) for n in row]
+
     # -- flags ----------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:
@@ -568,6 +578,16 @@ class PostgresStore(Store):
             "get_flag", "SELECT value FROM flags WHERE key = %s AND until > %s", (key, now)
         )
         return None if row is None else str(row[0])
+
+    async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
+        if not keys:
+            return {}
+        rows = await self._all(
+            "get_flags",
+            "SELECT key, value FROM flags WHERE key = ANY(%s) AND until > %s",
+            (list(keys), now),
+        )
+        return {str(k): str(v) for k, v in rows}
 
     # -- events ---------------------------------------------------------------------
 
