@@ -325,11 +325,6 @@ async def test_concurrent_right_checks_over_both_approve_once(
         assert [r.json()["valid"] for r in responses].count(True) == 1
 
 
-@pytest.mark.xfail(
-    reason="open: a start through the proxied store answers 401 instead of 201/503; "
-    "not yet diagnosed (see the issue #7 report)",
-    strict=False,
-)
 async def test_store_outage_fails_closed_and_recovers(shared_url: str, tmp_path: Path) -> None:
     """Store unreachable: starts and checks answer 503 ``unavailable`` and nothing is
     sent; once it is back the same processes serve again, without a restart."""
