@@ -257,7 +257,7 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
                     "non2xx",
                     "socket_errors",
                 )
-            },  # fmt: skip
+            },
             "start_rps": round(starts["rps"], 1),
             "start_p50_ms": starts["p50_us"] / 1000,
             "start_p99_ms": starts["p99_us"] / 1000,
@@ -383,10 +383,7 @@ async def soak(total: int, kinds: list[str]) -> list[dict[str, Any]]:
                             "elapsed_s": round(time.monotonic() - started, 1),
                         }
                         if kind == "sqlite":
-                            db = data_dir / "otpguard.db"
-                            row["sqlite_bytes"] = db.stat().st_size + sum(
-                                p.stat().st_size for p in data_dir.glob("otpguard.db-*")
-                            )
+                            row["sqlite_bytes"] = sqlite_bytes(data_dir)
                         if redis_client is not None:
                             info = await redis_client.info("memory")
                             row["redis_used_bytes"] = info["used_memory"]
@@ -398,6 +395,12 @@ async def soak(total: int, kinds: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def sqlite_bytes(data_dir: Path) -> int:
+    """The SQLite file and its WAL and shared-memory files, in bytes."""
+    db = data_dir / "otpguard.db"
+    return db.stat().st_size + sum(p.stat().st_size for p in data_dir.glob("otpguard.db-*"))
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -405,7 +408,7 @@ def store_available(kind: str) -> str | None:
     """None when the store can be benchmarked, else why not."""
     try:
         if kind == "redis":
-            import otpguard.stores.redis  # noqa: F401
+            import otpguard.stores.redis
         if kind == "postgres":
             import otpguard.stores.postgres  # noqa: F401
     except ImportError as exc:

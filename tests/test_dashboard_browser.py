@@ -1,12 +1,14 @@
 """The dashboard end to end: the abuse scenario raises its alerts at a signed webhook,
 then headless Chromium signs in to a real uvicorn server and sees them with the charts.
 
-Screenshots go to test-artifacts/ (gitignored) and docs/dashboard.png.
+Screenshots go to test-artifacts/ (gitignored); docs/dashboard.png is refreshed only when
+missing or with UPDATE_SCREENSHOTS=1, so a test run leaves the tree clean.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import threading
@@ -191,7 +193,9 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
             assert session["httpOnly"] and session["sameSite"] == "Strict"
 
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-            shutil.copyfile(ARTIFACTS / "dashboard.png", ROOT / "docs" / "dashboard.png")
+            docs_shot = ROOT / "docs" / "dashboard.png"
+            if not docs_shot.exists() or os.environ.get("UPDATE_SCREENSHOTS"):
+                shutil.copyfile(ARTIFACTS / "dashboard.png", docs_shot)
 
             await page.click(".logout button")
             await page.wait_for_url(f"{server.url}/dashboard/login")

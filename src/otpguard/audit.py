@@ -743,7 +743,11 @@ async def _auth_check(client: httpx.AsyncClient, remote: Remote) -> Finding:
 async def _code_probe(client: httpx.AsyncClient, remote: Remote) -> Finding:
     id_ = "remote.code_never_returned"
     if not remote.api_key:
-        return _warn(id_, "skipped: no API key", "pass --api-key-file to probe the API")
+        return _warn(
+            id_,
+            "skipped: no API key",
+            "pass --api-key-file (or set OTPGUARD_API_KEY) to probe the API",
+        )
     auth = {"Authorization": f"Bearer {remote.api_key}"}
     r = await client.post(
         remote.url + "/v1/verifications",
@@ -852,7 +856,7 @@ def _read_key(args: argparse.Namespace) -> str | None:
     if args.api_key_file:
         text = sys.stdin.read() if args.api_key_file == "-" else Path(args.api_key_file).read_text()
         return text.strip() or None
-    key: str | None = args.api_key
+    key: str | None = args.api_key or os.environ.get("OTPGUARD_API_KEY") or None
     return key
 
 

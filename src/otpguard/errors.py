@@ -16,6 +16,8 @@ stable machine-readable ``code`` that the HTTP API returns unchanged::
     +-- RateLimited                  rate_limited               429 (rule=..., retry_after=...)
     +-- DeliveryError                delivery_failed            502 (reason=..., provider_code=...)
     +-- StorageError                 unavailable                503
+    +-- SinkFailed (sinks.py)        alert_sink_failed (internal: retried, never an HTTP answer)
+    +-- Unreachable (client.py)      unreachable (the client could not reach the server)
 
 Messages never contain a code, a key or a provider response body.
 """
