@@ -15,23 +15,30 @@ Not a test: it prints figures and asserts nothing.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import random
-import statistics
-import tempfile
-import time
-from collections.abc import Awaitable, Callable
+import sys
 from pathlib import Path
 
-from otpguard.clock import ManualClock
-from otpguard.codes import new_secret_hex
-from otpguard.config import Settings, load_settings
-from otpguard.errors import NotFound
-from otpguard.service import Verifier
-from otpguard.stores import store_from_url
-from otpguard.transports.memory import MemoryTransport
+# bench/http.py sits beside this script: drop this directory from sys.path, or it would
+# shadow the standard library's ``http`` package (which httpx, imported by otpguard, needs).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable  # noqa: E402
+
+from otpguard.clock import ManualClock  # noqa: E402
+from otpguard.codes import new_secret_hex  # noqa: E402
+from otpguard.config import Settings, load_settings  # noqa: E402
+from otpguard.errors import NotFound  # noqa: E402
+from otpguard.service import Verifier  # noqa: E402
+from otpguard.stores import store_from_url  # noqa: E402
+from otpguard.transports.memory import MemoryTransport  # noqa: E402
 
 NUMBERS = [f"+4474001{i:05d}" for i in range(100, 400)]
 

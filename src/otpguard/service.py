@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -492,7 +493,15 @@ class Verifier:
         return result
 
     async def _pad(self, started: float) -> None:
-        remaining = self.settings.failed_check_floor - (time.monotonic() - started)
+        floor = self.settings.failed_check_floor
+        if floor <= 0:
+            return
+        # The event loop's timers have millisecond granularity (the selector rounds a
+        # timeout up to whole ms), so the wake-up overshoots by the timeout's fraction
+        # of a millisecond. Aiming at a whole-millisecond deadline makes that overshoot
+        # depend only on when the sleep starts, not on how long the check worked.
+        deadline = math.ceil((started + floor) * 1000) / 1000
+        remaining = deadline - time.monotonic()
         if remaining > 0:
             await asyncio.sleep(remaining)
 
