@@ -99,6 +99,24 @@ class ApiClient:
         return await self.request("GET", url, **kw)
 
 
+@pytest.fixture
+def engine(
+    settings_factory: Callable[..., Settings], clock: ManualClock, outbox: MemoryTransport
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Verifier]]:
+    """``async with engine(**settings) as otp``: an engine with other settings, on the
+    test's clock and outbox."""
+
+    @contextlib.asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[Verifier]:
+        settings = settings_factory(**overrides)
+        async with Verifier(
+            settings, store_from_url(settings.store_url), outbox, clock=clock
+        ) as otp:
+            yield otp
+
+    return factory
+
+
 @contextlib.asynccontextmanager
 async def open_api(
     settings: Settings,

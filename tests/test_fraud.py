@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from otpguard.errors import DestinationRefused, RateLimited
 from otpguard.events import Event, EventType
 from otpguard.phone import parse
 from otpguard.service import Verifier
-from otpguard.stores import EventQuery, store_from_url
+from otpguard.stores import EventQuery
 from otpguard.transports.memory import MemoryTransport
 
 PREFIX = "+44740012"
@@ -40,21 +39,6 @@ def elsewhere(i: int) -> str:
 def lone_ip(i: int) -> str:
     """A client IP in a network of its own: no IP or network rule links two sends."""
     return f"10.{i // 250}.{i % 250}.1"
-
-
-@pytest.fixture
-def engine(
-    settings_factory: Callable[..., Settings], clock: ManualClock, outbox: MemoryTransport
-) -> EngineFactory:
-    @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[Verifier]:
-        settings = settings_factory(**overrides)
-        async with Verifier(
-            settings, store_from_url(settings.store_url), outbox, clock=clock
-        ) as otp:
-            yield otp
-
-    return factory
 
 
 async def events_of(otp: Verifier, type_: EventType) -> list[Event]:

@@ -7,8 +7,7 @@ message is sent, name their ``rule`` and are recorded as events.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,23 +43,6 @@ def mobile(i: int) -> str:
 def same_prefix(i: int) -> str:
     """Distinct valid GB mobiles in the one prefix +44740012."""
     return f"+44740012{i:04d}"
-
-
-@pytest.fixture
-def engine(
-    settings_factory: Callable[..., Settings], clock: ManualClock, outbox: MemoryTransport
-) -> EngineFactory:
-    """``async with engine(**settings) as otp`` for an engine with other settings."""
-
-    @asynccontextmanager
-    async def factory(**overrides: Any) -> AsyncIterator[Verifier]:
-        settings = settings_factory(**overrides)
-        async with Verifier(
-            settings, store_from_url(settings.store_url), outbox, clock=clock
-        ) as otp:
-            yield otp
-
-    return factory
 
 
 async def refusals(otp: Verifier) -> list[tuple[str | None, str | None]]:

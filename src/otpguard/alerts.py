@@ -305,7 +305,7 @@ async def budget_near_cap(snap: Snapshot) -> list[Finding]:
     ]
     out = []
     for scope, key, limit, w in scopes:
-        used = await snap.store.count(f"{key}:{w}", w, snap.now)
+        used = await snap.store.count(key, w, snap.now)
         if used >= s.alert_budget_ratio * limit:
             span = f"{w // 3600}h" if w % 3600 == 0 else f"{w // 60}m"
             out.append(

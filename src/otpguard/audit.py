@@ -390,14 +390,7 @@ def check_policy(settings: Settings) -> Iterator[Finding]:
     from .models import Channel
     from .phone import DestinationPolicy, parse
 
-    policy = DestinationPolicy(
-        settings.allowed_countries,
-        allow_fixed_line_or_mobile=settings.allow_fixed_line_or_mobile,
-        allow_voip=settings.allow_voip,
-        blocklist=settings.blocklist,
-        allowlist=settings.allowlist,
-        twilio_test_credentials=settings.twilio_test_credentials,
-    )
+    policy = DestinationPolicy.from_settings(settings)
     let_through = []
     probed = 0
     for region in sorted(policy.allowed_countries) or ["GB"]:

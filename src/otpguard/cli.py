@@ -172,15 +172,7 @@ def cmd_numbers(args: argparse.Namespace) -> int:
     from .phone import DestinationPolicy, parse
 
     s = _settings(args)
-    policy = DestinationPolicy(
-        s.allowed_countries,
-        allow_fixed_line_or_mobile=s.allow_fixed_line_or_mobile,
-        allow_voip=s.allow_voip,
-        blocklist=s.blocklist,
-        allowlist=s.allowlist,
-        twilio_test_credentials=s.twilio_test_credentials,
-        default_region=s.default_region,
-    )
+    policy = DestinationPolicy.from_settings(s)
     info = policy.explain(parse(args.number, s.default_region))
     if args.json:
         print(json.dumps(info, indent=2))

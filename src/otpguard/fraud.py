@@ -156,10 +156,10 @@ class FraudRules:
         same atomic step as the limits (exact under concurrency)."""
         s = self.settings
         return [
-            RateRule("budget_global", f"budget:global:{w}", limit, w)
+            RateRule("budget_global", "budget:global", limit, w)
             for limit, w in s.windows("fraud_budget_global")
         ] + [
-            RateRule("budget_country", f"budget:country:{number.region}:{w}", limit, w)
+            RateRule("budget_country", f"budget:country:{number.region}", limit, w)
             for limit, w in s.windows("fraud_budget_country")
         ]
 

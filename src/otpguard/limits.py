@@ -76,8 +76,10 @@ def network_of(ip: str) -> str:
 
 
 def _rules(settings: Settings, setting: str, name: str, key: str) -> list[RateRule]:
+    """One rule per window, all on one key: a send is one log entry, counted over each
+    window (``3/10m;10/24h`` counts the same sends over ten minutes and over a day)."""
     return [
-        RateRule(name=name, key=f"{name}:{key}:{window}", limit=limit, window=window)
+        RateRule(name=name, key=f"{name}:{key}", limit=limit, window=window)
         for limit, window in settings.windows(setting)
     ]
 
@@ -98,7 +100,7 @@ def failed_check_rules(settings: Settings, e164: str, client_ip: str) -> list[Ra
     """Wrong codes per number (across all its verifications) and per client IP."""
     rules = _rules(settings, "limit_failed_checks", "failed_checks", e164)
     rules += [
-        RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}:{w}", limit, w)
+        RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}", limit, w)
         for limit, w in settings.windows("limit_ip_failed_checks")
     ]
     return rules

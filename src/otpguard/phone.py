@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 from .errors import ConfigError, DestinationRefused, InvalidPhoneNumber
 from .models import Channel
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 MAX_INPUT_LENGTH = 32
 _SEPARATORS = re.compile(r"[\s\-().]")
@@ -173,6 +177,18 @@ class DestinationPolicy:
         self.blocklist = _normalize_list(blocklist, default_region, "OTPGUARD_BLOCKLIST")
         self.allowlist = _normalize_list(allowlist, default_region, "OTPGUARD_ALLOWLIST")
         self.twilio_test_credentials = twilio_test_credentials
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DestinationPolicy:
+        return cls(
+            settings.allowed_countries,
+            allow_fixed_line_or_mobile=settings.allow_fixed_line_or_mobile,
+            allow_voip=settings.allow_voip,
+            blocklist=settings.blocklist,
+            allowlist=settings.allowlist,
+            twilio_test_credentials=settings.twilio_test_credentials,
+            default_region=settings.default_region,
+        )
 
     def is_allowlisted(self, number: PhoneNumber) -> bool:
         """Allowlisted numbers skip the fraud rules, never the type policy."""

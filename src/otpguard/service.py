@@ -45,7 +45,7 @@ from .errors import (
     StorageError,
 )
 from .events import Event, EventType, log_event, mask_number, new_event_id
-from .fraud import Assessment, FraudRules
+from .fraud import Assessment, FraudRules, FraudVerdict
 from .models import AttemptOutcome, Channel, Status, Verification
 from .phone import DestinationPolicy, PhoneNumber, parse
 from .stores.base import Store
@@ -102,15 +102,7 @@ class Verifier:
         self.clock = clock
         self.keyring = keyring or settings.keyring()
         self.listeners = list(listeners)
-        self.policy = DestinationPolicy(
-            settings.allowed_countries,
-            allow_fixed_line_or_mobile=settings.allow_fixed_line_or_mobile,
-            allow_voip=settings.allow_voip,
-            blocklist=settings.blocklist,
-            allowlist=settings.allowlist,
-            twilio_test_credentials=settings.twilio_test_credentials,
-            default_region=settings.default_region,
-        )
+        self.policy = DestinationPolicy.from_settings(settings)
         self.fraud = FraudRules(settings, store)
         self._rate_horizon = float(limits.longest_window(settings))
 
@@ -200,6 +192,21 @@ class Verifier:
                 )
             )
         return exc
+
+    async def _refuse_fraud(
+        self, verdict: FraudVerdict, now: float, number: PhoneNumber, ip: str, ch: Channel
+    ) -> OtpguardError:
+        """A fraud rule's refusal, with the figures behind it in the event."""
+        return await self._refuse(
+            DestinationRefused(verdict.reason),
+            now,
+            number,
+            ip,
+            ch,
+            rule=verdict.rule,
+            subject=verdict.subject,
+            **verdict.figures,
+        )
 
     # -- sending ----------------------------------------------------------------
 
@@ -303,16 +310,7 @@ class Verifier:
                     continue
                 if shadows:
                     await self._emit(*shadows)
-                raise await self._refuse(
-                    DestinationRefused(verdict.reason),
-                    now,
-                    number,
-                    ip,
-                    ch,
-                    rule=verdict.rule,
-                    subject=verdict.subject,
-                    **verdict.figures,
-                )
+                raise await self._refuse_fraud(verdict, now, number, ip, ch)
             if shadows:
                 await self._emit(*shadows)
             if not self.fraud.shadowed("budget_exhausted"):
@@ -325,16 +323,7 @@ class Verifier:
                 verdict = self.fraud.budget_verdict(
                     number, decision_rl.rule, decision_rl.count, decision_rl.retry_after
                 )
-                raise await self._refuse(
-                    DestinationRefused(verdict.reason),
-                    now,
-                    number,
-                    ip,
-                    ch,
-                    rule=verdict.rule,
-                    subject=verdict.subject,
-                    **verdict.figures,
-                )
+                raise await self._refuse_fraud(verdict, now, number, ip, ch)
             exc_rl = RateLimited(decision_rl.rule, decision_rl.retry_after)
             raise await self._refuse(exc_rl, now, number, ip, ch, count=decision_rl.count)
         return assessment
