@@ -259,6 +259,10 @@ async def test_store_down_fails_closed(api: ApiClient, outbox: MemoryTransport) 
     assert r.status_code == 503
     assert (await api.get("/readyz")).status_code == 503
     assert len(outbox.outbox) == 1
+    # the store cannot record a store.error event, so it is counted in the metrics
+    app = api.http._transport.app  # type: ignore[attr-defined]
+    counted = app.state.monitor.metrics.events.labels("store.error")._value.get()
+    assert counted == 3
 
 
 async def test_openapi_schema_has_error_model(api: ApiClient) -> None:

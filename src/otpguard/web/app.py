@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..clock import Clock, system_clock
 from ..config import Settings, check_startup
-from ..errors import OtpguardError, RateLimited
+from ..errors import OtpguardError, RateLimited, StorageError
 from ..service import Verifier
 from ..stores import store_from_url
 from ..transports import transport_from_settings
@@ -76,7 +76,12 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OtpguardError)
-    async def otpguard_error(_: Request, exc: OtpguardError) -> JSONResponse:
+    async def otpguard_error(request: Request, exc: OtpguardError) -> JSONResponse:
+        if isinstance(exc, StorageError):
+            # The store cannot record a store.error event; count it where it can be seen.
+            monitor = getattr(request.app.state, "monitor", None)
+            if monitor is not None:
+                monitor.metrics.events.labels("store.error").inc()
         headers = {}
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
