@@ -467,3 +467,24 @@ async def test_cluster_fresh_store_under_concurrent_first_commands(cluster: str)
         await setup.aclose()
         assert (outcomes.count("counted"), len(outcomes)) == (5, 24)
         assert after is not None and after.attempts == 5
+
+
+@pytest.mark.redis
+async def test_scheduled_maintenance_leaves_redis_to_its_ttls(
+    store: RedisStore, settings_factory: Any
+) -> None:
+    """Redis expires by TTL, so the purge job does not SCAN it every minute: the
+    maintenance loop returns at once, and logically stale data stays until its TTL."""
+    from otpguard.service import Verifier
+    from otpguard.transports.memory import MemoryTransport
+
+    assert store.needs_purge is False
+    stale = make_v(id="VE" + "ab" * 16)
+    await store.create_verification(stale)
+    clock_now = T0 + 10 * 86400  # long past expiry and grace
+    verifier = Verifier(settings_factory(), store, MemoryTransport(), clock=lambda: clock_now)
+    await asyncio.wait_for(verifier.run_maintenance(asyncio.Event()), timeout=5)
+    assert await store.get_verification(stale.id) == stale
+    # called by hand (``otpguard purge``), purge still removes it
+    assert await verifier.purge() >= 1
+    assert await store.get_verification(stale.id) is None

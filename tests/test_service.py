@@ -354,3 +354,20 @@ async def test_undeliverable_number_is_remembered_after_a_failed_send(
         await verifier.start("+447400123499")
     outbox.fail_with = None
     await verifier.start("+447400123499")
+
+
+async def test_scheduled_maintenance_purges(verifier: Verifier, clock: ManualClock) -> None:
+    assert verifier.store.needs_purge  # SQLite has no TTLs: the job does the expiring
+    old = await verifier.start(UK_MOBILE)
+    clock.advance(300 + 3600 + 1)
+    stop = asyncio.Event()
+    job = asyncio.create_task(verifier.run_maintenance(stop))
+    try:
+        for _ in range(20):  # yield to the job until its first purge has run
+            if await verifier.store.get_verification(old.id) is None:
+                break
+            await asyncio.sleep(0)
+        assert await verifier.store.get_verification(old.id) is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(job, timeout=5)

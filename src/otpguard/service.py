@@ -655,7 +655,10 @@ class Verifier:
         )
 
     async def run_maintenance(self, stop: asyncio.Event) -> None:
-        """Purge on a schedule until ``stop`` is set; store errors are logged, not fatal."""
+        """Purge on a schedule until ``stop`` is set; store errors are logged, not fatal.
+        A store that expires its data by itself (``needs_purge`` false) is left alone."""
+        if not self.store.needs_purge:
+            return
         while not stop.is_set():
             try:
                 removed = await self.purge()

@@ -58,6 +58,10 @@ class Store(abc.ABC):
     """Base class for every backend. Subclasses implement each operation atomically."""
 
     url: str = ""
+    #: False for a backend that expires everything by itself (Redis TTLs, capped event
+    #: log): the scheduled maintenance then leaves it alone. ``purge`` still works when
+    #: called (``otpguard purge``, the contract suite).
+    needs_purge: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema."""

@@ -471,6 +471,10 @@ def _event_matches(e: Event, q: EventQuery) -> bool:
 
 
 class RedisStore(Store):
+    # Keys carry TTLs past their logical expiry and the event log is capped and expires
+    # too, so nothing needs the scheduled purge; its full SCAN would cost O(keys) a minute.
+    needs_purge = False
+
     def __init__(self, url: str) -> None:
         self.url = url
         self._opts = _parse_url(url)
