@@ -470,21 +470,18 @@ async def test_cluster_fresh_store_under_concurrent_first_commands(cluster: str)
 
 
 @pytest.mark.redis
-async def test_scheduled_maintenance_leaves_redis_to_its_ttls(
-    store: RedisStore, settings_factory: Any
-) -> None:
-    """Redis expires by TTL, so the purge job does not SCAN it every minute: the
-    maintenance loop returns at once, and logically stale data stays until its TTL."""
-    from otpguard.service import Verifier
-    from otpguard.transports.memory import MemoryTransport
-
-    assert store.needs_purge is False
+async def test_scheduled_purge_leaves_redis_to_its_ttls(store: RedisStore) -> None:
+    """Redis expires by TTL, so the maintenance job's pass does not SCAN every key:
+    logically stale verifications stay until their TTL, old events go; a purge by
+    hand (``otpguard purge``) still removes everything stale."""
     stale = make_v(id="VE" + "ab" * 16)
     await store.create_verification(stale)
-    clock_now = T0 + 10 * 86400  # long past expiry and grace
-    verifier = Verifier(settings_factory(), store, MemoryTransport(), clock=lambda: clock_now)
-    await asyncio.wait_for(verifier.run_maintenance(asyncio.Event()), timeout=5)
+    old_event = Event(type="verification.started", ts=T0, id=f"{int(T0 * 1000):013x}" + "0" * 12)
+    await store.add_events([old_event])
+    later = T0 + 10 * 86400  # long past expiry, grace and a 1-day retention
+    removed = await store.scheduled_purge(later, 3600, 86400, 86400)
+    assert removed == 1
+    assert await store.list_events(EventQuery()) == []
     assert await store.get_verification(stale.id) == stale
-    # called by hand (``otpguard purge``), purge still removes it
-    assert await verifier.purge() >= 1
+    assert await store.purge(later, 3600, 86400, 86400) >= 1
     assert await store.get_verification(stale.id) is None

@@ -645,9 +645,12 @@ class Verifier:
     async def explain_number(self, raw: str) -> dict[str, object]:
         return self.policy.explain(parse(raw, self.settings.default_region))
 
-    async def purge(self) -> int:
+    async def purge(self, *, scheduled: bool = False) -> int:
+        """Delete what is stale. ``scheduled``: the maintenance job's lighter pass, which
+        leaves to a backend what it expires by itself (Redis TTLs)."""
         now = self.clock()
-        return await self.store.purge(
+        op = self.store.scheduled_purge if scheduled else self.store.purge
+        return await op(
             now,
             verification_grace=VERIFICATION_GRACE,
             rate_horizon=self._rate_horizon,
@@ -655,13 +658,10 @@ class Verifier:
         )
 
     async def run_maintenance(self, stop: asyncio.Event) -> None:
-        """Purge on a schedule until ``stop`` is set; store errors are logged, not fatal.
-        A store that expires its data by itself (``needs_purge`` false) is left alone."""
-        if not self.store.needs_purge:
-            return
+        """Purge on a schedule until ``stop`` is set; store errors are logged, not fatal."""
         while not stop.is_set():
             try:
-                removed = await self.purge()
+                removed = await self.purge(scheduled=True)
                 if removed:
                     log.debug("purged %d stale rows", removed)
             except StorageError:

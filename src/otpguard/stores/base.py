@@ -58,10 +58,6 @@ class Store(abc.ABC):
     """Base class for every backend. Subclasses implement each operation atomically."""
 
     url: str = ""
-    #: False for a backend that expires everything by itself (Redis TTLs, capped event
-    #: log): the scheduled maintenance then leaves it alone. ``purge`` still works when
-    #: called (``otpguard purge``, the contract suite).
-    needs_purge: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema."""
@@ -219,6 +215,13 @@ class Store(abc.ABC):
         """Delete verifications expired more than ``verification_grace`` ago, rate
         entries older than ``rate_horizon`` seconds, events older than
         ``event_horizon`` seconds, flags past their time. Returns rows removed."""
+
+    async def scheduled_purge(
+        self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
+    ) -> int:
+        """What the maintenance job runs every ``purge_interval``: ``purge`` by default.
+        A backend that expires most of its data by itself may do less here."""
+        return await self.purge(now, verification_grace, rate_horizon, event_horizon)
 
     @abc.abstractmethod
     async def dump(self) -> str:
