@@ -50,7 +50,7 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store
+from .base import Alert, ApiKey, EventQuery, Store, event_conditions
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -611,28 +611,10 @@ class PostgresStore(Store):
                 await cur.executemany(query, rows)
 
     async def list_events(self, query: EventQuery) -> list[Event]:
-        where: list[str] = []
-        params: list[Any] = []
+        where, params = event_conditions(query, "%s")
         if query.types:
             where.append("type = ANY(%s)")
             params.append(list(query.types))
-        for column, value in (
-            ("number_hash", query.number_hash),
-            ("client_ip", query.client_ip),
-            ("country", query.country),
-        ):
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(value)
-        if query.since is not None:
-            where.append("ts >= %s")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("ts < %s")
-            params.append(query.until)
-        if query.before_id is not None:
-            where.append("id < %s")
-            params.append(query.before_id)
         text = f"SELECT {', '.join(E_FIELDS)} FROM events"  # noqa: S608 - fixed columns
         if where:
             text += " WHERE " + " AND ".join(where)

@@ -39,7 +39,7 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store
+from .base import Alert, ApiKey, EventQuery, Store, event_conditions
 
 T = TypeVar("T")
 
@@ -632,28 +632,10 @@ class SQLiteStore(Store):
         await self._run("add_events", run)
 
     async def list_events(self, query: EventQuery) -> list[Event]:
-        where: list[str] = []
-        params: list[Any] = []
+        where, params = event_conditions(query, "?")
         if query.types:
             where.append("type IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(query.types)))
-        for column, value in (
-            ("number_hash", query.number_hash),
-            ("client_ip", query.client_ip),
-            ("country", query.country),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.since is not None:
-            where.append("ts >= ?")
-            params.append(query.since)
-        if query.until is not None:
-            where.append("ts < ?")
-            params.append(query.until)
-        if query.before_id is not None:
-            where.append("id < ?")
-            params.append(query.before_id)
         sql = f"SELECT {', '.join(E_FIELDS)} FROM events"  # noqa: S608 - fixed columns
         if where:
             sql += " WHERE " + " AND ".join(where)
