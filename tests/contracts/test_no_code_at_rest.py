@@ -1,0 +1,45 @@
+"""On every backend: after a whole session through the engine, the store's raw
+contents hold no code, only keyed HMAC tags.
+
+Codes are 10 digits here so that an accidental match against a timestamp or a
+number in the dump is practically impossible; the code path is the same.
+"""
+
+from __future__ import annotations
+
+from otpguard.clock import ManualClock
+from otpguard.codes import new_secret_hex
+from otpguard.config import load_settings
+from otpguard.service import Verifier
+from otpguard.stores import Store
+from otpguard.transports.memory import MemoryTransport
+
+
+async def test_no_code_in_any_store(store: Store) -> None:
+    clock = ManualClock()
+    outbox = MemoryTransport()
+    settings = load_settings(
+        env={}, secret_keys=[new_secret_hex()], transport="memory", code_length=10,
+        log_events=False, failed_check_floor=0.0,
+    )  # fmt: skip
+    otp = Verifier(settings, store, outbox, clock=clock)  # the fixture opens and closes it
+    ids = []
+    for n in range(4):
+        v = await otp.start(f"+4474{n:02d}123456", client_ip=f"198.51.100.{n + 1}")
+        ids.append(v.id)
+        code = outbox.last_code(v.to)
+        wrong = code[:-1] + str((int(code[-1]) + 1) % 10)
+        await otp.check(wrong, verification_id=v.id)
+    clock.advance(31)
+    for vid in ids[:2]:
+        await otp.resend(vid)
+    for vid in ids:
+        v = await otp.get(vid)
+        await otp.check(outbox.last_code(v.to), verification_id=vid)
+
+    dump = await store.dump()
+    assert all(vid in dump for vid in ids)  # the dump is the real contents
+    codes = {m.code for m in outbox.outbox}
+    assert len(codes) == 6
+    for code in codes:
+        assert code not in dump
