@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 
 from .errors import InvalidRequest, Unauthorized
 from .stores.base import ApiKey, Store
@@ -37,6 +39,34 @@ async def create_api_key(
     record = ApiKey(id=key_id, name=name, key_hash=_digest(key), scopes=scopes, created_at=now)
     await store.create_api_key(record)
     return record, key
+
+
+class KeyCache:
+    """Remembers keys that authenticated, for ``ttl`` seconds, so that a busy API does
+    not ask the store for the same key on every request. A revoked key therefore keeps
+    working for at most ``ttl`` seconds on an instance that saw it just before.
+    Only successes are cached (by the key's digest), never the key itself."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._hits: dict[str, tuple[ApiKey, float]] = {}
+
+    async def authenticate(self, store: Store, presented: str | None) -> ApiKey:
+        if self.ttl <= 0:
+            return await authenticate(store, presented)
+        digest = _digest(presented or "")
+        now = self.clock()
+        hit = self._hits.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        record = await authenticate(store, presented)
+        if len(self._hits) >= 1024:  # bounded: drop what has expired, else everything
+            self._hits = {k: v for k, v in self._hits.items() if v[1] > now}
+            if len(self._hits) >= 1024:
+                self._hits.clear()
+        self._hits[digest] = (record, now + self.ttl)
+        return record
 
 
 async def authenticate(store: Store, presented: str | None) -> ApiKey:

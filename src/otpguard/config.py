@@ -130,6 +130,10 @@ class Settings(BaseModel):
     dev_allowed_numbers: list[str] = Field(default_factory=list)
     public_url: str = ""
 
+    # Seconds an instance remembers an API key that authenticated (0: ask the store
+    # on every request); a revoked key stops working within this time.
+    api_key_cache_ttl: float = Field(5.0, ge=0.0, le=60.0)
+
     # -- HTTPS and proxies ---------------------------------------------------
     trusted_proxies: list[str] = Field(default_factory=list)
     tls_certfile: Path | None = None

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..apikeys import authenticate
+from ..apikeys import KeyCache
 from ..errors import Forbidden, InvalidRequest
 from ..events import mask_number
 from ..models import Verification
@@ -32,7 +32,8 @@ async def api_key(request: Request) -> ApiKey:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
-    key = await authenticate(verifier_of(request).store, presented)
+    cache: KeyCache = request.app.state.key_cache
+    key = await cache.authenticate(verifier_of(request).store, presented)
     request.state.api_key = key
     return key
 

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..apikeys import KeyCache
 from ..clock import Clock, system_clock
 from ..config import Settings, check_startup
 from ..errors import OtpguardError, RateLimited, StorageError
@@ -190,6 +191,7 @@ def create_app(
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.jobs = jobs
+    app.state.key_cache = KeyCache(settings.api_key_cache_ttl)
     install_error_handlers(app)
     app.include_router(api_router)
     _install_docs(app)

@@ -58,7 +58,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ..apikeys import authenticate
+from ..apikeys import KeyCache
 from ..errors import (
     Conflict,
     DeliveryError,
@@ -257,7 +257,8 @@ async def _authenticate(request: Request, engine: Verifier) -> ApiKey:
     """Basic auth: username ``og_<key id>``, password the whole key ``og_<id>_<secret>``."""
     creds = _basic_credentials(request)
     try:
-        key = await authenticate(engine.store, creds[1] if creds else None)
+        cache: KeyCache = request.app.state.key_cache
+        key = await cache.authenticate(engine.store, creds[1] if creds else None)
     except Unauthorized:
         raise TwilioError(AUTHENTICATE, 401, "Authenticate", _CHALLENGE) from None
     assert creds is not None
