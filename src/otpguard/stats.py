@@ -20,6 +20,7 @@ spend
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -111,6 +112,7 @@ async def load_events(
         if len(page) < PAGE or not page:
             return out, False
         before = page[-1].id
+        await asyncio.sleep(0)  # let requests in between pages
     return out, True
 
 

@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 BUCKET = 60  # seconds per rate_buckets row
+CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints from the worker thread
+WAL_BACKSTOP_PAGES = 20_000  # SQLite's own checkpoint, should ours fall behind (~80 MB)
 RECORD_ONLY = 2**40  # a rule with a limit this large never refuses: recorded, not counted
 # Exact count of a sliding window (start, now]: the log entries of the partial minute
 # at its start, plus the per-minute counts of every later minute.
@@ -271,8 +273,10 @@ class SQLiteStore(Store):
         self.url = url
         self.path = _path_from_url(url)
         self.synchronous = _sync_from_url(url)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # the event loop's
+        self._bg_conn: sqlite3.Connection | None = None  # the worker thread's (file DBs)
         self._executor: ThreadPoolExecutor | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
@@ -295,18 +299,50 @@ class SQLiteStore(Store):
             return fn(conn, *args)
 
     async def _run_in_thread(self, op: str, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the store's thread, leaving the event loop free."""
+        """Run ``fn(conn, *args)`` on the store's thread, with the thread's own
+        connection, leaving the event loop free. (One connection must never serve
+        both threads: their transactions would mix.) An in-memory database exists
+        in one connection only, so there it runs inline."""
+        if self.path == ":memory:":
+            return await self._run(op, fn, *args)
         with _storage_errors(op):
-            executor, conn = self._executor, self._conn
-            if executor is None or conn is None:
+            executor = self._executor
+            if executor is None or self._conn is None:
                 raise StorageError(f"sqlite store: {op} failed (store is not open)")
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, conn, *args)
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, self._on_bg_conn, fn, *args
+            )
+
+    def _on_bg_conn(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._bg_conn is None:
+            self._bg_conn = self._open_conn()
+        return fn(self._bg_conn, *args)
+
+    async def _checkpoints(self) -> None:
+        """Move the WAL into the database file from the worker thread, once a second:
+        left to SQLite, a checkpoint runs inside whichever commit fills the WAL, on
+        the event loop, and stalls every request behind it."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            with contextlib.suppress(StorageError):
+                await self._run_in_thread(
+                    "checkpoint", lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                )
 
     def _connect(self) -> None:
         if self._conn is not None:  # open() is idempotent
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open_conn()
+        try:
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _open_conn(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -319,11 +355,13 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode = WAL")  # stays "memory" for :memory:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate(conn)
+            # Checkpoints run from the worker thread (see _checkpoints); SQLite's own
+            # stays as a backstop should the WAL outgrow this many pages.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -341,9 +379,10 @@ class SQLiteStore(Store):
                 conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
     def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        for conn in (self._conn, self._bg_conn):
+            if conn is not None:
+                conn.close()
+        self._conn = self._bg_conn = None
 
     async def open(self) -> None:
         if self._executor is None:
@@ -352,6 +391,8 @@ class SQLiteStore(Store):
         try:
             with _storage_errors("open"):
                 await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            if self.path != ":memory:" and self._checkpointer is None:
+                self._checkpointer = asyncio.create_task(self._checkpoints())
         except BaseException:
             if self._conn is None and self._executor is executor:
                 self._executor = None
@@ -359,6 +400,11 @@ class SQLiteStore(Store):
             raise
 
     async def aclose(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpointer
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -650,6 +696,8 @@ class SQLiteStore(Store):
                 out.append(Event(**data))
             return out
 
+        if query.limit > 500:  # a big page (the alert job, stats): leave the loop free
+            return await self._run_in_thread("list_events", run)
         return await self._run("list_events", run)
 
     # -- alerts ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ..service import Verifier
 from ..sinks import Dispatcher, sinks_from_settings
 from ..stats import parse_window, stats_for
 from ..stores.base import Alert, ApiKey, EventQuery
-from .api import ERRORS, admin_key, iso, verifier_of
+from .api import ERRORS, admin_key, engine_of, iso
 
 log = logging.getLogger("otpguard.web.admin")
 
@@ -37,7 +37,7 @@ RECENT_ALERTS = 7 * 86400  # resolved alerts listed for this long
 MAX_PAGE = 500
 
 Admin = Annotated[ApiKey, Depends(admin_key)]
-Engine = Annotated[Verifier, Depends(verifier_of)]
+Engine = Annotated[Verifier, Depends(engine_of)]
 
 
 @dataclass

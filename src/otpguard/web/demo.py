@@ -90,7 +90,7 @@ class CheckBody(_Strict):
 # -- helpers -----------------------------------------------------------------------
 
 
-def same_origin(request: Request) -> None:
+async def same_origin(request: Request) -> None:
     """Browser endpoints without credentials still refuse cross-site requests."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         raise Forbidden("cross-site requests are refused")
