@@ -45,6 +45,8 @@ async def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
 
 
 Auth = Annotated[ApiKey, Depends(api_key)]
+
+
 async def engine_of(request: Request) -> Verifier:
     """``verifier_of`` as a dependency. Async on purpose: FastAPI runs a plain ``def``
     dependency in a worker thread, a hop that cost more than the request's work."""
