@@ -45,8 +45,9 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 10_000
 BUCKET = 60  # seconds per rate_buckets row
-CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints from the worker thread
-WAL_BACKSTOP_PAGES = 20_000  # SQLite's own checkpoint, should ours fall behind (~80 MB)
+CHECKPOINT_EVERY = 0.2  # seconds between WAL checkpoints from the worker thread
+WAL_BACKSTOP_PAGES = 50_000  # SQLite's own checkpoint, should ours fall behind (~200 MB)
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file is cut back to once it restarts
 RECORD_ONLY = 2**40  # a rule with a limit this large never refuses: recorded, not counted
 # Exact count of a sliding window (start, now]: the log entries of the partial minute
 # at its start, plus the per-minute counts of every later minute.
@@ -326,7 +327,8 @@ class SQLiteStore(Store):
             await asyncio.sleep(CHECKPOINT_EVERY)
             with contextlib.suppress(StorageError):
                 await self._run_in_thread(
-                    "checkpoint", lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    "checkpoint",
+                    lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone(),
                 )
 
     def _connect(self) -> None:
@@ -358,6 +360,7 @@ class SQLiteStore(Store):
             # Checkpoints run from the worker thread (see _checkpoints); SQLite's own
             # stays as a backstop should the WAL outgrow this many pages.
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except BaseException:
             conn.close()
             raise
