@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -292,12 +293,31 @@ class SQLiteStore(Store):
         measured at about half the throughput. Running inline also makes each
         operation atomic within the process (there is no await inside it);
         ``BEGIN IMMEDIATE`` keeps it atomic across processes. Long operations
-        (purge batches, dump) use :meth:`_run_in_thread`."""
-        with _storage_errors(op):
-            conn = self._conn
-            if self._executor is None or conn is None:
-                raise StorageError(f"sqlite store: {op} failed (store is not open)")
-            result = fn(conn, *args)
+        (purge batches, dump) use :meth:`_run_in_thread`.
+
+        When another process holds the write lock, SQLite's own busy handler would
+        sleep right here, on the loop, stalling every request; the loop's connection
+        has no busy timeout instead, and the operation is retried after an
+        asynchronous pause (from 0.5 ms, doubling to 10 ms) for up to the busy
+        timeout. The operation failed as a whole (its transaction had not begun, or
+        was rolled back), so a retry is safe."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.0005
+        while True:
+            with _storage_errors(op):
+                conn = self._conn
+                if self._executor is None or conn is None:
+                    raise StorageError(f"sqlite store: {op} failed (store is not open)")
+                try:
+                    result = fn(conn, *args)
+                except sqlite3.OperationalError as exc:
+                    busy = (exc.sqlite_errorcode or 0) & 0xFF == sqlite3.SQLITE_BUSY
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                else:
+                    break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.01)
         # Hand the loop a turn after every operation. An inline operation never awaits,
         # so without this a request ran start to finish without the loop polling its
         # sockets, and under load a few connections starved: p99 was ~1.2 s at 64
@@ -344,7 +364,8 @@ class SQLiteStore(Store):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = self._open_conn()
         try:
-            self._migrate(conn)
+            self._migrate(conn)  # several processes may start at once: wait for the lock
+            conn.execute("PRAGMA busy_timeout = 0")  # then the loop never sleeps in SQLite
         except BaseException:
             conn.close()
             raise
