@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ import httpx
 from otpguard.codes import new_secret_hex
 from otpguard.transports.file import read_outbox
 
+from .needs import free_port
+
 STARTUP_TIMEOUT = 30.0
 _numbers = itertools.count(1)
 
@@ -39,13 +40,6 @@ def fresh_number() -> str:
     never add up to the per-prefix limit or the sequential-numbers fraud rule."""
     n = next(_numbers)
     return f"+4474{n // 100 % 50:02d}{n % 100:02d}1234"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from otpguard.transports.memory import MemoryTransport
 from otpguard.web.app import create_app
 
 from . import test_alerts
+from .needs import CHROMIUM_ARGS, free_port, require_chromium
 from .test_alerts import (
     HAMMERED,
     SCENARIO_SETTINGS,
@@ -42,32 +42,10 @@ from .test_alerts import (
 
 receiver = test_alerts.receiver  # the real webhook receiver fixture
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
-    ),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 class ServerThread:
@@ -105,6 +83,7 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
     receiver: Receiver,
     tmp_path: Path,
 ) -> None:
+    chromium = require_chromium()
     from playwright.async_api import async_playwright
 
     settings = settings_factory(
@@ -138,7 +117,7 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
     ARTIFACTS.mkdir(exist_ok=True)
     problems: list[str] = []
     async with ServerThread(app) as server, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(viewport={"width": 1400, "height": 1000})
             page = await context.new_page()

@@ -23,9 +23,9 @@ from otpguard.web.app import create_app
 from otpguard.web.demo import MSG_INVALID_NUMBER, MSG_NO_LONGER_VALID, MSG_NOT_SENT
 
 from .conftest import make_settings
+from .needs import CHROMIUM_ARGS, require_chromium
 from .serverproc import Server, fresh_number, otpguard_server
 
-CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKED = "+447400999999"
 PEER = "203.0.113.9"
@@ -249,8 +249,7 @@ def national(e164: str) -> str:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_demo_login_in_a_browser(server: Server) -> None:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    chromium = require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     artifacts = ROOT / "test-artifacts"
@@ -259,17 +258,7 @@ def test_demo_login_in_a_browser(server: Server) -> None:
     console_errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 720, "height": 640})
             page.on(

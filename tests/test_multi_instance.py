@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -28,7 +27,8 @@ from otpguard.errors import ConfigError, StorageError
 from otpguard.stores import store_from_url
 from otpguard.transports.file import read_outbox
 
-REQUIRE_BACKENDS = "OTPGUARD_TEST_REQUIRE_BACKENDS"
+from .needs import free_port, unavailable
+
 REDIS_URL = "redis://127.0.0.1:6379/13"
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DB = "otpguard_multi"
@@ -44,25 +44,12 @@ SHARED_STORES = [
 ]
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get(REQUIRE_BACKENDS) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_BACKENDS}=1 forbids skipping)", pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def reset(url: str) -> None:
     """Give the test an empty throwaway database (skip when the server is missing)."""
     try:
         store = store_from_url(url)
     except ConfigError as exc:
-        _unavailable(f"store backend for {url} is not available: {exc}")
+        unavailable(f"store backend for {url} is not available: {exc}")
     if url.startswith("postgresql"):
         import psycopg
 
@@ -73,12 +60,12 @@ async def reset(url: str) -> None:
                 await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
                 await conn.execute(f"CREATE DATABASE {PG_DB}")
         except psycopg.OperationalError as exc:
-            _unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
+            unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
     try:
         await store.open()
         await store.health()
     except StorageError as exc:
-        _unavailable(f"store server at {url} is unreachable: {exc}")
+        unavailable(f"store server at {url} is unreachable: {exc}")
     finally:
         await store.aclose()
     if url.startswith("redis"):

@@ -14,7 +14,8 @@ import pytest
 from otpguard.errors import ConfigError, StorageError
 from otpguard.models import Channel, RateRule, Status, Verification
 
-from .test_multi_instance import TcpProxy, _unavailable
+from .needs import unavailable
+from .test_multi_instance import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -48,7 +49,7 @@ async def fresh_db() -> AsyncIterator[str]:
 
         from otpguard.stores import postgres  # noqa: F401
     except ImportError as exc:
-        _unavailable(f"the postgres extra is not installed: {exc}")
+        unavailable(f"the postgres extra is not installed: {exc}")
     try:
         async with await psycopg.AsyncConnection.connect(
             ADMIN_URL, autocommit=True, connect_timeout=3
@@ -56,7 +57,7 @@ async def fresh_db() -> AsyncIterator[str]:
             await conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
             await conn.execute(f"CREATE DATABASE {DB}")
     except psycopg.OperationalError as exc:
-        _unavailable(f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}")
+        unavailable(f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}")
     yield URL
 
 

@@ -10,7 +10,6 @@ expired verifications is a bench matter, not a test.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import uuid
@@ -34,17 +33,12 @@ from otpguard.stores.redis import (
     RedisStore,
 )
 
+from .needs import unavailable
 from .redis_cluster import ClusterUnavailable, RedisClusterProcess, free_ports
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 T0 = 1_800_000_000.0
 NUMBER = "+447400123456"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("OTPGUARD_TEST_REQUIRE_BACKENDS") == "1":
-        pytest.fail(f"{reason} (OTPGUARD_TEST_REQUIRE_BACKENDS=1 forbids skipping)")
-    pytest.skip(reason)
 
 
 def make_v(**changes: Any) -> Verification:
@@ -71,7 +65,7 @@ async def _open(url: str) -> RedisStore:
         await store.health()
     except StorageError as exc:
         await store.aclose()
-        _unavailable(f"Redis at {url} is unreachable: {exc}")
+        unavailable(f"Redis at {url} is unreachable: {exc}")
     return store
 
 
@@ -107,7 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         proc.start()
     except ClusterUnavailable as exc:
-        _unavailable(f"cannot start a Redis Cluster: {exc}")
+        unavailable(f"cannot start a Redis Cluster: {exc}")
     try:
         yield proc.url
     finally:
@@ -340,7 +334,7 @@ async def _until_up(store: RedisStore) -> None:
 @pytest.mark.redis
 async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not on PATH")
+        unavailable("redis-server is not on PATH")
     port = free_ports(1)[0]
     server = _start_server(port, tmp_path)
     store = RedisStore(f"redis://127.0.0.1:{port}/0")

@@ -12,17 +12,16 @@ unreachable, its tests are skipped with a reason naming the URL; set
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
 from otpguard.errors import ConfigError, StorageError
 from otpguard.stores import Store, store_from_url
 
-REQUIRE_BACKENDS = "OTPGUARD_TEST_REQUIRE_BACKENDS"
+from ..needs import unavailable
+
 SQLITE_FILE = "sqlite-file"  # placeholder: a fresh file under tmp_path per test
 REDIS_CLUSTER = "redis+cluster://127.0.0.1:<port>"  # placeholder: the session's cluster
 
@@ -73,12 +72,6 @@ RESET_HOOKS: dict[str, Callable[[str], Awaitable[None]]] = {
 }
 
 
-def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get(REQUIRE_BACKENDS) == "1":
-        pytest.fail(f"{reason} ({REQUIRE_BACKENDS}=1 forbids skipping)", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A three-node Redis Cluster on loopback ports, started once for the session."""
@@ -88,7 +81,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     try:
         cluster.start()
     except ClusterUnavailable as exc:
-        _unavailable(f"cannot start a Redis Cluster for {REDIS_CLUSTER}: {exc}")
+        unavailable(f"cannot start a Redis Cluster for {REDIS_CLUSTER}: {exc}")
     try:
         yield cluster.url
     finally:
@@ -112,7 +105,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
     except ConfigError as exc:
         if local:
             raise
-        _unavailable(f"store backend for {store_url} is not available: {exc}")
+        unavailable(f"store backend for {store_url} is not available: {exc}")
     try:
         await s.open()
         await s.health()
@@ -120,7 +113,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
         await s.aclose()
         if local:
             raise
-        _unavailable(f"store server at {store_url} is unreachable: {exc}")
+        unavailable(f"store server at {store_url} is unreachable: {exc}")
     try:
         if not local:
             hook = RESET_HOOKS.get(scheme)
