@@ -54,26 +54,6 @@ class EventQuery:
     limit: int = 100
 
 
-def event_conditions(query: EventQuery, mark: str) -> tuple[list[str], list[Any]]:
-    """The SQL conditions (and their parameters) for an EventQuery's scalar filters,
-    with ``mark`` as the placeholder (``?`` for SQLite, ``%s`` for psycopg). The
-    ``types`` filter differs per dialect and is left to the caller."""
-    where: list[str] = []
-    params: list[Any] = []
-    for condition, value in (
-        ("number_hash = ", query.number_hash),
-        ("client_ip = ", query.client_ip),
-        ("country = ", query.country),
-        ("ts >= ", query.since),
-        ("ts < ", query.until),
-        ("id < ", query.before_id),
-    ):
-        if value is not None:
-            where.append(condition + mark)
-            params.append(value)
-    return where, params
-
-
 class Store(abc.ABC):
     """Base class for every backend. Subclasses implement each operation atomically."""
 

@@ -44,13 +44,23 @@ from ..events import Event
 from ..models import (
     AttemptOutcome,
     AttemptTicket,
-    Channel,
     RateDecision,
     RateRule,
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store, event_conditions
+from .base import Alert, ApiKey, EventQuery, Store
+from .sql import (
+    A_COLUMNS,
+    E_FIELDS,
+    K_COLUMNS,
+    SELECT_V,
+    V_COLUMNS,
+    alert_from_row,
+    api_key_from_row,
+    event_conditions,
+    verification_from_row,
+)
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -185,18 +195,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-V_COLUMNS = (
-    "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
-    " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
-    " service_name"
-)
-SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
-E_FIELDS = (
-    "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
-    "channel", "client_ip", "reason", "rule", "provider_code", "details",
-)  # fmt: skip
-A_COLUMNS = "id, rule, subject, status, opened_at, updated_at, resolved_at, message, details"
-K_COLUMNS = "id, name, key_hash, scopes, created_at, revoked_at"
 
 # record_attempt in one statement. The conditional UPDATE decides; when it changed
 # nothing, the row is read FOR UPDATE (which waits for and returns the newest
@@ -242,53 +240,6 @@ def _split_url(url: str) -> tuple[str, dict[str, float]]:
         raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
     return conninfo, options
-
-
-def _verification(row: Sequence[Any]) -> Verification:
-    return Verification(
-        id=row[0],
-        to=row[1],
-        channel=Channel(row[2]),
-        status=Status(row[3]),
-        key_id=row[4],
-        code_hash=row[5],
-        created_at=row[6],
-        updated_at=row[7],
-        expires_at=row[8],
-        resend_available_at=row[9],
-        attempts=row[10],
-        sends=row[11],
-        client_ip=row[12],
-        country=row[13],
-        locale=row[14],
-        code_length=row[15],
-        service_name=row[16],
-    )
-
-
-def _alert(row: Sequence[Any]) -> Alert:
-    return Alert(
-        id=row[0],
-        rule=row[1],
-        subject=row[2],
-        status=row[3],
-        opened_at=row[4],
-        updated_at=row[5],
-        resolved_at=row[6],
-        message=row[7],
-        details=row[8],
-    )
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        name=row[1],
-        key_hash=row[2],
-        scopes=tuple(row[3]),
-        created_at=row[4],
-        revoked_at=row[5],
-    )
 
 
 class PostgresStore(Store):
@@ -428,7 +379,7 @@ class PostgresStore(Store):
 
     async def get_verification(self, verification_id: str) -> Verification | None:
         row = await self._one("get_verification", f"{SELECT_V} WHERE id = %s", (verification_id,))
-        return None if row is None else _verification(row)
+        return None if row is None else verification_from_row(row)
 
     async def find_pending(self, to: str, now: float) -> Verification | None:
         row = await self._one(
@@ -437,7 +388,7 @@ class PostgresStore(Store):
             "ORDER BY created_at DESC, id DESC LIMIT 1",
             (to, now),
         )
-        return None if row is None else _verification(row)
+        return None if row is None else verification_from_row(row)
 
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
@@ -449,7 +400,7 @@ class PostgresStore(Store):
         )
         if row is None:
             return None
-        v, changed = _verification(row), bool(row[-1])
+        v, changed = verification_from_row(row), bool(row[-1])
         if changed:
             outcome = (
                 AttemptOutcome.EXPIRED if v.status is Status.EXPIRED else AttemptOutcome.COUNTED
@@ -496,7 +447,7 @@ class PostgresStore(Store):
             (key_id, code_hash, expires_at, resend_available_at, now,
              verification_id, now, now),
         )  # fmt: skip
-        return None if row is None else _verification(row)
+        return None if row is None else verification_from_row(row)
 
     async def transition(
         self, verification_id: str, from_statuses: Sequence[Status], to: Status, now: float
@@ -508,7 +459,7 @@ class PostgresStore(Store):
             f"WHERE id = %s AND status = ANY(%s) RETURNING {V_COLUMNS}",
             (Status(to).value, now, verification_id, allowed),
         )
-        return None if row is None else _verification(row)
+        return None if row is None else verification_from_row(row)
 
     # -- rate windows ---------------------------------------------------------------
 
@@ -649,7 +600,7 @@ class PostgresStore(Store):
             "ORDER BY updated_at DESC, id DESC",
             {"since": since, "status": status},
         )
-        return [_alert(row) for row in rows]
+        return [alert_from_row(row) for row in rows]
 
     # -- API keys -------------------------------------------------------------------
 
@@ -667,14 +618,14 @@ class PostgresStore(Store):
             f"SELECT {K_COLUMNS} FROM api_keys WHERE id = %s",  # noqa: S608 - constant
             (key_id,),
         )
-        return None if row is None else _api_key(row)
+        return None if row is None else api_key_from_row(row)
 
     async def list_api_keys(self) -> list[ApiKey]:
         rows = await self._all(
             "list_api_keys",
             f"SELECT {K_COLUMNS} FROM api_keys ORDER BY created_at, id",  # noqa: S608
         )
-        return [_api_key(row) for row in rows]
+        return [api_key_from_row(row) for row in rows]
 
     async def revoke_api_key(self, key_id: str, now: float) -> bool:
         n = await self._rowcount(

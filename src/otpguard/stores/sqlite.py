@@ -34,13 +34,23 @@ from ..events import Event
 from ..models import (
     AttemptOutcome,
     AttemptTicket,
-    Channel,
     RateDecision,
     RateRule,
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store, event_conditions
+from .base import Alert, ApiKey, EventQuery, Store
+from .sql import (
+    A_COLUMNS,
+    E_FIELDS,
+    K_COLUMNS,
+    SELECT_V,
+    V_COLUMNS,
+    alert_from_row,
+    api_key_from_row,
+    event_conditions,
+    verification_from_row,
+)
 
 T = TypeVar("T")
 
@@ -143,19 +153,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-V_COLUMNS = (
-    "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
-    " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
-    " service_name"
-)
-SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
-E_FIELDS = (
-    "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
-    "channel", "client_ip", "reason", "rule", "provider_code", "details",
-)  # fmt: skip
-A_COLUMNS = "id, rule, subject, status, opened_at, updated_at, resolved_at, message, details"
-K_COLUMNS = "id, name, key_hash, scopes, created_at, revoked_at"
-
 
 @contextlib.contextmanager
 def _storage_errors(op: str) -> Iterator[None]:
@@ -218,56 +215,9 @@ def _path_from_url(url: str) -> str:
     return rest[1:]
 
 
-def _verification(row: Sequence[Any]) -> Verification:
-    return Verification(
-        id=row[0],
-        to=row[1],
-        channel=Channel(row[2]),
-        status=Status(row[3]),
-        key_id=row[4],
-        code_hash=row[5],
-        created_at=row[6],
-        updated_at=row[7],
-        expires_at=row[8],
-        resend_available_at=row[9],
-        attempts=row[10],
-        sends=row[11],
-        client_ip=row[12],
-        country=row[13],
-        locale=row[14],
-        code_length=row[15],
-        service_name=row[16],
-    )
-
-
 def _get(conn: sqlite3.Connection, verification_id: str) -> Verification | None:
     row = conn.execute(f"{SELECT_V} WHERE id = ?", (verification_id,)).fetchone()
-    return None if row is None else _verification(row)
-
-
-def _alert(row: Sequence[Any]) -> Alert:
-    return Alert(
-        id=row[0],
-        rule=row[1],
-        subject=row[2],
-        status=row[3],
-        opened_at=row[4],
-        updated_at=row[5],
-        resolved_at=row[6],
-        message=row[7],
-        details=json.loads(row[8]),
-    )
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        name=row[1],
-        key_hash=row[2],
-        scopes=tuple(json.loads(row[3])),
-        created_at=row[4],
-        revoked_at=row[5],
-    )
+    return None if row is None else verification_from_row(row)
 
 
 class SQLiteStore(Store):
@@ -475,7 +425,7 @@ class SQLiteStore(Store):
                 "ORDER BY created_at DESC, id DESC LIMIT 1",
                 (to, now),
             ).fetchone()
-            return None if row is None else _verification(row)
+            return None if row is None else verification_from_row(row)
 
         return await self._run("find_pending", run)
 
@@ -757,7 +707,7 @@ class SQLiteStore(Store):
                 "ORDER BY updated_at DESC, id DESC",
                 (since, since, status, status),
             )
-            return [_alert(row) for row in rows]
+            return [alert_from_row(row, json.loads) for row in rows]
 
         return await self._run("list_alerts", run)
 
@@ -780,7 +730,7 @@ class SQLiteStore(Store):
                 f"SELECT {K_COLUMNS} FROM api_keys WHERE id = ?",  # noqa: S608 - constant
                 (key_id,),
             ).fetchone()
-            return None if row is None else _api_key(row)
+            return None if row is None else api_key_from_row(row, json.loads)
 
         return await self._run("get_api_key", run)
 
@@ -789,7 +739,7 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 f"SELECT {K_COLUMNS} FROM api_keys ORDER BY created_at, id"  # noqa: S608
             )
-            return [_api_key(row) for row in rows]
+            return [api_key_from_row(row, json.loads) for row in rows]
 
         return await self._run("list_api_keys", run)
 

@@ -1,0 +1,98 @@
+"""What the two SQL stores (SQLite, PostgreSQL) share: column lists, row mappers and the
+event filters. Their schemas have the same tables and columns; the dialects differ in
+placeholders and in how JSON comes back (text in SQLite, decoded in PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..models import Channel, Status, Verification
+from .base import Alert, ApiKey, EventQuery
+
+V_COLUMNS = (
+    "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
+    " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
+    " service_name"
+)
+SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
+E_FIELDS = (
+    "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
+    "channel", "client_ip", "reason", "rule", "provider_code", "details",
+)  # fmt: skip
+A_COLUMNS = "id, rule, subject, status, opened_at, updated_at, resolved_at, message, details"
+K_COLUMNS = "id, name, key_hash, scopes, created_at, revoked_at"
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def verification_from_row(row: Sequence[Any]) -> Verification:
+    """A row selected with ``V_COLUMNS``."""
+    return Verification(
+        id=row[0],
+        to=row[1],
+        channel=Channel(row[2]),
+        status=Status(row[3]),
+        key_id=row[4],
+        code_hash=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        expires_at=row[8],
+        resend_available_at=row[9],
+        attempts=row[10],
+        sends=row[11],
+        client_ip=row[12],
+        country=row[13],
+        locale=row[14],
+        code_length=row[15],
+        service_name=row[16],
+    )
+
+
+def alert_from_row(row: Sequence[Any], decode: Callable[[Any], Any] = _as_is) -> Alert:
+    """A row selected with ``A_COLUMNS``; ``decode`` turns the stored details into a dict."""
+    return Alert(
+        id=row[0],
+        rule=row[1],
+        subject=row[2],
+        status=row[3],
+        opened_at=row[4],
+        updated_at=row[5],
+        resolved_at=row[6],
+        message=row[7],
+        details=decode(row[8]),
+    )
+
+
+def api_key_from_row(row: Sequence[Any], decode: Callable[[Any], Any] = _as_is) -> ApiKey:
+    """A row selected with ``K_COLUMNS``; ``decode`` turns the stored scopes into a list."""
+    return ApiKey(
+        id=row[0],
+        name=row[1],
+        key_hash=row[2],
+        scopes=tuple(decode(row[3])),
+        created_at=row[4],
+        revoked_at=row[5],
+    )
+
+
+def event_conditions(query: EventQuery, mark: str) -> tuple[list[str], list[Any]]:
+    """The SQL conditions (and their parameters) for an EventQuery's scalar filters,
+    with ``mark`` as the placeholder (``?`` for SQLite, ``%s`` for psycopg). The
+    ``types`` filter differs per dialect and is left to the caller."""
+    where: list[str] = []
+    params: list[Any] = []
+    for condition, value in (
+        ("number_hash = ", query.number_hash),
+        ("client_ip = ", query.client_ip),
+        ("country = ", query.country),
+        ("ts >= ", query.since),
+        ("ts < ", query.until),
+        ("id < ", query.before_id),
+    ):
+        if value is not None:
+            where.append(condition + mark)
+            params.append(value)
+    return where, params
