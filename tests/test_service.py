@@ -370,3 +370,13 @@ async def test_scheduled_maintenance_purges(verifier: Verifier, clock: ManualClo
     finally:
         stop.set()
         await asyncio.wait_for(job, timeout=5)
+
+
+def test_unreadable_dev_allowed_numbers_stop_start_up(
+    settings_factory: Callable[..., Settings], outbox: MemoryTransport
+) -> None:
+    from otpguard.errors import ConfigError
+
+    s = settings_factory(dev_allowed_numbers=["+447400123456", "not a number"])
+    with pytest.raises(ConfigError, match="OTPGUARD_DEV_ALLOWED_NUMBERS"):
+        Verifier(s, store_from_url(s.store_url), outbox)

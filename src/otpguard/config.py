@@ -13,6 +13,7 @@ dump of the settings never shows them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -59,6 +60,12 @@ def parse_windows(spec: str) -> list[tuple[int, int]]:
             raise ValueError(f"{part.strip()!r}: the window must be positive")
         out.append((limit, n * _UNITS[unit]))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_windows(spec: str) -> tuple[tuple[int, int], ...]:
+    """``parse_windows``, once per spec: the limits are read on every send."""
+    return tuple(parse_windows(spec))
 
 
 class Settings(BaseModel):
@@ -258,7 +265,7 @@ class Settings(BaseModel):
 
     def windows(self, name: str) -> list[tuple[int, int]]:
         """Parsed windows of a ``limit_*`` or ``fraud_budget_*`` setting."""
-        return parse_windows(str(getattr(self, name)))
+        return list(_parsed_windows(str(getattr(self, name))))
 
     def keyring(self) -> Keyring:
         return Keyring.from_hex([k.get_secret_value() for k in self.secret_keys])

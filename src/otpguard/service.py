@@ -35,6 +35,7 @@ from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
 from .config import Settings
 from .errors import (
+    ConfigError,
     Conflict,
     DeliveryError,
     DestinationRefused,
@@ -104,6 +105,12 @@ class Verifier:
         self.listeners = list(listeners)
         self.policy = DestinationPolicy.from_settings(settings)
         self.fraud = FraudRules(settings, store)
+        try:
+            self._dev_allowed = frozenset(
+                parse(n, settings.default_region).e164 for n in settings.dev_allowed_numbers
+            )
+        except InvalidRequest as exc:
+            raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
         self._rate_horizon = float(limits.longest_window(settings))
 
     # -- lifecycle --------------------------------------------------------------
@@ -332,9 +339,7 @@ class Verifier:
         """Development with live credentials may only reach magic or listed numbers."""
         if self.settings.production or not self.transport.reaches_real_phones:
             return
-        if number.is_twilio_magic or number.e164 in {
-            parse(n, self.settings.default_region).e164 for n in self.settings.dev_allowed_numbers
-        }:
+        if number.is_twilio_magic or number.e164 in self._dev_allowed:
             return
         raise DestinationRefused(
             "development_guard",
@@ -385,8 +390,6 @@ class Verifier:
                 ),
             )
             raise
-        finally:
-            del msg, code
         verdicts = []
         if assessment is not None:
             verdicts = await self.fraud.after_send(number, assessment, now)
