@@ -49,6 +49,7 @@ class Verification:
     locale: str | None = None
     code_length: int = 6
     service_name: str | None = None  # overrides the configured name in messages
+    owner: str | None = None  # the API key (its public id) that started it
 
     def with_(self, **changes: object) -> Verification:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -77,12 +78,34 @@ class AttemptTicket:
 
 @dataclass(frozen=True)
 class RateRule:
-    """``limit`` events per ``window`` seconds under ``key``; ``name`` is the rule reported."""
+    """``limit`` events per ``window`` seconds under ``key``; ``name`` is the rule reported.
+
+    ``record_only``: counted with the send, never refuses (a counter for the guards).
+    ``skip_if_seen``: when that key has an entry in the window, this rule is neither
+    enforced nor recorded (so "distinct numbers per range" counts each number once),
+    decided inside the same atomic operation."""
 
     name: str
     key: str
     limit: int
     window: int
+    record_only: bool = False
+    skip_if_seen: str | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A shared-capacity scope's room for *unconverted* sends (``admission.py``).
+
+    Its level rises by one per send and falls by one per approval (the refund);
+    its allowance is ``base + share x earned``, where ``earned`` counts approvals.
+    Both decay exponentially with time constant ``tau`` seconds."""
+
+    name: str  # reported as the refusing rule: global, country, block, api_key
+    key: str
+    base: float
+    tau: float
+    share: float
 
 
 @dataclass(frozen=True)
@@ -91,3 +114,5 @@ class RateDecision:
     rule: str | None = None
     retry_after: float = 0.0
     count: int = 0  # for the refusing rule (or the fullest rule when allowed)
+    challenge: bool = False  # refused only because a bucket is under pressure (soft)
+    key: str | None = None  # the refusing rule's or bucket's key

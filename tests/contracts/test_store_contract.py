@@ -85,6 +85,9 @@ async def _race(url: str, op: str, arg: Any, calls: int, barrier: Any) -> list[A
                 *(store.record_attempt(arg, 5, T0) for _ in range(calls))
             )
             return [t.outcome.value if t else None for t in tickets]
+        if op == "admit":
+            admits = await asyncio.gather(*(store.admit([], [arg], T0) for _ in range(calls)))
+            return [d.allowed for d in admits]
         decisions = await asyncio.gather(*(store.hit([RateRule(*arg)], T0) for _ in range(calls)))
         return [d.allowed for d in decisions]
     finally:

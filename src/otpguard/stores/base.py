@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import Event
-from ..models import AttemptTicket, RateDecision, RateRule, Status, Verification
+from ..models import AttemptTicket, Bucket, RateDecision, RateRule, Status, Verification
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,33 @@ class Store(abc.ABC):
         window). An empty ``rules`` is allowed. ``count`` in the decision is the
         refusing rule's count, or the highest count/limit rule's count after
         recording when allowed."""
+
+    @abc.abstractmethod
+    async def admit(
+        self,
+        rules: Sequence[RateRule],
+        buckets: Sequence[Bucket],
+        now: float,
+        *,
+        pressure: float | None = None,
+        force: bool = False,
+    ) -> RateDecision:
+        """A send's whole admission in one atomic operation, all or nothing.
+
+        First the rate ``rules``, exactly as :meth:`hit` judges them (with
+        ``record_only`` and ``skip_if_seen``); then every bucket, decayed to ``now``
+        (``admission.decayed``): a send fits when ``admission.fits``. With
+        ``pressure`` p, a send that fits but not under the soft line
+        (``fits(..., pressure=p)``) is refused with ``challenge=True``. With
+        ``force`` (a passed challenge), the buckets are recorded but not judged.
+        Refusals record nothing and name the rule or bucket (``rule``, ``key``,
+        ``retry_after``); an admitted send is recorded under every rule and its
+        level raised by one in every bucket."""
+
+    @abc.abstractmethod
+    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        """An approval, atomically in every bucket: the level falls by ``refund``
+        (not below zero) and ``earned`` rises by one (``admission.after_approval``)."""
 
     @abc.abstractmethod
     async def count(self, key: str, window: int, now: float) -> int:

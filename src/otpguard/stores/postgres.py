@@ -69,7 +69,7 @@ MIGRATION_LOCK = 0x6F7470677561  # "otpgua": the advisory lock key of the migrat
 POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
 
 #: Every table the store owns (the contract tests' reset hook truncates them).
-TABLES = ("verifications", "rate_log", "flags", "events", "alerts", "api_keys")
+TABLES = ("verifications", "rate_log", "flags", "events", "alerts", "api_keys", "buckets")
 
 _HIT_FUNCTION = """
 CREATE FUNCTION otpguard_hit(
@@ -192,6 +192,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Limits and costs are bigint: the fraud counters use limits past 2**31.
         "DROP FUNCTION otpguard_hit(text[], float8[], int[], int, float8, bool)",
         _HIT_FUNCTION.replace("p_limits int[], p_cost int", "p_limits bigint[], p_cost bigint"),
+    ),
+    (
+        # Admission buckets (admission.py) and the API key that started a verification.
+        """CREATE TABLE buckets (
+            key TEXT COLLATE "C" PRIMARY KEY,
+            level DOUBLE PRECISION NOT NULL,
+            earned DOUBLE PRECISION NOT NULL,
+            t DOUBLE PRECISION NOT NULL,
+            forget_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX buckets_forget_at ON buckets (forget_at)",
+        "ALTER TABLE verifications ADD COLUMN owner TEXT",
     ),
 )
 
@@ -368,12 +380,12 @@ class PostgresStore(Store):
         await self._rowcount(
             "create_verification",
             f"INSERT INTO verifications ({V_COLUMNS}) VALUES "  # noqa: S608 - constant
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
                 v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
                 v.attempts, v.sends, v.client_ip, v.country, v.locale,
-                v.code_length, v.service_name,
+                v.code_length, v.service_name, v.owner,
             ),
         )  # fmt: skip
 

@@ -77,7 +77,7 @@ OUR_PARAMS = ("prefix", "max_events", "event_ttl_days")
 
 V_FLOATS = ("created_at", "updated_at", "expires_at", "resend_available_at")
 V_INTS = ("attempts", "sends", "code_length")
-V_OPTIONAL = ("client_ip", "country", "locale", "service_name")
+V_OPTIONAL = ("client_ip", "country", "locale", "service_name", "owner")
 
 # -- Lua ------------------------------------------------------------------------------
 # Numbers cross into Lua as strings and come back as strings: Lua formats numbers
@@ -449,6 +449,7 @@ def _verification(raw: dict[str, str] | Sequence[str]) -> Verification:
         locale=h.get("locale"),
         code_length=int(h["code_length"]),
         service_name=h.get("service_name"),
+        owner=h.get("owner"),
     )
 
 

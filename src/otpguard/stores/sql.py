@@ -13,7 +13,7 @@ from .base import Alert, ApiKey, EventQuery
 V_COLUMNS = (
     "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
     " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
-    " service_name"
+    " service_name, owner"
 )
 SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
 E_FIELDS = (
@@ -48,6 +48,7 @@ def verification_from_row(row: Sequence[Any]) -> Verification:
         locale=row[14],
         code_length=row[15],
         service_name=row[16],
+        owner=row[17],
     )
 
 

@@ -29,11 +29,13 @@ from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import admission
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
     AttemptOutcome,
     AttemptTicket,
+    Bucket,
     RateDecision,
     RateRule,
     Status,
@@ -151,6 +153,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO rate_buckets (key, start, n) "
         "SELECT key, CAST(ts / 60 AS INTEGER) * 60, COUNT(*) FROM rate_log GROUP BY 1, 2",
     ),
+    # 3: admission buckets (admission.py): one row per shared-capacity scope.
+    (
+        """CREATE TABLE buckets (
+            key TEXT PRIMARY KEY,
+            level REAL NOT NULL,
+            earned REAL NOT NULL,
+            t REAL NOT NULL,
+            forget_at REAL NOT NULL
+        )""",
+        "CREATE INDEX buckets_forget_at ON buckets (forget_at)",
+        "ALTER TABLE verifications ADD COLUMN owner TEXT",
+    ),
 )
 
 
@@ -199,6 +213,112 @@ def _count_params(key: str, start: float) -> tuple[str, float, int, str, int]:
 def _count(conn: sqlite3.Connection, key: str, start: float) -> int:
     n: int = conn.execute(f"SELECT {_COUNT_SQL}", _count_params(key, start)).fetchone()[0]
     return n
+
+
+def _judge_rules(
+    conn: sqlite3.Connection, rules: Sequence[RateRule], now: float, cost: int
+) -> tuple[RateDecision | None, list[int], list[str]]:
+    """Inside a transaction: the first full rule's refusal (or None), every rule's
+    count, and the keys an admitted event is recorded under."""
+    skipped = set()
+    seen = [(i, r) for i, r in enumerate(rules) if r.skip_if_seen is not None]
+    if seen:
+        sql = "SELECT " + ", ".join([f"({_COUNT_SQL})"] * len(seen))
+        params = [p for _, r in seen for p in _count_params(str(r.skip_if_seen), now - r.window)]
+        for (i, _), n in zip(seen, conn.execute(sql, params).fetchone(), strict=True):
+            if n:
+                skipped.add(i)
+    counts = [0] * len(rules)
+    counted = [
+        i
+        for i, r in enumerate(rules)
+        if not r.record_only and r.limit < RECORD_ONLY and i not in skipped
+    ]
+    if counted:
+        sql = "SELECT " + ", ".join([f"({_COUNT_SQL})"] * len(counted))
+        params = [p for i in counted for p in _count_params(rules[i].key, now - rules[i].window)]
+        for i, n in zip(counted, conn.execute(sql, params).fetchone(), strict=True):
+            counts[i] = int(n)
+    for i in counted:
+        rule, n = rules[i], counts[i]
+        if n + cost > rule.limit:
+            # Room appears once the (n + cost - limit)-th oldest entry leaves.
+            must_leave = n + cost - rule.limit
+            if must_leave > n:  # cost > limit: never fits; a full window is the bound
+                wait = float(rule.window)
+            else:
+                ts: float = conn.execute(
+                    "SELECT ts FROM rate_log WHERE key = ? AND ts > ? ORDER BY ts LIMIT 1 OFFSET ?",
+                    (rule.key, now - rule.window, must_leave - 1),
+                ).fetchone()[0]
+                wait = ts + rule.window - now
+            return RateDecision(False, rule.name, wait, n, key=rule.key), counts, []
+    # One event is one entry per key, even when several rules share a key.
+    keys = list(dict.fromkeys(r.key for i, r in enumerate(rules) if i not in skipped))
+    return None, counts, keys
+
+
+def _record_rules(conn: sqlite3.Connection, keys: Sequence[str], now: float, cost: int) -> None:
+    if not keys or not cost:
+        return
+    bucket = int(now // BUCKET) * BUCKET
+    conn.executemany(
+        "INSERT INTO rate_log (key, ts) VALUES (?, ?)",
+        [(key, now) for key in keys for _ in range(cost)],
+    )
+    conn.executemany(
+        "INSERT INTO rate_buckets (key, start, n) VALUES (?, ?, ?) "
+        "ON CONFLICT (key, start) DO UPDATE SET n = n + excluded.n",
+        [(key, bucket, cost) for key in keys],
+    )
+
+
+def _fullest(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
+    """The allowed decision, reporting the fullest enforced rule's count."""
+    after = [n + added for n in counts]
+    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
+    fullest = max(
+        enforced,
+        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
+    )
+    return RateDecision(True, None, 0.0, after[fullest])
+
+
+def _bucket_states(
+    conn: sqlite3.Connection, buckets: Sequence[Bucket], now: float
+) -> list[admission.Level]:
+    if not buckets:
+        return []
+    marks = ", ".join("?" * len(buckets))
+    rows = {
+        str(k): (float(level), float(earned), float(t))
+        for k, level, earned, t in conn.execute(
+            f"SELECT key, level, earned, t FROM buckets WHERE key IN ({marks})",  # noqa: S608 - placeholders only
+            [b.key for b in buckets],
+        )
+    }
+    out = []
+    for b in buckets:
+        level, earned, t = rows.get(b.key, (0.0, 0.0, now))
+        out.append(admission.decayed(level, earned, t, now, b.tau))
+    return out
+
+
+def _write_buckets(
+    conn: sqlite3.Connection,
+    buckets: Sequence[Bucket],
+    states: Sequence[admission.Level],
+    now: float,
+) -> None:
+    conn.executemany(
+        "INSERT INTO buckets (key, level, earned, t, forget_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET level = excluded.level, earned = excluded.earned, "
+        "t = excluded.t, forget_at = excluded.forget_at",
+        [
+            (b.key, st.level, st.earned, now, now + admission.FORGET_AFTER_TAUS * b.tau)
+            for b, st in zip(buckets, states, strict=True)
+        ],
+    )
 
 
 def _path_from_url(url: str) -> str:
@@ -404,12 +524,12 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 f"INSERT INTO verifications ({V_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
                     v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
                     v.attempts, v.sends, v.client_ip, v.country, v.locale,
-                    v.code_length, v.service_name,
+                    v.code_length, v.service_name, v.owner,
                 ),
             )  # fmt: skip
 
@@ -532,57 +652,60 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> RateDecision:
             # A peek only reads: a deferred transaction gives it one consistent snapshot.
             with _transaction(conn, "IMMEDIATE" if record else "DEFERRED"):
-                # Every rule's count in one statement (pure counters are not counted).
-                counted = [i for i, r in enumerate(rules) if r.limit < RECORD_ONLY]
-                counts = [0] * len(rules)
-                if counted:
-                    sql = "SELECT " + ", ".join([f"({_COUNT_SQL})"] * len(counted))
-                    params = [
-                        p
-                        for i in counted
-                        for p in _count_params(rules[i].key, now - rules[i].window)
-                    ]
-                    for i, n in zip(counted, conn.execute(sql, params).fetchone(), strict=True):
-                        counts[i] = int(n)
-                for i in counted:
-                    rule, n = rules[i], counts[i]
-                    if n + cost > rule.limit:
-                        # Room appears once the (n + cost - limit)-th oldest entry leaves.
-                        must_leave = n + cost - rule.limit
-                        if must_leave > n:  # cost > limit: never fits; a full window is the bound
-                            retry_after = float(rule.window)
-                        else:
-                            ts: float = conn.execute(
-                                "SELECT ts FROM rate_log WHERE key = ? AND ts > ? "
-                                "ORDER BY ts LIMIT 1 OFFSET ?",
-                                (rule.key, now - rule.window, must_leave - 1),
-                            ).fetchone()[0]
-                            retry_after = ts + rule.window - now
-                        return RateDecision(False, rule.name, retry_after, n)
+                refusal, counts, keys = _judge_rules(conn, rules, now, cost)
+                if refusal is not None:
+                    return refusal
                 if record and cost:
-                    added = cost
-                    # One event is one entry per key, even when several rules share a key.
-                    keys = list(dict.fromkeys(rule.key for rule in rules))
-                    bucket = int(now // BUCKET) * BUCKET
-                    conn.executemany(
-                        "INSERT INTO rate_log (key, ts) VALUES (?, ?)",
-                        [(key, now) for key in keys for _ in range(cost)],
-                    )
-                    conn.executemany(
-                        "INSERT INTO rate_buckets (key, start, n) VALUES (?, ?, ?) "
-                        "ON CONFLICT (key, start) DO UPDATE SET n = n + excluded.n",
-                        [(key, bucket, cost) for key in keys],
-                    )
-                else:
-                    added = 0
-            after = [n + added for n in counts]
-            fullest = max(
-                range(len(rules)),
-                key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
-            )
-            return RateDecision(True, None, 0.0, after[fullest])
+                    _record_rules(conn, keys, now, cost)
+            return _fullest(rules, counts, cost if record else 0)
 
         return await self._run("hit", run)
+
+    async def admit(
+        self,
+        rules: Sequence[RateRule],
+        buckets: Sequence[Bucket],
+        now: float,
+        *,
+        pressure: float | None = None,
+        force: bool = False,
+    ) -> RateDecision:
+        rules, buckets = tuple(rules), tuple(buckets)
+
+        def run(conn: sqlite3.Connection) -> RateDecision:
+            with _transaction(conn):
+                refusal, counts, keys = _judge_rules(conn, rules, now, 1)
+                if refusal is not None:
+                    return refusal
+                states = _bucket_states(conn, buckets, now)
+                if not force:
+                    for b, state in zip(buckets, states, strict=True):
+                        if not admission.fits(b, state):
+                            wait = admission.retry_after(b, state)
+                            return RateDecision(False, b.name, wait, int(state.level), key=b.key)
+                        if pressure is not None and not admission.fits(b, state, pressure=pressure):
+                            wait = admission.retry_after(b, state)
+                            return RateDecision(
+                                False, b.name, wait, int(state.level), challenge=True, key=b.key
+                            )
+                _record_rules(conn, keys, now, 1)
+                _write_buckets(conn, buckets, [admission.after_send(st, 1) for st in states], now)
+            return _fullest(rules, counts, 1) if rules else RateDecision(True)
+
+        return await self._run("admit", run)
+
+    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        buckets = tuple(buckets)
+        if not buckets:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                states = _bucket_states(conn, buckets, now)
+                after = [admission.after_approval(st, refund) for st in states]
+                _write_buckets(conn, buckets, after, now)
+
+        await self._run("credit", run)
 
     async def count(self, key: str, window: int, now: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -764,6 +887,7 @@ class SQLiteStore(Store):
             ("rate_buckets", "start < ?", now - rate_horizon - BUCKET),
             ("events", "ts < ?", now - event_horizon),
             ("flags", "until <= ?", now),
+            ("buckets", "forget_at < ?", now),
         )
 
         def delete_batch(conn: sqlite3.Connection, table: str, condition: str, bound: float) -> int:
