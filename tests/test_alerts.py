@@ -46,7 +46,11 @@ SCENARIO_SETTINGS: dict[str, Any] = {
     "fraud_budget_global": "100000/1h",
     "fraud_budget_country": "100000/1h",
     "fraud_conversion_min_sends": 10,
+    "fraud_suspend_on_low_conversion": True,  # the prefix suspension is an opt-in
     "fraud_sequential_threshold": 1000,
+    # Admission would cut the pumped prefix off first; these tests are about alerts.
+    **{f"admission_{scope}": "off" for scope in ("global", "country", "api_key")},
+    **{f"admission_block_{d}": "off" for d in (4, 5, 6)},
     "alert_spike_min": 40,
     "alert_conversion_min_sends": 10,
     "alert_sinks": ["log", "webhook"],

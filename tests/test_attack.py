@@ -1,9 +1,10 @@
 """A scripted attack on an engine with the default settings.
 
 Real users keep converting while an attacker pumps one number range from many
-IPs, walks another range from one IP, hammers resend, floods one number and
-guesses codes. Each attack must be stopped by the rule meant for it, before
-anything is sent, with the refusals recorded as events.
+IPs (a returning customer in that range still logs in), walks another range from
+one IP, hammers resend, floods one number and guesses codes. Each attack must be
+stopped by the rule meant for it, before anything is sent, with the refusals
+recorded as events.
 """
 
 from __future__ import annotations
@@ -64,20 +65,23 @@ async def test_scripted_attack(
         v = await otp.start(legit(i), client_ip=lone_ip(1000 + i))
         assert (await otp.check(outbox.last_code(), verification_id=v.id)).valid
 
-    # 1. Pumping one range from a botnet, one number per IP. The prefix limit caps
-    #    each burst at 20 per 10 minutes; once 30 sends are old enough to have been
-    #    typed and none were, the conversion watch suspends the range.
+    # A customer whose number lies in the range about to be pumped logs in.
+    returning = f"{PUMPED}9000"
+    v = await otp.start(returning, client_ip=lone_ip(1900))
+    assert (await otp.check(outbox.last_code(), verification_id=v.id)).valid
+
+    # 1. Pumping one range from a botnet, one number per IP. Nobody types these codes:
+    #    the block's admission bucket (12 unconverted sends, decaying over 12 h) cuts
+    #    the pump off after 12; two hours later it has room for one more.
     burst1 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(40)]
-    assert Counter(burst1) == {"sent": 20, "rate_limited:prefix": 20}
-    clock.advance(601)
-    burst2 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(40, 60)]
-    assert Counter(burst2) == {"sent": 20}
-    clock.advance(600)
-    burst3 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(60, 70)]
-    assert burst3 == ["sent"] + ["fraud:low_conversion"] * 9
-    [suspended] = await otp.store.list_events(EventQuery(types=(EventType.FRAUD_SUSPENDED.value,)))
-    assert suspended.details["subject"] == f"prefix {PUMPED}"
-    assert (suspended.details["sent"], suspended.details["approved"]) == (40, 0)
+    assert Counter(burst1) == {"sent": 12, "rate_limited:block": 28}
+    # Two hours later 12 * e^(-2/12) = 10.2 unconverted sends are left, and the
+    # allowance is 12 + 0.5 x the customer's decayed approval (12.4): room for two.
+    clock.advance(7200)
+    burst2 = [await attempt(otp, f"{PUMPED}{i:04d}", lone_ip(i)) for i in range(40, 50)]
+    assert burst2 == ["sent"] * 2 + ["rate_limited:block"] * 8
+    # The returning customer is trusted: the pump does not lock them out.
+    assert await attempt(otp, returning, lone_ip(1901)) == "sent"
 
     # 2. Walking another range from one IP: the fifth distinct number is refused.
     walk = [await attempt(otp, f"{WALKED}{i:04d}", "203.0.113.66") for i in range(10)]
@@ -127,28 +131,28 @@ async def test_scripted_attack(
 
     # Real users elsewhere are still served; the pumped range is not.
     await otp.start(legit(500), client_ip=lone_ip(1500))
-    with pytest.raises(DestinationRefused):
+    with pytest.raises(RateLimited) as refused:
         await otp.start(f"{PUMPED}9999", client_ip=lone_ip(1501))
+    assert refused.value.rule == "block" and f"block {PUMPED}" in refused.value.message
 
     # What the events say happened.
     events = await otp.store.list_events(EventQuery(limit=10_000))
     refusals = Counter((e.reason, e.rule) for e in events if e.type == EventType.REFUSED.value)
     assert refusals == {
-        ("rate_limited", "prefix"): 20,
-        ("fraud:low_conversion", "low_conversion"): 9 + 1,
+        ("rate_limited", "block"): 28 + 8 + 1,
         ("fraud:sequential_numbers", "sequential_numbers"): 6,
         ("rate_limited", "cooldown"): cooldowns,
         ("rate_limited", "phone"): 1 + 47,
         ("rate_limited", "failed_checks"): 5,
     }
     types = Counter(e.type for e in events)
-    assert types[EventType.SENT.value] == 20 + 41 + 4 + 1 + 3 + 1
+    assert types[EventType.SENT.value] == 20 + 1 + 14 + 1 + 4 + 1 + 3 + 1
     assert types[EventType.RESENT.value] == 2
-    assert types[EventType.CHECK_PASSED.value] == 20
+    assert types[EventType.CHECK_PASSED.value] == 20 + 1
     assert types[EventType.CHECK_FAILED.value] == 10
     assert types[EventType.LOCKED.value] == 2
-    assert types[EventType.FRAUD_SUSPENDED.value] == 1
+    assert types[EventType.FRAUD_SUSPENDED.value] == 0
     assert types[EventType.FRAUD_SHADOW.value] == 0
-    assert len(outbox.outbox) == 20 + 41 + 4 + 3 + 3 + 1
+    assert len(outbox.outbox) == 20 + 1 + 14 + 1 + 4 + 3 + 3 + 1
     # Every attacker refusal names the client it came from.
     assert all(e.client_ip not in (None, "unknown") for e in events if e.type == "request.refused")

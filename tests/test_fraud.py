@@ -21,7 +21,12 @@ JERSEY = "+447797712345"
 EngineFactory = Callable[..., Any]
 
 # Small figures so a test can reach them; the defaults are checked in test_defaults.
-CONVERSION = {"fraud_conversion_min_sends": 5, "fraud_conversion_min_rate": 0.5}
+# The suspension is an opt-in (OTPGUARD_FRAUD_SUSPEND_ON_LOW_CONVERSION).
+CONVERSION = {
+    "fraud_conversion_min_sends": 5,
+    "fraud_conversion_min_rate": 0.5,
+    "fraud_suspend_on_low_conversion": True,
+}
 
 
 def in_prefix(i: int) -> str:
@@ -68,14 +73,17 @@ async def approved_elsewhere(otp: Verifier, outbox: MemoryTransport, n: int) -> 
 
 
 def test_defaults(settings: Settings) -> None:
-    """Conservative: a range must see 30 sends in an hour with under 1 in 10 typed."""
+    """Conservative: a range must see 30 sends in an hour with under 1 in 10 typed, and
+    suspending a whole range or country is an opt-in; budgets are opt-in hard caps."""
+    assert settings.fraud_suspend_on_low_conversion is False
+    assert settings.fraud_observation_window == 60
     assert settings.fraud_conversion_window == 3600
     assert settings.fraud_conversion_min_sends == 30
     assert settings.fraud_conversion_min_rate == 0.1
     assert settings.fraud_conversion_suspend == 3600
     assert (settings.fraud_sequential_window, settings.fraud_sequential_threshold) == (600, 5)
-    assert settings.windows("fraud_budget_global") == [(1000, 3600), (10000, 86400)]
-    assert settings.windows("fraud_budget_country") == [(500, 3600), (5000, 86400)]
+    assert settings.windows("fraud_budget_global") == []
+    assert settings.windows("fraud_budget_country") == []
     assert settings.fraud_shadow == []
 
 
@@ -135,15 +143,16 @@ async def test_a_converting_prefix_is_not_suspended(
 async def test_young_sends_are_not_judged(
     engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    """A burst of real users is not suspended before they had time to type."""
+    """A burst of real users is not suspended before they had time to type: a send is
+    judged once it is older than the observation window (60 s), not the code lifetime."""
     async with engine(**CONVERSION) as otp:
         await approved_elsewhere(otp, outbox, 10)
         clock.advance(301)
         for i in range(8):
             await otp.start(in_prefix(i), client_ip=lone_ip(i))
-            clock.advance(30)  # all eight within the 300 s code lifetime
+            clock.advance(7)  # all eight within the 60 s observation window
         assert await events_of(otp, EventType.FRAUD_SUSPENDED) == []
-        clock.advance(301 - 30)
+        clock.advance(61 - 7)  # the codes are still valid, but nobody typed them in time
         await otp.start(in_prefix(8), client_ip=lone_ip(8))
         [suspended] = await events_of(otp, EventType.FRAUD_SUSPENDED)
         assert suspended.details["sent"] == 8
@@ -256,14 +265,15 @@ async def test_global_budget_is_a_circuit_breaker(
         event = await refused_with(
             otp, "fraud:budget_exhausted", elsewhere(3), client_ip=lone_ip(3)
         )
-        assert event.details == {"subject": "global", "sent": 3}
+        assert event.details == {"subject": "global", "sent": 3, "retry_after": 3600}
         clock.advance(3600)
         for i in range(3, 5):
             await otp.start(elsewhere(i), client_ip=lone_ip(i))
         event = await refused_with(
             otp, "fraud:budget_exhausted", elsewhere(5), client_ip=lone_ip(5)
         )
-        assert event.details == {"subject": "global", "sent": 5}  # the day's budget
+        assert event.details["subject"] == "global"
+        assert event.details["sent"] == 5  # the day's budget
         assert len(outbox.outbox) == 5
 
 
@@ -274,7 +284,7 @@ async def test_country_budget(engine: EngineFactory, clock: ManualClock) -> None
         event = await refused_with(
             otp, "fraud:budget_exhausted", elsewhere(2), client_ip=lone_ip(2)
         )
-        assert event.details == {"subject": "country GB", "sent": 2}
+        assert event.details == {"subject": "country GB", "sent": 2, "retry_after": 3600}
         await otp.start(JERSEY, client_ip=lone_ip(3))
         clock.advance(3600)
         await otp.start(elsewhere(2), client_ip=lone_ip(2))

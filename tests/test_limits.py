@@ -252,15 +252,21 @@ async def test_checks_without_client_ip_are_visible_as_unknown(
 # -- prefix, country, global ------------------------------------------------------------------
 
 
-async def test_prefix_twenty_per_ten_minutes(verifier: Verifier, clock: ManualClock) -> None:
-    # One IP per number, each in its own network: only the prefix rule sees them all.
-    for i in range(20):
-        await verifier.start(same_prefix(i), client_ip=f"10.{i}.0.1")
-    err = await refused_by("prefix", verifier.start(same_prefix(20), client_ip="10.20.0.1"))
-    assert err.retry_after == 600
-    await verifier.start("+447400130000", client_ip="10.21.0.1")  # the neighbouring prefix
-    clock.advance(600)
-    await verifier.start(same_prefix(20), client_ip="10.20.0.1")
+NO_BLOCK_ADMISSION = {f"admission_block_{d}": "off" for d in (4, 5, 6)}
+
+
+async def test_prefix_hard_cap(engine: EngineFactory, clock: ManualClock) -> None:
+    """The prefix cap on all sends is an opt-in (admission judges number blocks by
+    default, tests/test_admission.py); set, it counts every send to the prefix."""
+    async with engine(limit_prefix="20/10m;100/24h", **NO_BLOCK_ADMISSION) as otp:
+        # One IP per number, each in its own network: only the prefix rule sees them all.
+        for i in range(20):
+            await otp.start(same_prefix(i), client_ip=f"10.{i}.0.1")
+        err = await refused_by("prefix", otp.start(same_prefix(20), client_ip="10.20.0.1"))
+        assert err.retry_after == 600
+        await otp.start("+447400130000", client_ip="10.21.0.1")  # the neighbouring prefix
+        clock.advance(600)
+        await otp.start(same_prefix(20), client_ip="10.20.0.1")
 
 
 async def test_country(engine: EngineFactory, clock: ManualClock) -> None:

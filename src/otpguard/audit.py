@@ -193,13 +193,18 @@ def check_limits(settings: Settings) -> Iterator[Finding]:
             "wrong codes are not limited across verifications (per number and per IP)",
             "set OTPGUARD_LIMIT_FAILED_CHECKS=10/1h and OTPGUARD_LIMIT_IP_FAILED_CHECKS=30/1h",
         )
-    if settings.windows("limit_global"):
-        yield _ok("limits.global", f"a global ceiling on sends ({settings.limit_global})")
+    if settings.windows("admission_global") or settings.windows("limit_global"):
+        yield _ok(
+            "limits.global",
+            "a global ceiling on unconverted sends "
+            f"(OTPGUARD_ADMISSION_GLOBAL={settings.admission_global}; "
+            f"hard cap OTPGUARD_LIMIT_GLOBAL={settings.limit_global})",
+        )
     else:
         yield _warn(
             "limits.global",
             "no global ceiling on sends: a distributed attack is bounded only by your bill",
-            "set OTPGUARD_LIMIT_GLOBAL=100/1m;10000/24h",
+            "set OTPGUARD_ADMISSION_GLOBAL=100/10m;100/8h (or a hard OTPGUARD_LIMIT_GLOBAL)",
         )
 
 

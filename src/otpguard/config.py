@@ -95,11 +95,26 @@ class Settings(BaseModel):
     limit_phone: str = "3/10m;10/24h"
     limit_ip: str = "10/10m;50/24h"
     limit_network: str = "30/10m"
-    limit_prefix: str = "20/10m;100/24h"
-    limit_country: str = "300/10m;5000/24h"
-    limit_global: str = "100/1m;10000/24h"
+    limit_account: str = "5/10m;20/24h"  # per end-user account_id (of one API key)
+    # Hard caps on *all* sends (trusted numbers included), off by default: shared
+    # capacity is the admission buckets' job below, paid for in conversions.
+    limit_prefix: str = "off"
+    limit_country: str = "off"
+    limit_global: str = "off"
     limit_failed_checks: str = "10/1h"
     limit_ip_failed_checks: str = "30/1h"
+
+    # -- admission: shared capacity paid for in conversions (admission.py) ---
+    # BASE/TAU;...: a base of unconverted sends, decaying with time constant TAU.
+    admission_global: str = "100/10m;100/8h"
+    admission_country: str = "60/10m;60/8h"
+    admission_api_key: str = "150/10m;300/8h"
+    admission_block_4: str = "12/12h"  # number blocks: E.164 minus its last 4 digits
+    admission_block_5: str = "30/12h"  # ... minus its last 5 digits
+    admission_block_6: str = "60/12h"  # ... minus its last 6 digits
+    admission_share: float = Field(0.5, ge=0.0, le=10.0)  # room earned per approval
+    admission_pressure: float = Field(0.2, ge=0.0, lt=1.0)  # the soft line a challenge guards
+    trusted_days: int = Field(90, ge=0, le=3650)  # a number approved this recently is trusted
 
     # -- destination policy ------------------------------------------------
     allowed_countries: list[str] = Field(default_factory=lambda: ["GB"])
@@ -114,10 +129,14 @@ class Settings(BaseModel):
     fraud_conversion_min_sends: int = Field(30, ge=1)
     fraud_conversion_min_rate: float = Field(0.1, ge=0.0, le=1.0)
     fraud_conversion_suspend: int = Field(3600, ge=60)
+    # Suspending a whole prefix or country on low conversion is an opt-in.
+    fraud_suspend_on_low_conversion: bool = False
+    # A send not checked within this many seconds counts as unconverted for the signal.
+    fraud_observation_window: int = Field(60, ge=10, le=600)
     fraud_sequential_window: int = Field(600, ge=10)
     fraud_sequential_threshold: int = Field(5, ge=2)
-    fraud_budget_global: str = "1000/1h;10000/24h"
-    fraud_budget_country: str = "500/1h;5000/24h"
+    fraud_budget_global: str = "off"  # hard cost caps on all sends (opt-in)
+    fraud_budget_country: str = "off"
     fraud_shadow: list[str] = Field(default_factory=list)
 
     # -- Twilio ------------------------------------------------------------
@@ -189,6 +208,13 @@ class Settings(BaseModel):
         "limit_phone",
         "limit_ip",
         "limit_network",
+        "limit_account",
+        "admission_global",
+        "admission_country",
+        "admission_api_key",
+        "admission_block_4",
+        "admission_block_5",
+        "admission_block_6",
         "limit_prefix",
         "limit_country",
         "limit_global",

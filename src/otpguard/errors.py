@@ -13,6 +13,7 @@ stable machine-readable ``code`` that the HTTP API returns unchanged::
     +-- DestinationRefused           destination_refused        403 (reason=...)
     +-- NotFound                     not_found                  404
     +-- Conflict                     conflict                   409 (reason=...)
+    +-- ChallengeRequired            challenge_required         428 (challenge=..., scope=...)
     +-- RateLimited                  rate_limited               429 (rule=..., retry_after=...)
     +-- DeliveryError                delivery_failed            502 (reason=..., provider_code=...)
     +-- StorageError                 unavailable                503
@@ -114,6 +115,33 @@ class Conflict(OtpguardError):
 
     def details(self) -> dict[str, object]:
         return {"reason": self.reason}
+
+
+class ChallengeRequired(OtpguardError):
+    """A scope is under pressure: pass the challenge (CAPTCHA) and repeat the start
+    with ``challenge_token``. ``challenge`` names the provider and its site key."""
+
+    code = "challenge_required"
+    status = 428
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        scope: str | None = None,
+        reason: str = "challenge_required",
+        challenge: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or "pass the challenge and repeat the start with challenge_token")
+        self.scope = scope
+        self.reason = reason
+        self.challenge = dict(challenge or {})
+
+    def details(self) -> dict[str, object]:
+        out: dict[str, object] = {"reason": self.reason, "challenge": self.challenge}
+        if self.scope is not None:
+            out["scope"] = self.scope
+        return out
 
 
 class RateLimited(OtpguardError):

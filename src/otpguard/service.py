@@ -22,23 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from . import limits
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
 from .config import Settings
 from .errors import (
+    ChallengeRequired,
     ConfigError,
     Conflict,
     DeliveryError,
-    DestinationRefused,
     InvalidRequest,
     NotFound,
     OtpguardError,
@@ -46,8 +47,24 @@ from .errors import (
     StorageError,
 )
 from .events import Event, EventType, log_event, mask_number, new_event_id
-from .fraud import Assessment, FraudRules, FraudVerdict
-from .models import AttemptOutcome, Channel, Status, Verification
+from .fraud import ConversionWatch
+from .guards import (
+    AdmissionGuard,
+    BudgetGuard,
+    DestinationGuard,
+    DevelopmentGuard,
+    Guard,
+    LimitGuard,
+    Refusal,
+    SendContext,
+    SequentialGuard,
+    Shadow,
+    SuspensionGuard,
+    UndeliverableGuard,
+    scope_buckets,
+    undeliverable_key,
+)
+from .models import AttemptOutcome, Channel, RateRule, Status, Verification
 from .phone import DestinationPolicy, PhoneNumber, parse
 from .stores.base import Store
 from .transports.base import Message, Transport, pick_locale
@@ -61,6 +78,47 @@ UNDELIVERABLE_REASONS = frozenset(
 VERIFICATION_GRACE = 3600.0  # keep finished verifications this long after expiry
 
 EventListener = Callable[[Event], None]
+CHALLENGE_TOKEN_WINDOW = 3600  # seconds a used challenge token is remembered
+
+
+class ChallengeChecker(Protocol):
+    """What the engine needs of a challenge provider (``challenge.ChallengeVerifier``)."""
+
+    mode: str  # "pressure" | "always"
+
+    def describe(self) -> dict[str, str]: ...
+
+    async def verify(self, token: str, remote_ip: str | None) -> bool: ...
+
+
+def token_hash(token: str) -> str:
+    """A used challenge token is remembered by its hash, never as given."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _ip_or_none(ip: str) -> str | None:
+    return None if ip == limits.UNKNOWN_IP else ip
+
+
+def build_guards(
+    settings: Settings,
+    policy: DestinationPolicy,
+    dev_allowed: frozenset[str],
+    admission: AdmissionGuard,
+) -> list[Guard]:
+    """The send path's guards, in order; those named in OTPGUARD_FRAUD_SHADOW wrapped."""
+    guards: list[Guard] = [
+        DestinationGuard(policy),
+        DevelopmentGuard(settings, dev_allowed),
+        UndeliverableGuard(),
+    ]
+    fraud: list[Guard] = [SequentialGuard(settings), BudgetGuard(settings)]
+    if settings.fraud_suspend_on_low_conversion:
+        fraud.insert(0, SuspensionGuard())
+    guards += [LimitGuard(settings)]
+    guards += [Shadow(g) if g.name in settings.fraud_shadow else g for g in fraud]
+    guards.append(admission)
+    return guards
 
 
 @dataclass(frozen=True)
@@ -96,6 +154,7 @@ class Verifier:
         clock: Clock = system_clock,
         keyring: Keyring | None = None,
         listeners: Sequence[EventListener] = (),
+        challenge: ChallengeChecker | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -104,13 +163,16 @@ class Verifier:
         self.keyring = keyring or settings.keyring()
         self.listeners = list(listeners)
         self.policy = DestinationPolicy.from_settings(settings)
-        self.fraud = FraudRules(settings, store)
+        self.watch = ConversionWatch(settings, store)
+        self.challenge = challenge
         try:
-            self._dev_allowed = frozenset(
+            dev_allowed = frozenset(
                 parse(n, settings.default_region).e164 for n in settings.dev_allowed_numbers
             )
         except InvalidRequest as exc:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
+        self.admission = AdmissionGuard(settings, challenge_configured=challenge is not None)
+        self.guards = build_guards(settings, self.policy, dev_allowed, self.admission)
         self._rate_horizon = float(limits.longest_window(settings))
 
     # -- lifecycle --------------------------------------------------------------
@@ -200,21 +262,6 @@ class Verifier:
             )
         return exc
 
-    async def _refuse_fraud(
-        self, verdict: FraudVerdict, now: float, number: PhoneNumber, ip: str, ch: Channel
-    ) -> OtpguardError:
-        """A fraud rule's refusal, with the figures behind it in the event."""
-        return await self._refuse(
-            DestinationRefused(verdict.reason),
-            now,
-            number,
-            ip,
-            ch,
-            rule=verdict.rule,
-            subject=verdict.subject,
-            **verdict.figures,
-        )
-
     # -- sending ----------------------------------------------------------------
 
     async def start(
@@ -226,11 +273,18 @@ class Verifier:
         *,
         code_length: int | None = None,
         service_name: str | None = None,
+        owner: str | None = None,
+        account_id: str | None = None,
+        challenge_token: str | None = None,
     ) -> Verification:
         """Create a verification, send its code, return it (never the code).
 
         ``code_length`` (6-10) and ``service_name`` override the settings for this
-        verification (the Twilio Verify-compatible API uses them per service)."""
+        verification (the Twilio Verify-compatible API uses them per service).
+        ``owner`` is the API key's id (its own admission bucket); ``account_id`` the
+        app's own user or session id (its own limits, stored only as a keyed hash);
+        ``challenge_token`` a CAPTCHA token after a ``challenge_required`` answer.
+        Every argument is validated before anything is counted."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = _channel(channel)
@@ -238,17 +292,26 @@ class Verifier:
             len(locale) > 16 or not locale.replace("-", "").replace("_", "").isalnum()
         ):
             raise InvalidRequest("'locale' must be a language tag like en or fr-FR")
+        length = self.settings.code_length if code_length is None else code_length
+        if not isinstance(length, int) or isinstance(length, bool) or not 6 <= length <= 10:
+            raise InvalidRequest("code length must be between 6 and 10 digits")
+        if service_name is not None and not 0 < len(service_name) <= 40:
+            raise InvalidRequest("the service name must be 1-40 characters")
+        if account_id is not None and (
+            not isinstance(account_id, str) or not 0 < len(account_id) <= 128
+        ):
+            raise InvalidRequest("'account_id' must be 1-128 characters")
+        if challenge_token is not None and (
+            not isinstance(challenge_token, str) or not 0 < len(challenge_token) <= 4096
+        ):
+            raise InvalidRequest("'challenge_token' must be 1-4096 characters")
         try:
             number = parse(to, self.settings.default_region)
         except InvalidRequest as exc:
             raise await self._refuse(exc, now, None, ip, ch) from None
-        assessment = await self._guard_send(number, ch, ip, now)
+        ctx = self._context(number, ch, ip, now, owner, account_id)
+        await self._admit(ctx, challenge_token)
 
-        length = self.settings.code_length if code_length is None else code_length
-        if not isinstance(length, int) or not 6 <= length <= 10:
-            raise InvalidRequest("code length must be between 6 and 10 digits")
-        if service_name is not None and not 0 < len(service_name) <= 40:
-            raise InvalidRequest("the service name must be 1-40 characters")
         vid = new_verification_id()
         code = generate_code(length)
         key_id, tag = self.keyring.sign(vid, number.e164, ch.value, code)
@@ -268,83 +331,152 @@ class Verifier:
             locale=pick_locale(locale, number.region),
             code_length=length,
             service_name=service_name,
+            owner=owner,
         )
         await self.store.create_verification(v)
         started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
-        await self._deliver(v, number, code, ip, now, EventType.SENT, assessment, started)
+        await self._deliver(v, number, code, ip, now, EventType.SENT, started)
         return v
 
-    async def _guard_send(
-        self, number: PhoneNumber, ch: Channel, ip: str, now: float
-    ) -> Assessment | None:
-        """Every refusal that must happen before a message is sent. On success the
-        send is counted (limits, budgets and fraud counters in one atomic hit) and
-        the fraud assessment is returned for the conversion watch after delivery."""
-        decision = self.policy.decide(number, ch)
-        if not decision.allowed:
-            assert decision.reason is not None
-            raise await self._refuse(DestinationRefused(decision.reason), now, number, ip, ch)
-        self._development_guard(number, ip, ch)
-        watched = not self.policy.is_allowlisted(number)
-        undeliverable = f"undeliverable:{number.e164}"
-        keys = [undeliverable, *(self.fraud.flag_keys(number) if watched else [])]
-        flags = await self.store.get_flags(keys, now)
-        if undeliverable in flags:
-            flag = flags[undeliverable]
-            exc = DestinationRefused(
-                "undeliverable", f"destination refused: recently undeliverable ({flag})"
-            )
-            raise await self._refuse(exc, now, number, ip, ch, provider_reason=flag)
-        rules = limits.send_rules(self.settings, number, ip)
-        assessment = None
-        if watched:
-            assessment = await self.fraud.assess(number, ip, now, flags)
-            shadows = []
-            for verdict in assessment.verdicts:
-                if self.fraud.shadowed(verdict.rule):
-                    shadows.append(
-                        self._event(
-                            EventType.FRAUD_SHADOW,
-                            now,
-                            number=number,
-                            client_ip=ip,
-                            reason=verdict.reason,
-                            rule=verdict.rule,
-                            channel=ch.value,
-                            details={"subject": verdict.subject, **verdict.figures},
-                        )
-                    )
-                    continue
-                if shadows:
-                    await self._emit(*shadows)
-                raise await self._refuse_fraud(verdict, now, number, ip, ch)
-            if shadows:
-                await self._emit(*shadows)
-            if not self.fraud.shadowed("budget_exhausted"):
-                rules += self.fraud.budget_rules(number)  # enforced in the same atomic step
-            rules += assessment.record  # fraud counters: never refuse, recorded with the send
-        decision_rl = await self.store.hit(rules, now)
-        if not decision_rl.allowed:
-            assert decision_rl.rule is not None
-            if decision_rl.rule.startswith("budget_"):
-                verdict = self.fraud.budget_verdict(
-                    number, decision_rl.rule, decision_rl.count, decision_rl.retry_after
-                )
-                raise await self._refuse_fraud(verdict, now, number, ip, ch)
-            exc_rl = RateLimited(decision_rl.rule, decision_rl.retry_after)
-            raise await self._refuse(exc_rl, now, number, ip, ch, count=decision_rl.count)
-        return assessment
+    def _context(
+        self,
+        number: PhoneNumber,
+        ch: Channel,
+        ip: str,
+        now: float,
+        owner: str | None = None,
+        account_id: str | None = None,
+    ) -> SendContext:
+        account = None
+        if account_id is not None:
+            account = self.keyring.keyed_hash("account", f"{owner or ''}:{account_id}")
+        return SendContext(
+            number=number,
+            channel=ch,
+            ip=ip,
+            now=now,
+            owner=owner,
+            account=account,
+            trusted_key=self._trusted_key(number.e164),
+            reaches_real_phones=self.transport.reaches_real_phones,
+        )
 
-    def _development_guard(self, number: PhoneNumber, ip: str, ch: Channel) -> None:
-        """Development with live credentials may only reach magic or listed numbers."""
-        if self.settings.production or not self.transport.reaches_real_phones:
+    def _trusted_key(self, e164: str) -> str:
+        return "trusted:" + self.keyring.keyed_hash("number", e164)
+
+    async def _admit(self, ctx: SendContext, challenge_token: str | None) -> None:
+        """Run the guards: every refusal happens before a message is sent. On success
+        the send is counted (limits, admission buckets, counters) in one atomic step."""
+        number, ip, now = ctx.number, ctx.ip, ctx.now
+        allowlisted = self.policy.is_allowlisted(number)
+        # The allowlist skips the fraud guards and admission, never policy or limits.
+        guards = [g for g in self.guards if not (allowlisted and g.fraud)]
+        keys = list(dict.fromkeys(k for g in guards for k in g.flag_keys(ctx)))
+        ctx.flags = await self.store.get_flags(keys, now) if keys else {}
+        for guard in guards:
+            refusal = guard.check(ctx)
+            if refusal is not None:
+                raise await self._refuse_with(refusal, ctx)
+        await self._emit_shadows(ctx)
+        rules = [r for g in guards for r in g.rules(ctx)]
+        rules += self.watch.send_rules(number)
+        buckets = [] if allowlisted else [b for g in guards for b in g.buckets(ctx)]
+        pressure: float | None = None
+        challenge = self.challenge
+        if challenge is not None and buckets and not allowlisted:
+            if challenge_token is not None:
+                ctx.challenge_passed = await challenge.verify(challenge_token, _ip_or_none(ip))
+                if not ctx.challenge_passed:
+                    raise await self._refuse_with(
+                        Refusal(
+                            ChallengeRequired(
+                                "the challenge was not passed: show it again and repeat the "
+                                "start with the new token",
+                                reason="challenge_failed",
+                                challenge=challenge.describe(),
+                            )
+                        ),
+                        ctx,
+                    )
+                # each token admits one start: counted in the same atomic step
+                rules.append(
+                    RateRule("challenge_reused", f"challenge:{token_hash(challenge_token)}", 1,
+                             CHALLENGE_TOKEN_WINDOW)
+                )  # fmt: skip
+            elif challenge.mode == "always":
+                raise await self._refuse_with(
+                    Refusal(ChallengeRequired(challenge=challenge.describe())), ctx
+                )
+            else:
+                pressure = self.settings.admission_pressure
+        decision = await self.store.admit(
+            rules, buckets, now, pressure=pressure, force=ctx.challenge_passed
+        )
+        if decision.allowed:
             return
-        if number.is_twilio_magic or number.e164 in self._dev_allowed:
-            return
-        raise DestinationRefused(
-            "development_guard",
-            "destination refused: development mode with live Twilio credentials only sends to "
-            "Twilio's magic numbers or to numbers listed in OTPGUARD_DEV_ALLOWED_NUMBERS",
+        owner = next((g for g in guards if g.owns(decision.key or "")), None)
+        if decision.rule == "challenge_reused":
+            assert challenge is not None
+            refusal = Refusal(
+                ChallengeRequired(
+                    "that challenge token was already used: show the challenge again",
+                    reason="challenge_failed",
+                    challenge=challenge.describe(),
+                )
+            )
+        elif owner is not None:
+            refusal = owner.refusal(ctx, decision)
+        else:
+            assert decision.rule is not None
+            refusal = Refusal(RateLimited(decision.rule, decision.retry_after), decision.rule)
+        if isinstance(refusal.error, ChallengeRequired) and challenge is not None:
+            refusal.error.challenge = challenge.describe()
+        raise await self._refuse_with(refusal, ctx)
+
+    async def _refuse_with(self, refusal: Refusal, ctx: SendContext) -> OtpguardError:
+        return await self._refuse(
+            refusal.error,
+            ctx.now,
+            ctx.number,
+            ctx.ip,
+            ctx.channel,
+            rule=refusal.rule,
+            **refusal.details,
+        )
+
+    async def _emit_shadows(self, ctx: SendContext) -> None:
+        """What shadowed guards would have refused, as ``fraud.shadow`` events."""
+        events = []
+        for guard in self.guards:
+            if isinstance(guard, Shadow):
+                for refusal in guard.would_refuse:
+                    events.append(self._shadow_event(ctx, refusal.reason, refusal.rule,
+                                                     refusal.details))  # fmt: skip
+                guard.would_refuse.clear()
+        shadowed = [g.inner for g in self.guards if isinstance(g, Shadow)]
+        peek_rules = [r for g in shadowed for r in g.rules(ctx)]
+        if peek_rules:
+            peek = await self.store.hit(peek_rules, ctx.now, record=False)
+            if not peek.allowed:
+                owner = next(g for g in shadowed if g.owns(peek.key or ""))
+                refusal = owner.refusal(ctx, peek)
+                events.append(self._shadow_event(ctx, refusal.reason, refusal.rule,
+                                                 refusal.details))  # fmt: skip
+        if events:
+            await self._emit(*events)
+
+    def _shadow_event(
+        self, ctx: SendContext, reason: str, rule: str | None, details: dict[str, Any]
+    ) -> Event:
+        return self._event(
+            EventType.FRAUD_SHADOW,
+            ctx.now,
+            number=ctx.number,
+            client_ip=ctx.ip,
+            reason=reason,
+            rule=rule,
+            channel=ctx.channel.value,
+            details=details,
         )
 
     async def _deliver(
@@ -355,7 +487,6 @@ class Verifier:
         ip: str,
         now: float,
         kind: EventType,
-        assessment: Assessment | None,
         *before: Event,
     ) -> None:
         """Send, then record the outcome together with ``before`` (one store write)."""
@@ -375,7 +506,7 @@ class Verifier:
             await self.store.transition(v.id, [Status.PENDING], Status.FAILED, now)
             if exc.reason in UNDELIVERABLE_REASONS and self.settings.undeliverable_ttl > 0:
                 await self.store.set_flag(
-                    f"undeliverable:{v.to}", exc.reason, now + self.settings.undeliverable_ttl
+                    undeliverable_key(v.to), exc.reason, now + self.settings.undeliverable_ttl
                 )
             await self._emit(
                 *before,
@@ -391,8 +522,8 @@ class Verifier:
             )
             raise
         verdicts = []
-        if assessment is not None:
-            verdicts = await self.fraud.after_send(number, assessment, now)
+        if not self.policy.is_allowlisted(number):
+            verdicts = await self.watch.after_send(number, now)
         events = [
             *before,
             self._event(
@@ -405,11 +536,7 @@ class Verifier:
             ),
         ]
         for verdict in verdicts:
-            type_ = (
-                EventType.FRAUD_SHADOW
-                if self.fraud.shadowed(verdict.rule)
-                else EventType.FRAUD_SUSPENDED
-            )
+            type_ = EventType.FRAUD_SHADOW if self.watch.shadowed else EventType.FRAUD_SUSPENDED
             events.append(
                 self._event(
                     type_,
@@ -436,7 +563,7 @@ class Verifier:
             raise await self._refuse(
                 RateLimited("cooldown", v.resend_available_at - now), now, number, ip, v.channel
             )
-        assessment = await self._guard_send(number, v.channel, ip, now)
+        await self._admit(self._context(number, v.channel, ip, now, v.owner), None)
         code = generate_code(v.code_length)
         while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code):
             code = generate_code(v.code_length)  # never the same code twice in a row
@@ -454,7 +581,7 @@ class Verifier:
             if current.status is not Status.PENDING:
                 raise Conflict(current.status.value)
             raise RateLimited("cooldown", max(1.0, current.resend_available_at - now))
-        await self._deliver(updated, number, code, ip, now, EventType.RESENT, assessment)
+        await self._deliver(updated, number, code, ip, now, EventType.RESENT)
         return updated
 
     # -- checking -----------------------------------------------------------------
@@ -548,11 +675,13 @@ class Verifier:
         matches = self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
         if matches and await self.store.approve(v.id, now):
             v = v.with_(status=Status.APPROVED, updated_at=now)
-            await self._emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
-            # Conversion counts only need the prefix and the region: no second parse.
-            number = PhoneNumber(e164=v.to, region=v.country, type="")
-            if v.country is not None and not self.policy.is_allowlisted(number):
-                await self.fraud.record_approval(number, now)
+            # The approval has committed: whatever fails from here on, the answer is
+            # "approved" (the bookkeeping below is logged and lost, never a 503).
+            try:
+                await self._emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
+                await self._converted(v, now)
+            except StorageError:
+                log.warning("approval of %s recorded; its bookkeeping failed", v.id)
             return CheckResult(True, Status.APPROVED, self._remaining(v), v)
         if matches:  # right code, but someone else approved (or it expired) in between
             current = await self.store.get_verification(v.id) or v
@@ -572,6 +701,25 @@ class Verifier:
         await self._emit(*events)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
+
+    async def _converted(self, v: Verification, now: float) -> None:
+        """After an approval: the refund and the earned room in every admission bucket
+        (unless the number was trusted, whose sends were not counted), the number
+        trusted from now on, and the conversion watch's counter."""
+        # Only the prefix and the region are needed: no second parse.
+        number = PhoneNumber(e164=v.to, region=v.country, type="")
+        if v.country is None or self.policy.is_allowlisted(number):
+            return
+        trusted_key = self._trusted_key(v.to)
+        was_trusted = bool(await self.store.get_flags([trusted_key], now))
+        if not was_trusted:
+            buckets = scope_buckets(self.admission, number, v.owner)
+            await self.store.credit(buckets, v.sends, now)
+        if self.settings.trusted_days > 0:
+            await self.store.set_flag(trusted_key, "1", now + self.settings.trusted_days * 86400.0)
+        approval_rules = self.watch.approval_rules(number)
+        if approval_rules:
+            await self.store.hit(approval_rules, now)
 
     def _remaining(self, v: Verification) -> int:
         if v.status is not Status.PENDING:

@@ -1,0 +1,424 @@
+"""The send path as a pipeline of guards.
+
+Each guard has one job. It says which flags it needs read (``flag_keys``), may
+refuse on what was read (``check``), and says what the send must count
+(``rules``: rate windows; ``buckets``: admission). The engine reads every
+guard's flags in one store call, runs the checks in order, then hands every
+rule and bucket to one atomic ``Store.admit``; a refusal there is turned into
+an answer by the guard that owns the refusing key (``refusal``). The engine
+knows no rule by name.
+
+Shadow mode is :class:`Shadow`, a wrapper around any guard: its refusals become
+``fraud.shadow`` events and its rules are recorded but never refuse.
+
+================== ==================================================== ============
+guard              job                                                  refuses with
+================== ==================================================== ============
+DestinationGuard   country, number type, block and allow lists          403
+DevelopmentGuard   live credentials in development reach listed numbers 403
+UndeliverableGuard numbers the provider recently could not reach        403
+SuspensionGuard    prefixes/countries suspended on low conversion       403 (opt-in)
+LimitGuard         per number, IP, network, account; hard caps         429
+SequentialGuard    one IP or network walking a number range             403
+AdmissionGuard     shared capacity paid for in conversions              429 / 428
+================== ==================================================== ============
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import admission, limits
+from .config import Settings
+from .errors import ChallengeRequired, DestinationRefused, OtpguardError, RateLimited
+from .limits import UNKNOWN_IP, ip_key, network_of
+from .models import Bucket, Channel, RateDecision, RateRule
+from .phone import DestinationPolicy, PhoneNumber
+
+#: Number blocks judged by admission, as digits cut from the end of the E.164 form.
+BLOCK_DIGITS = (4, 5, 6)
+
+
+@dataclass
+class SendContext:
+    """What the guards know about one send."""
+
+    number: PhoneNumber
+    channel: Channel
+    ip: str
+    now: float
+    owner: str | None = None  # the API key's public id
+    account: str | None = None  # keyed hash of the caller's account_id
+    trusted_key: str = ""  # the flag that says the number converted recently
+    reaches_real_phones: bool = False
+    challenge_passed: bool = False
+    flags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trusted(self) -> bool:
+        return self.trusted_key in self.flags
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A guard's answer: the error to raise and what the event records."""
+
+    error: OtpguardError
+    rule: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        return str(getattr(self.error, "reason", None) or self.error.code)
+
+
+class Guard:
+    """One rule of the send path. Every method has a harmless default."""
+
+    name = "guard"  # what OTPGUARD_FRAUD_SHADOW names
+    fraud = False  # a fraud rule: allowlisted numbers skip it
+    key_prefixes: tuple[str, ...] = ()  # the store keys this guard's rules use
+
+    def flag_keys(self, ctx: SendContext) -> list[str]:
+        return []
+
+    def check(self, ctx: SendContext) -> Refusal | None:
+        return None
+
+    def rules(self, ctx: SendContext) -> list[RateRule]:
+        return []
+
+    def buckets(self, ctx: SendContext) -> list[Bucket]:
+        return []
+
+    def owns(self, key: str) -> bool:
+        return key.startswith(self.key_prefixes) if self.key_prefixes else False
+
+    def refusal(self, ctx: SendContext, decision: RateDecision) -> Refusal:
+        assert decision.rule is not None
+        return Refusal(
+            RateLimited(decision.rule, decision.retry_after),
+            decision.rule,
+            {"count": decision.count},
+        )
+
+
+class Shadow(Guard):
+    """Evaluate ``inner`` and record what it would have refused, refusing nothing."""
+
+    def __init__(self, inner: Guard) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fraud = inner.fraud
+        self.key_prefixes = inner.key_prefixes
+        self.would_refuse: list[Refusal] = []
+
+    def flag_keys(self, ctx: SendContext) -> list[str]:
+        return self.inner.flag_keys(ctx)
+
+    def check(self, ctx: SendContext) -> Refusal | None:
+        refusal = self.inner.check(ctx)
+        if refusal is not None:
+            self.would_refuse.append(refusal)
+        return None
+
+    def rules(self, ctx: SendContext) -> list[RateRule]:
+        return [replace(r, record_only=True) for r in self.inner.rules(ctx)]
+
+    def buckets(self, ctx: SendContext) -> list[Bucket]:
+        return self.inner.buckets(ctx)  # the engine records them forced (see Pipeline)
+
+    def refusal(self, ctx: SendContext, decision: RateDecision) -> Refusal:
+        return self.inner.refusal(ctx, decision)
+
+
+class DestinationGuard(Guard):
+    name = "destination"
+
+    def __init__(self, policy: DestinationPolicy) -> None:
+        self.policy = policy
+
+    def check(self, ctx: SendContext) -> Refusal | None:
+        decision = self.policy.decide(ctx.number, ctx.channel)
+        if decision.allowed:
+            return None
+        assert decision.reason is not None
+        return Refusal(DestinationRefused(decision.reason))
+
+
+class DevelopmentGuard(Guard):
+    """Development with live credentials may only reach magic or listed numbers."""
+
+    name = "development_guard"
+
+    def __init__(self, settings: Settings, allowed: frozenset[str]) -> None:
+        self.production = settings.production
+        self.allowed = allowed
+
+    def check(self, ctx: SendContext) -> Refusal | None:
+        if self.production or not ctx.reaches_real_phones:
+            return None
+        if ctx.number.is_twilio_magic or ctx.number.e164 in self.allowed:
+            return None
+        return Refusal(
+            DestinationRefused(
+                "development_guard",
+                "destination refused: development mode with live Twilio credentials only sends "
+                "to Twilio's magic numbers or to numbers listed in OTPGUARD_DEV_ALLOWED_NUMBERS",
+            )
+        )
+
+
+class UndeliverableGuard(Guard):
+    name = "undeliverable"
+
+    def flag_keys(self, ctx: SendContext) -> list[str]:
+        return [undeliverable_key(ctx.number.e164)]
+
+    def check(self, ctx: SendContext) -> Refusal | None:
+        flag = ctx.flags.get(undeliverable_key(ctx.number.e164))
+        if flag is None:
+            return None
+        return Refusal(
+            DestinationRefused(
+                "undeliverable", f"destination refused: recently undeliverable ({flag})"
+            ),
+            details={"provider_reason": flag},
+        )
+
+
+def undeliverable_key(e164: str) -> str:
+    return f"undeliverable:{e164}"
+
+
+class LimitGuard(Guard):
+    """Per number, client IP, network and account; the optional hard caps on all sends."""
+
+    name = "rate_limits"
+    key_prefixes = ("phone:", "ip:", "network:", "account:", "prefix:", "country:", "global:")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def rules(self, ctx: SendContext) -> list[RateRule]:
+        rules = limits.send_rules(self.settings, ctx.number, ctx.ip)
+        if ctx.account is not None:
+            rules += [
+                RateRule("account", f"account:{ctx.account}", limit, w)
+                for limit, w in self.settings.windows("limit_account")
+            ]
+        return rules
+
+
+class BudgetGuard(Guard):
+    """Hard cost caps on all sends per hour/day, globally and per country (opt-in)."""
+
+    name = "budget_exhausted"
+    fraud = True
+    key_prefixes = ("budget:",)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def rules(self, ctx: SendContext) -> list[RateRule]:
+        s = self.settings
+        return [
+            RateRule("budget_global", "budget:global", limit, w)
+            for limit, w in s.windows("fraud_budget_global")
+        ] + [
+            RateRule("budget_country", f"budget:country:{ctx.number.region}", limit, w)
+            for limit, w in s.windows("fraud_budget_country")
+        ]
+
+    def refusal(self, ctx: SendContext, decision: RateDecision) -> Refusal:
+        scope = "global" if decision.rule == "budget_global" else f"country {ctx.number.region}"
+        return Refusal(
+            DestinationRefused("fraud:budget_exhausted"),
+            "budget_exhausted",
+            {"subject": scope, "sent": decision.count, "retry_after": decision.retry_after},
+        )
+
+
+class SequentialGuard(Guard):
+    """One client IP or network sending to many distinct numbers of one range.
+
+    Distinct numbers are counted with ``skip_if_seen`` inside the atomic admit, so
+    concurrent starts cannot all pass (they did when the count was read first)."""
+
+    name = "sequential_numbers"
+    fraud = True
+    key_prefixes = ("fraud:seq",)
+
+    def __init__(self, settings: Settings) -> None:
+        self.window = settings.fraud_sequential_window
+        self.threshold = settings.fraud_sequential_threshold
+
+    def rules(self, ctx: SendContext) -> list[RateRule]:
+        if ctx.ip == UNKNOWN_IP or ctx.number.is_twilio_magic:
+            return []  # the shared bucket is the ip/network limits' job
+        out: list[RateRule] = []
+        for scope, who in (("ip", ip_key(ctx.ip)), ("network", network_of(ctx.ip))):
+            seen = f"fraud:seqseen:{scope}:{who}:{ctx.number.e164}"
+            out += [
+                RateRule("seq", seen, 1, self.window, record_only=True),
+                RateRule(
+                    f"sequential_numbers:{scope}",
+                    f"fraud:seq:{scope}:{who}:{ctx.number.prefix}",
+                    self.threshold - 1,
+                    self.window,
+                    skip_if_seen=seen,
+                ),
+            ]
+        return out
+
+    def refusal(self, ctx: SendContext, decision: RateDecision) -> Refusal:
+        scope = (decision.rule or "").rpartition(":")[2]
+        who = ip_key(ctx.ip) if scope == "ip" else network_of(ctx.ip)
+        return Refusal(
+            DestinationRefused("fraud:sequential_numbers"),
+            "sequential_numbers",
+            {
+                "subject": f"{scope} {who} -> prefix {ctx.number.prefix}",
+                "distinct_numbers": decision.count + 1,
+                "window_s": self.window,
+                "threshold": self.threshold,
+            },
+        )
+
+
+class SuspensionGuard(Guard):
+    """Refuses prefixes and countries suspended by the conversion watch (opt-in:
+    ``OTPGUARD_FRAUD_SUSPEND_ON_LOW_CONVERSION``). Trusted numbers pass."""
+
+    name = "low_conversion"
+    fraud = True
+
+    def flag_keys(self, ctx: SendContext) -> list[str]:
+        return [suspension_key(s) for s in subjects(ctx.number)]
+
+    def check(self, ctx: SendContext) -> Refusal | None:
+        if ctx.trusted:
+            return None
+        for subject in subjects(ctx.number):
+            raw = ctx.flags.get(suspension_key(subject))
+            if raw is not None:
+                figures = load_figures(raw)
+                until = float(figures.get("until", ctx.now))
+                return Refusal(
+                    DestinationRefused("fraud:low_conversion"),
+                    "low_conversion",
+                    {"subject": subject, **figures, "retry_after": until - ctx.now},
+                )
+        return None
+
+
+def subjects(number: PhoneNumber) -> tuple[str, str]:
+    return f"prefix {number.prefix}", f"country {number.region}"
+
+
+def suspension_key(subject: str) -> str:
+    return f"fraud:suspended:{subject}"
+
+
+def load_figures(raw: str) -> dict[str, float | int | str]:
+    """A suspension's stored figures (JSON); a malformed flag still suspends."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, int | float | str)}
+
+
+class AdmissionGuard(Guard):
+    """Shared capacity paid for in conversions (``admission.py``). Trusted numbers
+    skip it; under pressure, with a challenge provider, it asks for a challenge."""
+
+    name = "admission"
+    fraud = True
+    key_prefixes = ("adm:",)
+
+    def __init__(self, settings: Settings, *, challenge_configured: bool = False) -> None:
+        self.share = settings.admission_share
+        self.challenge_configured = challenge_configured
+        self.specs = [
+            ("global", "global", settings.admission_global),
+            ("country", "country", settings.admission_country),
+            *(
+                ("block", f"block{d}", str(getattr(settings, f"admission_block_{d}")))
+                for d in BLOCK_DIGITS
+            ),
+        ]
+        self.key_spec = settings.admission_api_key
+
+    def flag_keys(self, ctx: SendContext) -> list[str]:
+        return [ctx.trusted_key]
+
+    def buckets(self, ctx: SendContext) -> list[Bucket]:
+        if ctx.trusted:
+            return []
+        return scope_buckets(self, ctx.number, ctx.owner)
+
+    def refusal(self, ctx: SendContext, decision: RateDecision) -> Refusal:
+        scope = scope_of(decision.key or "")
+        details = {"scope": scope, "unconverted": decision.count}
+        if decision.challenge:
+            return Refusal(
+                ChallengeRequired(
+                    f"{scope} is under pressure from unconverted sends: pass the challenge "
+                    "and repeat the start with challenge_token",
+                    scope=scope,
+                ),
+                decision.rule,
+                details,
+            )
+        hint = (
+            "a passed challenge admits the start"
+            if self.challenge_configured
+            else "a challenge provider (OTPGUARD_CHALLENGE_PROVIDER) would admit verified people"
+        )
+        return Refusal(
+            RateLimited(
+                decision.rule or "admission",
+                decision.retry_after,
+                f"{scope} is under pressure: too many codes sent there were never typed; "
+                f"retry after {max(1, int(decision.retry_after))} s, or {hint}",
+            ),
+            decision.rule,
+            details,
+        )
+
+
+def scope_buckets(guard: AdmissionGuard, number: PhoneNumber, owner: str | None) -> list[Bucket]:
+    """Every bucket a send to ``number`` through API key ``owner`` fills."""
+    subjects_ = [
+        ("global", "global", "all"),
+        ("country", "country", str(number.region)),
+        *(("block", f"block{d}", number.e164[:-d]) for d in BLOCK_DIGITS),
+    ]
+    specs = {kind: spec for _, kind, spec in guard.specs}
+    out = []
+    for name, kind, value in subjects_:
+        for base, tau in admission.parse_buckets(specs[kind]):
+            out.append(Bucket(name, f"adm:{kind}:{value}:{tau}", base, float(tau), guard.share))
+    if owner is not None:
+        for base, tau in admission.parse_buckets(guard.key_spec):
+            out.append(Bucket("api_key", f"adm:key:{owner}:{tau}", base, float(tau), guard.share))
+    return out
+
+
+def scope_of(key: str) -> str:
+    """``adm:country:GB:600`` -> ``country GB``; ``adm:block4:+44740012:43200`` ->
+    ``block +44740012``; ``adm:key:og_x:600`` -> ``api key og_x``."""
+    parts = key.split(":")
+    if len(parts) < 3:
+        return key
+    kind, value = parts[1], ":".join(parts[2:-1])
+    if kind.startswith("block"):
+        return f"block {value}"
+    if kind == "key":
+        return f"api key {value}"
+    return "all traffic" if kind == "global" else f"{kind} {value}"
