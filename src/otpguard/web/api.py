@@ -135,9 +135,11 @@ def out(engine: Verifier, v: Verification) -> VerificationOut:
 
 
 @router.post("/v1/verifications", status_code=201, response_model=VerificationOut, responses=ERRORS)
-async def start_verification(body: StartRequest, engine: Engine, _: Auth) -> VerificationOut:
+async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> VerificationOut:
     """Send a code to a number. The response never contains the code."""
-    v = await engine.start(body.to, body.channel, client_ip=body.client_ip, locale=body.locale)
+    v = await engine.start(
+        body.to, body.channel, client_ip=body.client_ip, locale=body.locale, owner=key.id
+    )
     return out(engine, v)
 
 

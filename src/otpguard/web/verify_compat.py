@@ -536,6 +536,7 @@ async def create_verification(request: Request, service_sid: str) -> Response:
             locale=locale,
             code_length=svc.code_length,
             service_name=name or svc.friendly_name,
+            owner=key.id,
         )
     except InvalidRequest as exc:
         if isinstance(exc, InvalidPhoneNumber):
