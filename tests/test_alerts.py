@@ -464,3 +464,25 @@ async def test_a_restarted_engine_does_not_announce_open_alerts_again(
         assert [a.id for a in (await fresh.evaluate(rig.clock())).resolved] == [
             "hot_ip:203.0.113.9"
         ]
+
+
+async def test_admission_pressure_names_the_scope_within_one_evaluation(
+    rig_factory: Callable[..., Any],
+) -> None:
+    """A pumped block: once five starts are refused by its admission bucket, the next
+    evaluation (every 30 s) opens one alert with the figures."""
+    async with rig_factory(admission_block_4="3/12h", alert_admission_threshold=5) as rig:
+        sent = [await start(rig.verifier, f"+44740091{i:04d}", ip(i)) for i in range(7)]
+        assert sent == [True] * 3 + [False] * 4
+        assert (await rig.engine.evaluate(rig.clock())).opened == []
+        assert not await start(rig.verifier, "+447400919999", ip(9))
+        [alert] = (await rig.engine.evaluate(rig.clock())).opened
+        assert alert.id == "admission_pressure:block +44740091"
+        assert {k: v for k, v in alert.details.items() if k != "notified"} == {
+            "scope": "block +44740091",
+            "refused": 5,
+            "challenged": 0,
+            "unconverted": 3,
+        }
+        rig.clock.advance(rig.verifier.settings.alert_hot_window + 1)
+        assert [a.id for a in (await rig.engine.evaluate(rig.clock())).resolved] == [alert.id]

@@ -27,6 +27,9 @@ refused_destination ``alert_refused_destination_threshold`` or more requests for
                     in ``alert_hot_window`` s
 delivery_failures   at least ``alert_delivery_failure_min`` failed deliveries in
                     ``alert_hot_window`` s and failed/attempted >= ``alert_delivery_failure_rate``
+admission_pressure  ``alert_admission_threshold`` or more starts refused or challenged by
+                    one admission scope (a country, a number block, all traffic, an API
+                    key) in ``alert_hot_window`` s: codes sent there are not being typed
 budget_near_cap     a send budget (``fraud_budget_global``, ``fraud_budget_country``) is
                     used to ``alert_budget_ratio`` of its cap
 provider_errors     ``alert_provider_error_threshold`` or more provider errors (not a bad
@@ -81,6 +84,7 @@ RULE_NAMES = (
     "conversion_drop",
     "refused_destination",
     "delivery_failures",
+    "admission_pressure",
     "budget_near_cap",
     "provider_errors",
     "store_errors",
@@ -293,6 +297,41 @@ async def delivery_failures(snap: Snapshot) -> list[Finding]:
     ]
 
 
+async def admission_pressure(snap: Snapshot) -> list[Finding]:
+    """Admission refusals and challenges per scope, with the figures behind them."""
+    s = snap.settings
+    refused: Counter[str] = Counter()
+    challenged: Counter[str] = Counter()
+    unconverted: dict[str, int] = {}
+    for e in snap.within(s.alert_hot_window):
+        scope = e.details.get("scope") if e.type == REFUSED else None
+        if not isinstance(scope, str):
+            continue
+        if e.reason == "challenge_required":
+            challenged[scope] += 1
+        else:
+            refused[scope] += 1
+        unconverted.setdefault(scope, int(e.details.get("unconverted", 0) or 0))
+    both = refused + challenged
+    return [
+        Finding(
+            "admission_pressure",
+            scope,
+            scope,
+            f"{scope} is under pressure: {refused[scope]} starts refused and "
+            f"{challenged[scope]} challenged in {s.alert_hot_window // 60} min; "
+            f"{unconverted[scope]} codes sent there recently were never typed",
+            {
+                "scope": scope,
+                "refused": refused[scope],
+                "challenged": challenged[scope],
+                "unconverted": unconverted[scope],
+            },
+        )
+        for scope, _ in _busiest(both, s.alert_admission_threshold - 1)
+    ]
+
+
 async def budget_near_cap(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     scopes = [
@@ -356,6 +395,7 @@ RULES: tuple[Rule, ...] = (
     conversion_drop,
     refused_destination,
     delivery_failures,
+    admission_pressure,
     budget_near_cap,
     provider_errors,
     store_errors,

@@ -191,6 +191,7 @@ class Settings(BaseModel):
     alert_delivery_failure_rate: float = Field(0.2, ge=0, le=1)
     alert_delivery_failure_min: int = Field(10, ge=1)
     alert_budget_ratio: float = Field(0.8, gt=0, le=1)
+    alert_admission_threshold: int = Field(5, ge=1)
     alert_cooldown: int = Field(900, ge=0)
     alert_interval: int = Field(30, ge=1)
     alert_spike_window: int = Field(300, ge=60)  # the recent window of the spike rule
