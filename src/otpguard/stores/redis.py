@@ -17,6 +17,7 @@ Cluster: a hash tag puts all keys one script touches into one slot::
     og:{n:<e164>}:pending    zset   ids of that number's verifications by created_at
     og:{rl:<key>}            zset   sliding log of one rate key, score = ts
     og:{f:<key>}             hash   one flag: value, until
+    og:{b:<key>}             hash   one admission bucket: level, earned, t, forget_at
     og:{ev}:id / :ts / :data        events by id (lex), by ts, and their JSON
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
@@ -27,8 +28,8 @@ dropped before the ``now``-based checks would stop using it.
 
 Cross-slot work in Cluster is not atomic, and says so where it happens: the per-number
 pending index is written before the verification (``find_pending`` skips ids without a
-verification), and ``hit`` over rules in several slots acquires rule by rule and
-compensates on a refusal (see ``_hit_cluster``).
+verification), and ``hit`` and ``admit`` over keys in several slots acquire step
+by step and compensate on a refusal (see ``_stepwise``).
 """
 
 from __future__ import annotations
