@@ -24,7 +24,7 @@ from redis.crc import key_slot
 
 from otpguard.errors import ConfigError, StorageError
 from otpguard.events import Event
-from otpguard.models import Channel, RateRule, Status, Verification
+from otpguard.models import Bucket, Channel, RateRule, Status, Verification
 from otpguard.stores import Alert, ApiKey, EventQuery, store_from_url
 from otpguard.stores.redis import (
     FLAG_KEEP,
@@ -293,6 +293,30 @@ async def test_cluster_rules_sharing_a_key_across_slots(cluster_store: RedisStor
     assert (refused.allowed, refused.rule, refused.count) == (False, "minute", 2)
     assert await cluster_store.count("k1", 3600, T0 + 2) == 2
     assert await cluster_store.count("k2", 60, T0 + 2) == 2
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_bucket_refusal_takes_back_the_earlier_steps(
+    cluster_store: RedisStore,
+) -> None:
+    roomy = Bucket("global", "adm:all", base=10, tau=3600, share=0.0)
+    full = Bucket("country", "adm:GB", base=1, tau=3600, share=0.0)
+    rule = RateRule("phone", "phone:q", 10, 600)
+    keys = [
+        cluster_store._rkey("phone:q"),
+        cluster_store._bkey(roomy.key),
+        cluster_store._bkey(full.key),
+    ]
+    assert len({key_slot(k.encode()) for k in keys}) == 3
+    assert (await cluster_store.admit([rule], [roomy, full], T0)).allowed
+    refused = await cluster_store.admit([rule], [roomy, full], T0)
+    assert (refused.allowed, refused.key) == (False, full.key)
+    # The rule's entry and the roomy bucket's raise of the refused send are gone.
+    assert await cluster_store.count("phone:q", 600, T0) == 1
+    level = await cluster_store._client.hget(cluster_store._bkey(roomy.key), "level")
+    assert float(level) == 1.0
+    ttl = await cluster_store._client.pttl(cluster_store._bkey(roomy.key))
+    assert 0 < ttl <= 20 * 3600 * 1000
 
 
 # -- errors and outages -------------------------------------------------------------------

@@ -12,9 +12,14 @@ connections. Every operation is one statement or one transaction:
 * single-row state changes are conditional ``UPDATE ... RETURNING`` statements;
 * ``record_attempt`` is one statement: the conditional UPDATE, or when it changed
   nothing, the row read ``FOR UPDATE`` (the newest committed version) to say why;
-* ``hit`` is one call of the ``otpguard_hit`` function (created by the migrations):
-  it takes ``pg_advisory_xact_lock(hashtext(key))`` for each key in hash order (no
-  deadlocks), then counts and inserts under the locks, all in one transaction.
+* ``hit`` is one call of the ``otpguard_judge`` function (created by the
+  migrations): it takes ``pg_advisory_xact_lock(hashtext(key))`` for each key in
+  hash order (no deadlocks), then counts and inserts under the locks, all in one
+  transaction. ``skip_if_seen`` keys are counted inside it, under their locks;
+* ``admit`` and ``credit`` are one transaction: ``otpguard_judge`` locks every rate
+  and bucket key (hash order), judges the rules and returns the buckets' rows; the
+  bucket arithmetic runs here, in Python (``otpguard.admission``, the same code as
+  SQLite's), and one statement writes the rate entries and the buckets.
 
 The schema is created and upgraded by ``MIGRATIONS`` on ``open()``, in one
 transaction holding an advisory lock, so instances starting together do not race;
@@ -39,11 +44,13 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from .. import admission
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
     AttemptOutcome,
     AttemptTicket,
+    Bucket,
     RateDecision,
     RateRule,
     Status,
@@ -67,6 +74,7 @@ Conn = psycopg.AsyncConnection[TupleRow]
 PURGE_BATCH = 5_000  # rows per DELETE: a huge purge never holds locks for long
 MIGRATION_LOCK = 0x6F7470677561  # "otpgua": the advisory lock key of the migrations
 POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
+RECORD_ONLY = 2**40  # a rule with a limit this large never refuses (as in the SQLite store)
 
 #: Every table the store owns (the contract tests' reset hook truncates them).
 TABLES = ("verifications", "rate_log", "flags", "events", "alerts", "api_keys", "buckets")
@@ -111,6 +119,98 @@ BEGIN
     RETURN NEXT;
 END
 $fn$
+"""
+
+# The rules part of hit and admit. Per rule i: key, window start, limit, enforced
+# (false for record-only rules: not counted, never refusing) and the skip_if_seen
+# key (NULL for none; when it has an entry since the rule's start the rule is
+# neither enforced nor recorded). p_lock takes the advisory locks of every key,
+# seen key and bucket key (in hash order); p_record inserts the entries of an
+# allowed event (admit records later, after judging the buckets). When nothing
+# refused, the rows of p_buckets (NULL for a missing row) come back in order,
+# read after the locks were taken.
+_JUDGE_FUNCTION = """
+CREATE FUNCTION otpguard_judge(
+    p_keys text[], p_starts float8[], p_limits bigint[], p_enforced bool[], p_seen text[],
+    p_cost bigint, p_now float8, p_lock bool, p_record bool, p_buckets text[]
+) RETURNS TABLE (
+    refused int, counts bigint[], oldest float8, skipped bool[],
+    b_level float8[], b_earned float8[], b_t float8[]
+)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    i int;
+    n bigint;
+    must_leave bigint;
+    skip bool;
+BEGIN
+    -- Each statement of a VOLATILE function takes a fresh snapshot, so the reads
+    -- below see everything committed by whoever held these locks before us.
+    IF p_lock THEN
+        PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys || p_seen || p_buckets) AS k
+              WHERE k IS NOT NULL ORDER BY 1) AS s;
+    END IF;
+    counts := '{}';
+    skipped := '{}';
+    refused := 0;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        skip := p_seen[i] IS NOT NULL AND EXISTS (
+            SELECT 1 FROM rate_log WHERE key = p_seen[i] AND ts > p_starts[i]);
+        skipped := skipped || skip;
+        n := 0;
+        IF p_enforced[i] AND NOT skip THEN
+            SELECT count(*) INTO n FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i];
+            IF n + p_cost > p_limits[i] THEN
+                counts := counts || n;
+                refused := i;
+                must_leave := n + p_cost - p_limits[i];
+                IF must_leave <= n THEN
+                    SELECT ts INTO oldest FROM rate_log
+                    WHERE key = p_keys[i] AND ts > p_starts[i]
+                    ORDER BY ts OFFSET must_leave - 1 LIMIT 1;
+                END IF;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        END IF;
+        counts := counts || n;
+    END LOOP;
+    IF p_record AND p_cost > 0 THEN
+        -- One event is one entry per key, even when several rules share a key.
+        INSERT INTO rate_log (key, ts)
+        SELECT k, p_now
+        FROM (SELECT DISTINCT p_keys[j] AS k FROM generate_subscripts(p_keys, 1) AS j
+              WHERE NOT skipped[j]) AS d,
+            generate_series(1, p_cost);
+    END IF;
+    IF coalesce(array_length(p_buckets, 1), 0) > 0 THEN
+        SELECT array_agg(b.level ORDER BY u.o), array_agg(b.earned ORDER BY u.o),
+            array_agg(b.t ORDER BY u.o)
+        INTO b_level, b_earned, b_t
+        FROM unnest(p_buckets) WITH ORDINALITY AS u(k, o) LEFT JOIN buckets AS b ON b.key = u.k;
+    END IF;
+    RETURN NEXT;
+END
+$fn$
+"""
+
+_JUDGE_CALL = (
+    "SELECT refused, counts, oldest, skipped, b_level, b_earned, b_t FROM otpguard_judge("
+    "%s::text[], %s::float8[], %s::int8[], %s::bool[], %s::text[], %s::int8, %s::float8, "
+    "%s::bool, %s::bool, %s::text[])"
+)
+
+# The writes of an admitted send or an approval: rate entries and bucket rows.
+_WRITE_ADMISSION = """
+WITH entries AS (
+    INSERT INTO rate_log (key, ts) SELECT k, %(now)s FROM unnest(%(keys)s::text[]) AS k
+)
+INSERT INTO buckets (key, level, earned, t, forget_at)
+SELECT * FROM unnest(%(b_keys)s::text[], %(b_level)s::float8[], %(b_earned)s::float8[],
+    %(b_t)s::float8[], %(b_forget)s::float8[])
+ON CONFLICT (key) DO UPDATE SET level = EXCLUDED.level, earned = EXCLUDED.earned,
+    t = EXCLUDED.t, forget_at = EXCLUDED.forget_at
 """
 
 # MIGRATIONS[n] upgrades schema version n to n + 1. Append, never edit a released step.
@@ -205,6 +305,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX buckets_forget_at ON buckets (forget_at)",
         "ALTER TABLE verifications ADD COLUMN owner TEXT",
     ),
+    (
+        # Rules with record_only and skip_if_seen, and the locks and bucket reads of
+        # admit. otpguard_hit stays for instances of the previous release during a
+        # rolling upgrade (a later step may drop it).
+        _JUDGE_FUNCTION,
+    ),
 )
 
 
@@ -252,6 +358,98 @@ def _split_url(url: str) -> tuple[str, dict[str, float]]:
         raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
     return conninfo, options
+
+
+def _judge_params(
+    rules: Sequence[RateRule],
+    buckets: Sequence[Bucket],
+    now: float,
+    cost: int,
+    *,
+    lock: bool,
+    record: bool,
+) -> tuple[Any, ...]:
+    """The arguments of otpguard_judge."""
+    return (
+        [r.key for r in rules],
+        [now - r.window for r in rules],
+        [r.limit for r in rules],
+        [not r.record_only and r.limit < RECORD_ONLY for r in rules],
+        [r.skip_if_seen for r in rules],
+        cost,
+        now,
+        lock,
+        record,
+        [b.key for b in buckets],
+    )
+
+
+def _rule_refusal(rules: Sequence[RateRule], row: Sequence[Any], now: float) -> RateDecision | None:
+    refused, counts, oldest = int(row[0]), row[1], row[2]
+    if not refused:
+        return None
+    r = rules[refused - 1]
+    # Room appears once the (n + cost - limit)-th oldest entry leaves; when cost >
+    # limit it never fits and a full window is the bound.
+    retry_after = float(r.window) if oldest is None else oldest + r.window - now
+    return RateDecision(False, r.name, retry_after, int(counts[-1]), key=r.key)
+
+
+def _fullest(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
+    """The allowed decision, reporting the fullest enforced rule's count."""
+    after = [n + added for n in counts]
+    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
+    fullest = max(
+        enforced,
+        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
+    )
+    return RateDecision(True, None, 0.0, after[fullest])
+
+
+def _bucket_states(
+    buckets: Sequence[Bucket], row: Sequence[Any], now: float
+) -> list[admission.Level]:
+    if not buckets:
+        return []
+    levels, earned, ts = row[4], row[5], row[6]
+    out = []
+    for i, b in enumerate(buckets):
+        if levels[i] is None:  # no row yet
+            out.append(admission.Level())
+        else:
+            out.append(admission.decayed(levels[i], earned[i], ts[i], now, b.tau))
+    return out
+
+
+def _bucket_refusal(
+    buckets: Sequence[Bucket], states: Sequence[admission.Level], pressure: float | None
+) -> RateDecision | None:
+    """The first bucket a send does not fit (hard), or fits only above the soft line."""
+    for b, state in zip(buckets, states, strict=True):
+        if not admission.fits(b, state):
+            wait = admission.retry_after(b, state)
+            return RateDecision(False, b.name, wait, int(state.level), key=b.key)
+        if pressure is not None and not admission.fits(b, state, pressure=pressure):
+            wait = admission.retry_after(b, state)
+            return RateDecision(False, b.name, wait, int(state.level), challenge=True, key=b.key)
+    return None
+
+
+def _write_params(
+    keys: Sequence[str], buckets: Sequence[Bucket], states: Sequence[admission.Level], now: float
+) -> dict[str, Any]:
+    # A key listed twice would make ON CONFLICT touch a row twice: the last one wins
+    # (both carry the same state, computed from the same read).
+    rows = {b.key: (b, st) for b, st in zip(buckets, states, strict=True)}
+    return {
+        "now": now,
+        "keys": list(keys),
+        "b_keys": list(rows),
+        "b_level": [st.level for _, st in rows.values()],
+        "b_earned": [st.earned for _, st in rows.values()],
+        "b_t": [now] * len(rows),
+        "b_forget": [now + admission.FORGET_AFTER_TAUS * b.tau for b, _ in rows.values()],
+    }
 
 
 class PostgresStore(Store):
@@ -484,31 +682,59 @@ class PostgresStore(Store):
             return RateDecision(allowed=True)
         rules = tuple(rules)
         row = await self._one(
-            "hit",
-            "SELECT refused, counts, oldest FROM otpguard_hit("
-            "%s::text[], %s::float8[], %s::int8[], %s::int8, %s::float8, %s::bool)",
-            (
-                [r.key for r in rules],
-                [now - r.window for r in rules],
-                [r.limit for r in rules],
-                cost,
-                now,
-                record,
-            ),
+            "hit", _JUDGE_CALL, _judge_params(rules, (), now, cost, lock=record, record=record)
         )
         assert row is not None
-        refused, counts, oldest = int(row[0]), [int(n) for n in row[1]], row[2]
-        if refused:
-            r = rules[refused - 1]
-            retry_after = float(r.window) if oldest is None else oldest + r.window - now
-            return RateDecision(False, r.name, retry_after, counts[-1])
-        added = cost if record else 0
-        after = [n + added for n in counts]
-        fullest = max(
-            range(len(rules)),
-            key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
-        )
-        return RateDecision(True, None, 0.0, after[fullest])
+        refusal = _rule_refusal(rules, row, now)
+        if refusal is not None:
+            return refusal
+        return _fullest(rules, [int(n) for n in row[1]], cost if record else 0)
+
+    async def admit(
+        self,
+        rules: Sequence[RateRule],
+        buckets: Sequence[Bucket],
+        now: float,
+        *,
+        pressure: float | None = None,
+        force: bool = False,
+    ) -> RateDecision:
+        rules, buckets = tuple(rules), tuple(buckets)
+        async with self._conn("admit") as conn, conn.transaction():
+            cur = await conn.execute(
+                _JUDGE_CALL, _judge_params(rules, buckets, now, 1, lock=True, record=False)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            refusal = _rule_refusal(rules, row, now)
+            if refusal is not None:
+                return refusal
+            states = _bucket_states(buckets, row, now)
+            if not force:
+                refusal = _bucket_refusal(buckets, states, pressure)
+                if refusal is not None:
+                    return refusal
+            skipped = row[3]
+            keys = list(dict.fromkeys(r.key for r, skip in zip(rules, skipped, strict=True)
+                                      if not skip))  # fmt: skip
+            after = [admission.after_send(st, 1) for st in states]
+            await conn.execute(_WRITE_ADMISSION, _write_params(keys, buckets, after, now))
+        return _fullest(rules, [int(n) for n in row[1]], 1) if rules else RateDecision(True)
+
+    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        buckets = tuple(buckets)
+        if not buckets:
+            return
+        async with self._conn("credit") as conn, conn.transaction():
+            cur = await conn.execute(
+                _JUDGE_CALL, _judge_params((), buckets, now, 0, lock=True, record=False)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            after = [
+                admission.after_approval(st, refund) for st in _bucket_states(buckets, row, now)
+            ]
+            await conn.execute(_WRITE_ADMISSION, _write_params([], buckets, after, now))
 
     async def count(self, key: str, window: int, now: float) -> int:
         row = await self._one(
@@ -657,6 +883,7 @@ class PostgresStore(Store):
             ("rate_log", "ts < %s", now - rate_horizon),
             ("events", "ts < %s", now - event_horizon),
             ("flags", "until <= %s", now),
+            ("buckets", "forget_at < %s", now),
         )
         total = 0
         for table, condition, bound in jobs:

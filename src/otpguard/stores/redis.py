@@ -17,6 +17,7 @@ Cluster: a hash tag puts all keys one script touches into one slot::
     og:{n:<e164>}:pending    zset   ids of that number's verifications by created_at
     og:{rl:<key>}            zset   sliding log of one rate key, score = ts
     og:{f:<key>}             hash   one flag: value, until
+    og:{b:<key>}             hash   one admission bucket: level, earned, t, forget_at
     og:{ev}:id / :ts / :data        events by id (lex), by ts, and their JSON
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
@@ -27,8 +28,8 @@ dropped before the ``now``-based checks would stop using it.
 
 Cross-slot work in Cluster is not atomic, and says so where it happens: the per-number
 pending index is written before the verification (``find_pending`` skips ids without a
-verification), and ``hit`` over rules in several slots acquires rule by rule and
-compensates on a refusal (see ``_hit_cluster``).
+verification), and ``hit`` and ``admit`` over keys in several slots acquire step
+by step and compensate on a refusal (see ``_stepwise``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
+from .. import admission
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
     AttemptOutcome,
     AttemptTicket,
+    Bucket,
     Channel,
     RateDecision,
     RateRule,
@@ -73,6 +76,7 @@ DEFAULT_EVENT_TTL_DAYS = 31
 SCAN_COUNT = 1_000
 BATCH = 500  # ids per HMGET / pipeline, entries per ZADD inside scripts
 SOCKET_TIMEOUT = 5.0
+RECORD_ONLY = 2**40  # a rule with a limit this large never refuses (as in the SQL stores)
 OUR_PARAMS = ("prefix", "max_events", "event_ttl_days")
 
 V_FLOATS = ("created_at", "updated_at", "expires_at", "resend_available_at")
@@ -188,54 +192,179 @@ if KEYS[2] then redis.call('ZREM', KEYS[2], ARGV[2]) end
 return 1
 """
 
-# The sliding-log check of Store.hit. KEYS: distinct rate logs.
-# ARGV: now, cost, nonce, nrules, then per rule (key index, limit, window, ours),
-# then per key (keep, ttl_ms): keep > 0 adds ``cost`` entries to that key when every
-# rule passes, then drops entries older than ``keep`` seconds.
-# ``ours`` is how many entries this same hit already added to the key (Cluster).
-# Returns {0, count per rule} when allowed, {rule index, count, oldest ts or ''} if not.
-HIT_LUA = """
-local now = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
-local nrules = tonumber(ARGV[4])
-local counts = {0}
-for i = 1, nrules do
-  local b = 4 + (i - 1) * 4
-  local key = KEYS[tonumber(ARGV[b + 1])]
-  local limit, window = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local start = '(' .. fmt(now - window)
-  local n = redis.call('ZCOUNT', key, start, '+inf') - tonumber(ARGV[b + 4])
-  if n + cost > limit then
-    local must_leave = n + cost - limit
-    local oldest = ''
-    if must_leave <= n then
-      oldest = redis.call('ZRANGEBYSCORE', key, start, '+inf', 'WITHSCORES',
-        'LIMIT', must_leave - 1, 1)[2]
+# The rules part of hit and admit (in _LUA_LIB): judge(now, cost, at) reads, from
+# ARGV[at + 1], nrules, then per rule (key index, limit, window, ours, enforced,
+# seen key index or 0). ``ours`` is how many entries this same call already added
+# to the key (Cluster); a rule not ``enforced`` (record-only) is neither counted nor
+# refusing; a rule whose seen key has an entry in the rule's window is skipped:
+# neither enforced nor recorded. Returns a refusal {rule index, count, oldest ts or
+# ''}, or nil, the counts {0, count per rule}, the keys to record and the last ARGV
+# index read. record(...) then reads per key (keep, ttl_ms): keep > 0 adds ``cost``
+# entries to a key some unskipped rule uses, then drops entries older than ``keep``.
+_LUA_RULES = """
+local function judge(now, cost, at)
+  local nrules = tonumber(ARGV[at + 1])
+  local counts, live = {0}, {}
+  for i = 1, nrules do
+    local b = at + 1 + (i - 1) * 6
+    local ki = tonumber(ARGV[b + 1])
+    local limit, window = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    local start = '(' .. fmt(now - window)
+    local si = tonumber(ARGV[b + 6])
+    local n = 0
+    if si == 0 or redis.call('ZCOUNT', KEYS[si], start, '+inf') == 0 then
+      live[ki] = true
+      if ARGV[b + 5] == '1' then
+        n = redis.call('ZCOUNT', KEYS[ki], start, '+inf') - tonumber(ARGV[b + 4])
+        if n + cost > limit then
+          local must_leave = n + cost - limit
+          local oldest = ''
+          if must_leave <= n then
+            oldest = redis.call('ZRANGEBYSCORE', KEYS[ki], start, '+inf', 'WITHSCORES',
+              'LIMIT', must_leave - 1, 1)[2]
+          end
+          return {i, n, oldest}
+        end
+      end
     end
-    return {i, n, oldest}
+    counts[i + 1] = n
   end
-  counts[i + 1] = n
+  return nil, counts, live, at + 1 + nrules * 6
 end
-if cost > 0 then
-  local b = 4 + nrules * 4
-  for j = 1, #KEYS do
-    local keep = tonumber(ARGV[b + (j - 1) * 2 + 1])
-    if keep > 0 then
+
+local function record(now_s, cost, nonce, live, at, nkeys)
+  local now = tonumber(now_s)
+  for j = 1, nkeys do
+    local keep = tonumber(ARGV[at + (j - 1) * 2 + 1])
+    if keep > 0 and live[j] then
       local batch = {}
       for i = 1, cost do
-        batch[#batch + 1] = ARGV[1]
-        batch[#batch + 1] = ARGV[1] .. ':' .. ARGV[3] .. ':' .. i
+        batch[#batch + 1] = now_s
+        batch[#batch + 1] = now_s .. ':' .. nonce .. ':' .. i
         if #batch >= 1000 or i == cost then
           redis.call('ZADD', KEYS[j], unpack(batch))
           batch = {}
         end
       end
       redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', fmt(now - keep))
-      extend(KEYS[j], ARGV[b + (j - 1) * 2 + 2])
+      extend(KEYS[j], ARGV[at + (j - 1) * 2 + 2])
     end
   end
 end
+"""
+
+# The bucket arithmetic of admission.py, exactly: decayed, fits, retry_after.
+_LUA_BUCKETS = """
+local function bucket_state(key, now, tau)
+  local h = redis.call('HMGET', key, 'level', 'earned', 't')
+  if not h[1] then return 0.0, 0.0 end
+  local level, earned, last = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
+  if now <= last or tau <= 0 then return level, earned end
+  local factor = math.exp(-(now - last) / tau)
+  return level * factor, earned * factor
+end
+
+local function fits(base, share, level, earned, pressure)
+  return level + 1 <= (1.0 - pressure) * (base + share * earned) + 1e-9
+end
+
+local function retry_after(base, tau, share, level, earned)
+  local room = base + share * earned - 1
+  if level <= 0 then return 1.0 end
+  if room <= 0 then
+    room = base - 1
+    if room <= 0 then return tau end
+  end
+  if level <= room then return 1.0 end
+  return math.max(1.0, tau * math.log(level / room))
+end
+
+local function bucket_write(key, level, earned, now_s, ttl_ms, forget_at)
+  redis.call('HSET', key, 'level', fmt(level), 'earned', fmt(earned), 't', now_s,
+    'forget_at', forget_at)
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+"""
+
+# Store.hit. KEYS: distinct rate logs (rule keys and seen keys).
+# ARGV: now, cost, nonce, then the rules (judge) and per key (keep, ttl_ms).
+HIT_LUA = """
+local refusal, counts, live, at = judge(tonumber(ARGV[1]), tonumber(ARGV[2]), 3)
+if refusal then return refusal end
+if tonumber(ARGV[2]) > 0 then record(ARGV[1], tonumber(ARGV[2]), ARGV[3], live, at, #KEYS) end
 return counts
+"""
+
+# Store.admit (cost 1). KEYS: nrk rate logs, then the buckets.
+# ARGV: now, nonce, nrk, the rules (judge), per rate log (keep, ttl_ms), then
+# nbuckets, pressure or '', force ('1' or '0'), per bucket (base, tau, share,
+# ttl_ms, forget_at). Returns the counts as hit does, a rule's refusal as hit does,
+# or a bucket's: {-bucket index, level, retry_after, challenge (0 or 1)}.
+ADMIT_LUA = """
+local now = tonumber(ARGV[1])
+local nrk = tonumber(ARGV[3])
+local refusal, counts, live, at = judge(now, 1, 3)
+if refusal then return refusal end
+local bb = at + nrk * 2
+local nb = tonumber(ARGV[bb + 1])
+local pressure, force = ARGV[bb + 2], ARGV[bb + 3] == '1'
+local states = {}
+for j = 1, nb do
+  local c = bb + 3 + (j - 1) * 5
+  local base, tau, share = tonumber(ARGV[c + 1]), tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3])
+  local level, earned = bucket_state(KEYS[nrk + j], now, tau)
+  if not force then
+    if not fits(base, share, level, earned, 0.0) then
+      return {-j, fmt(level), fmt(retry_after(base, tau, share, level, earned)), 0}
+    end
+    if pressure ~= '' and not fits(base, share, level, earned, tonumber(pressure)) then
+      return {-j, fmt(level), fmt(retry_after(base, tau, share, level, earned)), 1}
+    end
+  end
+  states[j] = {level, earned}
+end
+record(ARGV[1], 1, ARGV[2], live, at, nrk)
+for j = 1, nb do
+  local c = bb + 3 + (j - 1) * 5
+  bucket_write(KEYS[nrk + j], states[j][1] + 1, states[j][2], ARGV[1], ARGV[c + 4], ARGV[c + 5])
+end
+return counts
+"""
+
+# Store.credit. KEYS: buckets; ARGV: now, refund, per bucket (tau, ttl_ms, forget_at).
+CREDIT_LUA = """
+local now, refund = tonumber(ARGV[1]), tonumber(ARGV[2])
+local states = {}
+for j = 1, #KEYS do
+  local level, earned = bucket_state(KEYS[j], now, tonumber(ARGV[2 + (j - 1) * 3 + 1]))
+  states[j] = {math.max(0.0, level - refund), earned + 1.0}
+end
+for j = 1, #KEYS do
+  local c = 2 + (j - 1) * 3
+  bucket_write(KEYS[j], states[j][1], states[j][2], ARGV[1], ARGV[c + 2], ARGV[c + 3])
+end
+return 1
+"""
+
+# Cluster: takes back one send admitted at ``now`` from a bucket (a later refusal).
+# KEYS: bucket; ARGV: now, tau. When the row was since written at a later t, the
+# send had decayed to e^-(t - now)/tau by then; t itself is kept.
+GIVE_BACK_LUA = """
+local h = redis.call('HMGET', KEYS[1], 'level', 't')
+if not h[1] then return 0 end
+local now, t, tau = tonumber(ARGV[1]), tonumber(h[2]), tonumber(ARGV[2])
+local amount = 1.0
+if t > now and tau > 0 then amount = math.exp(-(t - now) / tau) end
+redis.call('HSET', KEYS[1], 'level', fmt(math.max(0.0, tonumber(h[1]) - amount)))
+return 1
+"""
+
+# KEYS: bucket; ARGV: now. Deletes the bucket if forget_at < now.
+PURGE_BUCKET_LUA = """
+local f = redis.call('HGET', KEYS[1], 'forget_at')
+if not f or tonumber(f) >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 """
 
 # KEYS: flag; ARGV: value, until, ttl_ms
@@ -296,8 +425,13 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 """
 
+_WITH_RULES = {"hit", "admit"}
+_WITH_BUCKETS = {"admit", "credit"}
 SCRIPTS = {
-    name: _LUA_LIB + code
+    name: _LUA_LIB
+    + (_LUA_RULES if name in _WITH_RULES else "")
+    + (_LUA_BUCKETS if name in _WITH_BUCKETS else "")
+    + code
     for name, code in {
         "create": CREATE_LUA,
         "index_add": INDEX_ADD_LUA,
@@ -308,6 +442,10 @@ SCRIPTS = {
         "transition": TRANSITION_LUA,
         "purge_v": PURGE_V_LUA,
         "hit": HIT_LUA,
+        "admit": ADMIT_LUA,
+        "credit": CREDIT_LUA,
+        "give_back": GIVE_BACK_LUA,
+        "purge_bucket": PURGE_BUCKET_LUA,
         "set_flag": SET_FLAG_LUA,
         "purge_flag": PURGE_FLAG_LUA,
         "add_events": ADD_EVENTS_LUA,
@@ -468,6 +606,68 @@ def _event_matches(e: Event, q: EventQuery) -> bool:
     )
 
 
+def _enforced(r: RateRule) -> bool:
+    return not r.record_only and r.limit < RECORD_ONLY
+
+
+def _keep(rules: Sequence[RateRule]) -> dict[str, int]:
+    """Entries are kept for the longest window hitting the key in this call (limits.py
+    puts the window in the key, so a key is always hit with the same windows)."""
+    keep: dict[str, int] = {}
+    for r in rules:
+        keep[r.key] = max(keep.get(r.key, 0), r.window)
+    return keep
+
+
+def _rate_keys(rules: Sequence[RateRule]) -> list[str]:
+    """The distinct rate keys of one call: the rules' keys, then their seen keys."""
+    keys = [r.key for r in rules] + [r.skip_if_seen for r in rules if r.skip_if_seen is not None]
+    return list(dict.fromkeys(keys))
+
+
+def _rule_args(rules: Sequence[RateRule], keys: list[str]) -> list[Any]:
+    args: list[Any] = [len(rules)]
+    for r in rules:
+        seen = 0 if r.skip_if_seen is None else keys.index(r.skip_if_seen) + 1
+        args += [keys.index(r.key) + 1, r.limit, r.window, 0, int(_enforced(r)), seen]
+    return args
+
+
+def _forget_at(b: Bucket, now: float) -> float:
+    return now + admission.FORGET_AFTER_TAUS * b.tau
+
+
+def _bucket_ttl(b: Bucket) -> int:
+    return _ms(admission.FORGET_AFTER_TAUS * b.tau)
+
+
+def _bucket_args(
+    buckets: Sequence[Bucket], now: float, pressure: float | None, force: bool
+) -> list[Any]:
+    args: list[Any] = [len(buckets), "" if pressure is None else repr(float(pressure))]
+    args.append("1" if force else "0")
+    for b in buckets:
+        args += [repr(float(b.base)), repr(float(b.tau)), repr(float(b.share)),
+                 _bucket_ttl(b), _ts(_forget_at(b, now))]  # fmt: skip
+    return args
+
+
+def _bucket_refusal(b: Bucket, out: Sequence[Any]) -> RateDecision:
+    level, wait, challenge = float(out[1]), float(out[2]), out[3] == 1
+    return RateDecision(False, b.name, wait, int(level), challenge=challenge, key=b.key)
+
+
+def _fullest(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
+    """The allowed decision, reporting the fullest enforced rule's count."""
+    after = [n + added for n in counts]
+    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
+    fullest = max(
+        enforced,
+        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
+    )
+    return RateDecision(True, None, 0.0, after[fullest])
+
+
 # -- the store --------------------------------------------------------------------------
 
 
@@ -501,6 +701,9 @@ class RedisStore(Store):
 
     def _fkey(self, key: str) -> str:
         return f"{self._opts.prefix}:{{f:{key}}}"
+
+    def _bkey(self, key: str) -> str:
+        return f"{self._opts.prefix}:{{b:{key}}}"
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -695,92 +898,177 @@ class RedisStore(Store):
         if not rules:
             return RateDecision(allowed=True)
         rules = tuple(rules)
-        # Entries are kept for the longest window hitting the key in this call (limits.py
-        # puts the window in the key, so a key is always hit with the same windows).
-        keep: dict[str, int] = {}
-        for r in rules:
-            keep[r.key] = max(keep.get(r.key, 0), r.window)
+        keep = _keep(rules)
         nonce = os.urandom(8).hex()
-        if self._opts.cluster and len(keep) > 1:
-            return await self._hit_cluster(rules, now, cost, record, keep, nonce)
-        keys = list(keep)
-        args: list[Any] = [_ts(now), cost, nonce, len(rules)]
-        for r in rules:
-            args += [keys.index(r.key) + 1, r.limit, r.window, 0]
+        keys = _rate_keys(rules)
+        if not self._one_slot("hit", [self._rkey(k) for k in keys]):
+            return await self._stepwise(rules, (), now, cost, record, nonce)
+        args: list[Any] = [_ts(now), cost, nonce, *_rule_args(rules, keys)]
         for key in keys:
-            args += [keep[key] if record else 0, _ms(keep[key] + RATE_KEEP)]
+            args += [keep.get(key, 0) if record else 0, _ms(keep.get(key, 0) + RATE_KEEP)]
         out = await self._run("hit", "hit", [self._rkey(k) for k in keys], args)
         if out[0] != 0:
             return self._refusal(rules[out[0] - 1], out[1], out[2], now)
-        after = [int(n) + (cost if record else 0) for n in out[1:]]
-        return self._allowed(rules, after)
+        return _fullest(rules, [int(n) for n in out[1:]], cost if record else 0)
 
-    async def _hit_cluster(
+    async def admit(
+        self,
+        rules: Sequence[RateRule],
+        buckets: Sequence[Bucket],
+        now: float,
+        *,
+        pressure: float | None = None,
+        force: bool = False,
+    ) -> RateDecision:
+        rules, buckets = tuple(rules), tuple(buckets)
+        keep = _keep(rules)
+        nonce = os.urandom(8).hex()
+        keys = _rate_keys(rules)
+        redis_keys = [self._rkey(k) for k in keys] + [self._bkey(b.key) for b in buckets]
+        if not self._one_slot("admit", redis_keys):
+            return await self._stepwise(rules, buckets, now, 1, True, nonce, pressure, force)
+        args: list[Any] = [_ts(now), nonce, len(keys), *_rule_args(rules, keys)]
+        for key in keys:
+            args += [keep.get(key, 0), _ms(keep.get(key, 0) + RATE_KEEP)]
+        args += _bucket_args(buckets, now, pressure, force)
+        out = await self._run("admit", "admit", redis_keys, args)
+        if out[0] > 0:
+            return self._refusal(rules[out[0] - 1], out[1], out[2], now)
+        if out[0] < 0:
+            return _bucket_refusal(buckets[-out[0] - 1], out)
+        return _fullest(rules, [int(n) for n in out[1:]], 1) if rules else RateDecision(True)
+
+    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        buckets = tuple(buckets)
+        if not buckets:
+            return
+        # Cluster: bucket by bucket, each one atomic (see docs/redis.md).
+        groups = (
+            [buckets]
+            if self._one_slot("credit", [self._bkey(b.key) for b in buckets])
+            else [(b,) for b in buckets]
+        )
+        for group in groups:
+            args: list[Any] = [_ts(now), refund]
+            for b in group:
+                args += [repr(float(b.tau)), _bucket_ttl(b), _ts(_forget_at(b, now))]
+            await self._run("credit", "credit", [self._bkey(b.key) for b in group], args)
+
+    def _one_slot(self, op: str, keys: Sequence[str]) -> bool:
+        """Whether one script may touch every key (always, outside Cluster)."""
+        if not self._opts.cluster or len(keys) <= 1:
+            return True
+        client = self._live(op)
+        return len({client.keyslot(k) for k in keys}) == 1
+
+    async def _stepwise(
         self,
         rules: tuple[RateRule, ...],
+        buckets: tuple[Bucket, ...],
         now: float,
         cost: int,
         record: bool,
-        keep: dict[str, int],
         nonce: str,
+        pressure: float | None = None,
+        force: bool = False,
     ) -> RateDecision:
-        """Rules in several slots: acquire rule by rule, compensate on a refusal.
+        """Keys in several Cluster slots: acquire step by step, compensate on a refusal.
 
-        Each rule's check-and-add is one atomic script on its key, so no rule ever
-        admits more than its limit. When rule *i* refuses, the entries this call added
-        under rules 1..i-1 are removed again. Between the add and the removal (one
-        round trip per rule) other callers see those keys ``cost`` higher than they
-        will end up, and may be refused by them: the window errs towards refusing,
-        never towards admitting. If this process dies (or Redis fails) before the
-        removal, the entries stay until they leave the window.
+        First the ``skip_if_seen`` keys are read (one pipelined round trip, before this
+        call adds anything). Then each enforced rule's check-and-add is one atomic
+        script on its key, then each bucket's check-and-raise, and last the record-only
+        rules (they never refuse, so what they add is never taken back). When a rule or
+        bucket refuses, what this call added under the earlier ones is removed again.
+        No rule or bucket ever admits more than its limit; between the add and the
+        removal (one round trip per step) other callers see those keys higher than
+        they will end up and may be refused by them: errors refuse more, never admit
+        more. If this process dies (or Redis fails) before the removal, the entries
+        stay until they leave the window (the bucket levels until they decay).
         """
-        added: list[str] = []
+        keep = _keep(rules)
+        skipped = await self._seen(rules, now)
+        active = [i for i in range(len(rules)) if i not in skipped]
+        enforced = [i for i in active if _enforced(rules[i])]
+        record_only = [i for i in active if not _enforced(rules[i])]
+        counts = [0] * len(rules)
+        added: list[str] = []  # rate keys this call added entries to
         touched: set[str] = set()
-        after: list[int] = []
+        taken: list[Bucket] = []  # buckets this call raised
         members = [f"{_ts(now)}:{nonce}:{i}" for i in range(1, cost + 1)]
         try:
-            for r in rules:
+            for i in enforced:
+                r = rules[i]
                 fresh = r.key not in touched
                 ours = cost if (record and not fresh and r.key in added) else 0
                 add = keep[r.key] if (record and fresh) else 0
-                args = [_ts(now), cost, nonce, 1, 1, r.limit, r.window, ours,
+                args = [_ts(now), cost, nonce, 1, 1, r.limit, r.window, ours, 1, 0,
                         add, _ms(keep[r.key] + RATE_KEEP)]  # fmt: skip
                 out = await self._run("hit", "hit", [self._rkey(r.key)], args)
                 touched.add(r.key)
                 if out[0] != 0:
-                    await self._compensate(added, members)
-                    added = []
+                    await self._compensate(added, members, taken, now)
+                    added, taken = [], []
                     return self._refusal(r, out[1], out[2], now)
                 if add and cost:
                     added.append(r.key)
-                after.append(int(out[1]) + (cost if record else 0))
+                counts[i] = int(out[1])
+            for b in buckets:
+                args = [_ts(now), nonce, 0, 0, *_bucket_args((b,), now, pressure, force)]
+                out = await self._run("admit", "admit", [self._bkey(b.key)], args)
+                if out[0] != 0:
+                    await self._compensate(added, members, taken, now)
+                    added, taken = [], []
+                    return _bucket_refusal(b, out)
+                taken.append(b)
+            for i in record_only:
+                r = rules[i]
+                if r.key in touched:
+                    continue  # one entry per key, even when several rules share a key
+                touched.add(r.key)
+                if record and cost:
+                    args = [_ts(now), cost, nonce, 1, 1, r.limit, r.window, 0, 0, 0,
+                            keep[r.key], _ms(keep[r.key] + RATE_KEEP)]  # fmt: skip
+                    await self._run("hit", "hit", [self._rkey(r.key)], args)
+                    added.append(r.key)
         except BaseException:
-            if added:
+            if added or taken:
                 with contextlib.suppress(StorageError):
-                    await self._compensate(added, members)
+                    await self._compensate(added, members, taken, now)
             raise
-        return self._allowed(rules, after)
+        if buckets and not rules:
+            return RateDecision(True)
+        return _fullest(rules, counts, cost if record else 0)
 
-    async def _compensate(self, keys: Sequence[str], members: Sequence[str]) -> None:
+    async def _seen(self, rules: Sequence[RateRule], now: float) -> set[int]:
+        """The rules whose ``skip_if_seen`` key has an entry in the rule's window."""
+        seen = [(i, r) for i, r in enumerate(rules) if r.skip_if_seen is not None]
+        if not seen:
+            return set()
+        with _storage_errors("hit"):
+            pipe = self._live("hit").pipeline(transaction=False)
+            for _, r in seen:
+                pipe.zcount(self._rkey(str(r.skip_if_seen)), f"({_ts(now - r.window)}", "+inf")
+            found = await pipe.execute()
+        return {i for (i, _), n in zip(seen, found, strict=True) if int(n) > 0}
+
+    async def _compensate(
+        self, keys: Sequence[str], members: Sequence[str], buckets: Sequence[Bucket], now: float
+    ) -> None:
         for key in keys:
             with _storage_errors("hit"):
                 for i in range(0, len(members), BATCH):
                     await self._live("hit").zrem(self._rkey(key), *members[i : i + BATCH])
+        for b in buckets:
+            await self._run(
+                "admit", "give_back", [self._bkey(b.key)], [_ts(now), repr(float(b.tau))]
+            )
 
     @staticmethod
     def _refusal(r: RateRule, n: Any, oldest: Any, now: float) -> RateDecision:
         # Room appears once the (n + cost - limit)-th oldest entry leaves; when cost >
         # limit it never fits and a full window is the bound (as in the SQL stores).
         retry_after = float(r.window) if oldest in ("", None) else float(oldest) + r.window - now
-        return RateDecision(False, r.name, retry_after, int(n))
-
-    @staticmethod
-    def _allowed(rules: Sequence[RateRule], after: Sequence[int]) -> RateDecision:
-        fullest = max(
-            range(len(rules)),
-            key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
-        )
-        return RateDecision(True, None, 0.0, after[fullest])
+        return RateDecision(False, r.name, retry_after, int(n), key=r.key)
 
     async def count(self, key: str, window: int, now: float) -> int:
         with _storage_errors("count"):
@@ -954,6 +1242,8 @@ class RedisStore(Store):
                 total += int(await self._live("purge").zremrangebyscore(rkey, "-inf", rate_bound))
         async for fkey in self._scan("purge", f"{p}:{{f:*}}"):
             total += int(await self._run("purge", "purge_flag", [fkey], [_ts(now)]))
+        async for bkey in self._scan("purge", f"{p}:{{b:*}}"):
+            total += int(await self._run("purge", "purge_bucket", [bkey], [_ts(now)]))
         return total + await self._purge_events(now, event_horizon)
 
     async def _purge_events(self, now: float, event_horizon: float) -> int:
