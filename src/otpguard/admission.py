@@ -35,10 +35,11 @@ SQL stores run in their transaction and the Redis store mirrors in Lua.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import parse_windows
-from .models import Bucket
+from .models import Bucket, RateDecision
 
 #: A bucket row whose last write is older than this many time constants holds
 #: nothing worth keeping (e^-20 ~ 2e-9): the purge deletes it.
@@ -86,6 +87,22 @@ def retry_after(bucket: Bucket, state: Level, cost: int = 1) -> float:
     if state.level <= room:
         return 1.0
     return max(1.0, bucket.tau * math.log(state.level / room))
+
+
+def judge(
+    buckets: Sequence[Bucket], states: Sequence[Level], pressure: float | None
+) -> RateDecision | None:
+    """The first bucket a send does not fit (hard), or fits only above the soft line
+    (``challenge``); None when it fits everywhere. The SQL stores call this inside
+    their transaction; the Redis store's Lua mirrors it."""
+    for b, state in zip(buckets, states, strict=True):
+        hard = not fits(b, state)
+        if hard or (pressure is not None and not fits(b, state, pressure=pressure)):
+            wait = retry_after(b, state)
+            return RateDecision(
+                False, b.name, wait, int(state.level), challenge=not hard, key=b.key
+            )
+    return None
 
 
 def after_send(state: Level, cost: int) -> Level:

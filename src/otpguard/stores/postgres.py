@@ -421,20 +421,6 @@ def _bucket_states(
     return out
 
 
-def _bucket_refusal(
-    buckets: Sequence[Bucket], states: Sequence[admission.Level], pressure: float | None
-) -> RateDecision | None:
-    """The first bucket a send does not fit (hard), or fits only above the soft line."""
-    for b, state in zip(buckets, states, strict=True):
-        if not admission.fits(b, state):
-            wait = admission.retry_after(b, state)
-            return RateDecision(False, b.name, wait, int(state.level), key=b.key)
-        if pressure is not None and not admission.fits(b, state, pressure=pressure):
-            wait = admission.retry_after(b, state)
-            return RateDecision(False, b.name, wait, int(state.level), challenge=True, key=b.key)
-    return None
-
-
 def _write_params(
     keys: Sequence[str], buckets: Sequence[Bucket], states: Sequence[admission.Level], now: float
 ) -> dict[str, Any]:
@@ -711,7 +697,7 @@ class PostgresStore(Store):
                 return refusal
             states = _bucket_states(buckets, row, now)
             if not force:
-                refusal = _bucket_refusal(buckets, states, pressure)
+                refusal = admission.judge(buckets, states, pressure)
                 if refusal is not None:
                     return refusal
             skipped = row[3]

@@ -678,16 +678,9 @@ class SQLiteStore(Store):
                 if refusal is not None:
                     return refusal
                 states = _bucket_states(conn, buckets, now)
-                if not force:
-                    for b, state in zip(buckets, states, strict=True):
-                        if not admission.fits(b, state):
-                            wait = admission.retry_after(b, state)
-                            return RateDecision(False, b.name, wait, int(state.level), key=b.key)
-                        if pressure is not None and not admission.fits(b, state, pressure=pressure):
-                            wait = admission.retry_after(b, state)
-                            return RateDecision(
-                                False, b.name, wait, int(state.level), challenge=True, key=b.key
-                            )
+                refusal = None if force else admission.judge(buckets, states, pressure)
+                if refusal is not None:
+                    return refusal
                 _record_rules(conn, keys, now, 1)
                 _write_buckets(conn, buckets, [admission.after_send(st, 1) for st in states], now)
             return _fullest(rules, counts, 1) if rules else RateDecision(True)
