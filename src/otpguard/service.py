@@ -31,10 +31,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import limits
+from .challenge import ChallengeVerifier
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
 from .config import Settings
 from .errors import (
+    ChallengeRequired,
+    ChallengeUnavailable,
     ConfigError,
     Conflict,
     DeliveryError,
@@ -96,6 +99,7 @@ class Verifier:
         clock: Clock = system_clock,
         keyring: Keyring | None = None,
         listeners: Sequence[EventListener] = (),
+        challenge: ChallengeVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -112,6 +116,8 @@ class Verifier:
         except InvalidRequest as exc:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
         self._rate_horizon = float(limits.longest_window(settings))
+        # The CAPTCHA step: the one given, else the settings' (None when it is off).
+        self.challenge = challenge or ChallengeVerifier.from_settings(settings)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -121,6 +127,8 @@ class Verifier:
     async def aclose(self) -> None:
         try:
             await self.transport.aclose()
+            if self.challenge is not None:
+                await self.challenge.aclose()
         finally:
             await self.store.aclose()
 
@@ -226,11 +234,16 @@ class Verifier:
         *,
         code_length: int | None = None,
         service_name: str | None = None,
+        challenge_token: str | None = None,
+        account_id: str | None = None,
     ) -> Verification:
         """Create a verification, send its code, return it (never the code).
 
         ``code_length`` (6-10) and ``service_name`` override the settings for this
-        verification (the Twilio Verify-compatible API uses them per service)."""
+        verification (the Twilio Verify-compatible API uses them per service).
+        ``challenge_token`` is the CAPTCHA widget's token when a previous start was
+        answered with ``ChallengeRequired``. ``account_id`` (the backend's own id for
+        the user) is accepted for the admission step and not used yet."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = _channel(channel)
@@ -242,7 +255,7 @@ class Verifier:
             number = parse(to, self.settings.default_region)
         except InvalidRequest as exc:
             raise await self._refuse(exc, now, None, ip, ch) from None
-        assessment = await self._guard_send(number, ch, ip, now)
+        assessment = await self._guard_send(number, ch, ip, now, challenge_token=challenge_token)
 
         length = self.settings.code_length if code_length is None else code_length
         if not isinstance(length, int) or not 6 <= length <= 10:
@@ -275,16 +288,27 @@ class Verifier:
         return v
 
     async def _guard_send(
-        self, number: PhoneNumber, ch: Channel, ip: str, now: float
+        self,
+        number: PhoneNumber,
+        ch: Channel,
+        ip: str,
+        now: float,
+        *,
+        challenge_token: str | None = None,
+        starting: bool = True,
     ) -> Assessment | None:
         """Every refusal that must happen before a message is sent. On success the
         send is counted (limits, budgets and fraud counters in one atomic hit) and
-        the fraud assessment is returned for the conversion watch after delivery."""
+        the fraud assessment is returned for the conversion watch after delivery.
+        A resend (``starting=False``) is not challenged: its start was."""
         decision = self.policy.decide(number, ch)
         if not decision.allowed:
             assert decision.reason is not None
             raise await self._refuse(DestinationRefused(decision.reason), now, number, ip, ch)
         self._development_guard(number, ip, ch)
+        if starting and self.challenge is not None:
+            required = self.challenge.mode == "always" and not self.policy.is_allowlisted(number)
+            await self._challenge_gate(challenge_token, ip, required, number=number, ch=ch, now=now)
         watched = not self.policy.is_allowlisted(number)
         undeliverable = f"undeliverable:{number.e164}"
         keys = [undeliverable, *(self.fraud.flag_keys(number) if watched else [])]
@@ -334,6 +358,34 @@ class Verifier:
             exc_rl = RateLimited(decision_rl.rule, decision_rl.retry_after)
             raise await self._refuse(exc_rl, now, number, ip, ch, count=decision_rl.count)
         return assessment
+
+    async def _challenge_gate(
+        self,
+        token: str | None,
+        ip: str,
+        required: bool,
+        *,
+        number: PhoneNumber,
+        ch: Channel,
+        now: float,
+    ) -> bool:
+        """The CAPTCHA step. When ``required``: no token -> ``ChallengeRequired``; a
+        token the provider refuses -> ``ChallengeRequired(reason="challenge_failed")``;
+        a provider that cannot answer -> ``ChallengeUnavailable`` (503). Returns True
+        when a passed challenge admits this start. Each refusal is recorded."""
+        if self.challenge is None or not required:
+            return False
+        if token is None:
+            exc: OtpguardError = ChallengeRequired(self.challenge.describe())
+            raise await self._refuse(exc, now, number, ip, ch)
+        try:
+            passed = await self.challenge.verify(token, ip)
+        except ChallengeUnavailable as unavailable:
+            raise await self._refuse(unavailable, now, number, ip, ch) from None
+        if not passed:
+            exc = ChallengeRequired(self.challenge.describe(), reason="challenge_failed")
+            raise await self._refuse(exc, now, number, ip, ch)
+        return True
 
     def _development_guard(self, number: PhoneNumber, ip: str, ch: Channel) -> None:
         """Development with live credentials may only reach magic or listed numbers."""
@@ -436,7 +488,7 @@ class Verifier:
             raise await self._refuse(
                 RateLimited("cooldown", v.resend_available_at - now), now, number, ip, v.channel
             )
-        assessment = await self._guard_send(number, v.channel, ip, now)
+        assessment = await self._guard_send(number, v.channel, ip, now, starting=False)
         code = generate_code(v.code_length)
         while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code):
             code = generate_code(v.code_length)  # never the same code twice in a row
