@@ -250,3 +250,19 @@ async def test_the_client_raises_a_typed_challenge_required(
                 to, client_ip=PEER, challenge_token=fake_siteverify.issue(), account_id="u1"
             )
             assert v.pending and len(outbox.sent_to(to)) == 1
+
+
+def test_open_sync_verifier_builds_the_challenge_from_settings(
+    tmp_path: Path, fake_siteverify: FakeSiteverify
+) -> None:
+    from otpguard.sync import open_sync_verifier
+
+    settings = make_settings(tmp_path, **fake_siteverify.settings(challenge_mode="always"))
+    with open_sync_verifier(settings) as otp:
+        to = fresh_number()
+        with pytest.raises(ChallengeRequired) as caught:
+            otp.start(to, client_ip=PEER)
+        assert caught.value.challenge == CHALLENGE
+        v = otp.start(to, client_ip=PEER, challenge_token=fake_siteverify.issue())
+        assert v.status.value == "pending"
+    assert len(fake_siteverify.requests) == 1

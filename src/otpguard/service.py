@@ -127,10 +127,12 @@ class Verifier:
     async def aclose(self) -> None:
         try:
             await self.transport.aclose()
-            if self.challenge is not None:
-                await self.challenge.aclose()
         finally:
-            await self.store.aclose()
+            try:
+                if self.challenge is not None:
+                    await self.challenge.aclose()
+            finally:
+                await self.store.aclose()
 
     async def __aenter__(self) -> Verifier:
         await self.open()
