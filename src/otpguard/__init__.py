@@ -22,6 +22,8 @@ from .client import (
 from .clock import ManualClock
 from .config import Settings, load_settings
 from .errors import (
+    ChallengeRequired,
+    ChallengeUnavailable,
     ConfigError,
     Conflict,
     DeliveryError,
@@ -42,6 +44,8 @@ from .sync import SyncVerifier, open_sync_verifier
 
 __all__ = [
     "AsyncClient",
+    "ChallengeRequired",
+    "ChallengeUnavailable",
     "Channel",
     "CheckOutcome",
     "CheckResult",

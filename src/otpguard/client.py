@@ -16,7 +16,9 @@ Failures raise the classes of :mod:`otpguard.errors`, rebuilt from the API's
 ``{"error": {"code", "message", ...}}``: :class:`~otpguard.errors.RateLimited`
 (``rule``, ``retry_after``), :class:`~otpguard.errors.DestinationRefused`
 (``reason``), :class:`DeliveryFailed` (``reason``, ``provider_code``),
-:class:`~otpguard.errors.Conflict` (``reason``), ... A server that cannot be
+:class:`~otpguard.errors.Conflict` (``reason``),
+:class:`~otpguard.errors.ChallengeRequired` (``provider``, ``site_key``, ``reason``:
+show the CAPTCHA, then repeat the start with ``challenge_token=``), ... A server that cannot be
 reached or does not answer in time raises :class:`Unreachable`. Both mean the
 same to a login page: no code was checked, so nobody signs in (fail closed).
 
@@ -38,6 +40,8 @@ from urllib.parse import quote
 import httpx
 
 from .errors import (
+    ChallengeRequired,
+    ChallengeUnavailable,
     ConfigError,
     Conflict,
     DeliveryError,
@@ -154,6 +158,7 @@ _SIMPLE: dict[str, type[OtpguardError]] = {
         HttpsRequired,
         NotFound,
         StorageError,
+        ChallengeUnavailable,
     )
 }
 
@@ -178,6 +183,16 @@ def error_from_response(response: httpx.Response) -> OtpguardError:
         return DestinationRefused(str(err.get("reason", "unknown")), message)
     if code == Conflict.code:
         return Conflict(str(err.get("reason", "unknown")), message)
+    if code == ChallengeRequired.code:
+        challenge = err.get("challenge")
+        challenge = challenge if isinstance(challenge, dict) else {}
+        scope = err.get("scope")
+        return ChallengeRequired(
+            {k: str(challenge.get(k, "")) for k in ("provider", "site_key")},
+            reason=str(err.get("reason", "challenge_required")),
+            scope=str(scope) if scope is not None else None,
+            message=message,
+        )
     if code == DeliveryError.code:
         provider_code = err.get("provider_code")
         return DeliveryFailed(
@@ -227,10 +242,22 @@ def _drop_none(**fields: Any) -> dict[str, Any]:
 
 
 def _start_call(
-    to: str, channel: str | Channel, client_ip: str | None, locale: str | None
+    to: str,
+    channel: str | Channel,
+    client_ip: str | None,
+    locale: str | None,
+    challenge_token: str | None = None,
+    account_id: str | None = None,
 ) -> _Call[VerificationInfo]:
     ch = channel.value if isinstance(channel, Channel) else channel
-    body = _drop_none(to=to, channel=ch, client_ip=client_ip, locale=locale)
+    body = _drop_none(
+        to=to,
+        channel=ch,
+        client_ip=client_ip,
+        locale=locale,
+        challenge_token=challenge_token,
+        account_id=account_id,
+    )
     return _Call("POST", "/v1/verifications", body, _verification)
 
 
@@ -317,9 +344,13 @@ class Client:
         *,
         client_ip: str | None = None,
         locale: str | None = None,
+        challenge_token: str | None = None,
+        account_id: str | None = None,
     ) -> VerificationInfo:
-        """Send a code to ``to``. Pass your end user's IP as ``client_ip``."""
-        return self._send(_start_call(to, channel, client_ip, locale))
+        """Send a code to ``to``. Pass your end user's IP as ``client_ip``. After a
+        ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``."""
+        call = _start_call(to, channel, client_ip, locale, challenge_token, account_id)
+        return self._send(call)
 
     def resend(self, verification_id: str, *, client_ip: str | None = None) -> VerificationInfo:
         """A fresh code; the previous one stops working. ``RateLimited("cooldown")`` if early."""
@@ -384,9 +415,13 @@ class AsyncClient:
         *,
         client_ip: str | None = None,
         locale: str | None = None,
+        challenge_token: str | None = None,
+        account_id: str | None = None,
     ) -> VerificationInfo:
-        """Send a code to ``to``. Pass your end user's IP as ``client_ip``."""
-        return await self._send(_start_call(to, channel, client_ip, locale))
+        """Send a code to ``to``. Pass your end user's IP as ``client_ip``. After a
+        ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``."""
+        call = _start_call(to, channel, client_ip, locale, challenge_token, account_id)
+        return await self._send(call)
 
     async def resend(
         self, verification_id: str, *, client_ip: str | None = None

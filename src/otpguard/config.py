@@ -203,6 +203,14 @@ class Settings(BaseModel):
     # -- audit ----------------------------------------------------------------
     audit_test_number: str = ""
 
+    # -- challenge step (CAPTCHA; challenge.py, docs/abuse-defenses.md) ---------
+    challenge_provider: Literal["off", "turnstile", "hcaptcha", "recaptcha"] = "off"
+    challenge_site_key: str = Field("", max_length=200)  # public: the browser shows it
+    challenge_secret: SecretStr = SecretStr("")
+    challenge_verify_url: str = Field("", max_length=500)  # default: the provider's own
+    challenge_mode: Literal["pressure", "always"] = "pressure"
+    challenge_timeout: float = Field(3.0, gt=0, le=10)  # the whole siteverify call
+
     # -- validators -------------------------------------------------------------
 
     @field_validator(
@@ -462,9 +470,16 @@ def production_problems(settings: Settings) -> list[str]:
 
 def check_startup(settings: Settings) -> Settings:
     """Validate for serving: refuse unsafe production settings, give development a key."""
+    from .challenge import challenge_problems
+
     problems = production_problems(settings)
+    challenge = challenge_problems(settings)
     if problems:
-        raise ConfigError("refusing to start in production:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(
+            "refusing to start in production:\n  - " + "\n  - ".join(problems + challenge)
+        )
+    if challenge:
+        raise ConfigError("the challenge step is not ready:\n  - " + "\n  - ".join(challenge))
     if settings.transport == "twilio":
         from .models import Channel
         from .transports.twilio import TwilioTransport

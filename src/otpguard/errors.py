@@ -13,10 +13,11 @@ stable machine-readable ``code`` that the HTTP API returns unchanged::
     +-- DestinationRefused           destination_refused        403 (reason=...)
     +-- NotFound                     not_found                  404
     +-- Conflict                     conflict                   409 (reason=...)
-    +-- ChallengeRequired            challenge_required         428 (challenge=..., scope=...)
+    +-- ChallengeRequired            challenge_required         428 (challenge=, reason=, scope=)
     +-- RateLimited                  rate_limited               429 (rule=..., retry_after=...)
     +-- DeliveryError                delivery_failed            502 (reason=..., provider_code=...)
     +-- StorageError                 unavailable                503
+    +-- ChallengeUnavailable         challenge_unavailable      503 (CAPTCHA provider silent)
     +-- SinkFailed (sinks.py)        alert_sink_failed (internal: retried, never an HTTP answer)
     +-- Unreachable (client.py)      unreachable (the client could not reach the server)
 
@@ -117,33 +118,6 @@ class Conflict(OtpguardError):
         return {"reason": self.reason}
 
 
-class ChallengeRequired(OtpguardError):
-    """A scope is under pressure: pass the challenge (CAPTCHA) and repeat the start
-    with ``challenge_token``. ``challenge`` names the provider and its site key."""
-
-    code = "challenge_required"
-    status = 428
-
-    def __init__(
-        self,
-        message: str = "",
-        *,
-        scope: str | None = None,
-        reason: str = "challenge_required",
-        challenge: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message or "pass the challenge and repeat the start with challenge_token")
-        self.scope = scope
-        self.reason = reason
-        self.challenge = dict(challenge or {})
-
-    def details(self) -> dict[str, object]:
-        out: dict[str, object] = {"reason": self.reason, "challenge": self.challenge}
-        if self.scope is not None:
-            out["scope"] = self.scope
-        return out
-
-
 class RateLimited(OtpguardError):
     """Too many requests; ``rule`` names the limit and ``retry_after`` the wait in seconds."""
 
@@ -191,4 +165,56 @@ class StorageError(OtpguardError):
     """The store cannot be reached or failed; otpguard fails closed."""
 
     code = "unavailable"
+    status = 503
+
+
+class ChallengeRequired(OtpguardError):
+    """This start needs a passed CAPTCHA: repeat it with a ``challenge_token``.
+
+    ``challenge`` is what the browser needs to show the widget (``provider``,
+    ``site_key``); ``reason`` is ``challenge_required`` (no token was given) or
+    ``challenge_failed`` (the provider refused the token); ``scope`` optionally names
+    what is under pressure (``global``, ``country``, ...). Nothing was sent."""
+
+    code = "challenge_required"
+    status = 428
+
+    def __init__(
+        self,
+        challenge: dict[str, str],
+        *,
+        reason: str = "challenge_required",
+        scope: str | None = None,
+        message: str = "",
+    ) -> None:
+        if not message:
+            message = (
+                "the CAPTCHA was not passed; show it again and repeat the start with a new token"
+                if reason == "challenge_failed"
+                else "show the CAPTCHA and repeat the start with its challenge_token"
+            )
+        super().__init__(message)
+        self.challenge = dict(challenge)
+        self.reason = reason
+        self.scope = scope
+
+    @property
+    def provider(self) -> str:
+        return self.challenge.get("provider", "")
+
+    @property
+    def site_key(self) -> str:
+        return self.challenge.get("site_key", "")
+
+    def details(self) -> dict[str, object]:
+        out: dict[str, object] = {"reason": self.reason, "challenge": dict(self.challenge)}
+        if self.scope is not None:
+            out["scope"] = self.scope
+        return out
+
+
+class ChallengeUnavailable(OtpguardError):
+    """The CAPTCHA provider could not confirm the token; otpguard fails closed."""
+
+    code = "challenge_unavailable"
     status = 503

@@ -368,9 +368,10 @@ class AdmissionGuard(Guard):
         if decision.challenge:
             return Refusal(
                 ChallengeRequired(
-                    f"{scope} is under pressure from unconverted sends: pass the challenge "
-                    "and repeat the start with challenge_token",
+                    {},  # the engine fills in its provider
                     scope=scope,
+                    message=f"{scope} is under pressure from unconverted sends: pass the "
+                    "challenge and repeat the start with challenge_token",
                 ),
                 decision.rule,
                 details,

@@ -22,21 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from . import limits
+from .challenge import ChallengeVerifier, token_fingerprint
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
 from .config import Settings
 from .errors import (
     ChallengeRequired,
+    ChallengeUnavailable,
     ConfigError,
     Conflict,
     DeliveryError,
@@ -79,21 +80,7 @@ VERIFICATION_GRACE = 3600.0  # keep finished verifications this long after expir
 
 EventListener = Callable[[Event], None]
 CHALLENGE_TOKEN_WINDOW = 3600  # seconds a used challenge token is remembered
-
-
-class ChallengeChecker(Protocol):
-    """What the engine needs of a challenge provider (``challenge.ChallengeVerifier``)."""
-
-    mode: str  # "pressure" | "always"
-
-    def describe(self) -> dict[str, str]: ...
-
-    async def verify(self, token: str, remote_ip: str | None) -> bool: ...
-
-
-def token_hash(token: str) -> str:
-    """A used challenge token is remembered by its hash, never as given."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+REUSED_RULE = "challenge_reused"  # the rule that admits each challenge token once
 
 
 def _ip_or_none(ip: str) -> str | None:
@@ -154,7 +141,7 @@ class Verifier:
         clock: Clock = system_clock,
         keyring: Keyring | None = None,
         listeners: Sequence[EventListener] = (),
-        challenge: ChallengeChecker | None = None,
+        challenge: ChallengeVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -164,14 +151,15 @@ class Verifier:
         self.listeners = list(listeners)
         self.policy = DestinationPolicy.from_settings(settings)
         self.watch = ConversionWatch(settings, store)
-        self.challenge = challenge
+        # The CAPTCHA step: the one given, else the settings' (None when it is off).
+        self.challenge = challenge or ChallengeVerifier.from_settings(settings)
         try:
             dev_allowed = frozenset(
                 parse(n, settings.default_region).e164 for n in settings.dev_allowed_numbers
             )
         except InvalidRequest as exc:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
-        self.admission = AdmissionGuard(settings, challenge_configured=challenge is not None)
+        self.admission = AdmissionGuard(settings, challenge_configured=self.challenge is not None)
         self.guards = build_guards(settings, self.policy, dev_allowed, self.admission)
         self._rate_horizon = float(limits.longest_window(settings))
 
@@ -184,7 +172,11 @@ class Verifier:
         try:
             await self.transport.aclose()
         finally:
-            await self.store.aclose()
+            try:
+                if self.challenge is not None:
+                    await self.challenge.aclose()
+            finally:
+                await self.store.aclose()
 
     async def __aenter__(self) -> Verifier:
         await self.open()
@@ -364,9 +356,13 @@ class Verifier:
     def _trusted_key(self, e164: str) -> str:
         return "trusted:" + self.keyring.keyed_hash("number", e164)
 
-    async def _admit(self, ctx: SendContext, challenge_token: str | None) -> None:
+    async def _admit(
+        self, ctx: SendContext, challenge_token: str | None, *, starting: bool = True
+    ) -> None:
         """Run the guards: every refusal happens before a message is sent. On success
-        the send is counted (limits, admission buckets, counters) in one atomic step."""
+        the send is counted (limits, admission buckets, counters) in one atomic step.
+        A resend (``starting=False``) is never challenged: it cannot carry a token, and
+        its verification was admitted already."""
         number, ip, now = ctx.number, ctx.ip, ctx.now
         allowlisted = self.policy.is_allowlisted(number)
         # The allowlist skips the fraud guards and admission, never policy or limits.
@@ -383,30 +379,19 @@ class Verifier:
         buckets = [] if allowlisted else [b for g in guards for b in g.buckets(ctx)]
         pressure: float | None = None
         challenge = self.challenge
-        if challenge is not None and buckets and not allowlisted:
+        if challenge is not None and buckets and starting:
             if challenge_token is not None:
-                ctx.challenge_passed = await challenge.verify(challenge_token, _ip_or_none(ip))
+                try:
+                    ctx.challenge_passed = await challenge.verify(challenge_token, _ip_or_none(ip))
+                except ChallengeUnavailable as unavailable:
+                    raise await self._refuse_with(Refusal(unavailable), ctx) from None
                 if not ctx.challenge_passed:
-                    raise await self._refuse_with(
-                        Refusal(
-                            ChallengeRequired(
-                                "the challenge was not passed: show it again and repeat the "
-                                "start with the new token",
-                                reason="challenge_failed",
-                                challenge=challenge.describe(),
-                            )
-                        ),
-                        ctx,
-                    )
-                # each token admits one start: counted in the same atomic step
-                rules.append(
-                    RateRule("challenge_reused", f"challenge:{token_hash(challenge_token)}", 1,
-                             CHALLENGE_TOKEN_WINDOW)
-                )  # fmt: skip
+                    raise await self._refuse_with(self._challenge("challenge_failed"), ctx)
+                # Each token admits one start, counted in the same atomic step.
+                key = f"challenge:{token_fingerprint(challenge_token)}"
+                rules.append(RateRule(REUSED_RULE, key, 1, CHALLENGE_TOKEN_WINDOW))
             elif challenge.mode == "always":
-                raise await self._refuse_with(
-                    Refusal(ChallengeRequired(challenge=challenge.describe())), ctx
-                )
+                raise await self._refuse_with(self._challenge("challenge_required"), ctx)
             else:
                 pressure = self.settings.admission_pressure
         decision = await self.store.admit(
@@ -415,14 +400,9 @@ class Verifier:
         if decision.allowed:
             return
         owner = next((g for g in guards if g.owns(decision.key or "")), None)
-        if decision.rule == "challenge_reused":
-            assert challenge is not None
-            refusal = Refusal(
-                ChallengeRequired(
-                    "that challenge token was already used: show the challenge again",
-                    reason="challenge_failed",
-                    challenge=challenge.describe(),
-                )
+        if decision.rule == REUSED_RULE:
+            refusal = self._challenge(
+                "challenge_failed", "that challenge token was used already: show it again"
             )
         elif owner is not None:
             refusal = owner.refusal(ctx, decision)
@@ -432,6 +412,10 @@ class Verifier:
         if isinstance(refusal.error, ChallengeRequired) and challenge is not None:
             refusal.error.challenge = challenge.describe()
         raise await self._refuse_with(refusal, ctx)
+
+    def _challenge(self, reason: str, message: str = "") -> Refusal:
+        assert self.challenge is not None
+        return Refusal(ChallengeRequired(self.challenge.describe(), reason=reason, message=message))
 
     async def _refuse_with(self, refusal: Refusal, ctx: SendContext) -> OtpguardError:
         return await self._refuse(
@@ -563,7 +547,7 @@ class Verifier:
             raise await self._refuse(
                 RateLimited("cooldown", v.resend_available_at - now), now, number, ip, v.channel
             )
-        await self._admit(self._context(number, v.channel, ip, now, v.owner), None)
+        await self._admit(self._context(number, v.channel, ip, now, v.owner), None, starting=False)
         code = generate_code(v.code_length)
         while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code):
             code = generate_code(v.code_length)  # never the same code twice in a row

@@ -68,9 +68,22 @@ class SyncVerifier:
         channel: str | Channel = Channel.SMS,
         client_ip: str | None = None,
         locale: str | None = None,
+        *,
+        challenge_token: str | None = None,
+        account_id: str | None = None,
     ) -> Verification:
-        """Send a code to ``to``; returns the verification (never the code)."""
-        return self._run(self.verifier.start(to, channel, client_ip, locale))
+        """Send a code to ``to``; returns the verification (never the code). After a
+        ``ChallengeRequired``, repeat it with the CAPTCHA's ``challenge_token``."""
+        return self._run(
+            self.verifier.start(
+                to,
+                channel,
+                client_ip,
+                locale,
+                challenge_token=challenge_token,
+                account_id=account_id,
+            )
+        )
 
     def resend(self, verification_id: str, client_ip: str | None = None) -> Verification:
         return self._run(self.verifier.resend(verification_id, client_ip))

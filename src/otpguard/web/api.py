@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..apikeys import KeyCache
+from ..challenge import TOKEN_FIELD_MAX
 from ..errors import Forbidden, InvalidRequest
 from ..events import mask_number
 from ..models import Verification
@@ -69,6 +70,15 @@ class StartRequest(_Strict):
         None, max_length=64, description="Your end user's IP address (for rate limits)"
     )
     locale: str | None = Field(None, max_length=16, description="Message language: en, fr, ...")
+    challenge_token: str | None = Field(
+        None,
+        min_length=1,
+        max_length=TOKEN_FIELD_MAX,
+        description="The CAPTCHA widget's token, when a start was answered 428 challenge_required",
+    )
+    account_id: str | None = Field(
+        None, min_length=1, max_length=128, description="Your own id for the end user, if known"
+    )
 
 
 class ResendRequest(_Strict):
@@ -108,12 +118,31 @@ class ErrorDetail(BaseModel):
     message: str
 
 
+class ChallengeOut(BaseModel):
+    provider: str = Field(description="turnstile, hcaptcha or recaptcha")
+    site_key: str = Field(description="The public key the widget is shown with")
+
+
+class ChallengeDetail(ErrorDetail):
+    reason: str = Field(description="challenge_required (no token) or challenge_failed")
+    challenge: ChallengeOut
+    scope: str | None = Field(None, description="What is under pressure, when it is known")
+
+
+class ChallengeErrorOut(BaseModel):
+    error: ChallengeDetail
+
+
 class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
 ERRORS: dict[int | str, dict[str, object]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413, 422, 429, 502, 503)
+}
+START_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    428: {"model": ChallengeErrorOut, "description": "Show the CAPTCHA, then repeat the start"},
 }
 
 
@@ -134,11 +163,20 @@ def out(engine: Verifier, v: Verification) -> VerificationOut:
 # -- routes -----------------------------------------------------------------------
 
 
-@router.post("/v1/verifications", status_code=201, response_model=VerificationOut, responses=ERRORS)
+@router.post(
+    "/v1/verifications", status_code=201, response_model=VerificationOut, responses=START_ERRORS
+)
 async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> VerificationOut:
-    """Send a code to a number. The response never contains the code."""
+    """Send a code to a number. The response never contains the code. A 428
+    ``challenge_required`` asks for a CAPTCHA: repeat the start with ``challenge_token``."""
     v = await engine.start(
-        body.to, body.channel, client_ip=body.client_ip, locale=body.locale, owner=key.id
+        body.to,
+        body.channel,
+        client_ip=body.client_ip,
+        locale=body.locale,
+        challenge_token=body.challenge_token,
+        account_id=body.account_id,
+        owner=key.id,
     )
     return out(engine, v)
 

@@ -8,7 +8,13 @@ should see:
   delivery failure all read "We couldn't send a code to that number", with the
   same status, so the page is no oracle for which numbers are blocked or hot;
   only a malformed number is named as such (that reveals nothing);
-* the resend button waits out the cooldown; a countdown shows the expiry.
+* the resend button waits out the cooldown; a countdown shows the expiry;
+* when a start needs a CAPTCHA (``OTPGUARD_CHALLENGE_*``), the endpoint answers 428
+  ``challenge_required`` with the provider and site key, and the page shows the
+  challenge step, then repeats the start with the token. The page loads nothing
+  from another site, so it does not load the provider's widget script: it shows
+  the widget's container and, clearly labelled, a field for a token (in
+  development, one from the provider's test keys or a self-hosted siteverify).
 
 The browser-facing endpoints (``POST /demo/api/start``, ``/demo/api/resend``,
 ``/demo/api/check``) call the engine in-process, without an API key, so they
@@ -33,7 +39,9 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..challenge import TOKEN_FIELD_MAX
 from ..errors import (
+    ChallengeRequired,
     Conflict,
     Forbidden,
     InvalidPhoneNumber,
@@ -55,6 +63,8 @@ MSG_WRONG_CODE = "That code isn't right."
 MSG_MALFORMED_CODE = "Enter the {n}-digit code from the message."
 MSG_NO_LONGER_VALID = "This code can no longer be used. Ask for a new one."
 MSG_WAIT = "You can ask for a new code in {s} s."
+MSG_CHALLENGE = "Please confirm you're not a robot, then we'll send the code."
+MSG_CHALLENGE_FAILED = "That check didn't pass. Please try it again."
 
 _ASSETS = {  # served under /static/demo/
     "demo.js": "text/javascript; charset=utf-8",
@@ -76,6 +86,7 @@ class _Strict(BaseModel):
 class StartBody(_Strict):
     to: str = Field(max_length=64)
     channel: Literal["sms", "whatsapp", "voice"] = "sms"
+    challenge_token: str | None = Field(None, min_length=1, max_length=TOKEN_FIELD_MAX)
 
 
 class ResendBody(_Strict):
@@ -151,9 +162,20 @@ async def asset(name: str) -> Response:
 async def start(body: StartBody, request: Request, _: SameOrigin) -> JSONResponse:
     engine = _engine(request)
     try:
-        v = await engine.start(body.to, body.channel, client_ip=_peer(request))
+        v = await engine.start(
+            body.to, body.channel, client_ip=_peer(request), challenge_token=body.challenge_token
+        )
     except InvalidRequest:  # InvalidPhoneNumber included: only the input's shape is named
         return _refusal("invalid_number", MSG_INVALID_NUMBER)
+    except ChallengeRequired as exc:  # a step to take, not a refusal: its own status
+        failed = exc.reason == "challenge_failed"
+        error = {
+            "code": exc.code,
+            "reason": exc.reason,
+            "message": MSG_CHALLENGE_FAILED if failed else MSG_CHALLENGE,
+            "challenge": exc.challenge,
+        }
+        return JSONResponse({"error": error}, status_code=exc.status)
     except OtpguardError:  # blocked, rate-limited, fraud, delivery, storage: all alike
         # (the engine records each refusal as an event, with its reason)
         return _refusal("not_sent", MSG_NOT_SENT)

@@ -33,6 +33,9 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
   updates with 20404 as Twilio's do, but a fetch still shows them until purged.
 * ``to`` is the full E.164 number, as Twilio returns it: the caller sent it, and
   the ``/v1`` API keeps masking. Codes never appear in a response, log or error.
+* **A start that needs a CAPTCHA** (``OTPGUARD_CHALLENGE_*``) is refused with 60410
+  (403): Twilio's API has no parameter to carry the token, so ``/v2`` cannot pass
+  the challenge step; ``/v1`` can.
 
 Errors are Twilio's shape ``{"code", "message", "more_info", "status"}``: each
 route catches every error itself (:class:`_TwilioRoute`), so the app-wide
@@ -60,6 +63,8 @@ from fastapi.routing import APIRoute
 
 from ..apikeys import KeyCache
 from ..errors import (
+    ChallengeRequired,
+    ChallengeUnavailable,
     Conflict,
     DeliveryError,
     DestinationRefused,
@@ -150,6 +155,12 @@ def translate(exc: OtpguardError, request: Request, *, checking: bool = False) -
         return TwilioError(MAX_SEND_ATTEMPTS, 429, "Max send attempts reached", headers)
     if isinstance(exc, DestinationRefused):
         return refused(exc.reason)
+    if isinstance(exc, ChallengeRequired):
+        # Twilio's API has no CAPTCHA step and no parameter for a token: the closest
+        # Verify error is Fraud Guard's "delivery attempt blocked" (nothing was sent).
+        return TwilioError(FRAUD_BLOCKED, 403, "Verification delivery attempt blocked (challenge)")
+    if isinstance(exc, ChallengeUnavailable):
+        return TwilioError(UNAVAILABLE, 503, "Service unavailable")
     if isinstance(exc, InvalidPhoneNumber):
         return invalid("To", exc.message)
     if isinstance(exc, InvalidRequest):

@@ -4,7 +4,8 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { id: null, expiresAt: 0, resendAt: 0, timer: null };
+  const state = { id: null, expiresAt: 0, resendAt: 0, timer: null, to: null };
+  const WIDGET_CLASS = { turnstile: "cf-turnstile", hcaptcha: "h-captcha", recaptcha: "g-recaptcha" };
 
   async function post(path, body) {
     let response;
@@ -25,7 +26,11 @@
       data = {};
     }
     if (response.ok) return { ok: true, data };
-    return { ok: false, error: data.error || { message: "Something went wrong. Try again." } };
+    return {
+      ok: false,
+      status: response.status,
+      error: data.error || { message: "Something went wrong. Try again." },
+    };
   }
 
   function show(el, text) {
@@ -35,6 +40,7 @@
 
   function step(name) {
     $("phone-step").hidden = name !== "phone";
+    $("challenge-step").hidden = name !== "challenge";
     $("code-step").hidden = name !== "code";
     $("done").hidden = name !== "done";
   }
@@ -80,6 +86,39 @@
     $("code").focus();
   }
 
+  // The start asked for a CAPTCHA (HTTP 428 challenge_required): show the step.
+  function challenge(error) {
+    const info = error.challenge || {};
+    const widget = $("challenge-widget");
+    widget.className = `challenge-widget ${WIDGET_CLASS[info.provider] || ""}`.trim();
+    widget.dataset.sitekey = info.site_key || "";
+    widget.dataset.provider = info.provider || "";
+    $("challenge-provider").textContent = info.provider || "CAPTCHA";
+    const failed = error.reason === "challenge_failed";
+    if (!failed) $("challenge-message").textContent = error.message;
+    $("challenge-token").value = "";
+    show($("challenge-error"), failed ? error.message : "");
+    step("challenge");
+    $("challenge-token").focus();
+  }
+
+  async function start(body) {
+    $("send").disabled = true;
+    $("challenge-submit").disabled = true;
+    const result = await post("/demo/api/start", body);
+    $("send").disabled = false;
+    $("challenge-submit").disabled = false;
+    if (result.ok) {
+      show($("phone-error"), "");
+      sent(result.data);
+    } else if (result.status === 428) {
+      challenge(result.error);
+    } else {
+      step("phone");
+      show($("phone-error"), result.error.message);
+    }
+  }
+
   function reset() {
     if (state.timer !== null) window.clearInterval(state.timer);
     Object.assign(state, { id: null, expiresAt: 0, resendAt: 0, timer: null });
@@ -95,15 +134,18 @@
       show($("phone-error"), "Enter your mobile number.");
       return;
     }
-    $("send").disabled = true;
-    const result = await post("/demo/api/start", { to });
-    $("send").disabled = false;
-    if (result.ok) {
-      show($("phone-error"), "");
-      sent(result.data);
-    } else {
-      show($("phone-error"), result.error.message);
+    state.to = to;
+    await start({ to });
+  });
+
+  $("challenge-step").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = $("challenge-token").value.trim();
+    if (!token) {
+      show($("challenge-error"), "Complete the check first.");
+      return;
     }
+    await start({ to: state.to, challenge_token: token });
   });
 
   $("code-step").addEventListener("submit", async (event) => {
@@ -137,6 +179,7 @@
   });
 
   $("change").addEventListener("click", reset);
+  $("challenge-back").addEventListener("click", reset);
   $("again").addEventListener("click", () => {
     $("phone").value = "";
     reset();
