@@ -60,6 +60,9 @@ class FakeSiteverify:
         self.secret = secret
         self.duplicate_code = duplicate_code
         self.mode: Mode = "normal"
+        #: A provider that does not enforce single use (a lax self-hosted CAPTCHA):
+        #: otpguard must still admit each token once.
+        self.reuse_allowed = False
         self.requests: list[Recorded] = []
         self._issued: set[str] = set()
         self._seen: set[str] = set()
@@ -115,7 +118,7 @@ class FakeSiteverify:
             codes.append("missing-input-response")
         elif not codes:
             with self._lock:
-                if token in self._seen:
+                if token in self._seen and not self.reuse_allowed:
                     codes.append(self.duplicate_code)
                 elif token not in self._issued:
                     codes.append("invalid-input-response")
