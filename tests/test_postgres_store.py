@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,14 +13,12 @@ import pytest
 from otpguard.errors import ConfigError, StorageError
 from otpguard.models import Channel, RateRule, Status, Verification
 
+from .backends import BackendUnavailable, create_database
 from .needs import unavailable
 from .test_multi_instance import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DB = "otpguard_pgtest"
-URL = f"postgresql://postgres@127.0.0.1:5432/{DB}?pool_timeout=2&pool_max_size=4"
 T0 = 1_800_000_000.0
 
 
@@ -42,23 +39,17 @@ def make_v(**changes: Any) -> Verification:
 
 
 @pytest.fixture
-async def fresh_db() -> AsyncIterator[str]:
-    """An empty database; skipped (with the reason) when PostgreSQL is missing."""
+def fresh_db() -> str:
+    """An empty database of this run's (``tests/backends.py``); skipped (with the
+    reason) when PostgreSQL is missing."""
     try:
-        import psycopg
-
         from otpguard.stores import postgres  # noqa: F401
     except ImportError as exc:
         unavailable(f"the postgres extra is not installed: {exc}")
     try:
-        async with await psycopg.AsyncConnection.connect(
-            ADMIN_URL, autocommit=True, connect_timeout=3
-        ) as conn:
-            await conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {DB}")
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}")
-    yield URL
+        return create_database("pgtest", "pool_timeout=2&pool_max_size=4")
+    except BackendUnavailable as exc:
+        unavailable(str(exc))
 
 
 async def versions(url: str) -> list[int]:

@@ -2,9 +2,9 @@
 TTLs (nothing needs purging), the hash-tag slot layout, Cluster's acquire-then-
 compensate ``hit``, reconnecting after an outage, exact floats through Lua, URLs.
 
-Tests on the shared Redis use DB 15 (the contract suite's throwaway database) under
-a prefix of their own, and delete only their own keys. Memory staying flat over many
-expired verifications is a bench matter, not a test.
+Tests use the run's private redis-server (the ``redis_url`` fixture, ``tests/backends.py``;
+never the shared Redis), each under a prefix of its own, and delete only their own keys.
+Memory staying flat over many expired verifications is a bench matter, not a test.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from otpguard.stores.redis import (
 from .needs import unavailable
 from .redis_cluster import ClusterUnavailable, RedisClusterProcess, free_ports
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 T0 = 1_800_000_000.0
 NUMBER = "+447400123456"
 
@@ -76,8 +75,8 @@ async def _delete_prefix(client: Any, prefix: str) -> None:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[Any]:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+async def raw(redis_url: str) -> AsyncIterator[Any]:
+    client = aioredis.from_url(redis_url, decode_responses=True)
     try:
         yield client
     finally:
@@ -85,9 +84,9 @@ async def raw() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def store(raw: Any) -> AsyncIterator[RedisStore]:
+async def store(raw: Any, redis_url: str) -> AsyncIterator[RedisStore]:
     prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
-    s = await _open(f"{REDIS_URL}?prefix={prefix}")
+    s = await _open(f"{redis_url}?prefix={prefix}")
     try:
         yield s
     finally:
@@ -367,8 +366,8 @@ async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-async def test_closed_store_and_never_opened_store_raise(store: RedisStore) -> None:
-    fresh = RedisStore(REDIS_URL)
+async def test_closed_store_and_never_opened_store_raise(store: RedisStore, redis_url: str) -> None:
+    fresh = RedisStore(redis_url)
     with pytest.raises(StorageError, match="not open"):
         await fresh.count("k", 60, T0)
     await store.aclose()
@@ -380,9 +379,9 @@ async def test_closed_store_and_never_opened_store_raise(store: RedisStore) -> N
 
 
 @pytest.mark.redis
-async def test_events_are_capped_oldest_first(raw: Any) -> None:
+async def test_events_are_capped_oldest_first(raw: Any, redis_url: str) -> None:
     prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
-    s = await _open(f"{REDIS_URL}?prefix={prefix}&max_events=3")
+    s = await _open(f"{redis_url}?prefix={prefix}&max_events=3")
     try:
         events = [Event(type="t", ts=T0 + i, id=f"{i:025x}") for i in range(5)]
         await s.add_events(events[:2])
@@ -396,9 +395,9 @@ async def test_events_are_capped_oldest_first(raw: Any) -> None:
 
 
 @pytest.mark.redis
-async def test_prefixes_isolate_stores(store: RedisStore, raw: Any) -> None:
+async def test_prefixes_isolate_stores(store: RedisStore, raw: Any, redis_url: str) -> None:
     prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
-    other = await _open(f"{REDIS_URL}?prefix={prefix}")
+    other = await _open(f"{redis_url}?prefix={prefix}")
     try:
         v = await _exercise(store)
         assert await other.get_verification(v.id) is None
