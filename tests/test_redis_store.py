@@ -10,6 +10,7 @@ Memory staying flat over many expired verifications is a bench matter, not a tes
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import uuid
@@ -375,6 +376,29 @@ async def test_closed_store_and_never_opened_store_raise(store: RedisStore, redi
         await store.list_events(EventQuery())
 
 
+@pytest.mark.redis
+async def test_a_burst_beyond_the_pool_waits_for_connections(raw: Any, redis_url: str) -> None:
+    """Far more concurrent operations than pooled connections: every one succeeds (none
+    fails with "too many connections", which would be a 503), and the store never
+    opens more connections than ``max_connections`` (counted by the server)."""
+    prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
+    name = f"burst{uuid.uuid4().hex[:8]}"
+    s = await _open(f"{redis_url}?prefix={prefix}&max_connections=4&client_name={name}")
+    try:
+        vs = [make_v() for _ in range(150)]
+        await asyncio.gather(*(s.create_verification(v) for v in vs))
+        rule = RateRule("r", "burst", 1_000, 60)
+        decisions = await asyncio.gather(*(s.hit([rule], T0) for _ in range(150)))
+        got = await asyncio.gather(*(s.get_verification(v.id) for v in vs))
+        assert got == vs and all(d.allowed for d in decisions)
+        assert await s.count("burst", 60, T0) == 150
+        connections = [c for c in await raw.client_list() if c["name"] == name]
+        assert 1 <= len(connections) <= 4
+    finally:
+        await s.aclose()
+        await _delete_prefix(raw, prefix)
+
+
 # -- events, prefixes ---------------------------------------------------------------------
 
 
@@ -419,15 +443,33 @@ def test_urls() -> None:
     c = RedisStore("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001,node3/?prefix=x")
     assert c._opts.nodes == (("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379))
     assert (c._opts.username, c._opts.password, c._opts.prefix) == ("u", "p@ss", "x")
+    pooled = RedisStore("redis://h/0?max_connections=7&pool_timeout=0.5&socket_timeout=2")
+    assert (pooled._opts.max_connections, pooled._opts.pool_timeout) == (7, 0.5)
+    assert "max_connections" not in pooled._opts.client_url
+    assert RedisStore("redis+cluster://h:7000?max_connections=9")._opts.max_connections == 9
     for bad in (
         "redis+cluster://h:7000/2",
         "redis://h/0?max_events=many",
+        "redis://h/0?max_connections=0",
+        "redis://h/0?max_connections=lots",
+        "redis://h/0?pool_timeout=0",
+        "redis://h/0?pool_timeout=inf",
+        "redis://h/0?pool_timeout=nan",
+        "redis+cluster://h:7000?pool_timeout=1",
         "redis://h/0?prefix={x}",
         "redis+cluster://h:7000?pool=9",
         "redis+cluster://h:notaport",
     ):
         with pytest.raises(ConfigError):
             RedisStore(bad)
+
+
+def test_the_urls_in_docs_redis_md_are_accepted() -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "redis.md"
+    urls = re.findall(r"^OTPGUARD_STORE=(\S+)", doc.read_text(), flags=re.MULTILINE)
+    assert len(urls) >= 6 and any("max_connections" in u for u in urls)
+    for url in urls:
+        RedisStore(url)  # a ConfigError fails the test
 
 
 async def test_rediss_uses_tls() -> None:
