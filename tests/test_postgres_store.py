@@ -178,6 +178,49 @@ async def test_recovers_after_an_outage_without_reopening(fresh_db: str) -> None
         await store.health()
 
 
+async def test_a_known_outage_fails_fast_and_recovers(fresh_db: str) -> None:
+    """Once the store has found the server gone, operations fail at once instead of
+    each waiting ``pool_timeout`` for a connection: with pool_timeout=30, every call
+    below must end well inside a 10 s deadline (a bound, not a timing measurement).
+    A background probe notices the server is back; the same store serves again."""
+    from otpguard.stores.postgres import PostgresStore
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    store = PostgresStore(proxy.url_for(fresh_db).replace("pool_timeout=2", "pool_timeout=30"))
+    assert store._options["pool_timeout"] == 30
+    try:
+        await store.open()
+        v = make_v()
+        await store.create_verification(v)
+        await proxy.cut()
+        async with asyncio.timeout(10):
+            with pytest.raises(StorageError):
+                await store.get_verification(v.id)
+            for _ in range(3):  # each would have waited 30 s for the emptied pool
+                results = await asyncio.gather(
+                    store.get_verification(v.id),
+                    store.hit([RateRule("r", "k", 3, 60)], T0),
+                    store.create_verification(make_v()),
+                    store.health(),
+                    return_exceptions=True,
+                )
+                assert all(isinstance(r, StorageError) for r in results), results
+        await proxy.start()
+        for _ in range(200):  # a deadline for recovery, not a timing assertion
+            try:
+                await store.health()
+                break
+            except StorageError:
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            assert await store.get_verification(v.id) == v
+            assert (await store.hit([RateRule("r", "k", 3, 60)], T0)).allowed
+    finally:
+        await store.aclose()
+        await proxy.cut()
+
+
 async def test_hit_takes_limits_past_32_bits(fresh_db: str) -> None:
     """The fraud counters use "record only" limits of 10**12."""
     from otpguard.stores.postgres import PostgresStore
