@@ -23,6 +23,11 @@ printed beside it. Prints a table, then one JSON object as the last line.
 ``--soak N`` runs N verifications through the engine in process with a manual
 clock (3 simulated seconds apart) and prints the SQLite file size, Redis memory
 and this process's RSS as purging keeps up.
+
+Stores are the run's own (``tests/backends.py``), so that benches and test runs on
+one machine never share data: Redis is a private ``redis-server`` started for the
+run (its memory figures are otpguard's alone), PostgreSQL a database named
+``ogt_<run id>_bench`` on the local server, dropped at the end.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
@@ -53,11 +59,38 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 CONNECTIONS = 64
 WRK_THREADS = 2
-REDIS_URL = "redis://127.0.0.1:6379/14"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_BENCH_DB = "otpguard_bench"
-PG_URL = f"postgresql://postgres@127.0.0.1:5432/{PG_BENCH_DB}"
 HUGE = "1000000000/1m"
+#: kind -> URL of this run's own server or database (filled by ``own_servers``)
+URLS: dict[str, str] = {}
+
+
+def _load_backends() -> Any:
+    """``tests/backends.py``, loaded by path (a ``tests`` package elsewhere on sys.path
+    must not stand in for it)."""
+    spec = importlib.util.spec_from_file_location("otpguard_bench_backends",
+                                                  ROOT / "tests" / "backends.py")  # fmt: skip
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+backends = _load_backends()
+
+
+@contextlib.contextmanager
+def own_servers(kinds: list[str], tmp: Path) -> Iterator[None]:
+    """Start this run's redis-server; drop this run's databases at the end."""
+    with contextlib.ExitStack() as stack:
+        if "redis" in kinds:
+            redis_server = stack.enter_context(backends.RedisServer(tmp / "redis"))
+            URLS["redis"] = redis_server.url
+        try:
+            yield
+        finally:
+            left = backends.drop_databases()
+            if left:
+                print(f"could not drop this run's databases: {left}", file=sys.stderr)
 
 
 def free_port() -> int:
@@ -93,28 +126,24 @@ def server_env(store_url: str, data_dir: Path) -> dict[str, str]:
 
 
 async def reset_store(kind: str) -> None:
+    """Empty this run's store of ``kind`` (never a server or database it did not make)."""
     if kind == "redis":
         import redis.asyncio as aioredis
 
-        client = aioredis.from_url(REDIS_URL)
+        assert backends.is_private(URLS["redis"])
+        client = aioredis.from_url(URLS["redis"])
         try:
             await client.flushdb()
         finally:
             await client.aclose()
     elif kind == "postgres":
-        import psycopg
-
-        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            await conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {PG_BENCH_DB}")
+        URLS["postgres"] = await asyncio.to_thread(backends.create_database, "bench")
 
 
 def store_url(kind: str, data_dir: Path) -> str:
-    return {
-        "sqlite": f"sqlite:///{data_dir / 'otpguard.db'}",
-        "redis": REDIS_URL,
-        "postgres": PG_URL,
-    }[kind]
+    if kind == "sqlite":
+        return f"sqlite:///{data_dir / 'otpguard.db'}"
+    return URLS[kind]
 
 
 def create_key(env: dict[str, str]) -> str:
@@ -360,7 +389,7 @@ async def soak(total: int, kinds: list[str]) -> list[dict[str, Any]]:
             if kind == "redis":
                 import redis.asyncio as aioredis
 
-                redis_client = aioredis.from_url(REDIS_URL)
+                redis_client = aioredis.from_url(URLS["redis"])
             step = 3.0  # simulated seconds between verifications
             purge_every = max(1, int(settings.purge_interval / step))
             started = time.monotonic()
@@ -442,18 +471,21 @@ def main() -> int:
         print(f"skipping {k}: {why}", file=sys.stderr)
     kinds = [k for k in kinds if k not in skipped]
 
-    if args.soak:
-        rows = asyncio.run(soak(args.soak, kinds))
-        print(json.dumps({"soak": rows, "skipped": skipped, "machine": machine()}))
-        return 0
-
-    ceiling = driver_ceiling(args.duration)
-    results = []
-    for kind in kinds:
-        for workers in [int(w) for w in args.workers.split(",")]:
-            r = run_case(kind, workers, args.duration)
-            results.append(r)
-            print(json.dumps(r), file=sys.stderr, flush=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="otpguard-bench-") as tmp,
+        own_servers(kinds, Path(tmp)),
+    ):
+        if args.soak:
+            rows = asyncio.run(soak(args.soak, kinds))
+            print(json.dumps({"soak": rows, "skipped": skipped, "machine": machine()}))
+            return 0
+        ceiling = driver_ceiling(args.duration)
+        results = []
+        for kind in kinds:
+            for workers in [int(w) for w in args.workers.split(",")]:
+                r = run_case(kind, workers, args.duration)
+                results.append(r)
+                print(json.dumps(r), file=sys.stderr, flush=True)
 
     header = (
         f"{'store':9}{'wk':>3}{'noop/s':>9}{'pairs/s':>9}{'start/s':>9}{'p50':>7}{'p99':>7}"

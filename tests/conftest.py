@@ -1,4 +1,5 @@
-"""Shared fixtures: settings, a manual clock, a memory outbox, an engine, an HTTP client.
+"""Shared fixtures: settings, a manual clock, a memory outbox, an engine, an HTTP client,
+and this run's own store servers (``tests/backends.py``).
 
 Tests read codes the way a phone would: from the memory transport's outbox.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ from otpguard.service import Verifier
 from otpguard.stores import store_from_url
 from otpguard.transports.memory import MemoryTransport
 from otpguard.web.app import create_app
+
+from .backends import BackendUnavailable, RedisServer, drop_databases
+from .needs import unavailable
 
 UK_MOBILE = "+447400123456"
 TEST_KEY = new_secret_hex()
@@ -42,6 +46,27 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     # ``env`` is also load_settings' own parameter (the environment mapping).
     environ = {"OTPGUARD_ENV": base.pop("env")} if "env" in base else {}
     return load_settings(env=environ, **base)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://`` URL of a private redis-server started for this run (never the shared one)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except BackendUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the PostgreSQL databases this run created (``tests/backends.py``)."""
+    left = drop_databases()
+    if left:
+        print(f"\ncould not drop this run's PostgreSQL databases: {', '.join(left)}")
 
 
 @pytest.fixture

@@ -57,3 +57,19 @@ async def test_cache_off_asks_the_store_every_time(verifier: Verifier, clock: Ma
     await verifier.store.revoke_api_key(record.id, clock())
     with pytest.raises(Unauthorized):
         await cache.authenticate(verifier.store, key)
+
+
+@pytest.mark.parametrize("presented", [None, "", "Bearer", "og_short", "og_" + "x" * 200])
+async def test_malformed_keys_never_reach_the_store(presented: str | None) -> None:
+    """A malformed key is refused before any store call, so a flood of them holds no
+    store connection: a store that is not open (every call a StorageError) shows it."""
+    from otpguard.errors import StorageError
+    from otpguard.stores import store_from_url
+
+    closed = store_from_url("sqlite://:memory:")
+    with pytest.raises(Unauthorized):
+        await authenticate(closed, presented)
+    with pytest.raises(Unauthorized):
+        await KeyCache(5.0).authenticate(closed, presented)
+    with pytest.raises(StorageError):  # a well-formed key does ask the store
+        await authenticate(closed, "og_0123456789ab_" + "A" * 43)

@@ -2,8 +2,9 @@
 
 Each test runs two real ``otpguard serve`` processes on different ports, pointed
 at the same store, the same HMAC keys and the same file outbox, which the tests
-read the way a phone would. Store outages are made with a TCP proxy that the test
-owns and cuts (the shared servers are never stopped).
+read the way a phone would. The store is one of this run's own (``tests/backends.py``):
+the run's private redis-server, or a PostgreSQL database named after the run. Store
+outages are made with a TCP proxy that the test owns and cuts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,40 +29,28 @@ from otpguard.errors import ConfigError, StorageError
 from otpguard.stores import store_from_url
 from otpguard.transports.file import read_outbox
 
+from .backends import BackendUnavailable, create_database
 from .needs import free_port, unavailable
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_DB = "otpguard_multi"
-PG_URL = f"postgresql://postgres@127.0.0.1:5432/{PG_DB}?pool_timeout=2"
+REDIS = "redis"  # placeholders, resolved by the shared_url fixture
+POSTGRES = "postgres"
 NUMBER = "+447400765432"
 OTPGUARD = str(Path(sys.executable).parent / "otpguard")
 
 pytestmark = pytest.mark.slow
 
 SHARED_STORES = [
-    pytest.param(REDIS_URL, marks=pytest.mark.redis, id="redis"),
-    pytest.param(PG_URL, marks=pytest.mark.postgres, id="postgres"),
+    pytest.param(REDIS, marks=pytest.mark.redis, id="redis"),
+    pytest.param(POSTGRES, marks=pytest.mark.postgres, id="postgres"),
 ]
 
 
-async def reset(url: str) -> None:
-    """Give the test an empty throwaway database (skip when the server is missing)."""
+async def check_reachable(url: str) -> None:
+    """Skip (or fail, in CI) when the store's module or server is missing."""
     try:
         store = store_from_url(url)
     except ConfigError as exc:
         unavailable(f"store backend for {url} is not available: {exc}")
-    if url.startswith("postgresql"):
-        import psycopg
-
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                PG_ADMIN_URL, autocommit=True, connect_timeout=3
-            ) as conn:
-                await conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-                await conn.execute(f"CREATE DATABASE {PG_DB}")
-        except psycopg.OperationalError as exc:
-            unavailable(f"PostgreSQL at {PG_ADMIN_URL} is unreachable: {exc}")
     try:
         await store.open()
         await store.health()
@@ -68,14 +58,6 @@ async def reset(url: str) -> None:
         unavailable(f"store server at {url} is unreachable: {exc}")
     finally:
         await store.aclose()
-    if url.startswith("redis"):
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(url)
-        try:
-            await client.flushdb()
-        finally:
-            await client.aclose()
 
 
 class TcpProxy:
@@ -247,8 +229,16 @@ async def cluster(store_url: str, tmp_path: Path, instances: int = 2) -> AsyncIt
 
 @pytest.fixture(params=SHARED_STORES)
 async def shared_url(request: pytest.FixtureRequest) -> str:
-    url: str = request.param
-    await reset(url)
+    """An empty store of this run's: a prefix of its own on the run's redis-server, or
+    a fresh database named after the run."""
+    if request.param == REDIS:
+        url = f"{request.getfixturevalue('redis_url')}?prefix=og{uuid.uuid4().hex[:12]}"
+    else:
+        try:
+            url = create_database("multi", "pool_timeout=2")
+        except BackendUnavailable as exc:
+            unavailable(str(exc))
+    await check_reachable(url)
     return url
 
 

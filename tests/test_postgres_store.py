@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,14 +13,12 @@ import pytest
 from otpguard.errors import ConfigError, StorageError
 from otpguard.models import Channel, RateRule, Status, Verification
 
+from .backends import BackendUnavailable, create_database
 from .needs import unavailable
 from .test_multi_instance import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DB = "otpguard_pgtest"
-URL = f"postgresql://postgres@127.0.0.1:5432/{DB}?pool_timeout=2&pool_max_size=4"
 T0 = 1_800_000_000.0
 
 
@@ -42,23 +39,17 @@ def make_v(**changes: Any) -> Verification:
 
 
 @pytest.fixture
-async def fresh_db() -> AsyncIterator[str]:
-    """An empty database; skipped (with the reason) when PostgreSQL is missing."""
+def fresh_db() -> str:
+    """An empty database of this run's (``tests/backends.py``); skipped (with the
+    reason) when PostgreSQL is missing."""
     try:
-        import psycopg
-
         from otpguard.stores import postgres  # noqa: F401
     except ImportError as exc:
         unavailable(f"the postgres extra is not installed: {exc}")
     try:
-        async with await psycopg.AsyncConnection.connect(
-            ADMIN_URL, autocommit=True, connect_timeout=3
-        ) as conn:
-            await conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {DB}")
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL at {ADMIN_URL} is unreachable: {exc}")
-    yield URL
+        return create_database("pgtest", "pool_timeout=2&pool_max_size=4")
+    except BackendUnavailable as exc:
+        unavailable(str(exc))
 
 
 async def versions(url: str) -> list[int]:
@@ -185,6 +176,49 @@ async def test_recovers_after_an_outage_without_reopening(fresh_db: str) -> None
         await proxy.cut()
     with pytest.raises(StorageError):  # and a closed store stays closed
         await store.health()
+
+
+async def test_a_known_outage_fails_fast_and_recovers(fresh_db: str) -> None:
+    """Once the store has found the server gone, operations fail at once instead of
+    each waiting ``pool_timeout`` for a connection: with pool_timeout=30, every call
+    below must end well inside a 10 s deadline (a bound, not a timing measurement).
+    A background probe notices the server is back; the same store serves again."""
+    from otpguard.stores.postgres import PostgresStore
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    store = PostgresStore(proxy.url_for(fresh_db).replace("pool_timeout=2", "pool_timeout=30"))
+    assert store._options["pool_timeout"] == 30
+    try:
+        await store.open()
+        v = make_v()
+        await store.create_verification(v)
+        await proxy.cut()
+        async with asyncio.timeout(10):
+            with pytest.raises(StorageError):
+                await store.get_verification(v.id)
+            for _ in range(3):  # each would have waited 30 s for the emptied pool
+                results = await asyncio.gather(
+                    store.get_verification(v.id),
+                    store.hit([RateRule("r", "k", 3, 60)], T0),
+                    store.create_verification(make_v()),
+                    store.health(),
+                    return_exceptions=True,
+                )
+                assert all(isinstance(r, StorageError) for r in results), results
+        await proxy.start()
+        for _ in range(200):  # a deadline for recovery, not a timing assertion
+            try:
+                await store.health()
+                break
+            except StorageError:
+                await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            assert await store.get_verification(v.id) == v
+            assert (await store.hit([RateRule("r", "k", 3, 60)], T0)).allowed
+    finally:
+        await store.aclose()
+        await proxy.cut()
 
 
 async def test_hit_takes_limits_past_32_bits(fresh_db: str) -> None:

@@ -2,14 +2,15 @@
 TTLs (nothing needs purging), the hash-tag slot layout, Cluster's acquire-then-
 compensate ``hit``, reconnecting after an outage, exact floats through Lua, URLs.
 
-Tests on the shared Redis use DB 15 (the contract suite's throwaway database) under
-a prefix of their own, and delete only their own keys. Memory staying flat over many
-expired verifications is a bench matter, not a test.
+Tests use the run's private redis-server (the ``redis_url`` fixture, ``tests/backends.py``;
+never the shared Redis), each under a prefix of its own, and delete only their own keys.
+Memory staying flat over many expired verifications is a bench matter, not a test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import uuid
@@ -36,7 +37,6 @@ from otpguard.stores.redis import (
 from .needs import unavailable
 from .redis_cluster import ClusterUnavailable, RedisClusterProcess, free_ports
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 T0 = 1_800_000_000.0
 NUMBER = "+447400123456"
 
@@ -76,8 +76,8 @@ async def _delete_prefix(client: Any, prefix: str) -> None:
 
 
 @pytest.fixture
-async def raw() -> AsyncIterator[Any]:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+async def raw(redis_url: str) -> AsyncIterator[Any]:
+    client = aioredis.from_url(redis_url, decode_responses=True)
     try:
         yield client
     finally:
@@ -85,9 +85,9 @@ async def raw() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def store(raw: Any) -> AsyncIterator[RedisStore]:
+async def store(raw: Any, redis_url: str) -> AsyncIterator[RedisStore]:
     prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
-    s = await _open(f"{REDIS_URL}?prefix={prefix}")
+    s = await _open(f"{redis_url}?prefix={prefix}")
     try:
         yield s
     finally:
@@ -391,8 +391,8 @@ async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
-async def test_closed_store_and_never_opened_store_raise(store: RedisStore) -> None:
-    fresh = RedisStore(REDIS_URL)
+async def test_closed_store_and_never_opened_store_raise(store: RedisStore, redis_url: str) -> None:
+    fresh = RedisStore(redis_url)
     with pytest.raises(StorageError, match="not open"):
         await fresh.count("k", 60, T0)
     await store.aclose()
@@ -400,13 +400,36 @@ async def test_closed_store_and_never_opened_store_raise(store: RedisStore) -> N
         await store.list_events(EventQuery())
 
 
+@pytest.mark.redis
+async def test_a_burst_beyond_the_pool_waits_for_connections(raw: Any, redis_url: str) -> None:
+    """Far more concurrent operations than pooled connections: every one succeeds (none
+    fails with "too many connections", which would be a 503), and the store never
+    opens more connections than ``max_connections`` (counted by the server)."""
+    prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
+    name = f"burst{uuid.uuid4().hex[:8]}"
+    s = await _open(f"{redis_url}?prefix={prefix}&max_connections=4&client_name={name}")
+    try:
+        vs = [make_v() for _ in range(150)]
+        await asyncio.gather(*(s.create_verification(v) for v in vs))
+        rule = RateRule("r", "burst", 1_000, 60)
+        decisions = await asyncio.gather(*(s.hit([rule], T0) for _ in range(150)))
+        got = await asyncio.gather(*(s.get_verification(v.id) for v in vs))
+        assert got == vs and all(d.allowed for d in decisions)
+        assert await s.count("burst", 60, T0) == 150
+        connections = [c for c in await raw.client_list() if c["name"] == name]
+        assert 1 <= len(connections) <= 4
+    finally:
+        await s.aclose()
+        await _delete_prefix(raw, prefix)
+
+
 # -- events, prefixes ---------------------------------------------------------------------
 
 
 @pytest.mark.redis
-async def test_events_are_capped_oldest_first(raw: Any) -> None:
+async def test_events_are_capped_oldest_first(raw: Any, redis_url: str) -> None:
     prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
-    s = await _open(f"{REDIS_URL}?prefix={prefix}&max_events=3")
+    s = await _open(f"{redis_url}?prefix={prefix}&max_events=3")
     try:
         events = [Event(type="t", ts=T0 + i, id=f"{i:025x}") for i in range(5)]
         await s.add_events(events[:2])
@@ -420,9 +443,9 @@ async def test_events_are_capped_oldest_first(raw: Any) -> None:
 
 
 @pytest.mark.redis
-async def test_prefixes_isolate_stores(store: RedisStore, raw: Any) -> None:
+async def test_prefixes_isolate_stores(store: RedisStore, raw: Any, redis_url: str) -> None:
     prefix = f"ogtest-{uuid.uuid4().hex[:12]}"
-    other = await _open(f"{REDIS_URL}?prefix={prefix}")
+    other = await _open(f"{redis_url}?prefix={prefix}")
     try:
         v = await _exercise(store)
         assert await other.get_verification(v.id) is None
@@ -444,15 +467,33 @@ def test_urls() -> None:
     c = RedisStore("redis+cluster://u:p%40ss@10.0.0.1:7000,[::1]:7001,node3/?prefix=x")
     assert c._opts.nodes == (("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379))
     assert (c._opts.username, c._opts.password, c._opts.prefix) == ("u", "p@ss", "x")
+    pooled = RedisStore("redis://h/0?max_connections=7&pool_timeout=0.5&socket_timeout=2")
+    assert (pooled._opts.max_connections, pooled._opts.pool_timeout) == (7, 0.5)
+    assert "max_connections" not in pooled._opts.client_url
+    assert RedisStore("redis+cluster://h:7000?max_connections=9")._opts.max_connections == 9
     for bad in (
         "redis+cluster://h:7000/2",
         "redis://h/0?max_events=many",
+        "redis://h/0?max_connections=0",
+        "redis://h/0?max_connections=lots",
+        "redis://h/0?pool_timeout=0",
+        "redis://h/0?pool_timeout=inf",
+        "redis://h/0?pool_timeout=nan",
+        "redis+cluster://h:7000?pool_timeout=1",
         "redis://h/0?prefix={x}",
         "redis+cluster://h:7000?pool=9",
         "redis+cluster://h:notaport",
     ):
         with pytest.raises(ConfigError):
             RedisStore(bad)
+
+
+def test_the_urls_in_docs_redis_md_are_accepted() -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "redis.md"
+    urls = re.findall(r"^OTPGUARD_STORE=(\S+)", doc.read_text(), flags=re.MULTILINE)
+    assert len(urls) >= 6 and any("max_connections" in u for u in urls)
+    for url in urls:
+        RedisStore(url)  # a ConfigError fails the test
 
 
 async def test_rediss_uses_tls() -> None:

@@ -3,8 +3,9 @@
 Each store URL below is a ``pytest.param``; a backend is done when
 ``test_store_contract.py`` passes for it unchanged.
 
-Backends on a shared server (Redis, PostgreSQL) must be given a THROWAWAY
-database: the fixture wipes it before every test with the scheme's hook in
+Backends on a server get one of this run's own (``tests/backends.py``): Redis a
+private redis-server, PostgreSQL a database named after the run, Redis Cluster the
+session's cluster. The fixture wipes it before every test with the scheme's hook in
 ``RESET_HOOKS``. When such a backend's module is missing or its server is
 unreachable, its tests are skipped with a reason naming the URL; set
 ``OTPGUARD_TEST_REQUIRE_BACKENDS=1`` (CI) to make that a failure instead.
@@ -20,19 +21,20 @@ import pytest
 from otpguard.errors import ConfigError, StorageError
 from otpguard.stores import Store, store_from_url
 
+from ..backends import BackendUnavailable, create_database, is_private
 from ..needs import unavailable
 
 SQLITE_FILE = "sqlite-file"  # placeholder: a fresh file under tmp_path per test
+REDIS = "redis://127.0.0.1:<port>/0"  # placeholder: the run's private redis-server
 REDIS_CLUSTER = "redis+cluster://127.0.0.1:<port>"  # placeholder: the session's cluster
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/ogt_<run>_contract"  # placeholder
 
 #: Stores that several processes can open at once (used by the cross-process races).
 SHARED_STORE_URLS = [
     pytest.param(SQLITE_FILE, id="sqlite-file"),
-    pytest.param("redis://127.0.0.1:6379/15", marks=pytest.mark.redis, id="redis"),
+    pytest.param(REDIS, marks=pytest.mark.redis, id="redis"),
     pytest.param(REDIS_CLUSTER, marks=pytest.mark.redis_cluster, id="redis-cluster"),
-    pytest.param(
-        "postgresql://postgres@127.0.0.1:5432/test", marks=pytest.mark.postgres, id="postgres"
-    ),
+    pytest.param(POSTGRES, marks=pytest.mark.postgres, id="postgres"),
 ]
 STORE_URLS = [pytest.param("sqlite://:memory:", id="sqlite-memory"), *SHARED_STORE_URLS]
 
@@ -40,6 +42,8 @@ STORE_URLS = [pytest.param("sqlite://:memory:", id="sqlite-memory"), *SHARED_STO
 async def _flush_redis(url: str) -> None:
     import redis.asyncio as aioredis  # lazily: only when the backend is tested
 
+    if not is_private(url):  # never wipe a server this run did not start
+        pytest.fail(f"refusing to FLUSHDB {url}: not this run's redis-server", pytrace=False)
     client = aioredis.from_url(url)
     try:
         await client.flushdb()
@@ -48,7 +52,7 @@ async def _flush_redis(url: str) -> None:
 
 
 async def _flush_redis_cluster(url: str) -> None:
-    from ..redis_cluster import flush_cluster  # FLUSHALL on every primary
+    from ..redis_cluster import flush_cluster  # FLUSHALL on every primary of our cluster
 
     await flush_cluster(url)
 
@@ -62,7 +66,7 @@ async def _truncate_postgres(url: str) -> None:
         await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
 
 
-#: scheme -> coroutine wiping the throwaway database (called after ``open()``, so
+#: scheme -> coroutine wiping the run's own database (called after ``open()``, so
 #: it must leave the schema usable). Every non-SQLite backend needs one.
 RESET_HOOKS: dict[str, Callable[[str], Awaitable[None]]] = {
     "redis": _flush_redis,
@@ -88,11 +92,24 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def contract_postgres_url() -> str:
+    """This run's contract database (dropped at the end of the session)."""
+    try:
+        return create_database("contract")
+    except BackendUnavailable as exc:
+        unavailable(f"store server for {POSTGRES} is unreachable: {exc}")
+
+
 @pytest.fixture(params=STORE_URLS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.param
     if url == REDIS_CLUSTER:
         return str(request.getfixturevalue("redis_cluster_url"))
+    if url == REDIS:
+        return str(request.getfixturevalue("redis_url"))
+    if url == POSTGRES:
+        return str(request.getfixturevalue("contract_postgres_url"))
     return f"sqlite:///{tmp_path / 'otpguard.db'}" if url == SQLITE_FILE else url
 
 

@@ -25,8 +25,11 @@ The schema is created and upgraded by ``MIGRATIONS`` on ``open()``, in one
 transaction holding an advisory lock, so instances starting together do not race;
 ``schema_migrations`` records the versions applied.
 
-When PostgreSQL goes away every operation raises StorageError (fail closed); the
-pool drops broken connections and opens new ones when the server is back.
+When PostgreSQL goes away every operation raises StorageError (fail closed). Once
+an operation has found the server unreachable, the store knows it is down: every
+operation fails at once (no wait of ``pool_timeout`` per request) while a background
+probe tries a fresh connection every ``PROBE_INTERVAL`` seconds; when one answers,
+the pool drops its broken connections and the store serves again, without a restart.
 """
 
 from __future__ import annotations
@@ -75,6 +78,10 @@ PURGE_BATCH = 5_000  # rows per DELETE: a huge purge never holds locks for long
 MIGRATION_LOCK = 0x6F7470677561  # "otpgua": the advisory lock key of the migrations
 POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
 RECORD_ONLY = 2**40  # a rule with a limit this large never refuses (as in the SQLite store)
+PROBE_INTERVAL = 0.25  # seconds between reconnection probes while the server is down
+PROBE_CONNECT_TIMEOUT = 3  # libpq's connect_timeout (whole seconds, at least 2) per probe
+#: SQLSTATEs meaning "the server is not there" (besides errors without one, and PoolTimeout)
+_UNREACHABLE_STATES = ("57P01", "57P02", "57P03")  # admin/crash shutdown, cannot connect now
 
 #: Every table the store owns (the contract tests' reset hook truncates them).
 TABLES = ("verifications", "rate_log", "flags", "events", "alerts", "api_keys", "buckets")
@@ -436,6 +443,14 @@ def _write_params(
         "b_t": [now] * len(rows),
         "b_forget": [now + admission.FORGET_AFTER_TAUS * b.tau for b, _ in rows.values()],
     }
+def _unreachable(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` says the server is not there (not that a statement failed)."""
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, psycopg_pool.PoolClosed):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
 class PostgresStore(Store):
@@ -444,6 +459,7 @@ class PostgresStore(Store):
         self._conninfo, self._options = _split_url(url)
         self._pool: psycopg_pool.AsyncConnectionPool[Conn] | None = None
         self._check_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None  # set while the server is down
 
     def __repr__(self) -> str:  # never the password
         return f"PostgresStore({urlsplit(self.url).hostname!r})"
@@ -460,6 +476,8 @@ class PostgresStore(Store):
                 exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed
             ):
                 self._check_idle_connections()
+            if _unreachable(exc):
+                self._mark_down()
             reason = exc.sqlstate or type(exc).__name__
             raise StorageError(f"postgres store: {op} failed ({reason})") from exc
         except OSError as exc:
@@ -478,12 +496,39 @@ class PostgresStore(Store):
 
         self._check_task = asyncio.get_running_loop().create_task(check())
 
+    def _mark_down(self) -> None:
+        """The server is unreachable: fail fast from now on, and probe in the background."""
+        if self._pool is None or self._probe_task is not None:
+            return
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Until a fresh connection answers, try again every PROBE_INTERVAL seconds (a
+        backoff in production code, not a test waiting); then let requests through."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=PROBE_CONNECT_TIMEOUT
+                )
+                async with conn:
+                    await conn.execute("SELECT 1")
+                break
+            except (psycopg.Error, OSError):
+                await asyncio.sleep(PROBE_INTERVAL)
+        pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await pool.check()  # drop the connections that broke with the outage
+        self._probe_task = None
+
     @contextlib.asynccontextmanager
     async def _conn(self, op: str) -> AsyncIterator[Conn]:
         with self._errors(op):
             pool = self._pool
             if pool is None:
                 raise StorageError(f"postgres store: {op} failed (store is not open)")
+            if self._probe_task is not None:
+                raise StorageError(f"postgres store: {op} failed (server unreachable)")
             async with pool.connection() as conn:
                 yield conn
 
@@ -547,11 +592,13 @@ class PostgresStore(Store):
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
-        task, self._check_task = self._check_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = (self._check_task, self._probe_task)
+        self._check_task = self._probe_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if pool is not None:
             await pool.close()
 

@@ -7,7 +7,10 @@ URLs (``docs/redis.md`` has the details)::
     redis+cluster://host:7000[,host:7001...]    Redis Cluster (database 0 only)
 
 with optional query parameters ``prefix`` (key prefix, default ``og``), ``max_events``
-(cap on stored events) and ``event_ttl_days``; other query parameters go to redis-py.
+(cap on stored events), ``event_ttl_days``, ``max_connections`` (connections per
+process, per node in Cluster; default 100) and ``pool_timeout`` (seconds an operation
+waits for a free connection, default 2; one Redis only); other query parameters go
+to redis-py.
 
 Every operation is one Lua script run with EVALSHA (redis-py's ``Script`` caches the
 SHA and reloads the script after a restart) or one read. Keys are laid out for Redis
@@ -77,7 +80,9 @@ SCAN_COUNT = 1_000
 BATCH = 500  # ids per HMGET / pipeline, entries per ZADD inside scripts
 SOCKET_TIMEOUT = 5.0
 RECORD_ONLY = 2**40  # a rule with a limit this large never refuses (as in the SQL stores)
-OUR_PARAMS = ("prefix", "max_events", "event_ttl_days")
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_POOL_TIMEOUT = 2.0
+OUR_PARAMS = ("prefix", "max_events", "event_ttl_days", "max_connections", "pool_timeout")
 
 V_FLOATS = ("created_at", "updated_at", "expires_at", "resend_available_at")
 V_INTS = ("attempts", "sends", "code_length")
@@ -492,6 +497,8 @@ class _Options:
     prefix: str
     max_events: int
     event_ttl_days: int
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # pool size (per node in Cluster)
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT  # wait for a free pooled connection
 
 
 def _parse_url(url: str) -> _Options:
@@ -512,9 +519,12 @@ def _parse_url(url: str) -> _Options:
         raise ConfigError("OTPGUARD_STORE: max_events and event_ttl_days are integers") from exc
     if max_events < 1 or event_ttl_days < 1:
         raise ConfigError("OTPGUARD_STORE: max_events and event_ttl_days must be positive")
+    pool = _pool_options(ours, cluster=scheme == "redis+cluster")
     if scheme != "redis+cluster":
         client_url = urlunsplit(parts._replace(query=urlencode(rest)))
-        return _Options(False, client_url, (), (), None, None, prefix, max_events, event_ttl_days)
+        return _Options(
+            False, client_url, (), (), None, None, prefix, max_events, event_ttl_days, *pool
+        )
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
     nodes: list[tuple[str, int]] = []
@@ -530,8 +540,28 @@ def _parse_url(url: str) -> _Options:
         raise ConfigError("OTPGUARD_STORE: Redis Cluster has database 0 only")
     return _Options(
         True, "", tuple(nodes), tuple(rest), unquote(username) or None,
-        unquote(password) or None, prefix, max_events, event_ttl_days,
+        unquote(password) or None, prefix, max_events, event_ttl_days, *pool,
     )  # fmt: skip
+
+
+def _pool_options(ours: dict[str, str], cluster: bool) -> tuple[int, float]:
+    """``max_connections`` and ``pool_timeout``: a bounded pool, and a short wait for it."""
+    try:
+        size = int(ours.get("max_connections", DEFAULT_MAX_CONNECTIONS))
+        wait = float(ours.get("pool_timeout", DEFAULT_POOL_TIMEOUT))
+    except ValueError as exc:
+        raise ConfigError(
+            "OTPGUARD_STORE: max_connections is an integer and pool_timeout a number"
+        ) from exc
+    if size < 1 or not 0 < wait <= 60:  # not 'inf' / 'nan' either
+        raise ConfigError(
+            "OTPGUARD_STORE: max_connections must be positive, pool_timeout in (0, 60] seconds"
+        )
+    if cluster and "pool_timeout" in ours:
+        # redis-py's cluster client has no blocking pool: past max_connections per node a
+        # command fails at once. Refused rather than silently ignored.
+        raise ConfigError("OTPGUARD_STORE: pool_timeout applies to one Redis, not redis+cluster")
+    return size, wait
 
 
 def _cluster_kwargs(query: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -737,16 +767,22 @@ class RedisStore(Store):
                     password=o.password,
                     decode_responses=True,
                     retry=Retry(NoBackoff(), 2),
+                    max_connections=o.max_connections,
                     **kwargs,
                 )
             else:
-                client = aioredis.from_url(
+                # A bounded pool that makes a burst wait (up to pool_timeout) for a free
+                # connection, where redis-py's default pool fails at once past its size.
+                pool = aioredis.BlockingConnectionPool.from_url(
                     o.client_url,
+                    max_connections=o.max_connections,
+                    timeout=o.pool_timeout,
                     decode_responses=True,
                     socket_timeout=SOCKET_TIMEOUT,
                     socket_connect_timeout=SOCKET_TIMEOUT,
                     retry=retry,
                 )
+                client = aioredis.Redis.from_pool(pool)
         if o.cluster:
             # Learn the slot map before any concurrent use: redis-py's async cluster
             # client, initialised lazily by concurrent first commands, was seen handing
