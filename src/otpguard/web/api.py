@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..apikeys import KeyCache
+from ..apikeys import KeyCache, has_scope
 from ..errors import Forbidden, InvalidRequest
 from ..events import mask_number
 from ..models import Verification
@@ -38,13 +39,24 @@ async def api_key(request: Request) -> ApiKey:
     return key
 
 
-async def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
-    if "admin" not in key.scopes:
-        raise Forbidden("this endpoint needs an API key with the admin scope")
-    return key
+def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the request's API key, which must grant ``scope`` (else 403)."""
+
+    async def scoped_key(request: Request) -> ApiKey:
+        key = await api_key(request)
+        if not has_scope(key, scope):
+            raise Forbidden(f"this endpoint needs an API key with the {scope} scope")
+        return key
+
+    return scoped_key
 
 
-Auth = Annotated[ApiKey, Depends(api_key)]
+verify_key = require("verify")
+monitor_key = require("monitor")
+admin_key = require("admin")
+
+#: Every /v1 verification route: a key with the ``verify`` scope.
+Auth = Annotated[ApiKey, Depends(verify_key)]
 
 
 async def engine_of(request: Request) -> Verifier:

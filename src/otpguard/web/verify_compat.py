@@ -20,7 +20,8 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
 
 * **Auth**: HTTP Basic, the username is the API key's id ``og_<12 hex>`` and the
   password the whole key ``og_<id>_<secret>`` (what Twilio calls the account SID
-  and auth token). Anything else is Twilio's 20003 (401).
+  and auth token). Anything else is Twilio's 20003 (401); a key without the
+  ``verify`` scope is 20403 (403).
 * **CodeLength** 6-10 (Twilio allows 4-10): below 6 is 60200.
 * **Status=approved is refused** (60200): otpguard has no custom codes, and an
   out-of-band approval would let anyone holding an API key approve any pending
@@ -58,7 +59,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ..apikeys import KeyCache
+from ..apikeys import KeyCache, has_scope
 from ..errors import (
     Conflict,
     DeliveryError,
@@ -254,7 +255,8 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 
 async def _authenticate(request: Request, engine: Verifier) -> ApiKey:
-    """Basic auth: username ``og_<key id>``, password the whole key ``og_<id>_<secret>``."""
+    """Basic auth: username ``og_<key id>``, password the whole key ``og_<id>_<secret>``.
+    Every /v2 route (services included) needs the ``verify`` scope."""
     creds = _basic_credentials(request)
     try:
         cache: KeyCache = request.app.state.key_cache
@@ -264,6 +266,8 @@ async def _authenticate(request: Request, engine: Verifier) -> ApiKey:
     assert creds is not None
     if creds[0] != f"og_{key.id}":
         raise TwilioError(AUTHENTICATE, 401, "Authenticate", _CHALLENGE)
+    if not has_scope(key, "verify"):
+        raise TwilioError(FORBIDDEN, 403, "this endpoint needs an API key with the verify scope")
     return key
 
 
