@@ -625,7 +625,7 @@ async def _tls_checks(client: httpx.AsyncClient, remote: Remote) -> list[Finding
         ]
     out.append(_ok("remote.tls", f"TLS with a verified certificate at {remote.url}"))
     hsts = r.headers.get("strict-transport-security", "")
-    m = re.search(r"max-age=(\d+)", hsts)
+    m = re.search(r"max-age=([0-9]+)", hsts)
     if not m:
         out.append(
             _fail(

@@ -31,7 +31,7 @@ from .errors import ConfigError
 log = logging.getLogger("otpguard.config")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_WINDOW_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+_WINDOW_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]*)\s*([smhd])\s*$", re.ASCII)
 
 # Fields read from the Twilio SDK's own variable names as well as OTPGUARD_*.
 _ALIASES = {

@@ -161,7 +161,7 @@ def _rest_error(exc: TwilioException) -> DeliveryError:
     status = int(getattr(exc, "status", 0) or 0)
     raw = str(getattr(exc, "code", "") or "")
     # Without a Twilio code in the body the SDK repeats the HTTP status as the code.
-    code = int(raw) if raw.isdigit() and int(raw) >= 1000 else None
+    code = int(raw) if raw.isascii() and raw.isdigit() and int(raw) >= 1000 else None
     retryable = status >= 500 or status == 429 or code == _TOO_MANY_REQUESTS
     reason = ERROR_REASONS.get(code, "provider_error") if code is not None else "provider_error"
     what = f"error {code}" if code is not None else "an error"

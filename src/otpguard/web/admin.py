@@ -104,8 +104,8 @@ async def admin_events(
     number: Annotated[str | None, Query(max_length=32)] = None,
     ip: Annotated[str | None, Query(max_length=64)] = None,
     country: Annotated[str | None, Query(max_length=2, min_length=2)] = None,
-    since: float | None = None,
-    until: float | None = None,
+    since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
     before: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:

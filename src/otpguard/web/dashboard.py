@@ -97,7 +97,7 @@ async def _session(request: Request) -> str | None:
     if not hmac.compare_digest(mac, _mac(v, "session", f"{key_id}.{expires}.{nonce}")):
         return None
     now = v.clock()
-    if not expires.isdigit() or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit()) or int(expires) <= now:
         return None
     key = await v.store.get_api_key(key_id)
     if key is None or key.revoked_at is not None or not has_scope(key, "monitor"):
@@ -107,9 +107,14 @@ async def _session(request: Request) -> str | None:
     return nonce
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted form, or None if it is not one (too many fields, say): the sign-in
+    and sign-out pages take two fields, and anyone may post to them."""
     body = (await request.body()).decode("utf-8", "replace")
-    return {k: vals[0] for k, vals in parse_qs(body, max_num_fields=10).items()}
+    try:
+        return {k: vals[0] for k, vals in parse_qs(body, max_num_fields=10).items()}
+    except ValueError:
+        return None
 
 
 def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
@@ -134,6 +139,8 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     v = _verifier(request)
     form = await _form(request)
+    if form is None:
+        return _login_page(request, 400, "That was not a sign-in form; please sign in again.")
     cookie = request.cookies.get(CSRF_COOKIE, "")
     expected = _mac(v, "csrf-login", cookie) if cookie else ""
     if not cookie or not hmac.compare_digest(form.get("csrf", ""), expected):
@@ -160,7 +167,7 @@ async def logout(request: Request) -> Response:
     nonce = await _session(request)
     form = await _form(request)
     if nonce is not None:
-        if not hmac.compare_digest(form.get("csrf", ""), _mac(v, "csrf", nonce)):
+        if form is None or not hmac.compare_digest(form.get("csrf", ""), _mac(v, "csrf", nonce)):
             return HTMLResponse("<p>Invalid form token.</p>", status_code=403)
         await v.store.set_flag(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
     response = RedirectResponse("/dashboard/login", status_code=303)

@@ -45,7 +45,7 @@ def _field(form: MultiDict, *names: str) -> str | None:
 
 def _error_code(raw: str | None) -> int | None:
     raw = (raw or "").strip()
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
 
 
 @router.post(STATUS_CALLBACK_PATH)

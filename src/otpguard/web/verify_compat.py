@@ -344,7 +344,9 @@ def _friendly_name(form: dict[str, str], name: str) -> str:
 
 
 def _code_length(raw: str) -> int:
-    if not raw.isdigit() or not 6 <= int(raw) <= 10:
+    # ASCII digits only, and few: str.isdigit() is true for "\u00b9" (int() refuses it)
+    # and "\u0661\u0660" (int() reads 10), and int() refuses more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 2) or not 6 <= int(raw) <= 10:
         raise invalid("CodeLength", "otpguard's codes are 6 to 10 digits")
     return int(raw)
 
@@ -527,7 +529,9 @@ async def create_verification(request: Request, service_sid: str) -> Response:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")
     locale = form.get("Locale") or None
     if locale is not None and (
-        len(locale) > 16 or not locale.replace("-", "").replace("_", "").isalnum()
+        len(locale) > 16
+        or not locale.isascii()
+        or not locale.replace("-", "").replace("_", "").isalnum()
     ):
         raise invalid("Locale", "a language tag like en or fr-FR")
     name = _friendly_name(form, "CustomFriendlyName") if "CustomFriendlyName" in form else None
