@@ -23,6 +23,8 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
   and auth token). Anything else is Twilio's 20003 (401); a key without the
   ``verify`` scope is 20403 (403).
 * **CodeLength** 6-10 (Twilio allows 4-10): below 6 is 60200.
+* **FriendlyName** and **CustomFriendlyName** go into the message, so they are
+  kept to a brand name (:data:`NAME_RULE`): no URL, no phone number, ASCII only.
 * **Status=approved is refused** (60200): otpguard has no custom codes, and an
   out-of-band approval would let anyone holding an API key approve any pending
   verification without its code.
@@ -336,10 +338,28 @@ async def _save_service(engine: Verifier, svc: VerifyService) -> None:
     await engine.store.set_flag(_SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
 
 
+# A friendly name is caller text that goes into the SMS ("Your {name} code is ..."):
+# kept to a brand name, so that nobody can make otpguard text "PayPal. Call 0800 ..."
+# or a link. ASCII only (no look-alike letters), no ".", "/", ":" or "@" (no URL
+# or address), at most 4 digits (no phone number), at least one letter.
+_NAME_RE = re.compile(r"^[A-Za-z0-9&' -]{1,30}$")
+_NAME_MAX_DIGITS = 4
+NAME_RULE = "1-30 of A-Z a-z 0-9 space & ' -, with a letter and at most 4 digits (no URL or number)"
+
+
+def name_is_safe(value: str) -> bool:
+    return (
+        bool(_NAME_RE.match(value))
+        and any(c.isalpha() for c in value)
+        and sum(c.isdigit() for c in value) <= _NAME_MAX_DIGITS
+        and "  " not in value
+    )
+
+
 def _friendly_name(form: dict[str, str], name: str) -> str:
     value = form[name].strip()
-    if not 0 < len(value) <= 30 or not value.isprintable():
-        raise invalid(name, "1-30 printable characters")
+    if not name_is_safe(value):
+        raise invalid(name, NAME_RULE)
     return value
 
 
@@ -535,6 +555,9 @@ async def create_verification(request: Request, service_sid: str) -> Response:
     ):
         raise invalid("Locale", "a language tag like en or fr-FR")
     name = _friendly_name(form, "CustomFriendlyName") if "CustomFriendlyName" in form else None
+    if name is None and not name_is_safe(svc.friendly_name):
+        # A service saved before names were restricted: its name no longer goes out.
+        raise invalid("FriendlyName", f"update the service's FriendlyName: {NAME_RULE}")
     device_ip = form.get("DeviceIp") or None
     try:
         v = await engine.start(
