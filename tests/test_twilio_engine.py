@@ -180,3 +180,26 @@ async def test_status_callbacks_become_events(
     forged = dict(cb.form, MessageStatus="delivered")
     r = await http.post(path, data=forged, headers=cb.headers)
     assert r.status_code == 403
+
+
+async def test_a_replayed_status_callback_counts_once(
+    webhook_app: tuple[httpx.AsyncClient, Verifier], live_fake: FakeTwilio, clock: ManualClock
+) -> None:
+    """The same signed "undelivered / 21211" posted again (a replay) changes nothing,
+    and a signed callback for a message otpguard did not send counts for nothing."""
+    http, v = webhook_app
+    ver = await v.start(UK_MOBILE)
+    sid = next(iter(live_fake.resources))
+    cb = live_fake.status_callback(sid, "undelivered", error_code=21211)
+    path = cb.path_and_query
+    for _ in range(3):
+        assert (await http.post(path, data=cb.form, headers=cb.headers)).status_code == 204
+        clock.advance(600)
+    events = await v.store.list_events(EventQuery(types=("verification.delivery_status",)))
+    assert [(e.reason, e.provider_code, e.verification_id) for e in events] == [
+        ("undelivered", 21211, ver.id)
+    ]
+    flag = await v.store.get_flag(f"undeliverable:{UK_MOBILE}", clock())
+    assert flag == "invalid_number"
+    clock.advance(v.settings.undeliverable_ttl - 1800 + 1)  # a day after the first only
+    assert await v.store.get_flag(f"undeliverable:{UK_MOBILE}", clock()) is None

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from otpguard.config import Settings
 from otpguard.errors import DeliveryError
 from otpguard.models import Channel
+from otpguard.service import DeliveryReport
 from otpguard.transports.base import Message, Receipt
 from otpguard.transports.twilio import TwilioTransport
 from otpguard.web.twilio_webhooks import router
@@ -523,8 +524,9 @@ class FakeVerifier:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def record_delivery_status(self, **kwargs: Any) -> None:
+    async def record_delivery_status(self, **kwargs: Any) -> DeliveryReport:
         self.calls.append(kwargs)
+        return DeliveryReport.RECORDED
 
 
 def sign(url: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:
