@@ -95,6 +95,9 @@ class Settings(BaseModel):
     limit_phone: str = "3/10m;10/24h"
     limit_ip: str = "10/10m;50/24h"
     limit_network: str = "30/10m"
+    # IPv6 only: one site commonly holds a /48, so a client rotating /56s and /64s
+    # inside it is counted here too.
+    limit_ipv6_48: str = "60/10m;300/24h"
     limit_prefix: str = "20/10m;100/24h"
     limit_country: str = "300/10m;5000/24h"
     limit_global: str = "100/1m;10000/24h"
@@ -189,6 +192,7 @@ class Settings(BaseModel):
         "limit_phone",
         "limit_ip",
         "limit_network",
+        "limit_ipv6_48",
         "limit_prefix",
         "limit_country",
         "limit_global",
