@@ -481,25 +481,31 @@ class Verifier:
         verification_id: str | None = None,
         to: str | None = None,
         client_ip: str | None = None,
+        started: float | None = None,
     ) -> CheckResult:
         """Approve exactly once: pending, unexpired, and the code matches.
 
         A failing check (wrong code, unknown id or number, locked, expired, limited)
         returns no sooner than ``failed_check_floor`` seconds after it began, so its
-        timing does not tell which failure it was (measured by bench/timing.py)."""
-        started = time.monotonic()
+        timing does not tell which failure it was (measured by bench/timing.py).
+        ``started`` (a ``time.monotonic()`` reading) is when it began for a caller
+        that did work of its own first, such as an API route."""
+        started = time.monotonic() if started is None else started
         try:
             result = await self._check(
                 code, verification_id=verification_id, to=to, client_ip=client_ip
             )
         except (NotFound, InvalidRequest, RateLimited):
-            await self._pad(started)
+            await self.pad_failed_check(started)
             raise
         if not result.valid:
-            await self._pad(started)
+            await self.pad_failed_check(started)
         return result
 
-    async def _pad(self, started: float) -> None:
+    async def pad_failed_check(self, started: float) -> None:
+        """Sleep until ``failed_check_floor`` seconds after ``started`` (a
+        ``time.monotonic()`` reading): the API routes call it for every failing check
+        they answer, whatever failed, so that no failure is faster than another."""
         floor = self.settings.failed_check_floor
         if floor <= 0:
             return

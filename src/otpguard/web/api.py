@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..apikeys import KeyCache, has_scope
-from ..errors import Forbidden, InvalidRequest
+from ..errors import Forbidden, InvalidRequest, OtpguardError
 from ..events import mask_number
 from ..models import Verification
 from ..service import Verifier
@@ -155,10 +156,23 @@ async def start_verification(body: StartRequest, engine: Engine, _: Auth) -> Ver
 
 @router.post("/v1/verifications/check", response_model=CheckOut, responses=ERRORS)
 async def check_verification(body: CheckRequest, engine: Engine, _: Auth) -> CheckOut:
-    """Check a code. ``valid`` is true only for the first correct check."""
-    if (body.id is None) == (body.to is None):
-        raise InvalidRequest("give exactly one of 'id' or 'to'")
-    r = await engine.check(body.code, verification_id=body.id, to=body.to, client_ip=body.client_ip)
+    """Check a code. ``valid`` is true only for the first correct check. Every failing
+    check answers no sooner than ``failed_check_floor`` (the engine pads its own
+    failures; the route pads what fails before the engine is asked)."""
+    started = time.monotonic()
+    try:
+        if (body.id is None) == (body.to is None):
+            raise InvalidRequest("give exactly one of 'id' or 'to'")
+        r = await engine.check(
+            body.code,
+            verification_id=body.id,
+            to=body.to,
+            client_ip=body.client_ip,
+            started=started,
+        )
+    except OtpguardError:
+        await engine.pad_failed_check(started)
+        raise
     return CheckOut(
         id=r.verification.id,
         status=r.status.value,

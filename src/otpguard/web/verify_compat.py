@@ -52,6 +52,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -615,8 +616,25 @@ async def update_verification(
 
 @router.post("/Services/{service_sid}/VerificationCheck")
 async def check_verification(request: Request, service_sid: str) -> Response:
+    """Every failing check (no pending code for To, another service's verification,
+    locked, malformed, wrong code) answers no sooner than ``failed_check_floor``
+    after the request was authenticated: the time tells none of them apart."""
     engine = _engine(request)
     key = await _authenticate(request, engine)
+    started = time.monotonic()
+    try:
+        response, valid = await _check(request, engine, key, service_sid, started)
+    except (TwilioError, OtpguardError):
+        await engine.pad_failed_check(started)
+        raise
+    if not valid:
+        await engine.pad_failed_check(started)
+    return response
+
+
+async def _check(
+    request: Request, engine: Verifier, key: ApiKey, service_sid: str, started: float
+) -> tuple[Response, bool]:
     svc = await _load_service(request, engine, service_sid)
     form = await _form(request, _CHECK_FIELDS)
     code = _required(form, "Code")
@@ -645,14 +663,14 @@ async def check_verification(request: Request, service_sid: str) -> Response:
         # Twilio's check carries no end-user IP: count wrong codes against the IP
         # that started the verification (DeviceIp), not a bucket shared by all.
         ip = before.client_ip if before.client_ip not in (None, UNKNOWN_IP) else None
-        result = await engine.check(code, verification_id=vid, client_ip=ip)
+        result = await engine.check(code, verification_id=vid, client_ip=ip, started=started)
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
     if result.valid or result.status in (Status.PENDING, Status.MAX_ATTEMPTS_REACHED):
         # A wrong code: 200 with status pending (or max_attempts_reached on the
         # check that used the last attempt), as Twilio answers.
         v = result.verification.with_(status=result.status)
-        return JSONResponse(_check_out(svc, key, v, result.valid))
+        return JSONResponse(_check_out(svc, key, v, result.valid)), result.valid
     raise not_found(request)  # approved, canceled or expired in the meantime
 
 
