@@ -9,6 +9,11 @@ probability that one random sample of a case is slower than one of the
 baseline (0.50 means indistinguishable by a single sample).
 
     .venv/bin/python bench/timing.py [-n 2000] [--store sqlite-file|memory] [--by id|to]
+    .venv/bin/python bench/timing.py --api v2 [--by id|to]
+
+``--api v2`` measures the Twilio-compatible ``POST /v2/Services/{Sid}/VerificationCheck``
+through the ASGI app in process (httpx, no socket): a wrong code, a number with no
+pending code, a verification of another service and a locked one.
 
 Not a test: it prints figures and asserts nothing.
 """
@@ -134,6 +139,95 @@ async def measure(n: int, store_url: str, data_dir: Path, by: str) -> dict[str, 
     return samples
 
 
+async def measure_v2(n: int, store_url: str, data_dir: Path, by: str) -> dict[str, list[float]]:
+    import base64
+
+    import httpx
+
+    from otpguard.apikeys import create_api_key
+    from otpguard.web.app import create_app
+
+    settings = settings_for(store_url, data_dir)
+    outbox = MemoryTransport()
+    clock = ManualClock()
+    verifier = Verifier(settings, store_from_url(store_url), outbox, clock=clock)
+    app = create_app(settings, verifier, clock=clock, background=False)
+    async with app.router.lifespan_context(app):
+        _, key = await create_api_key(verifier.store, "bench", ("verify",), clock())
+        token = base64.b64encode(f"og_{key.split('_')[1]}:{key}".encode()).decode()
+        auth = {"Authorization": f"Basic {token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+
+            async def service(name: str) -> str:
+                r = await http.post("/v2/Services", data={"FriendlyName": name}, headers=auth)
+                return str(r.json()["sid"])
+
+            mine, other = await service("Bench"), await service("Other")
+
+            async def start(number: str) -> str:
+                form = {"To": number, "Channel": "sms"}
+                url = f"/v2/Services/{mine}/Verifications"
+                return str((await http.post(url, data=form, headers=auth)).json()["sid"])
+
+            async def check(sid: str, code: str, vid: str, to: str) -> int:
+                form = {"Code": code, **({"VerificationSid": vid} if by == "id" else {"To": to})}
+                url = f"/v2/Services/{sid}/VerificationCheck"
+                return (await http.post(url, data=form, headers=auth)).status_code
+
+            locked = []
+            for number in NUMBERS[:50]:
+                vid = await start(number)
+                for _ in range(settings.max_attempts):
+                    await check(mine, wrong(outbox.last_code(number)), vid, number)
+                locked.append((vid, number))
+            pending: list[tuple[str, str, str]] = []
+
+            async def refill() -> None:
+                for number in NUMBERS[50:]:
+                    vid = await start(number)
+                    for _ in range(settings.max_attempts - 1):
+                        pending.append((vid, number, wrong(outbox.last_code(number))))
+
+            async def wrong_code() -> None:
+                vid, to, code = pending.pop()
+                assert await check(mine, code, vid, to) == 200
+
+            async def no_pending() -> None:
+                assert await check(mine, "493817", "VE" + "0" * 32, "+447400999999") == 404
+
+            async def other_service() -> None:
+                vid, to, code = pending[-1]  # a live one, asked under the other service
+                assert await check(other, code, vid, to) == 404
+
+            async def on_locked() -> None:
+                vid, to = random.choice(locked)
+                assert await check(mine, "493817", vid, to) in (404, 429)
+
+            cases: dict[str, Callable[[], Awaitable[None]]] = {
+                "wrong code (baseline)": wrong_code,
+                "no pending code": no_pending,
+                "another service": other_service,
+                "locked": on_locked,
+            }
+            samples: dict[str, list[float]] = {name: [] for name in cases}
+            await refill()
+            for fn in cases.values():  # warm-up
+                for _ in range(20):
+                    if len(pending) < 2:
+                        await refill()
+                    await fn()
+            order = [name for name in cases for _ in range(n)]
+            random.shuffle(order)
+            for name in order:
+                if len(pending) < 2:
+                    await refill()  # outside the timed section
+                t0 = time.perf_counter_ns()
+                await cases[name]()
+                samples[name].append((time.perf_counter_ns() - t0) / 1000)
+    return samples
+
+
 def slower_probability(a: list[float], b: list[float]) -> float:
     """P(random sample of a > random sample of b), ties counted half (Mann-Whitney AUC)."""
     merged = sorted([(x, 0) for x in a] + [(x, 1) for x in b])
@@ -173,11 +267,14 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2000, help="samples per case")
     p.add_argument("--store", choices=["sqlite-file", "memory"], default="sqlite-file")
     p.add_argument("--by", choices=["id", "to"], default="id", help="check by id or by number")
+    p.add_argument("--api", choices=["engine", "v2"], default="engine", help="what is timed")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = "sqlite://:memory:" if args.store == "memory" else f"sqlite:///{tmp}/bench.db"
-        print(f"Verifier.check, {args.n} samples per case, store {args.store}, by {args.by}")
-        report(asyncio.run(measure(args.n, url, Path(tmp), args.by)))
+        what = "Verifier.check" if args.api == "engine" else "POST /v2/.../VerificationCheck"
+        print(f"{what}, {args.n} samples per case, store {args.store}, by {args.by}")
+        run = measure if args.api == "engine" else measure_v2
+        report(asyncio.run(run(args.n, url, Path(tmp), args.by)))
 
 
 if __name__ == "__main__":

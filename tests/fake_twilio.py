@@ -27,9 +27,11 @@ What it does:
 * Every request is recorded (:class:`RecordedRequest`) in ``fake.requests``.
 * Fault injection: ``fake.fail_next(Fault.error(status=500), Fault.drop())``
   queues what the next requests get, in order; after the queue is empty the
-  fake answers normally. ``Fault.stall()`` holds a request server-side until
-  ``fake.release()`` (or shutdown), so a client timeout fires without the test
-  sleeping.
+  fake answers normally. ``Fault.accepted_then_drop()`` and
+  ``Fault.accepted_then_error(500)`` create the message first (it is sent, and
+  counts in ``sent()``) and then fail the answer. ``Fault.stall()`` holds a
+  request server-side until ``fake.release()`` (or shutdown), so a client
+  timeout fires without the test sleeping.
 * ``fake.codes_sent_to(number)`` reads codes the way a phone would: the digits
   in an SMS body, the WhatsApp template variable, the digits a call reads out.
 * ``fake.status_callback(sid, "delivered")`` builds the signed request Twilio
@@ -116,6 +118,8 @@ class Fault:
     code: int | None = None
     message: str = ""
     body: bytes = b""
+    #: Create the message or call first (Twilio sends it), then fail the answer.
+    after_create: bool = False
 
     @classmethod
     def error(cls, code: int | None = None, *, status: int | None = None) -> Fault:
@@ -135,6 +139,18 @@ class Fault:
     def drop(cls) -> Fault:
         """Read the request, then close the connection without answering."""
         return cls("drop")
+
+    @classmethod
+    def accepted_then_drop(cls) -> Fault:
+        """Twilio creates the message (the phone gets it), then the connection drops
+        before the answer: the sender cannot know it was sent."""
+        return cls("drop", after_create=True)
+
+    @classmethod
+    def accepted_then_error(cls, status: int = 500) -> Fault:
+        """Twilio creates the message, then answers a 5xx error anyway."""
+        code = 20000 + status if status >= 500 else None
+        return cls("error", status=status, code=code, message="fake error", after_create=True)
 
     @classmethod
     def stall(cls) -> Fault:
@@ -501,11 +517,17 @@ class _Handler(BaseHTTPRequestHandler):
             owner._stalled.release()
             owner._release.wait(_STALL_LIMIT)
             fault = None if owner._release.is_set() else Fault.drop()
+        if fault is not None and fault.after_create:
+            status, _ = self._route(form)  # created: it counts in sent() and reaches phones
+            owner._record(RecordedRequest("POST", self.path, headers, form, status, fault))
+            if fault.kind == "drop":
+                self._drop()
+            else:
+                self._send_json(*_error(fault.code or 20500, fault.message, fault.status))
+            return
         if fault is not None and fault.kind == "drop":
             owner._record(RecordedRequest("POST", self.path, headers, form, 0, fault))
-            self.close_connection = True
-            with contextlib.suppress(OSError):  # the client went away
-                self.connection.shutdown(socket.SHUT_RDWR)
+            self._drop()
             return
         if fault is not None and fault.kind == "raw":
             owner._record(RecordedRequest("POST", self.path, headers, form, fault.status, fault))
@@ -517,6 +539,11 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = self._route(form)
         owner._record(RecordedRequest("POST", self.path, headers, form, status, fault))
         self._send_json(status, body)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):  # the client went away
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _route(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         m = _PATH_RE.match(self.path)

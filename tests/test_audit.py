@@ -203,6 +203,7 @@ def test_max_in_window(windows: list[tuple[int, int]], span: int, expected: int 
         ({"limit_phone": "off"}, "limits.phone", Status.FAIL),
         ({"limit_ip": "off"}, "limits.ip", Status.FAIL),
         ({"limit_network": "off"}, "limits.ip", Status.WARN),
+        ({"limit_ipv6_48": "off"}, "limits.ip", Status.WARN),
         ({"limit_failed_checks": "off"}, "limits.checks", Status.WARN),
         ({"admission_global": "off", "limit_global": "off"}, "limits.global", Status.WARN),
         ({"secret_keys": ["00" * 32]}, "storage.hmac", Status.FAIL),

@@ -53,13 +53,23 @@ def test_api_keys_create_list_revoke(cli_env: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main(["api-keys", "list"]) == 0
     listing = capsys.readouterr().out
-    assert "backend" in listing and "ops" in listing and "verify,admin" in listing
+    lines = {line.split()[-1]: line.split()[2] for line in listing.splitlines()}
+    # Exactly the scopes asked for: an admin key is not also a verify key.
+    assert lines == {"backend": "verify", "ops": "admin"}
     assert key not in listing and key.split("_")[2] not in listing
     assert main(["api-keys", "revoke", key_id]) == 0
     assert main(["api-keys", "revoke", key_id]) == 1
     capsys.readouterr()
     main(["api-keys", "list"])
     assert "revoked" in capsys.readouterr().out
+
+
+def test_api_keys_scopes(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["api-keys", "create", "--name", "all", "--scope", "verify", "--scope", "monitor"]
+    assert main(args) == 0
+    assert "scopes: verify, monitor" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["api-keys", "create", "--name", "x", "--scope", "root"])
 
 
 def test_configuration_errors_exit_2_with_the_fix(

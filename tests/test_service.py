@@ -326,7 +326,8 @@ async def test_delivery_report_with_an_undeliverable_code_blocks_resends_for_a_w
     from otpguard.errors import DestinationRefused
 
     v = await verifier.start(UK_MOBILE)
-    await verifier.record_delivery_status(v.id, "undelivered", 21610, "SM123")
+    sid = "MM00000001"  # the memory transport's id for its first message
+    await verifier.record_delivery_status(v.id, "undelivered", 21610, sid)
     with pytest.raises(DestinationRefused) as exc:
         await verifier.start(UK_MOBILE)
     assert exc.value.reason == "undeliverable"

@@ -20,7 +20,7 @@ from otpguard.transports import transport_from_settings
 from otpguard.web.app import create_app
 
 from .conftest import TEST_KEY, UK_MOBILE
-from .fake_twilio import FakeTwilio
+from .fake_twilio import FakeTwilio, Fault
 
 MAGIC_ERRORS = {
     "+15005550001": (21211, "invalid_number"),
@@ -180,3 +180,49 @@ async def test_status_callbacks_become_events(
     forged = dict(cb.form, MessageStatus="delivered")
     r = await http.post(path, data=forged, headers=cb.headers)
     assert r.status_code == 403
+
+
+async def test_a_replayed_status_callback_counts_once(
+    webhook_app: tuple[httpx.AsyncClient, Verifier], live_fake: FakeTwilio, clock: ManualClock
+) -> None:
+    """The same signed "undelivered / 21211" posted again (a replay) changes nothing,
+    and a signed callback for a message otpguard did not send counts for nothing."""
+    http, v = webhook_app
+    ver = await v.start(UK_MOBILE)
+    sid = next(iter(live_fake.resources))
+    cb = live_fake.status_callback(sid, "undelivered", error_code=21211)
+    path = cb.path_and_query
+    for _ in range(3):
+        assert (await http.post(path, data=cb.form, headers=cb.headers)).status_code == 204
+        clock.advance(600)
+    events = await v.store.list_events(EventQuery(types=("verification.delivery_status",)))
+    assert [(e.reason, e.provider_code, e.verification_id) for e in events] == [
+        ("undelivered", 21211, ver.id)
+    ]
+    flag = await v.store.get_flag(f"undeliverable:{UK_MOBILE}", clock())
+    assert flag == "invalid_number"
+    clock.advance(v.settings.undeliverable_ttl - 1800 + 1)  # a day after the first only
+    assert await v.store.get_flag(f"undeliverable:{UK_MOBILE}", clock()) is None
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault.accepted_then_drop(), Fault.accepted_then_error(500)], ids=["drop", "500"]
+)
+async def test_five_starts_are_five_requests_when_twilio_answers_badly(
+    live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock, fault: Fault
+) -> None:
+    """A Twilio that takes the request and then drops the connection (or answers 500)
+    sent each message; a retry would send each twice. Each start says "unknown"."""
+    # Not one range, so no fraud rule is in the way.
+    numbers = ["+447400123456", "+447411123456", "+447522123456", "+447833123456", "+447944123456"]
+    v = await open_engine(engine_settings(live_fake, tmp_path, dev_allowed_numbers=numbers), clock)
+    try:
+        live_fake.fail_next(*[fault] * 10)
+        for number in numbers:
+            with pytest.raises(DeliveryError) as exc:
+                await v.start(number, client_ip=f"192.0.2.{len(live_fake.requests) + 1}")
+            assert exc.value.outcome_unknown and exc.value.reason == "unknown_outcome"
+        assert len(live_fake.requests) == 5
+        assert sorted(r.form["To"] for r in live_fake.sent()) == numbers
+    finally:
+        await v.aclose()

@@ -2,6 +2,16 @@
 
 The secret part is 32 random bytes, so a plain (unkeyed) digest is enough and
 keys keep working when the HMAC keyring rotates.
+
+Each key carries explicit scopes, and every route asks for one (the table is in
+docs/hardening.md):
+
+* ``verify``: start, resend, check, cancel and fetch verifications, ``/v1`` and ``/v2``;
+* ``monitor``: read-only: ``/metrics``, the ``/v1/admin`` reads and the dashboard;
+* ``admin``: everything ``monitor`` may, plus the ``/v1/admin`` actions.
+
+``admin`` implies ``monitor`` and nothing else: a key without ``verify`` cannot send
+a code, whatever else it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from collections.abc import Callable
 from .errors import InvalidRequest, Unauthorized
 from .stores.base import ApiKey, Store
 
-SCOPES = ("verify", "admin")
+SCOPES = ("verify", "monitor", "admin")
+#: What each scope grants beyond itself.
+IMPLIED = {"admin": frozenset({"monitor"})}
 _KEY_RE = re.compile(r"^og_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 
@@ -39,6 +51,11 @@ async def create_api_key(
     record = ApiKey(id=key_id, name=name, key_hash=_digest(key), scopes=scopes, created_at=now)
     await store.create_api_key(record)
     return record, key
+
+
+def has_scope(key: ApiKey, scope: str) -> bool:
+    """Whether ``key`` grants ``scope``, itself or through a scope that implies it."""
+    return any(s == scope or scope in IMPLIED.get(s, ()) for s in key.scopes)
 
 
 class KeyCache:

@@ -175,11 +175,20 @@ def check_limits(settings: Settings) -> Iterator[Finding]:
             f"per IP {settings.limit_ip}, but no limit per network (/24, /56)",
             "set OTPGUARD_LIMIT_NETWORK=30/10m",
         )
+    elif max_in_window(settings.windows("limit_ipv6_48"), CHECKLIST_WINDOW) is None:
+        yield _warn(
+            "limits.ip",
+            f"per IP (IPv4 address, IPv6 /64) {settings.limit_ip}, per network "
+            f"(IPv4 /24, IPv6 /56) {settings.limit_network}, but no limit per IPv6 /48",
+            "set OTPGUARD_LIMIT_IPV6_48=60/10m;300/24h",
+        )
     else:
         yield _ok(
             "limits.ip",
-            f"per IP {settings.limit_ip}, per network {settings.limit_network} "
-            "(from the client_ip each API call passes)",
+            f"per IP (IPv4 address, IPv6 /64) {settings.limit_ip}, per network "
+            f"(IPv4 /24, IPv6 /56) {settings.limit_network}, per IPv6 /48 "
+            f"{settings.limit_ipv6_48}; client_ip as your backend passes it, trusted "
+            "(docs/hardening.md)",
         )
     if settings.windows("limit_failed_checks") and settings.windows("limit_ip_failed_checks"):
         yield _ok(
@@ -630,7 +639,7 @@ async def _tls_checks(client: httpx.AsyncClient, remote: Remote) -> list[Finding
         ]
     out.append(_ok("remote.tls", f"TLS with a verified certificate at {remote.url}"))
     hsts = r.headers.get("strict-transport-security", "")
-    m = re.search(r"max-age=(\d+)", hsts)
+    m = re.search(r"max-age=([0-9]+)", hsts)
     if not m:
         out.append(
             _fail(

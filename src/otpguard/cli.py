@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .apikeys import SCOPES
 from .config import Settings, check_startup, load_settings
 from .errors import ConfigError, OtpguardError
 from .stores import Store, store_from_url
@@ -142,9 +143,8 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.action == "create":
+        # Exactly the scopes asked for: an admin or monitor key does not also send codes.
         scopes = tuple(dict.fromkeys(args.scope or ["verify"]))
-        if "admin" in scopes and "verify" not in scopes:
-            scopes = ("verify", *scopes)
         record, key = asyncio.run(
             _with_store(settings, lambda s: create_api_key(s, args.name, scopes, time.time()))
         )
@@ -156,7 +156,7 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
         keys = asyncio.run(_with_store(settings, lambda s: s.list_api_keys()))
         for k in keys:
             state = "revoked" if k.revoked_at else "active"
-            print(f"{k.id}  {state:8} {','.join(k.scopes):14} {k.name}")
+            print(f"{k.id}  {state:8} {','.join(k.scopes):20} {k.name}")
         if not keys:
             print("no API keys; create one with `otpguard api-keys create --name NAME`")
         return 0
@@ -232,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = k.add_subparsers(dest="action", required=True)
     kc = ksub.add_parser("create", help="create a key; prints it alone on the last line, once")
     kc.add_argument("--name", required=True)
-    kc.add_argument("--scope", action="append", choices=["verify", "admin"])
+    kc.add_argument(
+        "--scope",
+        action="append",
+        choices=list(SCOPES),
+        help="verify (the default: send and check codes), monitor (read-only: dashboard, "
+        "metrics, admin reads) or admin (monitor plus admin actions); repeat for several",
+    )
     ksub.add_parser("list", help="list keys (never the secrets)")
     kr = ksub.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id")

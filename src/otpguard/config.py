@@ -31,7 +31,7 @@ from .errors import ConfigError
 log = logging.getLogger("otpguard.config")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_WINDOW_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*$")
+_WINDOW_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]*)\s*([smhd])\s*$", re.ASCII)
 
 # Fields read from the Twilio SDK's own variable names as well as OTPGUARD_*.
 _ALIASES = {
@@ -95,6 +95,9 @@ class Settings(BaseModel):
     limit_phone: str = "3/10m;10/24h"
     limit_ip: str = "10/10m;50/24h"
     limit_network: str = "30/10m"
+    # IPv6 only: one site commonly holds a /48, so a client rotating /56s and /64s
+    # inside it is counted here too.
+    limit_ipv6_48: str = "60/10m;300/24h"
     limit_account: str = "5/10m;20/24h"  # per end-user account_id (of one API key)
     # Hard caps on *all* sends (trusted numbers included), off by default: shared
     # capacity is the admission buckets' job below, paid for in conversions.
@@ -224,6 +227,7 @@ class Settings(BaseModel):
         "admission_block_4",
         "admission_block_5",
         "admission_block_6",
+        "limit_ipv6_48",
         "limit_prefix",
         "limit_country",
         "limit_global",

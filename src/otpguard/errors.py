@@ -135,6 +135,10 @@ class RateLimited(OtpguardError):
         return {"rule": self.rule, "retry_after": self.retry_after}
 
 
+#: DeliveryError.reason when the provider may or may not have sent the message.
+UNKNOWN_OUTCOME = "unknown_outcome"
+
+
 class DeliveryError(OtpguardError):
     """The transport could not deliver the message."""
 
@@ -154,10 +158,18 @@ class DeliveryError(OtpguardError):
         self.provider_code = provider_code
         self.retryable = retryable
 
+    @property
+    def outcome_unknown(self) -> bool:
+        """The request reached the provider but its answer did not come back whole
+        (reason ``unknown_outcome``): the message may have been sent."""
+        return self.reason == UNKNOWN_OUTCOME
+
     def details(self) -> dict[str, object]:
         out: dict[str, object] = {"reason": self.reason}
         if self.provider_code is not None:
             out["provider_code"] = self.provider_code
+        if self.outcome_unknown:
+            out["outcome_unknown"] = True
         return out
 
 

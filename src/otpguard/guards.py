@@ -197,7 +197,9 @@ class LimitGuard(Guard):
     """Per number, client IP, network and account; the optional hard caps on all sends."""
 
     name = "rate_limits"
-    key_prefixes = ("phone:", "ip:", "network:", "account:", "prefix:", "country:", "global:")
+    key_prefixes = (
+        "phone:", "ip:", "network:", "ipv6_48:", "account:", "prefix:", "country:", "global:",
+    )  # fmt: skip
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -10,9 +10,10 @@ rule       counts                                        setting (default)
 phone      sends to one E.164 number                      limit_phone (3/10m;10/24h)
 ip         sends for one client IP (IPv6: its /64)        limit_ip (10/10m;50/24h)
 network    sends for one /24 (IPv4) or /56 (IPv6)         limit_network (30/10m)
-prefix     sends to one number minus its last 4 digits    limit_prefix (20/10m;100/24h)
-country    sends to one country                           limit_country (300/10m;5000/24h)
-global     every send                                     limit_global (100/1m;10000/24h)
+ipv6_48    sends for one IPv6 /48 (none for IPv4)         limit_ipv6_48 (60/10m;300/24h)
+prefix     hard cap: every send to one number block      limit_prefix (off)
+country    hard cap: every send to one country           limit_country (off)
+global     hard cap: every send                          limit_global (off)
 failed_checks  wrong codes for one number (any verification) limit_failed_checks (10/1h)
                and for one client IP                      limit_ip_failed_checks (30/1h)
 cooldown   resends of one verification: 30 s, then 60 s, 120 s, ... (resend_cooldown)
@@ -75,6 +76,16 @@ def network_of(ip: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
+def ipv6_48_of(ip: str) -> str | None:
+    """The /48 of an IPv6 address (a site's usual allocation); None for IPv4."""
+    if ip == UNKNOWN_IP:
+        return None
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return None
+    return str(ipaddress.ip_network(f"{addr}/48", strict=False))
+
+
 def _rules(settings: Settings, setting: str, name: str, key: str) -> list[RateRule]:
     """One rule per window, all on one key: a send is one log entry, counted over each
     window (``3/10m;10/24h`` counts the same sends over ten minutes and over a day)."""
@@ -86,10 +97,12 @@ def _rules(settings: Settings, setting: str, name: str, key: str) -> list[RateRu
 
 def send_rules(settings: Settings, number: PhoneNumber, client_ip: str) -> list[RateRule]:
     """Every rule a send (start or resend) must pass, most specific first."""
+    site = ipv6_48_of(client_ip)
     return [
         *_rules(settings, "limit_phone", "phone", number.e164),
         *_rules(settings, "limit_ip", "ip", ip_key(client_ip)),
         *_rules(settings, "limit_network", "network", network_of(client_ip)),
+        *(_rules(settings, "limit_ipv6_48", "ipv6_48", site) if site else []),
         *_rules(settings, "limit_prefix", "prefix", number.prefix),
         *_rules(settings, "limit_country", "country", number.region or "unknown"),
         *_rules(settings, "limit_global", "global", "all"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import math
 import secrets
@@ -67,7 +68,7 @@ from .guards import (
 )
 from .models import AttemptOutcome, Channel, RateRule, Status, Verification
 from .phone import DestinationPolicy, PhoneNumber, parse
-from .stores.base import Store
+from .stores.base import EventQuery, Store
 from .transports.base import Message, Transport, pick_locale
 
 log = logging.getLogger("otpguard.service")
@@ -77,6 +78,19 @@ UNDELIVERABLE_REASONS = frozenset(
     {"invalid_number", "not_sms_capable", "unroutable", "unsubscribed", "country_not_permitted"}
 )
 VERIFICATION_GRACE = 3600.0  # keep finished verifications this long after expiry
+# A provider's delivery report counts only this long after the send it reports on
+# (and only while its verification is kept); each (message, status) counts once.
+DELIVERY_REPORT_WINDOW = 2 * 3600
+
+
+class DeliveryReport(enum.Enum):
+    """What ``record_delivery_status`` did with a report."""
+
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"  # the same message and status already counted: a replay
+    UNKNOWN_MESSAGE = "unknown_message"  # no send of this verification had that id
+    TOO_LATE = "too_late"  # the send is older than DELIVERY_REPORT_WINDOW
+
 
 EventListener = Callable[[Event], None]
 CHALLENGE_TOKEN_WINDOW = 3600  # seconds a used challenge token is remembered
@@ -161,7 +175,8 @@ class Verifier:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
         self.admission = AdmissionGuard(settings, challenge_configured=self.challenge is not None)
         self.guards = build_guards(settings, self.policy, dev_allowed, self.admission)
-        self._rate_horizon = float(limits.longest_window(settings))
+        # Rate entries live at least as long as the delivery reports' once-only rule.
+        self._rate_horizon = float(max(limits.longest_window(settings), DELIVERY_REPORT_WINDOW))
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -577,25 +592,31 @@ class Verifier:
         verification_id: str | None = None,
         to: str | None = None,
         client_ip: str | None = None,
+        started: float | None = None,
     ) -> CheckResult:
         """Approve exactly once: pending, unexpired, and the code matches.
 
         A failing check (wrong code, unknown id or number, locked, expired, limited)
         returns no sooner than ``failed_check_floor`` seconds after it began, so its
-        timing does not tell which failure it was (measured by bench/timing.py)."""
-        started = time.monotonic()
+        timing does not tell which failure it was (measured by bench/timing.py).
+        ``started`` (a ``time.monotonic()`` reading) is when it began for a caller
+        that did work of its own first, such as an API route."""
+        started = time.monotonic() if started is None else started
         try:
             result = await self._check(
                 code, verification_id=verification_id, to=to, client_ip=client_ip
             )
         except (NotFound, InvalidRequest, RateLimited):
-            await self._pad(started)
+            await self.pad_failed_check(started)
             raise
         if not result.valid:
-            await self._pad(started)
+            await self.pad_failed_check(started)
         return result
 
-    async def _pad(self, started: float) -> None:
+    async def pad_failed_check(self, started: float) -> None:
+        """Sleep until ``failed_check_floor`` seconds after ``started`` (a
+        ``time.monotonic()`` reading): the API routes call it for every failing check
+        they answer, whatever failed, so that no failure is faster than another."""
         floor = self.settings.failed_check_floor
         if floor <= 0:
             return
@@ -753,12 +774,42 @@ class Verifier:
         status: str,
         error_code: int | None = None,
         provider_id: str | None = None,
-    ) -> None:
-        """A provider's delivery report (Twilio status callback) becomes an event."""
+    ) -> DeliveryReport:
+        """A provider's delivery report (Twilio status callback) becomes an event, once.
+
+        Counted only for a message this verification's sends recorded (by provider
+        id), within ``DELIVERY_REPORT_WINDOW`` of that send, and once per (message,
+        status): a replayed report changes nothing. The once-only is a limit-1 rate
+        rule, decided and recorded in one atomic ``hit``."""
         now = self.clock()
         v = await self.store.get_verification(verification_id) if verification_id else None
         status = (status or "unknown")[:32]
-        if error_code is not None and v is not None and self.settings.undeliverable_ttl > 0:
+        provider_id = (provider_id or "")[:64]
+        if v is None or not provider_id:
+            return DeliveryReport.UNKNOWN_MESSAGE
+        sends = await self.store.list_events(
+            EventQuery(
+                types=(EventType.SENT.value, EventType.RESENT.value),
+                number_hash=self.keyring.keyed_hash("number", v.to),
+                since=v.created_at - 1,
+                limit=100,
+            )
+        )
+        sent = [
+            e
+            for e in sends
+            if e.verification_id == v.id and e.details.get("provider_id") == provider_id
+        ]
+        if not sent:
+            return DeliveryReport.UNKNOWN_MESSAGE
+        if now - max(e.ts for e in sent) > DELIVERY_REPORT_WINDOW:
+            return DeliveryReport.TOO_LATE
+        once = RateRule(
+            "delivery_report", f"report:{provider_id}:{status}", 1, DELIVERY_REPORT_WINDOW
+        )
+        if not (await self.store.hit([once], now)).allowed:
+            return DeliveryReport.DUPLICATE
+        if error_code is not None and self.settings.undeliverable_ttl > 0:
             from .transports.errors import reason_for_provider_code
 
             reason = reason_for_provider_code(error_code)
@@ -773,9 +824,10 @@ class Verifier:
                 v=v,
                 reason=status,
                 provider_code=error_code,
-                details={"provider_id": (provider_id or "")[:64]},
+                details={"provider_id": provider_id},
             )
         )
+        return DeliveryReport.RECORDED
 
     async def explain_number(self, raw: str) -> dict[str, object]:
         return self.policy.explain(parse(raw, self.settings.default_region))

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import smtplib
 import ssl
 import time
@@ -114,7 +115,7 @@ def verify_signature(
     except ValueError:
         return False
     current = time.time() if now is None else now
-    if abs(current - ts) > tolerance:
+    if not math.isfinite(ts) or abs(current - ts) > tolerance:  # "nan" is never "too old"
         return False
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 

@@ -35,7 +35,7 @@ from .stores.base import EventQuery, Store
 PAGE = 5_000
 MAX_EVENTS = 200_000  # per aggregation; beyond this the figures are marked truncated
 MAX_WINDOW = 31 * 86400
-_WINDOW_RE = re.compile(r"^(\d{1,4})([mhd])$")
+_WINDOW_RE = re.compile(r"^([0-9]{1,4})([mhd])$")  # [0-9]: \d matches any Unicode digit
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 STARTED = EventType.STARTED.value

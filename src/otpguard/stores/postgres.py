@@ -443,6 +443,8 @@ def _write_params(
         "b_t": [now] * len(rows),
         "b_forget": [now + admission.FORGET_AFTER_TAUS * b.tau for b, _ in rows.values()],
     }
+
+
 def _unreachable(exc: psycopg.Error) -> bool:
     """Whether ``exc`` says the server is not there (not that a statement failed)."""
     if isinstance(exc, psycopg_pool.PoolTimeout):

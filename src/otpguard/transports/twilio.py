@@ -7,10 +7,14 @@ with its aiohttp client. Two things are ours:
   ``api`` domain (``Domain.base_url``), so tests and proxies get the SDK's own
   requests at another host.
 * **How long and how often.** The whole ``send`` is bounded by
-  ``twilio_timeout`` (connect attempts by ``twilio_connect_timeout``); network
-  errors, Twilio 5xx and error 20429 get at most one retry within that budget.
-  A 4xx error is never retried. A response that never comes uses the whole
-  budget, so it is not retried: Twilio may have sent that message.
+  ``twilio_timeout`` (connect attempts by ``twilio_connect_timeout``). Only a
+  request that provably never reached Twilio is retried, once, within that
+  budget: the connection was never established (refused, unreachable, TLS
+  handshake failed, connect timeout). Once the request may have been written,
+  nothing is retried, since Twilio may have sent that message: a dropped
+  connection, a response that never comes or does not parse, and any 5xx
+  answer are ``DeliveryError(reason="unknown_outcome")`` (``outcome_unknown``
+  true), and a 4xx answer (20429 included) is Twilio's refusal, not retried.
 
 Twilio echoes the message body (the code) in its responses. Nothing here logs
 or keeps a response, a body or TwiML: only the resource SID and status leave
@@ -38,7 +42,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
 from ..config import Settings
-from ..errors import DeliveryError
+from ..errors import UNKNOWN_OUTCOME, DeliveryError
 from ..models import Channel
 from .base import Message, Receipt, Transport
 from .errors import TWILIO_REASONS
@@ -56,7 +60,6 @@ STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 
 #: Twilio error code -> DeliveryError.reason (shared with the status callbacks).
 ERROR_REASONS = TWILIO_REASONS
-_TOO_MANY_REQUESTS = 20429
 _VALIDITY_MAX = 36000  # Twilio accepts ValidityPeriod 1..36000 seconds
 _CALL_TIME_LIMIT = 60  # seconds; reading a code twice takes well under a minute
 
@@ -146,32 +149,39 @@ def _translate() -> Iterator[None]:
         yield
     except (TwilioRestException, TwilioServiceException) as exc:
         raise _rest_error(exc) from exc
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        # No connection, so no request: Twilio cannot have sent anything.
         raise DeliveryError(
             "network_error",
-            f"could not reach Twilio ({type(exc).__name__})",
+            f"could not connect to Twilio ({type(exc).__name__})",
             retryable=True,
         ) from exc
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # Connected: the request may have been written and the message sent.
+        raise DeliveryError(
+            UNKNOWN_OUTCOME,
+            f"no answer from Twilio ({type(exc).__name__}); the message may have been sent",
+        ) from exc
     except (TwilioException, ValueError, KeyError, TypeError):
-        # Possibly a parse error whose text is Twilio's response: do not chain it.
-        raise DeliveryError("provider_error", "unexpected response from Twilio") from None
+        # A response that does not parse (its text may be Twilio's echo: not chained).
+        raise DeliveryError(
+            UNKNOWN_OUTCOME, "unexpected response from Twilio; the message may have been sent"
+        ) from None
 
 
 def _rest_error(exc: TwilioException) -> DeliveryError:
     status = int(getattr(exc, "status", 0) or 0)
     raw = str(getattr(exc, "code", "") or "")
     # Without a Twilio code in the body the SDK repeats the HTTP status as the code.
-    code = int(raw) if raw.isdigit() and int(raw) >= 1000 else None
-    retryable = status >= 500 or status == 429 or code == _TOO_MANY_REQUESTS
+    code = int(raw) if raw.isascii() and raw.isdigit() and int(raw) >= 1000 else None
     reason = ERROR_REASONS.get(code, "provider_error") if code is not None else "provider_error"
     what = f"error {code}" if code is not None else "an error"
+    if status >= 500:
+        # A server error after the request was read: Twilio (or a proxy in front of
+        # it) may have created the message before failing. Not retried.
+        reason = UNKNOWN_OUTCOME
     # Twilio's own message is left out: it can quote the number or the request.
-    return DeliveryError(
-        reason,
-        f"Twilio returned {what} (HTTP {status})",
-        provider_code=code,
-        retryable=retryable,
-    )
+    return DeliveryError(reason, f"Twilio returned {what} (HTTP {status})", provider_code=code)
 
 
 class TwilioTransport(Transport):
@@ -366,7 +376,8 @@ class TwilioTransport(Transport):
         return create
 
     async def _with_retry(self, create: Callable[[], Awaitable[Any]], message: Message) -> Any:
-        """At most two attempts, both inside one ``twilio_timeout`` budget."""
+        """At most two attempts, both inside one ``twilio_timeout`` budget; the second
+        only when the first never connected (``retryable``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.twilio_timeout
         for attempt in (1, 2):

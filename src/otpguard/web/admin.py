@@ -5,7 +5,9 @@
 latency middleware, the alert engine with its sink dispatcher (both added to
 ``app.state.jobs``), kept at ``app.state.monitor`` for the dashboard.
 
-Every route here needs an API key with the ``admin`` scope (others get 403).
+The reads (``/metrics``, stats, events, alerts) need an API key with the
+``monitor`` scope (``admin`` implies it); ``POST /v1/admin/alerts/evaluate`` needs
+``admin``. Others get 403.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..service import Verifier
 from ..sinks import Dispatcher, sinks_from_settings
 from ..stats import parse_window, stats_for
 from ..stores.base import Alert, ApiKey, EventQuery
-from .api import ERRORS, admin_key, engine_of, iso
+from .api import ERRORS, admin_key, engine_of, iso, monitor_key
 
 log = logging.getLogger("otpguard.web.admin")
 
@@ -37,6 +39,7 @@ RECENT_ALERTS = 7 * 86400  # resolved alerts listed for this long
 MAX_PAGE = 500
 
 Admin = Annotated[ApiKey, Depends(admin_key)]
+ReadOnly = Annotated[ApiKey, Depends(monitor_key)]
 Engine = Annotated[Verifier, Depends(engine_of)]
 
 
@@ -84,7 +87,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.get("/stats", responses=ERRORS)
-async def admin_stats(engine: Engine, _: Admin, window: str = "1h") -> dict[str, Any]:
+async def admin_stats(engine: Engine, _: ReadOnly, window: str = "1h") -> dict[str, Any]:
     """Totals, conversion overall and per country, top numbers (masked) and IPs,
     refusals by reason, delivery failures and estimated spend over ``window``
     (``15m``, ``1h``, ``24h``, ``7d``, ...)."""
@@ -96,13 +99,13 @@ async def admin_stats(engine: Engine, _: Admin, window: str = "1h") -> dict[str,
 @router.get("/events", responses=ERRORS)
 async def admin_events(
     engine: Engine,
-    _: Admin,
+    _: ReadOnly,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
     number: Annotated[str | None, Query(max_length=32)] = None,
     ip: Annotated[str | None, Query(max_length=64)] = None,
     country: Annotated[str | None, Query(max_length=2, min_length=2)] = None,
-    since: float | None = None,
-    until: float | None = None,
+    since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
     before: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
@@ -140,7 +143,7 @@ async def admin_events(
 
 
 @router.get("/alerts", responses=ERRORS)
-async def admin_alerts(engine: Engine, _: Admin) -> dict[str, Any]:
+async def admin_alerts(engine: Engine, _: ReadOnly) -> dict[str, Any]:
     """Open alerts, then those resolved in the last 7 days."""
     alerts = await open_and_recent_alerts(engine, engine.clock())
     return {
@@ -164,8 +167,8 @@ metrics_router = APIRouter()
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, _: Admin) -> Response:
-    """Prometheus exposition (admin key, or the unauthenticated ``metrics_port``)."""
+async def metrics(request: Request, _: ReadOnly) -> Response:
+    """Prometheus exposition (monitor key, or the unauthenticated ``metrics_port``)."""
     return Response(monitor_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

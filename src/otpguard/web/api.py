@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -9,9 +11,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..apikeys import KeyCache
+from ..apikeys import KeyCache, has_scope
 from ..challenge import TOKEN_FIELD_MAX
-from ..errors import Forbidden, InvalidRequest
+from ..errors import Forbidden, InvalidRequest, OtpguardError
 from ..events import mask_number
 from ..models import Verification
 from ..service import Verifier
@@ -39,13 +41,24 @@ async def api_key(request: Request) -> ApiKey:
     return key
 
 
-async def admin_key(key: Annotated[ApiKey, Depends(api_key)]) -> ApiKey:
-    if "admin" not in key.scopes:
-        raise Forbidden("this endpoint needs an API key with the admin scope")
-    return key
+def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """A dependency: the request's API key, which must grant ``scope`` (else 403)."""
+
+    async def scoped_key(request: Request) -> ApiKey:
+        key = await api_key(request)
+        if not has_scope(key, scope):
+            raise Forbidden(f"this endpoint needs an API key with the {scope} scope")
+        return key
+
+    return scoped_key
 
 
-Auth = Annotated[ApiKey, Depends(api_key)]
+verify_key = require("verify")
+monitor_key = require("monitor")
+admin_key = require("admin")
+
+#: Every /v1 verification route: a key with the ``verify`` scope.
+Auth = Annotated[ApiKey, Depends(verify_key)]
 
 
 async def engine_of(request: Request) -> Verifier:
@@ -183,10 +196,23 @@ async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> V
 
 @router.post("/v1/verifications/check", response_model=CheckOut, responses=ERRORS)
 async def check_verification(body: CheckRequest, engine: Engine, _: Auth) -> CheckOut:
-    """Check a code. ``valid`` is true only for the first correct check."""
-    if (body.id is None) == (body.to is None):
-        raise InvalidRequest("give exactly one of 'id' or 'to'")
-    r = await engine.check(body.code, verification_id=body.id, to=body.to, client_ip=body.client_ip)
+    """Check a code. ``valid`` is true only for the first correct check. Every failing
+    check answers no sooner than ``failed_check_floor`` (the engine pads its own
+    failures; the route pads what fails before the engine is asked)."""
+    started = time.monotonic()
+    try:
+        if (body.id is None) == (body.to is None):
+            raise InvalidRequest("give exactly one of 'id' or 'to'")
+        r = await engine.check(
+            body.code,
+            verification_id=body.id,
+            to=body.to,
+            client_ip=body.client_ip,
+            started=started,
+        )
+    except OtpguardError:
+        await engine.pad_failed_check(started)
+        raise
     return CheckOut(
         id=r.verification.id,
         status=r.status.value,

@@ -1,10 +1,11 @@
 """The operator dashboard at ``/dashboard``: server-rendered HTML with inline SVG charts.
 
-Sign-in takes an API key with the ``admin`` scope. The session cookie is
+Sign-in takes an API key with the ``monitor`` scope (``admin`` implies it); give
+the dashboard a ``monitor``-only key, which cannot send codes. The session cookie is
 ``HttpOnly``, ``SameSite=Strict``, ``Secure`` outside development, scoped to
 ``/dashboard``; its value is ``<key id>.<expiry>.<nonce>.<mac>`` where the mac is
 ``keyring.keyed_hash("dashboard-session", ...)``. Each request re-checks the
-mac, the expiry, that the API key still exists with the admin scope and is not
+mac, the expiry, that the API key still exists with the monitor scope and is not
 revoked, and that the session was not signed out (a store flag per nonce).
 
 Every form carries a CSRF token: before sign-in it is derived from a random
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..apikeys import authenticate
+from ..apikeys import authenticate, has_scope
 from ..errors import OtpguardError
 from ..events import Event
 from ..service import Verifier
@@ -86,7 +87,7 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
 
 
 async def _session(request: Request) -> str | None:
-    """The session nonce if the cookie is a live session of a live admin key."""
+    """The session nonce if the cookie is a live session of a live monitor key."""
     raw = request.cookies.get(SESSION_COOKIE, "")
     parts = raw.split(".")
     if len(parts) != 4:
@@ -96,19 +97,24 @@ async def _session(request: Request) -> str | None:
     if not hmac.compare_digest(mac, _mac(v, "session", f"{key_id}.{expires}.{nonce}")):
         return None
     now = v.clock()
-    if not expires.isdigit() or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit()) or int(expires) <= now:
         return None
     key = await v.store.get_api_key(key_id)
-    if key is None or key.revoked_at is not None or "admin" not in key.scopes:
+    if key is None or key.revoked_at is not None or not has_scope(key, "monitor"):
         return None
     if await v.store.get_flag(f"dashboard:signed_out:{nonce}", now) is not None:
         return None
     return nonce
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted form, or None if it is not one (too many fields, say): the sign-in
+    and sign-out pages take two fields, and anyone may post to them."""
     body = (await request.body()).decode("utf-8", "replace")
-    return {k: vals[0] for k, vals in parse_qs(body, max_num_fields=10).items()}
+    try:
+        return {k: vals[0] for k, vals in parse_qs(body, max_num_fields=10).items()}
+    except ValueError:
+        return None
 
 
 def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
@@ -133,6 +139,8 @@ async def login_form(request: Request) -> Response:
 async def login(request: Request) -> Response:
     v = _verifier(request)
     form = await _form(request)
+    if form is None:
+        return _login_page(request, 400, "That was not a sign-in form; please sign in again.")
     cookie = request.cookies.get(CSRF_COOKIE, "")
     expected = _mac(v, "csrf-login", cookie) if cookie else ""
     if not cookie or not hmac.compare_digest(form.get("csrf", ""), expected):
@@ -141,8 +149,8 @@ async def login(request: Request) -> Response:
         key = await authenticate(v.store, form.get("api_key", "").strip())
     except OtpguardError:
         return _login_page(request, 401, "That API key is not valid.")
-    if "admin" not in key.scopes:
-        return _login_page(request, 403, "That API key does not have the admin scope.")
+    if not has_scope(key, "monitor"):
+        return _login_page(request, 403, "That API key does not have the monitor scope.")
     expires = int(v.clock()) + SESSION_TTL
     payload = f"{key.id}.{expires}.{secrets.token_hex(16)}"
     response = RedirectResponse("/dashboard", status_code=303)
@@ -159,7 +167,7 @@ async def logout(request: Request) -> Response:
     nonce = await _session(request)
     form = await _form(request)
     if nonce is not None:
-        if not hmac.compare_digest(form.get("csrf", ""), _mac(v, "csrf", nonce)):
+        if form is None or not hmac.compare_digest(form.get("csrf", ""), _mac(v, "csrf", nonce)):
             return HTMLResponse("<p>Invalid form token.</p>", status_code=403)
         await v.store.set_flag(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
     response = RedirectResponse("/dashboard/login", status_code=303)

@@ -63,7 +63,7 @@ HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 PLAIN_HTTP_PATHS = frozenset({"/healthz", "/readyz"})
 #: Browser pages: a plain-HTTP GET is redirected to HTTPS instead of refused.
 PAGE_PREFIXES = ("/dashboard", "/demo", "/docs")
-_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -5,6 +5,12 @@ HMAC-SHA1 over the URL it called plus the sorted POST fields). The URL is
 rebuilt from ``public_url``, never from the request's Host or scheme, so the
 check holds behind a proxy and a forged Host header cannot change it.
 
+A signature proves Twilio sent the callback once, not that it is fresh: a
+captured callback could be posted again. So a report counts only for a message
+otpguard sent for that verification, within ``DELIVERY_REPORT_WINDOW`` of the send,
+and once per (message, status) (:meth:`otpguard.service.Verifier.record_delivery_status`);
+anything else is acknowledged (204) and ignored.
+
 The endpoint is off (404) unless both ``public_url`` and ``twilio_auth_token``
 are set: the transport only asks for callbacks when ``public_url`` is set, and
 without the auth token no signature can be checked (an API key pair does not
@@ -23,6 +29,7 @@ from twilio.request_validator import RequestValidator
 
 from ..config import Settings
 from ..errors import NotFound
+from ..service import DeliveryReport
 from ..transports.twilio import STATUS_CALLBACK_PATH
 
 log = logging.getLogger("otpguard.web.twilio")
@@ -45,7 +52,7 @@ def _field(form: MultiDict, *names: str) -> str | None:
 
 def _error_code(raw: str | None) -> int | None:
     raw = (raw or "").strip()
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
 
 
 @router.post(STATUS_CALLBACK_PATH)
@@ -71,13 +78,16 @@ async def twilio_status(request: Request) -> Response:
     if not verification_id or status is None:
         return _error(400, "invalid_request", "expected ?vid= and MessageStatus or CallStatus")
     try:
-        await request.app.state.verifier.record_delivery_status(
+        outcome = await request.app.state.verifier.record_delivery_status(
             verification_id=verification_id,
             status=status,
             error_code=_error_code(_field(form, "ErrorCode")),
             provider_id=_field(form, "MessageSid", "CallSid"),
         )
     except NotFound:
-        # The verification was purged before Twilio's last word; nothing to record.
-        log.info("twilio status %s for unknown verification %s", status, verification_id)
+        outcome = DeliveryReport.UNKNOWN_MESSAGE
+    if outcome is not DeliveryReport.RECORDED:
+        # A replay, a report on a message otpguard did not send for this verification
+        # (or whose verification was purged), or one too late: acknowledged, ignored.
+        log.info("twilio status callback ignored: %s", outcome.value)
     return Response(status_code=204)

@@ -20,8 +20,11 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
 
 * **Auth**: HTTP Basic, the username is the API key's id ``og_<12 hex>`` and the
   password the whole key ``og_<id>_<secret>`` (what Twilio calls the account SID
-  and auth token). Anything else is Twilio's 20003 (401).
+  and auth token). Anything else is Twilio's 20003 (401); a key without the
+  ``verify`` scope is 20403 (403).
 * **CodeLength** 6-10 (Twilio allows 4-10): below 6 is 60200.
+* **FriendlyName** and **CustomFriendlyName** go into the message, so they are
+  kept to a brand name (:data:`NAME_RULE`): no URL, no phone number, ASCII only.
 * **Status=approved is refused** (60200): otpguard has no custom codes, and an
   out-of-band approval would let anyone holding an API key approve any pending
   verification without its code.
@@ -52,6 +55,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -61,7 +65,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ..apikeys import KeyCache
+from ..apikeys import KeyCache, has_scope
 from ..errors import (
     ChallengeRequired,
     ChallengeUnavailable,
@@ -265,7 +269,8 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 
 
 async def _authenticate(request: Request, engine: Verifier) -> ApiKey:
-    """Basic auth: username ``og_<key id>``, password the whole key ``og_<id>_<secret>``."""
+    """Basic auth: username ``og_<key id>``, password the whole key ``og_<id>_<secret>``.
+    Every /v2 route (services included) needs the ``verify`` scope."""
     creds = _basic_credentials(request)
     try:
         cache: KeyCache = request.app.state.key_cache
@@ -275,6 +280,8 @@ async def _authenticate(request: Request, engine: Verifier) -> ApiKey:
     assert creds is not None
     if creds[0] != f"og_{key.id}":
         raise TwilioError(AUTHENTICATE, 401, "Authenticate", _CHALLENGE)
+    if not has_scope(key, "verify"):
+        raise TwilioError(FORBIDDEN, 403, "this endpoint needs an API key with the verify scope")
     return key
 
 
@@ -343,15 +350,35 @@ async def _save_service(engine: Verifier, svc: VerifyService) -> None:
     await engine.store.set_flag(_SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
 
 
+# A friendly name is caller text that goes into the SMS ("Your {name} code is ..."):
+# kept to a brand name, so that nobody can make otpguard text "PayPal. Call 0800 ..."
+# or a link. ASCII only (no look-alike letters), no ".", "/", ":" or "@" (no URL
+# or address), at most 4 digits (no phone number), at least one letter.
+_NAME_RE = re.compile(r"^[A-Za-z0-9&' -]{1,30}$")
+_NAME_MAX_DIGITS = 4
+NAME_RULE = "1-30 of A-Z a-z 0-9 space & ' -, with a letter and at most 4 digits (no URL or number)"
+
+
+def name_is_safe(value: str) -> bool:
+    return (
+        bool(_NAME_RE.match(value))
+        and any(c.isalpha() for c in value)
+        and sum(c.isdigit() for c in value) <= _NAME_MAX_DIGITS
+        and "  " not in value
+    )
+
+
 def _friendly_name(form: dict[str, str], name: str) -> str:
     value = form[name].strip()
-    if not 0 < len(value) <= 30 or not value.isprintable():
-        raise invalid(name, "1-30 printable characters")
+    if not name_is_safe(value):
+        raise invalid(name, NAME_RULE)
     return value
 
 
 def _code_length(raw: str) -> int:
-    if not raw.isdigit() or not 6 <= int(raw) <= 10:
+    # ASCII digits only, and few: str.isdigit() is true for "\u00b9" (int() refuses it)
+    # and "\u0661\u0660" (int() reads 10), and int() refuses more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 2) or not 6 <= int(raw) <= 10:
         raise invalid("CodeLength", "otpguard's codes are 6 to 10 digits")
     return int(raw)
 
@@ -534,10 +561,15 @@ async def create_verification(request: Request, service_sid: str) -> Response:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")
     locale = form.get("Locale") or None
     if locale is not None and (
-        len(locale) > 16 or not locale.replace("-", "").replace("_", "").isalnum()
+        len(locale) > 16
+        or not locale.isascii()
+        or not locale.replace("-", "").replace("_", "").isalnum()
     ):
         raise invalid("Locale", "a language tag like en or fr-FR")
     name = _friendly_name(form, "CustomFriendlyName") if "CustomFriendlyName" in form else None
+    if name is None and not name_is_safe(svc.friendly_name):
+        # A service saved before names were restricted: its name no longer goes out.
+        raise invalid("FriendlyName", f"update the service's FriendlyName: {NAME_RULE}")
     device_ip = form.get("DeviceIp") or None
     try:
         v = await engine.start(
@@ -596,8 +628,25 @@ async def update_verification(
 
 @router.post("/Services/{service_sid}/VerificationCheck")
 async def check_verification(request: Request, service_sid: str) -> Response:
+    """Every failing check (no pending code for To, another service's verification,
+    locked, malformed, wrong code) answers no sooner than ``failed_check_floor``
+    after the request was authenticated: the time tells none of them apart."""
     engine = _engine(request)
     key = await _authenticate(request, engine)
+    started = time.monotonic()
+    try:
+        response, valid = await _check(request, engine, key, service_sid, started)
+    except (TwilioError, OtpguardError):
+        await engine.pad_failed_check(started)
+        raise
+    if not valid:
+        await engine.pad_failed_check(started)
+    return response
+
+
+async def _check(
+    request: Request, engine: Verifier, key: ApiKey, service_sid: str, started: float
+) -> tuple[Response, bool]:
     svc = await _load_service(request, engine, service_sid)
     form = await _form(request, _CHECK_FIELDS)
     code = _required(form, "Code")
@@ -626,14 +675,14 @@ async def check_verification(request: Request, service_sid: str) -> Response:
         # Twilio's check carries no end-user IP: count wrong codes against the IP
         # that started the verification (DeviceIp), not a bucket shared by all.
         ip = before.client_ip if before.client_ip not in (None, UNKNOWN_IP) else None
-        result = await engine.check(code, verification_id=vid, client_ip=ip)
+        result = await engine.check(code, verification_id=vid, client_ip=ip, started=started)
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
     if result.valid or result.status in (Status.PENDING, Status.MAX_ATTEMPTS_REACHED):
         # A wrong code: 200 with status pending (or max_attempts_reached on the
         # check that used the last attempt), as Twilio answers.
         v = result.verification.with_(status=result.status)
-        return JSONResponse(_check_out(svc, key, v, result.valid))
+        return JSONResponse(_check_out(svc, key, v, result.valid)), result.valid
     raise not_found(request)  # approved, canceled or expired in the meantime
 
 
