@@ -195,6 +195,7 @@ async def test_an_account_has_its_own_limits_and_is_stored_hashed(engine: Engine
         {"account_id": "a" * 129},
         {"challenge_token": ""},
         {"locale": "not a tag!"},
+        {"locale": "fr-ФР"},  # Cyrillic letters: alphanumeric, not ASCII
     ],
 )
 async def test_invalid_input_counts_nothing(

@@ -296,7 +296,9 @@ class Verifier:
         ip = limits.normalize_ip(client_ip)
         ch = _channel(channel)
         if locale is not None and (
-            len(locale) > 16 or not locale.replace("-", "").replace("_", "").isalnum()
+            len(locale) > 16
+            or not locale.isascii()
+            or not locale.replace("-", "").replace("_", "").isalnum()
         ):
             raise InvalidRequest("'locale' must be a language tag like en or fr-FR")
         length = self.settings.code_length if code_length is None else code_length
