@@ -32,8 +32,10 @@ async def test_walkthrough(api: ApiClient, outbox: MemoryTransport) -> None:
         "resend_available_at",
         "attempts_remaining",
         "sends",
+        "delivery",
     }
     assert v["status"] == "pending" and v["to"] == "+44******3456"
+    assert v["delivery"] == "sent"
     assert v["attempts_remaining"] == 5 and v["expires_at"].endswith("Z")
     code = outbox.last_code(UK_MOBILE)
     r = await api.post("/v1/verifications/check", json={"id": v["id"], "code": code})

@@ -3,6 +3,7 @@ magic numbers, error mapping end to end, the development guard, status callbacks
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -212,17 +213,63 @@ async def test_five_starts_are_five_requests_when_twilio_answers_badly(
     live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock, fault: Fault
 ) -> None:
     """A Twilio that takes the request and then drops the connection (or answers 500)
-    sent each message; a retry would send each twice. Each start says "unknown"."""
+    sent each message; a retry would send each twice. Each start says its delivery is
+    "unknown", and the code that did arrive works."""
     # Not one range, so no fraud rule is in the way.
     numbers = ["+447400123456", "+447411123456", "+447522123456", "+447833123456", "+447944123456"]
     v = await open_engine(engine_settings(live_fake, tmp_path, dev_allowed_numbers=numbers), clock)
     try:
         live_fake.fail_next(*[fault] * 10)
+        started = []
         for number in numbers:
-            with pytest.raises(DeliveryError) as exc:
-                await v.start(number, client_ip=f"192.0.2.{len(live_fake.requests) + 1}")
-            assert exc.value.outcome_unknown and exc.value.reason == "unknown_outcome"
+            ver = await v.start(number, client_ip=f"192.0.2.{len(live_fake.requests) + 1}")
+            assert (ver.delivery, ver.status) == ("unknown", Status.PENDING)
+            started.append(ver)
         assert len(live_fake.requests) == 5
         assert sorted(r.form["To"] for r in live_fake.sent()) == numbers
+        for ver in started:  # the phone got its code: it approves
+            [code] = live_fake.codes_sent_to(ver.to)
+            assert (await v.check(code, verification_id=ver.id)).valid
     finally:
         await v.aclose()
+
+
+async def test_a_timed_out_send_stays_usable_and_its_report_settles_it(
+    live_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> None:
+    """Twilio answers after the client's timeout: the start answers with delivery
+    "unknown" (not a failure), the verification stays pending, and Twilio's later
+    "undelivered" report, which names the message, fails it."""
+    settings = engine_settings(
+        live_fake,
+        tmp_path,
+        public_url="https://otp.example.com",
+        dev_allowed_numbers=[UK_MOBILE],
+        twilio_timeout=0.5,
+    )
+    v = Verifier(
+        settings, store_from_url(settings.store_url), transport_from_settings(settings), clock=clock
+    )
+    app = create_app(settings, v, clock=clock, background=False)
+    async with app.router.lifespan_context(app):
+        live_fake.fail_next(Fault.stall())
+        try:
+            ver = await v.start(UK_MOBILE)
+        finally:
+            live_fake.release()  # Twilio creates the message after all
+        assert (ver.delivery, (await v.get(ver.id)).status) == ("unknown", Status.PENDING)
+        events = await v.store.list_events(EventQuery(types=("verification.sent",)))
+        assert [(e.reason, e.details.get("outcome")) for e in events] == [
+            ("outcome_unknown", "unknown")
+        ]
+        for _ in range(500):  # a deadline for the fake's thread, not a timing assertion
+            if live_fake.resources:
+                break
+            await asyncio.sleep(0.01)
+        sid = next(iter(live_fake.resources))
+        cb = live_fake.status_callback(sid, "undelivered", error_code=30003)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://10.0.0.5:8000") as http:
+            r = await http.post(cb.path_and_query, data=cb.form, headers=cb.headers)
+        assert r.status_code == 204
+        assert (await v.get(ver.id)).status is Status.FAILED

@@ -103,6 +103,9 @@ class VerificationInfo:
     resend_available_at: datetime
     attempts_remaining: int
     sends: int
+    #: On a start or resend: "sent", or "unknown" when Twilio may have sent the
+    #: message but its answer was lost (the code works if it arrives).
+    delivery: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -134,6 +137,7 @@ def _verification(data: dict[str, Any]) -> VerificationInfo:
         resend_available_at=_time(data["resend_available_at"]),
         attempts_remaining=int(data["attempts_remaining"]),
         sends=int(data["sends"]),
+        delivery=data.get("delivery"),
     )
 
 

@@ -154,6 +154,8 @@ class Settings(BaseModel):
     twilio_api_base: str = "https://api.twilio.com"
     twilio_test_credentials: bool = False
     twilio_connect_timeout: float = Field(3.0, gt=0, le=30)
+    # Concurrent connections to Twilio; sends beyond it wait for a free connection.
+    twilio_max_connections: int = Field(100, ge=1, le=10_000)
     twilio_timeout: float = Field(10.0, gt=0, le=60)
     undeliverable_ttl: int = Field(86400, ge=0)
     dev_allowed_numbers: list[str] = Field(default_factory=list)

@@ -50,6 +50,9 @@ class Verification:
     code_length: int = 6
     service_name: str | None = None  # overrides the configured name in messages
     owner: str | None = None  # the API key (its public id) that started it
+    # Not stored: what the start or resend that returned it knows of its message,
+    # "sent" or "unknown" (the provider may have sent it; its answer was lost).
+    delivery: str | None = None
 
     def with_(self, **changes: object) -> Verification:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -77,6 +77,8 @@ log = logging.getLogger("otpguard.service")
 UNDELIVERABLE_REASONS = frozenset(
     {"invalid_number", "not_sms_capable", "unroutable", "unsubscribed", "country_not_permitted"}
 )
+#: Delivery report statuses that say the message will never arrive.
+UNDELIVERED_STATUSES = frozenset({"failed", "undelivered", "canceled"})
 VERIFICATION_GRACE = 3600.0  # keep finished verifications this long after expiry
 # A provider's delivery report counts only this long after the send it reports on
 # (and only while its verification is kept); each (message, status) counts once.
@@ -344,8 +346,7 @@ class Verifier:
         )
         await self.store.create_verification(v)
         started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
-        await self._deliver(v, number, code, ip, now, EventType.SENT, started)
-        return v
+        return await self._deliver(v, number, code, ip, now, EventType.SENT, started)
 
     def _context(
         self,
@@ -489,8 +490,14 @@ class Verifier:
         now: float,
         kind: EventType,
         *before: Event,
-    ) -> None:
-        """Send, then record the outcome together with ``before`` (one store write)."""
+    ) -> Verification:
+        """Send, then record the outcome together with ``before`` (one store write).
+
+        Returns ``v`` with ``delivery`` set: ``sent``, or ``unknown`` when the
+        provider may have sent it but its answer was lost (a timeout after the
+        request was written): the verification stays pending, its code usable, and
+        the status callback settles it. Once a message may have left, nothing that
+        fails afterwards turns the answer into an error."""
         msg = Message(
             verification_id=v.id,
             to=v.to,
@@ -504,6 +511,10 @@ class Verifier:
         try:
             receipt = await self.transport.send(msg)
         except DeliveryError as exc:
+            if exc.outcome_unknown:
+                details: dict[str, Any] = {"provider": self.transport.name, "outcome": "unknown"}
+                await self._sent(v, number, ip, now, kind, details, "outcome_unknown", before)
+                return v.with_(delivery="unknown")
             await self.store.transition(v.id, [Status.PENDING], Status.FAILED, now)
             if exc.reason in UNDELIVERABLE_REASONS and self.settings.undeliverable_ttl > 0:
                 await self.store.set_flag(
@@ -522,35 +533,50 @@ class Verifier:
                 ),
             )
             raise
-        verdicts = []
-        if not self.policy.is_allowlisted(number):
-            verdicts = await self.watch.after_send(number, now)
-        events = [
-            *before,
-            self._event(
-                kind,
-                now,
-                number=number,
-                v=v,
-                client_ip=ip,
-                details={"provider": receipt.provider, "provider_id": receipt.provider_id},
-            ),
-        ]
-        for verdict in verdicts:
-            type_ = EventType.FRAUD_SHADOW if self.watch.shadowed else EventType.FRAUD_SUSPENDED
-            events.append(
-                self._event(
-                    type_,
-                    now,
-                    number=number,
-                    client_ip=ip,
-                    channel=v.channel.value,
-                    reason=verdict.reason,
-                    rule=verdict.rule,
-                    details={"subject": verdict.subject, **verdict.figures},
+        details = {"provider": receipt.provider, "provider_id": receipt.provider_id}
+        await self._sent(v, number, ip, now, kind, details, None, before)
+        return v.with_(delivery="sent")
+
+    async def _sent(
+        self,
+        v: Verification,
+        number: PhoneNumber,
+        ip: str,
+        now: float,
+        kind: EventType,
+        details: dict[str, Any],
+        reason: str | None,
+        before: Sequence[Event],
+    ) -> None:
+        """The bookkeeping after a message left (or may have): the events and the
+        conversion watch. A store failure here is logged, never answered: the
+        message is out, and a 503 would say it was not."""
+        try:
+            verdicts = []
+            if not self.policy.is_allowlisted(number):
+                verdicts = await self.watch.after_send(number, now)
+            events = [
+                *before,
+                self._event(kind, now, number=number, v=v, client_ip=ip, reason=reason,
+                            details=details),
+            ]  # fmt: skip
+            for verdict in verdicts:
+                type_ = EventType.FRAUD_SHADOW if self.watch.shadowed else EventType.FRAUD_SUSPENDED
+                events.append(
+                    self._event(
+                        type_,
+                        now,
+                        number=number,
+                        client_ip=ip,
+                        channel=v.channel.value,
+                        reason=verdict.reason,
+                        rule=verdict.rule,
+                        details={"subject": verdict.subject, **verdict.figures},
+                    )
                 )
-            )
-        await self._emit(*events)
+            await self._emit(*events)
+        except StorageError:
+            log.warning("message for %s handed to the provider; its events were lost", v.id)
 
     async def resend(self, verification_id: str, client_ip: str | None = None) -> Verification:
         """A fresh code through the same channel; the previous one stops working."""
@@ -582,8 +608,7 @@ class Verifier:
             if current.status is not Status.PENDING:
                 raise Conflict(current.status.value)
             raise RateLimited("cooldown", max(1.0, current.resend_available_at - now))
-        await self._deliver(updated, number, code, ip, now, EventType.RESENT)
-        return updated
+        return await self._deliver(updated, number, code, ip, now, EventType.RESENT)
 
     # -- checking -----------------------------------------------------------------
 
@@ -797,10 +822,14 @@ class Verifier:
                 limit=100,
             )
         )
+        # A send whose answer was lost has no provider id: its report settles it.
         sent = [
             e
             for e in sends
-            if e.verification_id == v.id and e.details.get("provider_id") == provider_id
+            if e.verification_id == v.id
+            and (
+                e.details.get("provider_id") == provider_id or e.details.get("outcome") == "unknown"
+            )
         ]
         if not sent:
             return DeliveryReport.UNKNOWN_MESSAGE
@@ -811,6 +840,9 @@ class Verifier:
         )
         if not (await self.store.hit([once], now)).allowed:
             return DeliveryReport.DUPLICATE
+        if status in UNDELIVERED_STATUSES and v.status is Status.PENDING:
+            # The code can never arrive: the verification fails (a new start may follow).
+            await self.store.transition(v.id, [Status.PENDING], Status.FAILED, now)
         if error_code is not None and self.settings.undeliverable_ttl > 0:
             from .transports.errors import reason_for_provider_code
 

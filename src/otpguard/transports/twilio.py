@@ -111,11 +111,15 @@ class _QuietAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     body and Twilio's echo of it, so they are cleared after every request.
     """
 
-    def __init__(self, *, connect_timeout: float, logger: logging.Logger) -> None:
+    def __init__(
+        self, *, connect_timeout: float, max_connections: int, logger: logging.Logger
+    ) -> None:
         super().__init__(pool_connections=False, logger=logger)
-        # pool_connections=False leaves no session; ours carries the connect timeout.
+        # pool_connections=False leaves no session; ours carries the connect timeout and
+        # the connection limit (aiohttp's default of 100 silently queued the rest).
         self.session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout)
+            timeout=aiohttp.ClientTimeout(connect=connect_timeout, sock_connect=connect_timeout),
+            connector=aiohttp.TCPConnector(limit=max_connections),
         )
 
     async def request(
@@ -260,7 +264,9 @@ class TwilioTransport(Transport):
             if not (s.twilio_account_sid and username and password):
                 raise DeliveryError("not_configured", "Twilio credentials are not configured")
             self._http = _QuietAsyncHttpClient(
-                connect_timeout=s.twilio_connect_timeout, logger=_sdk_log
+                connect_timeout=s.twilio_connect_timeout,
+                max_connections=s.twilio_max_connections,
+                logger=_sdk_log,
             )
             client = Client(
                 username, password, account_sid=s.twilio_account_sid, http_client=self._http

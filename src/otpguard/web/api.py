@@ -117,6 +117,11 @@ class VerificationOut(BaseModel):
     resend_available_at: str
     attempts_remaining: int
     sends: int
+    delivery: Literal["sent", "unknown"] | None = Field(
+        None,
+        description="On a start or resend: 'sent', or 'unknown' when the provider may have "
+        "sent the message but its answer was lost; the code works if it arrives",
+    )
 
 
 class CheckOut(BaseModel):
@@ -170,6 +175,7 @@ def out(engine: Verifier, v: Verification) -> VerificationOut:
         resend_available_at=iso(v.resend_available_at),
         attempts_remaining=engine.attempts_remaining(v),
         sends=v.sends,
+        delivery=v.delivery,  # type: ignore[arg-type]
     )
 
 
