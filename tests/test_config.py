@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 
 from otpguard.codes import new_secret_hex
-from otpguard.config import (
-    check_startup,
-    load_settings,
-    parse_windows,
-    production_problems,
-)
+from otpguard.config import load_settings, parse_windows
 from otpguard.errors import ConfigError
+from otpguard.startup import check_startup, production_problems, startup_problems
 
 
 def test_defaults() -> None:
@@ -112,7 +108,7 @@ def test_production_refuses_test_credentials_and_weak_keys() -> None:
             "OTPGUARD_TRUSTED_PROXIES": "10.0.0.0/8",
         }
     )
-    problems = "\n".join(production_problems(s))
+    problems = "\n".join(startup_problems(s))
     assert "at least 32" in problems and "TEST_CREDENTIALS" in problems
 
 

@@ -12,14 +12,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .config import Settings, check_startup, load_settings
+from .config import Settings, load_settings
 from .errors import ConfigError, OtpguardError
+from .startup import check_startup
 from .stores import Store, store_from_url
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     path = Path(args.config) if getattr(args, "config", None) else None
     return load_settings(config_file=path)
+
+
+def with_tls_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``--certfile``/``--keyfile`` over OTPGUARD_TLS_*, before anything is checked
+    (``serve`` and ``audit`` judge the same configuration)."""
+    update: dict[str, Any] = {}
+    if getattr(args, "certfile", None):
+        update["tls_certfile"] = Path(args.certfile)
+    if getattr(args, "keyfile", None):
+        update["tls_keyfile"] = Path(args.keyfile)
+    return settings.model_copy(update=update) if update else settings
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -48,15 +60,7 @@ async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[Any]])
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = check_startup(_settings(args))
-    if args.certfile or args.keyfile:
-        settings = settings.model_copy(
-            update={
-                "tls_certfile": args.certfile and Path(args.certfile),
-                "tls_keyfile": args.keyfile and Path(args.keyfile),
-            }
-        )
-        check_startup(settings)
+    settings = check_startup(with_tls_flags(_settings(args), args))
     configure_logging(args.log_level.upper())
     tls: dict[str, Any] = {}
     if settings.tls_certfile and settings.tls_keyfile:

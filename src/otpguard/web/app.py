@@ -23,9 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..apikeys import KeyCache
 from ..clock import Clock, system_clock
-from ..config import Settings, check_startup
+from ..config import Settings
 from ..errors import OtpguardError, RateLimited, StorageError
 from ..service import Verifier
+from ..startup import check_startup
 from ..stores import store_from_url
 from ..transports import transport_from_settings
 from .api import router as api_router
