@@ -82,3 +82,63 @@ def test_serve_refuses_unsafe_production(
 def test_purge(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["purge"]) == 0
     assert "purged 0 stale rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("OTPGUARD_STORE", "mysql://x", "unsupported store URL scheme 'mysql'"),
+        ("OTPGUARD_BLOCKLIST", "hello", "OTPGUARD_BLOCKLIST: 'hello' is not a number or prefix"),
+        ("OTPGUARD_DEV_ALLOWED_NUMBERS", "hello", "OTPGUARD_DEV_ALLOWED_NUMBERS"),
+        ("OTPGUARD_ALERT_SINKS", "log,slack", "OTPGUARD_ALERT_SLACK_URL"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_before_any_side_effect(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    named: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "otpguard development on" not in err  # no serving banner
+    assert not (cli_env / "data").exists()  # no key file, no database
+
+
+def test_every_problem_is_named_at_once(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTPGUARD_ENV", "production")
+    monkeypatch.setenv("OTPGUARD_STORE", "mysql://x")
+    monkeypatch.setenv("OTPGUARD_BLOCKLIST", "hello")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    for named in ("mysql", "OTPGUARD_BLOCKLIST", "OTPGUARD_SECRET_KEYS", "OTPGUARD_TRANSPORT"):
+        assert named in err
+    assert "HTTPS only" in err
+
+
+@pytest.mark.parametrize(("name", "value"), [("STORE", "mysql://x"), ("BLOCKLIST", "hello")])
+def test_audit_fails_on_what_serve_refuses(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(f"OTPGUARD_{name}", value)
+    assert main(["audit"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  config.startup" in out and f"OTPGUARD_{name}" in out
+
+
+def test_purge_refuses_a_bad_setting_without_a_traceback(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTPGUARD_STORE", "mysql://x")
+    assert main(["purge"]) == 2
+    assert "configuration error" in capsys.readouterr().err

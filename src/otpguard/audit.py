@@ -390,7 +390,11 @@ def check_policy(settings: Settings) -> Iterator[Finding]:
     from .models import Channel
     from .phone import DestinationPolicy, parse
 
-    policy = DestinationPolicy.from_settings(settings)
+    try:
+        policy = DestinationPolicy.from_settings(settings)
+    except ConfigError as exc:
+        yield _fail("policy.premium_rate", f"the destination policy is invalid: {exc.message}", "")
+        return
     let_through = []
     probed = 0
     for region in sorted(policy.allowed_countries) or ["GB"]:
