@@ -142,3 +142,13 @@ def test_purge_refuses_a_bad_setting_without_a_traceback(
     monkeypatch.setenv("OTPGUARD_STORE", "mysql://x")
     assert main(["purge"]) == 2
     assert "configuration error" in capsys.readouterr().err
+
+
+def test_audit_does_not_pass_a_country_no_number_has(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTPGUARD_ALLOWED_COUNTRIES", "UK")
+    assert main(["audit"]) == 2
+    captured = capsys.readouterr()
+    assert "PASS" not in captured.out
+    assert "OTPGUARD_ALLOWED_COUNTRIES: 'UK' is not an ISO 3166-1 code: write GB" in captured.err

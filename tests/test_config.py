@@ -56,6 +56,9 @@ def test_env_and_toml(tmp_path: Path) -> None:
         ({"OTPGUARD_TRANSPORT": "pigeon"}, "OTPGUARD_TRANSPORT"),
         ({"OTPGUARD_LIMIT_PHONE": "three per minute"}, "LIMIT/WINDOW"),
         ({"OTPGUARD_ALLOWED_COUNTRIES": "GBR"}, "alpha-2"),
+        ({"OTPGUARD_ALLOWED_COUNTRIES": "GB,UK"}, "'UK' is not an ISO 3166-1 code: write GB"),
+        ({"OTPGUARD_ALLOWED_COUNTRIES": "XX"}, "'XX' is not an ISO 3166-1 alpha-2"),
+        ({"OTPGUARD_DEFAULT_REGION": "UK"}, "OTPGUARD_DEFAULT_REGION: 'UK' is not an ISO"),
         ({"OTPGUARD_TRUSTED_PROXIES": "10.0.0.0/33"}, "IP network"),
         ({"OTPGUARD_CODE_LENGHT": "8"}, "unknown setting"),
         ({"OTPGUARD_ALERT_SINKS": "log,pager"}, "unknown alert sink"),
@@ -160,3 +163,8 @@ def test_client_and_test_variables_are_not_mistaken_for_typos() -> None:
         "OTPGUARD_TEST_REQUIRE_BACKENDS": "1",
     }
     assert load_settings(env=env).env == "development"
+
+
+def test_country_codes_are_the_regions_phone_numbers_have() -> None:
+    s = load_settings(env={"OTPGUARD_ALLOWED_COUNTRIES": "gb, gg,JE,im,us"})
+    assert s.allowed_countries == ["GB", "GG", "JE", "IM", "US"]

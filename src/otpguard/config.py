@@ -68,6 +68,25 @@ def _parsed_windows(spec: str) -> tuple[tuple[int, int], ...]:
     return tuple(parse_windows(spec))
 
 
+# Codes people write for a country that ISO 3166-1 spells otherwise.
+_NOT_ISO = {"UK": "GB", "EL": "GR"}
+
+
+def _region_code(raw: str) -> str:
+    """An ISO 3166-1 alpha-2 code that phone numbers can have (``phonenumbers`` knows
+    which); ``UK`` is refused with its ISO spelling, since GB numbers would never match."""
+    import phonenumbers
+
+    code = raw.strip().upper()
+    if code in _NOT_ISO:
+        raise ValueError(f"{code!r} is not an ISO 3166-1 code: write {_NOT_ISO[code]}")
+    if not re.fullmatch(r"[A-Z]{2}", code) or code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{code!r} is not an ISO 3166-1 alpha-2 country code with phone numbers (like GB)"
+        )
+    return code
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -205,21 +224,12 @@ class Settings(BaseModel):
     @field_validator("allowed_countries")
     @classmethod
     def _countries(cls, v: list[str]) -> list[str]:
-        out = []
-        for c in v:
-            c = c.strip().upper()
-            if not re.fullmatch(r"[A-Z]{2}", c):
-                raise ValueError(f"{c!r} is not an ISO 3166-1 alpha-2 country code (like GB)")
-            out.append(c)
-        return out
+        return [_region_code(c) for c in v]
 
     @field_validator("default_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        v = v.strip().upper()
-        if not re.fullmatch(r"[A-Z]{2}", v):
-            raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-2 country code (like GB)")
-        return v
+        return _region_code(v)
 
     @field_validator("trusted_proxies")
     @classmethod
