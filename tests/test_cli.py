@@ -152,3 +152,41 @@ def test_audit_does_not_pass_a_country_no_number_has(
     captured = capsys.readouterr()
     assert "PASS" not in captured.out
     assert "OTPGUARD_ALLOWED_COUNTRIES: 'UK' is not an ISO 3166-1 code: write GB" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("redis://127.0.0.1:6379/7?sockettimeout=5", "unknown redis URL option(s) sockettimeout"),
+        ("redis://127.0.0.1:6379/7?socket_timeout=five", "'socket_timeout'"),
+        ("redis://127.0.0.1:6379/7?ssl_ca_certs=/ca.pem", "ssl_ca_certs"),  # rediss:// only
+        ("redis+cluster://127.0.0.1:7000?socket_timeout=five", "socket_timeout"),
+        ("postgresql://postgres@127.0.0.1/otpguard?connecttimeout=5", '"connecttimeout"'),
+        ("sqlite:///x.db?synchronus=full", "synchronus"),
+    ],
+)
+@pytest.mark.parametrize("command", [["serve"], ["purge"], ["api-keys", "list"]])
+def test_a_mistyped_store_url_option_is_named_at_start_up(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    named: str,
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("OTPGUARD_STORE", url)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and named in err
+    assert "Traceback" not in err
+
+
+def test_store_url_options_that_exist_are_accepted() -> None:
+    from otpguard.stores import store_from_url
+
+    for url in (
+        "redis://127.0.0.1:6379/7?socket_timeout=5&prefix=x&client_name=og",
+        "rediss://127.0.0.1:6380/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required",
+        "postgresql://postgres@127.0.0.1/otpguard?connect_timeout=5&pool_max_size=4",
+    ):
+        store_from_url(url)  # parsed only: nothing is opened

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.conninfo
 import psycopg_pool
 from psycopg import sql
 from psycopg.rows import TupleRow
@@ -239,6 +240,13 @@ def _split_url(url: str) -> tuple[str, dict[str, float]]:
     if options["pool_timeout"] <= 0:
         raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
+    try:  # libpq's own parser: names an unknown option now, not at the first connection
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:  # 'invalid URI query parameter: "foo"'
+        raise ConfigError(
+            f"OTPGUARD_STORE: {str(exc).strip()} (libpq options and otpguard's "
+            f"{', '.join(POOL_DEFAULTS)})"
+        ) from None
     return conninfo, options
 
 
