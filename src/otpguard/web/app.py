@@ -112,9 +112,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_docs(app: FastAPI) -> None:
-    import swagger_ui_bundle
+    # fastapi-offline's package data: Swagger UI 5, which reads the OpenAPI 3.1 FastAPI
+    # writes (swagger-ui-bundle's 4.15 rendered nothing). Only its static files are used.
+    import importlib.resources
 
-    static = Path(swagger_ui_bundle.swagger_ui_path)
+    static = Path(str(importlib.resources.files("fastapi_offline") / "static"))
     app.mount("/docs/static", StaticFiles(directory=static), name="swagger-static")
 
     @app.get("/docs", include_in_schema=False)
@@ -124,7 +126,7 @@ def _install_docs(app: FastAPI) -> None:
             title="otpguard API",
             swagger_js_url="/docs/static/swagger-ui-bundle.js",
             swagger_css_url="/docs/static/swagger-ui.css",
-            swagger_favicon_url="/docs/static/favicon-32x32.png",
+            swagger_favicon_url="/docs/static/favicon.png",
         )
 
 
