@@ -294,3 +294,21 @@ async def test_readyz_is_503_never_500_whatever_the_store_raises(
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "unavailable"
     assert not any(rec.exc_info for rec in caplog.records)  # no traceback logged
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "got"),
+    [
+        ({"content": b'{"to": "+447400123456"}'}, "no Content-Type"),
+        ({"data": {"to": "+447400123456"}}, "'application/x-www-form-urlencoded'"),
+    ],
+    ids=["no-content-type", "form"],
+)
+async def test_a_body_not_sent_as_json_says_to_send_content_type_json(
+    api: ApiClient, outbox: MemoryTransport, kwargs: dict[str, Any], got: str
+) -> None:
+    r = await api.post("/v1/verifications", **kwargs)
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "Content-Type: application/json" in message and got in message
+    assert outbox.outbox == []

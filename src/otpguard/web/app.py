@@ -59,13 +59,17 @@ def _error(
     )
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+def _validation_message(exc: RequestValidationError, content_type: str = "") -> tuple[int, str]:
     parts = []
     status = 422
+    json_sent = content_type.split(";")[0].strip().lower().endswith(("/json", "+json"))
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid":
             return 400, "the request body is not valid JSON"
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        if not loc and not json_sent and err.get("type") in ("model_attributes_type", "dict_type"):
+            sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+            return 422, f"send a JSON object with Content-Type: application/json (got {sent})"
         where = f"'{'.'.join(loc)}'" if loc else "body"
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
@@ -91,8 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(status, exc.code, exc.message, headers, **exc.details())
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = _validation_message(exc)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = _validation_message(exc, request.headers.get("content-type", "")[:100])
         return _error(status, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
