@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import stat
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,53 @@ def test_store_url_options_that_exist_are_accepted() -> None:
         "postgresql://postgres@127.0.0.1/otpguard?connect_timeout=5&pool_max_size=4",
     ):
         store_from_url(url)  # parsed only: nothing is opened
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_cli_option_and_command_has_help_text() -> None:
+    from otpguard.cli import build_parser
+
+    missing = [
+        f"{p.prog} {a.dest}"
+        for p in _parsers(build_parser())
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert missing == []
+
+
+def test_config_is_accepted_after_the_subcommand(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = cli_env / "other.toml"
+    config.write_text('allowed_countries = ["GB", "JE"]\n')
+    assert main(["audit", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"development configuration ({config})" in out
+    assert "codes go only to GB, JE" in out
+    assert main(["serve", "--config", str(cli_env / "missing.toml")]) == 2
+    assert "missing.toml does not exist" in capsys.readouterr().err
+
+
+def test_api_keys_list_has_a_header_the_og_ids_revoke_takes_and_creation_dates(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["api-keys", "create", "--name", "backend"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    key_id = "_".join(key.split("_")[:2])  # og_<12 hex>, as the docs name it
+    assert main(["api-keys", "list"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["ID", "STATE", "SCOPES", "CREATED", "(UTC)", "NAME"]
+    assert row.split()[0] == key_id and row.split()[1] == "active"
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", row)
+    assert main(["api-keys", "revoke", key]) == 2  # the whole key: refused, not looked up
+    assert key not in capsys.readouterr().out
+    assert main(["api-keys", "revoke", key_id]) == 0
+    assert capsys.readouterr().out.strip() == f"revoked {key_id}"
