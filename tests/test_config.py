@@ -168,3 +168,20 @@ def test_client_and_test_variables_are_not_mistaken_for_typos() -> None:
 def test_country_codes_are_the_regions_phone_numbers_have() -> None:
     s = load_settings(env={"OTPGUARD_ALLOWED_COUNTRIES": "gb, gg,JE,im,us"})
     assert s.allowed_countries == ["GB", "GG", "JE", "IM", "US"]
+
+
+def test_whatsapp_configured_without_a_template_is_refused_at_start_up(tmp_path: Path) -> None:
+    env = {
+        "OTPGUARD_DATA_DIR": str(tmp_path),
+        "OTPGUARD_TRANSPORT": "twilio",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "x" * 32,
+        "OTPGUARD_TWILIO_FROM": "+15005550006",
+        "OTPGUARD_TWILIO_WHATSAPP_FROM": "+15005550006",
+    }
+    with pytest.raises(ConfigError) as exc:
+        check_startup(load_settings(env=env))
+    assert "OTPGUARD_TWILIO_WHATSAPP_CONTENT_SID" in exc.value.message
+    assert not (tmp_path / "secret.key").exists()
+    ready = load_settings(env={**env, "OTPGUARD_TWILIO_WHATSAPP_CONTENT_SID": "HX" + "0" * 32})
+    assert check_startup(ready).twilio_whatsapp_content_sid
