@@ -270,3 +270,47 @@ async def test_store_down_fails_closed(api: ApiClient, outbox: MemoryTransport) 
 async def test_openapi_schema_has_error_model(api: ApiClient) -> None:
     schema = api.http._transport.app.openapi()  # type: ignore[attr-defined]
     assert "ErrorOut" in json.dumps(schema)
+
+
+async def test_readyz_is_503_never_500_whatever_the_store_raises(
+    settings: Any, clock: ManualClock, outbox: MemoryTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py given an unknown URL option raised TypeError on every command; a probe
+    must read "not ready", not a 500 with a traceback."""
+    import httpx
+
+    from otpguard.service import Verifier
+    from otpguard.stores.sqlite import SQLiteStore
+    from otpguard.web.app import create_app
+
+    class RaisingHealth(SQLiteStore):
+        async def health(self) -> None:
+            raise TypeError("AbstractConnection.__init__() got an unexpected keyword argument")
+
+    verifier = Verifier(settings, RaisingHealth(settings.store_url), outbox, clock=clock)
+    app = create_app(settings, verifier, clock=clock, background=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            r = await http.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "unavailable"
+    assert not any(rec.exc_info for rec in caplog.records)  # no traceback logged
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "got"),
+    [
+        ({"content": b'{"to": "+447400123456"}'}, "no Content-Type"),
+        ({"data": {"to": "+447400123456"}}, "'application/x-www-form-urlencoded'"),
+    ],
+    ids=["no-content-type", "form"],
+)
+async def test_a_body_not_sent_as_json_says_to_send_content_type_json(
+    api: ApiClient, outbox: MemoryTransport, kwargs: dict[str, Any], got: str
+) -> None:
+    r = await api.post("/v1/verifications", **kwargs)
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "Content-Type: application/json" in message and got in message
+    assert outbox.outbox == []

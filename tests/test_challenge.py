@@ -14,8 +14,9 @@ from otpguard.challenge import (
     challenge_problems,
     token_fingerprint,
 )
-from otpguard.config import check_startup, load_settings
+from otpguard.config import load_settings
 from otpguard.errors import ChallengeUnavailable, ConfigError
+from otpguard.startup import check_startup
 
 from .conftest import make_settings
 from .fake_siteverify import SECRET, SITE_KEY, FakeSiteverify, fake_siteverify

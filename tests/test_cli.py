@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import stat
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,7 +56,9 @@ def test_api_keys_create_list_revoke(cli_env: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main(["api-keys", "list"]) == 0
     listing = capsys.readouterr().out
-    lines = {line.split()[-1]: line.split()[2] for line in listing.splitlines()}
+    header, *rows = listing.splitlines()
+    assert header.split()[:3] == ["ID", "STATE", "SCOPES"]
+    lines = {line.split()[-1]: line.split()[2] for line in rows}
     # Exactly the scopes asked for: an admin key is not also a verify key.
     assert lines == {"backend": "verify", "ops": "admin"}
     assert key not in listing and key.split("_")[2] not in listing
@@ -92,3 +97,161 @@ def test_serve_refuses_unsafe_production(
 def test_purge(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["purge"]) == 0
     assert "purged 0 stale rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("OTPGUARD_STORE", "mysql://x", "unsupported store URL scheme 'mysql'"),
+        ("OTPGUARD_BLOCKLIST", "hello", "OTPGUARD_BLOCKLIST: 'hello' is not a number or prefix"),
+        ("OTPGUARD_DEV_ALLOWED_NUMBERS", "hello", "OTPGUARD_DEV_ALLOWED_NUMBERS"),
+        ("OTPGUARD_ALERT_SINKS", "log,slack", "OTPGUARD_ALERT_SLACK_URL"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_before_any_side_effect(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+    named: str,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "otpguard development on" not in err  # no serving banner
+    assert not (cli_env / "data").exists()  # no key file, no database
+
+
+def test_every_problem_is_named_at_once(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTPGUARD_ENV", "production")
+    monkeypatch.setenv("OTPGUARD_STORE", "mysql://x")
+    monkeypatch.setenv("OTPGUARD_BLOCKLIST", "hello")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    for named in ("mysql", "OTPGUARD_BLOCKLIST", "OTPGUARD_SECRET_KEYS", "OTPGUARD_TRANSPORT"):
+        assert named in err
+    assert "HTTPS only" in err
+
+
+@pytest.mark.parametrize(("name", "value"), [("STORE", "mysql://x"), ("BLOCKLIST", "hello")])
+def test_audit_fails_on_what_serve_refuses(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(f"OTPGUARD_{name}", value)
+    assert main(["audit"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  config.startup" in out and f"OTPGUARD_{name}" in out
+
+
+def test_purge_refuses_a_bad_setting_without_a_traceback(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTPGUARD_STORE", "mysql://x")
+    assert main(["purge"]) == 2
+    assert "configuration error" in capsys.readouterr().err
+
+
+def test_audit_does_not_pass_a_country_no_number_has(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTPGUARD_ALLOWED_COUNTRIES", "UK")
+    assert main(["audit"]) == 2
+    captured = capsys.readouterr()
+    assert "PASS" not in captured.out
+    assert "OTPGUARD_ALLOWED_COUNTRIES: 'UK' is not an ISO 3166-1 code: write GB" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("redis://127.0.0.1:6379/7?sockettimeout=5", "unknown redis URL option(s) sockettimeout"),
+        ("redis://127.0.0.1:6379/7?socket_timeout=five", "'socket_timeout'"),
+        ("redis://127.0.0.1:6379/7?ssl_ca_certs=/ca.pem", "ssl_ca_certs"),  # rediss:// only
+        ("redis+cluster://127.0.0.1:7000?socket_timeout=five", "socket_timeout"),
+        ("postgresql://postgres@127.0.0.1/otpguard?connecttimeout=5", '"connecttimeout"'),
+        ("sqlite:///x.db?synchronus=full", "synchronus"),
+    ],
+)
+@pytest.mark.parametrize("command", [["serve"], ["purge"], ["api-keys", "list"]])
+def test_a_mistyped_store_url_option_is_named_at_start_up(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    named: str,
+    command: list[str],
+) -> None:
+    monkeypatch.setenv("OTPGUARD_STORE", url)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and named in err
+    assert "Traceback" not in err
+
+
+def test_store_url_options_that_exist_are_accepted() -> None:
+    from otpguard.stores import store_from_url
+
+    for url in (
+        "redis://127.0.0.1:6379/7?socket_timeout=5&prefix=x&client_name=og",
+        "rediss://127.0.0.1:6380/0?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required",
+        "postgresql://postgres@127.0.0.1/otpguard?connect_timeout=5&pool_max_size=4",
+    ):
+        store_from_url(url)  # parsed only: nothing is opened
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield from _parsers(child)
+
+
+def test_every_cli_option_and_command_has_help_text() -> None:
+    from otpguard.cli import build_parser
+
+    missing = [
+        f"{p.prog} {a.dest}"
+        for p in _parsers(build_parser())
+        for a in p._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert missing == []
+
+
+def test_config_is_accepted_after_the_subcommand(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = cli_env / "other.toml"
+    config.write_text('allowed_countries = ["GB", "JE"]\n')
+    assert main(["audit", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"development configuration ({config})" in out
+    assert "codes go only to GB, JE" in out
+    assert main(["serve", "--config", str(cli_env / "missing.toml")]) == 2
+    assert "missing.toml does not exist" in capsys.readouterr().err
+
+
+def test_api_keys_list_has_a_header_the_og_ids_revoke_takes_and_creation_dates(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["api-keys", "create", "--name", "backend"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    key_id = "_".join(key.split("_")[:2])  # og_<12 hex>, as the docs name it
+    assert main(["api-keys", "list"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["ID", "STATE", "SCOPES", "CREATED", "(UTC)", "NAME"]
+    assert row.split()[0] == key_id and row.split()[1] == "active"
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", row)
+    assert main(["api-keys", "revoke", key]) == 2  # the whole key: refused, not looked up
+    assert key not in capsys.readouterr().out
+    assert main(["api-keys", "revoke", key_id]) == 0
+    assert capsys.readouterr().out.strip() == f"revoked {key_id}"

@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 
 from otpguard.codes import new_secret_hex
-from otpguard.config import (
-    check_startup,
-    load_settings,
-    parse_windows,
-    production_problems,
-)
+from otpguard.config import load_settings, parse_windows
 from otpguard.errors import ConfigError
+from otpguard.startup import check_startup, production_problems, startup_problems
 
 
 def test_defaults() -> None:
@@ -60,6 +56,9 @@ def test_env_and_toml(tmp_path: Path) -> None:
         ({"OTPGUARD_TRANSPORT": "pigeon"}, "OTPGUARD_TRANSPORT"),
         ({"OTPGUARD_LIMIT_PHONE": "three per minute"}, "LIMIT/WINDOW"),
         ({"OTPGUARD_ALLOWED_COUNTRIES": "GBR"}, "alpha-2"),
+        ({"OTPGUARD_ALLOWED_COUNTRIES": "GB,UK"}, "'UK' is not an ISO 3166-1 code: write GB"),
+        ({"OTPGUARD_ALLOWED_COUNTRIES": "XX"}, "'XX' is not an ISO 3166-1 alpha-2"),
+        ({"OTPGUARD_DEFAULT_REGION": "UK"}, "OTPGUARD_DEFAULT_REGION: 'UK' is not an ISO"),
         ({"OTPGUARD_TRUSTED_PROXIES": "10.0.0.0/33"}, "IP network"),
         ({"OTPGUARD_CODE_LENGHT": "8"}, "unknown setting"),
         ({"OTPGUARD_ALERT_SINKS": "log,pager"}, "unknown alert sink"),
@@ -112,7 +111,7 @@ def test_production_refuses_test_credentials_and_weak_keys() -> None:
             "OTPGUARD_TRUSTED_PROXIES": "10.0.0.0/8",
         }
     )
-    problems = "\n".join(production_problems(s))
+    problems = "\n".join(startup_problems(s))
     assert "at least 32" in problems and "TEST_CREDENTIALS" in problems
 
 
@@ -164,3 +163,25 @@ def test_client_and_test_variables_are_not_mistaken_for_typos() -> None:
         "OTPGUARD_TEST_REQUIRE_BACKENDS": "1",
     }
     assert load_settings(env=env).env == "development"
+
+
+def test_country_codes_are_the_regions_phone_numbers_have() -> None:
+    s = load_settings(env={"OTPGUARD_ALLOWED_COUNTRIES": "gb, gg,JE,im,us"})
+    assert s.allowed_countries == ["GB", "GG", "JE", "IM", "US"]
+
+
+def test_whatsapp_configured_without_a_template_is_refused_at_start_up(tmp_path: Path) -> None:
+    env = {
+        "OTPGUARD_DATA_DIR": str(tmp_path),
+        "OTPGUARD_TRANSPORT": "twilio",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "x" * 32,
+        "OTPGUARD_TWILIO_FROM": "+15005550006",
+        "OTPGUARD_TWILIO_WHATSAPP_FROM": "+15005550006",
+    }
+    with pytest.raises(ConfigError) as exc:
+        check_startup(load_settings(env=env))
+    assert "OTPGUARD_TWILIO_WHATSAPP_CONTENT_SID" in exc.value.message
+    assert not (tmp_path / "secret.key").exists()
+    ready = load_settings(env={**env, "OTPGUARD_TWILIO_WHATSAPP_CONTENT_SID": "HX" + "0" * 32})
+    assert check_startup(ready).twilio_whatsapp_content_sid

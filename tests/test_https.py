@@ -418,3 +418,58 @@ def test_several_forwarded_for_headers_are_read_in_order() -> None:
 def test_all_trusted_hops_give_the_leftmost() -> None:
     peer = parse_networks(["10.0.0.1/32"])[0].network_address
     assert client_from_forwarded(peer, ["10.3.3.3", "10.2.2.2"], NETS) == "10.3.3.3"
+
+
+# -- `otpguard serve --certfile --keyfile` in production, end to end -----------------------
+
+
+def test_production_serve_with_certfile_and_keyfile_flags_serves_https(
+    tmp_path: Path, tls_files: tuple[Path, Path, Path]
+) -> None:
+    """The command the README, docs/hardening.md and `otpguard init --production` give:
+    the flags alone make production's HTTPS requirement hold, and the server answers
+    over real TLS with a verified certificate."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from .needs import free_port
+
+    certfile, keyfile, cafile = tls_files
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTPGUARD_", "TWILIO_"))}
+    env.update(
+        {
+            "OTPGUARD_ENV": "production",
+            "OTPGUARD_DATA_DIR": str(tmp_path / "data"),
+            "OTPGUARD_SECRET_KEYS": "ab" * 16 + "cd" * 8 + "0123456789abcdef" * 2,
+            "OTPGUARD_TRANSPORT": "twilio",
+            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+            "TWILIO_AUTH_TOKEN": "t" * 32,
+            "OTPGUARD_TWILIO_FROM": "+447400000001",
+            "OTPGUARD_TWILIO_API_BASE": "http://127.0.0.1:9",  # never called here
+        }
+    )
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "otpguard.cli", "serve", "--port", str(port)]
+    command += ["--certfile", str(certfile), "--keyfile", str(keyfile)]
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx, timeout=1.0)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)  # waiting for a process to start, not testing time
+        assert r.status_code == 200
+        assert r.headers["strict-transport-security"] == HSTS_VALUE
+        assert f"otpguard production on https://127.0.0.1:{port}" in log_path.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

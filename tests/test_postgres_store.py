@@ -13,7 +13,7 @@ import pytest
 from otpguard.errors import ConfigError, StorageError
 from otpguard.models import Channel, RateRule, Status, Verification
 
-from .backends import BackendUnavailable, create_database
+from .backends import BackendUnavailable, create_database, database_name
 from .needs import unavailable
 from .test_multi_instance import TcpProxy
 
@@ -232,3 +232,15 @@ async def test_hit_takes_limits_past_32_bits(fresh_db: str) -> None:
         assert decision.allowed and decision.count == 2
     finally:
         await store.aclose()
+
+
+async def test_a_missing_database_is_named_not_hidden_behind_a_pool_timeout(
+    fresh_db: str,
+) -> None:
+    from otpguard.stores.postgres import PostgresStore
+
+    missing = f"otpguard_missing_{uuid.uuid4().hex[:12]}"  # never created
+    store = PostgresStore(fresh_db.replace(f"/{database_name('pgtest')}?", f"/{missing}?"))
+    with pytest.raises(StorageError) as exc:
+        await store.open()
+    assert f'database "{missing}" does not exist' in str(exc.value)

@@ -14,7 +14,8 @@ import pytest
 
 from otpguard import cli
 from otpguard.codes import new_secret_hex
-from otpguard.config import ConfigError, Settings, check_startup, ensure_dev_key, load_settings
+from otpguard.config import ConfigError, Settings, ensure_dev_key, load_settings
+from otpguard.startup import check_startup
 from otpguard.transports.twilio import TwilioTransport
 
 from .conftest import UK_MOBILE, ApiClient

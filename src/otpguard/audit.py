@@ -48,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from .codes import generate_code, is_trivial
-from .config import Settings, load_settings, production_problems
+from .config import Settings, load_settings
 from .errors import ConfigError
 
 TWILIO_MAGIC_VALID = "+15005550006"
@@ -404,7 +404,11 @@ def check_policy(settings: Settings) -> Iterator[Finding]:
     from .models import Channel
     from .phone import DestinationPolicy, parse
 
-    policy = DestinationPolicy.from_settings(settings)
+    try:
+        policy = DestinationPolicy.from_settings(settings)
+    except ConfigError as exc:
+        yield _fail("policy.premium_rate", f"the destination policy is invalid: {exc.message}", "")
+        return
     let_through = []
     probed = 0
     for region in sorted(policy.allowed_countries) or ["GB"]:
@@ -531,12 +535,15 @@ def check_monitoring(settings: Settings) -> Iterator[Finding]:
 
 
 def check_startup(settings: Settings) -> Iterator[Finding]:
-    problems = production_problems(settings)
+    from .startup import startup_problems
+
+    problems = startup_problems(settings)
     if problems:
         yield _fail(
             "config.startup",
-            f"production would refuse to start ({len(problems)} problem(s)): {problems[0]}",
-            "fix every problem listed by `otpguard serve`",
+            f"`otpguard serve` would refuse to start ({len(problems)} problem(s)): "
+            + "; ".join(problems),
+            "fix every problem listed",
         )
     else:
         mode = "production start-up checks pass" if settings.production else "development"
@@ -869,14 +876,9 @@ def _read_key(args: argparse.Namespace) -> str | None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     config_path = _config_path(args)
-    settings = load_settings(config_file=config_path)
-    if args.certfile or args.keyfile:
-        settings = settings.model_copy(
-            update={
-                "tls_certfile": Path(args.certfile) if args.certfile else None,
-                "tls_keyfile": Path(args.keyfile) if args.keyfile else None,
-            }
-        )
+    from .cli import with_tls_flags
+
+    settings = with_tls_flags(load_settings(config_file=config_path), args)
     findings = audit_settings(settings, config_path)
     title = f"otpguard audit: {settings.env} configuration" + (
         f" ({config_path})" if config_path else ""

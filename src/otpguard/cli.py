@@ -13,14 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from .apikeys import SCOPES
-from .config import Settings, check_startup, load_settings
+from .config import Settings, load_settings
 from .errors import ConfigError, OtpguardError
+from .startup import check_startup
 from .stores import Store, store_from_url
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     path = Path(args.config) if getattr(args, "config", None) else None
     return load_settings(config_file=path)
+
+
+def with_tls_flags(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``--certfile``/``--keyfile`` over OTPGUARD_TLS_*, before anything is checked
+    (``serve`` and ``audit`` judge the same configuration)."""
+    update: dict[str, Any] = {}
+    if getattr(args, "certfile", None):
+        update["tls_certfile"] = Path(args.certfile)
+    if getattr(args, "keyfile", None):
+        update["tls_keyfile"] = Path(args.keyfile)
+    return settings.model_copy(update=update) if update else settings
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -49,15 +61,7 @@ async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[Any]])
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = check_startup(_settings(args))
-    if args.certfile or args.keyfile:
-        settings = settings.model_copy(
-            update={
-                "tls_certfile": args.certfile and Path(args.certfile),
-                "tls_keyfile": args.keyfile and Path(args.keyfile),
-            }
-        )
-        check_startup(settings)
+    settings = check_startup(with_tls_flags(_settings(args), args))
     configure_logging(args.log_level.upper())
     tls: dict[str, Any] = {}
     if settings.tls_certfile and settings.tls_keyfile:
@@ -148,20 +152,27 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
         record, key = asyncio.run(
             _with_store(settings, lambda s: create_api_key(s, args.name, scopes, time.time()))
         )
-        print(f"created API key {record.id} ({record.name}, scopes: {', '.join(scopes)}).")
+        print(f"created API key og_{record.id} ({record.name}, scopes: {', '.join(scopes)}).")
         print("Store it now: it is shown only once.")
         print(key)
         return 0
     if args.action == "list":
         keys = asyncio.run(_with_store(settings, lambda s: s.list_api_keys()))
-        for k in keys:
-            state = "revoked" if k.revoked_at else "active"
-            print(f"{k.id}  {state:8} {','.join(k.scopes):20} {k.name}")
         if not keys:
             print("no API keys; create one with `otpguard api-keys create --name NAME`")
+            return 0
+        print(f"{'ID':<15}  {'STATE':<7}  {'SCOPES':<12}  {'CREATED (UTC)':<16}  NAME")
+        for k in keys:
+            state = "revoked" if k.revoked_at else "active"
+            created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created_at))
+            print(f"og_{k.id:<12}  {state:<7}  {','.join(k.scopes):<12}  {created:<16}  {k.name}")
         return 0
-    ok = asyncio.run(_with_store(settings, lambda s: s.revoke_api_key(args.key_id, time.time())))
-    print(f"revoked {args.key_id}" if ok else f"no active key {args.key_id}")
+    key_id = args.key_id.removeprefix("og_")
+    if "_" in key_id:
+        print("pass the key's id (og_ and 12 hex digits), not the whole key", file=sys.stderr)
+        return 2
+    ok = asyncio.run(_with_store(settings, lambda s: s.revoke_api_key(key_id, time.time())))
+    print(f"revoked og_{key_id}" if ok else f"no active key og_{key_id}")
     return 0 if ok else 1
 
 
@@ -206,32 +217,57 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    config_help = "TOML config file (default: $OTPGUARD_CONFIG or ./otpguard.toml)"
     p = argparse.ArgumentParser(prog="otpguard", description=__doc__)
-    p.add_argument(
-        "--config", help="TOML config file (default: $OTPGUARD_CONFIG or ./otpguard.toml)"
-    )
+    p.add_argument("--config", help=config_help)
+    # --config is accepted after the subcommand too (`otpguard audit --config x`);
+    # SUPPRESS keeps a subcommand's absent --config from hiding the global one.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     sub = p.add_subparsers(dest="command", required=True)
+    real_add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("description", kwargs.get("help"))
+        parser: argparse.ArgumentParser = real_add_parser(name, parents=[common], **kwargs)
+        return parser
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     s = sub.add_parser("serve", help="run the HTTP service")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1)
-    s.add_argument("--certfile", help="serve TLS with this certificate (PEM)")
-    s.add_argument("--keyfile", help="the certificate's private key (PEM)")
-    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    s.add_argument("--no-access-log", dest="access_log", action="store_false")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the store (1)")
+    s.add_argument(
+        "--certfile", help="serve TLS with this certificate (PEM; or OTPGUARD_TLS_CERTFILE)"
+    )
+    s.add_argument("--keyfile", help="the certificate's private key (PEM; or OTPGUARD_TLS_KEYFILE)")
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (info)",
+    )
+    s.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="do not log one line per request",
+    )
     s.set_defaults(func=cmd_serve)
 
     i = sub.add_parser("init", help="write a config file with a fresh secret key (mode 0600)")
-    i.add_argument("--path", default="otpguard.toml")
+    i.add_argument("--path", default="otpguard.toml", help="file to write (otpguard.toml)")
     i.add_argument("--production", action="store_true", help="write a production template")
-    i.add_argument("--force", action="store_true")
+    i.add_argument(
+        "--force", action="store_true", help="replace an existing file (its key is lost)"
+    )
     i.set_defaults(func=cmd_init)
 
     k = sub.add_parser("api-keys", help="create, list and revoke API keys")
     ksub = k.add_subparsers(dest="action", required=True)
     kc = ksub.add_parser("create", help="create a key; prints it alone on the last line, once")
-    kc.add_argument("--name", required=True)
+    kc.add_argument("--name", required=True, help="who uses the key, e.g. shop-backend")
     kc.add_argument(
         "--scope",
         action="append",
@@ -241,14 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ksub.add_parser("list", help="list keys (never the secrets)")
     kr = ksub.add_parser("revoke", help="revoke a key by id")
-    kr.add_argument("key_id")
+    kr.add_argument("key_id", help="the key's id as `api-keys list` shows it (og_ + 12 hex)")
     k.set_defaults(func=cmd_api_keys)
 
     n = sub.add_parser("numbers", help="phone number tools")
     nsub = n.add_subparsers(dest="action", required=True)
     ne = nsub.add_parser("explain", help="country, type and the decision for each channel")
-    ne.add_argument("number")
-    ne.add_argument("--json", action="store_true")
+    ne.add_argument("number", help="in international (+44...) or national form")
+    ne.add_argument("--json", action="store_true", help="machine-readable output")
     n.set_defaults(func=cmd_numbers)
 
     pu = sub.add_parser("purge", help="delete expired verifications, old events and rate entries")

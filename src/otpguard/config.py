@@ -68,6 +68,25 @@ def _parsed_windows(spec: str) -> tuple[tuple[int, int], ...]:
     return tuple(parse_windows(spec))
 
 
+# Codes people write for a country that ISO 3166-1 spells otherwise.
+_NOT_ISO = {"UK": "GB", "EL": "GR"}
+
+
+def _region_code(raw: str) -> str:
+    """An ISO 3166-1 alpha-2 code that phone numbers can have (``phonenumbers`` knows
+    which); ``UK`` is refused with its ISO spelling, since GB numbers would never match."""
+    import phonenumbers
+
+    code = raw.strip().upper()
+    if code in _NOT_ISO:
+        raise ValueError(f"{code!r} is not an ISO 3166-1 code: write {_NOT_ISO[code]}")
+    if not re.fullmatch(r"[A-Z]{2}", code) or code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(
+            f"{code!r} is not an ISO 3166-1 alpha-2 country code with phone numbers (like GB)"
+        )
+    return code
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -246,21 +265,12 @@ class Settings(BaseModel):
     @field_validator("allowed_countries")
     @classmethod
     def _countries(cls, v: list[str]) -> list[str]:
-        out = []
-        for c in v:
-            c = c.strip().upper()
-            if not re.fullmatch(r"[A-Z]{2}", c):
-                raise ValueError(f"{c!r} is not an ISO 3166-1 alpha-2 country code (like GB)")
-            out.append(c)
-        return out
+        return [_region_code(c) for c in v]
 
     @field_validator("default_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        v = v.strip().upper()
-        if not re.fullmatch(r"[A-Z]{2}", v):
-            raise ValueError(f"{v!r} is not an ISO 3166-1 alpha-2 country code (like GB)")
-        return v
+        return _region_code(v)
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -437,62 +447,3 @@ def ensure_dev_key(settings: Settings) -> Settings:
             key_file,
         )
     return settings.model_copy(update={"secret_keys": [SecretStr(key)]})
-
-
-def production_problems(settings: Settings) -> list[str]:
-    """Why production must refuse to start with these settings (empty when safe)."""
-    problems: list[str] = []
-    if not settings.production:
-        return problems
-    if not settings.secret_keys:
-        problems.append(
-            "OTPGUARD_SECRET_KEYS is not set: production needs a key of at least 32 random "
-            "bytes in hex (run `otpguard init`)"
-        )
-    else:
-        try:
-            settings.keyring()
-        except ConfigError as exc:
-            problems.append(exc.message)
-    if settings.transport != "twilio":
-        problems.append(
-            f"OTPGUARD_TRANSPORT={settings.transport} is for development only; "
-            "production needs OTPGUARD_TRANSPORT=twilio"
-        )
-    if settings.twilio_test_credentials:
-        problems.append(
-            "OTPGUARD_TWILIO_TEST_CREDENTIALS=true is for development; unset it in production"
-        )
-    if not settings.trusted_proxies and not (settings.tls_certfile and settings.tls_keyfile):
-        problems.append(
-            "production serves HTTPS only: pass --certfile/--keyfile (OTPGUARD_TLS_CERTFILE, "
-            "OTPGUARD_TLS_KEYFILE) or list your TLS-terminating proxies in "
-            "OTPGUARD_TRUSTED_PROXIES (CIDRs)"
-        )
-    if settings.code_ttl > 600:
-        problems.append("OTPGUARD_CODE_TTL must be at most 600 seconds")
-    return problems
-
-
-def check_startup(settings: Settings) -> Settings:
-    """Validate for serving: refuse unsafe production settings, give development a key."""
-    from .challenge import challenge_problems
-
-    problems = production_problems(settings)
-    challenge = challenge_problems(settings)
-    if problems:
-        raise ConfigError(
-            "refusing to start in production:\n  - " + "\n  - ".join(problems + challenge)
-        )
-    if challenge:
-        raise ConfigError("the challenge step is not ready:\n  - " + "\n  - ".join(challenge))
-    if settings.transport == "twilio":
-        from .models import Channel
-        from .transports.twilio import TwilioTransport
-
-        twilio = TwilioTransport.from_settings(settings).problems([Channel.SMS])
-        if twilio:
-            raise ConfigError("the twilio transport is not ready:\n  - " + "\n  - ".join(twilio))
-    settings = ensure_dev_key(settings)
-    settings.keyring()  # raises ConfigError on weak or malformed keys
-    return settings

@@ -894,7 +894,7 @@ class Verifier:
 def open_verifier(settings: Settings, *, clock: Clock = system_clock) -> Verifier:
     """A Verifier built from settings alone (store by URL, transport by name), validated
     as ``otpguard serve`` would. Use it as ``async with open_verifier(settings) as otp:``."""
-    from .config import check_startup
+    from .startup import check_startup
     from .stores import store_from_url
     from .transports import transport_from_settings
 

@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+import psycopg.conninfo
 import psycopg_pool
 from psycopg import sql
 from psycopg.rows import TupleRow
@@ -364,6 +365,13 @@ def _split_url(url: str) -> tuple[str, dict[str, float]]:
     if options["pool_timeout"] <= 0:
         raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
+    try:  # libpq's own parser: names an unknown option now, not at the first connection
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:  # 'invalid URI query parameter: "foo"'
+        raise ConfigError(
+            f"OTPGUARD_STORE: {str(exc).strip()} (libpq options and otpguard's "
+            f"{', '.join(POOL_DEFAULTS)})"
+        ) from None
     return conninfo, options
 
 
@@ -566,10 +574,33 @@ class PostgresStore(Store):
                 await pool.open(wait=True, timeout=self._options["pool_timeout"])
                 async with pool.connection() as conn:
                     await self._migrate(conn)
+        except StorageError as exc:
+            await pool.close()
+            if isinstance(exc.__cause__, psycopg_pool.PoolTimeout):
+                # The pool only says it timed out; one direct attempt says why
+                # ('database "x" does not exist', an authentication failure, ...).
+                reason = await self._connect_failure()
+                if reason:
+                    raise StorageError(f"postgres store: open failed: {reason}") from exc
+            raise
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+
+    async def _connect_failure(self) -> str | None:
+        """The server's reason a connection fails, or None (the server's text names
+        the database and user, never the password)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=max(1, int(self._options["pool_timeout"]))
+            )
+        except psycopg.Error as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            fatal = [line.split("FATAL:", 1)[1].strip() for line in lines if "FATAL:" in line]
+            return (fatal or lines or [type(exc).__name__])[-1][:200]
+        await conn.close()
+        return None
 
     @staticmethod
     async def _migrate(conn: Conn) -> None:

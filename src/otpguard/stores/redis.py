@@ -38,6 +38,7 @@ by step and compensate on a refusal (see ``_stepwise``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import re
@@ -522,6 +523,7 @@ def _parse_url(url: str) -> _Options:
     pool = _pool_options(ours, cluster=scheme == "redis+cluster")
     if scheme != "redis+cluster":
         client_url = urlunsplit(parts._replace(query=urlencode(rest)))
+        _check_client_options(client_url, [k for k, _ in rest])
         return _Options(
             False, client_url, (), (), None, None, prefix, max_events, event_ttl_days, *pool
         )
@@ -564,6 +566,35 @@ def _pool_options(ours: dict[str, str], cluster: bool) -> tuple[int, float]:
     return size, wait
 
 
+def _client_option_names(scheme: str) -> set[str]:
+    """The query parameters a ``redis://``/``rediss://`` URL may carry: those redis-py's
+    ``from_url`` parses, a few plain strings, and (``rediss``) the TLS connection's
+    ``ssl_*`` arguments. redis-py passes any other name on to the connection, which then
+    fails every command with a TypeError, so it is refused here instead."""
+    from redis.asyncio import connection as rc
+
+    names = set(rc.URL_QUERY_ARGUMENT_PARSERS) | {"client_name", "username", "password"}
+    if scheme == "rediss":
+        names |= {n for n in inspect.signature(rc.SSLConnection).parameters if n[:4] == "ssl_"}
+    return names
+
+
+def _check_client_options(client_url: str, names: Sequence[str]) -> None:
+    from redis.asyncio.connection import parse_url
+
+    allowed = _client_option_names(urlsplit(client_url).scheme.lower())
+    unknown = sorted({n for n in names if n not in allowed})
+    if unknown:
+        raise ConfigError(
+            f"OTPGUARD_STORE: unknown redis URL option(s) {', '.join(unknown)}; "
+            "see docs/redis.md (socket_timeout, socket_connect_timeout, ssl_cert_reqs, ...)"
+        )
+    try:
+        parse_url(client_url)
+    except ValueError as exc:  # "Invalid value for 'socket_timeout' in connection URL."
+        raise ConfigError(f"OTPGUARD_STORE: {exc}") from None
+
+
 def _cluster_kwargs(query: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """The few redis-py options a cluster URL may carry (TLS and timeouts)."""
     out: dict[str, Any] = {}
@@ -573,7 +604,10 @@ def _cluster_kwargs(query: Sequence[tuple[str, str]]) -> dict[str, Any]:
         elif key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"):
             out[key] = value
         elif key in ("socket_timeout", "socket_connect_timeout"):
-            out[key] = float(value)
+            try:
+                out[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"OTPGUARD_STORE: {key} must be a number of seconds") from None
         else:
             raise ConfigError(f"OTPGUARD_STORE: unsupported redis+cluster option {key!r}")
     return out

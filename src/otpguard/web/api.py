@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..apikeys import KeyCache, has_scope
 from ..challenge import TOKEN_FIELD_MAX
-from ..errors import Forbidden, InvalidRequest, OtpguardError
+from ..errors import Forbidden, InvalidRequest, OtpguardError, StorageError
 from ..events import mask_number
 from ..models import Verification
 from ..service import Verifier
@@ -268,6 +269,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"model": ErrorOut}})
 async def readyz(engine: Engine) -> dict[str, str]:
-    """The store is reachable."""
-    await engine.store.health()
+    """The store is reachable. Anything else is 503 too: a probe reads "not ready",
+    never a 500 (the error's type is logged, not its text)."""
+    try:
+        await engine.store.health()
+    except StorageError:
+        raise
+    except Exception as exc:
+        logging.getLogger("otpguard.web").error(
+            "readiness: store health check raised %s", type(exc).__name__
+        )
+        raise StorageError("the store is not ready") from exc
     return {"status": "ready"}

@@ -23,9 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..apikeys import KeyCache
 from ..clock import Clock, system_clock
-from ..config import Settings, check_startup
+from ..config import Settings
 from ..errors import OtpguardError, RateLimited, StorageError
 from ..service import Verifier
+from ..startup import check_startup
 from ..stores import store_from_url
 from ..transports import transport_from_settings
 from .api import router as api_router
@@ -58,13 +59,17 @@ def _error(
     )
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+def _validation_message(exc: RequestValidationError, content_type: str = "") -> tuple[int, str]:
     parts = []
     status = 422
+    json_sent = content_type.split(";")[0].strip().lower().endswith(("/json", "+json"))
     for err in exc.errors()[:5]:
         if err.get("type") == "json_invalid":
             return 400, "the request body is not valid JSON"
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        if not loc and not json_sent and err.get("type") in ("model_attributes_type", "dict_type"):
+            sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+            return 422, f"send a JSON object with Content-Type: application/json (got {sent})"
         where = f"'{'.'.join(loc)}'" if loc else "body"
         msg = str(err.get("msg", "invalid"))
         if err.get("type") == "extra_forbidden":
@@ -90,8 +95,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(status, exc.code, exc.message, headers, **exc.details())
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        status, message = _validation_message(exc)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, message = _validation_message(exc, request.headers.get("content-type", "")[:100])
         return _error(status, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
@@ -111,9 +116,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_docs(app: FastAPI) -> None:
-    import swagger_ui_bundle
+    # fastapi-offline's package data: Swagger UI 5, which reads the OpenAPI 3.1 FastAPI
+    # writes (swagger-ui-bundle's 4.15 rendered nothing). Only its static files are used.
+    import importlib.resources
 
-    static = Path(swagger_ui_bundle.swagger_ui_path)
+    static = Path(str(importlib.resources.files("fastapi_offline") / "static"))
     app.mount("/docs/static", StaticFiles(directory=static), name="swagger-static")
 
     @app.get("/docs", include_in_schema=False)
@@ -123,7 +130,7 @@ def _install_docs(app: FastAPI) -> None:
             title="otpguard API",
             swagger_js_url="/docs/static/swagger-ui-bundle.js",
             swagger_css_url="/docs/static/swagger-ui.css",
-            swagger_favicon_url="/docs/static/favicon-32x32.png",
+            swagger_favicon_url="/docs/static/favicon.png",
         )
 
 

@@ -1,0 +1,109 @@
+"""Start-up checks: everything ``otpguard serve`` (and ``purge``, ``audit``,
+``create_app``, ``open_verifier``) validates before any side effect.
+
+:func:`startup_problems` lists every problem at once (store URL, destination policy,
+development numbers, alert sinks, the challenge provider, the Twilio transport,
+production's safety rules);
+:func:`check_startup` raises one :class:`~otpguard.errors.ConfigError` naming all of
+them, and only then gives development its key file. Nothing here opens a connection,
+creates a file or prints: a configuration that would be refused leaves no trace.
+
+``otpguard audit`` reports the same list as its ``config.startup`` item, so the audit
+fails on exactly what serving would refuse.
+"""
+
+from __future__ import annotations
+
+from .challenge import challenge_problems
+from .config import Settings, ensure_dev_key
+from .errors import ConfigError, InvalidRequest
+from .models import Channel
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why production must refuse to start with these settings (empty when safe)."""
+    problems: list[str] = []
+    if not settings.production:
+        return problems
+    if not settings.secret_keys:
+        problems.append(
+            "OTPGUARD_SECRET_KEYS is not set: production needs a key of at least 32 random "
+            "bytes in hex (run `otpguard init`)"
+        )
+    if settings.transport != "twilio":
+        problems.append(
+            f"OTPGUARD_TRANSPORT={settings.transport} is for development only; "
+            "production needs OTPGUARD_TRANSPORT=twilio"
+        )
+    if settings.twilio_test_credentials:
+        problems.append(
+            "OTPGUARD_TWILIO_TEST_CREDENTIALS=true is for development; unset it in production"
+        )
+    if not settings.trusted_proxies and not (settings.tls_certfile and settings.tls_keyfile):
+        problems.append(
+            "production serves HTTPS only: pass --certfile/--keyfile (OTPGUARD_TLS_CERTFILE, "
+            "OTPGUARD_TLS_KEYFILE) or list your TLS-terminating proxies in "
+            "OTPGUARD_TRUSTED_PROXIES (CIDRs)"
+        )
+    if settings.code_ttl > 600:
+        problems.append("OTPGUARD_CODE_TTL must be at most 600 seconds")
+    return problems
+
+
+def _twilio_channels(settings: Settings) -> list[Channel]:
+    """The channels the Twilio settings say are in use: SMS always; WhatsApp as soon as
+    any WhatsApp setting is given (a sender without a template fails every send)."""
+    channels = [Channel.SMS]
+    if settings.twilio_whatsapp_from or settings.twilio_whatsapp_content_sid:
+        channels.append(Channel.WHATSAPP)
+    return channels
+
+
+def startup_problems(settings: Settings) -> list[str]:
+    """Every reason serving must refuse these settings (empty when it may start)."""
+    from .phone import DestinationPolicy, parse
+    from .sinks import sinks_from_settings
+    from .stores import store_from_url
+
+    problems: list[str] = []
+    try:
+        store_from_url(settings.store_url)  # parses the URL; connects to nothing
+    except ConfigError as exc:
+        problems.append(exc.message)
+    try:
+        DestinationPolicy.from_settings(settings)
+    except ConfigError as exc:
+        problems.append(exc.message)
+    for raw in settings.dev_allowed_numbers:
+        try:
+            parse(raw, settings.default_region)
+        except InvalidRequest as exc:
+            problems.append(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}")
+    try:
+        sinks_from_settings(settings)  # builds the sinks; sends nothing
+    except ConfigError as exc:
+        problems.append(exc.message)
+    if settings.secret_keys:
+        try:
+            settings.keyring()
+        except ConfigError as exc:
+            problems.append(exc.message)
+    problems += production_problems(settings)
+    problems += challenge_problems(settings)
+    if settings.transport == "twilio":
+        from .transports.twilio import TwilioTransport
+
+        problems += [
+            f"the twilio transport is not ready: {p}"
+            for p in TwilioTransport(settings).problems(_twilio_channels(settings))
+        ]
+    return problems
+
+
+def check_startup(settings: Settings) -> Settings:
+    """Validate for serving, naming every problem at once; then give development a key."""
+    problems = startup_problems(settings)
+    if problems:
+        where = " in production" if settings.production else ""
+        raise ConfigError(f"refusing to start{where}:\n  - " + "\n  - ".join(problems))
+    return ensure_dev_key(settings)
