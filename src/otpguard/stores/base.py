@@ -54,6 +54,20 @@ class EventQuery:
     limit: int = 100
 
 
+def allowed_decision(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
+    """An admitted ``hit`` or ``admit``, reporting the fullest enforced rule's count
+    (``counts`` before the ``added`` events): decided here once for every backend."""
+    if not rules:
+        return RateDecision(True)
+    after = [n + added for n in counts]
+    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
+    fullest = max(
+        enforced,
+        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
+    )
+    return RateDecision(True, None, 0.0, after[fullest])
+
+
 class Store(abc.ABC):
     """Base class for every backend. Subclasses implement each operation atomically."""
 

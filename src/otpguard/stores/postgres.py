@@ -60,7 +60,7 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store
+from .base import Alert, ApiKey, EventQuery, Store, allowed_decision
 from .sql import (
     A_COLUMNS,
     E_FIELDS,
@@ -410,17 +410,6 @@ def _rule_refusal(rules: Sequence[RateRule], row: Sequence[Any], now: float) -> 
     return RateDecision(False, r.name, retry_after, int(counts[-1]), key=r.key)
 
 
-def _fullest(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
-    """The allowed decision, reporting the fullest enforced rule's count."""
-    after = [n + added for n in counts]
-    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
-    fullest = max(
-        enforced,
-        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
-    )
-    return RateDecision(True, None, 0.0, after[fullest])
-
-
 def _bucket_states(
     buckets: Sequence[Bucket], row: Sequence[Any], now: float
 ) -> list[admission.Level]:
@@ -754,7 +743,7 @@ class PostgresStore(Store):
         refusal = _rule_refusal(rules, row, now)
         if refusal is not None:
             return refusal
-        return _fullest(rules, [int(n) for n in row[1]], cost if record else 0)
+        return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
 
     async def admit(
         self,
@@ -785,7 +774,7 @@ class PostgresStore(Store):
                                       if not skip))  # fmt: skip
             after = [admission.after_send(st, 1) for st in states]
             await conn.execute(_WRITE_ADMISSION, _write_params(keys, buckets, after, now))
-        return _fullest(rules, [int(n) for n in row[1]], 1) if rules else RateDecision(True)
+        return allowed_decision(rules, [int(n) for n in row[1]], 1)
 
     async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
         buckets = tuple(buckets)

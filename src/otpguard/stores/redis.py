@@ -68,7 +68,7 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store
+from .base import Alert, ApiKey, EventQuery, Store, allowed_decision
 
 VERIFICATION_KEEP = 86_400  # seconds a verification's key outlives its (logical) expiry
 INDEX_KEEP = 2 * 86_400  # the per-number index outlives each verification it lists by this
@@ -721,17 +721,6 @@ def _bucket_refusal(b: Bucket, out: Sequence[Any]) -> RateDecision:
     return RateDecision(False, b.name, wait, int(level), challenge=challenge, key=b.key)
 
 
-def _fullest(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
-    """The allowed decision, reporting the fullest enforced rule's count."""
-    after = [n + added for n in counts]
-    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
-    fullest = max(
-        enforced,
-        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
-    )
-    return RateDecision(True, None, 0.0, after[fullest])
-
-
 # -- the store --------------------------------------------------------------------------
 
 
@@ -979,7 +968,7 @@ class RedisStore(Store):
         out = await self._run("hit", "hit", [self._rkey(k) for k in keys], args)
         if out[0] != 0:
             return self._refusal(rules[out[0] - 1], out[1], out[2], now)
-        return _fullest(rules, [int(n) for n in out[1:]], cost if record else 0)
+        return allowed_decision(rules, [int(n) for n in out[1:]], cost if record else 0)
 
     async def admit(
         self,
@@ -1006,7 +995,7 @@ class RedisStore(Store):
             return self._refusal(rules[out[0] - 1], out[1], out[2], now)
         if out[0] < 0:
             return _bucket_refusal(buckets[-out[0] - 1], out)
-        return _fullest(rules, [int(n) for n in out[1:]], 1) if rules else RateDecision(True)
+        return allowed_decision(rules, [int(n) for n in out[1:]], 1)
 
     async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
         buckets = tuple(buckets)
@@ -1107,7 +1096,7 @@ class RedisStore(Store):
             raise
         if buckets and not rules:
             return RateDecision(True)
-        return _fullest(rules, counts, cost if record else 0)
+        return allowed_decision(rules, counts, cost if record else 0)
 
     async def _seen(self, rules: Sequence[RateRule], now: float) -> set[int]:
         """The rules whose ``skip_if_seen`` key has an entry in the rule's window."""

@@ -41,7 +41,7 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store
+from .base import Alert, ApiKey, EventQuery, Store, allowed_decision
 from .sql import (
     A_COLUMNS,
     E_FIELDS,
@@ -271,17 +271,6 @@ def _record_rules(conn: sqlite3.Connection, keys: Sequence[str], now: float, cos
         "ON CONFLICT (key, start) DO UPDATE SET n = n + excluded.n",
         [(key, bucket, cost) for key in keys],
     )
-
-
-def _fullest(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
-    """The allowed decision, reporting the fullest enforced rule's count."""
-    after = [n + added for n in counts]
-    enforced = [i for i, r in enumerate(rules) if not r.record_only] or list(range(len(rules)))
-    fullest = max(
-        enforced,
-        key=lambda i: (after[i] / rules[i].limit if rules[i].limit else float("inf"), -i),
-    )
-    return RateDecision(True, None, 0.0, after[fullest])
 
 
 def _bucket_states(
@@ -657,7 +646,7 @@ class SQLiteStore(Store):
                     return refusal
                 if record and cost:
                     _record_rules(conn, keys, now, cost)
-            return _fullest(rules, counts, cost if record else 0)
+            return allowed_decision(rules, counts, cost if record else 0)
 
         return await self._run("hit", run)
 
@@ -683,7 +672,7 @@ class SQLiteStore(Store):
                     return refusal
                 _record_rules(conn, keys, now, 1)
                 _write_buckets(conn, buckets, [admission.after_send(st, 1) for st in states], now)
-            return _fullest(rules, counts, 1) if rules else RateDecision(True)
+            return allowed_decision(rules, counts, 1)
 
         return await self._run("admit", run)
 
