@@ -4,6 +4,7 @@ magic numbers, error mapping end to end, the development guard, status callbacks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,22 @@ async def test_test_credentials_magic_numbers_map_to_reasons(
             await v.start("+15005550001")
         assert refused.value.reason == "undeliverable"
         assert len(test_creds_fake.requests) == requests_before
+    finally:
+        await v.aclose()
+
+
+async def test_magic_numbers_from_one_ip_are_not_a_range_walk(
+    test_creds_fake: FakeTwilio, tmp_path: Path, clock: ManualClock
+) -> None:
+    """A developer trying Twilio's six magic numbers from one machine walks one prefix
+    (+1500555): that is not an attack, and every request reaches (fake) Twilio."""
+    v = await open_engine(engine_settings(test_creds_fake, tmp_path), clock)
+    try:
+        for number in [*MAGIC_ERRORS, "+15005550006"]:
+            # The magic error numbers fail as Twilio says they do.
+            with contextlib.suppress(DeliveryError):
+                await v.start(number, client_ip="203.0.113.66")
+        assert len(test_creds_fake.requests) == len(MAGIC_ERRORS) + 1
     finally:
         await v.aclose()
 
