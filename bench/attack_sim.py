@@ -26,6 +26,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import tempfile  # noqa: E402
@@ -110,12 +111,14 @@ async def warm_up(ctx: Ctx, server: SimServer, size: int) -> list[str]:
         if await human(ctx, "history", n, always_types=True):
             pool.append(n)
 
+    async def pick(numbers: list[str], i: int) -> None:
+        await one(numbers[i])
+
     while len(pool) < size:
         numbers = [gb_mobile(ctx.rng) for _ in range(min(BATCH, size - len(pool)))]
         ctx.origin = ctx.clock.now()
         span = len(numbers) * MIN / BATCH_RATE
-        batch = numbers  # bound for this batch's lambda
-        await stream(ctx, BATCH_RATE, 0, span, lambda i, b=batch: one(b[i]), poisson=False)
+        await stream(ctx, BATCH_RATE, 0, span, functools.partial(pick, numbers), poisson=False)
         await drain(ctx, within=(CODE_WAIT + 60) / ctx.clock.speed + 30)
         if not ctx.tally.approved["history"]:
             break  # nobody gets through: do not loop forever
@@ -253,7 +256,7 @@ def summarize(sc: Scenario, t: Tally, speed: float, real: float, note: str) -> d
         "user_refusals": dict(t.user_reasons.most_common()),
         "served_again_after_min": recovery(t, sc) if sc.attack and sc.legit_rate else None,
         "no_code": t.no_code,
-        "errors": t.errors,
+        "errors": dict(t.errors),
         "note": note,
     }
 
@@ -337,6 +340,8 @@ def reasons(rows: list[dict[str, Any]]) -> str:
                     + ", ".join(f"{k} {v}" for k, v in r[key].items())
                 )
         extra = f"  {r['scenario']:<24} real {r['real_s']} s, max lag {r['max_lag_s']} sim s"
+        if r["errors"]:
+            extra += ", errors " + ", ".join(f"{k} {v}" for k, v in r["errors"].items())
         out.append(extra + (f"; {r['note']}" if r["note"] else ""))
     return "\n".join(out)
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ class Tally:
     user_reasons: Counter[str] = field(default_factory=Counter)
     new_minutes: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     no_code: int = 0
-    errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # transport errors and 5xx
     max_lag: float = 0.0
 
 
@@ -64,7 +64,8 @@ class Ctx:
 
 
 def reason_of(status: int, body: dict[str, Any]) -> str:
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    raw = body.get("error")
+    err: dict[str, Any] = raw if isinstance(raw, dict) else {}
     code = str(err.get("code", f"http_{status}"))
     detail = err.get("rule") or err.get("reason")
     return f"{code}:{detail}" if detail else code
@@ -75,14 +76,14 @@ async def post(ctx: Ctx, path: str, body: dict[str, Any]) -> tuple[int, dict[str
         try:
             r = await ctx.http.post(path, json=body)
         except httpx.HTTPError as exc:
-            ctx.tally.errors += 1
+            ctx.tally.errors[type(exc).__name__] += 1
             return 0, {"error": {"code": f"transport_error:{type(exc).__name__}"}}
     try:
         data = r.json()
     except ValueError:
         data = {}
     if r.status_code >= 500:
-        ctx.tally.errors += 1
+        ctx.tally.errors[f"http_{r.status_code}"] += 1
     return r.status_code, data if isinstance(data, dict) else {}
 
 
@@ -149,7 +150,7 @@ async def stream(
     per_minute: float,
     t_from: float,
     t_until: float,
-    spawn: Callable[[int], Awaitable[Any]],
+    spawn: Callable[[int], Coroutine[Any, Any, None]],
     *,
     poisson: bool,
 ) -> None:
