@@ -119,9 +119,10 @@ async def warm_up(ctx: Ctx, server: SimServer, size: int) -> list[str]:
         ctx.origin = ctx.clock.now()
         span = len(numbers) * MIN / BATCH_RATE
         await stream(ctx, BATCH_RATE, 0, span, functools.partial(pick, numbers), poisson=False)
+        had = len(pool)
         await drain(ctx, within=(CODE_WAIT + 60) / ctx.clock.speed + 30)
-        if not ctx.tally.approved["history"]:
-            break  # nobody gets through: do not loop forever
+        if len(pool) == had:
+            break  # nobody got through: do not loop forever
         await server.jump(max(0.0, HOUR - ctx.rel()))
     await server.jump(DAY + HOUR)
     return pool
@@ -360,6 +361,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
             speed = args.speed if sc.legit_rate else args.fast_speed
             print(f"running {name} ({_span(sc.duration)} at {speed:g}x)...", file=sys.stderr)
             rows.append(await run(sc, speed, rng, Path(tmp)))
+            print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 

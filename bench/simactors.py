@@ -158,17 +158,16 @@ async def stream(
     from the scenario start: Poisson arrivals for humans, a steady beat for a bot."""
     if per_minute <= 0:
         return
-    t, i = t_from, 0
-    while True:
-        t += ctx.rng.expovariate(per_minute / 60) if poisson else 60 / per_minute
-        if t >= t_until:
-            return
+    t = t_from + (ctx.rng.expovariate(per_minute / 60) if poisson else 0.0)
+    i = 0
+    while t < t_until:
         await ctx.clock.sleep_until(ctx.origin + t)
         ctx.tally.max_lag = max(ctx.tally.max_lag, ctx.rel() - t)
         task = asyncio.create_task(spawn(i))
         ctx.tasks.add(task)
         task.add_done_callback(ctx.tasks.discard)
         i += 1
+        t += ctx.rng.expovariate(per_minute / 60) if poisson else 60 / per_minute
 
 
 async def drain(ctx: Ctx, within: float) -> None:
