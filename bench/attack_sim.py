@@ -107,12 +107,9 @@ async def warm_up(ctx: Ctx, server: SimServer, size: int) -> list[str]:
     pool: list[str] = []
     ctx.tally = Tally()
 
-    async def one(n: str) -> None:
-        if await human(ctx, "history", n, always_types=True):
-            pool.append(n)
-
-    async def pick(numbers: list[str], i: int) -> None:
-        await one(numbers[i])
+    async def pick(numbers: list[str], i: int, due: float) -> None:
+        if await human(ctx, "history", numbers[i], due, always_types=True):
+            pool.append(numbers[i])
 
     for _ in range(size // BATCH + 10):  # bounded, whatever the server answers
         if len(pool) >= size:
@@ -176,13 +173,13 @@ async def drive(
         real0 = time.monotonic()
         returning = iter(pool)
 
-        async def legit(_: int) -> None:
+        async def legit(_: int, due: float) -> None:
             number = next(returning, None) if rng.random() < sc.returning_share else None
             kind = "returning" if number else "new"
-            await human(ctx, kind, number or gb_mobile(rng))
+            await human(ctx, kind, number or gb_mobile(rng), due)
 
-        async def pump(i: int) -> None:
-            await attacker(ctx, attack_number(sc.attack or "", rng), attacker_ip(i, rng))
+        async def pump(i: int, due: float) -> None:
+            await attacker(ctx, attack_number(sc.attack or "", rng), attacker_ip(i, rng), due)
 
         await asyncio.gather(
             stream(ctx, sc.legit_rate, 0, sc.duration, legit, poisson=True),

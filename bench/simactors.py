@@ -25,6 +25,7 @@ from simlib import Phone, SimClock, human_ip
 TYPE_SHARE = 0.9
 TYPE_DELAY = (3.0, 30.0)  # simulated seconds from the message arriving to the check
 CODE_WAIT = 120.0  # simulated seconds a human waits for a message before giving up
+MAX_PENDING = 256  # actors in flight at once, humans waiting for their code included
 
 
 @dataclass
@@ -71,8 +72,14 @@ def reason_of(status: int, body: dict[str, Any]) -> str:
     return f"{code}:{detail}" if detail else code
 
 
-async def post(ctx: Ctx, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def post(
+    ctx: Ctx, path: str, body: dict[str, Any], due: float | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST; ``due`` (simulated seconds from the scenario start) measures how late the
+    request went out behind its schedule."""
     async with ctx.slots:
+        if due is not None:
+            ctx.tally.max_lag = max(ctx.tally.max_lag, ctx.rel() - due)
         try:
             r = await ctx.http.post(path, json=body)
         except httpx.HTTPError as exc:
@@ -87,20 +94,22 @@ async def post(ctx: Ctx, path: str, body: dict[str, Any]) -> tuple[int, dict[str
     return r.status_code, data if isinstance(data, dict) else {}
 
 
-async def start(ctx: Ctx, to: str, ip: str, token: str | None = None) -> tuple[int, dict[str, Any]]:
+async def start(
+    ctx: Ctx, to: str, ip: str, token: str | None = None, due: float | None = None
+) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {"to": to, "channel": "sms", "client_ip": ip}
     if token is not None:
         body["challenge_token"] = token
-    return await post(ctx, "/v1/verifications", body)
+    return await post(ctx, "/v1/verifications", body, due)
 
 
-async def human(ctx: Ctx, kind: str, to: str, *, always_types: bool = False) -> bool:
+async def human(ctx: Ctx, kind: str, to: str, due: float, *, always_types: bool = False) -> bool:
     """One real user logging in; True once approved."""
     t = ctx.tally
     ip = human_ip(ctx.rng)
     t.users[kind] += 1
-    minute = int(ctx.rel() // 60)
-    status, body = await start(ctx, to, ip)
+    status, body = await start(ctx, to, ip, due=due)
+    minute = int(ctx.rel() // 60)  # when the server answered
     if status == 428:
         t.challenged[kind] += 1
         if ctx.challenge:
@@ -131,13 +140,13 @@ async def human(ctx: Ctx, kind: str, to: str, *, always_types: bool = False) -> 
     return False
 
 
-async def attacker(ctx: Ctx, to: str, ip: str) -> None:
+async def attacker(ctx: Ctx, to: str, ip: str, due: float) -> None:
     """One pumped start: the attacker never reads or types the code."""
     t = ctx.tally
-    minute = int(ctx.rel() // 60)
     t.attempts += 1
+    status, body = await start(ctx, to, ip, due=due)
+    minute = int(ctx.rel() // 60)  # when the server answered
     t.minutes[minute][0] += 1
-    status, body = await start(ctx, to, ip)
     if status == 201:
         t.sent += 1
         t.minutes[minute][1] += 1
@@ -150,20 +159,28 @@ async def stream(
     per_minute: float,
     t_from: float,
     t_until: float,
-    spawn: Callable[[int], Coroutine[Any, Any, None]],
+    spawn: Callable[[int, float], Coroutine[Any, Any, None]],
     *,
     poisson: bool,
 ) -> None:
-    """Spawn ``spawn(i)`` at ``per_minute`` over [t_from, t_until) simulated seconds
-    from the scenario start: Poisson arrivals for humans, a steady beat for a bot."""
+    """Spawn ``spawn(i, due)`` at ``per_minute`` over [t_from, t_until) simulated seconds
+    from the scenario start: Poisson arrivals for humans, a steady beat for a bot.
+
+    At most ``MAX_PENDING`` actors wait for a connection: when the server (or this
+    machine) cannot keep up, arrivals come late (``max_lag``) instead of queueing
+    without bound, and the stream still ends at ``t_until`` on the server's clock, so
+    fewer starts than scheduled are made, never starts after the scenario."""
     if per_minute <= 0:
         return
     t = t_from + (ctx.rng.expovariate(per_minute / 60) if poisson else 0.0)
     i = 0
-    while t < t_until:
+    while t < t_until and ctx.rel() < t_until:
         await ctx.clock.sleep_until(ctx.origin + t)
-        ctx.tally.max_lag = max(ctx.tally.max_lag, ctx.rel() - t)
-        task = asyncio.create_task(spawn(i))
+        while len(ctx.tasks) >= MAX_PENDING:
+            await asyncio.wait(set(ctx.tasks), return_when=asyncio.FIRST_COMPLETED)
+        if ctx.rel() >= t_until:
+            return
+        task = asyncio.create_task(spawn(i, t))
         ctx.tasks.add(task)
         task.add_done_callback(ctx.tasks.discard)
         i += 1
