@@ -30,7 +30,8 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 from otpguard.cli import configure_logging  # noqa: E402
-from otpguard.config import check_startup, load_settings  # noqa: E402
+from otpguard.config import load_settings  # noqa: E402
+from otpguard.startup import check_startup  # noqa: E402
 from otpguard.web.app import create_app  # noqa: E402
 
 

@@ -15,9 +15,9 @@ sizes, an API key) keeps a **bucket** of *unconverted* sends:
 A send fits when ``level + 1 <= allowance`` in every bucket of every scope. A
 busy site whose users type their codes earns far more room than it uses; an
 attacker who never types a code only gets the base, and then only what decays
-per ``tau``: a scope with a base of 60 and a tau of 8 h admits 60 sends at
-once and then about one every 8 minutes (``60 / 480``) for as long as nobody
-converts. A short bucket beside the long one (``60/10m;60/8h``) bounds the
+per ``tau``: a scope with a base of 80 and a tau of 10 h admits 80 sends at
+once and then about one every 7.5 minutes (``80 / 600``) for as long as nobody
+converts. A short bucket beside the long one (``80/10m;80/10h``) bounds the
 slack a pump can borrow from a busy site's approvals.
 
 **Pressure**: with a challenge provider configured, a send that would fill a

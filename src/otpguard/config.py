@@ -129,7 +129,7 @@ class Settings(BaseModel):
     # -- admission: shared capacity paid for in conversions (admission.py) ---
     # BASE/TAU;...: a base of unconverted sends, decaying with time constant TAU.
     admission_global: str = "100/10m;100/8h"
-    admission_country: str = "60/10m;60/8h"
+    admission_country: str = "80/10m;80/10h"
     admission_api_key: str = "150/10m;300/8h"
     admission_block_4: str = "12/12h"  # number blocks: E.164 minus its last 4 digits
     admission_block_5: str = "30/12h"  # ... minus its last 5 digits
