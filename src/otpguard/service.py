@@ -680,7 +680,7 @@ class Verifier:
             return CheckResult(False, v.status, 0, v)
 
         matches = self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
-        if matches and await self.store.approve(v.id, now):
+        if matches and await self.store.approve(v.id, now, code_hash=v.code_hash):
             v = v.with_(status=Status.APPROVED, updated_at=now)
             # The approval has committed: whatever fails from here on, the answer is
             # "approved" (the bookkeeping below is logged and lost, never a 503).

@@ -79,7 +79,9 @@ async def _race(url: str, op: str, arg: Any, calls: int, barrier: Any) -> list[A
     try:
         barrier.wait(timeout=60)
         if op == "approve":
-            return list(await asyncio.gather(*(store.approve(arg, T0) for _ in range(calls))))
+            vid, tag = arg
+            approvals = (store.approve(vid, T0, code_hash=tag) for _ in range(calls))
+            return list(await asyncio.gather(*approvals))
         if op == "attempt":
             tickets = await asyncio.gather(
                 *(store.record_attempt(arg, 5, T0) for _ in range(calls))
@@ -153,7 +155,7 @@ async def test_closed_store_raises_storage_error(store: Store) -> None:
     with pytest.raises(StorageError):
         await store.create_verification(make_v())
     with pytest.raises(StorageError):
-        await store.approve(v.id, T0)
+        await store.approve(v.id, T0, code_hash=v.code_hash)
     with pytest.raises(StorageError):
         await store.hit([rule("r", "k", 5)], T0)
     await store.aclose()  # closing twice is harmless
@@ -202,7 +204,7 @@ async def test_find_pending_newest_unexpired_of_that_number(store: Store) -> Non
     older = await stored(store, created_at=T0, ttl=1000)
     newer = await stored(store, created_at=T0 + 10, ttl=100)
     approved = await stored(store, created_at=T0 + 20)
-    assert await store.approve(approved.id, T0 + 21)
+    assert await store.approve(approved.id, T0 + 21, code_hash=approved.code_hash)
     await stored(store, created_at=T0 + 30, status=Status.CANCELED)
     await stored(store, created_at=T0 + 40, ttl=5)  # expires at T0 + 45
     await stored(store, to=OTHER, created_at=T0 + 50)
@@ -299,14 +301,14 @@ async def test_record_attempt_cross_process_counts_exactly_max(
 
 async def test_approve_exactly_once(store: Store) -> None:
     v = await stored(store)
-    assert await store.approve(v.id, T0 + 5) is True
-    assert await store.approve(v.id, T0 + 6) is False
+    assert await store.approve(v.id, T0 + 5, code_hash=v.code_hash) is True
+    assert await store.approve(v.id, T0 + 6, code_hash=v.code_hash) is False
     assert await store.get_verification(v.id) == v.with_(status=Status.APPROVED, updated_at=T0 + 5)
 
 
 async def test_approve_not_after_expiry(store: Store) -> None:
     v = await stored(store, ttl=600)
-    assert await store.approve(v.id, T0 + 600) is False
+    assert await store.approve(v.id, T0 + 600, code_hash=v.code_hash) is False
     after = await store.get_verification(v.id)
     assert after is not None and after.status is Status.PENDING
 
@@ -314,17 +316,31 @@ async def test_approve_not_after_expiry(store: Store) -> None:
 @pytest.mark.parametrize("status", [Status.CANCELED, Status.MAX_ATTEMPTS_REACHED, Status.EXPIRED])
 async def test_approve_refused_when_not_pending(store: Store, status: Status) -> None:
     v = await stored(store, status=status)
-    assert await store.approve(v.id, T0 + 1) is False
+    assert await store.approve(v.id, T0 + 1, code_hash=v.code_hash) is False
     assert await store.get_verification(v.id) == v
 
 
+async def test_approve_only_the_tag_that_was_compared(store: Store) -> None:
+    """A resend after the comparison swapped the tag: the old code approves nothing,
+    the new tag still can."""
+    v = await stored(store, cooldown=0)
+    assert await store.approve(v.id, T0 + 1, code_hash="tag-other") is False
+    new = await store.replace_code(v.id, "k1", "tag-new", T0 + 2, T0 + 602, T0 + 2)
+    assert new is not None
+    assert await store.approve(v.id, T0 + 3, code_hash=v.code_hash) is False
+    after = await store.get_verification(v.id)
+    assert after is not None and after.status is Status.PENDING
+    assert await store.approve(v.id, T0 + 4, code_hash="tag-new") is True
+
+
 async def test_approve_unknown_is_false(store: Store) -> None:
-    assert await store.approve("VE-nope", T0) is False
+    assert await store.approve("VE-nope", T0, code_hash="tag") is False
 
 
 async def test_approve_concurrent_exactly_one(store: Store) -> None:
     v = await stored(store)
-    results = await asyncio.gather(*(store.approve(v.id, T0 + 1) for _ in range(20)))
+    approvals = (store.approve(v.id, T0 + 1, code_hash=v.code_hash) for _ in range(20))
+    results = await asyncio.gather(*approvals)
     assert results.count(True) == 1
     assert results.count(False) == 19
 
@@ -332,7 +348,7 @@ async def test_approve_concurrent_exactly_one(store: Store) -> None:
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_approve_cross_process_exactly_one(store: Store, store_url: str) -> None:
     v = await stored(store)
-    results = race_in_processes(store_url, "approve", v.id, processes=4, calls=1)
+    results = race_in_processes(store_url, "approve", (v.id, v.code_hash), processes=4, calls=1)
     assert sorted(results) == [False, False, False, True]
 
 

@@ -99,8 +99,11 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def approve(self, verification_id: str, now: float) -> bool:
-        """pending and unexpired -> approved; True for exactly one caller."""
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
+        """pending, unexpired and still holding ``code_hash`` (the tag the code was
+        compared with) -> approved; True for exactly one caller. A resend that swapped
+        in a new tag after the comparison makes this False: the old code approves
+        nothing."""
 
     @abc.abstractmethod
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:

@@ -656,12 +656,12 @@ class PostgresStore(Store):
         # Pending, unexpired (else the UPDATE had marked it expired), at the cap.
         return AttemptTicket(AttemptOutcome.LOCKED, v)
 
-    async def approve(self, verification_id: str, now: float) -> bool:
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
         n = await self._rowcount(
             "approve",
             "UPDATE verifications SET status = 'approved', updated_at = %s "
-            "WHERE id = %s AND status = 'pending' AND expires_at > %s",
-            (now, verification_id, now),
+            "WHERE id = %s AND status = 'pending' AND expires_at > %s AND code_hash = %s",
+            (now, verification_id, now, code_hash),
         )
         return n == 1
 

@@ -142,11 +142,12 @@ end
 return {outcome, redis.call('HGETALL', h)}
 """
 
-# KEYS: verification; ARGV: now
+# KEYS: verification; ARGV: now, code_hash
 APPROVE_LUA = """
 local h = KEYS[1]
 if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
 if tonumber(redis.call('HGET', h, 'expires_at')) <= tonumber(ARGV[1]) then return 0 end
+if redis.call('HGET', h, 'code_hash') ~= ARGV[2] then return 0 end
 redis.call('HSET', h, 'status', 'approved', 'updated_at', ARGV[1])
 return 1
 """
@@ -891,8 +892,10 @@ class RedisStore(Store):
             return None
         return AttemptTicket(AttemptOutcome(out[0]), _verification(out[1]))
 
-    async def approve(self, verification_id: str, now: float) -> bool:
-        done = await self._run("approve", "approve", [self._vkey(verification_id)], [_ts(now)])
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
+        done = await self._run(
+            "approve", "approve", [self._vkey(verification_id)], [_ts(now), code_hash]
+        )
         return bool(done)
 
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:

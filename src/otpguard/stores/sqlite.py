@@ -577,12 +577,12 @@ class SQLiteStore(Store):
 
         return await self._run("record_attempt", run)
 
-    async def approve(self, verification_id: str, now: float) -> bool:
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE verifications SET status = 'approved', updated_at = ? "
-                "WHERE id = ? AND status = 'pending' AND expires_at > ?",
-                (now, verification_id, now),
+                "WHERE id = ? AND status = 'pending' AND expires_at > ? AND code_hash = ?",
+                (now, verification_id, now, code_hash),
             )
             return cur.rowcount == 1
 
