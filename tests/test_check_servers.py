@@ -74,3 +74,61 @@ async def test_a_resend_racing_checks_never_lets_the_old_code_approve(
                 assert r_resend.status_code == 409, r_resend.text
                 assert approved == 1 and len(codes(c, vid)) == 1
         assert sum(seen.values()) == 12
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+
+async def fire_checks(
+    http: httpx.AsyncClient, c: Cluster, checks: list[tuple[str, str, str]]
+) -> Counter[int]:
+    """(verification id, code, client IP) each, all at once over both instances."""
+    responses = await asyncio.gather(
+        *(
+            http.post(
+                f"{c.urls[i % 2]}/v1/verifications/check",
+                json={"id": vid, "code": code, "client_ip": ip},
+                headers=c.headers,
+            )
+            for i, (vid, code, ip) in enumerate(checks)
+        )
+    )
+    for r in responses:
+        assert r.status_code in (200, 429), r.text
+        if r.status_code == 200:
+            assert r.json()["valid"] is False
+        else:
+            assert r.json()["error"]["rule"] == "failed_checks"
+    return Counter(r.status_code for r in responses)
+
+
+async def test_the_wrong_code_cap_per_ip_is_exact(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """200 wrong codes from one IP at once (40 verifications, 5 each): exactly 30 are
+    compared (limit_ip_failed_checks 30/1h), 170 refused."""
+    async with cluster(store_url, tmp_path) as c, httpx.AsyncClient(timeout=120) as http:
+        vids = [
+            await start(http, c, i, f"+4477{i:02d}{i:02d}1234", f"10.{i}.0.1") for i in range(40)
+        ]
+        checks = [(vid, wrong(codes(c, vid)[0]), "203.0.113.9") for vid in vids for _ in range(5)]
+        assert await fire_checks(http, c, checks) == {200: 30, 429: 170}
+
+
+async def test_the_wrong_code_cap_per_number_is_exact(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """Three verifications of one number, five wrong codes each from fifteen IPs, at
+    once: exactly 10 are compared (limit_failed_checks 10/1h), 5 refused."""
+    number = "+447400765432"
+    async with cluster(store_url, tmp_path) as c, httpx.AsyncClient(timeout=60) as http:
+        vids = [await start(http, c, i, number, f"10.{i}.0.1") for i in range(3)]
+        checks = [
+            (vid, wrong(codes(c, vid)[0]), f"198.51.100.{5 * i + j}")
+            for i, vid in enumerate(vids)
+            for j in range(5)
+        ]
+        assert await fire_checks(http, c, checks) == {200: 10, 429: 5}

@@ -10,9 +10,10 @@ Order of a send, each refusal before any message leaves::
 
 Order of a check::
 
-    well-formed code -> find verification -> failed-check limits (peek)
-    -> count the attempt (atomic, before comparing) -> compare (constant time)
-    -> approve (atomic, exactly once) | record the failure, lock at the cap
+    well-formed code -> find verification -> reserve a wrong code under the
+    failed-check caps (atomic, all or nothing) -> count the attempt (atomic, before
+    comparing) -> compare (constant time) -> approve (atomic, exactly once, only the
+    tag compared) and give the reservation back | keep it, lock at the cap
 
 If the store cannot answer, nothing is sent and nothing is approved
 (``StorageError``, HTTP 503).
@@ -660,22 +661,27 @@ class Verifier:
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
 
         rules = limits.failed_check_rules(self.settings, v.to, ip)
-        peek = await self.store.hit(rules, now, record=False)
-        if not peek.allowed:
-            assert peek.rule is not None
+        # The wrong code is counted before the comparison, in the atomic step that
+        # decides the caps (a reservation), and given back when the code was right:
+        # concurrent wrong codes can never pass a cap between a peek and a record.
+        reserved = await self.store.hit(rules, now)
+        if not reserved.allowed:
+            assert reserved.rule is not None
             number = parse(v.to, self.settings.default_region)
             raise await self._refuse(
-                RateLimited(peek.rule, peek.retry_after), now, number, ip, v.channel
+                RateLimited(reserved.rule, reserved.retry_after), now, number, ip, v.channel
             )
 
         ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
         if ticket is None:
+            await self._give_back(rules, now)
             raise NotFound("no pending verification for that id or number")
         v = ticket.verification
         if ticket.outcome is AttemptOutcome.EXPIRED:
             await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
         if ticket.outcome is not AttemptOutcome.COUNTED:
             self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
+            await self._give_back(rules, now)  # nothing was compared: no wrong code
             # LOCKED leaves a pending status as it is: the checks still in flight decide.
             return CheckResult(False, v.status, 0, v)
 
@@ -685,16 +691,17 @@ class Verifier:
             # The approval has committed: whatever fails from here on, the answer is
             # "approved" (the bookkeeping below is logged and lost, never a 503).
             try:
+                await self._give_back(rules, now)
                 await self._emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
                 await self._converted(v, now)
             except StorageError:
                 log.warning("approval of %s recorded; its bookkeeping failed", v.id)
             return CheckResult(True, Status.APPROVED, self._remaining(v), v)
-        if matches:  # right code, but someone else approved (or it expired) in between
+        if matches:  # right code, but approved, resent or expired in between
+            await self._give_back(rules, now)  # a right code, if no longer the current one
             current = await self.store.get_verification(v.id) or v
             return CheckResult(False, current.status, self._remaining(current), current)
 
-        await self.store.hit(rules, now)
         events = [
             self._event(
                 EventType.CHECK_FAILED, now, v=v, client_ip=ip, details={"attempts": v.attempts}
@@ -708,6 +715,14 @@ class Verifier:
         await self._emit(*events)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
+
+    async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
+        """Release the wrong-code reservation of ``rules`` made at ``now``. If the store
+        fails here the failure stays counted: stricter, never looser."""
+        try:
+            await self.store.release(list(dict.fromkeys(r.key for r in rules)), now)
+        except StorageError:
+            log.warning("a wrong-code reservation could not be given back")
 
     async def _converted(self, v: Verification, now: float) -> None:
         """After an approval: the refund and the earned room in every admission bucket

@@ -535,6 +535,37 @@ async def test_hit_cross_process_exact_limit(store: Store, store_url: str) -> No
     assert await store.count("k", 60, T0) == 3
 
 
+async def test_release_gives_back_entries_at_that_time_only(store: Store) -> None:
+    """A reservation given back: one entry at ``at`` leaves each key, counted over a
+    short window and a long one (whose count reads per-minute totals)."""
+    minute, hour = rule("m", "num:1", 3, 60), rule("h", "num:1", 3, 3600)
+    ip = rule("ip", "ip:1", 5, 3600)
+    await store.hit([minute, hour, ip], T0)
+    await store.hit([minute, hour, ip], T0 + 30.5, cost=2)
+    assert not (await store.hit([hour], T0 + 31)).allowed
+    await store.release(["num:1", "ip:1", "num:1", "never-hit"], T0 + 30.5)
+    assert await store.count("num:1", 60, T0 + 31) == 2
+    assert await store.count("num:1", 3600, T0 + 600) == 2
+    assert await store.count("ip:1", 3600, T0 + 600) == 2
+    assert await store.count("never-hit", 60, T0 + 31) == 0
+    assert (await store.hit([hour], T0 + 600)).allowed
+    await store.release(["num:1"], T0 + 30.5, cost=5)  # fewer there: those it has
+    await store.release(["ip:1"], T0 + 7)  # nothing at that time: nothing changes
+    assert await store.count("num:1", 3600, T0 + 600) == 2  # T0 and T0 + 600
+    assert await store.count("ip:1", 3600, T0 + 600) == 2
+
+
+async def test_release_concurrent_is_exact(store: Store) -> None:
+    """Ten reservations on two keys, five given back at once: exactly five fit again."""
+    a, b = rule("a", "rel:a", 10, 3600), rule("b", "rel:b", 10, 3600)
+    assert all(d.allowed for d in await asyncio.gather(*(store.hit([a, b], T0) for _ in range(10))))
+    await asyncio.gather(*(store.release(["rel:a", "rel:b"], T0) for _ in range(5)))
+    assert await store.count("rel:a", 3600, T0 + 1) == 5
+    decisions = await asyncio.gather(*(store.hit([a, b], T0 + 1) for _ in range(12)))
+    assert sum(d.allowed for d in decisions) == 5
+    assert await store.count("rel:b", 3600, T0 + 1) == 10
+
+
 async def test_count_window(store: Store) -> None:
     r = rule("r", "k", 100, window=3600)
     for t in (0, 100, 200):

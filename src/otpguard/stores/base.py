@@ -146,6 +146,15 @@ class Store(abc.ABC):
         recording when allowed."""
 
     @abc.abstractmethod
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        """Give back a reservation that :meth:`hit` recorded at ``at``: under each of
+        ``keys``, remove ``cost`` entries recorded at exactly ``at`` (entries at one
+        time are alike, so any of them will do), atomically per key; a key with
+        fewer such entries loses the ones it has, and nothing else is touched. (A
+        wrong-code cap is reserved before the comparison and given back when the
+        code was right; only lowering counts, keys may be released one by one.)"""
+
+    @abc.abstractmethod
     async def admit(
         self,
         rules: Sequence[RateRule],

@@ -220,6 +220,21 @@ ON CONFLICT (key) DO UPDATE SET level = EXCLUDED.level, earned = EXCLUDED.earned
     t = EXCLUDED.t, forget_at = EXCLUDED.forget_at
 """
 
+# Store.release, after the keys' advisory locks (the ones hit and admit take): up to
+# cost entries at exactly ``at`` per key.
+_RELEASE = """
+DELETE FROM rate_log WHERE ctid IN (
+    SELECT ctid FROM (
+        SELECT ctid, row_number() OVER (PARTITION BY key) AS n FROM rate_log
+        WHERE key = ANY(%(keys)s::text[]) AND ts = %(at)s
+    ) AS s WHERE n <= %(cost)s
+)
+"""
+_LOCK_KEYS = (
+    "SELECT pg_advisory_xact_lock(h) FROM "
+    "(SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS s"
+)
+
 # MIGRATIONS[n] upgrades schema version n to n + 1. Append, never edit a released step.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -724,6 +739,14 @@ class PostgresStore(Store):
         if refusal is not None:
             return refusal
         return _fullest(rules, [int(n) for n in row[1]], cost if record else 0)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        keys = list(dict.fromkeys(keys))
+        if not keys or cost <= 0:
+            return
+        async with self._conn("release") as conn, conn.transaction():
+            await conn.execute(_LOCK_KEYS, (keys,))
+            await conn.execute(_RELEASE, {"keys": keys, "at": at, "cost": cost})
 
     async def admit(
         self,

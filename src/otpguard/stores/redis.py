@@ -365,6 +365,15 @@ redis.call('HSET', KEYS[1], 'level', fmt(math.max(0.0, tonumber(h[1]) - amount))
 return 1
 """
 
+# Store.release. KEYS: rate logs; ARGV: at, cost. Up to cost entries scored at per key.
+RELEASE_LUA = """
+for j = 1, #KEYS do
+  local m = redis.call('ZRANGEBYSCORE', KEYS[j], ARGV[1], ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+  if #m > 0 then redis.call('ZREM', KEYS[j], unpack(m)) end
+end
+return 1
+"""
+
 # KEYS: bucket; ARGV: now. Deletes the bucket if forget_at < now.
 PURGE_BUCKET_LUA = """
 local f = redis.call('HGET', KEYS[1], 'forget_at')
@@ -451,6 +460,7 @@ SCRIPTS = {
         "admit": ADMIT_LUA,
         "credit": CREDIT_LUA,
         "give_back": GIVE_BACK_LUA,
+        "release": RELEASE_LUA,
         "purge_bucket": PURGE_BUCKET_LUA,
         "set_flag": SET_FLAG_LUA,
         "purge_flag": PURGE_FLAG_LUA,
@@ -949,6 +959,15 @@ class RedisStore(Store):
         if out[0] != 0:
             return self._refusal(rules[out[0] - 1], out[1], out[2], now)
         return _fullest(rules, [int(n) for n in out[1:]], cost if record else 0)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        rkeys = [self._rkey(k) for k in dict.fromkeys(keys)]
+        if not rkeys or cost <= 0:
+            return
+        # Cluster: key by key, each atomic (a release only lowers counts).
+        groups = [rkeys] if self._one_slot("release", rkeys) else [[k] for k in rkeys]
+        for group in groups:
+            await self._run("release", "release", group, [_ts(at), cost])
 
     async def admit(
         self,

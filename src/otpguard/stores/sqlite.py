@@ -661,6 +661,28 @@ class SQLiteStore(Store):
 
         return await self._run("hit", run)
 
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        keys = list(dict.fromkeys(keys))
+        if not keys or cost <= 0:
+            return
+        bucket = int(at // BUCKET) * BUCKET
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                for key in keys:
+                    cur = conn.execute(
+                        "DELETE FROM rate_log WHERE rowid IN "
+                        "(SELECT rowid FROM rate_log WHERE key = ? AND ts = ? LIMIT ?)",
+                        (key, at, cost),
+                    )
+                    if cur.rowcount > 0:  # the per-minute count the window also reads
+                        conn.execute(
+                            "UPDATE rate_buckets SET n = max(0, n - ?) WHERE key = ? AND start = ?",
+                            (cur.rowcount, key, bucket),
+                        )
+
+        await self._run("release", run)
+
     async def admit(
         self,
         rules: Sequence[RateRule],
