@@ -216,6 +216,24 @@ async def test_find_pending_newest_unexpired_of_that_number(store: Store) -> Non
     assert await store.find_pending("+15005550006", T0) is None
 
 
+async def test_list_pending_newest_first_by_owner_and_bounded(store: Store) -> None:
+    a1 = await stored(store, created_at=T0, owner="key-a")
+    b1 = await stored(store, created_at=T0 + 1, owner="key-b")
+    a2 = await stored(store, created_at=T0 + 2, owner="key-a")
+    await stored(store, created_at=T0 + 3, owner="key-a", status=Status.CANCELED)
+    await stored(store, created_at=T0 + 4, owner="key-a", ttl=5)  # expires at T0 + 9
+    await stored(store, to=OTHER, created_at=T0 + 5, owner="key-a")
+    a3 = await stored(store, created_at=T0 + 6, owner="key-a")
+    anyone = await stored(store, created_at=T0 - 1)  # no owner: made without a key
+    now = T0 + 10
+    assert await store.list_pending(NUMBER, now, owner="key-a", limit=5) == [a3, a2, a1, anyone]
+    assert await store.list_pending(NUMBER, now, owner="key-a", limit=2) == [a3, a2]
+    assert await store.list_pending(NUMBER, now, owner="key-b", limit=5) == [b1, anyone]
+    assert await store.list_pending(NUMBER, now, owner=None, limit=4) == [a3, a2, b1, a1]
+    assert await store.list_pending(NUMBER, now, owner="key-c", limit=5) == [anyone]
+    assert await store.list_pending(NUMBER, now, owner="key-a", limit=0) == []
+
+
 # -- record_attempt -----------------------------------------------------------------
 
 

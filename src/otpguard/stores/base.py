@@ -83,6 +83,15 @@ class Store(abc.ABC):
         """The newest pending, unexpired verification for an E.164 number."""
 
     @abc.abstractmethod
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        """A number's pending, unexpired verifications, newest first (as
+        :meth:`find_pending` orders them), at most ``limit``; only those whose
+        ``owner`` is ``owner`` or None (made without an API key), unless ``owner``
+        is None (any owner)."""
+
+    @abc.abstractmethod
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:

@@ -650,6 +650,18 @@ class PostgresStore(Store):
         )
         return None if row is None else verification_from_row(row)
 
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        rows = await self._all(
+            "list_pending",
+            f"{SELECT_V} WHERE to_number = %s AND status = 'pending' AND expires_at > %s "
+            "AND (%s::text IS NULL OR owner = %s OR owner IS NULL) "
+            "ORDER BY created_at DESC, id DESC LIMIT %s",
+            (to, now, owner, owner, max(0, limit)),
+        )
+        return [verification_from_row(row) for row in rows]
+
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:

@@ -866,9 +866,23 @@ class RedisStore(Store):
         return _verification(raw) if raw else None
 
     async def find_pending(self, to: str, now: float) -> Verification | None:
+        found = await self._pending(to, now, None, 1, "find_pending")
+        return found[0] if found else None
+
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        return await self._pending(to, now, owner, limit, "list_pending")
+
+    async def _pending(
+        self, to: str, now: float, owner: str | None, limit: int, op: str
+    ) -> list[Verification]:
         nkey = self._nkey(to)
-        with _storage_errors("find_pending"):
-            client = self._live("find_pending")
+        found: list[Verification] = []
+        if limit <= 0:
+            return found
+        with _storage_errors(op):
+            client = self._live(op)
             # Newest first; equal created_at in descending id order, like the SQL stores.
             entries: list[tuple[str, float]] = await client.zrevrange(nkey, 0, -1, withscores=True)
             dangling: list[str] = []
@@ -885,11 +899,19 @@ class RedisStore(Store):
                             dangling.append(vid)
                         continue
                     v = _verification(raw)
-                    if v.status is Status.PENDING and v.expires_at > now:
-                        return v
+                    if (
+                        v.status is Status.PENDING
+                        and v.expires_at > now
+                        and (owner is None or v.owner in (owner, None))
+                    ):
+                        found.append(v)
+                        if len(found) >= limit:
+                            break
+                if len(found) >= limit:
+                    break
             if dangling:
                 await client.zrem(nkey, *dangling)
-        return None
+        return found
 
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float

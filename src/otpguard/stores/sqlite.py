@@ -549,6 +549,20 @@ class SQLiteStore(Store):
 
         return await self._run("find_pending", run)
 
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        def run(conn: sqlite3.Connection) -> list[Verification]:
+            rows = conn.execute(
+                f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ? "
+                "AND (? IS NULL OR owner = ? OR owner IS NULL) "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (to, now, owner, owner, max(0, limit)),
+            ).fetchall()
+            return [verification_from_row(row) for row in rows]
+
+        return await self._run("list_pending", run)
+
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:
