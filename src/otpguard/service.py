@@ -15,6 +15,12 @@ Order of a check::
     comparing) -> compare (constant time) -> approve (atomic, exactly once, only the
     tag compared) and give the reservation back | keep it, lock at the cap
 
+By number, one wrong code is reserved before anything is looked up, then the
+number's newest pending verifications of the same API key are tried in turn
+(``PENDING_PER_CHECK``), each after a reservation of its own; every failure is
+the same ``NotFound``. A verification belongs to the key that started it: with
+``owner``, another key's is not found.
+
 If the store cannot answer, nothing is sent and nothing is approved
 (``StorageError``, HTTP 503).
 """

@@ -31,7 +31,9 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
 * **Parameters otpguard cannot honour** (CustomCode, CustomMessage, Amount, Payee,
   RateLimits, ...) are refused with 60200 naming them, never silently ignored.
 * **Each create is a new verification** with a new sid (Twilio re-sends on the
-  pending one); a check by ``To`` checks the newest pending one.
+  pending one); a check by ``To`` tries the number's newest pending ones under
+  the service (at most 5), and every failure by ``To`` is 20404, counted.
+* **Services belong to the API key** that created them (another key: 20404).
 * **Finished verifications** (approved, canceled, expired) answer checks and
   updates with 20404 as Twilio's do, but a fetch still shows them until purged.
 * ``to`` is the full E.164 number, as Twilio returns it: the caller sent it, and
