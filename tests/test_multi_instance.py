@@ -140,7 +140,9 @@ class Cluster:
         return len(read_outbox(self.outbox))
 
 
-def _env(store_url: str, tmp_path: Path, secret: str, name: str) -> dict[str, str]:
+def _env(
+    store_url: str, tmp_path: Path, secret: str, name: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTPGUARD_")}
     data_dir = tmp_path / name
     data_dir.mkdir(exist_ok=True)
@@ -152,6 +154,7 @@ def _env(store_url: str, tmp_path: Path, secret: str, name: str) -> dict[str, st
             "OTPGUARD_TRANSPORT": "file",
             "OTPGUARD_OUTBOX_PATH": str(tmp_path / "outbox.jsonl"),
             "OTPGUARD_LOG_EVENTS": "false",
+            **(extra or {}),
         }
     )
     return env
@@ -173,10 +176,12 @@ def _tail(log: Path) -> str:
     return log.read_text()[-2000:]
 
 
-def _launch(store_url: str, tmp_path: Path, instances: int) -> tuple[str, list[Any]]:
+def _launch(
+    store_url: str, tmp_path: Path, instances: int, extra: dict[str, str] | None = None
+) -> tuple[str, list[Any]]:
     """Create an API key in the shared store, then start the instances."""
     secret = new_secret_hex()
-    env = _env(store_url, tmp_path, secret, "admin")
+    env = _env(store_url, tmp_path, secret, "admin", extra)
     out = subprocess.run(
         [OTPGUARD, "api-keys", "create", "--name", "multi"],
         env=env,
@@ -189,7 +194,7 @@ def _launch(store_url: str, tmp_path: Path, instances: int) -> tuple[str, list[A
     procs: list[Any] = []
     for i in range(instances):
         port = free_port()
-        env_i = _env(store_url, tmp_path, secret, f"instance{i}")
+        env_i = _env(store_url, tmp_path, secret, f"instance{i}", extra)
         with (tmp_path / f"instance{i}.log").open("wb") as fh:
             proc = subprocess.Popen(
                 [OTPGUARD, "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -214,10 +219,13 @@ def _stop(procs: list[Any]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def cluster(store_url: str, tmp_path: Path, instances: int = 2) -> AsyncIterator[Cluster]:
-    """``instances`` real ``otpguard serve`` processes on one store, keys and outbox."""
+async def cluster(
+    store_url: str, tmp_path: Path, instances: int = 2, env: dict[str, str] | None = None
+) -> AsyncIterator[Cluster]:
+    """``instances`` real ``otpguard serve`` processes on one store, keys and outbox;
+    ``env`` adds ``OTPGUARD_*`` settings for every process."""
     # In a thread: the CLI may talk to the store through a proxy served by this loop.
-    key, procs = await asyncio.to_thread(_launch, store_url, tmp_path, instances)
+    key, procs = await asyncio.to_thread(_launch, store_url, tmp_path, instances, env)
     try:
         for i, (url, proc) in enumerate(procs):
             await _wait_ready(url, proc, tmp_path / f"instance{i}.log")
@@ -298,8 +306,16 @@ async def test_concurrent_right_checks_over_both_approve_once(
         responses = await asyncio.gather(
             *(check(http, c, c.urls[i % 2], vid, code) for i in range(16))
         )
-        assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
-        assert [r.json()["valid"] for r in responses].count(True) == 1
+        # Each check in flight holds a wrong-code reservation until it has compared
+        # (the per-number cap is 10): beyond the cap, concurrent checks are refused
+        # even with the right code. Fail closed; exactly one approves.
+        for r in responses:
+            if r.status_code == 429:
+                assert r.json()["error"]["rule"] == "failed_checks", r.text
+            else:
+                assert r.status_code == 200, r.text
+        assert [r.json().get("valid") for r in responses].count(True) == 1
+        assert sum(r.status_code == 200 for r in responses) >= 10
 
 
 async def test_store_outage_fails_closed_and_recovers(shared_url: str, tmp_path: Path) -> None:

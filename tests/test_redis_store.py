@@ -200,9 +200,10 @@ async def test_timestamps_with_microseconds_are_exact(store: RedisStore) -> None
     assert await store.get_verification(v.id) == v
     ticket = await store.record_attempt(v.id, 5, now + 0.000001)
     assert ticket is not None and ticket.verification.updated_at == now + 0.000001
-    assert not await store.approve(v.id, now + 300.000001)  # expires_at == now: expired
+    expired = now + 300.000001  # expires_at == now: expired
+    assert not await store.approve(v.id, expired, code_hash=v.code_hash)
     assert now + 299.9999995 < v.expires_at  # one ulp here is 2.4e-7 s
-    assert await store.approve(v.id, now + 299.9999995)
+    assert await store.approve(v.id, now + 299.9999995, code_hash=v.code_hash)
     r = RateRule("r", "k", 1, 60)
     await store.hit([r], now)
     refused = await store.hit([r], now + 7.3)
@@ -367,7 +368,7 @@ async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
         await _until_up(store)
         v = make_v()
         await store.create_verification(v)
-        assert await store.approve(v.id, T0 + 1)
+        assert await store.approve(v.id, T0 + 1, code_hash=v.code_hash)
 
         server.kill()
         server.wait(timeout=10)
@@ -383,7 +384,7 @@ async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
         w = make_v()
         await store.create_verification(w)
         assert (await store.hit([RateRule("r", "k", 3, 60)], T0)).allowed
-        assert await store.approve(w.id, T0 + 1)
+        assert await store.approve(w.id, T0 + 1, code_hash=w.code_hash)
     finally:
         await store.aclose()
         server.kill()

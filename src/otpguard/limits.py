@@ -109,9 +109,12 @@ def send_rules(settings: Settings, number: PhoneNumber, client_ip: str) -> list[
     ]
 
 
-def failed_check_rules(settings: Settings, e164: str, client_ip: str) -> list[RateRule]:
-    """Wrong codes per number (across all its verifications) and per client IP."""
+def failed_check_rules(settings: Settings, e164: str, client_ip: str | None) -> list[RateRule]:
+    """Wrong codes per number (across all its verifications) and per client IP (none
+    when ``client_ip`` is None: a caller that has no end user's IP to give)."""
     rules = _rules(settings, "limit_failed_checks", "failed_checks", e164)
+    if client_ip is None:
+        return rules
     rules += [
         RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}", limit, w)
         for limit, w in settings.windows("limit_ip_failed_checks")

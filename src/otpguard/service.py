@@ -10,9 +10,16 @@ Order of a send, each refusal before any message leaves::
 
 Order of a check::
 
-    well-formed code -> find verification -> failed-check limits (peek)
-    -> count the attempt (atomic, before comparing) -> compare (constant time)
-    -> approve (atomic, exactly once) | record the failure, lock at the cap
+    well-formed code -> find verification -> reserve a wrong code under the
+    failed-check caps (atomic, all or nothing) -> count the attempt (atomic, before
+    comparing) -> compare (constant time) -> approve (atomic, exactly once, only the
+    tag compared) and give the reservation back | keep it, lock at the cap
+
+By number, one wrong code is reserved before anything is looked up, then the
+number's newest pending verifications of the same API key are tried in turn
+(``PENDING_PER_CHECK``), each after a reservation of its own; every failure is
+the same ``NotFound``. A verification belongs to the key that started it: with
+``owner``, another key's is not found.
 
 If the store cannot answer, nothing is sent and nothing is approved
 (``StorageError``, HTTP 503).
@@ -27,7 +34,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +102,10 @@ class DeliveryReport(enum.Enum):
 
 
 EventListener = Callable[[Event], None]
+#: Narrows a check by number's candidates (the /v2 API: to one service's).
+Selector = Callable[[list[Verification]], Awaitable[list[Verification]]]
+PENDING_PER_CHECK = 5  # a check by number tries at most this many pending verifications
+NO_MATCH = "no pending verification for that number matched the code"
 CHALLENGE_TOKEN_WINDOW = 3600  # seconds a used challenge token is remembered
 REUSED_RULE = "challenge_reused"  # the rule that admits each challenge token once
 
@@ -578,10 +589,13 @@ class Verifier:
         except StorageError:
             log.warning("message for %s handed to the provider; its events were lost", v.id)
 
-    async def resend(self, verification_id: str, client_ip: str | None = None) -> Verification:
-        """A fresh code through the same channel; the previous one stops working."""
+    async def resend(
+        self, verification_id: str, client_ip: str | None = None, *, owner: str | None = None
+    ) -> Verification:
+        """A fresh code through the same channel; the previous one stops working.
+        ``owner``: the API key asking; another key's verification is not found."""
         now = self.clock()
-        v = await self._load(verification_id, now)
+        v = await self._load(verification_id, now, owner)
         ip = limits.normalize_ip(client_ip) if client_ip else (v.client_ip or limits.UNKNOWN_IP)
         number = parse(v.to, self.settings.default_region)
         if v.status is not Status.PENDING:
@@ -620,8 +634,21 @@ class Verifier:
         to: str | None = None,
         client_ip: str | None = None,
         started: float | None = None,
+        owner: str | None = None,
+        select: Selector | None = None,
+        per_ip: bool = True,
     ) -> CheckResult:
         """Approve exactly once: pending, unexpired, and the code matches.
+
+        ``owner`` is the API key asking (None: any, for embedded use and admin keys):
+        another key's verification is not found (one made without a key, in-process,
+        is anyone's). By ``to``, the number's newest
+        ``PENDING_PER_CHECK`` pending verifications of that owner are tried, newest
+        first (``select`` may narrow them, e.g. to one /v2 service); every failure by
+        number (no pending code, wrong code or length, locked, expired) is the same
+        ``NotFound`` and counts as a wrong code, so it tells nothing about the number.
+        ``per_ip=False``: a caller with no end user's IP (the /v2 API by number): only
+        the per-number cap applies, not the shared ``unknown`` IP bucket.
 
         A failing check (wrong code, unknown id or number, locked, expired, limited)
         returns no sooner than ``failed_check_floor`` seconds after it began, so its
@@ -631,7 +658,13 @@ class Verifier:
         started = time.monotonic() if started is None else started
         try:
             result = await self._check(
-                code, verification_id=verification_id, to=to, client_ip=client_ip
+                code,
+                verification_id=verification_id,
+                to=to,
+                client_ip=client_ip,
+                owner=owner,
+                select=select,
+                per_ip=per_ip,
             )
         except (NotFound, InvalidRequest, RateLimited):
             await self.pad_failed_check(started)
@@ -663,6 +696,9 @@ class Verifier:
         verification_id: str | None = None,
         to: str | None = None,
         client_ip: str | None = None,
+        owner: str | None = None,
+        select: Selector | None = None,
+        per_ip: bool = True,
     ) -> CheckResult:
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
@@ -672,54 +708,131 @@ class Verifier:
             raise InvalidRequest(
                 f"'code' must be exactly {self.settings.code_length} ASCII digits (0-9)"
             )
-        if verification_id is not None:
-            v = await self.store.get_verification(verification_id)
-        else:
-            assert to is not None
-            v = await self.store.find_pending(parse(to, self.settings.default_region).e164, now)
+        if to is not None:
+            return await self._check_number(code, to, ip, now, owner, select, per_ip)
+        assert verification_id is not None
+        v = await self.store.get_verification(verification_id)
+        if v is not None and owner is not None and v.owner not in (owner, None):
+            v = None  # another key's: exactly as if it did not exist
         if v is None:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
             self.keyring.verify("", "", "", "", "", code)
             raise NotFound("no pending verification for that id or number")
         if not is_well_formed(code, v.code_length):
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
-
         rules = limits.failed_check_rules(self.settings, v.to, ip)
-        peek = await self.store.hit(rules, now, record=False)
-        if not peek.allowed:
-            assert peek.rule is not None
-            number = parse(v.to, self.settings.default_region)
+        await self._reserve(rules, now, parse(v.to, self.settings.default_region), ip, v.channel)
+        result = await self._compare(v, code, ip, now, rules, by_number=False)
+        if result is None:
+            raise NotFound("no pending verification for that id or number")
+        return result
+
+    async def _check_number(
+        self,
+        code: str,
+        to: str,
+        ip: str,
+        now: float,
+        owner: str | None,
+        select: Selector | None,
+        per_ip: bool,
+    ) -> CheckResult:
+        """A check by number. One wrong code is reserved before anything is looked up
+        (so "no pending code" counts like any failure), one more before each further
+        comparison; only an approval gives one back. Every failure answers the same."""
+        number = parse(to, self.settings.default_region)
+        rules = limits.failed_check_rules(self.settings, number.e164, ip if per_ip else None)
+        await self._reserve(rules, now, number, ip, None)
+        pending = await self.store.list_pending(
+            number.e164, now, owner=owner, limit=PENDING_PER_CHECK
+        )
+        if select is not None:
+            pending = await select(pending)
+        compared = 0
+        for v in pending:
+            if not is_well_formed(code, v.code_length):
+                continue  # a code of another length is simply not this one
+            if compared and not (await self.store.hit(rules, now)).allowed:
+                break  # no room for another comparison: a failure like the others
+            compared += 1
+            result = await self._compare(v, code, ip, now, rules, by_number=True)
+            if result is not None and result.valid:
+                return result
+        if not compared:
+            self.keyring.verify("", "", "", "", "", code)  # the cost of a comparison
+            await self._emit(
+                self._event(
+                    EventType.CHECK_FAILED, now, number=number, client_ip=ip, reason="no_match"
+                )
+            )
+        raise NotFound(NO_MATCH)
+
+    async def _reserve(
+        self,
+        rules: Sequence[RateRule],
+        now: float,
+        number: PhoneNumber,
+        ip: str,
+        channel: Channel | None,
+    ) -> None:
+        """Count a wrong code before the comparison, in the atomic step that decides
+        the caps (a reservation, given back when the code is right): concurrent wrong
+        codes can never pass a cap between a peek and a record."""
+        reserved = await self.store.hit(rules, now)
+        if not reserved.allowed:
+            assert reserved.rule is not None
             raise await self._refuse(
-                RateLimited(peek.rule, peek.retry_after), now, number, ip, v.channel
+                RateLimited(reserved.rule, reserved.retry_after), now, number, ip, channel
             )
 
+    async def _compare(
+        self,
+        v: Verification,
+        code: str,
+        ip: str,
+        now: float,
+        rules: Sequence[RateRule],
+        *,
+        by_number: bool,
+    ) -> CheckResult | None:
+        """Count the attempt, compare, approve the tag compared. The reservation made
+        for this comparison is given back on an approval; by id also when nothing
+        was compared or a right code lost a race (by number every failure counts the
+        same). None when the verification is gone."""
+        give_back = not by_number
         ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
         if ticket is None:
-            raise NotFound("no pending verification for that id or number")
+            if give_back:
+                await self._give_back(rules, now)
+            return None
         v = ticket.verification
         if ticket.outcome is AttemptOutcome.EXPIRED:
             await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
         if ticket.outcome is not AttemptOutcome.COUNTED:
             self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
+            if give_back:
+                await self._give_back(rules, now)  # nothing was compared: no wrong code
             # LOCKED leaves a pending status as it is: the checks still in flight decide.
             return CheckResult(False, v.status, 0, v)
 
         matches = self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
-        if matches and await self.store.approve(v.id, now):
+        if matches and await self.store.approve(v.id, now, code_hash=v.code_hash):
             v = v.with_(status=Status.APPROVED, updated_at=now)
             # The approval has committed: whatever fails from here on, the answer is
             # "approved" (the bookkeeping below is logged and lost, never a 503).
             try:
+                await self._give_back(rules, now)
                 await self._emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
                 await self._converted(v, now)
             except StorageError:
                 log.warning("approval of %s recorded; its bookkeeping failed", v.id)
             return CheckResult(True, Status.APPROVED, self._remaining(v), v)
-        if matches:  # right code, but someone else approved (or it expired) in between
+        if matches:  # right code, but approved, resent or expired in between
+            if give_back:
+                await self._give_back(rules, now)  # a right code, no longer the current one
             current = await self.store.get_verification(v.id) or v
             return CheckResult(False, current.status, self._remaining(current), current)
 
-        await self.store.hit(rules, now)
         events = [
             self._event(
                 EventType.CHECK_FAILED, now, v=v, client_ip=ip, details={"attempts": v.attempts}
@@ -733,6 +846,14 @@ class Verifier:
         await self._emit(*events)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
+
+    async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
+        """Release the wrong-code reservation of ``rules`` made at ``now``. If the store
+        fails here the failure stays counted: stricter, never looser."""
+        try:
+            await self.store.release(list(dict.fromkeys(r.key for r in rules)), now)
+        except StorageError:
+            log.warning("a wrong-code reservation could not be given back")
 
     async def _converted(self, v: Verification, now: float) -> None:
         """After an approval: the refund and the earned room in every admission bucket
@@ -760,12 +881,15 @@ class Verifier:
 
     # -- the rest -------------------------------------------------------------------
 
-    async def _load(self, verification_id: str, now: float) -> Verification:
-        """Fetch, marking an overdue pending verification expired."""
+    async def _load(
+        self, verification_id: str, now: float, owner: str | None = None
+    ) -> Verification:
+        """Fetch, marking an overdue pending verification expired. With ``owner``,
+        another key's verification is not found."""
         if not isinstance(verification_id, str) or len(verification_id) > 64:
             raise NotFound("no verification with that id")
         v = await self.store.get_verification(verification_id)
-        if v is None:
+        if v is None or (owner is not None and v.owner not in (owner, None)):
             raise NotFound("no verification with that id")
         if v.status is Status.PENDING and now >= v.expires_at:
             moved = await self.store.transition(v.id, [Status.PENDING], Status.EXPIRED, now)
@@ -775,15 +899,17 @@ class Verifier:
             v = await self.store.get_verification(verification_id) or v
         return v
 
-    async def get(self, verification_id: str) -> Verification:
-        return await self._load(verification_id, self.clock())
+    async def get(self, verification_id: str, *, owner: str | None = None) -> Verification:
+        """``owner``: the API key asking; another key's verification is not found."""
+        return await self._load(verification_id, self.clock(), owner)
 
     def attempts_remaining(self, v: Verification) -> int:
         return self._remaining(v)
 
-    async def cancel(self, verification_id: str) -> Verification:
+    async def cancel(self, verification_id: str, *, owner: str | None = None) -> Verification:
+        """``owner``: the API key asking; another key's verification is not found."""
         now = self.clock()
-        v = await self._load(verification_id, now)
+        v = await self._load(verification_id, now, owner)
         if v.status is Status.CANCELED:
             return v
         moved = await self.store.transition(v.id, [Status.PENDING], Status.CANCELED, now)

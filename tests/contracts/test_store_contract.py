@@ -79,7 +79,9 @@ async def _race(url: str, op: str, arg: Any, calls: int, barrier: Any) -> list[A
     try:
         barrier.wait(timeout=60)
         if op == "approve":
-            return list(await asyncio.gather(*(store.approve(arg, T0) for _ in range(calls))))
+            vid, tag = arg
+            approvals = (store.approve(vid, T0, code_hash=tag) for _ in range(calls))
+            return list(await asyncio.gather(*approvals))
         if op == "attempt":
             tickets = await asyncio.gather(
                 *(store.record_attempt(arg, 5, T0) for _ in range(calls))
@@ -153,7 +155,7 @@ async def test_closed_store_raises_storage_error(store: Store) -> None:
     with pytest.raises(StorageError):
         await store.create_verification(make_v())
     with pytest.raises(StorageError):
-        await store.approve(v.id, T0)
+        await store.approve(v.id, T0, code_hash=v.code_hash)
     with pytest.raises(StorageError):
         await store.hit([rule("r", "k", 5)], T0)
     await store.aclose()  # closing twice is harmless
@@ -202,7 +204,7 @@ async def test_find_pending_newest_unexpired_of_that_number(store: Store) -> Non
     older = await stored(store, created_at=T0, ttl=1000)
     newer = await stored(store, created_at=T0 + 10, ttl=100)
     approved = await stored(store, created_at=T0 + 20)
-    assert await store.approve(approved.id, T0 + 21)
+    assert await store.approve(approved.id, T0 + 21, code_hash=approved.code_hash)
     await stored(store, created_at=T0 + 30, status=Status.CANCELED)
     await stored(store, created_at=T0 + 40, ttl=5)  # expires at T0 + 45
     await stored(store, to=OTHER, created_at=T0 + 50)
@@ -212,6 +214,24 @@ async def test_find_pending_newest_unexpired_of_that_number(store: Store) -> Non
     assert await store.find_pending(NUMBER, T0 + 110) == older
     assert await store.find_pending(NUMBER, T0 + 1000) is None
     assert await store.find_pending("+15005550006", T0) is None
+
+
+async def test_list_pending_newest_first_by_owner_and_bounded(store: Store) -> None:
+    a1 = await stored(store, created_at=T0, owner="key-a")
+    b1 = await stored(store, created_at=T0 + 1, owner="key-b")
+    a2 = await stored(store, created_at=T0 + 2, owner="key-a")
+    await stored(store, created_at=T0 + 3, owner="key-a", status=Status.CANCELED)
+    await stored(store, created_at=T0 + 4, owner="key-a", ttl=5)  # expires at T0 + 9
+    await stored(store, to=OTHER, created_at=T0 + 5, owner="key-a")
+    a3 = await stored(store, created_at=T0 + 6, owner="key-a")
+    anyone = await stored(store, created_at=T0 - 1)  # no owner: made without a key
+    now = T0 + 10
+    assert await store.list_pending(NUMBER, now, owner="key-a", limit=5) == [a3, a2, a1, anyone]
+    assert await store.list_pending(NUMBER, now, owner="key-a", limit=2) == [a3, a2]
+    assert await store.list_pending(NUMBER, now, owner="key-b", limit=5) == [b1, anyone]
+    assert await store.list_pending(NUMBER, now, owner=None, limit=4) == [a3, a2, b1, a1]
+    assert await store.list_pending(NUMBER, now, owner="key-c", limit=5) == [anyone]
+    assert await store.list_pending(NUMBER, now, owner="key-a", limit=0) == []
 
 
 # -- record_attempt -----------------------------------------------------------------
@@ -299,14 +319,14 @@ async def test_record_attempt_cross_process_counts_exactly_max(
 
 async def test_approve_exactly_once(store: Store) -> None:
     v = await stored(store)
-    assert await store.approve(v.id, T0 + 5) is True
-    assert await store.approve(v.id, T0 + 6) is False
+    assert await store.approve(v.id, T0 + 5, code_hash=v.code_hash) is True
+    assert await store.approve(v.id, T0 + 6, code_hash=v.code_hash) is False
     assert await store.get_verification(v.id) == v.with_(status=Status.APPROVED, updated_at=T0 + 5)
 
 
 async def test_approve_not_after_expiry(store: Store) -> None:
     v = await stored(store, ttl=600)
-    assert await store.approve(v.id, T0 + 600) is False
+    assert await store.approve(v.id, T0 + 600, code_hash=v.code_hash) is False
     after = await store.get_verification(v.id)
     assert after is not None and after.status is Status.PENDING
 
@@ -314,17 +334,31 @@ async def test_approve_not_after_expiry(store: Store) -> None:
 @pytest.mark.parametrize("status", [Status.CANCELED, Status.MAX_ATTEMPTS_REACHED, Status.EXPIRED])
 async def test_approve_refused_when_not_pending(store: Store, status: Status) -> None:
     v = await stored(store, status=status)
-    assert await store.approve(v.id, T0 + 1) is False
+    assert await store.approve(v.id, T0 + 1, code_hash=v.code_hash) is False
     assert await store.get_verification(v.id) == v
 
 
+async def test_approve_only_the_tag_that_was_compared(store: Store) -> None:
+    """A resend after the comparison swapped the tag: the old code approves nothing,
+    the new tag still can."""
+    v = await stored(store, cooldown=0)
+    assert await store.approve(v.id, T0 + 1, code_hash="tag-other") is False
+    new = await store.replace_code(v.id, "k1", "tag-new", T0 + 2, T0 + 602, T0 + 2)
+    assert new is not None
+    assert await store.approve(v.id, T0 + 3, code_hash=v.code_hash) is False
+    after = await store.get_verification(v.id)
+    assert after is not None and after.status is Status.PENDING
+    assert await store.approve(v.id, T0 + 4, code_hash="tag-new") is True
+
+
 async def test_approve_unknown_is_false(store: Store) -> None:
-    assert await store.approve("VE-nope", T0) is False
+    assert await store.approve("VE-nope", T0, code_hash="tag") is False
 
 
 async def test_approve_concurrent_exactly_one(store: Store) -> None:
     v = await stored(store)
-    results = await asyncio.gather(*(store.approve(v.id, T0 + 1) for _ in range(20)))
+    approvals = (store.approve(v.id, T0 + 1, code_hash=v.code_hash) for _ in range(20))
+    results = await asyncio.gather(*approvals)
     assert results.count(True) == 1
     assert results.count(False) == 19
 
@@ -332,7 +366,7 @@ async def test_approve_concurrent_exactly_one(store: Store) -> None:
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_approve_cross_process_exactly_one(store: Store, store_url: str) -> None:
     v = await stored(store)
-    results = race_in_processes(store_url, "approve", v.id, processes=4, calls=1)
+    results = race_in_processes(store_url, "approve", (v.id, v.code_hash), processes=4, calls=1)
     assert sorted(results) == [False, False, False, True]
 
 
@@ -517,6 +551,37 @@ async def test_hit_cross_process_exact_limit(store: Store, store_url: str) -> No
     allowed = race_in_processes(store_url, "hit", ("r", "k", 3, 60), processes=4, calls=5)
     assert len(allowed) == 20 and allowed.count(True) == 3
     assert await store.count("k", 60, T0) == 3
+
+
+async def test_release_gives_back_entries_at_that_time_only(store: Store) -> None:
+    """A reservation given back: one entry at ``at`` leaves each key, counted over a
+    short window and a long one (whose count reads per-minute totals)."""
+    minute, hour = rule("m", "num:1", 3, 60), rule("h", "num:1", 3, 3600)
+    ip = rule("ip", "ip:1", 5, 3600)
+    await store.hit([minute, hour, ip], T0)
+    await store.hit([minute, hour, ip], T0 + 30.5, cost=2)
+    assert not (await store.hit([hour], T0 + 31)).allowed
+    await store.release(["num:1", "ip:1", "num:1", "never-hit"], T0 + 30.5)
+    assert await store.count("num:1", 60, T0 + 31) == 2
+    assert await store.count("num:1", 3600, T0 + 600) == 2
+    assert await store.count("ip:1", 3600, T0 + 600) == 2
+    assert await store.count("never-hit", 60, T0 + 31) == 0
+    assert (await store.hit([hour], T0 + 600)).allowed
+    await store.release(["num:1"], T0 + 30.5, cost=5)  # fewer there: those it has
+    await store.release(["ip:1"], T0 + 7)  # nothing at that time: nothing changes
+    assert await store.count("num:1", 3600, T0 + 600) == 2  # T0 and T0 + 600
+    assert await store.count("ip:1", 3600, T0 + 600) == 2
+
+
+async def test_release_concurrent_is_exact(store: Store) -> None:
+    """Ten reservations on two keys, five given back at once: exactly five fit again."""
+    a, b = rule("a", "rel:a", 10, 3600), rule("b", "rel:b", 10, 3600)
+    assert all(d.allowed for d in await asyncio.gather(*(store.hit([a, b], T0) for _ in range(10))))
+    await asyncio.gather(*(store.release(["rel:a", "rel:b"], T0) for _ in range(5)))
+    assert await store.count("rel:a", 3600, T0 + 1) == 5
+    decisions = await asyncio.gather(*(store.hit([a, b], T0 + 1) for _ in range(12)))
+    assert sum(d.allowed for d in decisions) == 5
+    assert await store.count("rel:b", 3600, T0 + 1) == 10
 
 
 async def test_count_window(store: Store) -> None:

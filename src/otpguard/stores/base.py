@@ -97,6 +97,15 @@ class Store(abc.ABC):
         """The newest pending, unexpired verification for an E.164 number."""
 
     @abc.abstractmethod
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        """A number's pending, unexpired verifications, newest first (as
+        :meth:`find_pending` orders them), at most ``limit``; only those whose
+        ``owner`` is ``owner`` or None (made without an API key), unless ``owner``
+        is None (any owner)."""
+
+    @abc.abstractmethod
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:
@@ -113,8 +122,11 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def approve(self, verification_id: str, now: float) -> bool:
-        """pending and unexpired -> approved; True for exactly one caller."""
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
+        """pending, unexpired and still holding ``code_hash`` (the tag the code was
+        compared with) -> approved; True for exactly one caller. A resend that swapped
+        in a new tag after the comparison makes this False: the old code approves
+        nothing."""
 
     @abc.abstractmethod
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
@@ -155,6 +167,15 @@ class Store(abc.ABC):
         window). An empty ``rules`` is allowed. ``count`` in the decision is the
         refusing rule's count, or the highest count/limit rule's count after
         recording when allowed."""
+
+    @abc.abstractmethod
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        """Give back a reservation that :meth:`hit` recorded at ``at``: under each of
+        ``keys``, remove ``cost`` entries recorded at exactly ``at`` (entries at one
+        time are alike, so any of them will do), atomically per key; a key with
+        fewer such entries loses the ones it has, and nothing else is touched. (A
+        wrong-code cap is reserved before the comparison and given back when the
+        code was right; only lowering counts, keys may be released one by one.)"""
 
     @abc.abstractmethod
     async def admit(

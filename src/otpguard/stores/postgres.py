@@ -221,6 +221,21 @@ ON CONFLICT (key) DO UPDATE SET level = EXCLUDED.level, earned = EXCLUDED.earned
     t = EXCLUDED.t, forget_at = EXCLUDED.forget_at
 """
 
+# Store.release, after the keys' advisory locks (the ones hit and admit take): up to
+# cost entries at exactly ``at`` per key.
+_RELEASE = """
+DELETE FROM rate_log WHERE ctid IN (
+    SELECT ctid FROM (
+        SELECT ctid, row_number() OVER (PARTITION BY key) AS n FROM rate_log
+        WHERE key = ANY(%(keys)s::text[]) AND ts = %(at)s
+    ) AS s WHERE n <= %(cost)s
+)
+"""
+_LOCK_KEYS = (
+    "SELECT pg_advisory_xact_lock(h) FROM "
+    "(SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS s"
+)
+
 # MIGRATIONS[n] upgrades schema version n to n + 1. Append, never edit a released step.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -655,6 +670,18 @@ class PostgresStore(Store):
         )
         return None if row is None else verification_from_row(row)
 
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        rows = await self._all(
+            "list_pending",
+            f"{SELECT_V} WHERE to_number = %s AND status = 'pending' AND expires_at > %s "
+            "AND (%s::text IS NULL OR owner = %s OR owner IS NULL) "
+            "ORDER BY created_at DESC, id DESC LIMIT %s",
+            (to, now, owner, owner, max(0, limit)),
+        )
+        return [verification_from_row(row) for row in rows]
+
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:
@@ -676,12 +703,12 @@ class PostgresStore(Store):
         # Pending, unexpired (else the UPDATE had marked it expired), at the cap.
         return AttemptTicket(AttemptOutcome.LOCKED, v)
 
-    async def approve(self, verification_id: str, now: float) -> bool:
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
         n = await self._rowcount(
             "approve",
             "UPDATE verifications SET status = 'approved', updated_at = %s "
-            "WHERE id = %s AND status = 'pending' AND expires_at > %s",
-            (now, verification_id, now),
+            "WHERE id = %s AND status = 'pending' AND expires_at > %s AND code_hash = %s",
+            (now, verification_id, now, code_hash),
         )
         return n == 1
 
@@ -744,6 +771,14 @@ class PostgresStore(Store):
         if refusal is not None:
             return refusal
         return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        keys = list(dict.fromkeys(keys))
+        if not keys or cost <= 0:
+            return
+        async with self._conn("release") as conn, conn.transaction():
+            await conn.execute(_LOCK_KEYS, (keys,))
+            await conn.execute(_RELEASE, {"keys": keys, "at": at, "cost": cost})
 
     async def admit(
         self,

@@ -143,11 +143,12 @@ end
 return {outcome, redis.call('HGETALL', h)}
 """
 
-# KEYS: verification; ARGV: now
+# KEYS: verification; ARGV: now, code_hash
 APPROVE_LUA = """
 local h = KEYS[1]
 if redis.call('HGET', h, 'status') ~= 'pending' then return 0 end
 if tonumber(redis.call('HGET', h, 'expires_at')) <= tonumber(ARGV[1]) then return 0 end
+if redis.call('HGET', h, 'code_hash') ~= ARGV[2] then return 0 end
 redis.call('HSET', h, 'status', 'approved', 'updated_at', ARGV[1])
 return 1
 """
@@ -365,6 +366,15 @@ redis.call('HSET', KEYS[1], 'level', fmt(math.max(0.0, tonumber(h[1]) - amount))
 return 1
 """
 
+# Store.release. KEYS: rate logs; ARGV: at, cost. Up to cost entries scored at per key.
+RELEASE_LUA = """
+for j = 1, #KEYS do
+  local m = redis.call('ZRANGEBYSCORE', KEYS[j], ARGV[1], ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+  if #m > 0 then redis.call('ZREM', KEYS[j], unpack(m)) end
+end
+return 1
+"""
+
 # KEYS: bucket; ARGV: now. Deletes the bucket if forget_at < now.
 PURGE_BUCKET_LUA = """
 local f = redis.call('HGET', KEYS[1], 'forget_at')
@@ -451,6 +461,7 @@ SCRIPTS = {
         "admit": ADMIT_LUA,
         "credit": CREDIT_LUA,
         "give_back": GIVE_BACK_LUA,
+        "release": RELEASE_LUA,
         "purge_bucket": PURGE_BUCKET_LUA,
         "set_flag": SET_FLAG_LUA,
         "purge_flag": PURGE_FLAG_LUA,
@@ -878,9 +889,23 @@ class RedisStore(Store):
         return _verification(raw) if raw else None
 
     async def find_pending(self, to: str, now: float) -> Verification | None:
+        found = await self._pending(to, now, None, 1, "find_pending")
+        return found[0] if found else None
+
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        return await self._pending(to, now, owner, limit, "list_pending")
+
+    async def _pending(
+        self, to: str, now: float, owner: str | None, limit: int, op: str
+    ) -> list[Verification]:
         nkey = self._nkey(to)
-        with _storage_errors("find_pending"):
-            client = self._live("find_pending")
+        found: list[Verification] = []
+        if limit <= 0:
+            return found
+        with _storage_errors(op):
+            client = self._live(op)
             # Newest first; equal created_at in descending id order, like the SQL stores.
             entries: list[tuple[str, float]] = await client.zrevrange(nkey, 0, -1, withscores=True)
             dangling: list[str] = []
@@ -897,11 +922,19 @@ class RedisStore(Store):
                             dangling.append(vid)
                         continue
                     v = _verification(raw)
-                    if v.status is Status.PENDING and v.expires_at > now:
-                        return v
+                    if (
+                        v.status is Status.PENDING
+                        and v.expires_at > now
+                        and (owner is None or v.owner in (owner, None))
+                    ):
+                        found.append(v)
+                        if len(found) >= limit:
+                            break
+                if len(found) >= limit:
+                    break
             if dangling:
                 await client.zrem(nkey, *dangling)
-        return None
+        return found
 
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
@@ -914,8 +947,10 @@ class RedisStore(Store):
             return None
         return AttemptTicket(AttemptOutcome(out[0]), _verification(out[1]))
 
-    async def approve(self, verification_id: str, now: float) -> bool:
-        done = await self._run("approve", "approve", [self._vkey(verification_id)], [_ts(now)])
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
+        done = await self._run(
+            "approve", "approve", [self._vkey(verification_id)], [_ts(now), code_hash]
+        )
         return bool(done)
 
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
@@ -969,6 +1004,15 @@ class RedisStore(Store):
         if out[0] != 0:
             return self._refusal(rules[out[0] - 1], out[1], out[2], now)
         return allowed_decision(rules, [int(n) for n in out[1:]], cost if record else 0)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        rkeys = [self._rkey(k) for k in dict.fromkeys(keys)]
+        if not rkeys or cost <= 0:
+            return
+        # Cluster: key by key, each atomic (a release only lowers counts).
+        groups = [rkeys] if self._one_slot("release", rkeys) else [[k] for k in rkeys]
+        for group in groups:
+            await self._run("release", "release", group, [_ts(at), cost])
 
     async def admit(
         self,

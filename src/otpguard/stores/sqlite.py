@@ -538,6 +538,20 @@ class SQLiteStore(Store):
 
         return await self._run("find_pending", run)
 
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        def run(conn: sqlite3.Connection) -> list[Verification]:
+            rows = conn.execute(
+                f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ? "
+                "AND (? IS NULL OR owner = ? OR owner IS NULL) "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (to, now, owner, owner, max(0, limit)),
+            ).fetchall()
+            return [verification_from_row(row) for row in rows]
+
+        return await self._run("list_pending", run)
+
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:
@@ -566,12 +580,12 @@ class SQLiteStore(Store):
 
         return await self._run("record_attempt", run)
 
-    async def approve(self, verification_id: str, now: float) -> bool:
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
                 "UPDATE verifications SET status = 'approved', updated_at = ? "
-                "WHERE id = ? AND status = 'pending' AND expires_at > ?",
-                (now, verification_id, now),
+                "WHERE id = ? AND status = 'pending' AND expires_at > ? AND code_hash = ?",
+                (now, verification_id, now, code_hash),
             )
             return cur.rowcount == 1
 
@@ -649,6 +663,28 @@ class SQLiteStore(Store):
             return allowed_decision(rules, counts, cost if record else 0)
 
         return await self._run("hit", run)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        keys = list(dict.fromkeys(keys))
+        if not keys or cost <= 0:
+            return
+        bucket = int(at // BUCKET) * BUCKET
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                for key in keys:
+                    cur = conn.execute(
+                        "DELETE FROM rate_log WHERE rowid IN "
+                        "(SELECT rowid FROM rate_log WHERE key = ? AND ts = ? LIMIT ?)",
+                        (key, at, cost),
+                    )
+                    if cur.rowcount > 0:  # the per-minute count the window also reads
+                        conn.execute(
+                            "UPDATE rate_buckets SET n = max(0, n - ?) WHERE key = ? AND start = ?",
+                            (cur.rowcount, key, bucket),
+                        )
+
+        await self._run("release", run)
 
     async def admit(
         self,

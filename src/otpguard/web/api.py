@@ -62,6 +62,12 @@ admin_key = require("admin")
 Auth = Annotated[ApiKey, Depends(verify_key)]
 
 
+def tenant_of(key: ApiKey) -> str | None:
+    """Whose verifications ``key`` may see: its own (a verification belongs to the key
+    that started it), or every key's for an ``admin`` key (None: no restriction)."""
+    return None if has_scope(key, "admin") else key.id
+
+
 async def engine_of(request: Request) -> Verifier:
     """``verifier_of`` as a dependency. Async on purpose: FastAPI runs a plain ``def``
     dependency in a worker thread, a hop that cost more than the request's work."""
@@ -102,7 +108,10 @@ class ResendRequest(_Strict):
 class CheckRequest(_Strict):
     id: str | None = Field(None, max_length=64, description="The verification id")
     to: str | None = Field(
-        None, max_length=64, description="Or the number: checks its newest pending verification"
+        None,
+        max_length=64,
+        description="Or the number: tries its newest pending verifications of this key; "
+        "every failure by number is 404",
     )
     code: str = Field(max_length=32, description="The code the user typed")
     client_ip: str | None = Field(None, max_length=64)
@@ -202,7 +211,7 @@ async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> V
 
 
 @router.post("/v1/verifications/check", response_model=CheckOut, responses=ERRORS)
-async def check_verification(body: CheckRequest, engine: Engine, _: Auth) -> CheckOut:
+async def check_verification(body: CheckRequest, engine: Engine, key: Auth) -> CheckOut:
     """Check a code. ``valid`` is true only for the first correct check. Every failing
     check answers no sooner than ``failed_check_floor`` (the engine pads its own
     failures; the route pads what fails before the engine is asked)."""
@@ -216,6 +225,7 @@ async def check_verification(body: CheckRequest, engine: Engine, _: Auth) -> Che
             to=body.to,
             client_ip=body.client_ip,
             started=started,
+            owner=tenant_of(key),
         )
     except OtpguardError:
         await engine.pad_failed_check(started)
@@ -234,16 +244,19 @@ async def check_verification(body: CheckRequest, engine: Engine, _: Auth) -> Che
     responses=ERRORS,
 )
 async def resend_verification(
-    verification_id: str, engine: Engine, _: Auth, body: ResendRequest | None = None
+    verification_id: str, engine: Engine, key: Auth, body: ResendRequest | None = None
 ) -> VerificationOut:
     """Send a fresh code through the same channel; the previous code stops working."""
-    v = await engine.resend(verification_id, client_ip=body.client_ip if body else None)
+    v = await engine.resend(
+        verification_id, client_ip=body.client_ip if body else None, owner=tenant_of(key)
+    )
     return out(engine, v)
 
 
 @router.get("/v1/verifications/{verification_id}", response_model=VerificationOut, responses=ERRORS)
-async def get_verification(verification_id: str, engine: Engine, _: Auth) -> VerificationOut:
-    return out(engine, await engine.get(verification_id))
+async def get_verification(verification_id: str, engine: Engine, key: Auth) -> VerificationOut:
+    """Another key's verification is 404 (an ``admin`` key sees every key's)."""
+    return out(engine, await engine.get(verification_id, owner=tenant_of(key)))
 
 
 @router.post(
@@ -251,8 +264,8 @@ async def get_verification(verification_id: str, engine: Engine, _: Auth) -> Ver
     response_model=VerificationOut,
     responses=ERRORS,
 )
-async def cancel_verification(verification_id: str, engine: Engine, _: Auth) -> VerificationOut:
-    return out(engine, await engine.cancel(verification_id))
+async def cancel_verification(verification_id: str, engine: Engine, key: Auth) -> VerificationOut:
+    return out(engine, await engine.cancel(verification_id, owner=tenant_of(key)))
 
 
 @router.get("/v1/phone-numbers/{number}", responses=ERRORS)

@@ -31,7 +31,9 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
 * **Parameters otpguard cannot honour** (CustomCode, CustomMessage, Amount, Payee,
   RateLimits, ...) are refused with 60200 naming them, never silently ignored.
 * **Each create is a new verification** with a new sid (Twilio re-sends on the
-  pending one); a check by ``To`` checks the newest pending one.
+  pending one); a check by ``To`` tries the number's newest pending ones under
+  the service (at most 5), and every failure by ``To`` is 20404, counted.
+* **Services belong to the API key** that created them (another key: 20404).
 * **Finished verifications** (approved, canceled, expired) answer checks and
   updates with 20404 as Twilio's do, but a fetch still shows them until purged.
 * ``to`` is the full E.164 number, as Twilio returns it: the caller sent it, and
@@ -86,7 +88,7 @@ from ..models import Channel, Status, Verification
 from ..phone import parse
 from ..service import VERIFICATION_GRACE, Verifier
 from ..stores.base import ApiKey
-from .api import iso
+from .api import iso, tenant_of
 
 log = logging.getLogger("otpguard.web.verify_compat")
 
@@ -337,13 +339,18 @@ class VerifyService:
         )
 
 
-async def _load_service(request: Request, engine: Verifier, sid: str) -> VerifyService:
+async def _load_service(request: Request, engine: Verifier, sid: str, key: ApiKey) -> VerifyService:
+    """The service, if it belongs to ``key`` (its account SID is the key's; an
+    ``admin`` key sees every key's); 20404 otherwise, exactly as for no service."""
     if not _SERVICE_SID.match(sid):
         raise not_found(request)
     raw = await engine.store.get_flag(_SERVICE_KEY + sid, engine.clock())
     if raw is None:
         raise not_found(request)
-    return VerifyService.from_json(raw)
+    svc = VerifyService.from_json(raw)
+    if tenant_of(key) is not None and svc.account_sid != account_sid(key):
+        raise not_found(request)
+    return svc
 
 
 async def _save_service(engine: Verifier, svc: VerifyService) -> None:
@@ -518,16 +525,16 @@ async def create_service(request: Request) -> Response:
 @router.get("/Services/{service_sid}")
 async def fetch_service(request: Request, service_sid: str) -> Response:
     engine = _engine(request)
-    await _authenticate(request, engine)
-    svc = await _load_service(request, engine, service_sid)
+    key = await _authenticate(request, engine)
+    svc = await _load_service(request, engine, service_sid, key)
     return JSONResponse(_service_out(request, svc))
 
 
 @router.post("/Services/{service_sid}")
 async def update_service(request: Request, service_sid: str) -> Response:
     engine = _engine(request)
-    await _authenticate(request, engine)
-    svc = await _load_service(request, engine, service_sid)
+    key = await _authenticate(request, engine)
+    svc = await _load_service(request, engine, service_sid, key)
     form = await _form(request, _SERVICE_FIELDS)
     changes: dict[str, Any] = {"updated_at": engine.clock()}
     if "FriendlyName" in form:
@@ -542,8 +549,8 @@ async def update_service(request: Request, service_sid: str) -> Response:
 @router.delete("/Services/{service_sid}")
 async def delete_service(request: Request, service_sid: str) -> Response:
     engine = _engine(request)
-    await _authenticate(request, engine)
-    svc = await _load_service(request, engine, service_sid)
+    key = await _authenticate(request, engine)
+    svc = await _load_service(request, engine, service_sid, key)
     # A flag whose time has passed reads as absent and is purged.
     await engine.store.set_flag(_SERVICE_KEY + svc.sid, svc.to_json(), engine.clock())
     return Response(status_code=204)
@@ -553,7 +560,7 @@ async def delete_service(request: Request, service_sid: str) -> Response:
 async def create_verification(request: Request, service_sid: str) -> Response:
     engine = _engine(request)
     key = await _authenticate(request, engine)
-    svc = await _load_service(request, engine, service_sid)
+    svc = await _load_service(request, engine, service_sid, key)
     form = await _form(request, _START_FIELDS)
     to = _required(form, "To")
     channel = _CHANNELS.get(_required(form, "Channel"))
@@ -596,9 +603,9 @@ async def create_verification(request: Request, service_sid: str) -> Response:
 async def fetch_verification(request: Request, service_sid: str, verification_sid: str) -> Response:
     engine = _engine(request)
     key = await _authenticate(request, engine)
-    svc = await _load_service(request, engine, service_sid)
+    svc = await _load_service(request, engine, service_sid, key)
     vid = await _owned(request, engine, svc, verification_sid)
-    v = await engine.get(vid)
+    v = await engine.get(vid, owner=tenant_of(key))
     return JSONResponse(_verification_out(request, engine, svc, key, v))
 
 
@@ -608,7 +615,7 @@ async def update_verification(
 ) -> Response:
     engine = _engine(request)
     key = await _authenticate(request, engine)
-    svc = await _load_service(request, engine, service_sid)
+    svc = await _load_service(request, engine, service_sid, key)
     vid = await _owned(request, engine, svc, verification_sid)
     form = await _form(request, _UPDATE_FIELDS)
     status = _required(form, "Status")
@@ -619,10 +626,10 @@ async def update_verification(
         )
     if status != "canceled":
         raise invalid("Status", "only canceled is supported")
-    v = await engine.get(vid)
+    v = await engine.get(vid, owner=tenant_of(key))
     if v.status is not Status.PENDING:
         raise not_found(request)  # Twilio: a finished verification is gone
-    v = await engine.cancel(vid)
+    v = await engine.cancel(vid, owner=tenant_of(key))
     return JSONResponse(_verification_out(request, engine, svc, key, v))
 
 
@@ -647,26 +654,17 @@ async def check_verification(request: Request, service_sid: str) -> Response:
 async def _check(
     request: Request, engine: Verifier, key: ApiKey, service_sid: str, started: float
 ) -> tuple[Response, bool]:
-    svc = await _load_service(request, engine, service_sid)
+    svc = await _load_service(request, engine, service_sid, key)
     form = await _form(request, _CHECK_FIELDS)
     code = _required(form, "Code")
     if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 10):
         raise invalid("Code", "6 to 10 digits")
     if ("To" in form) == ("VerificationSid" in form):
         raise invalid("To", "give exactly one of To or VerificationSid")
-    if "VerificationSid" in form:
-        vid = await _owned(request, engine, svc, form["VerificationSid"])
-    else:
-        try:
-            e164 = parse(form["To"], engine.settings.default_region).e164
-        except InvalidPhoneNumber as exc:
-            raise invalid("To", exc.message) from None
-        pending = await engine.store.find_pending(e164, engine.clock())
-        if pending is None:
-            raise not_found(request)
-        vid = await _owned(request, engine, svc, pending.id)
-
-    before = await engine.get(vid)
+    if "To" in form:
+        return await _check_number(request, engine, key, svc, code, form["To"], started)
+    vid = await _owned(request, engine, svc, form["VerificationSid"])
+    before = await engine.get(vid, owner=tenant_of(key))
     if before.status is Status.MAX_ATTEMPTS_REACHED:
         raise TwilioError(MAX_CHECK_ATTEMPTS, 429, "Max check attempts reached")
     if before.status is not Status.PENDING:
@@ -675,7 +673,9 @@ async def _check(
         # Twilio's check carries no end-user IP: count wrong codes against the IP
         # that started the verification (DeviceIp), not a bucket shared by all.
         ip = before.client_ip if before.client_ip not in (None, UNKNOWN_IP) else None
-        result = await engine.check(code, verification_id=vid, client_ip=ip, started=started)
+        result = await engine.check(
+            code, verification_id=vid, client_ip=ip, started=started, owner=tenant_of(key)
+        )
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
     if result.valid or result.status in (Status.PENDING, Status.MAX_ATTEMPTS_REACHED):
@@ -684,6 +684,39 @@ async def _check(
         v = result.verification.with_(status=result.status)
         return JSONResponse(_check_out(svc, key, v, result.valid)), result.valid
     raise not_found(request)  # approved, canceled or expired in the meantime
+
+
+async def _check_number(
+    request: Request,
+    engine: Verifier,
+    key: ApiKey,
+    svc: VerifyService,
+    code: str,
+    to: str,
+    started: float,
+) -> tuple[Response, bool]:
+    """A check by To: the number's newest pending verifications of this service, newest
+    first. Every failure (no pending code, wrong code, a code of another length,
+    locked) is the same 20404, counted under the per-number cap: unlike Twilio's, the
+    answer does not say whether the number has a pending verification."""
+    try:
+        parse(to, engine.settings.default_region)
+    except InvalidPhoneNumber as exc:
+        raise invalid("To", exc.message) from None
+
+    async def in_service(candidates: list[Verification]) -> list[Verification]:
+        keys = [_OWNER_KEY + v.id for v in candidates]
+        owners = await engine.store.get_flags(keys, engine.clock()) if keys else {}
+        return [v for v in candidates if owners.get(_OWNER_KEY + v.id) == svc.sid]
+
+    try:
+        # Twilio's check carries no end-user IP: only the per-number cap applies.
+        result = await engine.check(
+            code, to=to, started=started, owner=tenant_of(key), select=in_service, per_ip=False
+        )
+    except InvalidRequest as exc:
+        raise invalid("Code", exc.message) from None
+    return JSONResponse(_check_out(svc, key, result.verification, True)), True
 
 
 def install(app: FastAPI) -> None:

@@ -1,0 +1,134 @@
+"""Checks raced against real servers: two ``otpguard serve`` processes on one store (a
+SQLite file, this run's Redis, a PostgreSQL database of its own), hit by concurrent
+requests over HTTP. Wrong-code caps hold exactly; a resend and a check never both win."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from otpguard.transports.file import read_outbox
+
+from .test_admission_servers import store_url  # noqa: F401 - the fixture
+from .test_multi_instance import Cluster, cluster
+
+pytestmark = pytest.mark.slow
+
+WRONG = "000000"  # never a code here: each test checks it is not the one sent
+
+
+async def start(http: httpx.AsyncClient, c: Cluster, i: int, to: str, ip: str) -> str:
+    r = await http.post(
+        f"{c.urls[i % 2]}/v1/verifications", json={"to": to, "client_ip": ip}, headers=c.headers
+    )
+    assert r.status_code == 201, r.text
+    vid: str = r.json()["id"]
+    return vid
+
+
+def codes(c: Cluster, vid: str) -> list[str]:
+    return [m["code"] for m in read_outbox(c.outbox) if m["verification_id"] == vid]
+
+
+async def test_a_resend_racing_checks_never_lets_the_old_code_approve(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """Each round: one resend on one instance and eight checks of the code it replaces,
+    all at once over both. Either a check approves (and the resend is refused, nothing
+    sent) or the resend sends a new code (and the old one approves nothing)."""
+    env = {"OTPGUARD_RESEND_COOLDOWN": "0", "OTPGUARD_MAX_ATTEMPTS": "10"}
+    async with cluster(store_url, tmp_path, env=env) as c, httpx.AsyncClient(timeout=60) as http:
+        seen: Counter[str] = Counter()
+        for t in range(12):
+            ip = f"10.{t}.0.1"
+            vid = await start(http, c, t, f"+4474{t:02d}{t:02d}5678", ip)
+            (old,) = codes(c, vid)
+            resend = http.post(
+                f"{c.urls[t % 2]}/v1/verifications/{vid}/resend",
+                json={"client_ip": ip},
+                headers=c.headers,
+            )
+            checks = [
+                http.post(
+                    f"{c.urls[(t + i + 1) % 2]}/v1/verifications/check",
+                    json={"id": vid, "code": old, "client_ip": ip},
+                    headers=c.headers,
+                )
+                for i in range(8)
+            ]
+            r_resend, *r_checks = await asyncio.gather(resend, *checks)
+            assert all(r.status_code == 200 for r in r_checks), [r.text for r in r_checks]
+            approved = [r.json()["valid"] for r in r_checks].count(True)
+            assert approved <= 1
+            if r_resend.status_code == 200:
+                seen["resent"] += 1
+                assert approved == 0, f"round {t}: a new code was sent and the old one approved"
+                assert len(codes(c, vid)) == 2
+            else:
+                seen["approved"] += 1
+                assert r_resend.status_code == 409, r_resend.text
+                assert approved == 1 and len(codes(c, vid)) == 1
+        assert sum(seen.values()) == 12
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+
+async def fire_checks(
+    http: httpx.AsyncClient, c: Cluster, checks: list[tuple[str, str, str]]
+) -> Counter[int]:
+    """(verification id, code, client IP) each, all at once over both instances."""
+    responses = await asyncio.gather(
+        *(
+            http.post(
+                f"{c.urls[i % 2]}/v1/verifications/check",
+                json={"id": vid, "code": code, "client_ip": ip},
+                headers=c.headers,
+            )
+            for i, (vid, code, ip) in enumerate(checks)
+        )
+    )
+    for r in responses:
+        assert r.status_code in (200, 429), r.text
+        if r.status_code == 200:
+            assert r.json()["valid"] is False
+        else:
+            assert r.json()["error"]["rule"] == "failed_checks"
+    return Counter(r.status_code for r in responses)
+
+
+async def test_the_wrong_code_cap_per_ip_is_exact(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """200 wrong codes from one IP at once (40 verifications, 5 each): exactly 30 are
+    compared (limit_ip_failed_checks 30/1h), 170 refused."""
+    async with cluster(store_url, tmp_path) as c, httpx.AsyncClient(timeout=120) as http:
+        vids = [
+            await start(http, c, i, f"+4477{i:02d}{i:02d}1234", f"10.{i}.0.1") for i in range(40)
+        ]
+        checks = [(vid, wrong(codes(c, vid)[0]), "203.0.113.9") for vid in vids for _ in range(5)]
+        assert await fire_checks(http, c, checks) == {200: 30, 429: 170}
+
+
+async def test_the_wrong_code_cap_per_number_is_exact(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """Three verifications of one number, five wrong codes each from fifteen IPs, at
+    once: exactly 10 are compared (limit_failed_checks 10/1h), 5 refused."""
+    number = "+447400765432"
+    async with cluster(store_url, tmp_path) as c, httpx.AsyncClient(timeout=60) as http:
+        vids = [await start(http, c, i, number, f"10.{i}.0.1") for i in range(3)]
+        checks = [
+            (vid, wrong(codes(c, vid)[0]), f"198.51.100.{5 * i + j}")
+            for i, vid in enumerate(vids)
+            for j in range(5)
+        ]
+        assert await fire_checks(http, c, checks) == {200: 10, 429: 5}
