@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -46,6 +47,64 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# What a person would see wrong, measured in the rendered page: sideways scrolling, a
+# panel or cell whose content is cut off, text outside the screen, chart labels too
+# small to read or on top of each other, a squashed chart.
+LAYOUT_PROBLEMS = """() => {
+  const vw = document.documentElement.clientWidth;
+  const out = [];
+  const name = el => `${el.tagName.toLowerCase()}#${el.id}.${el.className.baseVal ?? el.className}`
+                     + ` "${el.textContent.trim().slice(0, 30)}"`;
+  const shown = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+  if (document.documentElement.scrollWidth > vw) {
+    out.push(`the page scrolls sideways: ${document.documentElement.scrollWidth} > ${vw}`);
+  }
+  for (const el of document.querySelectorAll(".panel, .tile, .tile .v, td, th, h1, h2")) {
+    if (shown(el) && el.scrollWidth > el.clientWidth + 1) {
+      out.push(`cut off: ${name(el)} ${el.scrollWidth} > ${el.clientWidth}`);
+    }
+  }
+  for (const el of document.querySelectorAll("main *, header *")) {
+    const r = el.getBoundingClientRect();
+    if (shown(el) && (r.left < -0.5 || r.right > vw + 0.5)) {
+      out.push(`off screen: ${name(el)} ${r.left.toFixed(0)}..${r.right.toFixed(0)}`);
+    }
+  }
+  for (const svg of document.querySelectorAll("svg.chart")) {
+    if (!shown(svg)) continue;
+    const box = svg.getBoundingClientRect();
+    if (svg.classList.contains("traffic") && box.height < 200) {
+      out.push(`squashed traffic chart: ${box.width.toFixed(0)} x ${box.height.toFixed(0)}`);
+    }
+    const scale = box.width / svg.viewBox.baseVal.width;  // the drawing is scaled to fit
+    for (const t of svg.querySelectorAll("text")) {
+      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+      if (px < 11) out.push(`unreadable chart text ${name(t)}: ${px.toFixed(1)} px`);
+    }
+    const ticks = [...svg.querySelectorAll("text.tick")].map(t => t.getBoundingClientRect())
+                                                       .sort((a, b) => a.left - b.left);
+    for (let i = 1; i < ticks.length; i++) {
+      if (ticks[i].left < ticks[i - 1].right + 2) out.push(`time labels overlap in ${name(svg)}`);
+    }
+  }
+  return out;
+}"""
+
+
+async def check_what_a_person_sees(page: Any, shot: Path) -> None:
+    """No layout problem; the currency shown with every spend; no reason repeated."""
+    await page.screenshot(path=str(shot), full_page=True)
+    assert await page.evaluate(LAYOUT_PROBLEMS) == [], shot.name
+    spend = await page.inner_text("[data-tile='estimated spend'] .v")
+    assert re.fullmatch(r"\d+\.\d\d USD", spend), spend
+    assert await page.locator("[data-tile='estimated spend'] .v").is_visible()
+    assert "(USD)" in await page.inner_text("#countries h2")
+    for cell in await page.locator("#countries td[data-label=spend]").all_inner_texts():
+        assert cell.endswith(" USD"), cell
+    for cell in await page.locator("#events td[data-label=reason]").all_inner_texts():
+        parts = re.split(r":\s*", cell.strip())
+        assert len(parts) == len(set(parts)), cell
 
 
 class ServerThread:
@@ -119,7 +178,7 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
     async with ServerThread(app) as server, async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
-            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
             page.on(
                 "console",
@@ -151,8 +210,8 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
             assert alerts.count("open") >= 4
             assert "prefix +44740099" in alerts
             assert await page.locator("#alerts tbody tr").count() == 4
-            assert await page.locator("#chart-traffic svg polyline").count() == 4
-            assert await page.locator("#chart-traffic svg circle").count() > 0
+            assert await page.locator("#chart-traffic svg.wide polyline").count() == 4
+            assert await page.locator("#chart-traffic svg.wide circle").count() > 0
             assert await page.locator("#chart-refusals svg rect.bar").count() >= 2
             refusals = await page.inner_text("#chart-refusals")
             assert "premium_rate" in refusals and "fraud:low_conversion" in refusals
@@ -171,10 +230,22 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
             session = cookies["otpguard_session"]
             assert session["httpOnly"] and session["sameSite"] == "Strict"
 
-            await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+            # 3. What a person sees, on a laptop and on a phone, for an hour and a day.
+            reasons = await page.locator("#events td[data-label=reason]").all_inner_texts()
+            assert "fraud:low_conversion" in reasons and "premium_rate" in reasons
+            await check_what_a_person_sees(page, ARTIFACTS / "dashboard-1280.png")
             docs_shot = ROOT / "docs" / "dashboard.png"
             if not docs_shot.exists() or os.environ.get("UPDATE_SCREENSHOTS"):
-                shutil.copyfile(ARTIFACTS / "dashboard.png", docs_shot)
+                shutil.copyfile(ARTIFACTS / "dashboard-1280.png", docs_shot)
+            await page.goto(f"{server.url}/dashboard?window=24h")
+            await check_what_a_person_sees(page, ARTIFACTS / "dashboard-24h-1280.png")
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await check_what_a_person_sees(page, ARTIFACTS / "dashboard-24h-390.png")
+            await page.goto(f"{server.url}/dashboard")
+            await check_what_a_person_sees(page, ARTIFACTS / "dashboard-390.png")
+            # On the phone each alert is a card: its rule and message are on screen.
+            first_alert = page.locator("#alerts tbody tr").first
+            assert await first_alert.locator("td[data-label=what]").is_visible()
 
             await page.click(".logout button")
             await page.wait_for_url(f"{server.url}/dashboard/login")

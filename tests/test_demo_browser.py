@@ -23,6 +23,7 @@ from otpguard.web.app import create_app
 from otpguard.web.demo import MSG_INVALID_NUMBER, MSG_NO_LONGER_VALID, MSG_NOT_SENT
 
 from .conftest import make_settings
+from .layout import LAYOUT_PROBLEMS
 from .needs import CHROMIUM_ARGS, require_chromium
 from .serverproc import Server, fresh_number, otpguard_server
 
@@ -260,13 +261,24 @@ def test_demo_login_in_a_browser(server: Server) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 720, "height": 640})
+            # A phone first (390 px, the narrowest common screen), then a laptop.
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+
+            def looks_right(shot: str) -> None:
+                """Screenshot, then nothing off screen, cut off or overlapping."""
+                page.screenshot(path=str(artifacts / shot), full_page=True)
+                assert page.evaluate(LAYOUT_PROBLEMS, "body, body *") == [], shot
+                card = page.locator(".card").bounding_box()
+                width = page.viewport_size["width"] if page.viewport_size else 0
+                assert card is not None and card["x"] >= 0 and card["x"] + card["width"] <= width
+
             page.on(
                 "console", lambda m: console_errors.append(m.text) if m.type == "error" else None
             )
             page.on("request", lambda r: requests.append(r.url))
             page.goto(f"{server.base_url}/demo")
             expect(page.locator("h1")).to_have_text("Sign in with your phone")
+            looks_right("demo-390-phone-step.png")
 
             page.fill("#phone", "12")
             page.click("#send")
@@ -295,14 +307,17 @@ def test_demo_login_in_a_browser(server: Server) -> None:
                 "That code isn't right. 4 attempts left."
             )
             page.fill("#code", code)
-            page.screenshot(path=str(artifacts / "demo-code-step.png"))
+            looks_right("demo-390-code-step.png")
+            page.set_viewport_size({"width": 1280, "height": 800})
+            looks_right("demo-1280-code-step.png")
             docs_shot = ROOT / "docs" / "demo.png"  # refreshed on request, to keep git quiet
             if not docs_shot.exists() or os.environ.get("UPDATE_SCREENSHOTS"):
                 page.screenshot(path=str(docs_shot))
+            page.set_viewport_size({"width": 390, "height": 844})
             page.click("#verify")
             expect(page.locator("#done")).to_be_visible()
             expect(page.locator("#signed-in-as")).to_have_text("+44******" + to[-4:])
-            page.screenshot(path=str(artifacts / "demo-signed-in.png"))
+            looks_right("demo-390-signed-in.png")
         finally:
             browser.close()
 
@@ -311,5 +326,5 @@ def test_demo_login_in_a_browser(server: Server) -> None:
     assert [e for e in console_errors if not e.startswith("Failed to load resource")] == []
     assert [e for e in console_errors if "404" in e] == []  # no missing asset
     assert requests and all(u.startswith(server.base_url) for u in requests)
-    assert (artifacts / "demo-code-step.png").stat().st_size > 10_000
+    assert (artifacts / "demo-390-code-step.png").stat().st_size > 10_000
     assert (ROOT / "docs" / "demo.png").exists()

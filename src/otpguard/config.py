@@ -204,6 +204,7 @@ class Settings(BaseModel):
     smtp_starttls: bool = True
     price_table: dict[str, float] = Field(default_factory=lambda: {"GB": 0.04, "US": 0.0083})
     default_price: float = 0.05
+    price_currency: str = "USD"  # what price_table and default_price are written in (ISO 4217)
     alert_spike_factor: float = Field(4.0, gt=1)
     alert_spike_min: int = Field(50, ge=1)
     alert_number_threshold: int = Field(5, ge=1)
@@ -266,6 +267,14 @@ class Settings(BaseModel):
     @classmethod
     def _countries(cls, v: list[str]) -> list[str]:
         return [_region_code(c) for c in v]
+
+    @field_validator("price_currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        code = v.strip().upper()
+        if not (len(code) == 3 and code.isascii() and code.isalpha()):
+            raise ValueError(f"{v!r} is not an ISO 4217 currency code (like USD, GBP, EUR)")
+        return code
 
     @field_validator("default_region")
     @classmethod

@@ -17,7 +17,6 @@ served from ``/static/dashboard/`` (CSP ``default-src 'self'``).
 from __future__ import annotations
 
 import hmac
-import html
 import secrets
 from importlib import resources
 from string import Template
@@ -29,12 +28,21 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..apikeys import authenticate, has_scope
 from ..errors import OtpguardError
-from ..events import Event
 from ..service import Verifier
-from ..stats import Bucket, Ranked, Stats, stats_for
-from ..stores.base import Alert, EventQuery
+from ..stats import stats_for
+from ..stores.base import EventQuery
 from .admin import open_and_recent_alerts
 from .api import iso
+from .dashboard_render import (
+    alerts_table,
+    bar_chart,
+    countries_table,
+    e,
+    events_table,
+    ranked_table,
+    tiles,
+    traffic_chart,
+)
 
 SESSION_COOKIE = "otpguard_session"
 CSRF_COOKIE = "otpguard_csrf"
@@ -56,10 +64,6 @@ def _template(name: str) -> Template:
 
 def _static(name: str) -> bytes:
     return resources.files("otpguard.web").joinpath("static", name).read_bytes()
-
-
-def e(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 # -- sessions and CSRF --------------------------------------------------------------------
@@ -182,165 +186,6 @@ async def static(name: str) -> Response:
     return Response(_static(name), media_type=STATIC_FILES[name])
 
 
-# -- charts: inline SVG, styled by classes from dashboard.css -------------------------------
-
-
-def _nice_max(n: float) -> int:
-    """The smallest 1, 2 or 5 times a power of ten at or above ``n``."""
-    for exp in range(0, 10):
-        for step in (1, 2, 5):
-            top: int = step * 10**exp
-            if top >= n:
-                return top
-    return int(n)
-
-
-def traffic_chart(series: list[Bucket], width: int = 900, height: int = 240) -> str:
-    """Requests, sends, approvals and refusals per bucket, as lines with point tooltips."""
-    left, right, top, bottom = 40, 30, 10, 30
-    w, h = width - left - right, height - top - bottom
-    names = ("requests", "sends", "approved", "refused")
-    peak = _nice_max(max([max(b.requests, b.sends, b.approved, b.refused) for b in series] + [1]))
-    n = len(series)
-
-    def x(i: int) -> float:
-        return left + (w * i / (n - 1) if n > 1 else w / 2)
-
-    def y(v: int) -> float:
-        return top + h - h * v / peak
-
-    out = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="Requests and conversions over time">'
-    ]
-    for frac in (0, 0.5, 1):
-        gy = top + h - h * frac
-        out.append(f'<line class="grid-line" x1="{left}" x2="{left + w}" y1="{gy}" y2="{gy}"/>')
-        out.append(f'<text x="{left - 6}" y="{gy + 4}" text-anchor="end">{int(peak * frac)}</text>')
-    out.append(f'<line class="axis" x1="{left}" x2="{left + w}" y1="{top + h}" y2="{top + h}"/>')
-    step = max(1, n // 6)
-    for i in range(0, n, step):
-        label = iso(series[i].start)[11:16] if n else ""
-        out.append(f'<text x="{x(i):.1f}" y="{height - 10}" text-anchor="middle">{e(label)}</text>')
-    for name in names:
-        values = [getattr(b, name) for b in series]
-        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
-        out.append(f'<polyline class="line s-{name}" points="{points}"/>')
-        for i, v in enumerate(values):
-            if v:
-                out.append(
-                    f'<circle class="s-{name}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="3">'
-                    f"<title>{e(iso(series[i].start))}: {v} {name}</title></circle>"
-                )
-    out.append("</svg>")
-    legend = "".join(f'<span class="l-{n_}">{n_}</span>' for n_ in names)
-    return "".join(out) + f'<div class="legend">{legend}</div>'
-
-
-def bar_chart(rows: list[tuple[str, float, str]], *, label: str, unit: str = "") -> str:
-    """Horizontal bars: (label, value, css class); values scaled to the largest."""
-    if not rows:
-        return '<p class="empty">Nothing in this window.</p>'
-    width, row_h, left = 420, 22, 170
-    height = row_h * len(rows) + 4
-    peak = max(v for _, v, _ in rows) or 1
-    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{e(label)}">']
-    for i, (name, value, cls) in enumerate(rows):
-        y = i * row_h + 2
-        bw = (width - left - 50) * value / peak
-        shown = f"{value:g}{unit}"
-        out.append(
-            f'<text class="label" x="{left - 6}" y="{y + 14}" text-anchor="end">{e(name)}</text>'
-        )
-        out.append(
-            f'<rect class="bar track" x="{left}" y="{y + 3}" '
-            f'width="{width - left - 50}" height="14"/>'
-        )
-        out.append(
-            f'<rect class="bar {cls}" x="{left}" y="{y + 3}" width="{bw:.1f}" height="14">'
-            f"<title>{e(name)}: {e(shown)}</title></rect>"
-        )
-        out.append(f'<text x="{left + bw + 4:.1f}" y="{y + 14}">{e(shown)}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-# -- tables -------------------------------------------------------------------------------------
-
-
-def table(headers: list[str], rows: list[list[str]], numeric: set[int] | None = None) -> str:
-    if not rows:
-        return '<p class="empty">Nothing in this window.</p>'
-    numeric = numeric or set()
-    head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _ranked(rows: list[Ranked], what: str) -> str:
-    return table([what, "requests"], [[e(r.label), str(r.count)] for r in rows], {1})
-
-
-def alerts_table(alerts: list[Alert]) -> str:
-    if not alerts:
-        return '<p class="empty">No alerts. All quiet.</p>'
-    rows = [
-        [
-            f'<span class="status-{e(a.status)}">{e(a.status)}</span>',
-            e(a.rule),
-            e(a.subject),
-            e(a.message),
-            e(iso(a.opened_at)),
-            e(iso(a.resolved_at)) if a.resolved_at else "",
-        ]
-        for a in alerts[:50]
-    ]
-    return table(["status", "rule", "subject", "what", "opened", "resolved"], rows)
-
-
-def events_table(events: list[Event]) -> str:
-    rows = [
-        [
-            e(iso(ev.ts)),
-            e(ev.type),
-            e(ev.number_masked or ""),
-            e(ev.client_ip or ""),
-            e(ev.country or ""),
-            e(ev.channel or ""),
-            e(":".join(x for x in (ev.reason, ev.rule) if x)),
-        ]
-        for ev in events
-    ]
-    return table(["time", "type", "number", "ip", "country", "channel", "reason"], rows)
-
-
-def tiles(stats: Stats, open_alerts: int) -> str:
-    t = stats.totals
-    conv = stats.conversion
-    items = [
-        ("requests", t["requests"], ""),
-        ("messages sent", t["sends"], ""),
-        ("approved", t["approved"], ""),
-        ("conversion", f"{conv:.0%}" if conv is not None else "-", ""),
-        ("refused", t["refused"], ""),
-        ("delivery failures", t["delivery_failures"], ""),
-        ("estimated spend", f"{stats.spend:.2f}", ""),
-        ("open alerts", open_alerts, "alarm" if open_alerts else ""),
-    ]
-    return "".join(
-        f'<div class="tile {cls}" data-tile="{e(k)}"><span class="v">{e(v)}</span>'
-        f'<span class="k">{e(k)}</span></div>'
-        for k, v, cls in items
-    )
-
-
 @router.get("/dashboard")
 async def dashboard(request: Request, window: str = "1h") -> Response:
     nonce = await _session(request)
@@ -354,6 +199,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
     alerts = await open_and_recent_alerts(v, now)
     recent = await v.store.list_events(EventQuery(limit=50))
     open_n = sum(1 for a in alerts if a.status == "open")
+    currency = v.settings.price_currency
     countries = [
         (c.country, round(100 * (c.conversion or 0), 1), "ok") for c in stats.countries[:12]
     ]
@@ -366,30 +212,17 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
             f'<a href="/dashboard?window={k}"{" class=current" if k == window else ""}>{k}</a>'
             for k in WINDOWS
         ),
-        "tiles": tiles(stats, open_n),
+        "currency": e(currency),
+        "tiles": tiles(stats, open_n, currency),
         "alerts": alerts_table(alerts),
-        "traffic_chart": traffic_chart(stats.series),
+        "traffic_chart": traffic_chart(stats.series, WINDOWS[window]),
         "refusal_chart": bar_chart(
             [(r.label, r.count, "") for r in stats.refusals[:12]], label="Refusals by reason"
         ),
         "country_chart": bar_chart(countries, label="Conversion by country", unit="%"),
-        "top_numbers": _ranked(stats.top_numbers, "number"),
-        "top_ips": _ranked(stats.top_ips, "ip"),
-        "countries": table(
-            ["country", "started", "approved", "conversion", "sent", "spend"],
-            [
-                [
-                    e(c.country),
-                    str(c.started),
-                    str(c.approved),
-                    f"{c.conversion:.0%}" if c.conversion is not None else "-",
-                    str(c.sends),
-                    f"{c.spend:.2f}",
-                ]
-                for c in stats.countries
-            ],
-            {1, 2, 3, 4, 5},
-        ),
+        "top_numbers": ranked_table(stats.top_numbers, "number"),
+        "top_ips": ranked_table(stats.top_ips, "ip"),
+        "countries": countries_table(stats.countries, currency),
         "events": events_table(recent),
     }
     return HTMLResponse(_template("dashboard.html").substitute(ctx))
