@@ -25,7 +25,7 @@ from simlib import Phone, SimClock, human_ip
 TYPE_SHARE = 0.9
 TYPE_DELAY = (3.0, 30.0)  # simulated seconds from the message arriving to the check
 CODE_WAIT = 120.0  # simulated seconds a human waits for a message before giving up
-MAX_PENDING = 256  # actors in flight at once, humans waiting for their code included
+MAX_PENDING = 256  # actors in flight at once per stream, humans waiting for a code included
 
 
 @dataclass
@@ -166,23 +166,31 @@ async def stream(
     """Spawn ``spawn(i, due)`` at ``per_minute`` over [t_from, t_until) simulated seconds
     from the scenario start: Poisson arrivals for humans, a steady beat for a bot.
 
-    At most ``MAX_PENDING`` actors wait for a connection: when the server (or this
-    machine) cannot keep up, arrivals come late (``max_lag``) instead of queueing
-    without bound, and the stream still ends at ``t_until`` on the server's clock, so
-    fewer starts than scheduled are made, never starts after the scenario."""
+    At most ``MAX_PENDING`` actors of this stream wait for a connection (humans
+    waiting for their code do not starve a concurrent attacker): when the server (or
+    this machine) cannot keep up, arrivals come late (``max_lag``) instead of queueing
+    without bound, a steady beat that fell a minute behind skips the starts it missed
+    rather than firing them late, and the stream still ends at ``t_until`` on the
+    server's clock, so fewer starts than scheduled are made, never starts after the
+    scenario."""
     if per_minute <= 0:
         return
     t = t_from + (ctx.rng.expovariate(per_minute / 60) if poisson else 0.0)
     i = 0
+    mine: set[asyncio.Task[None]] = set()
     while t < t_until and ctx.rel() < t_until:
         await ctx.clock.sleep_until(ctx.origin + t)
-        while len(ctx.tasks) >= MAX_PENDING:
-            await asyncio.wait(set(ctx.tasks), return_when=asyncio.FIRST_COMPLETED)
+        while len(mine) >= MAX_PENDING:
+            await asyncio.wait(set(mine), return_when=asyncio.FIRST_COMPLETED)
         if ctx.rel() >= t_until:
             return
+        if not poisson and ctx.rel() - t > 60:
+            t = ctx.rel()  # a bot that fell behind fires now, not its backlog
         task = asyncio.create_task(spawn(i, t))
         ctx.tasks.add(task)
+        mine.add(task)
         task.add_done_callback(ctx.tasks.discard)
+        task.add_done_callback(mine.discard)
         i += 1
         t += ctx.rng.expovariate(per_minute / 60) if poisson else 60 / per_minute
 
