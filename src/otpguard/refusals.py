@@ -3,8 +3,8 @@
 A script replaying one request is refused thousands of times a minute; a row and a
 log line for each would let it grow the database and the log without limit. So
 each refusal is counted in a *tally* (``Store.tally_refusal``): one row per minute
-and *kind*, where the kind is the reason, the rule, the subject the rule limits
-and the client's IP (IPv4 address, IPv6 /64):
+and *kind*, where the kind is the reason, the rule, the subject the rule limits,
+the client's IP (IPv4 address, IPv6 /64) and the channel:
 
 =============================================== ===========================================
 refusal                                         subject
@@ -76,7 +76,7 @@ def _ip(e: Event) -> str:
 
 def kind_of(e: Event) -> str:
     """What the tally counts a refusal under (with its minute)."""
-    return f"{e.reason or ''}|{e.rule or ''}|{subject_of(e)}|{_ip(e)}"
+    return f"{e.reason or ''}|{e.rule or ''}|{subject_of(e)}|{_ip(e)}|{e.channel or ''}"
 
 
 def example_of(e: Event) -> Event:
@@ -89,6 +89,7 @@ def example_of(e: Event) -> Event:
         number_masked=e.number_masked if by_number else None,
         number_hash=e.number_hash if by_number else None,
         country=e.country if by_number or subject.startswith("country ") else None,
+        channel=e.channel,
         client_ip=e.client_ip,
         reason=e.reason,
         rule=e.rule,
@@ -118,6 +119,7 @@ def _as_event(t: RefusalTally) -> Event:
         number_masked=ex.number_masked,
         number_hash=ex.number_hash,
         country=ex.country,
+        channel=ex.channel,
         client_ip=ex.client_ip,
         reason=ex.reason,
         rule=ex.rule,
