@@ -13,6 +13,7 @@ from otpguard.errors import DestinationRefused, RateLimited
 from otpguard.events import Event, EventType
 from otpguard.phone import parse
 from otpguard.service import Verifier
+from otpguard.stats import load_activity
 from otpguard.stores import EventQuery
 from otpguard.transports.memory import MemoryTransport
 
@@ -51,16 +52,29 @@ async def events_of(otp: Verifier, type_: EventType) -> list[Event]:
     return list(reversed(found))
 
 
+async def refused_count(otp: Verifier, reason: str) -> int:
+    """Refusals with ``reason``, stored or counted as repeats (refusals.py)."""
+    events, _ = await load_activity(otp.store, 0, otp.clock() + 1)
+    return sum(e.count for e in events if e.type == EventType.REFUSED.value and e.reason == reason)
+
+
 async def refused_with(otp: Verifier, reason: str, *args: Any, **kw: Any) -> Event:
-    """Start must be refused with ``reason`` before anything is sent; returns its event."""
+    """Start must be refused with ``reason`` before anything is sent; returns its event
+    (the stored one, or for a repeat of its kind within the minute, the counted repeats)."""
     outbox: MemoryTransport = otp.transport  # type: ignore[assignment]
     sent_before = len(outbox.outbox)
     seen = {e.id for e in await events_of(otp, EventType.REFUSED)}
+    counted = await refused_count(otp, reason)
     with pytest.raises(DestinationRefused) as err:
         await otp.start(*args, **kw)
     assert err.value.reason == reason and err.value.status == 403
     assert len(outbox.outbox) == sent_before
-    [event] = [e for e in await events_of(otp, EventType.REFUSED) if e.id not in seen]
+    assert await refused_count(otp, reason) == counted + 1
+    new = [e for e in await events_of(otp, EventType.REFUSED) if e.id not in seen]
+    if not new:
+        events, _ = await load_activity(otp.store, 0, otp.clock() + 1)
+        new = [e for e in events if not e.id and e.reason == reason][:1]  # counted repeats
+    [event] = new
     assert event.reason == reason
     return event
 

@@ -21,6 +21,7 @@ from otpguard.events import EventType
 from otpguard.models import Status
 from otpguard.phone import parse
 from otpguard.service import Verifier
+from otpguard.stats import load_activity
 from otpguard.stores import EventQuery, store_from_url
 from otpguard.transports.memory import MemoryTransport
 
@@ -46,9 +47,11 @@ def same_prefix(i: int) -> str:
 
 
 async def refusals(otp: Verifier) -> list[tuple[str | None, str | None]]:
-    """(reason, rule) of every refusal recorded, oldest first."""
-    events = await otp.store.list_events(EventQuery(types=(EventType.REFUSED.value,), limit=1000))
-    return [(e.reason, e.rule) for e in reversed(events)]
+    """(reason, rule) of every refusal recorded, oldest first (stored, or counted as
+    repeats of their kind within a minute: refusals.py)."""
+    events, _ = await load_activity(otp.store, 0, otp.clock() + 1)
+    refused = [e for e in reversed(events) if e.type == EventType.REFUSED.value]
+    return [(e.reason, e.rule) for e in refused for _ in range(e.count)]
 
 
 async def refused_by(rule: str, call: Any) -> RateLimited:

@@ -1,12 +1,12 @@
 """Alert rules over the stored events, and the engine that opens and resolves alerts.
 
-Every ``alert_interval`` seconds the engine reads the recent events (and a few
-store counters), asks each rule what is wrong *now*, and compares with the open
-alerts: a new finding opens an alert (stored, an ``alert.opened`` event, a notice
-to every sink); a finding that persists updates the open alert quietly (one
-notice per incident); an open alert whose finding is gone resolves (stored, an
-``alert.resolved`` event, a notice). A finding that comes back within
-``alert_cooldown`` seconds of its resolution re-opens the same alert without
+Every ``alert_interval`` seconds the engine reads the recent events (with the repeated
+refusals counted per minute, ``refusals.py``) and a few store counters, asks each rule
+what is wrong *now*, and compares with the open alerts: a new finding opens an alert
+(stored, an ``alert.opened`` event, a notice to every sink); a finding that persists
+updates the open alert quietly (one notice per incident); an open alert whose finding is
+gone resolves (stored, an ``alert.resolved`` event, a notice). A finding that comes back
+within ``alert_cooldown`` seconds of its resolution re-opens the same alert without
 notifying anyone again (flapping is one incident).
 
 =================== ===================================================================
@@ -64,7 +64,7 @@ from .stats import (
     SEND_TYPES,
     is_delivery_failure,
     is_request,
-    load_events,
+    load_activity,
 )
 from .stores.base import Alert, Store
 
@@ -137,9 +137,11 @@ def _busiest(counter: Counter[str], over: int) -> list[tuple[str, int]]:
 async def request_spike(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     w, base = s.alert_spike_window, s.alert_spike_baseline
-    recent = sum(1 for e in snap.within(w) if is_request(e))
+    recent = sum(e.count for e in snap.within(w) if is_request(e))
     before = sum(
-        1 for e in snap.within(base, end=snap.now - w) if is_request(e) and e.ts < snap.now - w
+        e.count
+        for e in snap.within(base, end=snap.now - w)
+        if is_request(e) and e.ts < snap.now - w
     )
     per_window = before * w / base
     if recent < s.alert_spike_min or recent <= s.alert_spike_factor * per_window:
@@ -163,7 +165,7 @@ async def hot_number(snap: Snapshot) -> list[Finding]:
     masks: dict[str, str] = {}
     for e in snap.within(s.alert_hot_window):
         if is_request(e) and e.number_hash:
-            counts[e.number_hash] += 1
+            counts[e.number_hash] += e.count
             masks.setdefault(e.number_hash, e.number_masked or "?")
     return [
         Finding(
@@ -180,11 +182,10 @@ async def hot_number(snap: Snapshot) -> list[Finding]:
 
 async def hot_ip(snap: Snapshot) -> list[Finding]:
     s = snap.settings
-    counts: Counter[str] = Counter(
-        e.client_ip
-        for e in snap.within(s.alert_hot_window)
-        if is_request(e) and e.client_ip and e.client_ip != "unknown"
-    )
+    counts: Counter[str] = Counter()
+    for e in snap.within(s.alert_hot_window):
+        if is_request(e) and e.client_ip and e.client_ip != "unknown":
+            counts[e.client_ip] += e.count
     return [
         Finding(
             "hot_ip",
@@ -259,7 +260,7 @@ async def refused_destination(snap: Snapshot) -> list[Finding]:
         if e.type == REFUSED and (
             reason in DESTINATION_REASONS or reason.startswith("number_type:")
         ):
-            counts[reason] += 1
+            counts[reason] += e.count
     return [
         Finding(
             "refused_destination",
@@ -277,9 +278,9 @@ async def delivery_failures(snap: Snapshot) -> list[Finding]:
     failed = attempted = 0
     for e in snap.within(s.alert_hot_window):
         if e.type in SEND_TYPES or e.type == DELIVERY_FAILED:
-            attempted += 1
+            attempted += e.count
         if is_delivery_failure(e):
-            failed += 1
+            failed += e.count
     if failed < s.alert_delivery_failure_min:
         return []
     rate = failed / max(attempted, failed)
@@ -308,9 +309,9 @@ async def admission_pressure(snap: Snapshot) -> list[Finding]:
         if not isinstance(scope, str):
             continue
         if e.reason == "challenge_required":
-            challenged[scope] += 1
+            challenged[scope] += e.count
         else:
-            refused[scope] += 1
+            refused[scope] += e.count
         unconverted.setdefault(scope, int(e.details.get("unconverted", 0) or 0))
     both = refused + challenged
     return [
@@ -455,7 +456,7 @@ class AlertEngine:
             s.alert_conversion_window,
             s.alert_hot_window,
         )
-        events, truncated = await load_events(self.verifier.store, now - horizon, now + 1e-6)
+        events, truncated = await load_activity(self.verifier.store, now - horizon, now + 1e-6)
         return Snapshot(now, s, self.verifier.store, events, truncated)
 
     async def evaluate(self, now: float | None = None) -> Evaluation:

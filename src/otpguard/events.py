@@ -2,7 +2,8 @@
 
 An event carries a masked number and a keyed hash of the number (for
 grouping), never the number itself, never a code. Events are stored in the
-store and logged as one JSON line each on the ``otpguard.events`` logger.
+store and logged as one JSON line each on the ``otpguard.events`` logger, except
+the repeats of a refusal, which are counted (``refusals.py``).
 """
 
 from __future__ import annotations
@@ -58,9 +59,15 @@ class Event:
     rule: str | None = None  # the rate-limit or fraud rule that fired
     provider_code: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # How many occurrences this event stands for: 1 for a stored event; more for the
+    # repeats of a refusal that were counted, not stored (``refusals.py``).
+    count: int = 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.count == 1:  # the usual case: stored and logged events stay as they were
+            del data["count"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import limits
+from . import limits, refusals
 from .challenge import ChallengeVerifier, token_fingerprint
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
@@ -246,11 +246,32 @@ class Verifier:
         for event in events:
             if self.settings.log_events:
                 log_event(event)
-            for listener in self.listeners:
-                try:
-                    listener(event)
-                except Exception:  # a monitoring bug must never break verification
-                    log.exception("event listener failed")
+            self._notify(event)
+
+    def _notify(self, event: Event) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a monitoring bug must never break verification
+                log.exception("event listener failed")
+
+    async def _emit_refusal(self, event: Event) -> None:
+        """A refusal is counted in its minute's tally; only the first of its kind in
+        the minute is stored and logged as an event (``refusals.py``). Every one
+        reaches the listeners (metrics count each)."""
+        try:
+            n = await self.store.tally_refusal(
+                refusals.minute_of(event.ts), refusals.kind_of(event), refusals.example_of(event)
+            )
+            if n == 1:
+                await self.store.add_events([event])
+        finally:
+            self._notify(event)  # counted by the metrics even when the store failed
+        if self.settings.log_events:
+            if n == 1:
+                log_event(event)
+            else:
+                refusals.log_summary(event, n)
 
     async def _refuse(
         self,
@@ -269,7 +290,7 @@ class Verifier:
             fields["rule"] = exc.rule
             details.setdefault("retry_after", exc.retry_after)
         with contextlib.suppress(StorageError):  # the refusal stands even if the event is lost
-            await self._emit(
+            await self._emit_refusal(
                 self._event(
                     EventType.REFUSED,
                     now,

@@ -1,6 +1,7 @@
 """Aggregations over stored events, shared by the admin API, the dashboard and the alerts.
 
-Everything here is computed from :class:`otpguard.events.Event` rows, which hold a
+Everything here is computed from :class:`otpguard.events.Event` rows (and the repeated
+refusals counted per minute instead, as events with a ``count``), which hold a
 masked number and a keyed hash of it, never the number: "top numbers" are grouped
 by that hash and shown masked.
 
@@ -30,6 +31,7 @@ from typing import Any
 from .config import Settings
 from .errors import InvalidRequest
 from .events import Event, EventType
+from .refusals import repeats
 from .stores.base import EventQuery, Store
 
 PAGE = 5_000
@@ -256,34 +258,35 @@ def summarize(
             continue
         slot = series[min(n_buckets - 1, int((e.ts - first) // width))]
         country = e.country or "unknown"
+        n = e.count  # more than 1 for counted repeats of a refusal (refusals.py)
         if is_request(e):
-            totals["requests"] += 1
-            slot[0] += 1
+            totals["requests"] += n
+            slot[0] += n
             if e.number_hash:
-                numbers[e.number_hash] += 1
+                numbers[e.number_hash] += n
                 masks.setdefault(e.number_hash, e.number_masked or "?")
             if e.client_ip:
-                ips[e.client_ip] += 1
+                ips[e.client_ip] += n
         if e.type == STARTED:
-            totals["started"] += 1
-            started[country] += 1
+            totals["started"] += n
+            started[country] += n
         elif e.type in SEND_TYPES:
-            totals["sends"] += 1
-            sends[country] += 1
-            slot[1] += 1
+            totals["sends"] += n
+            sends[country] += n
+            slot[1] += n
         elif e.type == PASSED:
-            totals["approved"] += 1
-            approved[country] += 1
-            slot[2] += 1
+            totals["approved"] += n
+            approved[country] += n
+            slot[2] += n
         elif e.type == REFUSED:
-            totals["refused"] += 1
-            refusals[refusal_label(e)] += 1
-            slot[3] += 1
+            totals["refused"] += n
+            refusals[refusal_label(e)] += n
+            slot[3] += n
         elif e.type == EventType.CHECK_FAILED.value:
-            totals["checks_failed"] += 1
+            totals["checks_failed"] += n
         if is_delivery_failure(e):
-            totals["delivery_failures"] += 1
-            failures[e.reason or "unknown"] += 1
+            totals["delivery_failures"] += n
+            failures[e.reason or "unknown"] += n
 
     for key in ("requests", "started", "sends", "approved", "refused", "checks_failed"):
         totals.setdefault(key, 0)
@@ -314,6 +317,16 @@ def summarize(
     )
 
 
+async def load_activity(store: Store, since: float, until: float) -> tuple[list[Event], bool]:
+    """``load_events`` plus the refusals counted and not stored (``refusals.repeats``),
+    newest first: what every figure is computed from."""
+    events, truncated = await load_events(store, since, until)
+    repeated = await repeats(store, since, until)
+    if repeated:
+        events = sorted([*events, *repeated], key=lambda e: e.ts, reverse=True)
+    return events, truncated
+
+
 async def stats_for(store: Store, settings: Settings, now: float, window: int) -> Stats:
-    events, truncated = await load_events(store, now - window, now + 1e-6)
+    events, truncated = await load_activity(store, now - window, now + 1e-6)
     return summarize(events, settings, now - window, now + 1e-6, truncated=truncated)

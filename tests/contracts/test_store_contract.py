@@ -674,6 +674,56 @@ async def test_events_pagination(store: Store) -> None:
     assert await store.list_events(EventQuery(limit=2, before_id=events[0].id)) == []
 
 
+# -- refusal tallies ------------------------------------------------------------------
+
+
+def refusal(ts: float, **fields: Any) -> Event:
+    return Event(type=str(EventType.REFUSED), ts=ts, reason="rate_limited", rule="phone",
+                 number_hash="h1", details={"scope": "country GB"}, **fields)  # fmt: skip
+
+
+async def test_tally_counts_each_refusal_once_and_keeps_the_first_as_example(
+    store: Store,
+) -> None:
+    minute = int(T0)  # T0 is a whole minute
+    counts = [await store.tally_refusal(minute, "k", refusal(T0 + i)) for i in (5, 7, 6)]
+    assert counts == [1, 2, 3]
+    assert await store.tally_refusal(minute, "other", refusal(T0 + 1)) == 1
+    assert await store.tally_refusal(minute + 60, "k", refusal(T0 + 61)) == 1
+    tallies = {(t.minute, t.key): t for t in await store.list_refusal_tallies(T0, T0 + 60)}
+    assert set(tallies) == {(minute, "k"), (minute, "other")}
+    k = tallies[(minute, "k")]
+    assert (k.count, k.last_ts) == (3, T0 + 7)  # the newest time, not the last written
+    assert k.example == refusal(T0 + 5)
+    # Choice: a tally belongs to every window that overlaps its minute.
+    later = await store.list_refusal_tallies(T0 + 59, T0 + 61)
+    assert sorted((t.minute, t.key) for t in later) == [
+        (minute, "k"), (minute, "other"), (minute + 60, "k"),
+    ]  # fmt: skip
+    assert await store.list_refusal_tallies(T0 + 120, T0 + 300) == []
+
+
+async def test_concurrent_tallies_hand_out_every_count_once(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.tally_refusal(int(T0), "k", refusal(T0 + i / 100)) for i in range(50))
+    )
+    assert sorted(results) == list(range(1, 51))  # exactly one caller sees 1 (stores it)
+    [t] = await store.list_refusal_tallies(T0, T0 + 60)
+    assert t.count == 50
+
+
+async def test_purge_removes_tallies_past_event_retention(store: Store) -> None:
+    now = T0 + 100_000
+    await store.tally_refusal(int(T0), "old", refusal(T0 + 1))
+    await store.tally_refusal(int(T0), "old", refusal(T0 + 2))
+    kept_minute = int(now - 600) // 60 * 60
+    await store.tally_refusal(kept_minute, "new", refusal(now - 600))
+    removed = await store.purge(now, 3600, 3600, event_horizon=86_400)
+    assert removed == 1
+    [t] = await store.list_refusal_tallies(T0, now)
+    assert (t.key, t.count) == ("new", 1)
+
+
 # -- alerts ---------------------------------------------------------------------------
 
 

@@ -43,6 +43,18 @@ class Alert:
 
 
 @dataclass(frozen=True)
+class RefusalTally:
+    """The refusals of one kind (``key``) in one minute: how many, the newest one's
+    time, and the fields of the first one they are counted under (``refusals.py``)."""
+
+    minute: int  # the minute's start, epoch seconds
+    key: str
+    count: int
+    last_ts: float
+    example: Event
+
+
+@dataclass(frozen=True)
 class EventQuery:
     types: tuple[str, ...] = ()
     number_hash: str | None = None
@@ -242,6 +254,16 @@ class Store(abc.ABC):
     async def list_events(self, query: EventQuery) -> list[Event]:
         """Newest first, filtered; ``limit`` at most."""
 
+    @abc.abstractmethod
+    async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
+        """Count one refusal under ``(minute, key)``, atomically, and return the count
+        after it: 1 for the first (which stores ``example`` with the tally), n for the
+        n-th; ``last_ts`` becomes the newest ``example.ts`` seen."""
+
+    @abc.abstractmethod
+    async def list_refusal_tallies(self, since: float, until: float) -> list[RefusalTally]:
+        """The tallies of the minutes that overlap ``[since, until)``, in no order."""
+
     # -- alerts ---------------------------------------------------------------
 
     @abc.abstractmethod
@@ -275,8 +297,8 @@ class Store(abc.ABC):
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
     ) -> int:
         """Delete verifications expired more than ``verification_grace`` ago, rate
-        entries older than ``rate_horizon`` seconds, events older than
-        ``event_horizon`` seconds, flags past their time. Returns rows removed."""
+        entries older than ``rate_horizon`` seconds, events and refusal tallies older
+        than ``event_horizon`` seconds, flags past their time. Returns rows removed."""
 
     async def scheduled_purge(
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float

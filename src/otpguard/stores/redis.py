@@ -22,6 +22,8 @@ Cluster: a hash tag puts all keys one script touches into one slot::
     og:{f:<key>}             hash   one flag: value, until
     og:{b:<key>}             hash   one admission bucket: level, earned, t, forget_at
     og:{ev}:id / :ts / :data        events by id (lex), by ts, and their JSON
+    og:{ev}:tally:n / :last / :ex   refusal tallies by "minute|kind": count, newest ts,
+                                    first refusal's JSON; og:{ev}:tally:idx by minute
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
 
@@ -68,7 +70,7 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, Store, allowed_decision
+from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
 
 VERIFICATION_KEEP = 86_400  # seconds a verification's key outlives its (logical) expiry
 INDEX_KEEP = 2 * 86_400  # the per-number index outlives each verification it lists by this
@@ -428,6 +430,39 @@ redis.call('HDEL', KEYS[3], unpack(ids))
 return #ids
 """
 
+# KEYS: tally:n, tally:last, tally:ex, tally:idx; ARGV: field, minute, ts, example json,
+# max_events, ttl_ms. Counts one refusal under field (minute|kind); returns the count.
+TALLY_LUA = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if n == 1 then
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+end
+local last = redis.call('HGET', KEYS[2], ARGV[1])
+if not last or tonumber(last) < tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
+while excess > 0 do  -- over the cap: drop the oldest minutes
+  local fields = redis.call('ZRANGE', KEYS[4], 0, math.min(excess, 500) - 1)
+  redis.call('ZREM', KEYS[4], unpack(fields))
+  for k = 1, 3 do redis.call('HDEL', KEYS[k], unpack(fields)) end
+  excess = excess - #fields
+end
+for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[6]) end
+return n
+"""
+
+# KEYS: tally:n, tally:last, tally:ex, tally:idx; ARGV: bound, batch. Deletes up to batch
+# tallies of minutes before bound.
+PURGE_TALLIES_LUA = """
+local fields = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+if #fields == 0 then return 0 end
+redis.call('ZREM', KEYS[4], unpack(fields))
+for k = 1, 3 do redis.call('HDEL', KEYS[k], unpack(fields)) end
+return #fields
+"""
+
 # KEYS: apikeys, apikeys:revoked; ARGV: id, json, revoked_at or ''
 CREATE_KEY_LUA = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -467,6 +502,8 @@ SCRIPTS = {
         "purge_flag": PURGE_FLAG_LUA,
         "add_events": ADD_EVENTS_LUA,
         "purge_events": PURGE_EVENTS_LUA,
+        "tally": TALLY_LUA,
+        "purge_tallies": PURGE_TALLIES_LUA,
         "create_key": CREATE_KEY_LUA,
         "revoke_key": REVOKE_KEY_LUA,
     }.items()
@@ -746,6 +783,7 @@ class RedisStore(Store):
         self._scripts: dict[str, Any] = {}
         p = self._opts.prefix
         self._ev = (f"{p}:{{ev}}:id", f"{p}:{{ev}}:ts", f"{p}:{{ev}}:data")
+        self._tally = tuple(f"{p}:{{ev}}:tally:{k}" for k in ("n", "last", "ex", "idx"))
         self._alerts = f"{p}:{{alerts}}"
         self._keys = (f"{p}:{{apikeys}}", f"{p}:{{apikeys}}:revoked")
 
@@ -1252,6 +1290,31 @@ class RedisStore(Store):
                 upper = f"({ids[-1]}"
         return out
 
+    async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
+        args = [f"{minute}|{key}", minute, _ts(example.ts), example.to_json(),
+                self._opts.max_events, _ms(self._opts.event_ttl_days * 86_400.0)]  # fmt: skip
+        return int(await self._run("tally_refusal", "tally", self._tally, args))
+
+    async def list_refusal_tallies(self, since: float, until: float) -> list[RefusalTally]:
+        out: list[RefusalTally] = []
+        with _storage_errors("list_refusal_tallies"):
+            client = self._live("list_refusal_tallies")
+            fields: list[str] = await client.zrangebyscore(
+                self._tally[3], f"({since - 60}", f"({until}"
+            )
+            for i in range(0, len(fields), BATCH):
+                batch = fields[i : i + BATCH]
+                counts = await client.hmget(self._tally[0], batch)
+                lasts = await client.hmget(self._tally[1], batch)
+                examples = await client.hmget(self._tally[2], batch)
+                for name, n, last, ex in zip(batch, counts, lasts, examples, strict=True):
+                    if n is None or last is None or ex is None:  # purged between the reads
+                        continue
+                    minute, _, key = name.partition("|")
+                    out.append(RefusalTally(int(minute), key, int(n), float(last),
+                                            Event.from_dict(json.loads(ex))))  # fmt: skip
+        return out
+
     # -- alerts -----------------------------------------------------------------------------
 
     async def put_alert(self, alert: Alert) -> None:
@@ -1351,12 +1414,16 @@ class RedisStore(Store):
 
     async def _purge_events(self, now: float, event_horizon: float) -> int:
         total = 0
-        while True:
-            n = int(await self._run("purge", "purge_events", self._ev,
-                                    [_ts(now - event_horizon), BATCH]))  # fmt: skip
-            total += n
-            if n < BATCH:
-                return total
+        for script, keys, bound in (
+            ("purge_events", self._ev, now - event_horizon),
+            ("purge_tallies", self._tally, now - event_horizon - 60),
+        ):
+            while True:
+                n = int(await self._run("purge", script, keys, [_ts(bound), BATCH]))
+                total += n
+                if n < BATCH:
+                    break
+        return total
 
     async def scheduled_purge(
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float

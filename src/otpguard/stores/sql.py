@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..events import Event
 from ..models import Channel, Status, Verification
-from .base import Alert, ApiKey, EventQuery
+from .base import Alert, ApiKey, EventQuery, RefusalTally
 
 V_COLUMNS = (
     "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
@@ -76,6 +77,17 @@ def api_key_from_row(row: Sequence[Any], decode: Callable[[Any], Any] = _as_is) 
         scopes=tuple(decode(row[3])),
         created_at=row[4],
         revoked_at=row[5],
+    )
+
+
+def tally_from_row(row: Sequence[Any], decode: Callable[[Any], Any] = _as_is) -> RefusalTally:
+    """A row of ``minute, key, count, last_ts, example``."""
+    return RefusalTally(
+        minute=int(row[0]),
+        key=row[1],
+        count=int(row[2]),
+        last_ts=float(row[3]),
+        example=Event.from_dict(decode(row[4])),
     )
 
 
