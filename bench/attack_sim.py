@@ -79,6 +79,13 @@ def scenarios(quick: bool, attack_rate: float, pump_hours: float) -> dict[str, S
         Scenario("country", "GB-wide pump, rotating /24s", "country", a, 0, day, duration=day),
         Scenario("drip", "slow drip, 3/min GB-wide", "drip", 3.0, 0, drip, duration=drip),
         Scenario("legit", "95 new users/min, no attack", legit_rate=95.0, duration=busy),
+        Scenario(
+            "legit+challenge",
+            "95 new users/min, no attack, challenge provider set",
+            legit_rate=95.0,
+            duration=busy,
+            challenge=True,
+        ),
     ]
     for attack in ("block", "country"):
         base = Scenario(
