@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from .needs import free_port
+from .serverproc import Server, otpguard_server
 
 SECRET = "0x-fake-siteverify-secret-4AAAAAAAAAAAAAAAAAAAAAAAAA"
 SITE_KEY = "0x4AAAAAAAfakeSiteKey"
@@ -188,3 +189,20 @@ class FakeSiteverify:
 def fake_siteverify() -> Iterator[FakeSiteverify]:
     with FakeSiteverify() as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+def siteverify() -> Iterator[FakeSiteverify]:
+    """One fake for a module's tests (its real ``otpguard serve`` outlives a test)."""
+    with FakeSiteverify() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def challenge_server(
+    tmp_path_factory: pytest.TempPathFactory, siteverify: FakeSiteverify
+) -> Iterator[Server]:
+    """A real ``otpguard serve`` that asks every start for a challenge checked here."""
+    settings = siteverify.settings(challenge_mode="always")
+    with otpguard_server(tmp_path_factory.mktemp("challenge"), **settings) as running:
+        yield running

@@ -4,7 +4,6 @@ that checks tokens with the fake siteverify server (start -> challenge -> token 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,11 +17,11 @@ from otpguard.web.app import create_app
 from otpguard.web.demo import MSG_CHALLENGE, MSG_CHALLENGE_FAILED, MSG_NOT_SENT
 
 from .conftest import make_settings
-from .fake_siteverify import SITE_KEY, FakeSiteverify, fake_siteverify
+from .fake_siteverify import SITE_KEY, FakeSiteverify, challenge_server, fake_siteverify, siteverify
 from .needs import CHROMIUM_ARGS, require_chromium
-from .serverproc import Server, fresh_number, otpguard_server
+from .serverproc import Server, fresh_number
 
-__all__ = ["fake_siteverify"]  # the fixture, re-exported for pytest
+__all__ = ["challenge_server", "fake_siteverify", "siteverify"]  # fixtures, for pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,24 +65,11 @@ async def test_demo_start_asks_for_the_challenge_then_sends(
             assert len(outbox.sent_to(to)) == 1
 
 
-@pytest.fixture(scope="module")
-def siteverify() -> Iterator[FakeSiteverify]:
-    with FakeSiteverify() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, siteverify: FakeSiteverify
-) -> Iterator[Server]:
-    settings = siteverify.settings(challenge_mode="always")
-    with otpguard_server(tmp_path_factory.mktemp("demo-challenge"), **settings) as running:
-        yield running
-
-
 @pytest.mark.browser
 @pytest.mark.slow
-def test_demo_challenge_step_in_a_browser(server: Server, siteverify: FakeSiteverify) -> None:
+def test_demo_challenge_step_in_a_browser(
+    challenge_server: Server, siteverify: FakeSiteverify
+) -> None:
     chromium = require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -100,7 +86,7 @@ def test_demo_challenge_step_in_a_browser(server: Server, siteverify: FakeSiteve
                 "console", lambda m: console_errors.append(m.text) if m.type == "error" else None
             )
             page.on("request", lambda r: requests.append(r.url))
-            page.goto(f"{server.base_url}/demo")
+            page.goto(f"{challenge_server.base_url}/demo")
             page.fill("#phone", to)
             page.click("#send")
 
@@ -116,14 +102,14 @@ def test_demo_challenge_step_in_a_browser(server: Server, siteverify: FakeSiteve
             page.click("#challenge-submit")
             expect(page.locator("#challenge-error")).to_have_text(MSG_CHALLENGE_FAILED)
             with pytest.raises(LookupError):
-                server.last_code_to(to)  # nothing was sent
+                challenge_server.last_code_to(to)  # nothing was sent
 
             page.fill("#challenge-token", siteverify.issue())
             page.screenshot(path=str(artifacts / "demo-challenge-step.png"))
             page.click("#challenge-submit")
             expect(page.locator("#code-step")).to_be_visible()
             expect(page.locator("#sent-to")).to_have_text("+44******" + to[-4:])
-            code = server.last_code_to(to)
+            code = challenge_server.last_code_to(to)
             page.fill("#code", code)
             page.click("#verify")
             expect(page.locator("#done")).to_be_visible()
@@ -131,5 +117,5 @@ def test_demo_challenge_step_in_a_browser(server: Server, siteverify: FakeSiteve
             browser.close()
 
     assert [e for e in console_errors if not e.startswith("Failed to load resource")] == []
-    assert requests and all(u.startswith(server.base_url) for u in requests)
+    assert requests and all(u.startswith(challenge_server.base_url) for u in requests)
     assert siteverify.requests and all(r.form.get("remoteip") for r in siteverify.requests)
