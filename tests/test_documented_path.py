@@ -81,6 +81,10 @@ def block(path: str, first_line: str) -> Block:
 # -- what cannot run here, and why --------------------------------------------------------
 
 NOT_RUN: dict[tuple[str, str], str] = {
+    ("docs/abuse-defenses.md", ".venv/bin/python bench/attack_sim.py --speed 10"): (
+        "the whole simulation takes about an hour of real time; tests/test_attack_sim.py "
+        "runs the same script's --quick mode against a real server"
+    ),
     (
         "README.md",
         "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/otpguard serve",
