@@ -874,7 +874,7 @@ class Verifier:
         try:
             await self.store.release(list(dict.fromkeys(r.key for r in rules)), now)
         except StorageError:
-            log.warning("a wrong-code reservation could not be given back")
+            log.warning("a failed-check reservation could not be given back (it stays counted)")
 
     async def _converted(self, v: Verification, now: float) -> None:
         """After an approval: the refund and the earned room in every admission bucket
