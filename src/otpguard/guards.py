@@ -346,15 +346,16 @@ class AdmissionGuard(Guard):
     def __init__(self, settings: Settings, *, challenge_configured: bool = False) -> None:
         self.share = settings.admission_share
         self.challenge_configured = challenge_configured
-        self.specs = [
-            ("global", "global", settings.admission_global),
-            ("country", "country", settings.admission_country),
-            *(
-                ("block", f"block{d}", str(getattr(settings, f"admission_block_{d}")))
+        # Parsed once: the buckets are built on every send.
+        self.specs: dict[str, list[tuple[float, int]]] = {
+            "global": admission.parse_buckets(settings.admission_global),
+            "country": admission.parse_buckets(settings.admission_country),
+            **{
+                f"block{d}": admission.parse_buckets(str(getattr(settings, f"admission_block_{d}")))
                 for d in BLOCK_DIGITS
-            ),
-        ]
-        self.key_spec = settings.admission_api_key
+            },
+            "key": admission.parse_buckets(settings.admission_api_key),
+        }
 
     def flag_keys(self, ctx: SendContext) -> list[str]:
         return [ctx.trusted_key]
@@ -402,14 +403,12 @@ def scope_buckets(guard: AdmissionGuard, number: PhoneNumber, owner: str | None)
         ("country", "country", str(number.region)),
         *(("block", f"block{d}", number.e164[:-d]) for d in BLOCK_DIGITS),
     ]
-    specs = {kind: spec for _, kind, spec in guard.specs}
+    if owner is not None:
+        subjects_.append(("api_key", "key", owner))
     out = []
     for name, kind, value in subjects_:
-        for base, tau in admission.parse_buckets(specs[kind]):
+        for base, tau in guard.specs[kind]:
             out.append(Bucket(name, f"adm:{kind}:{value}:{tau}", base, float(tau), guard.share))
-    if owner is not None:
-        for base, tau in admission.parse_buckets(guard.key_spec):
-            out.append(Bucket("api_key", f"adm:key:{owner}:{tau}", base, float(tau), guard.share))
     return out
 
 
