@@ -41,6 +41,7 @@ from .errors import (
 from .models import Channel, Status, Verification
 from .service import CheckResult, Verifier, open_verifier
 from .sync import SyncVerifier, open_sync_verifier
+from .version import VERSION as __version__
 
 __all__ = [
     "AsyncClient",
@@ -72,6 +73,7 @@ __all__ = [
     "Verification",
     "VerificationInfo",
     "Verifier",
+    "__version__",
     "load_settings",
     "open_sync_verifier",
     "open_verifier",

@@ -35,6 +35,7 @@ import httpx
 
 from .errors import ChallengeUnavailable, ConfigError
 from .limits import UNKNOWN_IP
+from .version import VERSION
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -158,7 +159,7 @@ class ChallengeVerifier:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
-            headers={"User-Agent": "otpguard/0.1.0"},
+            headers={"User-Agent": f"otpguard/{VERSION}"},
         )
 
     @classmethod

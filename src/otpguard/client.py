@@ -57,6 +57,7 @@ from .errors import (
     Unauthorized,
 )
 from .models import Channel, Status
+from .version import VERSION
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -71,7 +72,7 @@ __all__ = [
 #: Connect within 3 s; the server may take up to its Twilio timeout (10 s) to send.
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 DEFAULT_URL = "http://127.0.0.1:8000"
-USER_AGENT = "otpguard-client/0.1.0"
+USER_AGENT = f"otpguard-client/{VERSION}"
 
 T = TypeVar("T")
 

@@ -29,6 +29,7 @@ from ..service import Verifier
 from ..startup import check_startup
 from ..stores import store_from_url
 from ..transports import transport_from_settings
+from ..version import VERSION
 from .api import router as api_router
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 
@@ -189,7 +190,7 @@ def create_app(
 
     app = FastAPI(
         title="otpguard",
-        version="0.1.0",
+        version=VERSION,
         summary="Self-hosted, secure one-time-passcode verification.",
         docs_url=None,
         redoc_url=None,
