@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter
+from pydantic import BaseModel
 
 from otpguard import cli
 from otpguard.audit import (
@@ -16,10 +19,16 @@ from otpguard.audit import (
     Status,
     audit_remote,
     audit_settings,
+    check_never_returned,
+    guesses_per_day,
     max_in_window,
     response_leaks,
 )
+from otpguard.audit.checks import check_codes
+from otpguard.audit.checks_policy import check_policy
 from otpguard.codes import new_secret_hex
+from otpguard.models import Channel
+from otpguard.phone import DestinationPolicy, PhoneNumber, PolicyDecision
 
 from .conftest import UK_MOBILE
 from .test_https import make_tls_files, serve, settings_with_env
@@ -198,6 +207,12 @@ def test_max_in_window(windows: list[tuple[int, int]], span: int, expected: int 
         ({"code_ttl": 600}, "codes.expiry", Status.WARN),
         ({"code_ttl": 180}, "codes.expiry", Status.PASS),
         ({"max_attempts": 8}, "codes.attempts", Status.WARN),
+        ({}, "codes.length", Status.PASS),  # 10 sends x 5 attempts a day: 1 in 20,000
+        ({"limit_phone": "3/10m;30/24h"}, "codes.length", Status.WARN),  # 1 in 6,667
+        ({"limit_phone": "100/10m", "limit_failed_checks": "off"}, "codes.length", Status.FAIL),
+        ({"limit_phone": "off", "limit_failed_checks": "off"}, "codes.length", Status.FAIL),
+        ({"limit_phone": "off", "code_length": 10}, "codes.length", Status.PASS),  # 240 checks/day
+        ({"store": "mysql://x"}, "config.startup", Status.FAIL),
         ({"limit_phone": "5/10m"}, "limits.phone", Status.WARN),
         ({"limit_phone": "1/1m"}, "limits.phone", Status.WARN),
         ({"limit_phone": "off"}, "limits.phone", Status.FAIL),
@@ -238,6 +253,61 @@ def test_check(
     finding = audit(tmp_path, tls_files, **overrides)[item]
     assert finding.status is status, finding
     assert bool(finding.fix) == (status is not Status.PASS)
+
+
+def test_guesses_per_day_takes_the_lower_cap(tmp_path: Path) -> None:
+    assert guesses_per_day(settings_with_env(tmp_path)) == 50  # 10 sends x 5 attempts
+    few_checks = settings_with_env(tmp_path, limit_failed_checks="20/24h")
+    assert guesses_per_day(few_checks) == 20
+    assert (
+        guesses_per_day(settings_with_env(tmp_path, limit_phone="off", limit_failed_checks="off"))
+        is None
+    )
+
+
+def test_biased_codes_fail_the_randomness_check(tmp_path: Path) -> None:
+    """A generator that never draws a 9 is caught by the digit frequencies."""
+    settings = settings_with_env(tmp_path)
+    fair = by_id(check_codes(settings))["codes.random"]
+    skewed = by_id(
+        check_codes(
+            settings, generate=lambda n: "".join(secrets.choice("012345678") for _ in range(n))
+        )
+    )["codes.random"]
+    assert fair.status is Status.PASS
+    assert skewed.status is Status.FAIL and "frequencies" in skewed.detail
+
+
+class _Leaky(BaseModel):
+    verification_id: str
+    otp_code: str
+
+
+def test_a_code_like_response_field_fails_never_returned() -> None:
+    router = APIRouter()
+
+    @router.get("/leaky", response_model=_Leaky)
+    async def leaky() -> dict[str, str]:
+        return {}
+
+    (finding,) = check_never_returned([router])
+    assert finding.status is Status.FAIL and "/leaky otp_code" in finding.detail
+    (real,) = check_never_returned()
+    assert real.status is Status.PASS
+    (empty,) = check_never_returned([APIRouter()])
+    assert empty.status is Status.FAIL  # nothing scanned is not a pass
+
+
+class _Permissive(DestinationPolicy):
+    def decide(self, number: PhoneNumber, channel: Channel) -> PolicyDecision:
+        return PolicyDecision(True)
+
+
+def test_a_policy_that_lets_premium_numbers_through_fails(tmp_path: Path) -> None:
+    settings = settings_with_env(tmp_path, allowed_countries=["GB"])
+    permissive = _Permissive.from_settings(settings)
+    finding = by_id(check_policy(settings, permissive))["policy.premium_rate"]
+    assert finding.status is Status.FAIL and "premium_rate GB via sms" in finding.detail
 
 
 def test_premium_rate_probe_really_probes(
