@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from otpguard.clock import ManualClock
 from otpguard.codes import Keyring, generate_code, is_trivial, is_well_formed, new_secret_hex
-from otpguard.errors import RateLimited
+from otpguard.errors import InvalidPhoneNumber, RateLimited
 from otpguard.models import RateRule
 from otpguard.phone import normalize, parse
 from otpguard.service import Verifier
@@ -143,12 +143,16 @@ def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
 
 @FAST
 @given(written=written_numbers())
+@example(written=("07400 123456", "GB"))  # valid: the normalisation branch always runs
+@example(written=("+44 7400 1234", "GB"))  # too short: the refusal branch always runs
 def test_normalisation_is_idempotent_and_format_blind(written: tuple[str, str]) -> None:
     text, region = written
-    try:
-        e164 = normalize(text, region)
-    except Exception:  # the changed digits may make an invalid number: nothing to check
+    if not phonenumbers.is_valid_number(phonenumbers.parse(text, region)):
+        # the changed digits made an invalid number: refused, by its own error
+        with pytest.raises(InvalidPhoneNumber):
+            normalize(text, region)
         return
+    e164 = normalize(text, region)
     assert normalize(e164, region) == e164
     assert normalize(e164, "GB") == e164  # E.164 does not depend on the default region
     parsed = phonenumbers.parse(e164)
