@@ -153,6 +153,28 @@ def canonical_payee(value: object) -> str:
     return payee
 
 
+#: Currency symbols read in a display amount ("€39.99"); "$" and "¥" name several.
+CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP"}
+_CODE_FIRST = re.compile(r"([A-Z]{3}) (\S+)")
+_CODE_LAST = re.compile(r"(\S+) ([A-Z]{3})")
+
+
+def parse_display_amount(text: str) -> tuple[str, str]:
+    """An amount written with its currency, as Twilio's ``Amount`` is: ``EUR 39.99``,
+    ``39.99 EUR``, ``€39.99`` or ``39.99€``; ``(amount, currency)`` in canonical form."""
+    text = text.strip()
+    for symbol, code in CURRENCY_SYMBOLS.items():
+        if text.startswith(symbol) or text.endswith(symbol):
+            return canonical_amount(text.strip(symbol).strip(), code)
+    match = _CODE_FIRST.fullmatch(text)
+    if match is not None:
+        return canonical_amount(match.group(2), match.group(1))
+    match = _CODE_LAST.fullmatch(text)
+    if match is not None:
+        return canonical_amount(match.group(1), match.group(2))
+    raise InvalidRequest("write the amount with its ISO 4217 currency: EUR 39.99 or €39.99")
+
+
 def bind(
     purpose: object = None,
     amount: object = None,
