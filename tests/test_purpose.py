@@ -3,6 +3,8 @@ holding a code to the purpose, amount and payee it was started for."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 
 from otpguard.clock import ManualClock
 from otpguard.codes import Keyring, new_secret_hex
+from otpguard.config import Settings
 from otpguard.errors import InvalidRequest, NotFound
 from otpguard.events import EventType
 from otpguard.models import Channel, Status, Verification
@@ -417,3 +420,20 @@ async def test_api_refuses_bad_bindings(
     r = await api.post("/v1/verifications", json={"to": UK_MOBILE, **body})
     assert r.status_code == status, r.text
     assert outbox.outbox == []
+
+
+async def test_api_a_mismatch_takes_the_failed_check_floor(
+    api_factory: Callable[..., Any],
+    settings_factory: Callable[..., Settings],
+    outbox: MemoryTransport,
+) -> None:
+    """A lower bound only (a slow machine is never faster than the floor)."""
+    floor = 0.25
+    async with api_factory(settings_factory(failed_check_floor=floor)) as api:
+        r = await api.post("/v1/verifications", json={"to": UK_MOBILE, **PAY_JSON})
+        body = {"id": r.json()["id"], "code": outbox.last_code(), **PAY_JSON, "payee": "Acme"}
+        started = time.monotonic()
+        r = await api.post("/v1/verifications/check", json=body)
+        elapsed = time.monotonic() - started
+    assert r.status_code == 200 and r.json()["valid"] is False
+    assert elapsed >= floor - 0.005
