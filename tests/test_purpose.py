@@ -358,6 +358,21 @@ async def test_bad_bindings_are_refused_before_anything_is_sent_or_counted(
     assert await failed_checks(verifier, v.id) == 0
 
 
+async def test_events_name_the_purpose_never_the_payment(
+    verifier: Verifier, outbox: MemoryTransport
+) -> None:
+    login = await verifier.start(UK_MOBILE)
+    pay = await verifier.start("+447400123457", **{**PAY, "amount": "987.65"})
+    await verifier.check(outbox.last_code(), verification_id=pay.id)
+    events = await verifier.store.list_events(EventQuery(limit=100))
+    started = {e.verification_id: e for e in events if e.type == EventType.STARTED.value}
+    assert started[login.id].details == {}
+    assert started[pay.id].details == {"purpose": "transaction"}
+    assert len(events) > 4
+    for e in events:
+        assert "987.65" not in e.to_json() and "Acme" not in e.to_json()
+
+
 async def test_a_mismatch_fails_like_a_wrong_code(
     verifier: Verifier, outbox: MemoryTransport
 ) -> None:

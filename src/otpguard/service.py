@@ -395,7 +395,11 @@ class Verifier:
             payee=binding.payee,
         )
         await self.store.create_verification(v)
-        started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
+        # The purpose, when not login; never the amount or payee (events are kept long).
+        details = {} if binding.is_default else {"purpose": binding.purpose}
+        started = self._event(
+            EventType.STARTED, now, number=number, v=v, client_ip=ip, details=details
+        )
         return await self._deliver(v, number, code, ip, now, EventType.SENT, started)
 
     def _context(
