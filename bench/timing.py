@@ -1,4 +1,5 @@
-"""How long a check takes when it must fail: unknown id, wrong code, locked verification.
+"""How long a check takes when it must fail: unknown id, wrong code, locked verification,
+the right code for another amount (a transaction code, ``purpose.py``).
 
 An attacker who can tell these apart learns which ids (or, with ``to``, which
 numbers) have a live verification. This script measures ``Verifier.check`` for
@@ -95,6 +96,25 @@ async def measure(n: int, store_url: str, data_dir: Path, by: str) -> dict[str, 
                 for _ in range(settings.max_attempts - 1):
                     pending.append((ver.id, ver.to, wrong(outbox.last_code(ver.to))))
 
+        # Transaction codes, checked with the right code but another amount.
+        pay = {"purpose": "transaction", "amount": "25.00", "currency": "GBP", "payee": "Acme"}
+        mismatched: list[tuple[str, str, str]] = []
+
+        async def refill_mismatched() -> None:
+            for number in NUMBERS[50:]:
+                ver = await v.start(number, **pay)
+                for _ in range(settings.max_attempts - 1):
+                    mismatched.append((ver.id, ver.to, outbox.last_code(ver.to)))
+
+        async def other_amount() -> None:
+            vid, to, code = mismatched.pop()
+            other = {**pay, "amount": "25.01"}
+            if by == "id":
+                assert not (await v.check(code, verification_id=vid, **other)).valid
+            else:
+                with contextlib.suppress(NotFound):
+                    await v.check(code, to=to, **other)
+
         async def unknown() -> None:
             with contextlib.suppress(NotFound):
                 if by == "id":
@@ -124,8 +144,10 @@ async def measure(n: int, store_url: str, data_dir: Path, by: str) -> dict[str, 
             "wrong code (baseline)": wrong_code,
             "unknown id" if by == "id" else "unknown number": unknown,
             "locked": on_locked,
+            "right code, other amount": other_amount,
         }
         samples: dict[str, list[float]] = {name: [] for name in cases}
+        await refill_mismatched()
         for fn in cases.values():  # warm-up
             for _ in range(20):
                 await fn()
@@ -134,6 +156,8 @@ async def measure(n: int, store_url: str, data_dir: Path, by: str) -> dict[str, 
         for name in order:
             if not pending:
                 await refill()  # outside the timed section
+            if not mismatched:
+                await refill_mismatched()
             t0 = time.perf_counter_ns()
             await cases[name]()
             samples[name].append((time.perf_counter_ns() - t0) / 1000)

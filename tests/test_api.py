@@ -33,8 +33,12 @@ async def test_walkthrough(api: ApiClient, outbox: MemoryTransport) -> None:
         "attempts_remaining",
         "sends",
         "delivery",
+        "purpose",
+        "amount",
+        "payee",
     }
     assert v["status"] == "pending" and v["to"] == "+44******3456"
+    assert v["purpose"] == "login" and v["amount"] is None and v["payee"] is None
     assert v["delivery"] == "sent"
     assert v["attempts_remaining"] == 5 and v["expires_at"].endswith("Z")
     code = outbox.last_code(UK_MOBILE)

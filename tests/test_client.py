@@ -101,6 +101,22 @@ def test_check_by_number(server: Server, client: Client) -> None:
     assert result.valid and result.id == v.id
 
 
+def test_a_transaction_code_approves_only_its_payment(server: Server, client: Client) -> None:
+    pay = {"purpose": "transaction", "amount": "25", "currency": "GBP", "payee": "Acme Ltd"}
+    v = client.start(fresh_number(), client_ip="198.51.100.3", **pay)
+    assert (v.purpose, v.amount, v.currency, v.payee) == ("transaction", "25.00", "GBP", "Acme Ltd")
+    code = server.last_code(v.id)
+    other = client.check(v.id, code=code, client_ip="198.51.100.3", **{**pay, "amount": "2.50"})
+    assert (other.valid, other.attempts_remaining) == (False, 4)
+    assert not client.check(v.id, code=code, client_ip="198.51.100.3").valid
+    assert client.check(v.id, code=code, client_ip="198.51.100.3", **pay).valid
+    assert client.get(v.id).purpose == "transaction"
+    with pytest.raises(InvalidRequest, match="together"):
+        client.start(fresh_number(), purpose="transaction", amount="25", payee="Acme Ltd")
+    plain = client.start(fresh_number(), client_ip="198.51.100.3")
+    assert (plain.purpose, plain.amount, plain.payee) == ("login", None, None)
+
+
 def test_check_needs_exactly_one_of_id_or_to(client: Client) -> None:
     with pytest.raises(InvalidRequest, match="exactly one"):
         client.check(code="123456")

@@ -30,9 +30,11 @@ import httpx
 import pytest
 
 from otpguard.config import Settings
+from otpguard.models import Channel
 from otpguard.sinks import Notice
 from otpguard.stores import store_from_url
 from otpguard.stores.base import Alert
+from otpguard.transports.base import Message
 from otpguard.transports.file import read_outbox
 
 from .needs import unavailable
@@ -213,6 +215,7 @@ RUN: dict[tuple[str, str], str] = {
     ),
     ("docs/integrating.md", "from otpguard import load_settings"): "test_embedded_samples",
     ("docs/twilio.md", "import pytest"): ("test_fake_twilio_sample"),
+    ("docs/integrating.md", "from otpguard import Client"): "test_purpose_sample",
 }
 
 
@@ -359,6 +362,30 @@ def test_client_sample(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     exec(compile(sample.text, sample.path, "exec"), {}, names)  # noqa: S102 - our own docs
     assert names["result"].valid and signed_in == ["account of +447400123456"]
     names["otp"].close()
+
+
+@pytest.mark.slow
+def test_purpose_sample(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The payment sample approves its payment, and its SMS is worded as it says."""
+    sample = doc_block("docs/integrating.md", "from otpguard import Client")
+    monkeypatch.setenv("OTPGUARD_URL", server.base_url)
+    monkeypatch.setenv("OTPGUARD_API_KEY", server.api_key)
+    paid: list[tuple[str, ...]] = []
+    names = Lazy(
+        {"typed": lambda: server.last_code(names["v"].id)},
+        user_ip="203.0.113.8",
+        pay=lambda *what: paid.append(what),
+    )
+    exec(compile(sample.text, sample.path, "exec"), {}, names)  # noqa: S102 - our own docs
+    assert names["result"].valid and paid == [("25.00", "GBP", "Acme Ltd")]
+    names["otp"].close()
+    shown = re.search(r'# The SMS reads: "(.*) \.\.\."', sample.text)
+    assert shown is not None
+    sms = Message(
+        verification_id="VE1", to="+447400123456", channel=Channel.SMS, code="482913",
+        service_name="Acme", ttl_seconds=300, amount="GBP 25.00", payee="Acme Ltd",
+    )  # fmt: skip
+    assert sms.render_text().startswith(shown.group(1))
 
 
 @pytest.mark.slow

@@ -54,6 +54,17 @@ async def drive_session(client: ApiClient, outbox: MemoryTransport, clock: Manua
         await client.post("/v1/verifications/check", json={"to": n, "code": code})
         await client.post("/v1/verifications/check", json={"id": vid, "code": code})
         await client.get(f"/v1/verifications/{vid}")
+    # transaction codes: a mismatched amount, then the right one, by id and by number
+    pay = {"purpose": "transaction", "amount": {"value": "25", "currency": "GBP"}}
+    for n, check_by in (("+447400124444", "id"), ("+447400124443", "to")):
+        r = await client.post("/v1/verifications", json={"to": n, **pay, "payee": "Acme Ltd"})
+        assert r.status_code == 201
+        ref = {"id": r.json()["id"]} if check_by == "id" else {"to": n}
+        code = outbox.last_code(n)
+        other = {**pay, "amount": {"value": "26", "currency": "GBP"}, "payee": "Acme Ltd"}
+        await client.post("/v1/verifications/check", json={**ref, "code": code, **other})
+        right = {**ref, "code": code, **pay, "payee": "Acme Ltd"}
+        assert (await client.post("/v1/verifications/check", json=right)).json()["valid"]
     # lock one out
     r = await client.post("/v1/verifications", json={"to": "+447400129999"})
     vid = r.json()["id"]

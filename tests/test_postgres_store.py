@@ -244,3 +244,36 @@ async def test_a_missing_database_is_named_not_hidden_behind_a_pool_timeout(
     with pytest.raises(StorageError) as exc:
         await store.open()
     assert f'database "{missing}" does not exist' in str(exc.value)
+
+
+async def test_rows_from_before_purposes_read_as_login_codes(fresh_db: str) -> None:
+    """A database at schema 5 (the release before purposes) with a verification in it:
+    the "purpose" step adds the columns, and the old row is a login code."""
+    import psycopg
+
+    from otpguard.stores.postgres import MIGRATIONS, PostgresStore
+
+    async with await psycopg.AsyncConnection.connect(fresh_db.split("?")[0]) as conn:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+            "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for n, step in enumerate(MIGRATIONS[:5], start=1):
+            for sql in step:
+                await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (n,))
+        await conn.execute(
+            "INSERT INTO verifications (id, to_number, channel, status, key_id, code_hash, "
+            "created_at, updated_at, expires_at, resend_available_at, attempts, sends) "
+            "VALUES ('VEold', '+447400123456', 'sms', 'pending', 'k', 't', 1, 1, 301, 31, 0, 1)"
+        )
+        await conn.commit()
+    store = PostgresStore(fresh_db)
+    await store.open()
+    try:
+        v = await store.get_verification("VEold")
+        assert v is not None and v.code_hash == "t"
+        assert (v.purpose, v.amount, v.currency, v.payee) == ("login", None, None, None)
+    finally:
+        await store.aclose()
+    assert await versions(fresh_db) == list(range(1, len(MIGRATIONS) + 1))

@@ -545,3 +545,15 @@ async def test_scheduled_purge_leaves_redis_to_its_ttls(store: RedisStore) -> No
     assert await store.get_verification(stale.id) == stale
     assert await store.purge(later, 3600, 86400, 86400) >= 1
     assert await store.get_verification(stale.id) is None
+
+
+@pytest.mark.redis
+async def test_hashes_from_before_purposes_read_as_login_codes(store: RedisStore, raw: Any) -> None:
+    """A verification hash written by the release before purposes has no purpose field."""
+    v = make_v()
+    await store.create_verification(v)
+    vkey = f"{store._opts.prefix}:{{v:{v.id}}}"
+    assert await raw.hget(vkey, "purpose") == "login"
+    await raw.hdel(vkey, "purpose")
+    got = await store.get_verification(v.id)
+    assert got is not None and (got.purpose, got.amount, got.payee) == ("login", None, None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from otpguard.errors import ConfigError
-from otpguard.stores.sqlite import SQLiteStore
+from otpguard.stores.sqlite import MIGRATIONS, SQLiteStore
 
 
 @pytest.mark.parametrize(
@@ -61,4 +61,34 @@ async def test_a_locked_database_is_waited_for_without_blocking_the_loop(
         assert await store.count("k", 60, 1_800_000_000.0) == 1
     finally:
         other.close()
+        await store.aclose()
+
+
+async def test_rows_from_before_purposes_read_as_login_codes(tmp_path: Path) -> None:
+    """A database at schema 4 (the release before purposes) with a verification in it:
+    the "purpose" step adds the columns, and the old row is a login code."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:4]:
+        for sql in step:
+            conn.execute(sql)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute(
+        "INSERT INTO verifications (id, to_number, channel, status, key_id, code_hash, "
+        "created_at, updated_at, expires_at, resend_available_at, attempts, sends) "
+        "VALUES ('VEold', '+447400123456', 'sms', 'pending', 'k', 't', 1, 1, 301, 31, 0, 1)"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        v = await store.get_verification("VEold")
+        assert v is not None and v.code_hash == "t"
+        assert (v.purpose, v.amount, v.currency, v.payee) == ("login", None, None, None)
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    finally:
         await store.aclose()

@@ -12,6 +12,13 @@ Your backend talks to otpguard server to server, with an API key
     if result.valid:
         log_the_user_in()
 
+A code for a payment names it, and its check must name the same::
+
+    v = otp.start(number, purpose="transaction", amount="25.00", currency="GBP",
+                  payee="Acme Ltd")
+    result = otp.check(v.id, code=typed_code, purpose="transaction", amount="25.00",
+                       currency="GBP", payee="Acme Ltd")
+
 Failures raise the classes of :mod:`otpguard.errors`, rebuilt from the API's
 ``{"error": {"code", "message", ...}}``: :class:`~otpguard.errors.RateLimited`
 (``rule``, ``retry_after``), :class:`~otpguard.errors.DestinationRefused`
@@ -107,6 +114,11 @@ class VerificationInfo:
     #: On a start or resend: "sent", or "unknown" when Twilio may have sent the
     #: message but its answer was lost (the code works if it arrives).
     delivery: str | None = None
+    #: What the code is for; a transaction's amount (canonical), currency and payee.
+    purpose: str = "login"
+    amount: str | None = None
+    currency: str | None = None
+    payee: str | None = None
 
     @property
     def pending(self) -> bool:
@@ -139,6 +151,10 @@ def _verification(data: dict[str, Any]) -> VerificationInfo:
         attempts_remaining=int(data["attempts_remaining"]),
         sends=int(data["sends"]),
         delivery=data.get("delivery"),
+        purpose=str(data.get("purpose") or "login"),
+        amount=(data.get("amount") or {}).get("value"),
+        currency=(data.get("amount") or {}).get("currency"),
+        payee=data.get("payee"),
     )
 
 
@@ -246,6 +262,24 @@ def _drop_none(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class _Bound:
+    """What a code is for: sent by a start, and again by its check."""
+
+    purpose: str | None = None
+    amount: str | None = None
+    currency: str | None = None
+    payee: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        if (self.amount is None) != (self.currency is None):
+            raise InvalidRequest("give 'amount' and 'currency' together")
+        amount = None
+        if self.amount is not None:
+            amount = {"value": self.amount, "currency": self.currency}
+        return _drop_none(purpose=self.purpose, amount=amount, payee=self.payee)
+
+
 def _start_call(
     to: str,
     channel: str | Channel,
@@ -253,6 +287,7 @@ def _start_call(
     locale: str | None,
     challenge_token: str | None = None,
     account_id: str | None = None,
+    bound: _Bound = _Bound(),
 ) -> _Call[VerificationInfo]:
     ch = channel.value if isinstance(channel, Channel) else channel
     body = _drop_none(
@@ -263,7 +298,7 @@ def _start_call(
         challenge_token=challenge_token,
         account_id=account_id,
     )
-    return _Call("POST", "/v1/verifications", body, _verification)
+    return _Call("POST", "/v1/verifications", {**body, **bound.fields()}, _verification)
 
 
 def _resend_call(verification_id: str, client_ip: str | None) -> _Call[VerificationInfo]:
@@ -272,12 +307,16 @@ def _resend_call(verification_id: str, client_ip: str | None) -> _Call[Verificat
 
 
 def _check_call(
-    verification_id: str | None, to: str | None, code: str, client_ip: str | None
+    verification_id: str | None,
+    to: str | None,
+    code: str,
+    client_ip: str | None,
+    bound: _Bound = _Bound(),
 ) -> _Call[CheckOutcome]:
     if (verification_id is None) == (to is None):
         raise InvalidRequest("give exactly one of 'id' or 'to'")
     body = _drop_none(id=verification_id, to=to, code=code, client_ip=client_ip)
-    return _Call("POST", "/v1/verifications/check", body, _check)
+    return _Call("POST", "/v1/verifications/check", {**body, **bound.fields()}, _check)
 
 
 def _cancel_call(verification_id: str) -> _Call[VerificationInfo]:
@@ -351,10 +390,17 @@ class Client:
         locale: str | None = None,
         challenge_token: str | None = None,
         account_id: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> VerificationInfo:
         """Send a code to ``to``. Pass your end user's IP as ``client_ip``. After a
-        ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``."""
-        call = _start_call(to, channel, client_ip, locale, challenge_token, account_id)
+        ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``.
+        ``purpose`` (default login; for ``transaction`` also ``amount`` in
+        ``currency`` and ``payee``) is bound into the code: its check names the same."""
+        bound = _Bound(purpose, amount, currency, payee)
+        call = _start_call(to, channel, client_ip, locale, challenge_token, account_id, bound)
         return self._send(call)
 
     def resend(self, verification_id: str, *, client_ip: str | None = None) -> VerificationInfo:
@@ -368,9 +414,15 @@ class Client:
         code: str,
         to: str | None = None,
         client_ip: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> CheckOutcome:
-        """Check a typed code, by verification id or by number (its newest pending one)."""
-        return self._send(_check_call(verification_id, to, code, client_ip))
+        """Check a typed code, by verification id or by number (its newest pending one),
+        naming what the start named (another purpose, amount or payee: a wrong code)."""
+        bound = _Bound(purpose, amount, currency, payee)
+        return self._send(_check_call(verification_id, to, code, client_ip, bound))
 
     def cancel(self, verification_id: str) -> VerificationInfo:
         return self._send(_cancel_call(verification_id))
@@ -422,10 +474,17 @@ class AsyncClient:
         locale: str | None = None,
         challenge_token: str | None = None,
         account_id: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> VerificationInfo:
         """Send a code to ``to``. Pass your end user's IP as ``client_ip``. After a
-        ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``."""
-        call = _start_call(to, channel, client_ip, locale, challenge_token, account_id)
+        ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``.
+        ``purpose`` (default login; for ``transaction`` also ``amount`` in
+        ``currency`` and ``payee``) is bound into the code: its check names the same."""
+        bound = _Bound(purpose, amount, currency, payee)
+        call = _start_call(to, channel, client_ip, locale, challenge_token, account_id, bound)
         return await self._send(call)
 
     async def resend(
@@ -441,9 +500,15 @@ class AsyncClient:
         code: str,
         to: str | None = None,
         client_ip: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> CheckOutcome:
-        """Check a typed code, by verification id or by number (its newest pending one)."""
-        return await self._send(_check_call(verification_id, to, code, client_ip))
+        """Check a typed code, by verification id or by number (its newest pending one),
+        naming what the start named (another purpose, amount or payee: a wrong code)."""
+        bound = _Bound(purpose, amount, currency, payee)
+        return await self._send(_check_call(verification_id, to, code, client_ip, bound))
 
     async def cancel(self, verification_id: str) -> VerificationInfo:
         return await self._send(_cancel_call(verification_id))

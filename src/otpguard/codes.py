@@ -4,8 +4,10 @@ Codes come from :mod:`secrets` (``randbelow`` is uniform: no modulo bias). A
 code is a string of ASCII digits; leading zeros are allowed. Trivial patterns
 (one repeated digit, a straight ascending or descending run) are redrawn.
 
-Only ``HMAC-SHA256(key, key_id | verification_id | number | channel | code)``
-is ever stored. The newest key signs, every listed key verifies, so keys
+Only ``HMAC-SHA256(key, key_id | verification_id | number | channel | code
+[| bound ...])`` is ever stored, where ``bound`` is what the code is for
+(``purpose.Binding.tag_parts``: nothing for a login code, so tags from before
+purposes still verify). The newest key signs, every listed key verifies, so keys
 rotate without breaking codes that are still live.
 """
 
@@ -22,6 +24,7 @@ from .errors import ConfigError
 
 MIN_KEY_BYTES = 32
 _SEP = b"\x1f"  # unit separator: cannot occur in ids, E.164 numbers, channels or digit codes
+_SEP_CHAR = _SEP.decode()
 
 
 def is_trivial(code: str) -> bool:
@@ -104,30 +107,48 @@ class Keyring:
         return tuple(k.key_id for k in self._keys)
 
     @staticmethod
-    def _mac(key: Key, verification_id: str, number: str, channel: str, code: str) -> str:
-        msg = _SEP.join(
-            part.encode() for part in (key.key_id, verification_id, number, channel, code)
-        )
+    def _mac(
+        key: Key, verification_id: str, number: str, channel: str, code: str, bound: Sequence[str]
+    ) -> str:
+        parts = (key.key_id, verification_id, number, channel, code, *bound)
+        if any(_SEP_CHAR in part for part in bound):
+            raise ValueError("a bound value cannot hold the separator")  # purpose.py forbids it
+        msg = _SEP.join(part.encode() for part in parts)
         return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
 
-    def sign(self, verification_id: str, number: str, channel: str, code: str) -> tuple[str, str]:
-        """Return ``(key_id, tag)`` for storage."""
+    def sign(
+        self,
+        verification_id: str,
+        number: str,
+        channel: str,
+        code: str,
+        bound: Sequence[str] = (),
+    ) -> tuple[str, str]:
+        """Return ``(key_id, tag)`` for storage. ``bound``: what else the code is
+        for (``purpose.Binding.tag_parts``); a check must present the same."""
         key = self._keys[0]
-        return key.key_id, self._mac(key, verification_id, number, channel, code)
+        return key.key_id, self._mac(key, verification_id, number, channel, code, bound)
 
     def verify(
-        self, key_id: str, tag: str, verification_id: str, number: str, channel: str, code: str
+        self,
+        key_id: str,
+        tag: str,
+        verification_id: str,
+        number: str,
+        channel: str,
+        code: str,
+        bound: Sequence[str] = (),
     ) -> bool:
-        """Constant-time check of ``code`` against a stored tag.
+        """Constant-time check of ``code`` (and ``bound``) against a stored tag.
 
         An unknown key id (a retired key) still costs one HMAC so timing does
         not tell retired from wrong.
         """
         key = self._by_id.get(key_id)
         if key is None:
-            self._mac(self._keys[0], verification_id, number, channel, code)
+            self._mac(self._keys[0], verification_id, number, channel, code, bound)
             return False
-        expected = self._mac(key, verification_id, number, channel, code)
+        expected = self._mac(key, verification_id, number, channel, code, bound)
         return hmac.compare_digest(expected, tag)
 
     def keyed_hash(self, purpose: str, value: str) -> str:

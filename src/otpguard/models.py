@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from .purpose import LOGIN, Binding
+
 
 class Channel(enum.StrEnum):
     SMS = "sms"
@@ -50,9 +52,18 @@ class Verification:
     code_length: int = 6
     service_name: str | None = None  # overrides the configured name in messages
     owner: str | None = None  # the API key (its public id) that started it
+    # What the code is for (purpose.py), bound into its tag; kept for resends and answers.
+    purpose: str = LOGIN
+    amount: str | None = None  # canonical: exactly the currency's minor units
+    currency: str | None = None  # ISO 4217
+    payee: str | None = None
     # Not stored: what the start or resend that returned it knows of its message,
     # "sent" or "unknown" (the provider may have sent it; its answer was lost).
     delivery: str | None = None
+
+    @property
+    def binding(self) -> Binding:
+        return Binding(self.purpose, self.amount, self.currency, self.payee)
 
     def with_(self, **changes: object) -> Verification:
         return replace(self, **changes)  # type: ignore[arg-type]

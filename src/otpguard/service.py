@@ -75,6 +75,7 @@ from .guards import (
 )
 from .models import AttemptOutcome, Channel, RateRule, Status, Verification
 from .phone import DestinationPolicy, PhoneNumber, parse
+from .purpose import TRANSACTION, Binding, bind
 from .stores.base import EventQuery, Store
 from .transports.base import Message, Transport, pick_locale
 
@@ -317,6 +318,10 @@ class Verifier:
         owner: str | None = None,
         account_id: str | None = None,
         challenge_token: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> Verification:
         """Create a verification, send its code, return it (never the code).
 
@@ -325,10 +330,19 @@ class Verifier:
         ``owner`` is the API key's id (its own admission bucket); ``account_id`` the
         app's own user or session id (its own limits, stored only as a keyed hash);
         ``challenge_token`` a CAPTCHA token after a ``challenge_required`` answer.
-        Every argument is validated before anything is counted."""
+        ``purpose`` (default ``login``), and for ``transaction`` the ``amount`` in
+        ``currency`` and the ``payee``, are bound into the code (``purpose.py``): its
+        check must name the same. Every argument is validated before anything is
+        counted."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = _channel(channel)
+        binding = bind(purpose, amount, currency, payee)
+        if binding.purpose == TRANSACTION and ch is Channel.WHATSAPP:
+            raise InvalidRequest(
+                "a transaction code goes by sms or voice: the WhatsApp template cannot "
+                "name the amount and the payee"
+            )
         if locale is not None and (
             len(locale) > 16
             or not locale.isascii()
@@ -357,7 +371,7 @@ class Verifier:
 
         vid = new_verification_id()
         code = generate_code(length)
-        key_id, tag = self.keyring.sign(vid, number.e164, ch.value, code)
+        key_id, tag = self.keyring.sign(vid, number.e164, ch.value, code, binding.tag_parts())
         v = Verification(
             id=vid,
             to=number.e164,
@@ -375,9 +389,17 @@ class Verifier:
             code_length=length,
             service_name=service_name,
             owner=owner,
+            purpose=binding.purpose,
+            amount=binding.amount,
+            currency=binding.currency,
+            payee=binding.payee,
         )
         await self.store.create_verification(v)
-        started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
+        # The purpose, when not login; never the amount or payee (events are kept long).
+        details = {} if binding.is_default else {"purpose": binding.purpose}
+        started = self._event(
+            EventType.STARTED, now, number=number, v=v, client_ip=ip, details=details
+        )
         return await self._deliver(v, number, code, ip, now, EventType.SENT, started)
 
     def _context(
@@ -539,6 +561,8 @@ class Verifier:
             ttl_seconds=max(1, int(v.expires_at - now)),
             locale=v.locale or "en",
             country=v.country,
+            amount=v.binding.display_amount,
+            payee=v.payee,
         )
         try:
             receipt = await self.transport.send(msg)
@@ -627,9 +651,10 @@ class Verifier:
             )
         await self._admit(self._context(number, v.channel, ip, now, v.owner), None, starting=False)
         code = generate_code(v.code_length)
-        while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code):
+        bound = v.binding.tag_parts()  # the new code is for what the first one was for
+        while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code, bound):
             code = generate_code(v.code_length)  # never the same code twice in a row
-        key_id, tag = self.keyring.sign(v.id, v.to, v.channel.value, code)
+        key_id, tag = self.keyring.sign(v.id, v.to, v.channel.value, code, bound)
         updated = await self.store.replace_code(
             v.id,
             key_id,
@@ -658,6 +683,10 @@ class Verifier:
         owner: str | None = None,
         select: Selector | None = None,
         per_ip: bool = True,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> CheckResult:
         """Approve exactly once: pending, unexpired, and the code matches.
 
@@ -670,6 +699,8 @@ class Verifier:
         ``NotFound`` and counts as a wrong code, so it tells nothing about the number.
         ``per_ip=False``: a caller with no end user's IP (the /v2 API by number): only
         the per-number cap applies, not the shared ``unknown`` IP bucket.
+        ``purpose``, ``amount``, ``currency`` and ``payee`` must be what the start
+        named (omitted: ``login``); anything else is a wrong code, counted as one.
 
         A failing check (wrong code, unknown id or number, locked, expired, limited)
         returns no sooner than ``failed_check_floor`` seconds after it began, so its
@@ -686,6 +717,7 @@ class Verifier:
                 owner=owner,
                 select=select,
                 per_ip=per_ip,
+                binding=bind(purpose, amount, currency, payee),
             )
         except (NotFound, InvalidRequest, RateLimited):
             await self.pad_failed_check(started)
@@ -720,6 +752,7 @@ class Verifier:
         owner: str | None = None,
         select: Selector | None = None,
         per_ip: bool = True,
+        binding: Binding,
     ) -> CheckResult:
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
@@ -730,20 +763,20 @@ class Verifier:
                 f"'code' must be exactly {self.settings.code_length} ASCII digits (0-9)"
             )
         if to is not None:
-            return await self._check_number(code, to, ip, now, owner, select, per_ip)
+            return await self._check_number(code, to, ip, now, owner, select, per_ip, binding)
         assert verification_id is not None
         v = await self.store.get_verification(verification_id)
         if v is not None and owner is not None and v.owner not in (owner, None):
             v = None  # another key's: exactly as if it did not exist
         if v is None:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
-            self.keyring.verify("", "", "", "", "", code)
+            self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
             raise NotFound("no pending verification for that id or number")
         if not is_well_formed(code, v.code_length):
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
         rules = limits.failed_check_rules(self.settings, v.to, ip)
         await self._reserve(rules, now, parse(v.to, self.settings.default_region), ip, v.channel)
-        result = await self._compare(v, code, ip, now, rules, by_number=False)
+        result = await self._compare(v, code, binding, ip, now, rules, by_number=False)
         if result is None:
             raise NotFound("no pending verification for that id or number")
         return result
@@ -757,6 +790,7 @@ class Verifier:
         owner: str | None,
         select: Selector | None,
         per_ip: bool,
+        binding: Binding,
     ) -> CheckResult:
         """A check by number. One wrong code is reserved before anything is looked up
         (so "no pending code" counts like any failure), one more before each further
@@ -776,11 +810,12 @@ class Verifier:
             if compared and not (await self.store.hit(rules, now)).allowed:
                 break  # no room for another comparison: a failure like the others
             compared += 1
-            result = await self._compare(v, code, ip, now, rules, by_number=True)
+            result = await self._compare(v, code, binding, ip, now, rules, by_number=True)
             if result is not None and result.valid:
                 return result
         if not compared:
-            self.keyring.verify("", "", "", "", "", code)  # the cost of a comparison
+            # The cost of a comparison.
+            self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
             await self._emit(
                 self._event(
                     EventType.CHECK_FAILED, now, number=number, client_ip=ip, reason="no_match"
@@ -810,16 +845,18 @@ class Verifier:
         self,
         v: Verification,
         code: str,
+        binding: Binding,
         ip: str,
         now: float,
         rules: Sequence[RateRule],
         *,
         by_number: bool,
     ) -> CheckResult | None:
-        """Count the attempt, compare, approve the tag compared. The reservation made
-        for this comparison is given back on an approval; by id also when nothing
-        was compared or a right code lost a race (by number every failure counts the
-        same). None when the verification is gone."""
+        """Count the attempt, compare, approve the tag compared. ``binding`` is what
+        the check names: another purpose, amount or payee fails as a wrong code. The
+        reservation made for this comparison is given back on an approval; by id also
+        when nothing was compared or a right code lost a race (by number every failure
+        counts the same). None when the verification is gone."""
         give_back = not by_number
         ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
         if ticket is None:
@@ -829,14 +866,17 @@ class Verifier:
         v = ticket.verification
         if ticket.outcome is AttemptOutcome.EXPIRED:
             await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
+        bound = binding.tag_parts()
         if ticket.outcome is not AttemptOutcome.COUNTED:
-            self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
+            self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code, bound)
             if give_back:
                 await self._give_back(rules, now)  # nothing was compared: no wrong code
             # LOCKED leaves a pending status as it is: the checks still in flight decide.
             return CheckResult(False, v.status, 0, v)
 
-        matches = self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code)
+        matches = self.keyring.verify(
+            v.key_id, v.code_hash, v.id, v.to, v.channel.value, code, bound
+        )
         if matches and await self.store.approve(v.id, now, code_hash=v.code_hash):
             v = v.with_(status=Status.APPROVED, updated_at=now)
             # The approval has committed: whatever fails from here on, the answer is

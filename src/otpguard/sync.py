@@ -71,9 +71,15 @@ class SyncVerifier:
         *,
         challenge_token: str | None = None,
         account_id: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> Verification:
         """Send a code to ``to``; returns the verification (never the code). After a
-        ``ChallengeRequired``, repeat it with the CAPTCHA's ``challenge_token``."""
+        ``ChallengeRequired``, repeat it with the CAPTCHA's ``challenge_token``.
+        ``purpose`` (and a transaction's ``amount``, ``currency``, ``payee``) as
+        :meth:`Verifier.start`: the check names the same."""
         return self._run(
             self.verifier.start(
                 to,
@@ -82,6 +88,10 @@ class SyncVerifier:
                 locale,
                 challenge_token=challenge_token,
                 account_id=account_id,
+                purpose=purpose,
+                amount=amount,
+                currency=currency,
+                payee=payee,
             )
         )
 
@@ -95,9 +105,22 @@ class SyncVerifier:
         verification_id: str | None = None,
         to: str | None = None,
         client_ip: str | None = None,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
     ) -> CheckResult:
         return self._run(
-            self.verifier.check(code, verification_id=verification_id, to=to, client_ip=client_ip)
+            self.verifier.check(
+                code,
+                verification_id=verification_id,
+                to=to,
+                client_ip=client_ip,
+                purpose=purpose,
+                amount=amount,
+                currency=currency,
+                payee=payee,
+            )
         )
 
     def cancel(self, verification_id: str) -> Verification:

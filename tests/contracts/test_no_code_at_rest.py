@@ -24,21 +24,27 @@ async def test_no_code_in_any_store(store: Store) -> None:
     )  # fmt: skip
     otp = Verifier(settings, store, outbox, clock=clock)  # the fixture opens and closes it
     ids = []
+    # Half of them transaction codes, bound to an amount and a payee (kept in the
+    # store beside the tag; the code is not).
+    pay = {"purpose": "transaction", "amount": "25.00", "currency": "GBP", "payee": "Acme Ltd"}
+    bound = [pay if n % 2 else {} for n in range(4)]
     for n in range(4):
-        v = await otp.start(f"+4474{n:02d}123456", client_ip=f"198.51.100.{n + 1}")
+        v = await otp.start(f"+4474{n:02d}123456", client_ip=f"198.51.100.{n + 1}", **bound[n])
         ids.append(v.id)
         code = outbox.last_code(v.to)
         wrong = code[:-1] + str((int(code[-1]) + 1) % 10)
-        await otp.check(wrong, verification_id=v.id)
+        await otp.check(wrong, verification_id=v.id, **bound[n])
+        await otp.check(code, verification_id=v.id, purpose="signup")  # another purpose
     clock.advance(31)
     for vid in ids[:2]:
         await otp.resend(vid)
-    for vid in ids:
+    for vid, kwargs in zip(ids, bound, strict=True):
         v = await otp.get(vid)
-        await otp.check(outbox.last_code(v.to), verification_id=vid)
+        assert (await otp.check(outbox.last_code(v.to), verification_id=vid, **kwargs)).valid
 
     dump = await store.dump()
     assert all(vid in dump for vid in ids)  # the dump is the real contents
+    assert "Acme Ltd" in dump and "transaction" in dump
     codes = {m.code for m in outbox.outbox}
     assert len(codes) == 6
     for code in codes:

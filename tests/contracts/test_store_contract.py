@@ -183,11 +183,37 @@ async def test_create_get_roundtrip_preserves_every_field(store: Store) -> None:
         locale="en-GB",
         code_length=8,
         service_name="Acme",
+        owner="og_0123456789ab",
+        purpose="transaction",
+        amount="1234.50",
+        currency="EUR",
+        payee="Zoë Müller & Söhne (株式会社)",
     )
     await store.create_verification(v)
     got = await store.get_verification(v.id)
     assert got == v
     assert got is not None and type(got.channel) is Channel and type(got.status) is Status
+
+
+async def test_what_a_code_is_for_survives_every_operation(store: Store) -> None:
+    """purpose, amount, currency and payee are kept through a resend, an attempt, an
+    approval, and come back from the pending lists (the engine re-signs resends with
+    them and shows them in answers)."""
+    bound = {"purpose": "transaction", "amount": "25.00", "currency": "GBP", "payee": "Acme"}
+    v = make_v(**bound)
+    await store.create_verification(v)
+    replaced = await store.replace_code(v.id, "k2", "tag-new", T0 + 30, T0 + 630, T0 + 90)
+    ticket = await store.record_attempt(v.id, 5, T0 + 31)
+    listed = await store.list_pending(NUMBER, T0 + 31, owner=None, limit=5)
+    assert await store.approve(v.id, T0 + 32, code_hash="tag-new")
+    approved = await store.get_verification(v.id)
+    assert replaced is not None and ticket is not None and approved is not None
+    for got in (replaced, ticket.verification, *listed, approved):
+        assert (got.purpose, got.amount, got.currency, got.payee) == tuple(bound.values())
+    plain = make_v()
+    await store.create_verification(plain)
+    got = await store.get_verification(plain.id)
+    assert got is not None and (got.purpose, got.amount, got.payee) == ("login", None, None)
 
 
 async def test_roundtrip_optional_fields_none(store: Store) -> None:

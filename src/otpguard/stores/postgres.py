@@ -67,11 +67,13 @@ from .sql import (
     K_COLUMNS,
     SELECT_V,
     V_COLUMNS,
+    V_PLACEHOLDERS,
     alert_from_row,
     api_key_from_row,
     event_conditions,
     tally_from_row,
     verification_from_row,
+    verification_values,
 )
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -354,6 +356,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # about a tenth of every event's bytes.
         "DROP INDEX events_type",
         "DROP INDEX events_country",
+    ),
+    (
+        # "purpose": what a code is for (purpose.py), kept for resends and answers.
+        # NULL in older rows reads as a login code, as their tags are.
+        "ALTER TABLE verifications ADD COLUMN purpose TEXT",
+        "ALTER TABLE verifications ADD COLUMN amount TEXT",
+        "ALTER TABLE verifications ADD COLUMN currency TEXT",
+        "ALTER TABLE verifications ADD COLUMN payee TEXT",
     ),
 )
 
@@ -669,14 +679,9 @@ class PostgresStore(Store):
         await self._rowcount(
             "create_verification",
             f"INSERT INTO verifications ({V_COLUMNS}) VALUES "  # noqa: S608 - constant
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
-                v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
-                v.attempts, v.sends, v.client_ip, v.country, v.locale,
-                v.code_length, v.service_name, v.owner,
-            ),
-        )  # fmt: skip
+            f"({', '.join(['%s'] * V_PLACEHOLDERS)})",
+            verification_values(v),
+        )
 
     async def get_verification(self, verification_id: str) -> Verification | None:
         row = await self._one("get_verification", f"{SELECT_V} WHERE id = %s", (verification_id,))

@@ -70,6 +70,7 @@ from ..models import (
     Status,
     Verification,
 )
+from ..purpose import LOGIN
 from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
 
 VERIFICATION_KEEP = 86_400  # seconds a verification's key outlives its (logical) expiry
@@ -90,6 +91,8 @@ OUR_PARAMS = ("prefix", "max_events", "event_ttl_days", "max_connections", "pool
 V_FLOATS = ("created_at", "updated_at", "expires_at", "resend_available_at")
 V_INTS = ("attempts", "sends", "code_length")
 V_OPTIONAL = ("client_ip", "country", "locale", "service_name", "owner")
+# What a code is for (purpose.py); a hash from before purposes has none: a login code.
+V_BINDING = ("amount", "currency", "payee")
 
 # -- Lua ------------------------------------------------------------------------------
 # Numbers cross into Lua as strings and come back as strings: Lua formats numbers
@@ -672,7 +675,8 @@ def _verification_fields(v: Verification) -> list[str]:
         **{name: _ts(getattr(v, name)) for name in V_FLOATS},
         **{name: str(int(getattr(v, name))) for name in V_INTS},
     }
-    for name in V_OPTIONAL:
+    fields["purpose"] = v.purpose
+    for name in (*V_OPTIONAL, *V_BINDING):
         value = getattr(v, name)
         if value is not None:
             fields[name] = value
@@ -700,6 +704,10 @@ def _verification(raw: dict[str, str] | Sequence[str]) -> Verification:
         code_length=int(h["code_length"]),
         service_name=h.get("service_name"),
         owner=h.get("owner"),
+        purpose=h.get("purpose") or LOGIN,
+        amount=h.get("amount"),
+        currency=h.get("currency"),
+        payee=h.get("payee"),
     )
 
 

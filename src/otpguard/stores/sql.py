@@ -9,13 +9,15 @@ from typing import Any
 
 from ..events import Event
 from ..models import Channel, Status, Verification
+from ..purpose import LOGIN
 from .base import Alert, ApiKey, EventQuery, RefusalTally
 
 V_COLUMNS = (
     "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
     " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
-    " service_name, owner"
+    " service_name, owner, purpose, amount, currency, payee"
 )
+V_PLACEHOLDERS = 22  # how many columns V_COLUMNS names
 SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
 E_FIELDS = (
     "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
@@ -50,7 +52,21 @@ def verification_from_row(row: Sequence[Any]) -> Verification:
         code_length=row[15],
         service_name=row[16],
         owner=row[17],
+        purpose=row[18] or LOGIN,  # NULL: a row from before purposes, a login code
+        amount=row[19],
+        currency=row[20],
+        payee=row[21],
     )
+
+
+def verification_values(v: Verification) -> tuple[Any, ...]:
+    """The values of ``V_COLUMNS`` for an insert, in order."""
+    return (
+        v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
+        v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
+        v.attempts, v.sends, v.client_ip, v.country, v.locale,
+        v.code_length, v.service_name, v.owner, v.purpose, v.amount, v.currency, v.payee,
+    )  # fmt: skip
 
 
 def alert_from_row(row: Sequence[Any], decode: Callable[[Any], Any] = _as_is) -> Alert:

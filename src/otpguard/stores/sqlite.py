@@ -48,11 +48,13 @@ from .sql import (
     K_COLUMNS,
     SELECT_V,
     V_COLUMNS,
+    V_PLACEHOLDERS,
     alert_from_row,
     api_key_from_row,
     event_conditions,
     tally_from_row,
     verification_from_row,
+    verification_values,
 )
 
 T = TypeVar("T")
@@ -182,6 +184,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # about a tenth of every event's bytes.
         "DROP INDEX events_type",
         "DROP INDEX events_country",
+    ),
+    # 5, "purpose": what a code is for (purpose.py), kept for resends and answers.
+    # NULL in older rows reads as a login code, as their tags are.
+    (
+        "ALTER TABLE verifications ADD COLUMN purpose TEXT",
+        "ALTER TABLE verifications ADD COLUMN amount TEXT",
+        "ALTER TABLE verifications ADD COLUMN currency TEXT",
+        "ALTER TABLE verifications ADD COLUMN payee TEXT",
     ),
 )
 
@@ -531,14 +541,9 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 f"INSERT INTO verifications ({V_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    v.id, v.to, v.channel.value, v.status.value, v.key_id, v.code_hash,
-                    v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
-                    v.attempts, v.sends, v.client_ip, v.country, v.locale,
-                    v.code_length, v.service_name, v.owner,
-                ),
-            )  # fmt: skip
+                f"VALUES ({', '.join('?' * V_PLACEHOLDERS)})",
+                verification_values(v),
+            )
 
         await self._run("create_verification", run)
 

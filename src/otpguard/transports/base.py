@@ -21,6 +21,19 @@ SMS_TEMPLATES: dict[str, str] = {
     "de": "{service}-Code: {code}. {minutes} Min. gültig. Teilen Sie diesen Code mit niemandem.",
 }
 
+# A transaction code names what it approves (PSD2's dynamic linking): the amount,
+# written "GBP 25.00" in every language, and the payee.
+TRANSACTION_TEMPLATES: dict[str, str] = {
+    "en": "{service} code: {code} to pay {amount} to {payee}. Valid for {minutes} min. "
+    "Do not share this code with anyone.",
+    "es": "Código de {service}: {code} para pagar {amount} a {payee}. Válido {minutes} min. "
+    "No compartas este código con nadie.",
+    "fr": "Code {service} : {code} pour payer {amount} à {payee}. Valable {minutes} min. "
+    "Ne partagez ce code avec personne.",
+    "de": "{service}-Code: {code} für die Zahlung von {amount} an {payee}. "
+    "{minutes} Min. gültig. Teilen Sie diesen Code mit niemandem.",
+}
+
 # Default locale by the number's country, when the request does not name one.
 COUNTRY_LOCALES: dict[str, str] = {
     "ES": "es",
@@ -63,6 +76,9 @@ class Message:
     ttl_seconds: int  # remaining validity when handed to the transport
     locale: str = "en"
     country: str | None = None
+    # For a transaction code: the amount as shown ("GBP 25.00") and the payee.
+    amount: str | None = None
+    payee: str | None = None
 
     def __repr__(self) -> str:  # a Message in a traceback must not show the code
         return (
@@ -75,6 +91,15 @@ class Message:
         return max(1, -(-self.ttl_seconds // 60))
 
     def render_text(self) -> str:
+        if self.amount is not None and self.payee is not None:
+            template = TRANSACTION_TEMPLATES.get(self.locale, TRANSACTION_TEMPLATES["en"])
+            return template.format(
+                service=self.service_name,
+                code=self.code,
+                minutes=self.minutes,
+                amount=self.amount,
+                payee=self.payee,
+            )
         template = SMS_TEMPLATES.get(self.locale, SMS_TEMPLATES["en"])
         return template.format(service=self.service_name, code=self.code, minutes=self.minutes)
 

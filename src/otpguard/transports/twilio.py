@@ -70,6 +70,13 @@ VOICE_TEMPLATES: dict[str, str] = {
     "fr": "Votre code {service} est : {digits}.",
     "de": "Ihr {service}-Code lautet: {digits}.",
 }
+# A transaction code's call names the amount and the payee, as its SMS does.
+VOICE_TRANSACTION_TEMPLATES: dict[str, str] = {
+    "en": "Your {service} code to pay {amount} to {payee} is: {digits}.",
+    "es": "Su código de {service} para pagar {amount} a {payee} es: {digits}.",
+    "fr": "Votre code {service} pour payer {amount} à {payee} est : {digits}.",
+    "de": "Ihr {service}-Code für die Zahlung von {amount} an {payee} lautet: {digits}.",
+}
 _VOICE_LANGUAGES = {"es": "es-ES", "fr": "fr-FR", "de": "de-DE"}
 _EN_US_COUNTRIES = frozenset({"US", "CA", "PR", "VI", "GU", "AS", "MP", "UM"})
 
@@ -84,9 +91,13 @@ def voice_language(locale: str, country: str | None) -> str:
 def voice_twiml(message: Message) -> str:
     """TwiML that reads the code digit by digit, twice, with a pause between."""
     locale = message.locale if message.locale in VOICE_TEMPLATES else "en"
-    text = VOICE_TEMPLATES[locale].format(
-        service=message.service_name, digits=", ".join(message.code)
-    )
+    digits = ", ".join(message.code)
+    if message.amount is not None and message.payee is not None:
+        text = VOICE_TRANSACTION_TEMPLATES[locale].format(
+            service=message.service_name, digits=digits, amount=message.amount, payee=message.payee
+        )
+    else:
+        text = VOICE_TEMPLATES[locale].format(service=message.service_name, digits=digits)
     language = voice_language(locale, message.country)
     response = VoiceResponse()
     response.say(text, voice="alice", language=language)

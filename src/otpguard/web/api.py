@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -83,7 +83,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class StartRequest(_Strict):
+class AmountIn(_Strict):
+    value: str = Field(
+        max_length=32,
+        description="A positive decimal string such as 25.00 (at most the currency's decimals)",
+    )
+    currency: str = Field(max_length=3, description="ISO 4217 code: EUR, GBP, USD, JPY, ...")
+
+
+class BoundArgs(TypedDict):
+    purpose: str | None
+    amount: str | None
+    currency: str | None
+    payee: str | None
+
+
+class _Bound(_Strict):
+    """What a code is for; a check names the same as its start (docs/integrating.md,
+    "Codes bound to a purpose")."""
+
+    purpose: str | None = Field(
+        None,
+        max_length=32,
+        description="login (the default), transaction, password_reset, signup or your own "
+        "name (a-z 0-9 _)",
+    )
+    amount: AmountIn | None = Field(None, description="For a transaction: the amount to pay")
+    payee: str | None = Field(
+        None, max_length=256, description="For a transaction: who is paid (named in the message)"
+    )
+
+    def bound(self) -> BoundArgs:
+        """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
+        return {
+            "purpose": self.purpose,
+            "amount": self.amount.value if self.amount else None,
+            "currency": self.amount.currency if self.amount else None,
+            "payee": self.payee,
+        }
+
+
+class StartRequest(_Bound):
     to: str = Field(max_length=64, description="Phone number, E.164 preferred: +447400123456")
     channel: Literal["sms", "whatsapp", "voice"] = "sms"
     client_ip: str | None = Field(
@@ -105,7 +145,7 @@ class ResendRequest(_Strict):
     client_ip: str | None = Field(None, max_length=64)
 
 
-class CheckRequest(_Strict):
+class CheckRequest(_Bound):
     id: str | None = Field(None, max_length=64, description="The verification id")
     to: str | None = Field(
         None,
@@ -117,11 +157,19 @@ class CheckRequest(_Strict):
     client_ip: str | None = Field(None, max_length=64)
 
 
+class AmountOut(BaseModel):
+    value: str = Field(description="In canonical form: exactly the currency's decimals")
+    currency: str
+
+
 class VerificationOut(BaseModel):
     id: str
     to: str = Field(description="The number, masked")
     channel: str
     status: str
+    purpose: str = Field(description="What the code is for; its check must name the same")
+    amount: AmountOut | None = None
+    payee: str | None = None
     created_at: str
     expires_at: str
     resend_available_at: str
@@ -180,6 +228,9 @@ def out(engine: Verifier, v: Verification) -> VerificationOut:
         to=mask_number(v.to),
         channel=v.channel.value,
         status=v.status.value,
+        purpose=v.purpose,
+        amount=AmountOut(value=v.amount, currency=v.currency) if v.amount and v.currency else None,
+        payee=v.payee,
         created_at=iso(v.created_at),
         expires_at=iso(v.expires_at),
         resend_available_at=iso(v.resend_available_at),
@@ -206,6 +257,7 @@ async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> V
         challenge_token=body.challenge_token,
         account_id=body.account_id,
         owner=key.id,
+        **body.bound(),
     )
     return out(engine, v)
 
@@ -226,6 +278,7 @@ async def check_verification(body: CheckRequest, engine: Engine, key: Auth) -> C
             client_ip=body.client_ip,
             started=started,
             owner=tenant_of(key),
+            **body.bound(),
         )
     except OtpguardError:
         await engine.pad_failed_check(started)

@@ -11,10 +11,12 @@ events) with otpguard's defaults (5-minute expiry, 3 sends per 10 minutes)::
     POST   /v2/Services/{ServiceSid}                      update FriendlyName, CodeLength
     DELETE /v2/Services/{ServiceSid}                      delete it (204)
     POST   /v2/Services/{ServiceSid}/Verifications        To, Channel, Locale,
-                                                          CustomFriendlyName, DeviceIp (201)
+                                                          CustomFriendlyName, DeviceIp,
+                                                          Amount, Payee (201)
     GET    /v2/Services/{ServiceSid}/Verifications/{Sid}  fetch a verification
     POST   /v2/Services/{ServiceSid}/Verifications/{Sid}  Status=canceled
-    POST   /v2/Services/{ServiceSid}/VerificationCheck    Code and To or VerificationSid
+    POST   /v2/Services/{ServiceSid}/VerificationCheck    Code and To or VerificationSid,
+                                                          Amount, Payee
 
 Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.md):
 
@@ -28,8 +30,14 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
 * **Status=approved is refused** (60200): otpguard has no custom codes, and an
   out-of-band approval would let anyone holding an API key approve any pending
   verification without its code.
-* **Parameters otpguard cannot honour** (CustomCode, CustomMessage, Amount, Payee,
-  RateLimits, ...) are refused with 60200 naming them, never silently ignored.
+* **Parameters otpguard cannot honour** (CustomCode, CustomMessage, RateLimits, ...)
+  are refused with 60200 naming them, never silently ignored.
+* **Amount and Payee** (Twilio's PSD2 fields) are taken on any service, both or
+  neither (one alone: 60206): the code becomes a ``transaction`` code bound to them
+  (``purpose.py``), its message names them, and a check must carry the same two (a
+  mismatch is a wrong code). Amount names its currency: ``EUR 39.99``, ``39.99 EUR``,
+  ``€39.99`` or ``£25``; it is shown back as ``EUR 39.99``. There is no Psd2Enabled
+  flag: a service never demands them.
 * **Each create is a new verification** with a new sid (Twilio re-sends on the
   pending one); a check by ``To`` tries the number's newest pending ones under
   the service (at most 5), and every failure by ``To`` is 20404, counted.
@@ -86,6 +94,7 @@ from ..errors import (
 from ..limits import UNKNOWN_IP
 from ..models import Channel, Status, Verification
 from ..phone import parse
+from ..purpose import DEFAULT, TRANSACTION, Binding, canonical_payee, parse_display_amount
 from ..service import VERIFICATION_GRACE, Verifier
 from ..stores.base import ApiKey
 from .api import iso, tenant_of
@@ -97,6 +106,7 @@ log = logging.getLogger("otpguard.web.verify_compat")
 INVALID_PARAMETER = 60200
 MAX_CHECK_ATTEMPTS = 60202
 MAX_SEND_ATTEMPTS = 60203
+PSD2_REQUIRED = 60206
 LANDLINE = 60205
 FRAUD_BLOCKED = 60410
 GEO_BLOCKED = 60605
@@ -249,6 +259,23 @@ async def _form(request: Request, allowed: frozenset[str]) -> dict[str, str]:
             raise invalid(name, "given more than once")
         form[name] = value
     return form
+
+
+def _psd2(form: dict[str, str]) -> Binding:
+    """Twilio's PSD2 ``Amount`` and ``Payee``: both or neither, a transaction's binding."""
+    if "Amount" not in form and "Payee" not in form:
+        return DEFAULT
+    if not form.get("Amount") or not form.get("Payee"):
+        raise TwilioError(PSD2_REQUIRED, 400, "'Amount' & 'Payee' params are required")
+    try:
+        amount, currency = parse_display_amount(form["Amount"])
+    except InvalidRequest as exc:
+        raise invalid("Amount", exc.message) from None
+    try:
+        payee = canonical_payee(form["Payee"])
+    except InvalidRequest as exc:
+        raise invalid("Payee", exc.message) from None
+    return Binding(TRANSACTION, amount, currency, payee)
 
 
 def _required(form: dict[str, str], name: str) -> str:
@@ -456,8 +483,8 @@ def _verification_out(
                 "type": _LINE_TYPES.get(number_type, number_type),
             }
         },
-        "amount": None,
-        "payee": None,
+        "amount": v.binding.display_amount,
+        "payee": v.payee,
         # The first send; each Twilio "create" is a new otpguard verification.
         "send_code_attempts": [
             {"attempt_sid": "VL" + v.id[2:], "channel": channel, "time": iso(v.created_at)}
@@ -479,8 +506,8 @@ def _check_out(svc: VerifyService, key: ApiKey, v: Verification, valid: bool) ->
         "channel": _CHANNEL_NAMES[v.channel],
         "status": status.value,
         "valid": valid,
-        "amount": None,
-        "payee": None,
+        "amount": v.binding.display_amount,
+        "payee": v.payee,
         "date_created": iso(v.created_at),
         "date_updated": iso(v.updated_at),
         "sna_attempts_error_codes": [],
@@ -492,8 +519,10 @@ def _check_out(svc: VerifyService, key: ApiKey, v: Verification, valid: bool) ->
 router = APIRouter(route_class=_TwilioRoute, include_in_schema=False)
 
 _SERVICE_FIELDS = frozenset({"FriendlyName", "CodeLength"})
-_START_FIELDS = frozenset({"To", "Channel", "Locale", "CustomFriendlyName", "DeviceIp"})
-_CHECK_FIELDS = frozenset({"Code", "To", "VerificationSid"})
+_START_FIELDS = frozenset(
+    {"To", "Channel", "Locale", "CustomFriendlyName", "DeviceIp", "Amount", "Payee"}
+)
+_CHECK_FIELDS = frozenset({"Code", "To", "VerificationSid", "Amount", "Payee"})
 _UPDATE_FIELDS = frozenset({"Status"})
 
 
@@ -578,6 +607,7 @@ async def create_verification(request: Request, service_sid: str) -> Response:
         # A service saved before names were restricted: its name no longer goes out.
         raise invalid("FriendlyName", f"update the service's FriendlyName: {NAME_RULE}")
     device_ip = form.get("DeviceIp") or None
+    bound = _psd2(form)
     try:
         v = await engine.start(
             to,
@@ -587,6 +617,10 @@ async def create_verification(request: Request, service_sid: str) -> Response:
             code_length=svc.code_length,
             service_name=name or svc.friendly_name,
             owner=key.id,
+            purpose=bound.purpose,
+            amount=bound.amount,
+            currency=bound.currency,
+            payee=bound.payee,
         )
     except InvalidRequest as exc:
         if isinstance(exc, InvalidPhoneNumber):
@@ -661,8 +695,9 @@ async def _check(
         raise invalid("Code", "6 to 10 digits")
     if ("To" in form) == ("VerificationSid" in form):
         raise invalid("To", "give exactly one of To or VerificationSid")
+    b = _psd2(form)
     if "To" in form:
-        return await _check_number(request, engine, key, svc, code, form["To"], started)
+        return await _check_number(request, engine, key, svc, code, form["To"], started, b)
     vid = await _owned(request, engine, svc, form["VerificationSid"])
     before = await engine.get(vid, owner=tenant_of(key))
     if before.status is Status.MAX_ATTEMPTS_REACHED:
@@ -674,7 +709,15 @@ async def _check(
         # that started the verification (DeviceIp), not a bucket shared by all.
         ip = before.client_ip if before.client_ip not in (None, UNKNOWN_IP) else None
         result = await engine.check(
-            code, verification_id=vid, client_ip=ip, started=started, owner=tenant_of(key)
+            code,
+            verification_id=vid,
+            client_ip=ip,
+            started=started,
+            owner=tenant_of(key),
+            purpose=b.purpose,
+            amount=b.amount,
+            currency=b.currency,
+            payee=b.payee,
         )
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
@@ -694,6 +737,7 @@ async def _check_number(
     code: str,
     to: str,
     started: float,
+    bound: Binding,
 ) -> tuple[Response, bool]:
     """A check by To: the number's newest pending verifications of this service, newest
     first. Every failure (no pending code, wrong code, a code of another length,
@@ -712,7 +756,16 @@ async def _check_number(
     try:
         # Twilio's check carries no end-user IP: only the per-number cap applies.
         result = await engine.check(
-            code, to=to, started=started, owner=tenant_of(key), select=in_service, per_ip=False
+            code,
+            to=to,
+            started=started,
+            owner=tenant_of(key),
+            select=in_service,
+            per_ip=False,
+            purpose=bound.purpose,
+            amount=bound.amount,
+            currency=bound.currency,
+            payee=bound.payee,
         )
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
