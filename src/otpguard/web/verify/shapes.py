@@ -1,0 +1,103 @@
+"""The JSON bodies of /v2 resources, in the fields and types the twilio SDK reads.
+
+``to`` is the full E.164 number, as Twilio returns it: the caller sent it, and the
+``/v1`` API keeps masking. Codes never appear in a response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from ...models import Status, Verification
+from ...phone import parse
+from ...service import Verifier
+from ...stores.base import ApiKey
+from ..api import iso
+from .forms import CHANNEL_NAMES, account_sid, base_url
+from .services import VerifyService
+
+_LINE_TYPES = {"mobile": "mobile", "fixed_line": "landline", "voip": "voip"}
+
+
+def service_out(request: Request, svc: VerifyService) -> dict[str, Any]:
+    url = f"{base_url(request)}/v2/Services/{svc.sid}"
+    return {
+        "sid": svc.sid,
+        "account_sid": svc.account_sid,
+        "friendly_name": svc.friendly_name,
+        "code_length": svc.code_length,
+        "lookup_enabled": False,
+        "psd2_enabled": False,
+        "skip_sms_to_landlines": True,  # otpguard's destination policy refuses them
+        "dtmf_input_required": False,
+        "tts_name": None,
+        "do_not_share_warning_enabled": False,
+        "custom_code_enabled": False,
+        "push": {},
+        "totp": {},
+        "default_template_sid": None,
+        "whatsapp": {},
+        "verify_event_subscription_enabled": False,
+        "date_created": iso(svc.created_at),
+        "date_updated": iso(svc.updated_at),
+        "url": url,
+        "links": {
+            "verifications": f"{url}/Verifications",
+            "verification_checks": f"{url}/VerificationCheck",
+        },
+    }
+
+
+def verification_out(
+    request: Request, engine: Verifier, svc: VerifyService, key: ApiKey, v: Verification
+) -> dict[str, Any]:
+    number_type = parse(v.to, engine.settings.default_region).type
+    channel = CHANNEL_NAMES[v.channel]
+    return {
+        "sid": v.id,
+        "service_sid": svc.sid,
+        "account_sid": account_sid(key),
+        "to": v.to,
+        "channel": channel,
+        "status": v.status.value,
+        "valid": v.status is Status.APPROVED,
+        "lookup": {
+            "carrier": {
+                "error_code": None,
+                "name": None,
+                "mobile_country_code": None,
+                "mobile_network_code": None,
+                "type": _LINE_TYPES.get(number_type, number_type),
+            }
+        },
+        "amount": None,
+        "payee": None,
+        # The first send; each Twilio "create" is a new otpguard verification.
+        "send_code_attempts": [
+            {"attempt_sid": "VL" + v.id[2:], "channel": channel, "time": iso(v.created_at)}
+        ],
+        "date_created": iso(v.created_at),
+        "date_updated": iso(v.updated_at),
+        "sna": None,
+        "url": f"{base_url(request)}/v2/Services/{svc.sid}/Verifications/{v.id}",
+    }
+
+
+def check_out(svc: VerifyService, key: ApiKey, v: Verification, valid: bool) -> dict[str, Any]:
+    status = v.status if not valid else Status.APPROVED
+    return {
+        "sid": v.id,
+        "service_sid": svc.sid,
+        "account_sid": account_sid(key),
+        "to": v.to,
+        "channel": CHANNEL_NAMES[v.channel],
+        "status": status.value,
+        "valid": valid,
+        "amount": None,
+        "payee": None,
+        "date_created": iso(v.created_at),
+        "date_updated": iso(v.updated_at),
+        "sna_attempts_error_codes": [],
+    }
