@@ -102,6 +102,11 @@ class VerifyServer:
         client.verify.base_url = self.url
         return client
 
+    def other_key_client(self) -> Client:
+        """The SDK with a second API key of its own: another tenant."""
+        _, key = self.run(create_api_key(self.verifier.store, "other", ("verify",), 0.0))
+        return self.client("og_" + key.split("_")[1], key)
+
     def event_types(self) -> list[str]:
         return [e.type for e in self.run(self.verifier.store.list_events(EventQuery(limit=500)))]
 

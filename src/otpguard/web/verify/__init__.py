@@ -45,7 +45,7 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
 Errors are Twilio's shape ``{"code", "message", "more_info", "status"}``: each
 route catches every error itself (:class:`errors.TwilioRoute`), so the app-wide
 ``{"error": {...}}`` handlers stay untouched. A path or method no route serves
-is answered by the app (``{"error": {"code": "not_found"}}``), as for ``/v1``.
+is Twilio's 20404 or 20004 too (:mod:`.fallback`), never otpguard's own body.
 
 The package, one concern a module: ``errors`` (Twilio's error shape and the
 translation of otpguard's), ``forms`` (form body, Basic auth, restricted values),
@@ -59,10 +59,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import checks, routes
+from . import checks, fallback, routes
 
 
 def install(app: FastAPI) -> None:
     """EXTENSIONS hook: the Twilio Verify-compatible routes under /v2."""
     app.include_router(routes.router, prefix="/v2")
     app.include_router(checks.router, prefix="/v2")
+    app.include_router(fallback.router, prefix="/v2")  # last: what no route above serves

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from ...errors import InvalidPhoneNumber, InvalidRequest
 from ...models import Status
 from ...service import VERIFICATION_GRACE
+from ...transports.base import SMS_TEMPLATES
 from .errors import TwilioRoute, invalid, not_found
 from .forms import (
     CHANNELS,
@@ -23,12 +24,15 @@ from .forms import (
     read_form,
     required,
 )
+from .paging import page_body, page_request
 from .services import (
     OWNER_KEY,
     SERVICE_KEY,
     AuthDep,
     ServiceDep,
     VerifyService,
+    index_service,
+    list_services,
     owned,
     save_service,
 )
@@ -36,15 +40,37 @@ from .shapes import service_out, verification_out
 
 router = APIRouter(route_class=TwilioRoute, include_in_schema=False)
 
-_SERVICE_FIELDS = frozenset({"FriendlyName", "CodeLength"})
+# What otpguard always does, accepted when asked for and refused when asked against:
+# every message says not to share the code, and landlines never get an SMS.
+_ALWAYS = {"DoNotShareWarningEnabled": "true", "SkipSmsToLandlines": "true"}
+_SERVICE_FIELDS = frozenset({"FriendlyName", "CodeLength", *_ALWAYS})
 _START_FIELDS = frozenset({"To", "Channel", "Locale", "CustomFriendlyName", "DeviceIp"})
 _UPDATE_FIELDS = frozenset({"Status"})
+
+
+async def _service_form(request: Request) -> dict[str, str]:
+    form = await read_form(request, _SERVICE_FIELDS)
+    for name, value in _ALWAYS.items():
+        if name in form and form[name].lower() != value:
+            raise invalid(name, f"otpguard always behaves as {name}={value}")
+    return form
+
+
+@router.get("/Services")
+async def list_all_services(request: Request, who: AuthDep) -> Response:
+    """The key's services, oldest first, in Twilio's pages."""
+    req = page_request(request, frozenset())
+    services = await list_services(who.engine, account_sid(who.key))
+    start = req.page * req.size
+    items = [service_out(request, svc) for svc in services[start : start + req.size]]
+    has_next = start + req.size < len(services)
+    return JSONResponse(page_body(request, "services", items, req, None, has_next))
 
 
 @router.post("/Services")
 async def create_service(request: Request, who: AuthDep) -> Response:
     engine = who.engine
-    form = await read_form(request, _SERVICE_FIELDS)
+    form = await _service_form(request)
     required(form, "FriendlyName")
     length = form.get("CodeLength")
     now = engine.clock()
@@ -56,6 +82,7 @@ async def create_service(request: Request, who: AuthDep) -> Response:
         created_at=now,
         updated_at=now,
     )
+    await index_service(engine, svc)  # first: a service over the cap is never saved
     await save_service(engine, svc)
     return JSONResponse(service_out(request, svc), status_code=201)
 
@@ -67,13 +94,15 @@ async def fetch_service(request: Request, call: ServiceDep) -> Response:
 
 @router.post("/Services/{service_sid}")
 async def update_service(request: Request, call: ServiceDep) -> Response:
-    form = await read_form(request, _SERVICE_FIELDS)
+    form = await _service_form(request)
     changes: dict[str, Any] = {"updated_at": call.engine.clock()}
     if "FriendlyName" in form:
         changes["friendly_name"] = friendly_name(form, "FriendlyName")
     if "CodeLength" in form:
         changes["code_length"] = code_length(form["CodeLength"])
     svc = VerifyService(**{**asdict(call.service), **changes})
+    if svc.account_sid == account_sid(call.key):
+        await index_service(call.engine, svc)  # a service made before lists existed
     await save_service(call.engine, svc)
     return JSONResponse(service_out(request, svc))
 
@@ -94,13 +123,7 @@ async def create_verification(request: Request, call: ServiceDep) -> Response:
     channel = CHANNELS.get(required(form, "Channel"))
     if channel is None:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")
-    locale = form.get("Locale") or None
-    if locale is not None and (
-        len(locale) > 16
-        or not locale.isascii()
-        or not locale.replace("-", "").replace("_", "").isalnum()
-    ):
-        raise invalid("Locale", "a language tag like en or fr-FR")
+    locale = _locale(form.get("Locale") or None)
     name = friendly_name(form, "CustomFriendlyName") if "CustomFriendlyName" in form else None
     if name is None and not name_is_safe(svc.friendly_name):
         # A service saved before names were restricted: its name no longer goes out.
@@ -125,6 +148,19 @@ async def create_verification(request: Request, call: ServiceDep) -> Response:
     # Which service it belongs to, kept as long as the verification itself.
     await engine.store.set_flag(OWNER_KEY + v.id, svc.sid, v.expires_at + VERIFICATION_GRACE)
     return JSONResponse(verification_out(request, engine, svc, key, v), status_code=201)
+
+
+def _locale(raw: str | None) -> str | None:
+    """A language otpguard has messages in (``en``), or one of its regions (``en-GB``)."""
+    if raw is None:
+        return None
+    lang, _, region = raw.replace("_", "-").partition("-")
+    if lang not in SMS_TEMPLATES or not (
+        region == "" or (len(region) == 2 and region.isascii() and region.isalpha())
+    ):
+        languages = ", ".join(sorted(SMS_TEMPLATES))
+        raise invalid("Locale", f"otpguard sends messages in {languages} (or xx-YY of them)")
+    return raw
 
 
 @router.get("/Services/{service_sid}/Verifications/{verification_sid}")

@@ -21,16 +21,21 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ...models import RateRule
 from ...service import Verifier
 from ...stores.base import ApiKey
 from ..api import tenant_of
-from .errors import not_found
+from .errors import TwilioError, invalid, not_found
 from .forms import account_sid, authenticate
 
 FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
 # The flag prefixes keep the old module name: services already stored stay found.
 SERVICE_KEY = "verify_compat:service:"
 OWNER_KEY = "verify_compat:verification:"
+INDEX_KEY = "verify_compat:services_of:"  # + account SID: its services' SIDs, as JSON
+MAX_SERVICES = 100  # per API key: the index is one flag, read whole for a list
+TOO_MANY_REQUESTS = 20429
+_INDEX_LOCK_SECONDS = 10
 
 _SERVICE_SID = re.compile(r"^VA[0-9a-f]{32}$")
 _VERIFICATION_SID = re.compile(r"^VE[0-9a-f]{32}$")
@@ -81,6 +86,52 @@ async def load_service(request: Request, engine: Verifier, sid: str, key: ApiKey
 
 async def save_service(engine: Verifier, svc: VerifyService) -> None:
     await engine.store.set_flag(SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
+
+
+# The store has no way to list flags, so each account keeps an index: one flag, its
+# value the JSON list of its service SIDs in order of creation. Two creates under one
+# key must not both read the old list and each write it back without the other's
+# SID, so the read-modify-write runs under a lock made of the store's atomic
+# ``hit``: one entry allowed per window under the account's lock key, given back
+# when the index is written (a crashed writer's lock lapses with the window). A
+# create that finds the lock taken is Twilio's 20429, to be retried.
+
+
+async def service_sids(engine: Verifier, account: str) -> list[str]:
+    raw = await engine.store.get_flag(INDEX_KEY + account, engine.clock())
+    return [str(sid) for sid in json.loads(raw)] if raw else []
+
+
+async def index_service(engine: Verifier, svc: VerifyService) -> None:
+    """Add ``svc`` to its account's index (once; live services only are kept)."""
+    now = engine.clock()
+    lock = RateRule("verify_services", INDEX_KEY + "lock:" + svc.account_sid, 1,
+                    _INDEX_LOCK_SECONDS)  # fmt: skip
+    taken = await engine.store.hit([lock], now)
+    if not taken.allowed:
+        raise TwilioError(
+            TOO_MANY_REQUESTS, 429, "Too Many Requests", {"Retry-After": str(_INDEX_LOCK_SECONDS)}
+        )
+    try:
+        sids = await service_sids(engine, svc.account_sid)
+        live = await engine.store.get_flags([SERVICE_KEY + s for s in sids], now) if sids else {}
+        sids = [s for s in sids if SERVICE_KEY + s in live and s != svc.sid]
+        if len(sids) >= MAX_SERVICES:
+            raise invalid("FriendlyName", f"at most {MAX_SERVICES} services per API key")
+        sids.append(svc.sid)
+        await engine.store.set_flag(
+            INDEX_KEY + svc.account_sid, json.dumps(sids, separators=(",", ":")), FOREVER
+        )
+    finally:
+        await engine.store.release([lock.key], now)
+
+
+async def list_services(engine: Verifier, account: str) -> list[VerifyService]:
+    """The account's live services, oldest first."""
+    sids = await service_sids(engine, account)
+    keys = [SERVICE_KEY + sid for sid in sids]
+    found = await engine.store.get_flags(keys, engine.clock()) if keys else {}
+    return [VerifyService.from_json(found[k]) for k in keys if k in found]
 
 
 async def owned(

@@ -33,7 +33,7 @@ def service_out(request: Request, svc: VerifyService) -> dict[str, Any]:
         "skip_sms_to_landlines": True,  # otpguard's destination policy refuses them
         "dtmf_input_required": False,
         "tts_name": None,
-        "do_not_share_warning_enabled": False,
+        "do_not_share_warning_enabled": True,  # every template says so
         "custom_code_enabled": False,
         "push": {},
         "totp": {},
