@@ -5,10 +5,14 @@ twilio SDK (the server and the SDK set-up are tests/test_verify_compat.py's)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from twilio.base.exceptions import TwilioException
+from twilio.rest import Client
+from twilio.rest.verify.v2.service import ServiceContext
 
+from otpguard.clock import ManualClock
 from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE, ApiClient
@@ -139,3 +143,119 @@ async def test_unknown_query_parameter_on_a_list_is_refused(api: ApiClient) -> N
 async def test_page_size_is_checked(api: ApiClient, size: str) -> None:
     r = await api.http.get("/v2/Services", params={"PageSize": size}, headers=twilio_auth(api))
     assert r.status_code == 400 and r.json()["code"] == 60200
+
+
+# -- resend, as Twilio does it ------------------------------------------------------------
+
+
+def _service(client: Client) -> ServiceContext:
+    return client.verify.v2.services(client.verify.v2.services.create(friendly_name="Acme").sid)
+
+
+def _wrong(*codes: str) -> str:
+    return next(c for c in ("000000", "111111", "222222", "333333") if c not in codes)
+
+
+def test_sdk_resend_keeps_the_sid_and_every_code_sent(
+    server: VerifyServer, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    client = server.client()
+    svc = _service(client)
+    first = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    first_code = outbox.last_code(UK_MOBILE)
+    clock.advance(30)  # the resend cooldown
+    again = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    second_code = outbox.last_code(UK_MOBILE)
+    assert again.sid == first.sid and second_code != first_code
+    assert [m.verification_id for m in outbox.sent_to(UK_MOBILE)] == [first.sid] * 2
+    assert again.send_code_attempts is not None and len(again.send_code_attempts) == 2
+    times = [a["time"] for a in again.send_code_attempts]
+    assert times == sorted(times) and len({a["attempt_sid"] for a in again.send_code_attempts}) == 2
+    # The first SMS's code, by To: approved, and no wrong attempt counted anywhere.
+    check = svc.verification_checks.create(to=UK_MOBILE, code=first_code)
+    assert (check.sid, check.status, check.valid) == (first.sid, "approved", True)
+    assert "check.failed" not in server.event_types()
+    assert "verification.resent" in server.event_types()
+
+
+def test_sdk_every_code_of_a_resent_verification_works_by_sid_too(
+    server: VerifyServer, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    client = server.client()
+    svc = _service(client)
+    v = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    clock.advance(30)
+    svc.verifications.create(to=UK_MOBILE, channel="sms")
+    first_code, second_code = (m.code for m in outbox.sent_to(UK_MOBILE))
+    wrong = _wrong(first_code, second_code)
+    assert svc.verification_checks.create(code=wrong, verification_sid=v.sid).status == "pending"
+    check = svc.verification_checks.create(code=first_code, verification_sid=v.sid)
+    assert (check.status, check.valid) == ("approved", True)
+    err = raises_twilio(
+        lambda: svc.verification_checks.create(code=second_code, verification_sid=v.sid)
+    )
+    assert (err.status, err.code) == (404, 20404)  # approved once, for good
+
+
+def test_sdk_a_resend_does_not_extend_the_verification(
+    server: VerifyServer, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    client = server.client()
+    svc = _service(client)
+    v = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    clock.advance(240)
+    svc.verifications.create(to=UK_MOBILE, channel="sms")
+    resent = outbox.sent_to(UK_MOBILE)[-1]
+    assert resent.verification_id == v.sid and resent.ttl_seconds == 60
+    clock.advance(60)  # 5 minutes after the first send: every code of it has expired
+    for message in outbox.sent_to(UK_MOBILE):
+        err = raises_twilio(
+            lambda m=message: svc.verification_checks.create(to=UK_MOBILE, code=m.code)
+        )
+        assert (err.status, err.code) == (404, 20404)
+    assert svc.verifications(v.sid).fetch().status == "expired"
+    assert svc.verifications.create(to=UK_MOBILE, channel="sms").sid != v.sid
+
+
+def test_sdk_another_channel_is_another_verification(
+    server: VerifyServer, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    client = server.client()
+    svc = _service(client)
+    sms = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    clock.advance(30)
+    call = svc.verifications.create(to=UK_MOBILE, channel="call")
+    assert call.sid != sms.sid and call.channel == "call"
+    sms_code = outbox.sent_to(UK_MOBILE)[0].code
+    assert svc.verification_checks.create(to=UK_MOBILE, code=sms_code).sid == sms.sid
+
+
+def test_sdk_five_sends_per_verification_at_most(
+    server_factory: Callable[..., VerifyServer], outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    server = server_factory(limit_phone="10/10m", resend_cooldown=0)
+    svc = _service(server.client())
+    sids = {svc.verifications.create(to=UK_MOBILE, channel="sms").sid for _ in range(5)}
+    assert len(sids) == 1 and len(outbox.sent_to(UK_MOBILE)) == 5
+    err = raises_twilio(lambda: svc.verifications.create(to=UK_MOBILE, channel="sms"))
+    assert (err.status, err.code) == (429, 60203)
+    assert len(outbox.sent_to(UK_MOBILE)) == 5
+    codes = [m.code for m in outbox.sent_to(UK_MOBILE)]
+    assert svc.verification_checks.create(to=UK_MOBILE, code=codes[0]).valid is True
+
+
+def test_sdk_check_by_number_after_lock_out_is_60202(
+    server: VerifyServer, outbox: MemoryTransport
+) -> None:
+    svc = _service(server.client())
+    v = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    code = outbox.last_code(UK_MOBILE)
+    wrong = _wrong(code)
+    for _ in range(4):
+        err = raises_twilio(lambda: svc.verification_checks.create(to=UK_MOBILE, code=wrong))
+        assert (err.status, err.code) == (404, 20404)
+    err = raises_twilio(lambda: svc.verification_checks.create(to=UK_MOBILE, code=wrong))
+    assert (err.status, err.code) == (429, 60202)  # the fifth wrong code locked it
+    err = raises_twilio(lambda: svc.verification_checks.create(to=UK_MOBILE, code=code))
+    assert (err.status, err.code) == (429, 60202)
+    assert svc.verifications(v.sid).fetch().status == "max_attempts_reached"

@@ -16,10 +16,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...errors import InvalidPhoneNumber, InvalidRequest, OtpguardError
+from ...errors import InvalidPhoneNumber, InvalidRequest, NotFound, OtpguardError
 from ...limits import UNKNOWN_IP
 from ...models import Status, Verification
 from ...phone import parse
+from . import sending
 from .errors import MAX_CHECK_ATTEMPTS, TwilioError, TwilioRoute, invalid, not_found
 from .forms import read_form, required
 from .services import OWNER_KEY, AuthDep, ServiceCall, load_service, owned
@@ -94,9 +95,11 @@ async def _check(request: Request, call: CheckCall) -> tuple[Response, bool]:
 
 async def _check_number(call: CheckCall, code: str, to: str) -> tuple[Response, bool]:
     """A check by To: the number's newest pending verifications of this service, newest
-    first. Every failure (no pending code, wrong code, a code of another length,
-    locked) is the same 20404, counted under the per-number cap: unlike Twilio's, the
-    answer does not say whether the number has a pending verification."""
+    first (one, unless the number has pending ones on several channels). Every failure
+    (no pending code, wrong code, a code of another length) is the same 20404, counted
+    under the per-number cap: unlike Twilio's, the answer does not say whether the
+    number has a pending verification. Once the number's verification is locked
+    (max_attempts_reached, until it expires) it is Twilio's 60202."""
     engine, svc = call.engine, call.service
     try:
         parse(to, engine.settings.default_region)
@@ -120,4 +123,9 @@ async def _check_number(call: CheckCall, code: str, to: str) -> tuple[Response, 
         )
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
+    except NotFound:
+        latest = await sending.current(call, to)
+        if latest is not None and latest.status is Status.MAX_ATTEMPTS_REACHED:
+            raise TwilioError(MAX_CHECK_ATTEMPTS, 429, "Max check attempts reached") from None
+        raise
     return JSONResponse(check_out(svc, call.key, result.verification, True)), True

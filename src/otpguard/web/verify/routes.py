@@ -10,9 +10,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...errors import InvalidPhoneNumber, InvalidRequest
-from ...models import Status
-from ...service import VERIFICATION_GRACE
+from ...models import Status, Verification
 from ...transports.base import SMS_TEMPLATES
+from . import sending
 from .errors import TwilioRoute, invalid, not_found
 from .forms import (
     CHANNELS,
@@ -26,9 +26,9 @@ from .forms import (
 )
 from .paging import page_body, page_request
 from .services import (
-    OWNER_KEY,
     SERVICE_KEY,
     AuthDep,
+    ServiceCall,
     ServiceDep,
     VerifyService,
     index_service,
@@ -117,7 +117,7 @@ async def delete_service(call: ServiceDep) -> Response:
 
 @router.post("/Services/{service_sid}/Verifications")
 async def create_verification(request: Request, call: ServiceDep) -> Response:
-    engine, svc, key = call.engine, call.service, call.key
+    svc = call.service
     form = await read_form(request, _START_FIELDS)
     to = required(form, "To")
     channel = CHANNELS.get(required(form, "Channel"))
@@ -130,14 +130,8 @@ async def create_verification(request: Request, call: ServiceDep) -> Response:
         raise invalid("FriendlyName", f"update the service's FriendlyName: {NAME_RULE}")
     device_ip = form.get("DeviceIp") or None
     try:
-        v = await engine.start(
-            to,
-            channel,
-            client_ip=device_ip,
-            locale=locale,
-            code_length=svc.code_length,
-            service_name=name or svc.friendly_name,
-            owner=key.id,
+        v = await sending.send(
+            call, to, channel, device_ip=device_ip, locale=locale, name=name or svc.friendly_name
         )
     except InvalidRequest as exc:
         if isinstance(exc, InvalidPhoneNumber):
@@ -145,9 +139,7 @@ async def create_verification(request: Request, call: ServiceDep) -> Response:
         raise invalid(
             "DeviceIp" if "client_ip" in exc.message else "request", exc.message
         ) from None
-    # Which service it belongs to, kept as long as the verification itself.
-    await engine.store.set_flag(OWNER_KEY + v.id, svc.sid, v.expires_at + VERIFICATION_GRACE)
-    return JSONResponse(verification_out(request, engine, svc, key, v), status_code=201)
+    return await _verification(request, call, v, status_code=201)
 
 
 def _locale(raw: str | None) -> str | None:
@@ -166,8 +158,7 @@ def _locale(raw: str | None) -> str | None:
 @router.get("/Services/{service_sid}/Verifications/{verification_sid}")
 async def fetch_verification(request: Request, call: ServiceDep, verification_sid: str) -> Response:
     vid = await owned(request, call.engine, call.service, verification_sid)
-    v = await call.engine.get(vid, owner=call.tenant)
-    return JSONResponse(verification_out(request, call.engine, call.service, call.key, v))
+    return await _verification(request, call, await call.engine.get(vid, owner=call.tenant))
 
 
 @router.post("/Services/{service_sid}/Verifications/{verification_sid}")
@@ -188,5 +179,12 @@ async def update_verification(
     v = await engine.get(vid, owner=call.tenant)
     if v.status is not Status.PENDING:
         raise not_found(request)  # Twilio: a finished verification is gone
-    v = await engine.cancel(vid, owner=call.tenant)
-    return JSONResponse(verification_out(request, engine, call.service, call.key, v))
+    return await _verification(request, call, await engine.cancel(vid, owner=call.tenant))
+
+
+async def _verification(
+    request: Request, call: ServiceCall, v: Verification, status_code: int = 200
+) -> Response:
+    sends = await sending.send_times(call.engine, v)
+    body = verification_out(request, call.engine, call.service, call.key, v, sends)
+    return JSONResponse(body, status_code=status_code)

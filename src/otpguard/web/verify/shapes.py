@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from fastapi import Request
 
-from ...models import Status, Verification
+from ...models import Channel, Status, Verification
 from ...phone import parse
 from ...service import Verifier
 from ...stores.base import ApiKey
@@ -50,9 +51,26 @@ def service_out(request: Request, svc: VerifyService) -> dict[str, Any]:
     }
 
 
+def attempt_sid(event_id: str) -> str:
+    """A stable ``VL`` SID for the send recorded as event ``event_id``."""
+    return "VL" + hashlib.sha256(f"otpguard-attempt:{event_id}".encode()).hexdigest()[:32]
+
+
+def channel_name(value: str) -> str:
+    """otpguard's channel value -> Twilio's (``voice`` is ``call``)."""
+    known = {c.value: CHANNEL_NAMES.get(c, c.value) for c in Channel}
+    return known.get(value, value)
+
+
 def verification_out(
-    request: Request, engine: Verifier, svc: VerifyService, key: ApiKey, v: Verification
+    request: Request,
+    engine: Verifier,
+    svc: VerifyService,
+    key: ApiKey,
+    v: Verification,
+    sends: list[tuple[str, float, str]],
 ) -> dict[str, Any]:
+    """``sends``: ``(event id, time, channel)`` of each message, oldest first."""
     number_type = parse(v.to, engine.settings.default_region).type
     channel = CHANNEL_NAMES[v.channel]
     return {
@@ -74,9 +92,9 @@ def verification_out(
         },
         "amount": None,
         "payee": None,
-        # The first send; each Twilio "create" is a new otpguard verification.
         "send_code_attempts": [
-            {"attempt_sid": "VL" + v.id[2:], "channel": channel, "time": iso(v.created_at)}
+            {"attempt_sid": attempt_sid(eid), "channel": channel_name(ch), "time": iso(ts)}
+            for eid, ts, ch in sends
         ],
         "date_created": iso(v.created_at),
         "date_updated": iso(v.updated_at),
