@@ -259,3 +259,95 @@ def test_sdk_check_by_number_after_lock_out_is_60202(
     err = raises_twilio(lambda: svc.verification_checks.create(to=UK_MOBILE, code=code))
     assert (err.status, err.code) == (429, 60202)
     assert svc.verifications(v.sid).fetch().status == "max_attempts_reached"
+
+
+# -- Verification Attempts ------------------------------------------------------------------
+
+OTHER_MOBILE = "+447507123456"
+
+
+def test_sdk_attempts_list_fetch_and_filters(
+    server: VerifyServer, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    client = server.client()
+    svc = _service(client)
+    a = svc.verifications.create(to=UK_MOBILE, channel="sms")
+    clock.advance(30)
+    svc.verifications.create(to=UK_MOBILE, channel="sms")  # a resend: a second attempt
+    clock.advance(1)
+    b = svc.verifications.create(to=OTHER_MOBILE, channel="call")
+    assert svc.verification_checks.create(to=UK_MOBILE, code=outbox.last_code(UK_MOBILE)).valid
+
+    attempts = client.verify.v2.verification_attempts.list()
+    assert [x.verification_sid for x in attempts] == [b.sid, a.sid, a.sid]  # newest first
+    assert [x.conversion_status for x in attempts] == ["unconverted", "converted", "converted"]
+    assert [x.channel for x in attempts] == ["call", "sms", "sms"]
+    assert {x.service_sid for x in attempts} == {a.service_sid}
+    assert attempts[1].channel_data == {"to": "+44******3456"} and attempts[1].price is None
+    assert a.send_code_attempts is not None
+    assert attempts[2].sid == a.send_code_attempts[0]["attempt_sid"]
+    assert attempts[2].date_created is not None and attempts[2].account_sid == a.account_sid
+    fetched = client.verify.v2.verification_attempts(attempts[0].sid).fetch()
+    assert (fetched.sid, fetched.verification_sid, fetched.channel) == (
+        attempts[0].sid,
+        b.sid,
+        "call",
+    )
+
+    paged = client.verify.v2.verification_attempts.list(page_size=1)
+    assert [x.sid for x in paged] == [x.sid for x in attempts]
+    only_a = client.verify.v2.verification_attempts.list(verification_sid=a.sid)
+    assert [x.sid for x in only_a] == [x.sid for x in attempts[1:]]
+    by_to = client.verify.v2.verification_attempts.list(channel_data_to=OTHER_MOBILE)
+    assert [x.verification_sid for x in by_to] == [b.sid]
+    unconverted = client.verify.v2.verification_attempts.list(status="unconverted")
+    assert [x.verification_sid for x in unconverted] == [b.sid]
+    assert client.verify.v2.verification_attempts.list(channel="whatsapp") == []
+    assert client.verify.v2.verification_attempts.list(country="FR") == []
+    after = client.verify.v2.verification_attempts.list(date_created_after=attempts[0].date_created)
+    assert [x.sid for x in after] == [attempts[0].sid]
+    before = client.verify.v2.verification_attempts.list(
+        date_created_before=attempts[0].date_created
+    )
+    assert [x.sid for x in before] == [x.sid for x in attempts[1:]]
+
+
+def test_sdk_attempts_summary(server: VerifyServer, outbox: MemoryTransport) -> None:
+    client = server.client()
+    svc = _service(client)
+    other = _service(client)
+    svc.verifications.create(to=UK_MOBILE, channel="sms")
+    svc.verifications.create(to=OTHER_MOBILE, channel="sms")
+    other.verifications.create(to="+447723123456", channel="whatsapp")
+    assert svc.verification_checks.create(to=UK_MOBILE, code=outbox.last_code(UK_MOBILE)).valid
+    summary = client.verify.v2.verification_attempts_summary().fetch()
+    assert (summary.total_attempts, summary.total_converted, summary.total_unconverted) == (3, 1, 2)
+    assert summary.conversion_rate_percentage == "33.33"
+    one = client.verify.v2.verification_attempts_summary().fetch(
+        verify_service_sid=svc._solution["sid"]
+    )
+    assert (one.total_attempts, one.total_converted, one.conversion_rate_percentage) == (
+        2,
+        1,
+        "50.00",
+    )
+    sms = client.verify.v2.verification_attempts_summary().fetch(channel="whatsapp")
+    assert (sms.total_attempts, sms.total_converted) == (1, 0)
+    err = raises_twilio(
+        lambda: client.verify.v2.verification_attempts_summary().fetch(destination_prefix="+44")
+    )
+    assert (err.status, err.code) == (400, 60200) and "DestinationPrefix" in err.msg
+
+
+def test_sdk_attempts_are_the_keys_own(server: VerifyServer, outbox: MemoryTransport) -> None:
+    client = server.client()
+    _service(client).verifications.create(to=UK_MOBILE, channel="sms")
+    [mine] = client.verify.v2.verification_attempts.list()
+    other = server.other_key_client()
+    assert other.verify.v2.verification_attempts.list() == []
+    assert other.verify.v2.verification_attempts_summary().fetch().total_attempts == 0
+    err = raises_twilio(lambda: other.verify.v2.verification_attempts(mine.sid).fetch())
+    assert (err.status, err.code) == (404, 20404)
+    # A /v1 verification is no /v2 attempt.
+    server.run(server.verifier.start(OTHER_MOBILE, "sms"))
+    assert len(client.verify.v2.verification_attempts.list()) == 1

@@ -59,11 +59,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from . import checks, fallback, routes
+from . import attempts, checks, fallback, routes
 
 
 def install(app: FastAPI) -> None:
     """EXTENSIONS hook: the Twilio Verify-compatible routes under /v2."""
     app.include_router(routes.router, prefix="/v2")
     app.include_router(checks.router, prefix="/v2")
+    app.include_router(attempts.router, prefix="/v2")
     app.include_router(fallback.router, prefix="/v2")  # last: what no route above serves

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.routing import Match, Route
 
-from . import checks, routes
+from . import attempts, checks, routes
 from .errors import METHOD_NOT_ALLOWED, TwilioError, TwilioRoute, not_found
 from .services import AuthDep
 
@@ -20,7 +20,7 @@ def _allowed(request: Request) -> set[str]:
     """The methods of the /v2 routes whose path matches this request's."""
     scope = {**request.scope, "path": request.url.path.removeprefix("/v2"), "root_path": ""}
     methods: set[str] = set()
-    for route in [*routes.router.routes, *checks.router.routes]:
+    for route in [*routes.router.routes, *checks.router.routes, *attempts.router.routes]:
         if isinstance(route, Route) and route.matches(scope)[0] is not Match.NONE:
             methods |= route.methods or set()
     return methods
