@@ -16,6 +16,7 @@ from otpguard.clock import ManualClock
 from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE, ApiClient
+from .fake_siteverify import FakeSiteverify, fake_siteverify
 from .test_verify_compat import (
     VerifyServer,
     last_body,
@@ -25,7 +26,7 @@ from .test_verify_compat import (
     twilio_auth,
 )
 
-__all__ = ["server", "server_factory"]  # the fixtures, shared
+__all__ = ["fake_siteverify", "server", "server_factory"]  # the fixtures, shared
 
 
 # -- services ---------------------------------------------------------------------------
@@ -351,3 +352,74 @@ def test_sdk_attempts_are_the_keys_own(server: VerifyServer, outbox: MemoryTrans
     # A /v1 verification is no /v2 attempt.
     server.run(server.verifier.start(OTHER_MOBILE, "sms"))
     assert len(client.verify.v2.verification_attempts.list()) == 1
+
+
+# -- refused, never silently ignored ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"custom_message": "Your code"}, "CustomMessage"),
+        ({"send_digits": "1234"}, "SendDigits"),
+        ({"template_sid": "HJ" + "0" * 32}, "TemplateSid"),
+        ({"app_hash": "abcdefghijk"}, "AppHash"),
+        ({"rate_limits": {"end_user_ip": "1"}}, "RateLimits"),
+        ({"channel_configuration": {"from": "x"}}, "ChannelConfiguration"),
+        ({"enable_sna_client_token": True}, "EnableSnaClientToken"),
+        ({"risk_check": "disable"}, "RiskCheck"),
+        ({"tags": "{}"}, "Tags"),
+    ],
+)
+def test_sdk_unsupported_verification_parameters_are_60200(
+    server: VerifyServer, outbox: MemoryTransport, kwargs: dict[str, object], param: str
+) -> None:
+    svc = _service(server.client())
+    err = raises_twilio(lambda: svc.verifications.create(to=UK_MOBILE, channel="sms", **kwargs))
+    assert (err.status, err.code) == (400, 60200) and f"Invalid parameter: {param}" in err.msg
+    assert outbox.outbox == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"lookup_enabled": True}, "LookupEnabled"),
+        ({"psd2_enabled": True}, "Psd2Enabled"),
+        ({"dtmf_input_required": True}, "DtmfInputRequired"),
+        ({"tts_name": "Acme"}, "TtsName"),
+        ({"custom_code_enabled": True}, "CustomCodeEnabled"),
+        ({"push_include_date": True}, "Push.IncludeDate"),
+        ({"totp_issuer": "Acme"}, "Totp.Issuer"),
+        ({"default_template_sid": "HJ" + "0" * 32}, "DefaultTemplateSid"),
+        ({"whatsapp_from": "+447400123456"}, "Whatsapp.From"),
+        ({"verify_event_subscription_enabled": True}, "VerifyEventSubscriptionEnabled"),
+    ],
+)
+def test_sdk_unsupported_service_parameters_are_60200(
+    server: VerifyServer, kwargs: dict[str, object], param: str
+) -> None:
+    client = server.client()
+    err = raises_twilio(lambda: client.verify.v2.services.create(friendly_name="Acme", **kwargs))
+    assert (err.status, err.code) == (400, 60200) and f"Invalid parameter: {param}" in err.msg
+    assert client.verify.v2.services.list() == []
+
+
+def test_sdk_wrong_method_is_20004(server: VerifyServer) -> None:
+    client = server.client()
+    sid = client.verify.v2.services.create(friendly_name="Acme").sid
+    for method, path in (("PUT", "/v2/Services"), ("DELETE", f"/v2/Services/{sid}/Verifications")):
+        response = client.request(method, server.url + path)
+        body = json.loads(response.text)
+        assert (response.status_code, body["code"], body["status"]) == (405, 20004, 405)
+
+
+def test_sdk_a_start_that_needs_a_challenge_is_60410(
+    server_factory: Callable[..., VerifyServer],
+    fake_siteverify: FakeSiteverify,
+    outbox: MemoryTransport,
+) -> None:
+    server = server_factory(**fake_siteverify.settings(challenge_mode="always"))
+    svc = _service(server.client())
+    err = raises_twilio(lambda: svc.verifications.create(to=UK_MOBILE, channel="sms"))
+    assert (err.status, err.code) == (403, 60410) and "challenge" in err.msg
+    assert outbox.outbox == [] and fake_siteverify.requests == []

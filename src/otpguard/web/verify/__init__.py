@@ -6,6 +6,7 @@ still applies: the calls go through :class:`otpguard.service.Verifier` like
 ``/v1`` ones (destination policy, fraud rules, rate limits, HMAC storage,
 events) with otpguard's defaults (5-minute expiry, 3 sends per 10 minutes)::
 
+    GET    /v2/Services                                   the key's services, paged
     POST   /v2/Services                                   create a service (201)
     GET    /v2/Services/{ServiceSid}                      fetch it
     POST   /v2/Services/{ServiceSid}                      update FriendlyName, CodeLength
@@ -15,6 +16,8 @@ events) with otpguard's defaults (5-minute expiry, 3 sends per 10 minutes)::
     GET    /v2/Services/{ServiceSid}/Verifications/{Sid}  fetch a verification
     POST   /v2/Services/{ServiceSid}/Verifications/{Sid}  Status=canceled
     POST   /v2/Services/{ServiceSid}/VerificationCheck    Code and To or VerificationSid
+    GET    /v2/Attempts, /v2/Attempts/{Sid}               messages sent, from the events
+    GET    /v2/Attempts/Summary                           their totals
 
 Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.md):
 
@@ -30,9 +33,14 @@ Decisions where otpguard differs from Twilio (docs/migrating-from-twilio-verify.
   verification without its code.
 * **Parameters otpguard cannot honour** (CustomCode, CustomMessage, Amount, Payee,
   RateLimits, ...) are refused with 60200 naming them, never silently ignored.
-* **Each create is a new verification** with a new sid (Twilio re-sends on the
-  pending one); a check by ``To`` tries the number's newest pending ones under
-  the service (at most 5), and every failure by ``To`` is 20404, counted.
+* **A create while the number has a pending verification** (same service and
+  channel) re-sends on it, as Twilio does, but with a new code: otpguard cannot
+  send a code again (it keeps only its HMAC), so every code sent for the
+  verification stays valid until it expires, which a re-send does not move
+  (:mod:`.sending`, :mod:`otpguard.tags`). A wrong code by ``To`` is 20404,
+  counted; once the number's verification is locked, 60202.
+* **DoNotShareWarningEnabled** and **SkipSmsToLandlines** are accepted as
+  ``true`` (otpguard always behaves so) and refused as ``false``.
 * **Services belong to the API key** that created them (another key: 20404).
 * **Finished verifications** (approved, canceled, expired) answer checks and
   updates with 20404 as Twilio's do, but a fetch still shows them until purged.
@@ -50,9 +58,11 @@ is Twilio's 20404 or 20004 too (:mod:`.fallback`), never otpguard's own body.
 The package, one concern a module: ``errors`` (Twilio's error shape and the
 translation of otpguard's), ``forms`` (form body, Basic auth, restricted values),
 ``services`` (services kept as flags, and the FastAPI dependencies every route
-takes: :data:`services.AuthDep`, :data:`services.ServiceDep`), ``shapes`` (the
-JSON bodies), ``routes`` (services and verifications), ``checks``
-(VerificationCheck).
+takes: :data:`services.AuthDep`, :data:`services.ServiceDep`), ``paging``
+(Twilio's list pages), ``shapes`` (the JSON bodies), ``sending`` (one
+verification per number: re-sends), ``routes`` (services and verifications),
+``checks`` (VerificationCheck), ``attempts`` (Verification Attempts from the
+events), ``fallback`` (20404 / 20004 for the rest).
 """
 
 from __future__ import annotations
