@@ -12,7 +12,7 @@ import json
 import pytest
 
 from otpguard.transports.memory import MemoryTransport
-from otpguard.web.verify_compat import FOREVER
+from otpguard.web.verify.services import FOREVER
 
 from .conftest import UK_MOBILE, ApiClient
 

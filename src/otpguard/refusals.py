@@ -45,7 +45,7 @@ from .stores.base import RefusalTally, Store
 log = logging.getLogger("otpguard.events")
 
 MINUTE = 60
-NUMBER_RULES = frozenset({"phone", "cooldown", "failed_checks"})
+NUMBER_RULES = frozenset({"phone", "cooldown", "max_sends", "failed_checks"})
 NUMBER_REASONS = frozenset({"undeliverable"})
 IP_RULES = frozenset({"ip", "network", "ipv6_48"})
 KEPT_DETAILS = ("scope", "subject", "unconverted")  # what the alert rules read

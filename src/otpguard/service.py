@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import limits, refusals
+from . import limits, refusals, tags
 from .challenge import ChallengeVerifier, token_fingerprint
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
@@ -635,32 +635,44 @@ class Verifier:
             log.warning("message for %s handed to the provider; its events were lost", v.id)
 
     async def resend(
-        self, verification_id: str, client_ip: str | None = None, *, owner: str | None = None
+        self,
+        verification_id: str,
+        client_ip: str | None = None,
+        *,
+        owner: str | None = None,
+        keep_earlier: bool = False,
     ) -> Verification:
         """A fresh code through the same channel; the previous one stops working.
-        ``owner``: the API key asking; another key's verification is not found."""
+        ``owner``: the API key asking; another key's verification is not found.
+        ``keep_earlier``: the codes sent before stay valid too, and the verification
+        keeps its expiry, so no code outlives ``code_ttl`` after the first send
+        (Twilio's resend, for /v2; at most ``tags.MAX_TAGS`` sends)."""
         now = self.clock()
         v = await self._load(verification_id, now, owner)
         ip = limits.normalize_ip(client_ip) if client_ip else (v.client_ip or limits.UNKNOWN_IP)
         number = parse(v.to, self.settings.default_region)
         if v.status is not Status.PENDING:
             raise Conflict(v.status.value)
-        if now < v.resend_available_at:
-            raise await self._refuse(
-                RateLimited("cooldown", v.resend_available_at - now), now, number, ip, v.channel
-            )
+        if now < v.resend_available_at or (keep_earlier and v.sends >= tags.MAX_TAGS):
+            rule, wait = ("cooldown", v.resend_available_at - now)
+            if now >= v.resend_available_at:
+                rule, wait = ("max_sends", v.expires_at - now)
+            raise await self._refuse(RateLimited(rule, wait), now, number, ip, v.channel)
         await self._admit(self._context(number, v.channel, ip, now, v.owner), None, starting=False)
         code = generate_code(v.code_length)
         bound = v.binding.tag_parts()  # the new code is for what the first one was for
-        while self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code, bound):
-            code = generate_code(v.code_length)  # never the same code twice in a row
+        while tags.matches(self.keyring, v, code, bound):
+            code = generate_code(v.code_length)  # never a code it already has
         key_id, tag = self.keyring.sign(v.id, v.to, v.channel.value, code, bound)
+        expires_at = now + self.settings.code_ttl
+        if keep_earlier:
+            (key_id, tag), expires_at = tags.appended(v, key_id, tag), v.expires_at
         updated = await self.store.replace_code(
             v.id,
             key_id,
             tag,
             now,
-            now + self.settings.code_ttl,
+            expires_at,
             now + limits.resend_cooldown(self.settings, v.sends + 1),
         )
         if updated is None:  # lost a race with another resend, a check or a cancel
@@ -868,16 +880,14 @@ class Verifier:
             await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
         bound = binding.tag_parts()
         if ticket.outcome is not AttemptOutcome.COUNTED:
-            self.keyring.verify(v.key_id, v.code_hash, v.id, v.to, v.channel.value, code, bound)
+            tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
             if give_back:
                 await self._give_back(rules, now)  # nothing was compared: no wrong code
             # LOCKED leaves a pending status as it is: the checks still in flight decide.
             return CheckResult(False, v.status, 0, v)
 
-        matches = self.keyring.verify(
-            v.key_id, v.code_hash, v.id, v.to, v.channel.value, code, bound
-        )
-        if matches and await self.store.approve(v.id, now, code_hash=v.code_hash):
+        matches = tags.matches(self.keyring, v, code, bound)
+        if matches and await self._approve(v, now):
             v = v.with_(status=Status.APPROVED, updated_at=now)
             # The approval has committed: whatever fails from here on, the answer is
             # "approved" (the bookkeeping below is logged and lost, never a 503).
@@ -907,6 +917,16 @@ class Verifier:
         await self._emit(*events)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
+
+    async def _approve(self, v: Verification, now: float) -> bool:
+        """Approve ``v`` if it still holds the tags the code was compared with; or,
+        after a resend that kept them and added one (``keep_earlier``), the new set."""
+        if await self.store.approve(v.id, now, code_hash=v.code_hash):
+            return True
+        current = await self.store.get_verification(v.id)
+        if current is None or not current.code_hash.startswith(v.code_hash + tags.SEP):
+            return False  # approved, canceled, expired, or a resend replaced the code
+        return await self.store.approve(v.id, now, code_hash=current.code_hash)
 
     async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
         """Release the wrong-code reservation of ``rules`` made at ``now``. If the store

@@ -43,7 +43,7 @@ EXTENSIONS: list[str] = [
     "otpguard.web.admin:install",
     "otpguard.web.dashboard:install",
     "otpguard.web.demo:install",
-    "otpguard.web.verify_compat:install",
+    "otpguard.web.verify:install",
     # Last: its middleware wraps every other extension's, so they all see the
     # scheme and client IP as resolved from trusted proxies only.
     "otpguard.web.https:install",

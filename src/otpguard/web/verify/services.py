@@ -1,0 +1,184 @@
+"""Verify services, kept as flags, and the FastAPI dependencies that load them.
+
+The storage contract has no services table, and adding one would mean a
+migration and a contract test in every backend for a few rows of
+configuration. A flag is already a durable, atomic key -> string in every
+backend, and ``purge`` only removes flags whose ``until`` has passed: a
+far-future ``until`` keeps a service for good, deleting one sets ``until`` to
+now. The value is the service as JSON. The same mechanism records which service
+each verification was started under, for as long as the verification is kept.
+
+Services belong to the API key that created them (their account SID is the
+key's); another key gets 20404, an ``admin`` key sees every key's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ...models import RateRule
+from ...service import Verifier
+from ...stores.base import ApiKey
+from ..api import tenant_of
+from .errors import TwilioError, invalid, not_found
+from .forms import account_sid, authenticate
+
+FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
+# The flag prefixes keep the old module name: services already stored stay found.
+SERVICE_KEY = "verify_compat:service:"
+OWNER_KEY = "verify_compat:verification:"
+INDEX_KEY = "verify_compat:services_of:"  # + account SID: its services' SIDs, as JSON
+MAX_SERVICES = 100  # per API key: the index is one flag, read whole for a list
+TOO_MANY_REQUESTS = 20429
+_INDEX_LOCK_SECONDS = 10
+
+_SERVICE_SID = re.compile(r"^VA[0-9a-f]{32}$")
+_VERIFICATION_SID = re.compile(r"^VE[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class VerifyService:
+    sid: str
+    account_sid: str
+    friendly_name: str
+    code_length: int
+    created_at: float
+    updated_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> VerifyService:
+        data = json.loads(raw)
+        return cls(
+            sid=str(data["sid"]),
+            account_sid=str(data["account_sid"]),
+            friendly_name=str(data["friendly_name"]),
+            code_length=int(data["code_length"]),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+        )
+
+
+def visible(svc: VerifyService, key: ApiKey) -> bool:
+    """A service is the creating key's; an ``admin`` key (no tenant) sees all."""
+    return tenant_of(key) is None or svc.account_sid == account_sid(key)
+
+
+async def load_service(request: Request, engine: Verifier, sid: str, key: ApiKey) -> VerifyService:
+    """The service, if ``key`` may see it; 20404 otherwise, exactly as for no service."""
+    if not _SERVICE_SID.match(sid):
+        raise not_found(request)
+    raw = await engine.store.get_flag(SERVICE_KEY + sid, engine.clock())
+    if raw is None:
+        raise not_found(request)
+    svc = VerifyService.from_json(raw)
+    if not visible(svc, key):
+        raise not_found(request)
+    return svc
+
+
+async def save_service(engine: Verifier, svc: VerifyService) -> None:
+    await engine.store.set_flag(SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
+
+
+# The store has no way to list flags, so each account keeps an index: one flag, its
+# value the JSON list of its service SIDs in order of creation. Two creates under one
+# key must not both read the old list and each write it back without the other's
+# SID, so the read-modify-write runs under a lock made of the store's atomic
+# ``hit``: one entry allowed per window under the account's lock key, given back
+# when the index is written (a crashed writer's lock lapses with the window). A
+# create that finds the lock taken is Twilio's 20429, to be retried.
+
+
+async def service_sids(engine: Verifier, account: str) -> list[str]:
+    raw = await engine.store.get_flag(INDEX_KEY + account, engine.clock())
+    return [str(sid) for sid in json.loads(raw)] if raw else []
+
+
+async def index_service(engine: Verifier, svc: VerifyService) -> None:
+    """Add ``svc`` to its account's index (once; live services only are kept)."""
+    now = engine.clock()
+    lock = RateRule("verify_services", INDEX_KEY + "lock:" + svc.account_sid, 1,
+                    _INDEX_LOCK_SECONDS)  # fmt: skip
+    taken = await engine.store.hit([lock], now)
+    if not taken.allowed:
+        raise TwilioError(
+            TOO_MANY_REQUESTS, 429, "Too Many Requests", {"Retry-After": str(_INDEX_LOCK_SECONDS)}
+        )
+    try:
+        sids = await service_sids(engine, svc.account_sid)
+        live = await engine.store.get_flags([SERVICE_KEY + s for s in sids], now) if sids else {}
+        sids = [s for s in sids if SERVICE_KEY + s in live and s != svc.sid]
+        if len(sids) >= MAX_SERVICES:
+            raise invalid("FriendlyName", f"at most {MAX_SERVICES} services per API key")
+        sids.append(svc.sid)
+        await engine.store.set_flag(
+            INDEX_KEY + svc.account_sid, json.dumps(sids, separators=(",", ":")), FOREVER
+        )
+    finally:
+        await engine.store.release([lock.key], now)
+
+
+async def list_services(engine: Verifier, account: str) -> list[VerifyService]:
+    """The account's live services, oldest first."""
+    sids = await service_sids(engine, account)
+    keys = [SERVICE_KEY + sid for sid in sids]
+    found = await engine.store.get_flags(keys, engine.clock()) if keys else {}
+    return [VerifyService.from_json(found[k]) for k in keys if k in found]
+
+
+async def owned(
+    request: Request, engine: Verifier, svc: VerifyService, verification_sid: str
+) -> str:
+    """The verification id if it was started under this service; 20404 otherwise."""
+    if not _VERIFICATION_SID.match(verification_sid):
+        raise not_found(request)
+    owner = await engine.store.get_flag(OWNER_KEY + verification_sid, engine.clock())
+    if owner != svc.sid:
+        raise not_found(request)
+    return verification_sid
+
+
+# -- dependencies --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated /v2 request: the engine and the API key."""
+
+    engine: Verifier
+    key: ApiKey
+
+    @property
+    def tenant(self) -> str | None:
+        return tenant_of(self.key)
+
+
+@dataclass(frozen=True)
+class ServiceCall(Caller):
+    """An authenticated /v2 request under one of the key's services."""
+
+    service: VerifyService
+
+
+async def caller(request: Request) -> Caller:
+    engine: Verifier = request.app.state.verifier
+    return Caller(engine, await authenticate(request, engine))
+
+
+async def service_call(
+    request: Request, service_sid: str, who: Annotated[Caller, Depends(caller)]
+) -> ServiceCall:
+    svc = await load_service(request, who.engine, service_sid, who.key)
+    return ServiceCall(who.engine, who.key, svc)
+
+
+AuthDep = Annotated[Caller, Depends(caller)]
+ServiceDep = Annotated[ServiceCall, Depends(service_call)]
