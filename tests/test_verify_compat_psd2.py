@@ -100,3 +100,20 @@ def test_sdk_amount_and_payee_refusals(server: VerifyServer, outbox: MemoryTrans
         )
         assert (err.status, err.code) == (400, 60200) and f"Invalid parameter: {param}" in err.msg
     assert outbox.sent_to(UK_MOBILE) == []
+
+
+def test_sdk_a_create_for_another_payment_is_a_new_verification(
+    server: VerifyServer, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    """A re-send keeps the pending verification's binding, so only a create for the
+    same payment re-sends on it; another amount is another verification and code."""
+    client = server.client()
+    svc = client.verify.v2.services(client.verify.v2.services.create(friendly_name="Acme").sid)
+    first = svc.verifications.create(to=UK_MOBILE, channel="sms", amount="£25", payee="Acme Ltd")
+    clock.advance(31)  # past the resend cooldown
+    again = svc.verifications.create(to=UK_MOBILE, channel="sms", amount="£25", payee="Acme Ltd")
+    assert again.sid == first.sid
+    clock.advance(61)
+    other = svc.verifications.create(to=UK_MOBILE, channel="sms", amount="£99", payee="Acme Ltd")
+    assert other.sid != first.sid and other.amount == "GBP 99.00"
+    assert "to pay GBP 99.00 to Acme Ltd" in outbox.sent_to(UK_MOBILE)[-1].render_text()
