@@ -57,6 +57,7 @@ from .errors import (
     Unauthorized,
 )
 from .models import Channel, Status
+from .webhook_signature import WebhookSignatureError, verify_webhook
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -66,6 +67,8 @@ __all__ = [
     "DeliveryFailed",
     "Unreachable",
     "VerificationInfo",
+    "WebhookSignatureError",
+    "verify_webhook",
 ]
 
 #: Connect within 3 s; the server may take up to its Twilio timeout (10 s) to send.

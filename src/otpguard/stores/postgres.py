@@ -73,6 +73,9 @@ from .sql import (
     tally_from_row,
     verification_from_row,
 )
+from .webhooks_pg import MIGRATION as WEBHOOKS_MIGRATION
+from .webhooks_pg import TABLES as WEBHOOK_TABLES
+from .webhooks_pg import PostgresWebhooks
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -88,7 +91,7 @@ _UNREACHABLE_STATES = ("57P01", "57P02", "57P03")  # admin/crash shutdown, canno
 #: Every table the store owns (the contract tests' reset hook truncates them).
 TABLES = (
     "verifications", "rate_log", "flags", "events", "alerts", "api_keys", "buckets",
-    "refusal_tallies",
+    "refusal_tallies", *WEBHOOK_TABLES,
 )  # fmt: skip
 
 _HIT_FUNCTION = """
@@ -355,6 +358,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX events_type",
         "DROP INDEX events_country",
     ),
+    # webhooks: the outbox and delivery log (stores/webhooks_pg.py).
+    WEBHOOKS_MIGRATION,
 )
 
 
@@ -488,7 +493,7 @@ def _unreachable(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresWebhooks, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._conninfo, self._options = _split_url(url)

@@ -54,6 +54,8 @@ from .sql import (
     tally_from_row,
     verification_from_row,
 )
+from .webhooks_sqlite import MIGRATION as WEBHOOKS_MIGRATION
+from .webhooks_sqlite import SQLiteWebhooks
 
 T = TypeVar("T")
 
@@ -183,6 +185,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX events_type",
         "DROP INDEX events_country",
     ),
+    # 5: webhooks: the outbox and delivery log (stores/webhooks_sqlite.py).
+    WEBHOOKS_MIGRATION,
 )
 
 
@@ -347,7 +351,7 @@ def _get(conn: sqlite3.Connection, verification_id: str) -> Verification | None:
     return None if row is None else verification_from_row(row)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteWebhooks, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path_from_url(url)
