@@ -22,12 +22,13 @@ retried with exponential backoff and jitter until ``webhook_max_attempts`` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -157,13 +158,22 @@ class WebhookWorker:
         self.store, self.keyring, self.settings, self.outbox = store, keyring, settings, outbox
         self.clock = clock
         self.rng = rng
-        self.client = client or httpx.AsyncClient(
-            timeout=settings.webhook_timeout, follow_redirects=False, trust_env=False
-        )
+        self.client = client  # None: one client per batch, closed after it
         self._last_purge = float("-inf")
 
+    @contextlib.asynccontextmanager
+    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
+        if self.client is not None:
+            yield self.client
+            return
+        async with httpx.AsyncClient(
+            timeout=self.settings.webhook_timeout, follow_redirects=False, trust_env=False
+        ) as client:
+            yield client
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.client is not None:
+            await self.client.aclose()
 
     async def run_once(self) -> int:
         """Claim and post one batch; returns how many rows were attempted."""
@@ -173,7 +183,8 @@ class WebhookWorker:
         claimed = await self.store.claim_webhooks(now, BATCH, lease, until)
         if claimed:
             await self.outbox._current()
-            await asyncio.gather(*(self._attempt(d) for d in claimed))
+            async with self._http() as http:
+                await asyncio.gather(*(self._attempt(http, d) for d in claimed))
         return len(claimed)
 
     async def purge(self) -> int:
@@ -209,7 +220,7 @@ class WebhookWorker:
     def _endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
         return next((e for e in self.outbox.endpoints.values() if e.id == endpoint_id), None)
 
-    async def _attempt(self, d: WebhookDelivery) -> None:
+    async def _attempt(self, http: httpx.AsyncClient, d: WebhookDelivery) -> None:
         endpoint = self._endpoint(d.endpoint_id)
         start = time.monotonic()
         code: int | None = None
@@ -220,7 +231,7 @@ class WebhookWorker:
         elif secret is None:
             error = "signing key retired: set the webhook again with --rotate-secret"
         else:
-            code, error = await self._post(endpoint, d, secret)
+            code, error = await self._post(http, endpoint, d, secret)
         latency = int((time.monotonic() - start) * 1000)
         now = self.clock()
         attempt = WebhookAttempt(now, code, latency, error)
@@ -243,7 +254,7 @@ class WebhookWorker:
             log.warning("webhook %s: its attempt could not be recorded", d.id)
 
     async def _post(
-        self, endpoint: WebhookEndpoint, d: WebhookDelivery, secret: str
+        self, http: httpx.AsyncClient, endpoint: WebhookEndpoint, d: WebhookDelivery, secret: str
     ) -> tuple[int | None, str]:
         body = d.payload.encode()
         headers = {
@@ -256,7 +267,7 @@ class WebhookWorker:
         try:
             if not await self._target_allowed(endpoint.url):
                 return None, "refused: the URL resolves to a private or loopback address"
-            response = await self.client.post(endpoint.url, content=body, headers=headers)
+            response = await http.post(endpoint.url, content=body, headers=headers)
         except httpx.TimeoutException:
             return None, "timeout"
         except httpx.HTTPError as exc:
