@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,24 @@ async def test_two_servers_on_one_store_deliver_each_webhook_once(
     assert len(set(ids)) == 20
 
 
+async def test_a_worker_learns_of_an_endpoint_set_on_another_server(
+    settings_factory: Callable[..., Settings],
+    clock: ManualClock,
+    outbox: MemoryTransport,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    settings = settings_factory(store=f"sqlite:///{tmp_path / 'shared.db'}")
+    async with app(settings, clock, outbox) as one, app(settings, clock, outbox) as two:
+        await worker(two).outbox.refresh()  # two knows of no endpoint, and trusts that
+        await hook(one, receiver.url)
+        await one.post("/v1/verifications", json={"to": UK_MOBILE})
+        assert await worker(two).run_once() == 2
+        log = (await two.get("/v1/admin/webhooks/deliveries")).json()["deliveries"]
+    assert sorted(receiver.types()) == ["sent", "started"]
+    assert {d["status"] for d in log} == {"delivered"}
+
+
 async def test_a_store_failure_while_queueing_never_fails_a_start(
     settings: Settings,
     clock: ManualClock,
@@ -432,3 +451,30 @@ async def test_no_webhook_row_for_a_key_without_an_endpoint(
         store = api.verifier.store
         assert isinstance(store, WebhookStore)
         assert await store.list_webhook_deliveries() == []
+
+
+async def test_the_dashboard_shows_the_delivery_log(
+    settings: Settings, clock: ManualClock, outbox: MemoryTransport, receiver: Receiver
+) -> None:
+    receiver.codes = [500]
+    async with app(settings, clock, outbox) as api:
+        empty = await signed_in_page(api)
+        await hook(api, receiver.url)
+        _only_started(api)
+        await api.post("/v1/verifications", json={"to": UK_MOBILE})
+        assert await worker(api).run_once() == 1
+        page = await api.http.get("/dashboard")
+    assert "No webhooks yet" in empty
+    assert "Webhook deliveries" in page.text and "No webhooks yet" not in page.text
+    panel = page.text.split('id="webhooks"', 1)[1]
+    assert "started" in panel and "pending" in panel and "HTTP 500" in panel
+    assert outbox.last_code(UK_MOBILE) not in page.text and UK_MOBILE not in page.text
+
+
+async def signed_in_page(api: ApiClient) -> str:
+    login = await api.http.get("/dashboard/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+    assert csrf
+    r = await api.http.post("/dashboard/login", data={"csrf": csrf.group(1), "api_key": api.key})
+    assert r.status_code == 303
+    return (await api.http.get("/dashboard")).text

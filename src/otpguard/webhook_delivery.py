@@ -87,7 +87,7 @@ class WebhookOutbox:
         self.endpoints = {e.scope: e for e in endpoints}
         self._loaded_at = time.monotonic()
 
-    async def _current(self) -> dict[str, WebhookEndpoint]:
+    async def current(self) -> dict[str, WebhookEndpoint]:
         loaded = self._loaded_at
         if loaded is None or time.monotonic() - loaded > ENDPOINT_REFRESH:
             try:
@@ -126,7 +126,7 @@ class WebhookOutbox:
 
     async def enqueue(self, events: Sequence[Event]) -> None:
         try:
-            if not any(e.owner for e in events) or not await self._current():
+            if not any(e.owner for e in events) or not await self.current():
                 return
             rows = self.rows(events)
             if not rows:
@@ -182,7 +182,9 @@ class WebhookWorker:
         until = now + self.settings.webhook_timeout + LEASE_SLACK
         claimed = await self.store.claim_webhooks(now, BATCH, lease, until)
         if claimed:
-            await self.outbox._current()
+            await self.outbox.current()
+            if any(self._endpoint(d.endpoint_id) is None for d in claimed):
+                await self.outbox.refresh()  # set on another server moments ago?
             async with self._http() as http:
                 await asyncio.gather(*(self._attempt(http, d) for d in claimed))
         return len(claimed)
