@@ -32,6 +32,7 @@ from .webhooks import (
 
 Conn = AsyncConnection[TupleRow]
 TABLES = ("webhook_endpoints", "webhook_deliveries")
+PURGE_BATCH = 5_000
 
 #: The ``webhooks`` migration (PostgreSQL's seventh step).
 MIGRATION: tuple[str, ...] = (
@@ -159,5 +160,13 @@ class PostgresWebhooks(WebhookStore):
         return [delivery_from_row(r) for r in rows]
 
     async def purge_webhooks(self, before: float) -> int:
-        query = "DELETE FROM webhook_deliveries WHERE created_at < %s"
-        return await self._rowcount("purge_webhooks", query, (before,))
+        query = (
+            "DELETE FROM webhook_deliveries WHERE ctid = ANY(ARRAY(SELECT ctid FROM "
+            "webhook_deliveries WHERE created_at < %s LIMIT %s))"
+        )
+        total = 0
+        while True:  # one short DELETE per batch
+            removed = await self._rowcount("purge_webhooks", query, (before, PURGE_BATCH))
+            total += removed
+            if removed < PURGE_BATCH:
+                return total

@@ -28,6 +28,7 @@ from .webhooks import (
 )
 
 T = TypeVar("T")
+PURGE_BATCH = 1_000
 
 #: The ``webhooks`` migration (SQLite's fifth step).
 MIGRATION: tuple[str, ...] = (
@@ -184,7 +185,16 @@ class SQLiteWebhooks(WebhookStore):
 
     async def purge_webhooks(self, before: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("DELETE FROM webhook_deliveries WHERE created_at < ?", (before,))
+            cur = conn.execute(
+                "DELETE FROM webhook_deliveries WHERE rowid IN (SELECT rowid FROM "
+                "webhook_deliveries WHERE created_at < ? LIMIT ?)",
+                (before, PURGE_BATCH),
+            )
             return cur.rowcount
 
-        return await self._run_in_thread("purge_webhooks", run)
+        total = 0
+        while True:  # one short write per batch: a big purge never holds the lock for long
+            removed = await self._run_in_thread("purge_webhooks", run)
+            total += removed
+            if removed < PURGE_BATCH:
+                return total
