@@ -176,7 +176,7 @@ class Verifier:
         self.clock = clock
         self.keyring = keyring or settings.keyring()
         self.listeners = list(listeners)
-        # The webhook outbox (webhooks_delivery.py), when the app installs one: each
+        # The webhook outbox (webhook_delivery.py), when the app installs one: each
         # recorded event is handed to it after the store write that records it.
         self.webhooks: EventOutbox | None = None
         self.policy = DestinationPolicy.from_settings(settings)
