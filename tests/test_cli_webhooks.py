@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from otpguard.stores.webhooks import WebhookStore
 from otpguard.transports.memory import MemoryTransport
 from otpguard.webhook_delivery import WebhookOutbox, WebhookWorker
 
-from .conftest import TEST_KEY, UK_MOBILE
+from .conftest import TEST_KEY, UK_MOBILE, open_api
 from .webhook_receiver import Receiver, running_receiver
 
 
@@ -103,3 +104,29 @@ def test_production_refuses_a_plain_http_url(
     assert "private" in capsys.readouterr().err
     assert main(["api-keys", "webhook", "set", "og_000000000000", "https://h.example/x"]) == 1
     assert main(["api-keys", "webhook", "set", f"og_{key_id}_secretpart", "https://h.example"]) == 2
+
+
+async def new_service(clock: ManualClock) -> str:
+    """A /v2 service, made through the API as an app would."""
+    async with open_api(load_settings(), clock, MemoryTransport(), ("verify",)) as api:
+        token = base64.b64encode(f"og_{api.key.split('_')[1]}:{api.key}".encode()).decode()
+        r = await api.http.post(
+            "/v2/Services", headers={"Authorization": f"Basic {token}"}, data={"FriendlyName": "A"}
+        )
+        assert r.status_code == 201
+        sid: str = r.json()["sid"]
+        return sid
+
+
+def test_a_service_webhook(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], clock: ManualClock
+) -> None:
+    sid = asyncio.run(new_service(clock))
+    assert main(["webhooks", "set-service", sid, "https://hooks.example/v2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("whsec_")
+    assert main(["webhooks", "list"]) == 0
+    assert f"service:{sid}" in capsys.readouterr().out
+    assert main(["webhooks", "set-service", "VA" + "0" * 32, "https://hooks.example/v2"]) == 1
+    assert "no /v2 service" in capsys.readouterr().err
+    assert main(["webhooks", "remove-service", sid]) == 0
+    assert main(["webhooks", "remove-service", sid]) == 1

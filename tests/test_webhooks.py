@@ -193,8 +193,8 @@ def _only_started(api: ApiClient) -> WebhookOutbox:
     outbox: WebhookOutbox = api.http._transport.app.state.webhooks  # type: ignore[attr-defined]
     rows = outbox.rows
 
-    def started_only(events: Any) -> Any:
-        return [r for r in rows(events) if r.event_type == "started"]
+    def started_only(events: Any, *args: Any) -> Any:
+        return [r for r in rows(events, *args) if r.event_type == "started"]
 
     outbox.rows = started_only  # type: ignore[method-assign]
     return outbox

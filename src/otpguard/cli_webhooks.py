@@ -14,7 +14,7 @@ from typing import Any
 from .config import Settings, load_settings
 from .stores import Store, store_from_url
 from .stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
-from .webhooks import key_scope, set_endpoint
+from .webhooks import EndpointSet, key_scope, service_scope, set_endpoint
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -65,15 +65,53 @@ def cmd_key_webhook(args: argparse.Namespace) -> int:
             )
         finally:
             await store.aclose()
-        print(f"webhook {done.endpoint.id} of og_{key_id}: {done.endpoint.url}")
-        if done.secret is None:
-            print("signing secret unchanged (--rotate-secret makes a new one)")
-        else:
-            print("signing secret; store it now: it is shown only once.")
-            print(done.secret)
+        _print_set(done, f"og_{key_id}")
         return 0
 
     return asyncio.run(run())
+
+
+def cmd_service_webhook(args: argparse.Namespace) -> int:
+    # The web app's modules only for this command (as cmd_serve imports uvicorn).
+    from .web.verify_compat import service_exists
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        store, hooks = await _open(settings)
+        try:
+            if not await service_exists(store, args.sid, time.time()):
+                print(f"no /v2 service {args.sid}", file=sys.stderr)
+                return 1
+            if args.action == "remove-service":
+                ok = await hooks.delete_webhook_endpoint(service_scope(args.sid))
+                print(f"removed the webhook of {args.sid}" if ok else "no webhook to remove")
+                return 0 if ok else 1
+            done = await set_endpoint(
+                hooks,
+                settings.keyring(),
+                service_scope(args.sid),
+                args.url,
+                time.time(),
+                production=settings.production,
+                allow_private=settings.webhook_allow_private,
+                rotate=args.rotate_secret,
+            )
+        finally:
+            await store.aclose()
+        _print_set(done, args.sid)
+        return 0
+
+    return asyncio.run(run())
+
+
+def _print_set(done: EndpointSet, owner: str) -> None:
+    print(f"webhook {done.endpoint.id} of {owner}: {done.endpoint.url}")
+    if done.secret is None:
+        print("signing secret unchanged (--rotate-secret makes a new one)")
+    else:
+        print("signing secret; store it now: it is shown only once.")
+        print(done.secret)
 
 
 def _line(d: WebhookDelivery) -> str:
@@ -148,3 +186,10 @@ def add_parsers(sub: Any, api_keys: Any) -> None:
     hl.add_argument("--limit", type=int, default=50, help="rows to show (50)")
     hl.add_argument("--json", action="store_true", help="one JSON object per line")
     h.set_defaults(func=cmd_webhooks)
+    for name, what in (("set-service", "set"), ("remove-service", "remove")):
+        hs = hsub.add_parser(name, help=f"{what} the URL of a /v2 service (instead of its key's)")
+        hs.add_argument("sid", help="the service's SID (VA + 32 hex)")
+        if what == "set":
+            hs.add_argument("url", help="https://... (http:// in development)")
+            hs.add_argument("--rotate-secret", action="store_true", help="a new signing secret")
+        hs.set_defaults(func=cmd_service_webhook)

@@ -38,6 +38,7 @@ from .codes import Keyring
 from .config import Settings
 from .errors import StorageError
 from .events import Event
+from .stores.base import Store
 from .stores.webhooks import (
     DELIVERED,
     FAILED,
@@ -48,7 +49,17 @@ from .stores.webhooks import (
     WebhookStore,
 )
 from .webhook_signature import HEADER, sign_webhook
-from .webhooks import encode, is_public_host, key_scope, payload, signing_secret, webhook_for
+from .webhooks import (
+    ROUTE,
+    SERVICE_FLAG,
+    encode,
+    is_public_host,
+    key_scope,
+    payload,
+    service_scope,
+    signing_secret,
+    webhook_for,
+)
 
 log = logging.getLogger("otpguard.webhooks")
 
@@ -106,10 +117,36 @@ class WebhookOutbox:
         self._refused[endpoint.id] = (minute, n + 1)
         return True
 
-    def rows(self, events: Sequence[Event]) -> list[WebhookDelivery]:
+    def _endpoint_for(
+        self, event: Event, route: str | None, services: dict[str, str]
+    ) -> WebhookEndpoint | None:
+        """The service's endpoint (the request's, else the verification's), else the key's."""
+        sid = services.get(event.verification_id or "")
+        for scope in (route, service_scope(sid) if sid else None):
+            if scope is not None and scope in self.endpoints:
+                return self.endpoints[scope]
+        return self.endpoints.get(key_scope(event.owner)) if event.owner else None
+
+    async def _services(self, events: Sequence[Event], route: str | None) -> dict[str, str]:
+        """verification id -> /v2 service SID, read from the store only when some service
+        has an endpoint and no /v2 route named the service already."""
+        if route is not None or not any(s.startswith("service:") for s in self.endpoints):
+            return {}
+        ids = {e.verification_id for e in events if e.verification_id}
+        if not ids or not isinstance(self.store, Store):
+            return {}
+        flags = await self.store.get_flags(
+            [SERVICE_FLAG + i for i in sorted(ids)], max(e.ts for e in events)
+        )
+        return {key.removeprefix(SERVICE_FLAG): sid for key, sid in flags.items()}
+
+    def rows(
+        self, events: Sequence[Event], services: dict[str, str] | None = None
+    ) -> list[WebhookDelivery]:
         out = []
+        route = ROUTE.get()
         for event in events:
-            endpoint = self.endpoints.get(key_scope(event.owner)) if event.owner else None
+            endpoint = self._endpoint_for(event, route, services or {})
             found = webhook_for(event) if endpoint is not None else None
             if endpoint is None or found is None:
                 continue
@@ -128,7 +165,7 @@ class WebhookOutbox:
         try:
             if not any(e.owner for e in events) or not await self.current():
                 return
-            rows = self.rows(events)
+            rows = self.rows(events, await self._services(events, ROUTE.get()))
             if not rows:
                 return
             added = await self.store.enqueue_webhooks(rows, self.settings.webhook_max_pending)

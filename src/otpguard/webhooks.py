@@ -1,9 +1,16 @@
 """Webhooks to the integrating app: which events, what they say, where they go.
 
 Each API key may have one endpoint (``otpguard api-keys webhook set KEY_ID URL``
-or ``PUT /v1/admin/webhooks/keys/{key_id}``). The events of that key's
-verifications become webhooks (:data:`NAMES`), posted by the worker in
-``webhook_delivery.py``, signed as ``webhook_signature.py`` says.
+or ``PUT /v1/admin/webhooks/keys/{key_id}``), and so may each ``/v2`` service
+(``otpguard webhooks set-service SID URL``, ``PUT /v1/admin/webhooks/services/{sid}``).
+The events of a key's verifications become webhooks (:data:`NAMES`), posted by the
+worker in ``webhook_delivery.py``, signed as ``webhook_signature.py`` says; those of
+a verification started under a service that has an endpoint go there instead.
+
+Which service: a ``/v2`` route names it for the events of its own request
+(:data:`ROUTE`, set by ``web/verify_compat.py``); any later event (an expiry seen
+through ``/v1``, a delivery report) finds it in the flag ``verify_compat`` keeps per
+verification (:data:`SERVICE_FLAG`).
 
 A payload carries the event id, the webhook's name, the verification id, the
 masked number, channel, country, status, reason and times. Never a code, never the
@@ -18,6 +25,7 @@ changes nothing; once the endpoint's key leaves the keyring its webhooks fail wi
 
 from __future__ import annotations
 
+import contextvars
 import ipaddress
 import json
 import secrets
@@ -32,6 +40,12 @@ from .stores.webhooks import WebhookEndpoint, WebhookStore
 from .webhook_signature import SECRET_PREFIX
 
 MAX_URL = 2000
+#: The flag (``Store.set_flag``) naming the /v2 service a verification was started
+#: under, ``SERVICE_FLAG + verification id`` -> service SID (``web/verify_compat.py``).
+SERVICE_FLAG = "verify_compat:verification:"
+#: The scope whose endpoint takes the events of the current request before the key's:
+#: a /v2 route sets its service's (and the app resets it for every request).
+ROUTE: contextvars.ContextVar[str | None] = contextvars.ContextVar("webhook_route", default=None)
 DELIVERED_STATUSES = frozenset({"delivered", "read"})
 UNDELIVERED_STATUSES = frozenset({"failed", "undelivered", "canceled"})  # as service.py's
 
@@ -53,6 +67,10 @@ _SIMPLE: dict[str, tuple[str, str | None]] = {
 
 def key_scope(key_id: str) -> str:
     return f"key:{key_id}"
+
+
+def service_scope(service_sid: str) -> str:
+    return f"service:{service_sid}"
 
 
 def webhook_for(event: Event) -> tuple[str, str | None] | None:

@@ -87,7 +87,8 @@ from ..limits import UNKNOWN_IP
 from ..models import Channel, Status, Verification
 from ..phone import parse
 from ..service import VERIFICATION_GRACE, Verifier
-from ..stores.base import ApiKey
+from ..stores.base import ApiKey, Store
+from ..webhooks import ROUTE, SERVICE_FLAG, service_scope
 from .api import iso, tenant_of
 
 log = logging.getLogger("otpguard.web.verify_compat")
@@ -311,7 +312,7 @@ def _base_url(request: Request) -> str:
 
 FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
 _SERVICE_KEY = "verify_compat:service:"
-_OWNER_KEY = "verify_compat:verification:"
+_OWNER_KEY = SERVICE_FLAG  # also read by the webhook outbox (webhooks.py)
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,15 @@ async def _load_service(request: Request, engine: Verifier, sid: str, key: ApiKe
     svc = VerifyService.from_json(raw)
     if tenant_of(key) is not None and svc.account_sid != account_sid(key):
         raise not_found(request)
+    ROUTE.set(service_scope(svc.sid))  # this request's events: the service's webhook first
     return svc
+
+
+async def service_exists(store: Store, sid: str, now: float) -> bool:
+    """Whether a /v2 service of that SID exists (for the webhook settings)."""
+    if not _SERVICE_SID.match(sid):
+        return False
+    return await store.get_flag(_SERVICE_KEY + sid, now) is not None
 
 
 async def _save_service(engine: Verifier, svc: VerifyService) -> None:

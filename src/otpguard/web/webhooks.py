@@ -8,6 +8,8 @@ app's jobs. Routes (``admin`` scope to change, ``monitor`` to read):
   set an API key's endpoint; the answer carries the signing secret, once, when it is
   new (creation or rotation);
 * ``DELETE /v1/admin/webhooks/keys/{key_id}``;
+* ``PUT`` and ``DELETE /v1/admin/webhooks/services/{sid}``: the same for a ``/v2``
+  service, whose verifications' events then go there instead of to the key's URL;
 * ``GET /v1/admin/webhooks``: the endpoints (never a secret);
 * ``GET /v1/admin/webhooks/deliveries``: the delivery log, newest first.
 """
@@ -19,6 +21,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..config import Settings
 from ..errors import NotFound
@@ -26,8 +29,9 @@ from ..service import Verifier
 from ..stores.base import ApiKey
 from ..stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
 from ..webhook_delivery import WebhookOutbox, WebhookWorker
-from ..webhooks import endpoint_out, key_scope, set_endpoint
+from ..webhooks import ROUTE, endpoint_out, key_scope, service_scope, set_endpoint
 from .api import ERRORS, admin_key, engine_of, iso, monitor_key
+from .verify_compat import service_exists
 
 Admin = Annotated[ApiKey, Depends(admin_key)]
 ReadOnly = Annotated[ApiKey, Depends(monitor_key)]
@@ -75,11 +79,17 @@ async def put_key_endpoint(
     answer only when it is new: store it, it is not shown again."""
     if len(key_id) > 64 or await engine.store.get_api_key(key_id) is None:
         raise NotFound("no API key with that id")
+    return await _set(engine, request, key_scope(key_id), body)
+
+
+async def _set(
+    engine: Verifier, request: Request, scope: str, body: EndpointRequest
+) -> dict[str, Any]:
     settings = engine.settings
     done = await set_endpoint(
         _store(engine),
         engine.keyring,
-        key_scope(key_id),
+        scope,
         body.url,
         engine.clock(),
         production=settings.production,
@@ -89,6 +99,27 @@ async def put_key_endpoint(
     outbox: WebhookOutbox = request.app.state.webhooks
     await outbox.refresh()
     return {"endpoint": endpoint_out(done.endpoint), "secret": done.secret}
+
+
+@router.put("/services/{service_sid}", responses=ERRORS)
+async def put_service_endpoint(
+    service_sid: str, body: EndpointRequest, engine: Engine, request: Request, _: Admin
+) -> dict[str, Any]:
+    """Set the URL a ``/v2`` service's verification events are posted to (instead of
+    its API key's). ``secret`` is in the answer only when it is new."""
+    if not await service_exists(engine.store, service_sid, engine.clock()):
+        raise NotFound("no /v2 service with that SID")
+    return await _set(engine, request, service_scope(service_sid), body)
+
+
+@router.delete("/services/{service_sid}", responses=ERRORS)
+async def delete_service_endpoint(
+    service_sid: str, engine: Engine, request: Request, _: Admin
+) -> dict[str, Any]:
+    if not await _store(engine).delete_webhook_endpoint(service_scope(service_sid[:64])):
+        raise NotFound("that service has no webhook endpoint")
+    await request.app.state.webhooks.refresh()
+    return {"deleted": True}
 
 
 @router.delete("/keys/{key_id}", responses=ERRORS)
@@ -128,6 +159,21 @@ async def list_deliveries(
     }
 
 
+class RouteReset:
+    """Every request starts with no webhook route, and leaves none behind (a /v2 route
+    sets its service's, ``webhooks.ROUTE``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = ROUTE.set(None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ROUTE.reset(token)
+
+
 def install(app: FastAPI) -> None:
     verifier: Verifier = app.state.verifier
     settings: Settings = app.state.settings
@@ -141,3 +187,4 @@ def install(app: FastAPI) -> None:
     app.state.webhook_worker = worker
     app.state.jobs.append(worker.run)
     app.include_router(router)
+    app.add_middleware(RouteReset)
