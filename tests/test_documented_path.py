@@ -154,6 +154,25 @@ NOT_RUN: dict[tuple[str, str], str] = {
 
 # Blocks another test reads from the same file and runs: (test file, function).
 ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
+    (
+        "docs/webhooks.md",
+        "KEY_ID=$(otpguard api-keys create --name shop | tail -n 1 | cut -d_ -f2)",
+    ): (
+        "tests/test_webhooks_docs.py",
+        "test_setup_commands",
+    ),
+    ("docs/webhooks.md", "{"): (
+        "tests/test_webhooks_docs.py",
+        "test_the_documented_payload_is_what_otpguard_posts",
+    ),
+    (
+        "docs/webhooks.md",
+        "Otpguard-Signature: t=1800000000,v1=17a2f71e47fce010af64e793e2cb93c6b6992012ae55d19dbde81ee66390ca99",
+    ): ("tests/test_webhooks_docs.py", "test_the_documented_signature"),
+    ("docs/webhooks.md", "from otpguard.client import WebhookSignatureError, verify_webhook"): (
+        "tests/test_webhooks_docs.py",
+        "test_the_python_receiver",
+    ),
     ("README.md", "import asyncio"): (
         "tests/test_readme.py",
         "test_the_python_sample_prints_what_its_comment_says",

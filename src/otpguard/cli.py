@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .apikeys import SCOPES
+from .cli_webhooks import add_parsers as add_webhook_parsers
 from .config import Settings, load_settings
 from .errors import ConfigError, OtpguardError
 from .startup import check_startup
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     kr = ksub.add_parser("revoke", help="revoke a key by id")
     kr.add_argument("key_id", help="the key's id as `api-keys list` shows it (og_ + 12 hex)")
     k.set_defaults(func=cmd_api_keys)
+    add_webhook_parsers(sub, ksub)
 
     n = sub.add_parser("numbers", help="phone number tools")
     nsub = n.add_subparsers(dest="action", required=True)

@@ -65,6 +65,7 @@ from .errors import (
 )
 from .models import Channel, Status
 from .version import VERSION
+from .webhook_signature import WebhookSignatureError, verify_webhook
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -74,6 +75,8 @@ __all__ = [
     "DeliveryFailed",
     "Unreachable",
     "VerificationInfo",
+    "WebhookSignatureError",
+    "verify_webhook",
 ]
 
 #: Connect within 3 s; the server may take up to its Twilio timeout (10 s) to send.

@@ -151,6 +151,18 @@ class Keyring:
         expected = self._mac(key, verification_id, number, channel, code, bound)
         return hmac.compare_digest(expected, tag)
 
+    def derive(
+        self, purpose: str, value: str, key_id: str | None = None
+    ) -> tuple[str, bytes] | None:
+        """A secret for one purpose and subject (a webhook endpoint's signing secret):
+        ``HMAC(key, purpose | value)`` with the key ``key_id`` (default: the newest).
+        None when that key is no longer in the keyring."""
+        key = self._keys[0] if key_id is None else self._by_id.get(key_id)
+        if key is None:
+            return None
+        msg = purpose.encode() + _SEP + value.encode()
+        return key.key_id, hmac.new(key.secret, msg, hashlib.sha256).digest()
+
     def keyed_hash(self, purpose: str, value: str) -> str:
         """A keyed, non-reversible digest for grouping (numbers in events, API keys)."""
         key = self._keys[-1]  # oldest key: stable grouping across rotations... until it retires

@@ -236,6 +236,15 @@ class Settings(BaseModel):
     challenge_mode: Literal["pressure", "always"] = "pressure"
     challenge_timeout: float = Field(3.0, gt=0, le=10)  # the whole siteverify call
 
+    # -- webhooks to the integrating app (webhooks.py, docs/webhooks.md) ---------
+    webhook_timeout: float = Field(5.0, gt=0, le=30)  # one POST, connect to last byte
+    webhook_max_attempts: int = Field(8, ge=1, le=20)
+    webhook_max_age: int = Field(86400, ge=60, le=7 * 86400)  # retried for at most this long
+    webhook_retention_days: int = Field(7, ge=1, le=90)  # the delivery log's history
+    webhook_max_pending: int = Field(10_000, ge=10)  # undelivered rows per endpoint
+    webhook_refused_per_minute: int = Field(60, ge=0)  # ``refused`` hooks per endpoint/process
+    webhook_allow_private: bool = False  # production: allow loopback/private targets
+
     # -- validators -------------------------------------------------------------
 
     @field_validator(

@@ -13,9 +13,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("otpguard.events")
 
@@ -62,9 +62,13 @@ class Event:
     # How many occurrences this event stands for: 1 for a stored event; more for the
     # repeats of a refusal that were counted, not stored (``refusals.py``).
     count: int = 1
+    # The API key the verification belongs to: routes the event to that key's webhook
+    # endpoint (webhooks.py). Not stored, not logged: to_dict leaves it out.
+    owner: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["owner"]
         if self.count == 1:  # the usual case: stored and logged events stay as they were
             del data["count"]
         return data
@@ -88,6 +92,13 @@ def mask_number(e164: str) -> str:
 
 
 EventListener = Callable[[Event], Awaitable[None]]
+
+
+class EventOutbox(Protocol):
+    """What the engine hands its recorded events to, awaited (the webhook outbox):
+    ``enqueue`` never raises and never waits on anything but the store."""
+
+    async def enqueue(self, events: Sequence[Event]) -> None: ...
 
 
 def log_event(event: Event) -> None:

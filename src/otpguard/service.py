@@ -55,7 +55,7 @@ from .errors import (
     RateLimited,
     StorageError,
 )
-from .events import Event, EventType, log_event, mask_number, new_event_id
+from .events import Event, EventOutbox, EventType, log_event, mask_number, new_event_id
 from .fraud import ConversionWatch
 from .guards import (
     AdmissionGuard,
@@ -177,6 +177,9 @@ class Verifier:
         self.clock = clock
         self.keyring = keyring or settings.keyring()
         self.listeners = list(listeners)
+        # The webhook outbox (webhook_delivery.py), when the app installs one: each
+        # recorded event is handed to it after the store write that records it.
+        self.webhooks: EventOutbox | None = None
         self.policy = DestinationPolicy.from_settings(settings)
         self.watch = ConversionWatch(settings, store)
         # The CAPTCHA step: the one given, else the settings' (None when it is off).
@@ -232,6 +235,7 @@ class Verifier:
             country = country or v.country
             fields.setdefault("verification_id", v.id)
             fields.setdefault("channel", v.channel.value)
+            fields.setdefault("owner", v.owner)
         return Event(
             type=type_.value,
             ts=now,
@@ -244,6 +248,8 @@ class Verifier:
 
     async def _emit(self, *events: Event) -> None:
         await self.store.add_events(events)
+        if self.webhooks is not None:
+            await self.webhooks.enqueue(events)
         for event in events:
             if self.settings.log_events:
                 log_event(event)
@@ -266,6 +272,8 @@ class Verifier:
             )
             if n == 1:
                 await self.store.add_events([event])
+                if self.webhooks is not None:  # the first of its kind in the minute only
+                    await self.webhooks.enqueue([event])
         finally:
             self._notify(event)  # counted by the metrics even when the store failed
         if self.settings.log_events:
@@ -282,10 +290,16 @@ class Verifier:
         client_ip: str,
         channel: Channel | None,
         rule: str | None = None,
+        owner: str | None = None,
         **details: Any,
     ) -> OtpguardError:
-        """Record a refusal as an event and return the exception to raise."""
-        fields: dict[str, Any] = {"reason": getattr(exc, "reason", exc.code), "rule": rule}
+        """Record a refusal as an event and return the exception to raise. ``owner``:
+        the API key whose start was refused (its webhook endpoint hears of it)."""
+        fields: dict[str, Any] = {
+            "reason": getattr(exc, "reason", exc.code),
+            "rule": rule,
+            "owner": owner,
+        }
         if isinstance(exc, RateLimited):
             fields["reason"] = "rate_limited"
             fields["rule"] = exc.rule
@@ -365,7 +379,7 @@ class Verifier:
         try:
             number = parse(to, self.settings.default_region)
         except InvalidRequest as exc:
-            raise await self._refuse(exc, now, None, ip, ch) from None
+            raise await self._refuse(exc, now, None, ip, ch, owner=owner) from None
         ctx = self._context(number, ch, ip, now, owner, account_id)
         await self._admit(ctx, challenge_token)
 
@@ -497,6 +511,7 @@ class Verifier:
             ctx.ip,
             ctx.channel,
             rule=refusal.rule,
+            owner=ctx.owner,
             **refusal.details,
         )
 

@@ -75,6 +75,9 @@ from .sql import (
     verification_from_row,
     verification_values,
 )
+from .webhooks_pg import MIGRATION as WEBHOOKS_MIGRATION
+from .webhooks_pg import TABLES as WEBHOOK_TABLES
+from .webhooks_pg import PostgresWebhooks
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -90,7 +93,7 @@ _UNREACHABLE_STATES = ("57P01", "57P02", "57P03")  # admin/crash shutdown, canno
 #: Every table the store owns (the contract tests' reset hook truncates them).
 TABLES = (
     "verifications", "rate_log", "flags", "events", "alerts", "api_keys", "buckets",
-    "refusal_tallies",
+    "refusal_tallies", *WEBHOOK_TABLES,
 )  # fmt: skip
 
 _HIT_FUNCTION = """
@@ -365,6 +368,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE verifications ADD COLUMN currency TEXT",
         "ALTER TABLE verifications ADD COLUMN payee TEXT",
     ),
+    # webhooks: the outbox and delivery log (stores/webhooks_pg.py).
+    WEBHOOKS_MIGRATION,
 )
 
 
@@ -498,7 +503,7 @@ def _unreachable(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresWebhooks, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._conninfo, self._options = _split_url(url)

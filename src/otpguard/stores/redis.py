@@ -72,6 +72,8 @@ from ..models import (
 )
 from ..purpose import LOGIN
 from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
+from .webhooks_redis import RedisWebhooks
 
 VERIFICATION_KEEP = 86_400  # seconds a verification's key outlives its (logical) expiry
 INDEX_KEEP = 2 * 86_400  # the per-number index outlives each verification it lists by this
@@ -780,7 +782,7 @@ def _bucket_refusal(b: Bucket, out: Sequence[Any]) -> RateDecision:
 # -- the store --------------------------------------------------------------------------
 
 
-class RedisStore(Store):
+class RedisStore(RedisWebhooks, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._opts = _parse_url(url)
@@ -816,6 +818,9 @@ class RedisStore(Store):
         return f"{self._opts.prefix}:{{b:{key}}}"
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _wh_errors(self, op: str) -> Any:
+        return _storage_errors(op)
 
     def _live(self, op: str) -> Any:
         if self._client is None:
@@ -873,7 +878,8 @@ class RedisStore(Store):
             except StorageError:
                 await client.aclose()
                 raise
-        self._scripts = {name: client.register_script(code) for name, code in SCRIPTS.items()}
+        scripts = {**SCRIPTS, **WEBHOOK_SCRIPTS}
+        self._scripts = {name: client.register_script(code) for name, code in scripts.items()}
         self._client = client
 
     async def aclose(self) -> None:

@@ -56,6 +56,8 @@ from .sql import (
     verification_from_row,
     verification_values,
 )
+from .webhooks_sqlite import MIGRATION as WEBHOOKS_MIGRATION
+from .webhooks_sqlite import SQLiteWebhooks
 
 T = TypeVar("T")
 
@@ -193,6 +195,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE verifications ADD COLUMN currency TEXT",
         "ALTER TABLE verifications ADD COLUMN payee TEXT",
     ),
+    # 6: webhooks: the outbox and delivery log (stores/webhooks_sqlite.py).
+    WEBHOOKS_MIGRATION,
 )
 
 
@@ -357,7 +361,7 @@ def _get(conn: sqlite3.Connection, verification_id: str) -> Verification | None:
     return None if row is None else verification_from_row(row)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteWebhooks, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path_from_url(url)

@@ -41,6 +41,7 @@ AppHook = Callable[[FastAPI], None]
 EXTENSIONS: list[str] = [
     "otpguard.web.twilio_webhooks:install",
     "otpguard.web.admin:install",
+    "otpguard.web.webhooks:install",
     "otpguard.web.dashboard:install",
     "otpguard.web.demo:install",
     "otpguard.web.verify:install",

@@ -31,6 +31,7 @@ from ..errors import OtpguardError
 from ..service import Verifier
 from ..stats import stats_for
 from ..stores.base import EventQuery
+from ..stores.webhooks import WebhookStore
 from .admin import open_and_recent_alerts
 from .api import iso
 from .dashboard_render import (
@@ -42,6 +43,7 @@ from .dashboard_render import (
     ranked_table,
     tiles,
     traffic_chart,
+    webhooks_table,
 )
 
 SESSION_COOKIE = "otpguard_session"
@@ -198,6 +200,9 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
     stats = await stats_for(v.store, v.settings, now, WINDOWS[window])
     alerts = await open_and_recent_alerts(v, now)
     recent = await v.store.list_events(EventQuery(limit=50))
+    hooks = []
+    if isinstance(v.store, WebhookStore):
+        hooks = await v.store.list_webhook_deliveries(limit=20)
     open_n = sum(1 for a in alerts if a.status == "open")
     currency = v.settings.price_currency
     countries = [
@@ -224,6 +229,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
         "top_ips": ranked_table(stats.top_ips, "ip"),
         "countries": countries_table(stats.countries, currency),
         "events": events_table(recent),
+        "webhooks": webhooks_table(hooks),
     }
     return HTMLResponse(_template("dashboard.html").substitute(ctx))
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from ..events import Event
 from ..stats import Bucket, CountryFigures, Ranked, Stats
 from ..stores.base import Alert
+from ..stores.webhooks import WebhookDelivery
 from .api import iso
 
 SERIES = ("requests", "sends", "approved", "refused")
@@ -226,6 +227,27 @@ def events_table(events: list[Event]) -> str:
     ]
     return table(
         ["time", "type", "number", "ip", "country", "channel", "reason"], rows, wrap={3, 6}
+    )
+
+
+def webhooks_table(deliveries: list[WebhookDelivery]) -> str:
+    """The newest webhook deliveries: what, to which endpoint, how it went."""
+    if not deliveries:
+        return '<p class="empty">No webhooks yet (docs/webhooks.md sets them up).</p>'
+    rows = []
+    for d in deliveries:
+        last = d.last
+        code = "" if last is None or last.status_code is None else str(last.status_code)
+        rows.append(
+            [_when(d.created_at), e(d.event_type), f'<span class="status-{e(d.status)}">'
+             f"{e(d.status)}</span>", str(d.attempts), e(code), e(last.error if last else ""),
+             e(d.endpoint_id)]
+        )  # fmt: skip
+    return table(
+        ["time", "type", "status", "attempts", "code", "error", "endpoint"],
+        rows,
+        numeric={3},
+        wrap={5, 6},
     )
 
 

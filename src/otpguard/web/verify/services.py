@@ -23,7 +23,8 @@ from fastapi import Depends, Request
 
 from ...models import RateRule
 from ...service import Verifier
-from ...stores.base import ApiKey
+from ...stores.base import ApiKey, Store
+from ...webhooks import ROUTE, SERVICE_FLAG, service_scope
 from ..api import tenant_of
 from .errors import TwilioError, invalid, not_found
 from .forms import account_sid, authenticate
@@ -31,7 +32,7 @@ from .forms import account_sid, authenticate
 FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
 # The flag prefixes keep the old module name: services already stored stay found.
 SERVICE_KEY = "verify_compat:service:"
-OWNER_KEY = "verify_compat:verification:"
+OWNER_KEY = SERVICE_FLAG  # also read by the webhook outbox (webhooks.py)
 INDEX_KEY = "verify_compat:services_of:"  # + account SID: its services' SIDs, as JSON
 MAX_SERVICES = 100  # per API key: the index is one flag, read whole for a list
 TOO_MANY_REQUESTS = 20429
@@ -81,7 +82,15 @@ async def load_service(request: Request, engine: Verifier, sid: str, key: ApiKey
     svc = VerifyService.from_json(raw)
     if not visible(svc, key):
         raise not_found(request)
+    ROUTE.set(service_scope(svc.sid))  # this request's events: the service's webhook first
     return svc
+
+
+async def service_exists(store: Store, sid: str, now: float) -> bool:
+    """Whether a /v2 service of that SID exists (for the webhook settings)."""
+    if not _SERVICE_SID.match(sid):
+        return False
+    return await store.get_flag(SERVICE_KEY + sid, now) is not None
 
 
 async def save_service(engine: Verifier, svc: VerifyService) -> None:

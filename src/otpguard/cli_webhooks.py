@@ -1,0 +1,195 @@
+"""``otpguard api-keys webhook ...`` and ``otpguard webhooks ...``: set an API key's
+webhook endpoint, list the endpoints, read the delivery log (docs/webhooks.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, load_settings
+from .stores import Store, store_from_url
+from .stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
+from .webhooks import EndpointSet, key_scope, service_scope, set_endpoint
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = Path(args.config) if getattr(args, "config", None) else None
+    return load_settings(config_file=path)
+
+
+async def _open(settings: Settings) -> tuple[Store, WebhookStore]:
+    store = store_from_url(settings.store_url)
+    await store.open()
+    assert isinstance(store, WebhookStore)
+    return store, store
+
+
+def _key_id(raw: str) -> str | None:
+    key_id = raw.removeprefix("og_")
+    if "_" in key_id:
+        print("pass the key's id (og_ and 12 hex digits), not the whole key", file=sys.stderr)
+        return None
+    return key_id
+
+
+def cmd_key_webhook(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    key_id = _key_id(args.key_id)
+    if key_id is None:
+        return 2
+
+    async def run() -> int:
+        store, hooks = await _open(settings)
+        try:
+            if await store.get_api_key(key_id) is None:
+                print(f"no API key og_{key_id}", file=sys.stderr)
+                return 1
+            if args.webhook_action == "remove":
+                ok = await hooks.delete_webhook_endpoint(key_scope(key_id))
+                print(f"removed the webhook of og_{key_id}" if ok else "no webhook to remove")
+                return 0 if ok else 1
+            done = await set_endpoint(
+                hooks,
+                settings.keyring(),
+                key_scope(key_id),
+                args.url,
+                time.time(),
+                production=settings.production,
+                allow_private=settings.webhook_allow_private,
+                rotate=args.rotate_secret,
+            )
+        finally:
+            await store.aclose()
+        _print_set(done, f"og_{key_id}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_service_webhook(args: argparse.Namespace) -> int:
+    # The web app's modules only for this command (as cmd_serve imports uvicorn).
+    from .web.verify.services import service_exists
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        store, hooks = await _open(settings)
+        try:
+            if not await service_exists(store, args.sid, time.time()):
+                print(f"no /v2 service {args.sid}", file=sys.stderr)
+                return 1
+            if args.action == "remove-service":
+                ok = await hooks.delete_webhook_endpoint(service_scope(args.sid))
+                print(f"removed the webhook of {args.sid}" if ok else "no webhook to remove")
+                return 0 if ok else 1
+            done = await set_endpoint(
+                hooks,
+                settings.keyring(),
+                service_scope(args.sid),
+                args.url,
+                time.time(),
+                production=settings.production,
+                allow_private=settings.webhook_allow_private,
+                rotate=args.rotate_secret,
+            )
+        finally:
+            await store.aclose()
+        _print_set(done, args.sid)
+        return 0
+
+    return asyncio.run(run())
+
+
+def _print_set(done: EndpointSet, owner: str) -> None:
+    print(f"webhook {done.endpoint.id} of {owner}: {done.endpoint.url}")
+    if done.secret is None:
+        print("signing secret unchanged (--rotate-secret makes a new one)")
+    else:
+        print("signing secret; store it now: it is shown only once.")
+        print(done.secret)
+
+
+def _line(d: WebhookDelivery) -> str:
+    last = d.last
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.created_at))
+    code = "-" if last is None or last.status_code is None else str(last.status_code)
+    latency = "-" if last is None else f"{last.latency_ms}ms"
+    nxt = time.strftime("%H:%M:%S", time.gmtime(d.next_at)) if d.status == "pending" else "-"
+    error = last.error if last else ""
+    return (
+        f"{at}  {d.event_type:<9}  {d.status:<9}  {d.attempts:>3}  {code:>4}  {latency:>7}  "
+        f"{nxt:>8}  {d.endpoint_id}  {error}"
+    )
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def run() -> Any:
+        store, hooks = await _open(settings)
+        try:
+            if args.action == "list":
+                return await hooks.list_webhook_endpoints()
+            return await hooks.list_webhook_deliveries(
+                endpoint_id=args.endpoint, status=args.status, limit=args.limit
+            )
+        finally:
+            await store.aclose()
+
+    rows = asyncio.run(run())
+    if args.action == "list":
+        if not rows:
+            print("no webhooks; set one with `otpguard api-keys webhook set KEY_ID URL`")
+        for e in rows:
+            print(f"{e.id}  {e.scope:<18}  {e.url}")
+        return 0
+    if args.json:
+        for d in rows:
+            out = {"id": d.id, "endpoint_id": d.endpoint_id, "type": d.event_type,
+                   "status": d.status, "attempts": d.attempts, "created_at": d.created_at,
+                   "next_at": d.next_at, "log": [a.to_dict() for a in d.log]}  # fmt: skip
+            print(json.dumps(out, sort_keys=True))
+        return 0
+    print(
+        "CREATED (UTC)        TYPE       STATUS     TRY  CODE  LATENCY      NEXT  ENDPOINT  ERROR"
+    )
+    for d in rows:
+        print(_line(d))
+    return 0
+
+
+def add_parsers(sub: Any, api_keys: Any) -> None:
+    """``webhook`` under ``api-keys``, and the ``webhooks`` command."""
+    w = api_keys.add_parser("webhook", help="set or remove the URL a key's events are posted to")
+    wsub = w.add_subparsers(dest="webhook_action", required=True)
+    ws = wsub.add_parser("set", help="set the URL; prints the signing secret once, when new")
+    ws.add_argument("key_id", help="the key's id as `api-keys list` shows it (og_ + 12 hex)")
+    ws.add_argument("url", help="https://... (http:// in development)")
+    ws.add_argument(
+        "--rotate-secret", action="store_true", help="a new signing secret (the old one stops)"
+    )
+    wr = wsub.add_parser("remove", help="stop posting the key's events")
+    wr.add_argument("key_id", help="the key's id (og_ + 12 hex)")
+    w.set_defaults(func=cmd_key_webhook)
+
+    h = sub.add_parser("webhooks", help="webhook endpoints and the delivery log")
+    hsub = h.add_subparsers(dest="action", required=True)
+    hsub.add_parser("list", help="the endpoints (never a secret)")
+    hl = hsub.add_parser("log", help="the delivery log, newest first")
+    hl.add_argument("--status", choices=list(STATUSES), help="only rows with this status")
+    hl.add_argument("--endpoint", help="only this endpoint's rows (we_...)")
+    hl.add_argument("--limit", type=int, default=50, help="rows to show (50)")
+    hl.add_argument("--json", action="store_true", help="one JSON object per line")
+    h.set_defaults(func=cmd_webhooks)
+    for name, what in (("set-service", "set"), ("remove-service", "remove")):
+        hs = hsub.add_parser(name, help=f"{what} the URL of a /v2 service (instead of its key's)")
+        hs.add_argument("sid", help="the service's SID (VA + 32 hex)")
+        if what == "set":
+            hs.add_argument("url", help="https://... (http:// in development)")
+            hs.add_argument("--rotate-secret", action="store_true", help="a new signing secret")
+        hs.set_defaults(func=cmd_service_webhook)
