@@ -73,6 +73,7 @@ from .sql import (
     tally_from_row,
     verification_from_row,
 )
+from .sql_lists import PostgresLists
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -488,7 +489,7 @@ def _unreachable(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresLists, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._conninfo, self._options = _split_url(url)

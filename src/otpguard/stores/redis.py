@@ -26,6 +26,8 @@ Cluster: a hash tag puts all keys one script touches into one slot::
                                     first refusal's JSON; og:{ev}:tally:idx by minute
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
+    og:{nl}:<pattern>        hash   a block/allow entry as a flag; og:{nl}:block and
+                                    og:{nl}:allow index them (redis_lists.py)
 
 Time: every logical decision uses the caller's ``now``; Redis TTLs (wall clock) only
 free memory, and are set generously past the logical expiry so that a key is never
@@ -70,7 +72,9 @@ from ..models import (
     Status,
     Verification,
 )
+from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from .redis_lists import LIST_SCRIPTS, RedisLists, list_key
 
 VERIFICATION_KEEP = 86_400  # seconds a verification's key outlives its (logical) expiry
 INDEX_KEEP = 2 * 86_400  # the per-number index outlives each verification it lists by this
@@ -506,6 +510,7 @@ SCRIPTS = {
         "purge_tallies": PURGE_TALLIES_LUA,
         "create_key": CREATE_KEY_LUA,
         "revoke_key": REVOKE_KEY_LUA,
+        **LIST_SCRIPTS,
     }.items()
 }
 
@@ -772,7 +777,7 @@ def _bucket_refusal(b: Bucket, out: Sequence[Any]) -> RateDecision:
 # -- the store --------------------------------------------------------------------------
 
 
-class RedisStore(Store):
+class RedisStore(RedisLists, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._opts = _parse_url(url)
@@ -786,6 +791,7 @@ class RedisStore(Store):
         self._tally = tuple(f"{p}:{{ev}}:tally:{k}" for k in ("n", "last", "ex", "idx"))
         self._alerts = f"{p}:{{alerts}}"
         self._keys = (f"{p}:{{apikeys}}", f"{p}:{{apikeys}}:revoked")
+        self._list_prefix = p
 
     def __repr__(self) -> str:
         return f"RedisStore(cluster={self._opts.cluster}, prefix={self._opts.prefix!r})"
@@ -802,12 +808,17 @@ class RedisStore(Store):
         return f"{self._opts.prefix}:{{rl:{key}}}"
 
     def _fkey(self, key: str) -> str:
+        if key.startswith(LIST_KEY_PREFIX):  # block and allow entries: one slot (redis_lists)
+            return list_key(self._opts.prefix, key)
         return f"{self._opts.prefix}:{{f:{key}}}"
 
     def _bkey(self, key: str) -> str:
         return f"{self._opts.prefix}:{{b:{key}}}"
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
+        return _storage_errors(op)
 
     def _live(self, op: str) -> Any:
         if self._client is None:
@@ -1410,6 +1421,7 @@ class RedisStore(Store):
             total += int(await self._run("purge", "purge_flag", [fkey], [_ts(now)]))
         async for bkey in self._scan("purge", f"{p}:{{b:*}}"):
             total += int(await self._run("purge", "purge_bucket", [bkey], [_ts(now)]))
+        total += await self._purge_lists(now)
         return total + await self._purge_events(now, event_horizon)
 
     async def _purge_events(self, now: float, event_horizon: float) -> int:

@@ -54,6 +54,7 @@ from .sql import (
     tally_from_row,
     verification_from_row,
 )
+from .sql_lists import SQLiteLists
 
 T = TypeVar("T")
 
@@ -347,7 +348,7 @@ def _get(conn: sqlite3.Connection, verification_id: str) -> Verification | None:
     return None if row is None else verification_from_row(row)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteLists, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path_from_url(url)
