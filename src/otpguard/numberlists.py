@@ -45,7 +45,6 @@ KEY_END = "numlist;"
 FOREVER = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the ``until`` of an entry with no expiry
 MAX_NOTE = 200
 MAX_BY = 80
-DEFAULT_MAX_ENTRIES = 100_000
 _DURATION = re.compile(r"^(\d{1,7})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DIGIT_RUN = re.compile(r"\d{6,}")
