@@ -40,6 +40,7 @@ AppHook = Callable[[FastAPI], None]
 EXTENSIONS: list[str] = [
     "otpguard.web.twilio_webhooks:install",
     "otpguard.web.admin:install",
+    "otpguard.web.admin_numbers:install",
     "otpguard.web.dashboard:install",
     "otpguard.web.demo:install",
     "otpguard.web.verify_compat:install",
