@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,47 @@ def test_cli_refuses_bad_input_without_a_traceback(
         main(["numbers", "block", "+447400123456", "--for", "1d", "--until", "2099-01-01"])
     rc, out, _ = run(capsys, "list")
     assert rc == 0 and "+447400123456" not in out
+
+
+# -- the dashboard --------------------------------------------------------------------------
+
+
+async def test_the_dashboard_shows_the_lists_masked_and_escaped(
+    api_factory: Callable[..., Any], settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(allowlist=["+447400999999"])
+    async with api_factory(settings, scopes=("monitor",)) as api:
+        await api.verifier.lists.add(
+            UK_MOBILE, "block", by="cli (ops)", note='<script>alert("x")</script> ticket 12',
+            duration="7d",
+        )  # fmt: skip
+        await api.verifier.lists.add("+3361", "allow", by="<b>ops</b>")
+        page = await sign_in(api)
+        assert page.status_code == 200
+        panel = page.text[page.text.index('id="lists"') : page.text.index('id="events"')]
+        assert "Block and allow lists" in panel
+        assert 'data-tile="block"><span class="v">1</span>' in panel
+        assert "block (1 run-time, 0 configured)" in panel
+        assert "allow (1 run-time, 1 configured)" in panel
+        assert "+44******3456" in panel and "+3361" in panel and UK_MOBILE not in page.text
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; ticket 12" in panel
+        assert "<script>alert" not in page.text and "<b>ops" not in page.text
+        assert '<time datetime="2027-01-22T08:00:00Z">2027-01-22 08:00</time>' in panel
+
+
+async def test_the_dashboard_with_empty_lists(
+    api_factory: Callable[..., Any], settings: Settings
+) -> None:
+    async with api_factory(settings, scopes=("monitor",)) as api:
+        page = await sign_in(api)
+        assert "No run-time entries" in page.text
+        assert "block (0 run-time, 0 configured)" in page.text
+
+
+async def sign_in(api: Any) -> Any:
+    login = await api.http.get("/dashboard/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+    assert csrf is not None
+    r = await api.http.post("/dashboard/login", data={"csrf": csrf.group(1), "api_key": api.key})
+    assert r.status_code == 303
+    return await api.http.get("/dashboard")

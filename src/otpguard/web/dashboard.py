@@ -33,6 +33,7 @@ from ..stats import stats_for
 from ..stores.base import EventQuery
 from .admin import open_and_recent_alerts
 from .api import iso
+from .dashboard_lists import lists_panel
 from .dashboard_render import (
     alerts_table,
     bar_chart,
@@ -224,6 +225,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
         "top_ips": ranked_table(stats.top_ips, "ip"),
         "countries": countries_table(stats.countries, currency),
         "events": events_table(recent),
+        "lists": lists_panel(await v.lists.counts(), await v.store.list_entries(now)),
     }
     return HTMLResponse(_template("dashboard.html").substitute(ctx))
 
