@@ -183,3 +183,15 @@ def test_durations() -> None:
     assert [parse_duration(d) for d in ("90s", "15m", "12h", "7d", "2w")] == [
         90.0, 900.0, 43200.0, 604800.0, 1209600.0,
     ]  # fmt: skip
+
+
+async def test_explain_applies_the_run_time_entries(engine: EngineFactory) -> None:
+    async with engine() as otp:
+        assert (await otp.explain_number(NUMBER))["allowlisted"] is False
+        await otp.lists.add(NUMBER[:-3], "allow", by="test")
+        info = await otp.explain_number(NUMBER)
+        assert info["allowlisted"] is True and info["channels"]["sms"]["allowed"] is True  # type: ignore[index]
+        await otp.lists.add(NUMBER, "block", by="test")
+        channels = (await otp.explain_number(NUMBER))["channels"]
+        assert channels == {ch: {"allowed": False, "reason": "blocklisted"}
+                            for ch in ("sms", "whatsapp", "voice")}  # fmt: skip

@@ -144,6 +144,19 @@ def allowed_by(flags: Mapping[str, str], e164: str) -> ListEntry | None:
     return next((x for x in matching(flags, e164) if x.kind == "allow"), None)
 
 
+def explain(info: dict[str, object], flags: Mapping[str, str], e164: str, *, exempt: bool) -> None:
+    """``DestinationPolicy.explain``'s answer, in place, with the run-time entries among
+    ``flags``: a block entry refuses every channel (unless ``exempt``: a Twilio magic
+    number under test credentials), an allow entry makes the number allowlisted."""
+    if allowed_by(flags, e164) is not None:
+        info["allowlisted"] = True
+    if not exempt and blocked_by(flags, e164) is not None:
+        channels = info["channels"]
+        assert isinstance(channels, dict)
+        for name in channels:
+            channels[name] = {"allowed": False, "reason": "blocklisted"}
+
+
 # -- input ------------------------------------------------------------------------------
 
 

@@ -1033,7 +1033,13 @@ class Verifier:
         return DeliveryReport.RECORDED
 
     async def explain_number(self, raw: str) -> dict[str, object]:
-        return self.policy.explain(parse(raw, self.settings.default_region))
+        """The policy's decisions, with the run-time block and allow entries applied."""
+        number = parse(raw, self.settings.default_region)
+        info = self.policy.explain(number)
+        flags = await self.store.get_flags(numberlists.flag_keys(number.e164), self.clock())
+        exempt = self.policy.twilio_test_credentials and number.is_twilio_magic
+        numberlists.explain(info, flags, number.e164, exempt=exempt)
+        return info
 
     async def purge(self, *, scheduled: bool = False) -> int:
         """Delete what is stale. ``scheduled``: the maintenance job's lighter pass, which
