@@ -26,8 +26,8 @@ Cluster: a hash tag puts all keys one script touches into one slot::
                                     first refusal's JSON; og:{ev}:tally:idx by minute
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
-    og:{nl}:<pattern>        hash   a block/allow entry as a flag; og:{nl}:block and
-                                    og:{nl}:allow index them (redis_lists.py)
+    og:{nl}:entries          hash   block/allow entries: pattern -> until|value; indexed
+                                    by og:{nl}:block and og:{nl}:allow (redis_lists.py)
 
 Time: every logical decision uses the caller's ``now``; Redis TTLs (wall clock) only
 free memory, and are set generously past the logical expiry so that a key is never
@@ -74,7 +74,7 @@ from ..models import (
 )
 from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
-from .redis_lists import LIST_SCRIPTS, RedisLists, list_key
+from .redis_lists import LIST_SCRIPTS, RedisLists
 
 VERIFICATION_KEEP = 86_400  # seconds a verification's key outlives its (logical) expiry
 INDEX_KEEP = 2 * 86_400  # the per-number index outlives each verification it lists by this
@@ -808,8 +808,6 @@ class RedisStore(RedisLists, Store):
         return f"{self._opts.prefix}:{{rl:{key}}}"
 
     def _fkey(self, key: str) -> str:
-        if key.startswith(LIST_KEY_PREFIX):  # block and allow entries: one slot (redis_lists)
-            return list_key(self._opts.prefix, key)
         return f"{self._opts.prefix}:{{f:{key}}}"
 
     def _bkey(self, key: str) -> str:
@@ -1241,12 +1239,16 @@ class RedisStore(RedisLists, Store):
     # -- flags ------------------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:
+        if key.startswith(LIST_KEY_PREFIX):
+            raise ValueError("numlist: flags are written by put_list_entry (redis_lists.py)")
         # No ``now`` here: the TTL runs from the wall clock, a day past ``until``;
         # get_flag decides from the caller's ``now`` alone.
         ttl = _ms(max(0.0, until - time.time()) + FLAG_KEEP)
         await self._run("set_flag", "set_flag", [self._fkey(key)], [value, _ts(until), ttl])
 
     async def get_flag(self, key: str, now: float) -> str | None:
+        if key.startswith(LIST_KEY_PREFIX):
+            return (await self.get_flags([key], now)).get(key)
         with _storage_errors("get_flag"):
             value, until = await self._live("get_flag").hmget(self._fkey(key), "value", "until")
         if value is None or until is None or float(until) <= now:
@@ -1254,19 +1256,27 @@ class RedisStore(RedisLists, Store):
         return str(value)
 
     async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
-        """Several flags in one pipelined round trip."""
+        """Several flags in one pipelined round trip; the ``numlist:`` ones (block and
+        allow entries) as one HMGET of their hash (redis_lists.py)."""
         if not keys:
             return {}
+        listed = [k for k in keys if k.startswith(LIST_KEY_PREFIX)]
+        plain = [k for k in keys if not k.startswith(LIST_KEY_PREFIX)]
         with _storage_errors("get_flags"):
             pipe = self._live("get_flags").pipeline(transaction=False)
-            for key in keys:
+            for key in plain:
                 pipe.hmget(self._fkey(key), "value", "until")
+            if listed:
+                self._queue_list_read(pipe, listed)
             rows = await pipe.execute()
-        return {
+        out = {
             key: str(value)
-            for key, (value, until) in zip(keys, rows, strict=True)
+            for key, (value, until) in zip(plain, rows, strict=False)
             if value is not None and until is not None and float(until) > now
         }
+        if listed:
+            out.update(self._list_flags(listed, rows[-1], now))
+        return out
 
     # -- events -----------------------------------------------------------------------------
 
@@ -1441,8 +1451,9 @@ class RedisStore(RedisLists, Store):
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
     ) -> int:
         """Verifications, rate logs and flags expire by TTL; a SCAN of every key once a
-        minute would cost more than it frees. Only old events go (through their index)."""
-        return await self._purge_events(now, event_horizon)
+        minute would cost more than it frees. Only old events go (through their index),
+        and expired block and allow entries (through theirs: they have no TTL)."""
+        return await self._purge_events(now, event_horizon) + await self._purge_lists(now)
 
     async def dump(self) -> str:
         """Every key with the store's prefix and its value, as text (SCAN on every primary)."""

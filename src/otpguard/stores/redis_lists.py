@@ -1,88 +1,96 @@
 """The block and allow lists (``otpguard.numberlists``) in the Redis store.
 
-Every entry and both indexes share one hash tag, so each change is one Lua script
-on one slot, atomic in Redis Cluster too::
+Every entry is one field of one hash, beside two indexes, all under one hash tag, so
+each change is one Lua script on one slot, atomic in Redis Cluster too::
 
-    og:{nl}:<pattern>   hash   one entry as a flag (value, until): what get_flags reads
-    og:{nl}:block       zset   patterns of the block entries, score = until
-    og:{nl}:allow       zset   patterns of the allow entries, score = until
+    og:{nl}:entries   hash   pattern -> "<until>|<value>": every entry
+    og:{nl}:block     zset   patterns of the block entries, score = until
+    og:{nl}:allow     zset   patterns of the allow entries, score = until
 
-(``RedisStore._fkey`` maps a ``numlist:`` flag key into the tag.) The cost is that
-one slot, one node of a cluster, answers the list part of every send's flag read:
-one more node in the pipelined read, at most 15 HMGETs. Expired index members are
-dropped by the next change and by ``purge``; an entry's hash outlives its ``until``
-by ``FLAG_KEEP`` (wall clock) and is ignored once ``until`` has passed.
+``RedisStore.get_flags`` reads the ``numlist:`` keys of a send (the number and each
+prefix of it) as one HMGET of this hash, in the pipeline of its other flags: one
+command where one HMGET per prefix cost about three times the whole flag read
+(``bench`` figures in the branch report). The price is that one slot, one node of a
+cluster, answers the list part of every send's read. A field has no TTL: expired
+entries are deleted by the next change and by both purges (through the indexes).
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..numberlists import KEY_PREFIX, ListEntry, NumberListFull, decode, encode, flag_key
+from ..numberlists import KEY_PREFIX, ListEntry, NumberListFull, decode, encode
 
-LIST_BATCH = 500  # entries per pipelined read
-LIST_KEEP = 86_400  # seconds an entry's hash outlives its until (redis.py's FLAG_KEEP)
+# KEYS: entries, block index, allow index. Deletes the entries whose until <= now and
+# their index members; returns how many.
+_PRUNE = """
+local function prune(now)
+  local n = 0
+  for k = 2, 3 do
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', now)
+    for i = 1, #gone, 500 do
+      n = n + redis.call('HDEL', KEYS[1], unpack(gone, i, math.min(i + 499, #gone)))
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', now)
+  end
+  return n
+end
+"""
 
-# KEYS: entry, block index, allow index; ARGV: pattern, kind, value, until, now, cap, ttl_ms.
-# Returns {0} when full, {1} when added, {1, value, until} when it replaced a live entry.
-PUT_LUA = """
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[5])
-local prev = redis.call('HMGET', KEYS[1], 'value', 'until')
-local live = prev[1] and prev[2] and tonumber(prev[2]) > tonumber(ARGV[5])
+# ARGV: pattern, kind, packed entry, until, now, cap. {0}: full; {1}: added;
+# {1, packed}: replaced the live entry ``packed``.
+PUT_LUA = (
+    _PRUNE
+    + """
+prune(ARGV[5])
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
 local n = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
-if not live and n >= tonumber(ARGV[6]) then return {0} end
+if not prev and n >= tonumber(ARGV[6]) then return {0} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', ARGV[2] == 'block' and KEYS[2] or KEYS[3], ARGV[4], ARGV[1])
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'value', ARGV[3], 'until', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-if live then return {1, prev[1], prev[2]} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if prev then return {1, prev} end
 return {1}
 """
+)
 
-# KEYS: entry, block index, allow index; ARGV: pattern. Returns {value, until} or {}.
+# ARGV: pattern. Returns the packed entry removed, or false.
 DELETE_LUA = """
-local prev = redis.call('HMGET', KEYS[1], 'value', 'until')
-redis.call('DEL', KEYS[1])
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-if prev[1] and prev[2] then return {prev[1], prev[2]} end
-return {}
+return prev
 """
 
-# KEYS: entry; ARGV: now. Deletes the entry if its until has passed.
-PURGE_ENTRY_LUA = """
-local u = redis.call('HGET', KEYS[1], 'until')
-if not u or tonumber(u) > tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-"""
+# ARGV: now. Returns how many entries were deleted.
+PURGE_LUA = _PRUNE + "return prune(ARGV[1])\n"
 
-LIST_SCRIPTS = {
-    "list_put": PUT_LUA,
-    "list_delete": DELETE_LUA,
-    "list_purge": PURGE_ENTRY_LUA,
-}
+LIST_SCRIPTS = {"list_put": PUT_LUA, "list_delete": DELETE_LUA, "list_purge": PURGE_LUA}
 
 
 def _ts(x: float) -> str:
     return repr(float(x))
 
 
-def list_key(prefix: str, key: str) -> str:
-    """``numlist:+4474`` -> ``og:{nl}:+4474``."""
-    return f"{prefix}:{{nl}}:{key[len(KEY_PREFIX) :]}"
+def pack(entry: ListEntry) -> str:
+    return f"{_ts(entry.until)}|{encode(entry)}"
 
 
-def _live(pattern: str, raw: Sequence[Any], now: float) -> ListEntry | None:
-    if len(raw) < 2 or raw[0] is None or raw[1] is None or float(raw[1]) <= now:
+def unpack(packed: str | None, now: float) -> tuple[float, str] | None:
+    """``(until, value)`` of a live packed entry; None when missing or expired."""
+    if not packed:
         return None
-    return decode(pattern, str(raw[0]), float(raw[1]))
+    until, _, value = packed.partition("|")
+    return (float(until), value) if float(until) > now else None
+
+
+def _entry(pattern: str, packed: str | None, now: float) -> ListEntry | None:
+    live = unpack(packed, now)
+    return None if live is None else decode(pattern, live[1], live[0])
 
 
 class RedisLists:
@@ -99,55 +107,45 @@ class RedisLists:
     def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError  # RedisStore's
 
-    def _index_keys(self) -> tuple[str, str]:
+    def _list_keys(self) -> list[str]:
         p = self._list_prefix
-        return f"{p}:{{nl}}:block", f"{p}:{{nl}}:allow"
+        return [f"{p}:{{nl}}:entries", f"{p}:{{nl}}:block", f"{p}:{{nl}}:allow"]
 
-    def _entry_key(self, pattern: str) -> str:
-        return list_key(self._list_prefix, flag_key(pattern))
+    def _queue_list_read(self, pipe: Any, keys: Sequence[str]) -> None:
+        """Queue the read of ``numlist:`` flag ``keys`` on ``pipe``: one HMGET."""
+        pipe.hmget(self._list_keys()[0], [k[len(KEY_PREFIX) :] for k in keys])
 
-    async def put_list_entry(self, entry: ListEntry, now: float, cap: int) -> ListEntry | None:
-        ttl = max(1_000, int((max(0.0, entry.until - time.time()) + LIST_KEEP) * 1000))
-        args = [entry.pattern, entry.kind, encode(entry), _ts(entry.until), _ts(now), cap, ttl]
-        keys = [self._entry_key(entry.pattern), *self._index_keys()]
-        out = await self._run("put_list_entry", "list_put", keys, args)
-        if int(out[0]) == 0:
-            raise NumberListFull(cap)
-        return _live(entry.pattern, out[1:], now) if len(out) > 1 else None
-
-    async def delete_list_entry(self, pattern: str, now: float) -> ListEntry | None:
-        keys = [self._entry_key(pattern), *self._index_keys()]
-        out = await self._run("delete_list_entry", "list_delete", keys, [pattern])
-        return _live(pattern, out, now)
-
-    async def _patterns(self, op: str, low: str, high: str) -> list[str]:
-        with self._errors(op):
-            client = self._live(op)
-            out: list[str] = []
-            for index in self._index_keys():
-                out += await client.zrangebyscore(index, low, high)
+    @staticmethod
+    def _list_flags(keys: Sequence[str], row: Sequence[str | None], now: float) -> dict[str, str]:
+        """The live flags among ``keys`` from the HMGET ``_queue_list_read`` queued."""
+        out = {}
+        for key, packed in zip(keys, row, strict=True):
+            live = unpack(packed, now)
+            if live is not None:
+                out[key] = live[1]
         return out
 
+    async def put_list_entry(self, entry: ListEntry, now: float, cap: int) -> ListEntry | None:
+        args = [entry.pattern, entry.kind, pack(entry), _ts(entry.until), _ts(now), cap]
+        out = await self._run("put_list_entry", "list_put", self._list_keys(), args)
+        if int(out[0]) == 0:
+            raise NumberListFull(cap)
+        return _entry(entry.pattern, out[1], now) if len(out) > 1 else None
+
+    async def delete_list_entry(self, pattern: str, now: float) -> ListEntry | None:
+        out = await self._run("delete_list_entry", "list_delete", self._list_keys(), [pattern])
+        return _entry(pattern, out or None, now)
+
     async def list_entries(self, now: float) -> list[ListEntry]:
-        patterns = await self._patterns("list_entries", f"({_ts(now)}", "+inf")
-        entries: list[ListEntry] = []
         with self._errors("list_entries"):
-            client = self._live("list_entries")
-            for i in range(0, len(patterns), LIST_BATCH):
-                batch = patterns[i : i + LIST_BATCH]
-                pipe = client.pipeline(transaction=False)
-                for pattern in batch:
-                    pipe.hmget(self._entry_key(pattern), "value", "until")
-                for pattern, raw in zip(batch, await pipe.execute(), strict=True):
-                    entry = _live(pattern, raw, now)
-                    if entry is not None:
-                        entries.append(entry)
+            raw: dict[str, str] = await self._live("list_entries").hgetall(self._list_keys()[0])
+        entries = [x for p, packed in raw.items() if (x := _entry(p, packed, now)) is not None]
         entries.sort(key=lambda x: x.pattern)
         entries.sort(key=lambda x: x.created_at, reverse=True)
         return entries
 
     async def count_list_entries(self, now: float) -> dict[str, int]:
-        block, allow = self._index_keys()
+        _, block, allow = self._list_keys()
         with self._errors("count_list_entries"):
             client = self._live("count_list_entries")
             return {
@@ -156,13 +154,5 @@ class RedisLists:
             }
 
     async def _purge_lists(self, now: float) -> int:
-        """Delete the expired entries and their index members."""
-        total = 0
-        for pattern in await self._patterns("purge", "-inf", _ts(now)):
-            key = self._entry_key(pattern)
-            total += int(await self._run("purge", "list_purge", [key], [_ts(now)]))
-        with self._errors("purge"):
-            client = self._live("purge")
-            for index in self._index_keys():
-                await client.zremrangebyscore(index, "-inf", _ts(now))
-        return total
+        """Delete the expired entries (both purges: entries have no TTL)."""
+        return int(await self._run("purge", "list_purge", self._list_keys(), [_ts(now)]))
