@@ -65,9 +65,6 @@ class ListEntry:
         """The flag's ``until``."""
         return FOREVER if self.expires_at is None else self.expires_at
 
-    def live(self, now: float) -> bool:
-        return self.until > now
-
 
 class NumberListFull(Conflict):
     """The run-time lists hold ``OTPGUARD_NUMBER_LIST_MAX`` entries already."""

@@ -101,3 +101,13 @@ async def test_purge_deletes_expired_entries(store: Store) -> None:
     assert removed == 1
     assert NUMBER not in await store.dump()
     assert [x.pattern for x in await store.list_entries(T0)] == ["+447400"]
+
+
+async def test_the_scheduled_purge_deletes_expired_entries_too(store: Store) -> None:
+    """Entries are not freed by a TTL in any backend: the maintenance job's lighter
+    purge deletes the expired ones as well."""
+    await store.put_list_entry(entry(NUMBER, expires=T0 + 60), T0, 10)
+    await store.put_list_entry(entry("+447400", expires=T0 + 120), T0, 10)
+    assert await store.scheduled_purge(T0 + 60, 3600, 3600, 86_400) == 1
+    assert NUMBER not in await store.dump()
+    assert [x.pattern for x in await store.list_entries(T0 + 60)] == ["+447400"]
