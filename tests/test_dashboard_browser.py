@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+LONG_NOTE = ("abuse ticket 12: " + "pumping from one range, reported by the carrier; " * 3).strip()
 
 # What a person would see wrong, measured in the rendered page: sideways scrolling, a
 # panel or cell whose content is cut off, text outside the screen, chart labels too
@@ -156,6 +157,9 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
     # 1. The abuse scenario, evaluated: exactly the expected alerts reach the webhook.
     outbox = MemoryTransport()
     async with Verifier(settings, store_from_url(settings.store_url), outbox, clock=clock) as v:
+        # Block and allow entries away from the scenario's numbers, a long note among them.
+        await v.lists.add("+33612345678", "block", by="cli (ops)", note=LONG_NOTE, duration="7d")
+        await v.lists.add("+4915", "allow", by="api key og_0123456789ab (ops)")
         await run_abuse_scenario(v, clock, outbox)
         dispatcher = Dispatcher([WebhookSink(receiver.url, WEBHOOK_SECRET, clock=clock)])
         dispatcher.sleep = no_sleep
@@ -231,6 +235,9 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
             assert session["httpOnly"] and session["sameSite"] == "Strict"
 
             # 3. What a person sees, on a laptop and on a phone, for an hour and a day.
+            lists = await page.inner_text("#lists")
+            assert "+33*****5678" in lists and LONG_NOTE in lists and "+4915" in lists
+            assert "+33612345678" not in content
             reasons = await page.locator("#events td[data-label=reason]").all_inner_texts()
             assert "fraud:low_conversion" in reasons and "premium_rate" in reasons
             await check_what_a_person_sees(page, ARTIFACTS / "dashboard-1280.png")

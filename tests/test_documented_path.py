@@ -235,6 +235,14 @@ RUN: dict[tuple[str, str], str] = {
     ("docs/integrating.md", "from otpguard import load_settings"): "test_embedded_samples",
     ("docs/twilio.md", "import pytest"): ("test_fake_twilio_sample"),
     ("docs/integrating.md", "from otpguard import Client"): "test_purpose_sample",
+    (
+        "docs/abuse-defenses.md",
+        'otpguard numbers block +447400123456 --for 7d --note "abuse ticket 12"',
+    ): ("test_number_list_blocks"),
+    (
+        "docs/abuse-defenses.md",
+        'curl -s -X POST "$OTPGUARD_URL/v1/admin/numbers" -H "Authorization: Bearer $OTPGUARD_ADMIN_KEY" \\',
+    ): ("test_number_list_blocks"),
 }
 
 
@@ -448,6 +456,67 @@ def test_429_answers(server: Server) -> None:
         assert answer["error"]["code"] == documented["error"]["code"] == "rate_limited"
         assert int(r.headers["retry-after"]) == answer["error"]["retry_after"]
     assert answer["error"]["rule"] == "phone"
+
+
+def json_values(text: str) -> list[Any]:
+    """Every JSON value of ``text``, one after another (curl prints bodies back to back)."""
+    decoder, out, i = json.JSONDecoder(), [], 0
+    while i < len(text.rstrip()):
+        value, i = decoder.raw_decode(text, i)
+        out.append(value)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return out
+
+
+@pytest.mark.slow
+def test_number_list_blocks(tmp_path: Path) -> None:
+    """The documented list commands, then the admin calls, on a real server's store: the
+    block refuses the server's next start, the unblock lets it through."""
+    key = (
+        "docs/abuse-defenses.md",
+        'otpguard numbers block +447400123456 --for 7d --note "abuse ticket 12"',
+    )
+    commands = keyed()[key].text.splitlines()
+    assert commands[-1] == "otpguard numbers unblock +447400123456"
+    number, start = "+447400123456", "/v1/verifications"
+    with otpguard_server(tmp_path) as server:
+        env = clean_env(**{k: v for k, v in server.env.items() if k.startswith("OTPGUARD_")})
+        auth = {"Authorization": f"Bearer {server.api_key}"}
+        ran = bash("\n".join(commands[:-1]), env, tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        out = ran.stdout.splitlines()
+        assert out[0].startswith("blocked +447400123456 (until ") and out[0].endswith(" UTC)")
+        assert out[1:3] == ["blocked +44740099 (until 2030-01-01 00:00 UTC)",
+                            "allowed +447400555000 (no expiry)"]  # fmt: skip
+        assert out[3].split()[:3] == ["KIND", "NUMBER", "EXPIRES"]
+        assert [line.split()[:2] for line in out[4:]] == [
+            ["allow", "+447400555000"], ["block", "+44740099"], ["block", number],
+        ]  # fmt: skip
+        assert "abuse ticket 12" in out[6] and "range pumped on 2 Dec" in out[5]
+        r = httpx.post(f"{server.base_url}{start}", headers=auth, json={"to": number})
+        assert r.status_code == 403 and r.json()["error"]["reason"] == "blocklisted"
+        ran = bash(commands[-1], env, tmp_path)
+        assert ran.stdout == f"removed the block entry for {number}\n", ran.stderr
+        r = httpx.post(f"{server.base_url}{start}", headers=auth, json={"to": number})
+        assert r.status_code == 201, r.text
+        created = server.cli("api-keys", "create", "--name", "ops", "--scope", "admin")
+        admin = created.stdout.splitlines()[-1]
+        curl = keyed()[("docs/abuse-defenses.md", RUN_CURL)].text
+        env |= {"OTPGUARD_URL": server.base_url, "OTPGUARD_ADMIN_KEY": admin}
+        ran = bash(curl, env, tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        posted, listed, removed = json_values(ran.stdout)
+    assert posted["entry"] | {"created_at": None, "expires_at": None} == {
+        "number": number, "kind": "block", "source": "runtime", "note": "abuse ticket 12",
+        "created_by": "api key og_" + admin.split("_")[1] + " (ops)",
+        "created_at": None, "expires_at": None,
+    }  # fmt: skip
+    assert [x["number"] for x in listed["entries"]] == [number, "+447400555000", "+44740099"]
+    assert removed == {"removed": posted["entry"], "still_configured": False}
+
+
+RUN_CURL = 'curl -s -X POST "$OTPGUARD_URL/v1/admin/numbers" -H "Authorization: Bearer $OTPGUARD_ADMIN_KEY" \\'
 
 
 def comment_json(comment: str) -> dict[str, Any]:

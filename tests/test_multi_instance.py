@@ -363,3 +363,32 @@ async def test_store_outage_fails_closed_and_recovers(shared_url: str, tmp_path:
             assert c.sent() == sent + 1
     finally:
         await proxy.cut()
+
+
+async def test_a_block_from_the_cli_stops_both_instances_at_once(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """``otpguard numbers block`` on the shared store: the next start on either running
+    instance is refused, with no restart; ``unblock`` lets the number through again."""
+    env = _env(shared_url, tmp_path, new_secret_hex(), "cli")
+
+    def numbers(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [OTPGUARD, "numbers", *args], env=env, capture_output=True, text=True, check=False
+        )
+
+    async with cluster(shared_url, tmp_path) as c, httpx.AsyncClient(timeout=30) as http:
+        a, b = c.urls
+        assert (await start(http, c, a, NUMBER, "198.51.100.21")).status_code == 201
+        blocked = await asyncio.to_thread(numbers, "block", NUMBER[:-3], "--note", "ticket 12")
+        assert blocked.returncode == 0, blocked.stderr
+        for i, base in enumerate([b, a]):
+            r = await start(http, c, base, NUMBER, f"198.51.100.{22 + i}")
+            assert r.status_code == 403, r.text
+            assert r.json()["error"]["reason"] == "blocklisted"
+        listed = await asyncio.to_thread(numbers, "list")
+        assert f"block  {NUMBER[:-3]}" in listed.stdout and "ticket 12" in listed.stdout
+        removed = await asyncio.to_thread(numbers, "unblock", NUMBER[:-3])
+        assert removed.returncode == 0, removed.stderr
+        assert (await start(http, c, b, NUMBER, "198.51.100.24")).status_code == 201
+        assert c.sent() == 2

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from . import cli_numbers
 from .apikeys import SCOPES
 from .cli_webhooks import add_parsers as add_webhook_parsers
 from .config import Settings, load_settings
@@ -282,12 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_api_keys)
     add_webhook_parsers(sub, ksub)
 
-    n = sub.add_parser("numbers", help="phone number tools")
+    n = sub.add_parser("numbers", help="phone number tools; the block and allow lists")
     nsub = n.add_subparsers(dest="action", required=True)
     ne = nsub.add_parser("explain", help="country, type and the decision for each channel")
     ne.add_argument("number", help="in international (+44...) or national form")
     ne.add_argument("--json", action="store_true", help="machine-readable output")
     n.set_defaults(func=cmd_numbers)
+    cli_numbers.add_parsers(nsub)  # block, allow, unblock, list
 
     pu = sub.add_parser("purge", help="delete expired verifications, old events and rate entries")
     pu.set_defaults(func=cmd_purge)

@@ -145,6 +145,8 @@ class Settings(BaseModel):
     allow_voip: bool = False
     blocklist: list[str] = Field(default_factory=list)
     allowlist: list[str] = Field(default_factory=list)
+    # Entries the run-time block and allow lists may hold (numberlists.py).
+    number_list_max: int = Field(100_000, ge=1, le=10_000_000)
 
     # -- fraud rules ---------------------------------------------------------
     fraud_conversion_window: int = Field(3600, ge=60)

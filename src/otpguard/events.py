@@ -37,6 +37,9 @@ class EventType(enum.StrEnum):
     ALERT_OPENED = "alert.opened"
     ALERT_RESOLVED = "alert.resolved"
     STORE_ERROR = "store.error"
+    NUMBER_BLOCKED = "number.blocked"  # a run-time block entry added (numberlists.py)
+    NUMBER_ALLOWED = "number.allowed"  # a run-time allow entry added
+    NUMBER_UNBLOCKED = "number.unblocked"  # a run-time entry of either kind removed
 
 
 def new_event_id(now: float) -> str:

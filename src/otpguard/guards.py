@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import admission, limits
+from . import admission, limits, numberlists
 from .config import Settings
 from .errors import ChallengeRequired, DestinationRefused, OtpguardError, RateLimited
 from .limits import UNKNOWN_IP, ip_key, network_of
@@ -55,6 +55,7 @@ class SendContext:
     reaches_real_phones: bool = False
     challenge_passed: bool = False
     flags: dict[str, str] = field(default_factory=dict)
+    allowlisted: bool = False  # on the configured or the run-time allowlist
 
     @property
     def trusted(self) -> bool:
@@ -135,12 +136,22 @@ class Shadow(Guard):
 
 
 class DestinationGuard(Guard):
+    """The destination policy, with the run-time block entries (``numberlists.py``) read
+    in the send's one flag read: a block entry for the number or a prefix of it refuses
+    as the configured blocklist does."""
+
     name = "destination"
 
     def __init__(self, policy: DestinationPolicy) -> None:
         self.policy = policy
 
+    def flag_keys(self, ctx: SendContext) -> list[str]:
+        return numberlists.flag_keys(ctx.number.e164)
+
     def check(self, ctx: SendContext) -> Refusal | None:
+        magic = self.policy.twilio_test_credentials and ctx.number.is_twilio_magic
+        if not magic and numberlists.blocked_by(ctx.flags, ctx.number.e164) is not None:
+            return Refusal(DestinationRefused("blocklisted"), details={"list": "runtime"})
         decision = self.policy.decide(ctx.number, ctx.channel)
         if decision.allowed:
             return None

@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import limits, refusals, tags
+from . import limits, numberlists, refusals, tags
 from .challenge import ChallengeVerifier, token_fingerprint
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
@@ -73,6 +73,7 @@ from .guards import (
     scope_buckets,
     undeliverable_key,
 )
+from .listedit import ListEditor
 from .models import AttemptOutcome, Channel, RateRule, Status, Verification
 from .phone import DestinationPolicy, PhoneNumber, parse
 from .purpose import TRANSACTION, Binding, bind
@@ -192,6 +193,10 @@ class Verifier:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
         self.admission = AdmissionGuard(settings, challenge_configured=self.challenge is not None)
         self.guards = build_guards(settings, self.policy, dev_allowed, self.admission)
+        # The run-time block and allow lists (``otpguard numbers``, /v1/admin/numbers).
+        self.lists = ListEditor(
+            settings, store, self.keyring, self.policy, emit=self._emit, clock=lambda: self.clock()
+        )
         # Rate entries live at least as long as the delivery reports' once-only rule.
         self._rate_horizon = float(max(limits.longest_window(settings), DELIVERY_REPORT_WINDOW))
 
@@ -414,7 +419,9 @@ class Verifier:
         started = self._event(
             EventType.STARTED, now, number=number, v=v, client_ip=ip, details=details
         )
-        return await self._deliver(v, number, code, ip, now, EventType.SENT, started)
+        return await self._deliver(
+            v, number, code, ip, now, EventType.SENT, started, allowlisted=ctx.allowlisted
+        )
 
     def _context(
         self,
@@ -450,11 +457,15 @@ class Verifier:
         A resend (``starting=False``) is never challenged: it cannot carry a token, and
         its verification was admitted already."""
         number, ip, now = ctx.number, ctx.ip, ctx.now
-        allowlisted = self.policy.is_allowlisted(number)
+        # One flag read for every guard (the run-time allow entries are among them).
+        keys = list(dict.fromkeys(k for g in self.guards for k in g.flag_keys(ctx)))
+        ctx.flags = await self.store.get_flags(keys, now) if keys else {}
+        allowlisted = self.policy.is_allowlisted(number) or (
+            numberlists.allowed_by(ctx.flags, number.e164) is not None
+        )
+        ctx.allowlisted = allowlisted
         # The allowlist skips the fraud guards and admission, never policy or limits.
         guards = [g for g in self.guards if not (allowlisted and g.fraud)]
-        keys = list(dict.fromkeys(k for g in guards for k in g.flag_keys(ctx)))
-        ctx.flags = await self.store.get_flags(keys, now) if keys else {}
         for guard in guards:
             refusal = guard.check(ctx)
             if refusal is not None:
@@ -559,6 +570,7 @@ class Verifier:
         now: float,
         kind: EventType,
         *before: Event,
+        allowlisted: bool = False,
     ) -> Verification:
         """Send, then record the outcome together with ``before`` (one store write).
 
@@ -584,7 +596,9 @@ class Verifier:
         except DeliveryError as exc:
             if exc.outcome_unknown:
                 details: dict[str, Any] = {"provider": self.transport.name, "outcome": "unknown"}
-                await self._sent(v, number, ip, now, kind, details, "outcome_unknown", before)
+                await self._sent(
+                    v, number, ip, now, kind, details, "outcome_unknown", before, allowlisted
+                )
                 return v.with_(delivery="unknown")
             await self.store.transition(v.id, [Status.PENDING], Status.FAILED, now)
             if exc.reason in UNDELIVERABLE_REASONS and self.settings.undeliverable_ttl > 0:
@@ -605,7 +619,7 @@ class Verifier:
             )
             raise
         details = {"provider": receipt.provider, "provider_id": receipt.provider_id}
-        await self._sent(v, number, ip, now, kind, details, None, before)
+        await self._sent(v, number, ip, now, kind, details, None, before, allowlisted)
         return v.with_(delivery="sent")
 
     async def _sent(
@@ -618,13 +632,14 @@ class Verifier:
         details: dict[str, Any],
         reason: str | None,
         before: Sequence[Event],
+        allowlisted: bool,
     ) -> None:
         """The bookkeeping after a message left (or may have): the events and the
         conversion watch. A store failure here is logged, never answered: the
         message is out, and a 503 would say it was not."""
         try:
             verdicts = []
-            if not self.policy.is_allowlisted(number):
+            if not allowlisted:
                 verdicts = await self.watch.after_send(number, now)
             events = [
                 *before,
@@ -673,7 +688,8 @@ class Verifier:
             if now >= v.resend_available_at:
                 rule, wait = ("max_sends", v.expires_at - now)
             raise await self._refuse(RateLimited(rule, wait), now, number, ip, v.channel)
-        await self._admit(self._context(number, v.channel, ip, now, v.owner), None, starting=False)
+        ctx = self._context(number, v.channel, ip, now, v.owner)
+        await self._admit(ctx, None, starting=False)
         code = generate_code(v.code_length)
         bound = v.binding.tag_parts()  # the new code is for what the first one was for
         while tags.matches(self.keyring, v, code, bound):
@@ -695,7 +711,9 @@ class Verifier:
             if current.status is not Status.PENDING:
                 raise Conflict(current.status.value)
             raise RateLimited("cooldown", max(1.0, current.resend_available_at - now))
-        return await self._deliver(updated, number, code, ip, now, EventType.RESENT)
+        return await self._deliver(
+            updated, number, code, ip, now, EventType.RESENT, allowlisted=ctx.allowlisted
+        )
 
     # -- checking -----------------------------------------------------------------
 
@@ -960,7 +978,11 @@ class Verifier:
         if v.country is None or self.policy.is_allowlisted(number):
             return
         trusted_key = self._trusted_key(v.to)
-        was_trusted = bool(await self.store.get_flags([trusted_key], now))
+        # The run-time allow entries in the same read: their sends were not counted.
+        flags = await self.store.get_flags([trusted_key, *numberlists.flag_keys(v.to)], now)
+        if numberlists.allowed_by(flags, v.to) is not None:
+            return
+        was_trusted = trusted_key in flags
         if not was_trusted:
             buckets = scope_buckets(self.admission, number, v.owner)
             await self.store.credit(buckets, v.sends, now)
@@ -1086,7 +1108,13 @@ class Verifier:
         return DeliveryReport.RECORDED
 
     async def explain_number(self, raw: str) -> dict[str, object]:
-        return self.policy.explain(parse(raw, self.settings.default_region))
+        """The policy's decisions, with the run-time block and allow entries applied."""
+        number = parse(raw, self.settings.default_region)
+        info = self.policy.explain(number)
+        flags = await self.store.get_flags(numberlists.flag_keys(number.e164), self.clock())
+        exempt = self.policy.twilio_test_credentials and number.is_twilio_magic
+        numberlists.explain(info, flags, number.e164, exempt=exempt)
+        return info
 
     async def purge(self, *, scheduled: bool = False) -> int:
         """Delete what is stale. ``scheduled``: the maintenance job's lighter pass, which

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule, Status, Verification
+from ..numberlists import ListEntry
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,28 @@ class Store(abc.ABC):
             if value is not None:
                 out[key] = value
         return out
+
+    # -- block and allow lists (numberlists.py) ---------------------------------
+    # Each entry is the flag ``numlist:<pattern>`` (value ``numberlists.encode``,
+    # ``until`` its expiry or FOREVER): get_flags reads them on the send path.
+
+    @abc.abstractmethod
+    async def put_list_entry(self, entry: ListEntry, now: float, cap: int) -> ListEntry | None:
+        """Add or replace the entry for ``entry.pattern``, atomically with the cap:
+        when ``cap`` live entries exist and none of them is this pattern's, raise
+        ``NumberListFull`` and change nothing. Returns the live entry it replaced."""
+
+    @abc.abstractmethod
+    async def delete_list_entry(self, pattern: str, now: float) -> ListEntry | None:
+        """Remove the entry for ``pattern``; the live entry removed, or None."""
+
+    @abc.abstractmethod
+    async def list_entries(self, now: float) -> list[ListEntry]:
+        """Every live entry, newest ``created_at`` first (pattern order for ties)."""
+
+    @abc.abstractmethod
+    async def count_list_entries(self, now: float) -> dict[str, int]:
+        """Live entries per kind: ``{"block": n, "allow": m}``."""
 
     # -- events ---------------------------------------------------------------
 

@@ -75,6 +75,7 @@ from .sql import (
     verification_from_row,
     verification_values,
 )
+from .sql_lists import PostgresLists
 from .webhooks_pg import MIGRATION as WEBHOOKS_MIGRATION
 from .webhooks_pg import TABLES as WEBHOOK_TABLES
 from .webhooks_pg import PostgresWebhooks
@@ -503,7 +504,7 @@ def _unreachable(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
-class PostgresStore(PostgresWebhooks, Store):
+class PostgresStore(PostgresWebhooks, PostgresLists, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._conninfo, self._options = _split_url(url)

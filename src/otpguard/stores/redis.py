@@ -26,6 +26,8 @@ Cluster: a hash tag puts all keys one script touches into one slot::
                                     first refusal's JSON; og:{ev}:tally:idx by minute
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
+    og:{nl}:entries          hash   block/allow entries: pattern -> until|value; indexed
+                                    by og:{nl}:block and og:{nl}:allow (redis_lists.py)
 
 Time: every logical decision uses the caller's ``now``; Redis TTLs (wall clock) only
 free memory, and are set generously past the logical expiry so that a key is never
@@ -70,8 +72,10 @@ from ..models import (
     Status,
     Verification,
 )
+from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from ..purpose import LOGIN
 from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from .redis_lists import LIST_SCRIPTS, RedisLists
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
@@ -511,6 +515,7 @@ SCRIPTS = {
         "purge_tallies": PURGE_TALLIES_LUA,
         "create_key": CREATE_KEY_LUA,
         "revoke_key": REVOKE_KEY_LUA,
+        **LIST_SCRIPTS,
     }.items()
 }
 
@@ -782,7 +787,7 @@ def _bucket_refusal(b: Bucket, out: Sequence[Any]) -> RateDecision:
 # -- the store --------------------------------------------------------------------------
 
 
-class RedisStore(RedisWebhooks, Store):
+class RedisStore(RedisWebhooks, RedisLists, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._opts = _parse_url(url)
@@ -796,6 +801,7 @@ class RedisStore(RedisWebhooks, Store):
         self._tally = tuple(f"{p}:{{ev}}:tally:{k}" for k in ("n", "last", "ex", "idx"))
         self._alerts = f"{p}:{{alerts}}"
         self._keys = (f"{p}:{{apikeys}}", f"{p}:{{apikeys}}:revoked")
+        self._list_prefix = p
 
     def __repr__(self) -> str:
         return f"RedisStore(cluster={self._opts.cluster}, prefix={self._opts.prefix!r})"
@@ -819,7 +825,7 @@ class RedisStore(RedisWebhooks, Store):
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _wh_errors(self, op: str) -> Any:
+    def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
         return _storage_errors(op)
 
     def _live(self, op: str) -> Any:
@@ -1244,12 +1250,16 @@ class RedisStore(RedisWebhooks, Store):
     # -- flags ------------------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:
+        if key.startswith(LIST_KEY_PREFIX):
+            raise ValueError("numlist: flags are written by put_list_entry (redis_lists.py)")
         # No ``now`` here: the TTL runs from the wall clock, a day past ``until``;
         # get_flag decides from the caller's ``now`` alone.
         ttl = _ms(max(0.0, until - time.time()) + FLAG_KEEP)
         await self._run("set_flag", "set_flag", [self._fkey(key)], [value, _ts(until), ttl])
 
     async def get_flag(self, key: str, now: float) -> str | None:
+        if key.startswith(LIST_KEY_PREFIX):
+            return (await self.get_flags([key], now)).get(key)
         with _storage_errors("get_flag"):
             value, until = await self._live("get_flag").hmget(self._fkey(key), "value", "until")
         if value is None or until is None or float(until) <= now:
@@ -1257,19 +1267,27 @@ class RedisStore(RedisWebhooks, Store):
         return str(value)
 
     async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
-        """Several flags in one pipelined round trip."""
+        """Several flags in one pipelined round trip; the ``numlist:`` ones (block and
+        allow entries) as one HMGET of their hash (redis_lists.py)."""
         if not keys:
             return {}
+        listed = [k for k in keys if k.startswith(LIST_KEY_PREFIX)]
+        plain = [k for k in keys if not k.startswith(LIST_KEY_PREFIX)]
         with _storage_errors("get_flags"):
             pipe = self._live("get_flags").pipeline(transaction=False)
-            for key in keys:
+            for key in plain:
                 pipe.hmget(self._fkey(key), "value", "until")
+            if listed:
+                self._queue_list_read(pipe, listed)
             rows = await pipe.execute()
-        return {
+        out = {
             key: str(value)
-            for key, (value, until) in zip(keys, rows, strict=True)
+            for key, (value, until) in zip(plain, rows, strict=False)
             if value is not None and until is not None and float(until) > now
         }
+        if listed:
+            out.update(self._list_flags(listed, rows[-1], now))
+        return out
 
     # -- events -----------------------------------------------------------------------------
 
@@ -1424,6 +1442,7 @@ class RedisStore(RedisWebhooks, Store):
             total += int(await self._run("purge", "purge_flag", [fkey], [_ts(now)]))
         async for bkey in self._scan("purge", f"{p}:{{b:*}}"):
             total += int(await self._run("purge", "purge_bucket", [bkey], [_ts(now)]))
+        total += await self._purge_lists(now)
         return total + await self._purge_events(now, event_horizon)
 
     async def _purge_events(self, now: float, event_horizon: float) -> int:
@@ -1443,8 +1462,9 @@ class RedisStore(RedisWebhooks, Store):
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
     ) -> int:
         """Verifications, rate logs and flags expire by TTL; a SCAN of every key once a
-        minute would cost more than it frees. Only old events go (through their index)."""
-        return await self._purge_events(now, event_horizon)
+        minute would cost more than it frees. Only old events go (through their index),
+        and expired block and allow entries (through theirs: they have no TTL)."""
+        return await self._purge_events(now, event_horizon) + await self._purge_lists(now)
 
     async def dump(self) -> str:
         """Every key with the store's prefix and its value, as text (SCAN on every primary)."""

@@ -56,6 +56,7 @@ from .sql import (
     verification_from_row,
     verification_values,
 )
+from .sql_lists import SQLiteLists
 from .webhooks_sqlite import MIGRATION as WEBHOOKS_MIGRATION
 from .webhooks_sqlite import SQLiteWebhooks
 
@@ -361,7 +362,7 @@ def _get(conn: sqlite3.Connection, verification_id: str) -> Verification | None:
     return None if row is None else verification_from_row(row)
 
 
-class SQLiteStore(SQLiteWebhooks, Store):
+class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = _path_from_url(url)

@@ -17,6 +17,7 @@ other script runs, so no id is in two claims.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -123,7 +124,7 @@ class RedisWebhooks(WebhookStore):
     def _live(self, op: str) -> Any:
         raise NotImplementedError  # RedisStore's
 
-    def _wh_errors(self, op: str) -> Any:
+    def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError  # RedisStore's
 
     @property
@@ -138,15 +139,15 @@ class RedisWebhooks(WebhookStore):
 
     async def put_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
         data = json.dumps([endpoint.id, endpoint.url, endpoint.key_id, endpoint.created_at])
-        with self._wh_errors("put_webhook_endpoint"):
+        with self._errors("put_webhook_endpoint"):
             await self._live("put_webhook_endpoint").hset(self._wh_ep, endpoint.scope, data)
 
     async def delete_webhook_endpoint(self, scope: str) -> bool:
-        with self._wh_errors("delete_webhook_endpoint"):
+        with self._errors("delete_webhook_endpoint"):
             return bool(await self._live("delete_webhook_endpoint").hdel(self._wh_ep, scope))
 
     async def list_webhook_endpoints(self) -> list[WebhookEndpoint]:
-        with self._wh_errors("list_webhook_endpoints"):
+        with self._errors("list_webhook_endpoints"):
             raw = await self._live("list_webhook_endpoints").hgetall(self._wh_ep)
         out = []
         for scope, data in sorted(raw.items()):
@@ -199,7 +200,7 @@ class RedisWebhooks(WebhookStore):
     ) -> bool:
         # Only the lease's holder writes the log, and the script writes only while the
         # lease holds: reading it first cannot lose another attempt's entry.
-        with self._wh_errors("finish_webhook"):
+        with self._errors("finish_webhook"):
             log = await self._live("finish_webhook").hget(self._wh[6], delivery_id)
         if log is None:
             return False
@@ -217,7 +218,7 @@ class RedisWebhooks(WebhookStore):
         keys = self._wh
         out: list[WebhookDelivery] = []
         top = f"({before_id}" if before_id else "+"
-        with self._wh_errors("list_webhook_deliveries"):
+        with self._errors("list_webhook_deliveries"):
             client = self._live("list_webhook_deliveries")
             while len(out) < limit:
                 ids = await client.zrevrangebylex(keys[8], top, "-", 0, LIST_BATCH)

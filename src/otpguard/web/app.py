@@ -42,6 +42,7 @@ EXTENSIONS: list[str] = [
     "otpguard.web.twilio_webhooks:install",
     "otpguard.web.admin:install",
     "otpguard.web.webhooks:install",
+    "otpguard.web.admin_numbers:install",
     "otpguard.web.dashboard:install",
     "otpguard.web.demo:install",
     "otpguard.web.verify:install",

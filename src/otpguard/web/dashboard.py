@@ -34,6 +34,7 @@ from ..stores.base import EventQuery
 from ..stores.webhooks import WebhookStore
 from .admin import open_and_recent_alerts
 from .api import iso
+from .dashboard_lists import lists_panel
 from .dashboard_render import (
     alerts_table,
     bar_chart,
@@ -230,6 +231,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
         "countries": countries_table(stats.countries, currency),
         "events": events_table(recent),
         "webhooks": webhooks_table(hooks),
+        "lists": lists_panel(await v.lists.counts(), await v.store.list_entries(now)),
     }
     return HTMLResponse(_template("dashboard.html").substitute(ctx))
 
