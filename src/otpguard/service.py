@@ -8,6 +8,10 @@ Order of a send, each refusal before any message leaves::
     parse number -> destination policy -> development guard -> undeliverable memory
     -> fraud rules -> rate limits (atomic, all or nothing) -> store -> transport
 
+The email channel runs the same path with an address for the number
+(``destinations.py``: parsed by ``email_address.py``, judged by ``email_policy.py``,
+the MX check first when it is on) and its own transport (``email_transport``).
+
 Order of a check::
 
     well-formed code -> find verification -> reserve a wrong code under the
@@ -43,12 +47,17 @@ from .challenge import ChallengeVerifier, token_fingerprint
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
 from .config import Settings
+from .destinations import Destination, destination_of, is_email, parse_destination
+from .email_address import EmailAddress
+from .email_policy import EmailPolicy, MxResolver
+from .email_policy import dev_allowed as dev_allowed_emails
 from .errors import (
     ChallengeRequired,
     ChallengeUnavailable,
     ConfigError,
     Conflict,
     DeliveryError,
+    DestinationRefused,
     InvalidRequest,
     NotFound,
     OtpguardError,
@@ -119,11 +128,13 @@ def build_guards(
     policy: DestinationPolicy,
     dev_allowed: frozenset[str],
     admission: AdmissionGuard,
+    email: EmailPolicy | None = None,
 ) -> list[Guard]:
     """The send path's guards, in order; those named in OTPGUARD_FRAUD_SHADOW wrapped."""
+    email = email or EmailPolicy.from_settings(settings)
     guards: list[Guard] = [
-        DestinationGuard(policy),
-        DevelopmentGuard(settings, dev_allowed),
+        DestinationGuard(policy, email),
+        DevelopmentGuard(settings, dev_allowed, dev_allowed_emails(settings)),
         UndeliverableGuard(),
     ]
     fraud: list[Guard] = [SequentialGuard(settings), BudgetGuard(settings)]
@@ -169,10 +180,17 @@ class Verifier:
         keyring: Keyring | None = None,
         listeners: Sequence[EventListener] = (),
         challenge: ChallengeVerifier | None = None,
+        email_transport: Transport | None = None,
+        mx_resolver: MxResolver | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.transport = transport
+        # The email channel's transport: the one given, else the phone transport when
+        # it carries any channel (memory, console, file); None: email is not offered.
+        if email_transport is None and transport.channels is None:
+            email_transport = transport
+        self.email_transport = email_transport
         self.clock = clock
         self.keyring = keyring or settings.keyring()
         self.listeners = list(listeners)
@@ -187,7 +205,10 @@ class Verifier:
         except InvalidRequest as exc:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
         self.admission = AdmissionGuard(settings, challenge_configured=self.challenge is not None)
-        self.guards = build_guards(settings, self.policy, dev_allowed, self.admission)
+        self.email_policy = EmailPolicy.from_settings(settings, mx_resolver)
+        self.guards = build_guards(
+            settings, self.policy, dev_allowed, self.admission, self.email_policy
+        )
         # Rate entries live at least as long as the delivery reports' once-only rule.
         self._rate_horizon = float(max(limits.longest_window(settings), DELIVERY_REPORT_WINDOW))
 
@@ -199,6 +220,8 @@ class Verifier:
     async def aclose(self) -> None:
         try:
             await self.transport.aclose()
+            if self.email_transport not in (None, self.transport):
+                await self.email_transport.aclose()
         finally:
             try:
                 if self.challenge is not None:
@@ -220,12 +243,12 @@ class Verifier:
         type_: EventType,
         now: float,
         *,
-        number: PhoneNumber | str | None = None,
+        number: Destination | str | None = None,
         v: Verification | None = None,
         **fields: Any,
     ) -> Event:
-        e164 = number.e164 if isinstance(number, PhoneNumber) else number
-        country = number.region if isinstance(number, PhoneNumber) else None
+        e164 = number.e164 if isinstance(number, PhoneNumber | EmailAddress) else number
+        country = number.region if isinstance(number, PhoneNumber | EmailAddress) else None
         if v is not None:
             e164 = e164 or v.to
             country = country or v.country
@@ -277,7 +300,7 @@ class Verifier:
         self,
         exc: OtpguardError,
         now: float,
-        number: PhoneNumber | None,
+        number: Destination | None,
         client_ip: str,
         channel: Channel | None,
         rule: str | None = None,
@@ -329,6 +352,10 @@ class Verifier:
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = _channel(channel)
+        if ch is Channel.EMAIL and self.email_transport is None:
+            raise InvalidRequest(
+                "the email channel is not configured on this server (OTPGUARD_EMAIL_TRANSPORT)"
+            )
         if locale is not None and (
             len(locale) > 16
             or not locale.isascii()
@@ -349,9 +376,14 @@ class Verifier:
         ):
             raise InvalidRequest("'challenge_token' must be 1-4096 characters")
         try:
-            number = parse(to, self.settings.default_region)
+            number = parse_destination(to, ch, self.settings.default_region)
         except InvalidRequest as exc:
             raise await self._refuse(exc, now, None, ip, ch) from None
+        if is_email(number):
+            mx = await self.email_policy.decide_mx(number, now)
+            if not mx.allowed:
+                assert mx.reason is not None
+                raise await self._refuse(DestinationRefused(mx.reason), now, number, ip, ch)
         ctx = self._context(number, ch, ip, now, owner, account_id)
         await self._admit(ctx, challenge_token)
 
@@ -382,7 +414,7 @@ class Verifier:
 
     def _context(
         self,
-        number: PhoneNumber,
+        number: Destination,
         ch: Channel,
         ip: str,
         now: float,
@@ -400,8 +432,18 @@ class Verifier:
             owner=owner,
             account=account,
             trusted_key=self._trusted_key(number.e164),
-            reaches_real_phones=self.transport.reaches_real_phones,
+            reaches_real_phones=self._transport_for(ch).reaches_real_phones,
         )
+
+    def _transport_for(self, channel: Channel) -> Transport:
+        if channel is Channel.EMAIL:
+            assert self.email_transport is not None  # start refuses email without one
+            return self.email_transport
+        return self.transport
+
+    def _allowlisted(self, number: Destination) -> bool:
+        """OTPGUARD_ALLOWLIST (numbers that skip the fraud rules); never an address."""
+        return isinstance(number, PhoneNumber) and self.policy.is_allowlisted(number)
 
     def _trusted_key(self, e164: str) -> str:
         return "trusted:" + self.keyring.keyed_hash("number", e164)
@@ -414,7 +456,7 @@ class Verifier:
         A resend (``starting=False``) is never challenged: it cannot carry a token, and
         its verification was admitted already."""
         number, ip, now = ctx.number, ctx.ip, ctx.now
-        allowlisted = self.policy.is_allowlisted(number)
+        allowlisted = self._allowlisted(number)
         # The allowlist skips the fraud guards and admission, never policy or limits.
         guards = [g for g in self.guards if not (allowlisted and g.fraud)]
         keys = list(dict.fromkeys(k for g in guards for k in g.flag_keys(ctx)))
@@ -516,7 +558,7 @@ class Verifier:
     async def _deliver(
         self,
         v: Verification,
-        number: PhoneNumber,
+        number: Destination,
         code: str,
         ip: str,
         now: float,
@@ -540,11 +582,12 @@ class Verifier:
             locale=v.locale or "en",
             country=v.country,
         )
+        transport = self._transport_for(v.channel)
         try:
-            receipt = await self.transport.send(msg)
+            receipt = await transport.send(msg)
         except DeliveryError as exc:
             if exc.outcome_unknown:
-                details: dict[str, Any] = {"provider": self.transport.name, "outcome": "unknown"}
+                details: dict[str, Any] = {"provider": transport.name, "outcome": "unknown"}
                 await self._sent(v, number, ip, now, kind, details, "outcome_unknown", before)
                 return v.with_(delivery="unknown")
             await self.store.transition(v.id, [Status.PENDING], Status.FAILED, now)
@@ -572,7 +615,7 @@ class Verifier:
     async def _sent(
         self,
         v: Verification,
-        number: PhoneNumber,
+        number: Destination,
         ip: str,
         now: float,
         kind: EventType,
@@ -585,7 +628,7 @@ class Verifier:
         message is out, and a 503 would say it was not."""
         try:
             verdicts = []
-            if not self.policy.is_allowlisted(number):
+            if not self._allowlisted(number):
                 verdicts = await self.watch.after_send(number, now)
             events = [
                 *before,
@@ -618,7 +661,7 @@ class Verifier:
         now = self.clock()
         v = await self._load(verification_id, now, owner)
         ip = limits.normalize_ip(client_ip) if client_ip else (v.client_ip or limits.UNKNOWN_IP)
-        number = parse(v.to, self.settings.default_region)
+        number = parse_destination(v.to, v.channel, self.settings.default_region)
         if v.status is not Status.PENDING:
             raise Conflict(v.status.value)
         if now < v.resend_available_at:
@@ -742,7 +785,8 @@ class Verifier:
         if not is_well_formed(code, v.code_length):
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
         rules = limits.failed_check_rules(self.settings, v.to, ip)
-        await self._reserve(rules, now, parse(v.to, self.settings.default_region), ip, v.channel)
+        number = parse_destination(v.to, v.channel, self.settings.default_region)
+        await self._reserve(rules, now, number, ip, v.channel)
         result = await self._compare(v, code, ip, now, rules, by_number=False)
         if result is None:
             raise NotFound("no pending verification for that id or number")
@@ -761,7 +805,7 @@ class Verifier:
         """A check by number. One wrong code is reserved before anything is looked up
         (so "no pending code" counts like any failure), one more before each further
         comparison; only an approval gives one back. Every failure answers the same."""
-        number = parse(to, self.settings.default_region)
+        number = parse_destination(to, None, self.settings.default_region)
         rules = limits.failed_check_rules(self.settings, number.e164, ip if per_ip else None)
         await self._reserve(rules, now, number, ip, None)
         pending = await self.store.list_pending(
@@ -792,7 +836,7 @@ class Verifier:
         self,
         rules: Sequence[RateRule],
         now: float,
-        number: PhoneNumber,
+        number: Destination,
         ip: str,
         channel: Channel | None,
     ) -> None:
@@ -880,9 +924,8 @@ class Verifier:
         """After an approval: the refund and the earned room in every admission bucket
         (unless the number was trusted, whose sends were not counted), the number
         trusted from now on, and the conversion watch's counter."""
-        # Only the prefix and the region are needed: no second parse.
-        number = PhoneNumber(e164=v.to, region=v.country, type="")
-        if v.country is None or self.policy.is_allowlisted(number):
+        number = destination_of(v)  # only the prefix and the region are needed
+        if (v.country is None and not is_email(number)) or self._allowlisted(number):
             return
         trusted_key = self._trusted_key(v.to)
         was_trusted = bool(await self.store.get_flags([trusted_key], now))
@@ -1043,7 +1086,7 @@ def open_verifier(settings: Settings, *, clock: Clock = system_clock) -> Verifie
     as ``otpguard serve`` would. Use it as ``async with open_verifier(settings) as otp:``."""
     from .startup import check_startup
     from .stores import store_from_url
-    from .transports import transport_from_settings
+    from .transports import email_transport_from_settings, transport_from_settings
 
     settings = check_startup(settings)
     return Verifier(
@@ -1051,4 +1094,5 @@ def open_verifier(settings: Settings, *, clock: Clock = system_clock) -> Verifie
         store_from_url(settings.store_url),
         transport_from_settings(settings),
         clock=clock,
+        email_transport=email_transport_from_settings(settings),
     )

@@ -84,8 +84,12 @@ class _Strict(BaseModel):
 
 
 class StartRequest(_Strict):
-    to: str = Field(max_length=64, description="Phone number, E.164 preferred: +447400123456")
-    channel: Literal["sms", "whatsapp", "voice"] = "sms"
+    to: str = Field(
+        max_length=320,
+        description="Phone number, E.164 preferred: +447400123456; for channel email, an "
+        "address: jo@example.com",
+    )
+    channel: Literal["sms", "whatsapp", "voice", "email"] = "sms"
     client_ip: str | None = Field(
         None, max_length=64, description="Your end user's IP address (for rate limits)"
     )
@@ -109,9 +113,9 @@ class CheckRequest(_Strict):
     id: str | None = Field(None, max_length=64, description="The verification id")
     to: str | None = Field(
         None,
-        max_length=64,
-        description="Or the number: tries its newest pending verifications of this key; "
-        "every failure by number is 404",
+        max_length=320,
+        description="Or the number (or email address): tries its newest pending "
+        "verifications of this key; every failure by number is 404",
     )
     code: str = Field(max_length=32, description="The code the user typed")
     client_ip: str | None = Field(None, max_length=64)
@@ -119,7 +123,7 @@ class CheckRequest(_Strict):
 
 class VerificationOut(BaseModel):
     id: str
-    to: str = Field(description="The number, masked")
+    to: str = Field(description="The number or address, masked")
     channel: str
     status: str
     created_at: str

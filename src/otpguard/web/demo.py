@@ -84,8 +84,8 @@ class _Strict(BaseModel):
 
 
 class StartBody(_Strict):
-    to: str = Field(max_length=64)
-    channel: Literal["sms", "whatsapp", "voice"] = "sms"
+    to: str = Field(max_length=320)
+    channel: Literal["sms", "whatsapp", "voice", "email"] = "sms"
     challenge_token: str | None = Field(None, min_length=1, max_length=TOKEN_FIELD_MAX)
 
 

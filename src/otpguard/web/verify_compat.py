@@ -68,6 +68,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from ..apikeys import KeyCache, has_scope
+from ..destinations import parse_destination
 from ..errors import (
     ChallengeRequired,
     ChallengeUnavailable,
@@ -75,6 +76,7 @@ from ..errors import (
     DeliveryError,
     DestinationRefused,
     Forbidden,
+    InvalidEmailAddress,
     InvalidPhoneNumber,
     InvalidRequest,
     NotFound,
@@ -167,7 +169,7 @@ def translate(exc: OtpguardError, request: Request, *, checking: bool = False) -
         return TwilioError(FRAUD_BLOCKED, 403, "Verification delivery attempt blocked (challenge)")
     if isinstance(exc, ChallengeUnavailable):
         return TwilioError(UNAVAILABLE, 503, "Service unavailable")
-    if isinstance(exc, InvalidPhoneNumber):
+    if isinstance(exc, InvalidPhoneNumber | InvalidEmailAddress):
         return invalid("To", exc.message)
     if isinstance(exc, InvalidRequest):
         return invalid("Code" if checking else "request", exc.message)
@@ -218,7 +220,12 @@ class _TwilioRoute(APIRoute):
 
 _SERVICE_SID = re.compile(r"^VA[0-9a-f]{32}$")
 _VERIFICATION_SID = re.compile(r"^VE[0-9a-f]{32}$")
-_CHANNELS = {"sms": Channel.SMS, "whatsapp": Channel.WHATSAPP, "call": Channel.VOICE}
+_CHANNELS = {
+    "sms": Channel.SMS,
+    "whatsapp": Channel.WHATSAPP,
+    "call": Channel.VOICE,
+    "email": Channel.EMAIL,
+}
 _CHANNEL_NAMES = {v: k for k, v in _CHANNELS.items()}
 _LINE_TYPES = {"mobile": "mobile", "fixed_line": "landline", "voip": "voip"}
 _MAX_FIELDS = 20
@@ -437,8 +444,11 @@ async def _owned(
 def _verification_out(
     request: Request, engine: Verifier, svc: VerifyService, key: ApiKey, v: Verification
 ) -> dict[str, Any]:
-    number_type = parse(v.to, engine.settings.default_region).type
     channel = _CHANNEL_NAMES[v.channel]
+    # An address has no carrier: Twilio answers a null one for the email channel.
+    number_type = None
+    if v.channel is not Channel.EMAIL:
+        number_type = parse(v.to, engine.settings.default_region).type
     return {
         "sid": v.id,
         "service_sid": svc.sid,
@@ -448,7 +458,9 @@ def _verification_out(
         "status": v.status.value,
         "valid": v.status is Status.APPROVED,
         "lookup": {
-            "carrier": {
+            "carrier": None
+            if number_type is None
+            else {
                 "error_code": None,
                 "name": None,
                 "mobile_country_code": None,
@@ -565,7 +577,7 @@ async def create_verification(request: Request, service_sid: str) -> Response:
     to = _required(form, "To")
     channel = _CHANNELS.get(_required(form, "Channel"))
     if channel is None:
-        raise invalid("Channel", "otpguard sends sms, whatsapp and call")
+        raise invalid("Channel", "otpguard sends sms, whatsapp, call and email")
     locale = form.get("Locale") or None
     if locale is not None and (
         len(locale) > 16
@@ -589,7 +601,7 @@ async def create_verification(request: Request, service_sid: str) -> Response:
             owner=key.id,
         )
     except InvalidRequest as exc:
-        if isinstance(exc, InvalidPhoneNumber):
+        if isinstance(exc, InvalidPhoneNumber | InvalidEmailAddress):
             raise
         raise invalid(
             "DeviceIp" if "client_ip" in exc.message else "request", exc.message
@@ -700,8 +712,8 @@ async def _check_number(
     locked) is the same 20404, counted under the per-number cap: unlike Twilio's, the
     answer does not say whether the number has a pending verification."""
     try:
-        parse(to, engine.settings.default_region)
-    except InvalidPhoneNumber as exc:
+        parse_destination(to, None, engine.settings.default_region)
+    except (InvalidPhoneNumber, InvalidEmailAddress) as exc:
         raise invalid("To", exc.message) from None
 
     async def in_service(candidates: list[Verification]) -> list[Verification]:
