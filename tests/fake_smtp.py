@@ -96,7 +96,9 @@ class LocalRelay:
             kwargs.update(
                 authenticator=_Authenticator(),
                 auth_required=True,
-                auth_require_tls=tls != "none",
+                # aiosmtpd only counts STARTTLS as TLS: over implicit TLS it would not
+                # offer AUTH at all (the connection is encrypted from the first byte).
+                auth_require_tls=tls == "starttls",
             )
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
 

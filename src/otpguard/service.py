@@ -91,8 +91,9 @@ log = logging.getLogger("otpguard.service")
 
 # Reasons after which a number is remembered as undeliverable for a while.
 UNDELIVERABLE_REASONS = frozenset(
-    {"invalid_number", "not_sms_capable", "unroutable", "unsubscribed", "country_not_permitted"}
-)
+    {"invalid_number", "not_sms_capable", "unroutable", "unsubscribed", "country_not_permitted",
+     "invalid_address"}
+)  # fmt: skip
 #: Delivery report statuses that say the message will never arrive.
 UNDELIVERED_STATUSES = frozenset({"failed", "undelivered", "canceled"})
 VERIFICATION_GRACE = 3600.0  # keep finished verifications this long after expiry
