@@ -101,6 +101,20 @@ def test_check_by_number(server: Server, client: Client) -> None:
     assert result.valid and result.id == v.id
 
 
+def test_email_channel(server: Server, client: Client) -> None:
+    to = f"Jo.{fresh_number()[-6:]}@Example.com"  # this run's own mailbox
+    v = client.start(to, "email", client_ip="198.51.100.3")
+    assert v.channel is Channel.EMAIL and v.to == "j***@e***.com"
+    code = server.last_code(v.id)
+    assert not client.check(v.id, code=wrong(code), client_ip="198.51.100.3").valid
+    with pytest.raises(NotFound):  # every failure by address is the same 404
+        client.check(to=to.lower(), code=wrong(code), client_ip="198.51.100.3")
+    assert client.check(to=to, code=code, client_ip="198.51.100.3").valid
+    with pytest.raises(DestinationRefused) as err:
+        client.start("jo@mailinator.com", Channel.EMAIL)
+    assert err.value.reason == "disposable_domain"
+
+
 def test_check_needs_exactly_one_of_id_or_to(client: Client) -> None:
     with pytest.raises(InvalidRequest, match="exactly one"):
         client.check(code="123456")
