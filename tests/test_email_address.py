@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from otpguard.email_address import EmailAddress, mask, parse
-from otpguard.email_policy import MX_CACHE_SIZE, EmailPolicy, dev_allowed
+from otpguard.email_policy import MX_CACHE_SIZE, DnsMxResolver, EmailPolicy, dev_allowed
 from otpguard.errors import ConfigError, InvalidEmailAddress
 from otpguard.models import Channel
 from otpguard.transports.base import Message
 from otpguard.transports.email_message import EMAIL_TEMPLATES, mime_message, render
 
 from .conftest import make_settings
+from .fake_dns import FakeDns
 
 
 @pytest.mark.parametrize(
@@ -221,3 +222,38 @@ def test_mime_message_is_alternative_text_then_html() -> None:
     assert mail["From"] == "Acme <codes@example.com>" and mail["To"] == "jo@example.com"
     assert mail["Auto-Submitted"] == "auto-generated"
     assert "482913" not in mail["Subject"]
+
+
+async def test_dns_resolver_against_a_local_server() -> None:
+    zones = {"mail.example": ["mx1.mail.example", "mx2.mail.example"], "null.example": ["."]}
+    with FakeDns(zones, empty=frozenset({"nomx.example"})) as server:
+        resolver = DnsMxResolver([f"127.0.0.1:{server.port}"], timeout=0.5)
+        assert sorted(await resolver.mail_exchangers("mail.example") or []) == [
+            "mx1.mail.example", "mx2.mail.example",
+        ]  # fmt: skip
+        assert await resolver.mail_exchangers("null.example") == ["."]
+        assert await resolver.mail_exchangers("nomx.example") == []
+        assert await resolver.mail_exchangers("nowhere.example") == []
+        server.mode = "servfail"
+        assert await resolver.mail_exchangers("mail.example") is None
+    assert "nowhere.example" in server.queries
+
+
+async def test_mx_check_through_settings_and_a_local_server(
+    tmp_path: Path,
+) -> None:
+    with FakeDns({"mail.example": ["mx.mail.example"], "null.example": ["."]}) as server:
+        settings = make_settings(
+            tmp_path, email_require_mx=True, email_mx_nameservers=[f"127.0.0.1:{server.port}"]
+        )
+        p = EmailPolicy.from_settings(settings)
+        assert (await p.decide_mx(parse("a@mail.example"), 0.0)).allowed
+        assert (await p.decide_mx(parse("a@null.example"), 0.0)).reason == "no_mx"
+        assert (await p.decide_mx(parse("a@gone.example"), 0.0)).reason == "no_mx"
+
+
+@pytest.mark.parametrize("entry", ["dns.example", "127.0.0.1:0", "127.0.0.1:99999", "x:53"])
+def test_nameservers_are_ip_addresses(tmp_path: Path, entry: str) -> None:
+    settings = make_settings(tmp_path, email_require_mx=True, email_mx_nameservers=[entry])
+    with pytest.raises(ConfigError, match="OTPGUARD_EMAIL_MX_NAMESERVERS"):
+        EmailPolicy.from_settings(settings)

@@ -19,6 +19,7 @@ default one is dnspython's, pointed at ``OTPGUARD_EMAIL_MX_NAMESERVERS`` when se
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Protocol
@@ -47,18 +48,24 @@ class MxResolver(Protocol):
 
 
 class DnsMxResolver:
-    """dnspython's asynchronous resolver (``pip install 'otpguard[email]'``)."""
+    """dnspython's asynchronous resolver (``pip install 'otpguard[email]'``), asking
+    ``nameservers`` (``IP`` or ``IPv4:PORT``) when given, else the system's."""
 
     def __init__(self, nameservers: list[str] | None = None, timeout: float = MX_TIMEOUT) -> None:
         try:
             import dns.asyncresolver
+            import dns.nameserver
         except ImportError:  # pragma: no cover - the dev extras install it
             raise ConfigError(
                 "OTPGUARD_EMAIL_REQUIRE_MX needs dnspython: pip install 'otpguard[email]'"
             ) from None
         self._resolver = dns.asyncresolver.Resolver(configure=not nameservers)
         if nameservers:
-            self._resolver.nameservers = list(nameservers)
+            servers: list[str | dns.nameserver.Nameserver] = []
+            for entry in nameservers:
+                host, port = _host_port(entry)
+                servers.append(dns.nameserver.Do53Nameserver(host, port))
+            self._resolver.nameservers = servers
         self._resolver.lifetime = timeout
 
     async def mail_exchangers(self, domain: str) -> list[str] | None:
@@ -66,12 +73,30 @@ class DnsMxResolver:
         import dns.resolver
 
         try:
-            answer = await self._resolver.resolve(domain, "MX")
+            answer = await self._resolver.resolve(domain, "MX", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.DNSException:
             return None
-        return [str(r.exchange).rstrip(".") for r in answer]
+        return [str(r.exchange).rstrip(".") or "." for r in answer]
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    """``192.0.2.53``, ``192.0.2.53:5353`` or ``2001:db8::53`` -> (address, port)."""
+    host, sep, port = entry.strip().rpartition(":")
+    if sep and host.count(":") == 0 and port.isdigit():
+        address, number = host, int(port)
+    else:
+        address, number = entry.strip(), 53
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise ConfigError(
+            f"OTPGUARD_EMAIL_MX_NAMESERVERS: {entry!r} is not an IP address (optionally :PORT)"
+        ) from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"OTPGUARD_EMAIL_MX_NAMESERVERS: {entry!r} has no valid port")
+    return address, number
 
 
 def _domains(raw: list[str], setting: str) -> frozenset[str]:
