@@ -20,6 +20,7 @@ from otpguard.errors import DestinationRefused, InvalidRequest, NotFound, RateLi
 from otpguard.events import EventType
 from otpguard.models import PHONE_CHANNELS, Channel, Status
 from otpguard.service import Verifier
+from otpguard.stats import stats_for
 from otpguard.stores import EventQuery, store_from_url
 from otpguard.transports.memory import MemoryTransport
 
@@ -229,3 +230,19 @@ async def test_phone_rules_pass_an_address_by_and_email_rules_a_number(
         await otp.start(UK_MOBILE, "sms", client_ip="198.51.100.7")
         await otp.start("+447400123457", "sms", client_ip="198.51.100.8")
         assert await outcome(otp, "a@example.com") == "rate_limited:email"
+
+
+async def test_stats_count_email_apart_and_price_it_at_nothing(
+    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    async with engine(price_table={"GB": 0.04}, default_price=0.05) as otp:
+        for i in range(3):
+            await otp.start(f"u{i}@example.com", "email", client_ip=lone_ip(i))
+        await otp.check(outbox.last_code("u0@example.com"), to="u0@example.com")
+        await otp.start(UK_MOBILE, "sms", client_ip="198.51.100.7")
+        stats = await stats_for(otp.store, otp.settings, clock() + 1, 3600)
+    rows = {c.country: c for c in stats.countries}
+    assert (rows["email"].started, rows["email"].approved, rows["email"].sends) == (3, 1, 3)
+    assert rows["email"].spend == 0 and "unknown" not in rows
+    assert stats.spend == pytest.approx(0.04)
+    assert stats.as_dict()["sends_by_channel"] == {"email": 3, "sms": 1}
