@@ -246,3 +246,37 @@ async def test_stats_count_email_apart_and_price_it_at_nothing(
     assert rows["email"].spend == 0 and "unknown" not in rows
     assert stats.spend == pytest.approx(0.04)
     assert stats.as_dict()["sends_by_channel"] == {"email": 3, "sms": 1}
+
+
+async def test_conversion_watch_suspends_a_domain(
+    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    async with engine(
+        fraud_suspend_on_low_conversion=True, fraud_conversion_min_sends=3,
+        fraud_conversion_min_rate=0.5, fraud_observation_window=10, **LOOSE,
+    ) as otp:  # fmt: skip
+        await otp.start("fan@bad.example", "email", client_ip=lone_ip(99))
+        await otp.check(outbox.last_code("fan@bad.example"), to="fan@bad.example")
+        got = [await outcome(otp, f"u{i}@bad.example", lone_ip(i)) for i in range(3)]
+        clock.advance(11)  # the sends are judged once older than the observation window
+        got += [await outcome(otp, "u3@bad.example", lone_ip(3))]  # judged: 1 of 4, suspended
+        got += [await outcome(otp, "u4@bad.example", lone_ip(4))]
+        assert got == ["sent"] * 4 + ["fraud:low_conversion"]
+        assert await outcome(otp, "u5@good.example", lone_ip(5)) == "sent"
+        assert await outcome(otp, "fan@bad.example", lone_ip(6)) == "sent"  # trusted: converted
+        suspended = await otp.store.list_events(
+            EventQuery(types=(EventType.FRAUD_SUSPENDED.value,))
+        )
+    assert [e.details["subject"] for e in suspended] == ["domain bad.example"]
+
+
+async def test_a_converted_address_is_trusted_past_its_domain_bucket(
+    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    async with engine(admission_email_domain="2/10m", **LOOSE) as otp:
+        await otp.start("me@busy.example", "email", client_ip=lone_ip(0))
+        await otp.check(outbox.last_code("me@busy.example"), to="me@busy.example")
+        got = [await outcome(otp, f"u{i}@busy.example", lone_ip(i)) for i in range(1, 5)]
+        clock.advance(31)
+        got.append(await outcome(otp, "me@busy.example", lone_ip(9)))
+    assert got == ["sent"] * 2 + ["rate_limited:domain"] * 2 + ["sent"]
