@@ -28,6 +28,7 @@ from otpguard.errors import (
     Conflict,
     DeliveryError,
     DestinationRefused,
+    InvalidEmailAddress,
     InvalidPhoneNumber,
     InvalidRequest,
     NotFound,
@@ -113,6 +114,8 @@ def test_email_channel(server: Server, client: Client) -> None:
     with pytest.raises(DestinationRefused) as err:
         client.start("jo@mailinator.com", Channel.EMAIL)
     assert err.value.reason == "disposable_domain"
+    with pytest.raises(InvalidEmailAddress):
+        client.start("Jo <jo@example.com>", "email")
 
 
 def test_check_needs_exactly_one_of_id_or_to(client: Client) -> None:

@@ -48,6 +48,7 @@ from .errors import (
     DestinationRefused,
     Forbidden,
     HttpsRequired,
+    InvalidEmailAddress,
     InvalidPhoneNumber,
     InvalidRequest,
     NotFound,
@@ -157,6 +158,7 @@ _SIMPLE: dict[str, type[OtpguardError]] = {
     for cls in (
         InvalidRequest,
         InvalidPhoneNumber,
+        InvalidEmailAddress,
         Unauthorized,
         Forbidden,
         HttpsRequired,
