@@ -352,11 +352,7 @@ class Verifier:
         Every argument is validated before anything is counted."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
-        ch = _channel(channel)
-        if ch is Channel.EMAIL and self.email_transport is None:
-            raise InvalidRequest(
-                "the email channel is not configured on this server (OTPGUARD_EMAIL_TRANSPORT)"
-            )
+        ch = self._offered(channel)
         if locale is not None and (
             len(locale) > 16
             or not locale.isascii()
@@ -380,11 +376,7 @@ class Verifier:
             number = parse_destination(to, ch, self.settings.default_region)
         except InvalidRequest as exc:
             raise await self._refuse(exc, now, None, ip, ch) from None
-        if is_email(number):
-            mx = await self.email_policy.decide_mx(number, now)
-            if not mx.allowed:
-                assert mx.reason is not None
-                raise await self._refuse(DestinationRefused(mx.reason), now, number, ip, ch)
+        await self._check_mx(number, ch, ip, now)
         ctx = self._context(number, ch, ip, now, owner, account_id)
         await self._admit(ctx, challenge_token)
 
@@ -412,6 +404,22 @@ class Verifier:
         await self.store.create_verification(v)
         started = self._event(EventType.STARTED, now, number=number, v=v, client_ip=ip)
         return await self._deliver(v, number, code, ip, now, EventType.SENT, started)
+
+    def _offered(self, channel: str | Channel) -> Channel:
+        ch = _channel(channel)
+        if ch is Channel.EMAIL and self.email_transport is None:
+            raise InvalidRequest(
+                "the email channel is not configured on this server (OTPGUARD_EMAIL_TRANSPORT)"
+            )
+        return ch
+
+    async def _check_mx(self, number: Destination, ch: Channel, ip: str, now: float) -> None:
+        """An address's MX check (``OTPGUARD_EMAIL_REQUIRE_MX``), before anything is counted."""
+        if not is_email(number):
+            return
+        mx = await self.email_policy.decide_mx(number, now)
+        if not mx.allowed:
+            raise await self._refuse(DestinationRefused(mx.reason or "no_mx"), now, number, ip, ch)
 
     def _context(
         self,

@@ -289,6 +289,8 @@ class TwilioTransport(Transport):
     # -- sending ----------------------------------------------------------------
 
     async def send(self, message: Message) -> Receipt:
+        if message.channel not in PHONE_CHANNELS:
+            raise DeliveryError("not_configured", f"twilio does not send {message.channel.value}")
         if message.channel is Channel.WHATSAPP:
             create = self._whatsapp(message)
         elif message.channel is Channel.VOICE:
