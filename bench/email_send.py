@@ -22,7 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The repository instead of bench/ (whose http.py would shadow the standard library's).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from otpguard.codes import new_secret_hex  # noqa: E402
 from otpguard.config import load_settings  # noqa: E402
