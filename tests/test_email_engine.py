@@ -280,3 +280,17 @@ async def test_a_converted_address_is_trusted_past_its_domain_bucket(
         clock.advance(31)
         got.append(await outcome(otp, "me@busy.example", lone_ip(9)))
     assert got == ["sent"] * 2 + ["rate_limited:domain"] * 2 + ["sent"]
+
+
+async def test_admin_events_by_address(
+    settings_factory: Callable[..., Settings], api_factory: Callable[..., Any]
+) -> None:
+    async with api_factory(settings_factory(), scopes=("verify", "admin")) as api:
+        for to in ("jo@example.com", "al@example.com"):
+            r = await api.post("/v1/verifications", json={"to": to, "channel": "email"})
+            assert r.status_code == 201
+        r = await api.get("/v1/admin/events", params={"number": " JO@Example.com"})
+        assert r.status_code == 200, r.text
+        events = r.json()["events"]
+    assert events and {e["number_masked"] for e in events} == {"j***@e***.com"}
+    assert all("jo@example.com" not in str(e) for e in events)
