@@ -69,6 +69,9 @@ def test_normalised(raw: str, normal: str) -> None:
         "jo@" + "a" * 64 + ".com",
         "jo@" + ".".join(["a" * 60] * 5) + ".com",
         "+447400123456",
+        "jo%evil.example@relay.example",
+        "evil.example!jo@relay.example",
+        "jo{x}@example.com",
     ],
 )
 def test_refused(raw: str) -> None:

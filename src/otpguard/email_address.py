@@ -7,8 +7,11 @@ address, ``local@domain``, nothing a mail client would also read:
 
 * no display name (``John <j@example.com>``), comment, quoted local part
   (``"a b"@example.com``), address literal (``j@[192.0.2.1]``), list or whitespace;
-* the local part a dot-atom of ASCII letters, digits and ``!#$%&'*+/=?^_`{|}~-``
-  (no leading, trailing or doubled dot), at most 64 characters;
+* the local part a dot-atom of ASCII letters, digits and ``#$&'*+/=?^_`|~-``
+  (no leading, trailing or doubled dot), at most 64 characters. RFC 5322 also
+  allows ``!``, ``%``, ``{`` and ``}``: the first two are refused because old
+  relays read them as routes to another host (``jo%evil.example@relay``), the
+  braces because store keys in Redis Cluster use them as hash tags;
 * the domain a host name of at least two labels (IDNA 2008 with UTS #46 mapping,
   written in its ASCII form), every label 1-63 letters, digits or inner hyphens, a
   top-level label that is not all digits, the whole address at most 254 characters.
@@ -34,7 +37,7 @@ from .errors import InvalidEmailAddress
 MAX_ADDRESS = 254  # RFC 5321's path limit minus the angle brackets
 MAX_LOCAL = 64
 MAX_INPUT_LENGTH = 320  # what is read at all, before IDNA turns the domain to ASCII
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+", re.ASCII)
+_ATOM = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`|~-]+", re.ASCII)
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 _NOT_PLAIN = set(' \t\r\n<>()[]",;:\\')
 EXAMPLE = "like jo@example.com"
@@ -94,7 +97,7 @@ def parse(raw: object) -> EmailAddress:
     if not local or len(local) > MAX_LOCAL or not all(_ATOM.fullmatch(a) for a in local.split(".")):
         raise InvalidEmailAddress(
             "'to' has an invalid part before the @: use ASCII letters, digits and "
-            f"!#$%&'*+/=?^_`{{|}}~- with single inner dots, at most {MAX_LOCAL} characters"
+            f"#$&'*+/=?^_`|~- with single inner dots, at most {MAX_LOCAL} characters"
         )
     ascii_domain = normalise_domain(domain)
     address = f"{local.lower()}@{ascii_domain}"
