@@ -11,7 +11,9 @@ STARTTLS and refuses MAIL before it (and AUTH before TLS); with ``"implicit"`` i
 speaks TLS from the first byte; ``"none"`` is plain SMTP. AUTH PLAIN/LOGIN is
 required when ``user`` is set and refuses any other password. A recipient listed
 in ``refuse`` is answered ``550 5.1.1``. Every accepted message is kept parsed in
-``inbox`` together with its envelope (``envelopes``).
+``inbox`` together with its envelope (``envelopes``). With ``relay.drop_after_data``
+the relay keeps the message, then drops the connection instead of answering (the
+client cannot tell whether it was accepted).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ TlsMode = Literal["starttls", "implicit", "none"]
 class _Handler:
     def __init__(self, refuse: set[str]) -> None:
         self.refuse = refuse
+        self.drop_after_data = False
         self.inbox: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
 
@@ -54,6 +57,8 @@ class _Handler:
         assert isinstance(msg, EmailMessage)
         self.inbox.append(msg)
         self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
+        if self.drop_after_data:
+            server.transport.close()  # taken, never acknowledged
         return "250 2.0.0 OK queued"
 
 

@@ -290,3 +290,17 @@ def test_startup_names_every_email_problem(tmp_path: Path) -> None:
         check_startup(sendgrid)
     assert "OTPGUARD_EMAIL_SENDGRID_API_KEY is not set" in err.value.message
     assert "must be https:// in production" in err.value.message
+
+
+async def test_smtp_connection_lost_after_data_is_an_unknown_outcome(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    with LocalRelay(tmp_path) as relay:
+        relay.handler.drop_after_data = True
+        settings = make_settings(tmp_path, **relay.settings())
+        async with email_api(settings, clock) as api:
+            r = await start(api)
+            assert r.status_code == 201 and r.json()["delivery"] == "unknown", r.text
+            code = fake_smtp.code_in(relay.inbox[-1])  # it did arrive: the code works
+            r = await api.post("/v1/verifications/check", json={"id": r.json()["id"], "code": code})
+            assert r.json()["status"] == "approved"
