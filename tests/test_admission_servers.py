@@ -89,3 +89,22 @@ async def test_an_account_limit_is_exact(store_url: str, tmp_path: Path) -> None
         ]
         assert tally(await fire(c, bodies)) == {"sent": 5, "429:account": 5}
         assert c.sent() == 5
+
+
+async def test_email_mailbox_and_domain_limits_are_exact(store_url: str, tmp_path: Path) -> None:
+    """Concurrent email starts over two servers: ten to one mailbox (+tags) from ten
+    networks, three sent (3/10m); twelve to one domain's addresses, its bucket of six
+    unconverted sends admits six."""
+    env = {"OTPGUARD_ADMISSION_EMAIL_DOMAIN": "6/10m"}
+    async with cluster(store_url, tmp_path, env=env) as c:
+        mailbox = [
+            {"to": f"jo+{i}@one.example", "channel": "email", "client_ip": f"10.{i}.0.1"}
+            for i in range(10)
+        ]
+        assert tally(await fire(c, mailbox)) == {"sent": 3, "429:email": 7}
+        domain = [
+            {"to": f"u{i}@two.example", "channel": "email", "client_ip": f"10.{i + 50}.0.1"}
+            for i in range(12)
+        ]
+        assert tally(await fire(c, domain)) == {"sent": 6, "429:domain": 6}
+        assert c.sent() == 9

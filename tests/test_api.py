@@ -132,7 +132,10 @@ BAD_STARTS: list[tuple[Any, int, str]] = [
     ({"to": "+" + "9" * 63}, 400, "invalid_phone_number"),
     ({"to": "+44 7400 123456\u0000"}, 400, "invalid_phone_number"),
     ({"to": "\u202e+447400123456"}, 400, "invalid_phone_number"),
-    ({"to": "x" * 65}, 422, "invalid_request"),
+    ({"to": "x" * 321}, 422, "invalid_request"),
+    ({"to": "Jo <jo@example.com>", "channel": "email"}, 400, "invalid_email_address"),
+    ({"to": UK_MOBILE, "channel": "email"}, 400, "invalid_email_address"),
+    ({"to": "jo@example.com"}, 400, "invalid_phone_number"),
     ([1, 2, 3], 422, "invalid_request"),
     ("just a string", 422, "invalid_request"),
 ]

@@ -28,6 +28,7 @@ from otpguard.errors import (
     Conflict,
     DeliveryError,
     DestinationRefused,
+    InvalidEmailAddress,
     InvalidPhoneNumber,
     InvalidRequest,
     NotFound,
@@ -115,6 +116,22 @@ def test_a_transaction_code_approves_only_its_payment(server: Server, client: Cl
         client.start(fresh_number(), purpose="transaction", amount="25", payee="Acme Ltd")
     plain = client.start(fresh_number(), client_ip="198.51.100.3")
     assert (plain.purpose, plain.amount, plain.payee) == ("login", None, None)
+
+
+def test_email_channel(server: Server, client: Client) -> None:
+    to = f"Jo.{fresh_number()[-6:]}@Example.com"  # this run's own mailbox
+    v = client.start(to, "email", client_ip="198.51.100.3")
+    assert v.channel is Channel.EMAIL and v.to == "j***@e***.com"
+    code = server.last_code(v.id)
+    assert not client.check(v.id, code=wrong(code), client_ip="198.51.100.3").valid
+    with pytest.raises(NotFound):  # every failure by address is the same 404
+        client.check(to=to.lower(), code=wrong(code), client_ip="198.51.100.3")
+    assert client.check(to=to, code=code, client_ip="198.51.100.3").valid
+    with pytest.raises(DestinationRefused) as err:
+        client.start("jo@mailinator.com", Channel.EMAIL)
+    assert err.value.reason == "disposable_domain"
+    with pytest.raises(InvalidEmailAddress):
+        client.start("Jo <jo@example.com>", "email")
 
 
 def test_check_needs_exactly_one_of_id_or_to(client: Client) -> None:

@@ -20,7 +20,12 @@ from otpguard.service import Verifier
 from otpguard.stores import store_from_url
 from otpguard.transports.memory import MemoryTransport
 from otpguard.web.app import create_app
-from otpguard.web.demo import MSG_INVALID_NUMBER, MSG_NO_LONGER_VALID, MSG_NOT_SENT
+from otpguard.web.demo import (
+    MSG_INVALID_ADDRESS,
+    MSG_INVALID_NUMBER,
+    MSG_NO_LONGER_VALID,
+    MSG_NOT_SENT,
+)
 
 from .conftest import make_settings
 from .layout import LAYOUT_PROBLEMS
@@ -277,7 +282,7 @@ def test_demo_login_in_a_browser(server: Server) -> None:
             )
             page.on("request", lambda r: requests.append(r.url))
             page.goto(f"{server.base_url}/demo")
-            expect(page.locator("h1")).to_have_text("Sign in with your phone")
+            expect(page.locator("h1")).to_have_text("Sign in with your phone or email")
             looks_right("demo-390-phone-step.png")
 
             page.fill("#phone", "12")
@@ -318,6 +323,23 @@ def test_demo_login_in_a_browser(server: Server) -> None:
             expect(page.locator("#done")).to_be_visible()
             expect(page.locator("#signed-in-as")).to_have_text("+44******" + to[-4:])
             looks_right("demo-390-signed-in.png")
+
+            # Again, by email: the field follows the channel.
+            address = f"jo.{to[-6:]}@example.com"
+            page.click("#again")
+            page.check('input[name="channel"][value="email"]')
+            expect(page.locator("#to-label")).to_have_text("Email address")
+            assert page.get_attribute("#phone", "type") == "email"
+            page.fill("#phone", "Jo Smith <jo@example.com>")
+            page.click("#send")
+            expect(page.locator("#phone-error")).to_have_text(MSG_INVALID_ADDRESS)
+            page.fill("#phone", address.upper())
+            page.click("#send")
+            expect(page.locator("#sent-to")).to_have_text("j***@e***.com")
+            page.fill("#code", server.last_code_to(address))
+            page.click("#verify")
+            expect(page.locator("#signed-in-as")).to_have_text("j***@e***.com")
+            looks_right("demo-390-signed-in-email.png")
         finally:
             browser.close()
 

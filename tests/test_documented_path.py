@@ -188,6 +188,18 @@ ELSEWHERE: dict[tuple[str, str], tuple[str, str]] = {
         "tests/test_challenge_docs.py",
         "test_the_documented_backend_function",
     ),
+    ("docs/email.md", "from otpguard import Client"): (
+        "tests/test_email_docs.py",
+        "test_the_client_sample_prints_what_its_comment_says",
+    ),
+    ("docs/email.md", "OTPGUARD_EMAIL_TRANSPORT=smtp"): (
+        "tests/test_email_docs.py",
+        "test_the_configuration_blocks_start",
+    ),
+    ("docs/email.md", "OTPGUARD_EMAIL_TRANSPORT=sendgrid"): (
+        "tests/test_email_docs.py",
+        "test_the_configuration_blocks_start",
+    ),
 }
 
 # Blocks run here: their key and the test that runs them.

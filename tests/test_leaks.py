@@ -132,3 +132,74 @@ async def test_the_scan_would_see_a_leak(
         logging.getLogger("otpguard.test").info("oops %s", code)
         stacks = haystacks(client, caplog)
     assert any(code in text for _, text in stacks)
+
+
+EMAIL_TO = ["annqlee@mail.example.com", "boqz+news@corp.example", "cyqz@shop.example"]
+
+
+async def drive_email_session(
+    client: ApiClient, outbox: MemoryTransport, clock: ManualClock
+) -> None:
+    """The email channel: starts, a resend, wrong and right checks by id and by address,
+    a lock-out, refusals (disposable, malformed, limited) and a failed send."""
+    ids = []
+    for to in EMAIL_TO:
+        body = {"to": to.upper(), "channel": "email", "client_ip": "198.51.100.9"}
+        r = await client.post("/v1/verifications", json=body)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    clock.advance(31)
+    assert (await client.post(f"/v1/verifications/{ids[0]}/resend")).status_code == 200
+    for vid, to in zip(ids, EMAIL_TO, strict=True):
+        code = outbox.last_code(to)
+        bad = code[:-1] + str((int(code[-1]) + 3) % 10)
+        await client.post("/v1/verifications/check", json={"id": vid, "code": bad})
+        await client.post("/v1/verifications/check", json={"to": to, "code": bad})
+        await client.post("/v1/verifications/check", json={"to": to, "code": code})
+        await client.get(f"/v1/verifications/{vid}")
+    r = await client.post(
+        "/v1/verifications", json={"to": "deeqz@lock.example", "channel": "email"}
+    )
+    vid, code = r.json()["id"], outbox.last_code("deeqz@lock.example")
+    for d in range(1, 7):
+        bad = code[:-1] + str((int(code[-1]) + d) % 10)
+        await client.post("/v1/verifications/check", json={"id": vid, "code": bad})
+    for to in ["eveqz@mailinator.com", "Eve Smith <eveqz@x.example>", *["fayqz@limit.example"] * 4]:
+        await client.post("/v1/verifications", json={"to": to, "channel": "email"})
+    outbox.fail_with = DeliveryError("invalid_address", provider_code=550)
+    await client.post("/v1/verifications", json={"to": "gusqz@bounce.example", "channel": "email"})
+    outbox.fail_with = None
+
+
+async def test_email_no_code_anywhere_and_no_address_in_full(
+    settings_factory: Callable[..., Settings],
+    api_factory: Callable[..., Any],
+    outbox: MemoryTransport,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = settings_factory(code_length=10)
+    async with api_factory(settings, scopes=("verify", "admin")) as client:
+        await drive_email_session(client, outbox, clock)
+        assert (await client.get("/metrics")).status_code == 200
+        events = await client.verifier.store.list_events(EventQuery(limit=10_000))
+        dump = await client.verifier.store.dump()
+        stacks = haystacks(client, caplog)
+        stacks += [(f"event {e.type}", e.to_json()) for e in events]
+
+    codes = {m.code for m in outbox.outbox}
+    assert len(codes) >= 5 and len(events) > 20 and len(caplog.records) > 20
+    addresses = [*EMAIL_TO, "deeqz@lock.example", "eveqz@mailinator.com", "fayqz@limit.example",
+                 "gusqz@bounce.example"]  # fmt: skip
+    assert any(e.reason == "disposable_domain" for e in events)
+    assert any(e.rule == "email" for e in events)
+    for where, text in stacks:
+        for code in codes:
+            assert code not in text, f"code leaked into {where}"
+        for address in addresses:
+            local = address.split("@")[0].split("+")[0]
+            assert address not in text.lower(), f"{address} in full in {where}"
+            assert local not in text.lower(), f"the local part of {address} in {where}"
+    for code in codes:
+        assert code not in dump, "code at rest"

@@ -370,7 +370,8 @@ def test_sdk_invalid_parameters(server: VerifyServer) -> None:
     svc = client.verify.v2.services(client.verify.v2.services.create(friendly_name="Acme").sid)
     cases: list[tuple[Callable[[], object], str]] = [
         (lambda: svc.verifications.create(to="not a number", channel="sms"), "To"),
-        (lambda: svc.verifications.create(to=UK_MOBILE, channel="email"), "Channel"),
+        (lambda: svc.verifications.create(to=UK_MOBILE, channel="fax"), "Channel"),
+        (lambda: svc.verifications.create(to=UK_MOBILE, channel="email"), "To"),
         (
             lambda: svc.verifications.create(to=UK_MOBILE, channel="sms", custom_code="123456"),
             "CustomCode",

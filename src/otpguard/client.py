@@ -55,6 +55,7 @@ from .errors import (
     DestinationRefused,
     Forbidden,
     HttpsRequired,
+    InvalidEmailAddress,
     InvalidPhoneNumber,
     InvalidRequest,
     NotFound,
@@ -177,6 +178,7 @@ _SIMPLE: dict[str, type[OtpguardError]] = {
     for cls in (
         InvalidRequest,
         InvalidPhoneNumber,
+        InvalidEmailAddress,
         Unauthorized,
         Forbidden,
         HttpsRequired,

@@ -123,6 +123,10 @@ class Settings(BaseModel):
     limit_prefix: str = "off"
     limit_country: str = "off"
     limit_global: str = "off"
+    # The email channel (docs/email.md): per mailbox (address without +tag) and a
+    # hard cap per domain (off: the domain's admission bucket below is conversion-aware).
+    limit_email: str = "3/10m;10/24h"
+    limit_email_domain: str = "off"
     limit_failed_checks: str = "10/1h"
     limit_ip_failed_checks: str = "30/1h"
 
@@ -134,6 +138,7 @@ class Settings(BaseModel):
     admission_block_4: str = "12/12h"  # number blocks: E.164 minus its last 4 digits
     admission_block_5: str = "30/12h"  # ... minus its last 5 digits
     admission_block_6: str = "60/12h"  # ... minus its last 6 digits
+    admission_email_domain: str = "80/10m;80/10h"  # one email domain's unconverted sends
     admission_share: float = Field(0.5, ge=0.0, le=10.0)  # room earned per approval
     admission_pressure: float = Field(0.2, ge=0.0, lt=1.0)  # the soft line a challenge guards
     trusted_days: int = Field(90, ge=0, le=3650)  # a number approved this recently is trusted
@@ -181,6 +186,27 @@ class Settings(BaseModel):
     undeliverable_ttl: int = Field(86400, ge=0)
     dev_allowed_numbers: list[str] = Field(default_factory=list)
     public_url: str = ""
+
+    # -- email channel (docs/email.md) ----------------------------------------
+    # "": the phone transport when it carries email (console, memory, file), else off.
+    email_transport: Literal["", "console", "memory", "file", "smtp", "sendgrid"] = ""
+    email_from: str = ""  # the sender address; the display name is the service name
+    email_smtp_host: str = ""
+    email_smtp_port: int = Field(587, ge=1, le=65535)
+    email_smtp_tls: Literal["starttls", "implicit", "none"] = "starttls"
+    email_smtp_user: str = ""
+    email_smtp_password: SecretStr = SecretStr("")
+    email_smtp_ca_file: Path | None = None  # a private CA the relay's certificate chains to
+    email_smtp_timeout: float = Field(10.0, gt=0, le=60)
+    email_sendgrid_api_key: SecretStr = SecretStr("")
+    email_sendgrid_api_base: str = "https://api.sendgrid.com"
+    email_sendgrid_timeout: float = Field(10.0, gt=0, le=60)
+    email_refuse_disposable: bool = True  # the bundled list (disposable.py) and the extra
+    email_disposable_domains: list[str] = Field(default_factory=list)
+    email_allowed_domains: list[str] = Field(default_factory=list)  # empty: every domain
+    email_require_mx: bool = False  # needs dnspython (pip install 'otpguard[email]')
+    email_mx_nameservers: list[str] = Field(default_factory=list)  # default: the system's
+    dev_allowed_emails: list[str] = Field(default_factory=list)  # addresses or @domains
 
     # Seconds an instance remembers an API key that authenticated (0: ask the store
     # on every request); a revoked key stops working within this time.
@@ -266,6 +292,9 @@ class Settings(BaseModel):
         "limit_global",
         "limit_failed_checks",
         "limit_ip_failed_checks",
+        "limit_email",
+        "limit_email_domain",
+        "admission_email_domain",
         "fraud_budget_global",
         "fraud_budget_country",
     )

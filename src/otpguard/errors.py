@@ -7,6 +7,7 @@ stable machine-readable ``code`` that the HTTP API returns unchanged::
     +-- ConfigError                  configuration_error (start-up only)
     +-- InvalidRequest               invalid_request            400
     |   +-- InvalidPhoneNumber       invalid_phone_number       400
+    |   +-- InvalidEmailAddress      invalid_email_address      400
     +-- Unauthorized                 unauthorized               401
     +-- Forbidden                    forbidden                  403
     |   +-- HttpsRequired            https_required             403
@@ -61,6 +62,12 @@ class InvalidPhoneNumber(InvalidRequest):
     """The phone number could not be parsed as a valid number."""
 
     code = "invalid_phone_number"
+
+
+class InvalidEmailAddress(InvalidRequest):
+    """The email address could not be read as one plain, deliverable address."""
+
+    code = "invalid_email_address"
 
 
 class Unauthorized(OtpguardError):

@@ -1,9 +1,10 @@
 """The event model: every decision the engine makes becomes one Event.
 
 An event carries a masked number and a keyed hash of the number (for
-grouping), never the number itself, never a code. Events are stored in the
-store and logged as one JSON line each on the ``otpguard.events`` logger, except
-the repeats of a refusal, which are counted (``refusals.py``).
+grouping), never the number itself, never a code. For the email channel the
+"number" is the address: masked (``j***@e***.com``) and hashed the same way.
+Events are stored in the store and logged as one JSON line each on the
+``otpguard.events`` logger, except the repeats of a refusal, which are counted (``refusals.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+from .email_address import mask as mask_address
 
 log = logging.getLogger("otpguard.events")
 
@@ -87,7 +90,10 @@ class Event:
 
 
 def mask_number(e164: str) -> str:
-    """``+447400123456`` -> ``+44******3456``: country prefix and last four digits only."""
+    """``+447400123456`` -> ``+44******3456``: country prefix and last four digits only;
+    an email address ``john@mail.example.com`` -> ``j***@m***.com``."""
+    if "@" in e164:
+        return mask_address(e164)
     if len(e164) <= 7:
         return "*" * len(e164)
     head = e164[:3] if e164.startswith("+") else e164[:2]

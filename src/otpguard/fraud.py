@@ -22,9 +22,9 @@ import json
 from dataclasses import dataclass, field
 
 from .config import Settings
+from .destinations import Destination, is_email
 from .guards import subjects, suspension_key
 from .models import RateRule
-from .phone import PhoneNumber
 from .stores.base import Store
 
 
@@ -40,7 +40,9 @@ class FraudVerdict:
         return f"fraud:{self.rule}"
 
 
-def _values(number: PhoneNumber) -> tuple[tuple[str, str], ...]:
+def _values(number: Destination) -> tuple[tuple[str, str], ...]:
+    if is_email(number):
+        return (("domain", number.domain),)  # an address is judged by its domain
     return (("prefix", number.prefix), ("country", str(number.region)))
 
 
@@ -54,7 +56,7 @@ class ConversionWatch:
     def shadowed(self) -> bool:
         return "low_conversion" in self.settings.fraud_shadow
 
-    def send_rules(self, number: PhoneNumber) -> list[RateRule]:
+    def send_rules(self, number: Destination) -> list[RateRule]:
         """Counters recorded with the send (in its atomic admit), when enabled."""
         if not self.enabled:
             return []
@@ -64,7 +66,7 @@ class ConversionWatch:
             for kind, value in _values(number)
         ]
 
-    async def after_send(self, number: PhoneNumber, now: float) -> list[FraudVerdict]:
+    async def after_send(self, number: Destination, now: float) -> list[FraudVerdict]:
         """Judge the number's prefix and country on the counts after this send."""
         if not self.enabled:
             return []
@@ -105,7 +107,7 @@ class ConversionWatch:
             out.append(FraudVerdict("low_conversion", subject, figures, retry_after=until - now))
         return out
 
-    def approval_rules(self, number: PhoneNumber) -> list[RateRule]:
+    def approval_rules(self, number: Destination) -> list[RateRule]:
         if not self.enabled:
             return []
         w = self.settings.fraud_conversion_window

@@ -14,14 +14,20 @@ Shadow mode is :class:`Shadow`, a wrapper around any guard: its refusals become
 ================== ==================================================== ============
 guard              job                                                  refuses with
 ================== ==================================================== ============
-DestinationGuard   country, number type, block and allow lists          403
+DestinationGuard   country, number type, block and allow lists;         403
+                   email: allowed, disposable domains (email_policy.py)
 DevelopmentGuard   live credentials in development reach listed numbers 403
+                   (email: reserved and listed domains or addresses)
 UndeliverableGuard numbers the provider recently could not reach        403
 SuspensionGuard    prefixes/countries suspended on low conversion       403 (opt-in)
-LimitGuard         per number, IP, network, account; hard caps         429
+LimitGuard         per number or mailbox, IP, network, account; caps    429
 SequentialGuard    one IP or network walking a number range             403
 AdmissionGuard     shared capacity paid for in conversions              429 / 428
 ================== ==================================================== ============
+
+Phone-only guards (sequential numbers, country budgets, number blocks) pass an
+email address by; an address is judged by its domain instead (limits,
+admission, the conversion watch).
 """
 
 from __future__ import annotations
@@ -32,10 +38,13 @@ from typing import Any
 
 from . import admission, limits, numberlists
 from .config import Settings
+from .destinations import Destination, is_email
+from .email_address import EmailAddress, in_domains
+from .email_policy import RESERVED_DOMAINS, EmailPolicy
 from .errors import ChallengeRequired, DestinationRefused, OtpguardError, RateLimited
 from .limits import UNKNOWN_IP, ip_key, network_of
 from .models import Bucket, Channel, RateDecision, RateRule
-from .phone import DestinationPolicy, PhoneNumber
+from .phone import DestinationPolicy
 
 #: Number blocks judged by admission, as digits cut from the end of the E.164 form.
 BLOCK_DIGITS = (4, 5, 6)
@@ -45,7 +54,7 @@ BLOCK_DIGITS = (4, 5, 6)
 class SendContext:
     """What the guards know about one send."""
 
-    number: PhoneNumber
+    number: Destination  # a phone number, or an address for the email channel
     channel: Channel
     ip: str
     now: float
@@ -142,17 +151,24 @@ class DestinationGuard(Guard):
 
     name = "destination"
 
-    def __init__(self, policy: DestinationPolicy) -> None:
+    def __init__(self, policy: DestinationPolicy, email: EmailPolicy) -> None:
         self.policy = policy
+        self.email = email
 
     def flag_keys(self, ctx: SendContext) -> list[str]:
+        if isinstance(ctx.number, EmailAddress):
+            return []  # the run-time lists hold numbers and prefixes
         return numberlists.flag_keys(ctx.number.e164)
 
     def check(self, ctx: SendContext) -> Refusal | None:
-        magic = self.policy.twilio_test_credentials and ctx.number.is_twilio_magic
-        if not magic and numberlists.blocked_by(ctx.flags, ctx.number.e164) is not None:
-            return Refusal(DestinationRefused("blocklisted"), details={"list": "runtime"})
-        decision = self.policy.decide(ctx.number, ctx.channel)
+        number = ctx.number
+        if isinstance(number, EmailAddress):
+            decision = self.email.decide(number)
+        else:
+            magic = self.policy.twilio_test_credentials and number.is_twilio_magic
+            if not magic and numberlists.blocked_by(ctx.flags, number.e164) is not None:
+                return Refusal(DestinationRefused("blocklisted"), details={"list": "runtime"})
+            decision = self.policy.decide(number, ctx.channel)
         if decision.allowed:
             return None
         assert decision.reason is not None
@@ -160,18 +176,38 @@ class DestinationGuard(Guard):
 
 
 class DevelopmentGuard(Guard):
-    """Development with live credentials may only reach magic or listed numbers."""
+    """Development with live credentials may only reach magic or listed numbers; with
+    a real email transport, reserved domains (example.com, .test, ...) and the
+    addresses and @domains of OTPGUARD_DEV_ALLOWED_EMAILS."""
 
     name = "development_guard"
 
-    def __init__(self, settings: Settings, allowed: frozenset[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        allowed: frozenset[str],
+        emails: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset()),
+    ) -> None:
         self.production = settings.production
         self.allowed = allowed
+        self.emails, self.email_domains = emails[0], RESERVED_DOMAINS | emails[1]
 
     def check(self, ctx: SendContext) -> Refusal | None:
         if self.production or not ctx.reaches_real_phones:
             return None
-        if ctx.number.is_twilio_magic or ctx.number.e164 in self.allowed:
+        number = ctx.number
+        if is_email(number):
+            if number.address in self.emails or in_domains(number.domain, self.email_domains):
+                return None
+            return Refusal(
+                DestinationRefused(
+                    "development_guard",
+                    "destination refused: development mode with a real email transport only "
+                    "sends to reserved domains (example.com, .test) or to addresses listed in "
+                    "OTPGUARD_DEV_ALLOWED_EMAILS",
+                )
+            )
+        if number.is_twilio_magic or number.e164 in self.allowed:
             return None
         return Refusal(
             DestinationRefused(
@@ -210,6 +246,7 @@ class LimitGuard(Guard):
     name = "rate_limits"
     key_prefixes = (
         "phone:", "ip:", "network:", "ipv6_48:", "account:", "prefix:", "country:", "global:",
+        "email:", "email_domain:",
     )  # fmt: skip
 
     def __init__(self, settings: Settings) -> None:
@@ -237,6 +274,11 @@ class BudgetGuard(Guard):
 
     def rules(self, ctx: SendContext) -> list[RateRule]:
         s = self.settings
+        if is_email(ctx.number):
+            return [
+                RateRule("budget_global", "budget:global", limit, w)
+                for limit, w in s.windows("fraud_budget_global")
+            ]
         return [
             RateRule("budget_global", "budget:global", limit, w)
             for limit, w in s.windows("fraud_budget_global")
@@ -269,8 +311,8 @@ class SequentialGuard(Guard):
         self.threshold = settings.fraud_sequential_threshold
 
     def rules(self, ctx: SendContext) -> list[RateRule]:
-        if ctx.ip == UNKNOWN_IP or ctx.number.is_twilio_magic:
-            return []  # the shared bucket is the ip/network limits' job
+        if ctx.ip == UNKNOWN_IP or ctx.number.is_twilio_magic or is_email(ctx.number):
+            return []  # the shared bucket is the ip/network limits' job; email: the domain's
         out: list[RateRule] = []
         for scope, who in (("ip", ip_key(ctx.ip)), ("network", network_of(ctx.ip))):
             seen = f"fraud:seqseen:{scope}:{who}:{ctx.number.e164}"
@@ -327,7 +369,9 @@ class SuspensionGuard(Guard):
         return None
 
 
-def subjects(number: PhoneNumber) -> tuple[str, str]:
+def subjects(number: Destination) -> tuple[str, ...]:
+    if is_email(number):
+        return (f"domain {number.domain}",)
     return f"prefix {number.prefix}", f"country {number.region}"
 
 
@@ -366,6 +410,7 @@ class AdmissionGuard(Guard):
                 for d in BLOCK_DIGITS
             },
             "key": admission.parse_buckets(settings.admission_api_key),
+            "domain": admission.parse_buckets(settings.admission_email_domain),
         }
 
     def flag_keys(self, ctx: SendContext) -> list[str]:
@@ -407,13 +452,15 @@ class AdmissionGuard(Guard):
         )
 
 
-def scope_buckets(guard: AdmissionGuard, number: PhoneNumber, owner: str | None) -> list[Bucket]:
-    """Every bucket a send to ``number`` through API key ``owner`` fills."""
-    subjects_ = [
-        ("global", "global", "all"),
-        ("country", "country", str(number.region)),
-        *(("block", f"block{d}", number.e164[:-d]) for d in BLOCK_DIGITS),
-    ]
+def scope_buckets(guard: AdmissionGuard, number: Destination, owner: str | None) -> list[Bucket]:
+    """Every bucket a send to ``number`` through API key ``owner`` fills: for an
+    address, the global bucket and its domain's instead of a country's and blocks'."""
+    subjects_ = [("global", "global", "all")]
+    if is_email(number):
+        subjects_.append(("domain", "domain", number.domain))
+    else:
+        subjects_.append(("country", "country", str(number.region)))
+        subjects_ += [("block", f"block{d}", number.e164[:-d]) for d in BLOCK_DIGITS]
     if owner is not None:
         subjects_.append(("api_key", "key", owner))
     out = []

@@ -8,6 +8,8 @@ reports as ``rule``:
 rule       counts                                        setting (default)
 ========== ============================================= ==========================
 phone      sends to one E.164 number                      limit_phone (3/10m;10/24h)
+email      sends to one mailbox (address without +tag)    limit_email (3/10m;10/24h)
+email_domain  hard cap: every send to one email domain    limit_email_domain (off)
 ip         sends for one client IP (IPv6: its /64)        limit_ip (10/10m;50/24h)
 network    sends for one /24 (IPv4) or /56 (IPv6)         limit_network (30/10m)
 ipv6_48    sends for one IPv6 /48 (none for IPv4)         limit_ipv6_48 (60/10m;300/24h)
@@ -28,9 +30,9 @@ from __future__ import annotations
 import ipaddress
 
 from .config import Settings
+from .destinations import Destination, is_email
 from .errors import InvalidRequest
 from .models import RateRule
-from .phone import PhoneNumber
 
 UNKNOWN_IP = "unknown"
 
@@ -95,9 +97,18 @@ def _rules(settings: Settings, setting: str, name: str, key: str) -> list[RateRu
     ]
 
 
-def send_rules(settings: Settings, number: PhoneNumber, client_ip: str) -> list[RateRule]:
+def send_rules(settings: Settings, number: Destination, client_ip: str) -> list[RateRule]:
     """Every rule a send (start or resend) must pass, most specific first."""
     site = ipv6_48_of(client_ip)
+    if is_email(number):
+        return [
+            *_rules(settings, "limit_email", "email", number.mailbox),
+            *_rules(settings, "limit_ip", "ip", ip_key(client_ip)),
+            *_rules(settings, "limit_network", "network", network_of(client_ip)),
+            *(_rules(settings, "limit_ipv6_48", "ipv6_48", site) if site else []),
+            *_rules(settings, "limit_email_domain", "email_domain", number.domain),
+            *_rules(settings, "limit_global", "global", "all"),
+        ]
     return [
         *_rules(settings, "limit_phone", "phone", number.e164),
         *_rules(settings, "limit_ip", "ip", ip_key(client_ip)),

@@ -16,6 +16,11 @@ class Channel(enum.StrEnum):
     SMS = "sms"
     WHATSAPP = "whatsapp"
     VOICE = "voice"
+    EMAIL = "email"
+
+
+#: The channels that reach a phone number (the others reach an email address).
+PHONE_CHANNELS = frozenset({Channel.SMS, Channel.WHATSAPP, Channel.VOICE})
 
 
 class Status(enum.StrEnum):
@@ -35,7 +40,7 @@ class Verification:
     """One verification as stored: never the code, only its keyed HMAC."""
 
     id: str
-    to: str  # E.164
+    to: str  # E.164, or the normalised address for the email channel
     channel: Channel
     status: Status
     key_id: str

@@ -35,7 +35,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 from .errors import ConfigError, DestinationRefused, InvalidPhoneNumber
-from .models import Channel
+from .models import PHONE_CHANNELS, Channel
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -236,6 +236,7 @@ class DestinationPolicy:
             "channels": {
                 ch.value: {"allowed": d.allowed, "reason": d.reason}
                 for ch in Channel
+                if ch in PHONE_CHANNELS
                 for d in [self.decide(number, ch)]
             },
         }

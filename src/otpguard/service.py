@@ -8,6 +8,10 @@ Order of a send, each refusal before any message leaves::
     parse number -> destination policy -> development guard -> undeliverable memory
     -> fraud rules -> rate limits (atomic, all or nothing) -> store -> transport
 
+The email channel runs the same path with an address for the number
+(``destinations.py``: parsed by ``email_address.py``, judged by ``email_policy.py``,
+the MX check first when it is on) and its own transport (``email_transport``).
+
 Order of a check::
 
     well-formed code -> find verification -> reserve a wrong code under the
@@ -43,12 +47,17 @@ from .challenge import ChallengeVerifier, token_fingerprint
 from .clock import Clock, system_clock
 from .codes import Keyring, generate_code, is_well_formed
 from .config import Settings
+from .destinations import Destination, destination_of, is_email, parse_destination
+from .email_address import EmailAddress
+from .email_policy import EmailPolicy, MxResolver
+from .email_policy import dev_allowed as dev_allowed_emails
 from .errors import (
     ChallengeRequired,
     ChallengeUnavailable,
     ConfigError,
     Conflict,
     DeliveryError,
+    DestinationRefused,
     InvalidRequest,
     NotFound,
     OtpguardError,
@@ -84,8 +93,9 @@ log = logging.getLogger("otpguard.service")
 
 # Reasons after which a number is remembered as undeliverable for a while.
 UNDELIVERABLE_REASONS = frozenset(
-    {"invalid_number", "not_sms_capable", "unroutable", "unsubscribed", "country_not_permitted"}
-)
+    {"invalid_number", "not_sms_capable", "unroutable", "unsubscribed", "country_not_permitted",
+     "invalid_address"}
+)  # fmt: skip
 #: Delivery report statuses that say the message will never arrive.
 UNDELIVERED_STATUSES = frozenset({"failed", "undelivered", "canceled"})
 VERIFICATION_GRACE = 3600.0  # keep finished verifications this long after expiry
@@ -121,11 +131,13 @@ def build_guards(
     policy: DestinationPolicy,
     dev_allowed: frozenset[str],
     admission: AdmissionGuard,
+    email: EmailPolicy | None = None,
 ) -> list[Guard]:
     """The send path's guards, in order; those named in OTPGUARD_FRAUD_SHADOW wrapped."""
+    email = email or EmailPolicy.from_settings(settings)
     guards: list[Guard] = [
-        DestinationGuard(policy),
-        DevelopmentGuard(settings, dev_allowed),
+        DestinationGuard(policy, email),
+        DevelopmentGuard(settings, dev_allowed, dev_allowed_emails(settings)),
         UndeliverableGuard(),
     ]
     fraud: list[Guard] = [SequentialGuard(settings), BudgetGuard(settings)]
@@ -171,10 +183,17 @@ class Verifier:
         keyring: Keyring | None = None,
         listeners: Sequence[EventListener] = (),
         challenge: ChallengeVerifier | None = None,
+        email_transport: Transport | None = None,
+        mx_resolver: MxResolver | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.transport = transport
+        # The email channel's transport: the one given, else the phone transport when
+        # it carries any channel (memory, console, file); None: email is not offered.
+        if email_transport is None and transport.channels is None:
+            email_transport = transport
+        self.email_transport = email_transport
         self.clock = clock
         self.keyring = keyring or settings.keyring()
         self.listeners = list(listeners)
@@ -192,7 +211,10 @@ class Verifier:
         except InvalidRequest as exc:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
         self.admission = AdmissionGuard(settings, challenge_configured=self.challenge is not None)
-        self.guards = build_guards(settings, self.policy, dev_allowed, self.admission)
+        self.email_policy = EmailPolicy.from_settings(settings, mx_resolver)
+        self.guards = build_guards(
+            settings, self.policy, dev_allowed, self.admission, self.email_policy
+        )
         # The run-time block and allow lists (``otpguard numbers``, /v1/admin/numbers).
         self.lists = ListEditor(
             settings, store, self.keyring, self.policy, emit=self._emit, clock=lambda: self.clock()
@@ -208,6 +230,8 @@ class Verifier:
     async def aclose(self) -> None:
         try:
             await self.transport.aclose()
+            if self.email_transport not in (None, self.transport):
+                await self.email_transport.aclose()
         finally:
             try:
                 if self.challenge is not None:
@@ -229,12 +253,12 @@ class Verifier:
         type_: EventType,
         now: float,
         *,
-        number: PhoneNumber | str | None = None,
+        number: Destination | str | None = None,
         v: Verification | None = None,
         **fields: Any,
     ) -> Event:
-        e164 = number.e164 if isinstance(number, PhoneNumber) else number
-        country = number.region if isinstance(number, PhoneNumber) else None
+        e164 = number.e164 if isinstance(number, PhoneNumber | EmailAddress) else number
+        country = number.region if isinstance(number, PhoneNumber | EmailAddress) else None
         if v is not None:
             e164 = e164 or v.to
             country = country or v.country
@@ -291,7 +315,7 @@ class Verifier:
         self,
         exc: OtpguardError,
         now: float,
-        number: PhoneNumber | None,
+        number: Destination | None,
         client_ip: str,
         channel: Channel | None,
         rule: str | None = None,
@@ -355,12 +379,12 @@ class Verifier:
         counted."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
-        ch = _channel(channel)
+        ch = self._offered(channel)
         binding = bind(purpose, amount, currency, payee)
         if binding.purpose == TRANSACTION and ch is Channel.WHATSAPP:
             raise InvalidRequest(
-                "a transaction code goes by sms or voice: the WhatsApp template cannot "
-                "name the amount and the payee"
+                "a transaction code goes by sms, voice or email: the WhatsApp template "
+                "cannot name the amount and the payee"
             )
         if locale is not None and (
             len(locale) > 16
@@ -382,9 +406,10 @@ class Verifier:
         ):
             raise InvalidRequest("'challenge_token' must be 1-4096 characters")
         try:
-            number = parse(to, self.settings.default_region)
+            number = parse_destination(to, ch, self.settings.default_region)
         except InvalidRequest as exc:
             raise await self._refuse(exc, now, None, ip, ch, owner=owner) from None
+        await self._check_mx(number, ch, ip, now)
         ctx = self._context(number, ch, ip, now, owner, account_id)
         await self._admit(ctx, challenge_token)
 
@@ -423,9 +448,25 @@ class Verifier:
             v, number, code, ip, now, EventType.SENT, started, allowlisted=ctx.allowlisted
         )
 
+    def _offered(self, channel: str | Channel) -> Channel:
+        ch = _channel(channel)
+        if ch is Channel.EMAIL and self.email_transport is None:
+            raise InvalidRequest(
+                "the email channel is not configured on this server (OTPGUARD_EMAIL_TRANSPORT)"
+            )
+        return ch
+
+    async def _check_mx(self, number: Destination, ch: Channel, ip: str, now: float) -> None:
+        """An address's MX check (``OTPGUARD_EMAIL_REQUIRE_MX``), before anything is counted."""
+        if not is_email(number):
+            return
+        mx = await self.email_policy.decide_mx(number, now)
+        if not mx.allowed:
+            raise await self._refuse(DestinationRefused(mx.reason or "no_mx"), now, number, ip, ch)
+
     def _context(
         self,
-        number: PhoneNumber,
+        number: Destination,
         ch: Channel,
         ip: str,
         now: float,
@@ -443,8 +484,18 @@ class Verifier:
             owner=owner,
             account=account,
             trusted_key=self._trusted_key(number.e164),
-            reaches_real_phones=self.transport.reaches_real_phones,
+            reaches_real_phones=self._transport_for(ch).reaches_real_phones,
         )
+
+    def _transport_for(self, channel: Channel) -> Transport:
+        if channel is Channel.EMAIL:
+            assert self.email_transport is not None  # start refuses email without one
+            return self.email_transport
+        return self.transport
+
+    def _allowlisted(self, number: Destination) -> bool:
+        """OTPGUARD_ALLOWLIST (numbers that skip the fraud rules); never an address."""
+        return isinstance(number, PhoneNumber) and self.policy.is_allowlisted(number)
 
     def _trusted_key(self, e164: str) -> str:
         return "trusted:" + self.keyring.keyed_hash("number", e164)
@@ -460,8 +511,8 @@ class Verifier:
         # One flag read for every guard (the run-time allow entries are among them).
         keys = list(dict.fromkeys(k for g in self.guards for k in g.flag_keys(ctx)))
         ctx.flags = await self.store.get_flags(keys, now) if keys else {}
-        allowlisted = self.policy.is_allowlisted(number) or (
-            numberlists.allowed_by(ctx.flags, number.e164) is not None
+        allowlisted = self._allowlisted(number) or (
+            not is_email(number) and numberlists.allowed_by(ctx.flags, number.e164) is not None
         )
         ctx.allowlisted = allowlisted
         # The allowlist skips the fraud guards and admission, never policy or limits.
@@ -564,7 +615,7 @@ class Verifier:
     async def _deliver(
         self,
         v: Verification,
-        number: PhoneNumber,
+        number: Destination,
         code: str,
         ip: str,
         now: float,
@@ -591,11 +642,12 @@ class Verifier:
             amount=v.binding.display_amount,
             payee=v.payee,
         )
+        transport = self._transport_for(v.channel)
         try:
-            receipt = await self.transport.send(msg)
+            receipt = await transport.send(msg)
         except DeliveryError as exc:
             if exc.outcome_unknown:
-                details: dict[str, Any] = {"provider": self.transport.name, "outcome": "unknown"}
+                details: dict[str, Any] = {"provider": transport.name, "outcome": "unknown"}
                 await self._sent(
                     v, number, ip, now, kind, details, "outcome_unknown", before, allowlisted
                 )
@@ -625,7 +677,7 @@ class Verifier:
     async def _sent(
         self,
         v: Verification,
-        number: PhoneNumber,
+        number: Destination,
         ip: str,
         now: float,
         kind: EventType,
@@ -680,7 +732,7 @@ class Verifier:
         now = self.clock()
         v = await self._load(verification_id, now, owner)
         ip = limits.normalize_ip(client_ip) if client_ip else (v.client_ip or limits.UNKNOWN_IP)
-        number = parse(v.to, self.settings.default_region)
+        number = parse_destination(v.to, v.channel, self.settings.default_region)
         if v.status is not Status.PENDING:
             raise Conflict(v.status.value)
         if now < v.resend_available_at or (keep_earlier and v.sends >= tags.MAX_TAGS):
@@ -820,7 +872,8 @@ class Verifier:
         if not is_well_formed(code, v.code_length):
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
         rules = limits.failed_check_rules(self.settings, v.to, ip)
-        await self._reserve(rules, now, parse(v.to, self.settings.default_region), ip, v.channel)
+        number = parse_destination(v.to, v.channel, self.settings.default_region)
+        await self._reserve(rules, now, number, ip, v.channel)
         result = await self._compare(v, code, binding, ip, now, rules, by_number=False)
         if result is None:
             raise NotFound("no pending verification for that id or number")
@@ -840,7 +893,7 @@ class Verifier:
         """A check by number. One wrong code is reserved before anything is looked up
         (so "no pending code" counts like any failure), one more before each further
         comparison; only an approval gives one back. Every failure answers the same."""
-        number = parse(to, self.settings.default_region)
+        number = parse_destination(to, None, self.settings.default_region)
         rules = limits.failed_check_rules(self.settings, number.e164, ip if per_ip else None)
         await self._reserve(rules, now, number, ip, None)
         pending = await self.store.list_pending(
@@ -872,7 +925,7 @@ class Verifier:
         self,
         rules: Sequence[RateRule],
         now: float,
-        number: PhoneNumber,
+        number: Destination,
         ip: str,
         channel: Channel | None,
     ) -> None:
@@ -973,14 +1026,14 @@ class Verifier:
         """After an approval: the refund and the earned room in every admission bucket
         (unless the number was trusted, whose sends were not counted), the number
         trusted from now on, and the conversion watch's counter."""
-        # Only the prefix and the region are needed: no second parse.
-        number = PhoneNumber(e164=v.to, region=v.country, type="")
-        if v.country is None or self.policy.is_allowlisted(number):
+        number = destination_of(v)  # only the prefix and the region are needed
+        if (v.country is None and not is_email(number)) or self._allowlisted(number):
             return
         trusted_key = self._trusted_key(v.to)
         # The run-time allow entries in the same read: their sends were not counted.
-        flags = await self.store.get_flags([trusted_key, *numberlists.flag_keys(v.to)], now)
-        if numberlists.allowed_by(flags, v.to) is not None:
+        listed = [] if is_email(number) else numberlists.flag_keys(v.to)
+        flags = await self.store.get_flags([trusted_key, *listed], now)
+        if listed and numberlists.allowed_by(flags, v.to) is not None:
             return
         was_trusted = trusted_key in flags
         if not was_trusted:
@@ -1146,7 +1199,7 @@ def open_verifier(settings: Settings, *, clock: Clock = system_clock) -> Verifie
     as ``otpguard serve`` would. Use it as ``async with open_verifier(settings) as otp:``."""
     from .startup import check_startup
     from .stores import store_from_url
-    from .transports import transport_from_settings
+    from .transports import email_transport_from_settings, transport_from_settings
 
     settings = check_startup(settings)
     return Verifier(
@@ -1154,4 +1207,5 @@ def open_verifier(settings: Settings, *, clock: Clock = system_clock) -> Verifie
         store_from_url(settings.store_url),
         transport_from_settings(settings),
         clock=clock,
+        email_transport=email_transport_from_settings(settings),
     )

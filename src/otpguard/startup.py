@@ -3,7 +3,7 @@
 
 :func:`startup_problems` lists every problem at once (store URL, destination policy,
 development numbers, alert sinks, the challenge provider, the Twilio transport,
-production's safety rules);
+the email channel's settings and transport, production's safety rules);
 :func:`check_startup` raises one :class:`~otpguard.errors.ConfigError` naming all of
 them, and only then gives development its key file. Nothing here opens a connection,
 creates a file or prints: a configuration that would be refused leaves no trace.
@@ -59,6 +59,63 @@ def _twilio_channels(settings: Settings) -> list[Channel]:
     return channels
 
 
+def email_problems(settings: Settings) -> list[str]:
+    """The email channel's settings: its domain lists, its sender and transport, and
+    in production TLS to the relay and no development transport."""
+    from .email_address import parse as parse_address
+    from .email_policy import EmailPolicy, dev_allowed
+
+    problems: list[str] = []
+    for check in (EmailPolicy.from_settings, dev_allowed):
+        try:
+            check(settings)
+        except ConfigError as exc:
+            problems.append(exc.message)
+    name = settings.email_transport
+    if name in ("smtp", "sendgrid"):
+        try:
+            parse_address(settings.email_from)
+        except InvalidRequest:
+            problems.append(
+                f"OTPGUARD_EMAIL_TRANSPORT={name} needs OTPGUARD_EMAIL_FROM, the sender "
+                "address (like codes@example.com)"
+            )
+    if name == "smtp":
+        try:
+            from .transports.smtp import SmtpTransport
+        except ImportError:
+            problems.append("OTPGUARD_EMAIL_TRANSPORT=smtp needs aiosmtplib: pip install "
+                            "'otpguard[email]'")  # fmt: skip
+        else:
+            problems += [f"the smtp transport is not ready: {p}"
+                         for p in SmtpTransport(settings).problems()]  # fmt: skip
+    if name == "sendgrid":
+        from .transports.sendgrid import SendGridTransport
+
+        problems += [f"the sendgrid transport is not ready: {p}"
+                     for p in SendGridTransport(settings).problems()]  # fmt: skip
+    if settings.email_require_mx:
+        try:
+            import dns.asyncresolver  # noqa: F401 - only whether it is installed
+        except ImportError:
+            problems.append("OTPGUARD_EMAIL_REQUIRE_MX=true needs dnspython: pip install "
+                            "'otpguard[email]'")  # fmt: skip
+    if settings.production:
+        if name in ("console", "memory", "file"):
+            problems.append(
+                f"OTPGUARD_EMAIL_TRANSPORT={name} is for development only; production needs "
+                "smtp or sendgrid (or leave it unset: no email channel)"
+            )
+        if name == "smtp" and settings.email_smtp_tls == "none":
+            problems.append(
+                "OTPGUARD_EMAIL_SMTP_TLS=none sends codes in clear text; production needs "
+                "starttls or implicit"
+            )
+        if name == "sendgrid" and not settings.email_sendgrid_api_base.startswith("https://"):
+            problems.append("OTPGUARD_EMAIL_SENDGRID_API_BASE must be https:// in production")
+    return problems
+
+
 def startup_problems(settings: Settings) -> list[str]:
     """Every reason serving must refuse these settings (empty when it may start)."""
     from .phone import DestinationPolicy, parse
@@ -90,6 +147,7 @@ def startup_problems(settings: Settings) -> list[str]:
             problems.append(exc.message)
     problems += production_problems(settings)
     problems += challenge_problems(settings)
+    problems += email_problems(settings)
     if settings.transport == "twilio":
         from .transports.twilio import TwilioTransport
 

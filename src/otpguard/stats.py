@@ -16,7 +16,8 @@ conversion
     ``check.passed`` / ``verification.started`` over the window.
 spend
     sends x the country's price in ``price_table`` (``default_price`` otherwise),
-    in whatever currency the table is written in.
+    in whatever currency the table is written in. Email sends have no country: they
+    are one row of their own, ``email``, priced at nothing.
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ def refusal_label(e: Event) -> str:
     return f"{reason}:{e.rule}" if reason == "rate_limited" and e.rule else reason
 
 
+EMAIL_ROW = "email"  # the "country" row of the email channel's sends
+
+
 def price_of(settings: Settings, country: str | None) -> float:
+    if country == EMAIL_ROW:
+        return 0.0  # SMS prices do not apply; a mail provider's cost is per plan
     if country is None:
         return settings.default_price
     return settings.price_table.get(country, settings.default_price)
@@ -160,6 +166,7 @@ class Stats:
     series: list[Bucket]
     spend: float
     truncated: bool = False
+    sends_by_channel: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -195,6 +202,7 @@ class Stats:
             "top_ips": ranked(self.top_ips, "ip"),
             "refusals_by_reason": ranked(self.refusals, "reason"),
             "delivery_failures_by_reason": ranked(self.delivery_failures, "reason"),
+            "sends_by_channel": dict(sorted(self.sends_by_channel.items())),
             "estimated_spend": {
                 "total": round(self.spend, 4),
                 "by_country": [
@@ -252,12 +260,13 @@ def summarize(
     ips: Counter[str] = Counter()
     refusals: Counter[str] = Counter()
     failures: Counter[str] = Counter()
+    channels: Counter[str] = Counter()
 
     for e in events:
         if not since <= e.ts < until:
             continue
         slot = series[min(n_buckets - 1, int((e.ts - first) // width))]
-        country = e.country or "unknown"
+        country = EMAIL_ROW if e.channel == EMAIL_ROW else (e.country or "unknown")
         n = e.count  # more than 1 for counted repeats of a refusal (refusals.py)
         if is_request(e):
             totals["requests"] += n
@@ -273,6 +282,7 @@ def summarize(
         elif e.type in SEND_TYPES:
             totals["sends"] += n
             sends[country] += n
+            channels[e.channel or "unknown"] += n
             slot[1] += n
         elif e.type == PASSED:
             totals["approved"] += n
@@ -314,6 +324,7 @@ def summarize(
         series=[Bucket(first + i * width, *row) for i, row in enumerate(series)],
         spend=sum(c.spend for c in countries),
         truncated=truncated,
+        sends_by_channel=dict(channels),
     )
 
 

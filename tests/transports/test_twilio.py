@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from otpguard.config import Settings
 from otpguard.errors import DeliveryError
-from otpguard.models import Channel
+from otpguard.models import PHONE_CHANNELS, Channel
 from otpguard.service import DeliveryReport
 from otpguard.transports.base import Message, Receipt
 from otpguard.transports.twilio import TwilioTransport
@@ -424,7 +424,8 @@ async def test_no_code_body_twiml_or_response_in_logs(
     caplog.set_level(logging.DEBUG)  # every logger, the SDK's and aiohttp's included
     t = make(twilio_whatsapp_content_sid="HX" + "b" * 32, public_url=PUBLIC_URL)
     for channel in Channel:
-        await t.send(message(channel))
+        if channel in PHONE_CHANNELS:  # email is never handed to Twilio
+            await t.send(message(channel))
     fake.fail_next(Fault.accepted_then_error(500))
     with pytest.raises(DeliveryError):
         await t.send(message())
@@ -701,3 +702,9 @@ async def test_whatsapp_prefers_its_own_sender_then_the_messaging_service(
     first, second = (r.form for r in fake.requests)
     assert first["From"] == "whatsapp:+14155238886" and "MessagingServiceSid" not in first
     assert second["MessagingServiceSid"] == "MG" + "a" * 32 and "From" not in second
+
+
+async def test_email_is_never_sent_by_twilio(fake: FakeTwilio, make: Factory) -> None:
+    with pytest.raises(DeliveryError) as info:
+        await make().send(message(Channel.EMAIL))
+    assert info.value.reason == "not_configured" and fake.sent() == []

@@ -69,7 +69,7 @@ class Message:
     """What to deliver. ``code`` is the only place the code lives outside the phone."""
 
     verification_id: str
-    to: str  # E.164
+    to: str  # E.164, or the normalised address for the email channel
     channel: Channel
     code: str
     service_name: str
@@ -113,8 +113,11 @@ class Receipt:
 
 class Transport(abc.ABC):
     name: str = "transport"
-    #: True when this transport can reach a real phone (guards in development mode apply).
+    #: True when this transport can reach a real phone or mailbox (guards in development
+    #: mode apply).
     reaches_real_phones: bool = False
+    #: The channels it delivers; None: any (console, memory, file).
+    channels: frozenset[Channel] | None = None
 
     @abc.abstractmethod
     async def send(self, message: Message) -> Receipt: ...

@@ -43,7 +43,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ..config import Settings
 from ..errors import UNKNOWN_OUTCOME, DeliveryError
-from ..models import Channel
+from ..models import PHONE_CHANNELS, Channel
 from .base import Message, Receipt, Transport
 from .errors import TWILIO_REASONS
 
@@ -203,6 +203,7 @@ class TwilioTransport(Transport):
     """Send codes with the Twilio REST API through the official SDK."""
 
     name = "twilio"
+    channels = PHONE_CHANNELS
     #: Seconds to wait before the one retry.
     retry_backoff: float = 0.2
 
@@ -221,7 +222,7 @@ class TwilioTransport(Transport):
 
     # -- configuration ------------------------------------------------------
 
-    def problems(self, channels: Iterable[Channel] = tuple(Channel)) -> list[str]:
+    def problems(self, channels: Iterable[Channel] = PHONE_CHANNELS) -> list[str]:
         """What is missing or wrong for sending on ``channels`` (empty when ready)."""
         s = self.settings
         out: list[str] = []
@@ -299,6 +300,8 @@ class TwilioTransport(Transport):
     # -- sending ----------------------------------------------------------------
 
     async def send(self, message: Message) -> Receipt:
+        if message.channel not in PHONE_CHANNELS:
+            raise DeliveryError("not_configured", f"twilio does not send {message.channel.value}")
         if message.channel is Channel.WHATSAPP:
             create = self._whatsapp(message)
         elif message.channel is Channel.VOICE:

@@ -23,10 +23,10 @@ from fastapi.responses import Response
 
 from ..alerts import AlertEngine
 from ..config import Settings
+from ..destinations import parse_destination
 from ..errors import InvalidRequest
 from ..events import Event
 from ..metrics import CONTENT_TYPE_LATEST, LatencyMiddleware, Metrics
-from ..phone import parse
 from ..service import Verifier
 from ..sinks import Dispatcher, sinks_from_settings
 from ..stats import parse_window, stats_for
@@ -101,7 +101,7 @@ async def admin_events(
     engine: Engine,
     _: ReadOnly,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
-    number: Annotated[str | None, Query(max_length=32)] = None,
+    number: Annotated[str | None, Query(max_length=320)] = None,
     ip: Annotated[str | None, Query(max_length=64)] = None,
     country: Annotated[str | None, Query(max_length=2, min_length=2)] = None,
     since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
@@ -109,11 +109,11 @@ async def admin_events(
     before: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
-    """Newest first. ``number`` is normalised and matched by its keyed hash; pass
-    ``next_before`` from the previous page as ``before`` for the next one."""
+    """Newest first. ``number`` (or an email address) is normalised and matched by its
+    keyed hash; pass ``next_before`` from the previous page as ``before`` for the next one."""
     number_hash = None
     if number is not None:
-        e164 = parse(number, engine.settings.default_region).e164
+        e164 = parse_destination(number, None, engine.settings.default_region).e164
         number_hash = engine.keyring.keyed_hash("number", e164)
     client_ip = None
     if ip is not None:

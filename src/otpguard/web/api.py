@@ -124,8 +124,12 @@ class _Bound(_Strict):
 
 
 class StartRequest(_Bound):
-    to: str = Field(max_length=64, description="Phone number, E.164 preferred: +447400123456")
-    channel: Literal["sms", "whatsapp", "voice"] = "sms"
+    to: str = Field(
+        max_length=320,
+        description="Phone number, E.164 preferred: +447400123456; for channel email, an "
+        "address: jo@example.com",
+    )
+    channel: Literal["sms", "whatsapp", "voice", "email"] = "sms"
     client_ip: str | None = Field(
         None, max_length=64, description="Your end user's IP address (for rate limits)"
     )
@@ -149,9 +153,9 @@ class CheckRequest(_Bound):
     id: str | None = Field(None, max_length=64, description="The verification id")
     to: str | None = Field(
         None,
-        max_length=64,
-        description="Or the number: tries its newest pending verifications of this key; "
-        "every failure by number is 404",
+        max_length=320,
+        description="Or the number (or email address): tries its newest pending "
+        "verifications of this key; every failure by number is 404",
     )
     code: str = Field(max_length=32, description="The code the user typed")
     client_ip: str | None = Field(None, max_length=64)
@@ -164,7 +168,7 @@ class AmountOut(BaseModel):
 
 class VerificationOut(BaseModel):
     id: str
-    to: str = Field(description="The number, masked")
+    to: str = Field(description="The number or address, masked")
     channel: str
     status: str
     purpose: str = Field(description="What the code is for; its check must name the same")

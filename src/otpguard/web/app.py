@@ -28,7 +28,7 @@ from ..errors import OtpguardError, RateLimited, StorageError
 from ..service import Verifier
 from ..startup import check_startup
 from ..stores import store_from_url
-from ..transports import transport_from_settings
+from ..transports import email_transport_from_settings, transport_from_settings
 from ..version import VERSION
 from .api import router as api_router
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -170,6 +170,7 @@ def create_app(
             store_from_url(settings.store_url),
             transport_from_settings(settings),
             clock=clock,
+            email_transport=email_transport_from_settings(settings),
         )
     jobs: list[Callable[[asyncio.Event], Any]] = []
 

@@ -1,6 +1,6 @@
-"""``/demo``: a two-step phone login page, in development mode only.
+"""``/demo``: a two-step phone (or email) login page, in development mode only.
 
-Enter a number, then the code (read from the console transport's output, or the
+Enter a number or an address, then the code (read from the console transport's output, or the
 file outbox). It walks the real engine end to end and shows what an end user
 should see:
 
@@ -59,6 +59,8 @@ log = logging.getLogger("otpguard.demo")
 # What an end user reads. Kept here, in one place, so the docs can quote them.
 MSG_INVALID_NUMBER = "Enter a valid mobile number, like 07400 123456 or +44 7400 123456."
 MSG_NOT_SENT = "We couldn't send a code to that number. Check it, or try again later."
+MSG_INVALID_ADDRESS = "Enter a valid email address, like you@example.com."
+MSG_NOT_SENT_EMAIL = "We couldn't send a code to that address. Check it, or try again later."
 MSG_WRONG_CODE = "That code isn't right."
 MSG_MALFORMED_CODE = "Enter the {n}-digit code from the message."
 MSG_NO_LONGER_VALID = "This code can no longer be used. Ask for a new one."
@@ -84,8 +86,8 @@ class _Strict(BaseModel):
 
 
 class StartBody(_Strict):
-    to: str = Field(max_length=64)
-    channel: Literal["sms", "whatsapp", "voice"] = "sms"
+    to: str = Field(max_length=320)
+    channel: Literal["sms", "whatsapp", "voice", "email"] = "sms"
     challenge_token: str | None = Field(None, min_length=1, max_length=TOKEN_FIELD_MAX)
 
 
@@ -166,7 +168,8 @@ async def start(body: StartBody, request: Request, _: SameOrigin) -> JSONRespons
             body.to, body.channel, client_ip=_peer(request), challenge_token=body.challenge_token
         )
     except InvalidRequest:  # InvalidPhoneNumber included: only the input's shape is named
-        return _refusal("invalid_number", MSG_INVALID_NUMBER)
+        email = body.channel == "email"
+        return _refusal("invalid_number", MSG_INVALID_ADDRESS if email else MSG_INVALID_NUMBER)
     except ChallengeRequired as exc:  # a step to take, not a refusal: its own status
         failed = exc.reason == "challenge_failed"
         error = {
@@ -178,7 +181,7 @@ async def start(body: StartBody, request: Request, _: SameOrigin) -> JSONRespons
         return JSONResponse({"error": error}, status_code=exc.status)
     except OtpguardError:  # blocked, rate-limited, fraud, delivery, storage: all alike
         # (the engine records each refusal as an event, with its reason)
-        return _refusal("not_sent", MSG_NOT_SENT)
+        return _refusal("not_sent", MSG_NOT_SENT_EMAIL if body.channel == "email" else MSG_NOT_SENT)
     return JSONResponse(_sent(engine, v))
 
 

@@ -4,7 +4,7 @@
 
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { id: null, expiresAt: 0, resendAt: 0, timer: null, to: null };
+  const state = { id: null, expiresAt: 0, resendAt: 0, timer: null, to: null, channel: "sms" };
   const WIDGET_CLASS = { turnstile: "cf-turnstile", hcaptcha: "h-captcha", recaptcha: "g-recaptcha" };
 
   async function post(path, body) {
@@ -127,15 +127,43 @@
     $("phone").focus();
   }
 
+  // The destination field follows the channel: a phone number or an email address.
+  const FIELDS = {
+    sms: { label: "Mobile number", type: "tel", autocomplete: "tel", inputmode: "tel",
+           placeholder: "07400 123456", missing: "Enter your mobile number." },
+    email: { label: "Email address", type: "email", autocomplete: "email",
+             inputmode: "email", placeholder: "you@example.com",
+             missing: "Enter your email address." },
+  };
+
+  function channel() {
+    const checked = document.querySelector('input[name="channel"]:checked');
+    return checked ? checked.value : "sms";
+  }
+
+  for (const radio of document.querySelectorAll('input[name="channel"]')) {
+    radio.addEventListener("change", () => {
+      const field = FIELDS[channel()];
+      $("to-label").textContent = field.label;
+      const input = $("phone");
+      input.type = field.type;
+      input.autocomplete = field.autocomplete;
+      input.inputMode = field.inputmode;
+      input.placeholder = field.placeholder;
+      show($("phone-error"), "");
+    });
+  }
+
   $("phone-step").addEventListener("submit", async (event) => {
     event.preventDefault();
     const to = $("phone").value.trim();
     if (!to) {
-      show($("phone-error"), "Enter your mobile number.");
+      show($("phone-error"), FIELDS[channel()].missing);
       return;
     }
     state.to = to;
-    await start({ to });
+    state.channel = channel();
+    await start({ to, channel: state.channel });
   });
 
   $("challenge-step").addEventListener("submit", async (event) => {
@@ -145,7 +173,7 @@
       show($("challenge-error"), "Complete the check first.");
       return;
     }
-    await start({ to: state.to, challenge_token: token });
+    await start({ to: state.to, channel: state.channel, challenge_token: token });
   });
 
   $("code-step").addEventListener("submit", async (event) => {

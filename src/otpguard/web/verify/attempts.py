@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...errors import InvalidPhoneNumber
+from ...destinations import parse_destination
+from ...errors import InvalidRequest
 from ...events import Event, EventType
-from ...phone import parse
 from ...stores.base import EventQuery
 from ..api import iso
 from .errors import TwilioRoute, invalid, not_found
@@ -76,8 +76,9 @@ def filters(call: Caller, given: dict[str, str]) -> Filters:
     number_hash = None
     if "ChannelData.To" in given:
         try:
-            e164 = parse(given["ChannelData.To"], engine.settings.default_region).e164
-        except InvalidPhoneNumber as exc:
+            raw = given["ChannelData.To"]
+            e164 = parse_destination(raw, None, engine.settings.default_region).e164
+        except InvalidRequest as exc:
             raise invalid("ChannelData.To", exc.message) from None
         number_hash = engine.keyring.keyed_hash("number", e164)
     channel = given.get("Channel")

@@ -16,10 +16,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...errors import InvalidPhoneNumber, InvalidRequest, NotFound, OtpguardError
+from ...destinations import parse_destination
+from ...errors import (
+    InvalidEmailAddress,
+    InvalidPhoneNumber,
+    InvalidRequest,
+    NotFound,
+    OtpguardError,
+)
 from ...limits import UNKNOWN_IP
 from ...models import Status, Verification
-from ...phone import parse
 from ...purpose import Binding
 from . import sending
 from .errors import MAX_CHECK_ATTEMPTS, TwilioError, TwilioRoute, invalid, not_found
@@ -114,8 +120,8 @@ async def _check_number(
     (max_attempts_reached, until it expires) it is Twilio's 60202."""
     engine, svc = call.engine, call.service
     try:
-        parse(to, engine.settings.default_region)
-    except InvalidPhoneNumber as exc:
+        parse_destination(to, None, engine.settings.default_region)
+    except (InvalidPhoneNumber, InvalidEmailAddress) as exc:
         raise invalid("To", exc.message) from None
 
     async def in_service(candidates: list[Verification]) -> list[Verification]:

@@ -22,6 +22,7 @@ from ...errors import (
     DeliveryError,
     DestinationRefused,
     Forbidden,
+    InvalidEmailAddress,
     InvalidPhoneNumber,
     InvalidRequest,
     NotFound,
@@ -113,7 +114,7 @@ def translate(exc: OtpguardError, request: Request, *, checking: bool = False) -
         return TwilioError(FRAUD_BLOCKED, 403, "Verification delivery attempt blocked (challenge)")
     if isinstance(exc, ChallengeUnavailable):
         return TwilioError(UNAVAILABLE, 503, "Service unavailable")
-    if isinstance(exc, InvalidPhoneNumber):
+    if isinstance(exc, InvalidPhoneNumber | InvalidEmailAddress):
         return invalid("To", exc.message)
     if isinstance(exc, InvalidRequest):
         return invalid("Code" if checking else "request", exc.message)

@@ -25,7 +25,12 @@ from ...service import Verifier
 from ...stores.base import ApiKey
 from .errors import FORBIDDEN, PSD2_REQUIRED, TwilioError, invalid, unauthenticated
 
-CHANNELS = {"sms": Channel.SMS, "whatsapp": Channel.WHATSAPP, "call": Channel.VOICE}
+CHANNELS = {
+    "sms": Channel.SMS,
+    "whatsapp": Channel.WHATSAPP,
+    "call": Channel.VOICE,
+    "email": Channel.EMAIL,
+}
 CHANNEL_NAMES = {v: k for k, v in CHANNELS.items()}
 _MAX_FIELDS = 20
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...errors import InvalidPhoneNumber, InvalidRequest
+from ...errors import InvalidEmailAddress, InvalidPhoneNumber, InvalidRequest
 from ...models import Status, Verification
 from ...transports.base import SMS_TEMPLATES
 from . import sending
@@ -125,7 +125,7 @@ async def create_verification(request: Request, call: ServiceDep) -> Response:
     to = required(form, "To")
     channel = CHANNELS.get(required(form, "Channel"))
     if channel is None:
-        raise invalid("Channel", "otpguard sends sms, whatsapp and call")
+        raise invalid("Channel", "otpguard sends sms, whatsapp, call and email")
     locale = _locale(form.get("Locale") or None)
     name = friendly_name(form, "CustomFriendlyName") if "CustomFriendlyName" in form else None
     if name is None and not name_is_safe(svc.friendly_name):
@@ -144,7 +144,7 @@ async def create_verification(request: Request, call: ServiceDep) -> Response:
             bound=bound,
         )
     except InvalidRequest as exc:
-        if isinstance(exc, InvalidPhoneNumber):
+        if isinstance(exc, InvalidPhoneNumber | InvalidEmailAddress):
             raise
         raise invalid(
             "DeviceIp" if "client_ip" in exc.message else "request", exc.message

@@ -11,10 +11,10 @@ expires; a check by To finds a locked one through it (60202).
 
 from __future__ import annotations
 
-from ...errors import Conflict, InvalidPhoneNumber, NotFound
+from ...destinations import parse_destination
+from ...errors import Conflict, InvalidRequest, NotFound
 from ...events import EventType
 from ...models import Channel, Status, Verification
-from ...phone import parse
 from ...purpose import DEFAULT, Binding
 from ...service import Verifier
 from ...stores.base import EventQuery
@@ -33,8 +33,8 @@ async def current(call: ServiceCall, to: str) -> Verification | None:
     (pending, approved, canceled or locked), None if none or ``to`` is no number."""
     engine = call.engine
     try:
-        e164 = parse(to, engine.settings.default_region).e164
-    except InvalidPhoneNumber:
+        e164 = parse_destination(to, None, engine.settings.default_region).e164
+    except InvalidRequest:  # no number and no address
         return None
     vid = await engine.store.get_flag(number_key(engine, call.service, e164), engine.clock())
     if vid is None:

@@ -70,8 +70,18 @@ def verification_out(
     sends: list[tuple[str, float, str]],
 ) -> dict[str, Any]:
     """``sends``: ``(event id, time, channel)`` of each message, oldest first."""
-    number_type = parse(v.to, engine.settings.default_region).type
     channel = CHANNEL_NAMES[v.channel]
+    # An address has no carrier: Twilio answers a null one for the email channel.
+    carrier = None
+    if v.channel is not Channel.EMAIL:
+        number_type = parse(v.to, engine.settings.default_region).type
+        carrier = {
+            "error_code": None,
+            "name": None,
+            "mobile_country_code": None,
+            "mobile_network_code": None,
+            "type": _LINE_TYPES.get(number_type, number_type),
+        }
     return {
         "sid": v.id,
         "service_sid": svc.sid,
@@ -80,15 +90,7 @@ def verification_out(
         "channel": channel,
         "status": v.status.value,
         "valid": v.status is Status.APPROVED,
-        "lookup": {
-            "carrier": {
-                "error_code": None,
-                "name": None,
-                "mobile_country_code": None,
-                "mobile_network_code": None,
-                "type": _LINE_TYPES.get(number_type, number_type),
-            }
-        },
+        "lookup": {"carrier": carrier},
         "amount": v.binding.display_amount,
         "payee": v.payee,
         "send_code_attempts": [
