@@ -423,3 +423,29 @@ def test_sdk_a_start_that_needs_a_challenge_is_60410(
     err = raises_twilio(lambda: svc.verifications.create(to=UK_MOBILE, channel="sms"))
     assert (err.status, err.code) == (403, 60410) and "challenge" in err.msg
     assert outbox.outbox == [] and fake_siteverify.requests == []
+
+
+# -- the email channel ------------------------------------------------------------------
+
+
+def test_sdk_email_channel_start_and_check_by_to(
+    server: VerifyServer, outbox: MemoryTransport
+) -> None:
+    """Channel=email through the SDK: the address normalised, no carrier lookup, the
+    code checkable by To; a disposable domain refused before anything is sent."""
+    client = server.client()
+    svc = client.verify.v2.services(client.verify.v2.services.create(friendly_name="Acme").sid)
+    v = svc.verifications.create(to="Jo.Smith@Example.COM", channel="email")
+    assert (v.status, v.channel, v.to) == ("pending", "email", "jo.smith@example.com")
+    assert v.lookup == {"carrier": None}
+    code = outbox.last_code("jo.smith@example.com")
+    wrong = "0" * len(code) if code != "0" * len(code) else "1" * len(code)
+    err = raises_twilio(
+        lambda: svc.verification_checks.create(code=wrong, to="jo.smith@example.com")
+    )
+    assert (err.status, err.code) == (404, 20404)
+    check = svc.verification_checks.create(code=code, to="JO.SMITH@example.com")
+    assert (check.status, check.valid, check.channel) == ("approved", True, "email")
+    sent = len(outbox.outbox)
+    err = raises_twilio(lambda: svc.verifications.create(to="jo@mailinator.com", channel="email"))
+    assert err.status == 403 and len(outbox.outbox) == sent
