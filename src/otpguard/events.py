@@ -13,8 +13,7 @@ import enum
 import json
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -100,9 +99,6 @@ def mask_number(e164: str) -> str:
     return head + "*" * (len(e164) - len(head) - 4) + e164[-4:]
 
 
-EventListener = Callable[[Event], Awaitable[None]]
-
-
 class EventOutbox(Protocol):
     """What the engine hands its recorded events to, awaited (the webhook outbox):
     ``enqueue`` never raises and never waits on anything but the store."""
@@ -112,7 +108,3 @@ class EventOutbox(Protocol):
 
 def log_event(event: Event) -> None:
     log.info(event.to_json())
-
-
-def monotonic_ms() -> int:
-    return int(time.monotonic() * 1000)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
-from .errors import ConfigError, DestinationRefused, InvalidPhoneNumber
+from .errors import ConfigError, InvalidPhoneNumber
 from .models import PHONE_CHANNELS, Channel
 
 if TYPE_CHECKING:
@@ -219,12 +219,6 @@ class DestinationPolicy:
         if number.region is None or number.region not in self.allowed_countries:
             return PolicyDecision(False, "country_not_allowed")
         return self._type_allowed(number.type, channel)
-
-    def enforce(self, number: PhoneNumber, channel: Channel) -> None:
-        decision = self.decide(number, channel)
-        if not decision.allowed:
-            assert decision.reason is not None
-            raise DestinationRefused(decision.reason)
 
     def explain(self, number: PhoneNumber) -> dict[str, object]:
         """Country, type and the decision for every channel (for the CLI and API)."""

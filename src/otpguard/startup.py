@@ -45,8 +45,6 @@ def production_problems(settings: Settings) -> list[str]:
             "OTPGUARD_TLS_KEYFILE) or list your TLS-terminating proxies in "
             "OTPGUARD_TRUSTED_PROXIES (CIDRs)"
         )
-    if settings.code_ttl > 600:
-        problems.append("OTPGUARD_CODE_TTL must be at most 600 seconds")
     return problems
 
 

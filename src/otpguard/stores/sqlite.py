@@ -147,7 +147,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
     # 2: per-minute counts beside the sliding log, so a long window is counted from
-    # at most one minute of log entries plus one row per minute (see _count_sql).
+    # at most one minute of log entries plus one row per minute (``_COUNT_SQL``).
     (
         """CREATE TABLE rate_buckets (
             key TEXT NOT NULL,
@@ -438,7 +438,8 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         return fn(self._bg_conn, *args)
 
     async def _checkpoints(self) -> None:
-        """Move the WAL into the database file from the worker thread, once a second:
+        """Move the WAL into the database file from the worker thread every
+        ``CHECKPOINT_EVERY`` seconds:
         left to SQLite, a checkpoint runs inside whichever commit fills the WAL, on
         the event loop, and stalls every request behind it."""
         while True:
