@@ -29,7 +29,7 @@ from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import admission
+from .. import admission, counters
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
@@ -41,7 +41,16 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from . import counts_sql
+from .base import (
+    Alert,
+    ApiKey,
+    EventCount,
+    EventQuery,
+    RefusalTally,
+    Store,
+    allowed_decision,
+)
 from .sql import (
     A_COLUMNS,
     E_FIELDS,
@@ -183,6 +192,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX events_type",
         "DROP INDEX events_country",
     ),
+    # 5: events counted per minute and kind (counters.py), what stats and alerts read.
+    (counts_sql.CREATE.format(int="INTEGER", collate=""),),
 )
 
 
@@ -806,6 +817,8 @@ class SQLiteStore(Store):
         if not rows:
             return
 
+        counts = counters.of_events(events)
+
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.executemany(
@@ -813,6 +826,7 @@ class SQLiteStore(Store):
                     f"VALUES ({', '.join('?' * len(E_FIELDS))})",
                     rows,
                 )
+                counts_sql.sqlite_bump(conn, counts)
 
         await self._run("add_events", run)
 
@@ -841,6 +855,7 @@ class SQLiteStore(Store):
 
     async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
         row = (minute, key, example.ts, example.to_json())
+        repeat = counters.increments([(minute, example)])
 
         def run(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
@@ -851,6 +866,8 @@ class SQLiteStore(Store):
                     "RETURNING count",
                     row,
                 ).fetchone()[0]
+                if count > 1:  # the first is counted when it is stored as an event
+                    counts_sql.sqlite_bump(conn, repeat)
             return count
 
         return await self._run("tally_refusal", run)
@@ -865,6 +882,20 @@ class SQLiteStore(Store):
             return [tally_from_row(row, json.loads) for row in rows]
 
         return await self._run_in_thread("list_refusal_tallies", run)
+
+    async def list_event_counts(
+        self, since: float, until: float, families: Sequence[str]
+    ) -> list[EventCount]:
+        return await self._run_in_thread(
+            "list_event_counts", counts_sql.sqlite_list, since, until, families
+        )
+
+    async def top_event_counts(
+        self, family: str, since: float, until: float, limit: int
+    ) -> list[tuple[str, int]]:
+        return await self._run_in_thread(
+            "top_event_counts", counts_sql.sqlite_top, family, since, until, limit
+        )
 
     # -- alerts ---------------------------------------------------------------------
 
@@ -950,6 +981,7 @@ class SQLiteStore(Store):
             ("rate_buckets", "start < ?", now - rate_horizon - BUCKET),
             ("events", "ts < ?", now - event_horizon),
             ("refusal_tallies", "minute < ?", now - event_horizon - 60),
+            ("event_counts", "minute < ?", now - event_horizon - 60),
             ("flags", "until <= ?", now),
             ("buckets", "forget_at < ?", now),
         )
@@ -966,7 +998,8 @@ class SQLiteStore(Store):
         for table, condition, bound in jobs:
             while True:  # one short write transaction per batch; other work interleaves
                 removed = await self._run_in_thread("purge", delete_batch, table, condition, bound)
-                if table != "rate_buckets":  # an index of rate_log, not rows of data
+                # rate_buckets index rate_log, event_counts sum events: not rows of data
+                if table not in ("rate_buckets", "event_counts"):
                     total += removed
                 if removed < PURGE_BATCH:
                     break
