@@ -16,7 +16,7 @@ family fields                          counts
 ``t``  type, country                   every event
 ``r``  request (1/0), refusal label    refusals (label: ``stats.refusal_label``; request:
                                        not a refused check)
-``q``  number hash, masked number      requests (``stats.is_request``) naming a number
+``q``  number hash (16), masked number requests (``stats.is_request``) naming a number
 ``ip`` client IP                       requests from a known IP
 ``df`` type, provider code, reason     failed deliveries and provider errors
 ``sc`` challenged (1/0), scope         admission refusals and challenges, per scope
@@ -89,8 +89,8 @@ def kinds_of(e: Event) -> list[str]:
         if isinstance(scope, str):
             out.append(f"sc|{_flag(e.reason == 'challenge_required')}|{scope}")
             out.append(f"un|{int(e.details.get('unconverted', 0) or 0)}|{scope}")
-    if request and e.number_hash:
-        out.append(f"q|{e.number_hash}|{e.number_masked or '?'}")
+    if request and e.number_hash:  # 16 hex digits tell numbers apart (alerts show 16)
+        out.append(f"q|{e.number_hash[:16]}|{e.number_masked or '?'}")
     if request and e.client_ip:
         out.append(f"ip|{e.client_ip}")
     if is_delivery_failure(e):
@@ -131,8 +131,3 @@ def fields_of(kind: str) -> tuple[str, list[str]]:
     """``"df|verification.delivery_failed|30003|unreachable"`` -> ``("df", [...])``."""
     family, rest = kind.split("|", 1)
     return family, rest.split("|", FIELDS[family] - 1)
-
-
-def family_bounds(family: str) -> tuple[str, str]:
-    """``lo <= kind < hi`` for the kinds of ``family`` (``|`` is followed by ``}``)."""
-    return f"{family}|", f"{family}}}"

@@ -365,7 +365,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX events_country",
     ),
     # Events counted per minute and kind (counters.py), what stats and alerts read.
-    (counts_sql.CREATE.format(int="BIGINT", collate=' COLLATE "C"'),),
+    (counts_sql.CREATE.format(int="BIGINT", collate=' COLLATE "C"', options=""),),
 )
 
 
@@ -1045,10 +1045,11 @@ class PostgresStore(Store):
             ("rate_log", "ts < %s", now - rate_horizon),
             ("events", "ts < %s", now - event_horizon),
             ("refusal_tallies", "minute < %s", now - event_horizon - 60),
-            ("event_counts", "minute < %s", now - event_horizon - 60),
             ("flags", "until <= %s", now),
             ("buckets", "forget_at < %s", now),
-        )
+            *(("event_counts", counts_sql.sql(c, "%s"), now - event_horizon - 60)
+              for c in counts_sql.PURGE_CONDITIONS),
+        )  # fmt: skip
         total = 0
         for table, condition, bound in jobs:
             # One short DELETE per batch (rows picked by ctid); other work interleaves.

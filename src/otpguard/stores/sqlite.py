@@ -193,7 +193,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX events_country",
     ),
     # 5: events counted per minute and kind (counters.py), what stats and alerts read.
-    (counts_sql.CREATE.format(int="INTEGER", collate=""),),
+    (counts_sql.CREATE.format(int="INTEGER", collate="", options=" WITHOUT ROWID"),),
 )
 
 
@@ -981,15 +981,17 @@ class SQLiteStore(Store):
             ("rate_buckets", "start < ?", now - rate_horizon - BUCKET),
             ("events", "ts < ?", now - event_horizon),
             ("refusal_tallies", "minute < ?", now - event_horizon - 60),
-            ("event_counts", "minute < ?", now - event_horizon - 60),
             ("flags", "until <= ?", now),
             ("buckets", "forget_at < ?", now),
-        )
+            *(("event_counts", counts_sql.sql(c, "?"), now - event_horizon - 60)
+              for c in counts_sql.PURGE_CONDITIONS),
+        )  # fmt: skip
 
         def delete_batch(conn: sqlite3.Connection, table: str, condition: str, bound: float) -> int:
+            key = counts_sql.SQLITE_KEY if table == "event_counts" else "rowid"
             cur = conn.execute(
-                f"DELETE FROM {table} WHERE rowid IN "  # noqa: S608 - constant names
-                f"(SELECT rowid FROM {table} WHERE {condition} LIMIT ?)",
+                f"DELETE FROM {table} WHERE {key} IN "  # noqa: S608 - constant names
+                f"(SELECT {key.strip('()')} FROM {table} WHERE {condition} LIMIT ?)",
                 (bound, PURGE_BATCH),
             )
             return cur.rowcount
