@@ -248,6 +248,41 @@ def _series(rows: Iterable[EventCount], since: float, until: float) -> list[list
     return series
 
 
+#: What the ``t`` counts of each type add to: a total, and a figure per country.
+_TOTAL_OF = {STARTED: "started", SENT: "sends", RESENT: "sends", PASSED: "approved",
+             REFUSED: "refused", CHECK_FAILED: "checks_failed"}  # fmt: skip
+_PER_COUNTRY = frozenset({"started", "sends", "approved"})
+
+
+def _add_up(
+    rows: Iterable[EventCount],
+) -> tuple[Counter[str], dict[str, Counter[str]], Counter[str], Counter[str]]:
+    """Totals, per-country figures, refusals by label and failures by reason."""
+    totals: Counter[str] = Counter()
+    by_country: dict[str, Counter[str]] = {k: Counter() for k in _PER_COUNTRY}
+    refusals: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for r in rows:
+        family, rest = r.kind.split("|", 1)
+        if family == "t":
+            etype, country = rest.split("|", 1)
+            if etype in (STARTED, RESENT):
+                totals["requests"] += r.count
+            name = _TOTAL_OF.get(etype)
+            if name:
+                totals[name] += r.count
+            if name in _PER_COUNTRY:
+                by_country[name][country or "unknown"] += r.count
+        elif family == "r":
+            request, label = rest.split("|", 1)
+            refusals[label] += r.count
+            totals["requests"] += r.count if request == "1" else 0
+        elif family == "df":
+            totals["delivery_failures"] += r.count
+            failures[rest.split("|", 2)[2] or "unknown"] += r.count
+    return totals, by_country, refusals, failures
+
+
 def summarize(
     rows: Iterable[EventCount],
     settings: Settings,
@@ -260,36 +295,8 @@ def summarize(
     """Figures from the ``t``, ``r`` and ``df`` counts of the window's minutes, with
     the busiest ``q`` (numbers) and ``ip`` kinds ranked by the store."""
     rows = [r for r in rows if since <= r.minute < until]
-    totals: Counter[str] = Counter()
-    started: Counter[str] = Counter()
-    approved: Counter[str] = Counter()
-    sends: Counter[str] = Counter()
-    refusals: Counter[str] = Counter()
-    failures: Counter[str] = Counter()
-    per_type = {STARTED: started, SENT: sends, RESENT: sends, PASSED: approved}
-    for r in rows:
-        family, rest = r.kind.split("|", 1)
-        n = r.count
-        if family == "t":
-            etype, country = rest.split("|", 1)
-            if etype in (STARTED, RESENT):
-                totals["requests"] += n
-            if etype in per_type:
-                per_type[etype][country or "unknown"] += n
-            name = {STARTED: "started", PASSED: "approved", REFUSED: "refused"}.get(etype)
-            if etype in SEND_TYPES:
-                name = "sends"
-            elif etype == CHECK_FAILED:
-                name = "checks_failed"
-            if name:
-                totals[name] += n
-        elif family == "r":
-            request, label = rest.split("|", 1)
-            refusals[label] += n
-            totals["requests"] += n if request == "1" else 0
-        elif family == "df":
-            totals["delivery_failures"] += n
-            failures[rest.split("|", 2)[2] or "unknown"] += n
+    totals, by_country, refusals, failures = _add_up(rows)
+    started, sends, approved = (by_country[k] for k in ("started", "sends", "approved"))
     for key in ("requests", "started", "sends", "approved", "refused", "checks_failed"):
         totals.setdefault(key, 0)
     totals.setdefault("delivery_failures", 0)
