@@ -1,4 +1,4 @@
-"""Alert rules over the stored events, and the engine that opens and resolves alerts.
+"""Alert rules over the event counts, and the engine that opens and resolves alerts.
 
 Every ``alert_interval`` seconds the engine reads the event counts of the recent
 minutes (``counters.py``: what it reads does not grow with traffic; a window is read
