@@ -16,6 +16,14 @@ URL; the byte figures are SQLite's), with event logging on and written to a file
 
     .venv/bin/python bench/flood.py [-n 61000] [--pairs 2000]
 
+3. **Scaling** (``--scale 500,50000``, run instead of the two above): the admin stats
+   (1 day) and one alert evaluation timed after the first number of events and again
+   after the second, in one run, with the time reading those events would take
+   (``load_activity``, what the figures were computed from before the event counts).
+   The traffic is rounds of one verification (start, sent, right code: 3 events,
+   each from a new number and IP) and two refused starts of one number (every
+   refusal is counted; the first of a minute is also stored).
+
 Not a test: it prints figures and asserts nothing. The last line is one JSON object.
 """
 
@@ -46,7 +54,7 @@ from otpguard.config import load_settings  # noqa: E402
 from otpguard.errors import RateLimited  # noqa: E402
 from otpguard.service import Verifier  # noqa: E402
 from otpguard.sinks import Dispatcher  # noqa: E402
-from otpguard.stats import stats_for  # noqa: E402
+from otpguard.stats import load_activity, stats_for  # noqa: E402
 from otpguard.stores import store_from_url  # noqa: E402
 from otpguard.transports.memory import MemoryTransport  # noqa: E402
 
@@ -148,12 +156,58 @@ async def run(n: int, pairs: int, store_url: str | None, data_dir: Path) -> dict
     return out
 
 
+async def timed_read(v: Verifier) -> float:
+    t0 = time.perf_counter()
+    await load_activity(v.store, v.clock() - 86400, v.clock() + 1)
+    return round(time.perf_counter() - t0, 4)
+
+
+async def scaling(marks: list[int], store_url: str | None, data_dir: Path) -> dict[str, Any]:
+    """Stats and alert timings after each number of events in ``marks``."""
+    url = store_url or f"sqlite:///{data_dir / 'scale.db'}"
+    settings = load_settings(
+        env={}, data_dir=data_dir, store=url, secret_keys=[new_secret_hex()],
+        transport="memory", limit_ip="off", limit_network="off", allowlist=["+44740"],
+    )  # fmt: skip
+    clock = ManualClock(1_750_000_000.0)
+    outbox = MemoryTransport()
+    out: dict[str, Any] = {"store": url.split(":")[0]}
+    events = i = 0
+    async with Verifier(settings, store_from_url(url), outbox, clock=clock) as v:
+        alerts = AlertEngine(v, Dispatcher([]))
+        for mark in marks:
+            while events < mark:
+                ver = await v.start(
+                    f"+44740{i:07d}", client_ip=f"10.{i // 62500}.{i // 250 % 250}.{i % 250}"
+                )
+                await v.check(outbox.last_code(ver.to), verification_id=ver.id)
+                for _ in range(2):
+                    with contextlib.suppress(RateLimited):
+                        await v.start("+447400999999", client_ip="203.0.113.9")
+                events += 5
+                i += 1
+                clock.advance(0.1)
+            figures = await timed_views(v, alerts)
+            figures["reading_the_events_s"] = await timed_read(v)
+            out[str(events)] = figures
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=61_000, help="refused starts (default 61000)")
     ap.add_argument("--pairs", type=int, default=2_000, help="baseline verifications")
     ap.add_argument("--store", default=None, help="a store URL (default: a SQLite file)")
+    ap.add_argument("--scale", help="SMALL,LARGE: time stats and alerts after each (events)")
     args = ap.parse_args()
+    if args.scale:
+        marks = sorted(int(x) for x in args.scale.split(","))
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = asyncio.run(scaling(marks, args.store, Path(tmp)))
+        for mark in marks:
+            print(f"after {mark} events: {figures[str(mark)]}")
+        print(json.dumps(figures, sort_keys=True))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = asyncio.run(run(args.n, args.pairs, args.store, Path(tmp)))
     per = out.get("per_verification")

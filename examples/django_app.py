@@ -1,8 +1,15 @@
 """Phone login for Django, with otpguard: the views, in a one-file project.
 
-    otpguard serve                                     # terminal 1 (console transport)
-    otpguard api-keys create --name django-example     # copy the key it prints
-    OTPGUARD_API_KEY=<key> python examples/django_app.py runserver 127.0.0.1:8002
+From the repository's root, in the venv of the README's install, once
+``.venv/bin/pip install -e '.[examples]'`` has added Django:
+
+    .venv/bin/otpguard serve                                                   # terminal 1
+    .venv/bin/otpguard api-keys create --name django-example                   # prints the key
+    OTPGUARD_API_KEY=<key> .venv/bin/python examples/django_app.py runserver   # terminal 2
+
+then open http://127.0.0.1:8002 (``runserver`` alone listens there, on ``PORT`` if set;
+an address after it works as in any Django project). The code appears in the
+``otpguard serve`` console.
 
 In your own project, copy the view functions (``login_start``,
 ``login_resend``, ``login_check``) into a views module, add ``OTPGUARD_URL`` and
@@ -212,4 +219,6 @@ urlpatterns = [
 if __name__ == "__main__":
     from django.core.management import execute_from_command_line
 
+    if sys.argv[1:] == ["runserver"]:  # not Django's 8000, where otpguard serve listens
+        sys.argv.append(f"127.0.0.1:{os.environ.get('PORT', '8002')}")
     execute_from_command_line(sys.argv)

@@ -1,12 +1,16 @@
 """Phone login for a FastAPI app, with otpguard's AsyncClient.
 
-    otpguard serve                                      # terminal 1 (console transport)
-    otpguard api-keys create --name fastapi-example     # copy the key it prints
-    OTPGUARD_API_KEY=<key> python examples/fastapi_app.py   # terminal 2, then open :8001
+From the repository's root, in the venv of the README's install, once
+``.venv/bin/pip install -e '.[examples]'`` has added ``itsdangerous`` (Starlette's
+session cookie needs it):
 
-Needs ``itsdangerous`` for Starlette's session cookie (``pip install itsdangerous``).
-The code appears in the ``otpguard serve`` console. ``OTPGUARD_URL`` defaults to
-http://127.0.0.1:8000. Production: set SESSION_SECRET, serve behind HTTPS, protect
+    .venv/bin/otpguard serve                                          # terminal 1
+    .venv/bin/otpguard api-keys create --name fastapi-example         # prints the key
+    OTPGUARD_API_KEY=<key> .venv/bin/python examples/fastapi_app.py   # terminal 2
+
+then open http://127.0.0.1:8001 (``PORT`` changes the port). The code appears in
+the ``otpguard serve`` console. ``OTPGUARD_URL`` defaults to http://127.0.0.1:8000.
+Production: set SESSION_SECRET, serve behind HTTPS, protect
 the forms against CSRF.
 """
 

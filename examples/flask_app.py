@@ -1,12 +1,16 @@
 """Phone login for a Flask app, with otpguard.
 
-    otpguard serve                                    # terminal 1 (console transport)
-    otpguard api-keys create --name flask-example     # copy the key it prints
-    OTPGUARD_API_KEY=<key> python examples/flask_app.py   # terminal 2, then open :5000
+From the repository's root, in the venv of the README's install, once
+``.venv/bin/pip install -e '.[examples]'`` has added Flask:
 
-The code appears in the ``otpguard serve`` console. ``OTPGUARD_URL`` defaults to
-http://127.0.0.1:8000. Production: set FLASK_SECRET_KEY, serve behind HTTPS,
-and add CSRF protection to the forms (Flask-WTF).
+    .venv/bin/otpguard serve                                        # terminal 1
+    .venv/bin/otpguard api-keys create --name flask-example         # prints the key
+    OTPGUARD_API_KEY=<key> .venv/bin/python examples/flask_app.py   # terminal 2
+
+then open http://127.0.0.1:5000 (``PORT`` changes the port). The code appears in
+the ``otpguard serve`` console. ``OTPGUARD_URL`` defaults to http://127.0.0.1:8000.
+Production: set FLASK_SECRET_KEY, serve behind HTTPS, and add CSRF protection to
+the forms (Flask-WTF).
 """
 
 from __future__ import annotations

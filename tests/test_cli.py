@@ -240,6 +240,45 @@ def test_config_is_accepted_after_the_subcommand(
     assert "missing.toml does not exist" in capsys.readouterr().err
 
 
+def test_every_command_and_nested_subcommand_takes_config() -> None:
+    from otpguard.cli import build_parser
+
+    leaves = [p.prog for p in _parsers(build_parser())]
+    without = [
+        prog
+        for prog, p in zip(leaves, _parsers(build_parser()), strict=True)
+        if not any("--config" in a.option_strings for a in p._actions)
+    ]
+    assert "otpguard api-keys list" in leaves and "otpguard numbers explain" in leaves
+    assert without == []
+
+
+def test_config_after_a_nested_subcommand_is_the_one_used(
+    cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two configurations with different stores: the keys land where --config points.
+    for name in ("a", "b"):
+        (cli_env / f"{name}.toml").write_text(f'store = "sqlite:///{cli_env / name}.db"\n')
+    a, b = str(cli_env / "a.toml"), str(cli_env / "b.toml")
+    assert main(["api-keys", "create", "--name", "in-a", "--config", a]) == 0
+    assert main(["api-keys", "create", "--config", b, "--name", "in-b"]) == 0
+    capsys.readouterr()
+    assert main(["api-keys", "list", "--config", a]) == 0
+    listing = capsys.readouterr().out
+    assert "in-a" in listing and "in-b" not in listing
+    # A later --config wins over the global one; a subcommand without one keeps the global.
+    assert main(["--config", a, "api-keys", "list", "--config", b]) == 0
+    listing = capsys.readouterr().out
+    assert "in-b" in listing and "in-a" not in listing
+    assert main(["--config", b, "api-keys", "list"]) == 0
+    assert "in-b" in capsys.readouterr().out
+    (cli_env / "gb.toml").write_text('allowed_countries = ["GB"]\n')
+    assert main(["numbers", "explain", "+33612345678", "--json", "--config", "gb.toml"]) == 0
+    assert '"allowed": false' in capsys.readouterr().out
+    assert main(["purge", "--config", str(cli_env / "missing.toml")]) == 2
+    assert "missing.toml does not exist" in capsys.readouterr().err
+
+
 def test_api_keys_list_has_a_header_the_og_ids_revoke_takes_and_creation_dates(
     cli_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -37,6 +37,7 @@ from otpguard.stores.base import Alert
 from otpguard.transports.base import Message
 from otpguard.transports.file import read_outbox
 
+from .backends import PG_ADMIN_URL
 from .needs import unavailable
 from .serverproc import Server, otpguard_server
 
@@ -83,6 +84,10 @@ def block(path: str, first_line: str) -> Block:
 # -- what cannot run here, and why --------------------------------------------------------
 
 NOT_RUN: dict[tuple[str, str], str] = {
+    (
+        "docs/deploying-at-scale.md",
+        ".venv/bin/python bench/storage_size.py -n 5000 --stores sqlite,postgres",
+    ): ("test_storage_size_command"),
     ("docs/abuse-defenses.md", ".venv/bin/python bench/attack_sim.py --speed 10"): (
         "the whole simulation takes about an hour of real time; tests/test_attack_sim.py "
         "runs the same script's --quick mode against a real server"
@@ -594,6 +599,31 @@ def test_readme_quick_start_against_otpguard_serve(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.slow
+def test_storage_size_command(tmp_path: Path) -> None:
+    """The sizing command as written but for fewer verifications (5 000 take minutes):
+    it prints a figure per backend in its JSON line."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except Exception as exc:  # any reason it cannot connect
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    (tmp_path / "bench").symlink_to(ROOT / "bench")
+    command = doc_block(
+        "docs/deploying-at-scale.md",
+        ".venv/bin/python bench/storage_size.py -n 5000 --stores sqlite,postgres",
+    ).text.strip()
+    assert "-n 5000" in command
+    done = bash(command.replace("-n 5000", "-n 20") + f" --pg-admin {PG_ADMIN_URL}",
+                clean_env(), tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    for backend in ("sqlite", "postgres"):
+        assert 0 < figures[backend]["retained"] <= figures[backend]["live"], figures  # pages
 
 
 @pytest.mark.slow

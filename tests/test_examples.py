@@ -5,14 +5,18 @@ Each example is also started the way its docstring says, in one command."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import html
 import importlib.util
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -212,28 +216,56 @@ async def test_otpguard_down_means_nobody_signs_in(framework: str) -> None:
         assert module.UNAVAILABLE in page and "Signed in" not in page
 
 
-# -- each example runs in one command ---------------------------------------------------
+# -- each example runs as its docstring and examples/README.md say ------------------------
+#
+# The commands are read from the files and run as written, through bash, from a directory
+# laid out like the repository's root (examples/ and the README's .venv). Terminal 1's
+# `.venv/bin/otpguard serve` is the module's server (a file outbox, so the test reads the
+# code as a phone would); terminal 2 is given its address and a free port in OTPGUARD_URL
+# and PORT, as the docstrings say it may be.
 
-COMMANDS = {
-    "flask": ["examples/flask_app.py"],
-    "fastapi": ["examples/fastapi_app.py"],
-    "django": ["examples/django_app.py", "runserver", "{addr}", "--noreload"],
-}
+SERVE = ".venv/bin/otpguard serve"
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_runs_in_one_command(framework: str, server: Server, tmp_path: Path) -> None:
+def docstring_commands(framework: str) -> list[str]:
+    """The indented command lines of an example's docstring, comments dropped."""
+    doc = ast.get_docstring(ast.parse((EXAMPLES / f"{framework}_app.py").read_text()))
+    assert doc is not None
+    return [line.split("#")[0].strip() for line in doc.splitlines() if line.startswith("    ")]
+
+
+def readme_block() -> list[str]:
+    """examples/README.md's "Try one" block: its command lines, comments dropped."""
+    text = (EXAMPLES / "README.md").read_text()
+    block = re.search(r"## Try one.*?```sh\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    lines = [line.split("  #")[0].strip() for line in block.group(1).splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.fixture
+def repo_root(tmp_path: Path) -> Path:
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))  # the README's .venv
+    return tmp_path
+
+
+def bash(script: str, env: dict[str, str], cwd: Path) -> str:
+    done = subprocess.run(["bash", "-e", "-c", script], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def sign_in_through(script: str, env: dict[str, str], cwd: Path, server: Server) -> None:
+    """Run ``script`` (it starts an example app on $PORT) and send a code through the app."""
     port = free_port()
-    args = [a.format(addr=f"127.0.0.1:{port}") for a in COMMANDS[framework]]
-    env = {
-        k: v for k, v in server.env.items() if not k.startswith("OTPGUARD_")
-    }  # the app's shell has no server settings
-    env.update(OTPGUARD_URL=server.base_url, OTPGUARD_API_KEY=server.api_key, PORT=str(port))
-    log_path = tmp_path / "app.log"
+    log_path = cwd / "app.log"
+    env = env | {"OTPGUARD_URL": server.base_url, "PORT": str(port)}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        # Its own session: the whole group is stopped, Django's autoreloader child included.
+        proc = subprocess.Popen(["bash", "-e", "-c", script], cwd=cwd, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -252,8 +284,43 @@ def test_runs_in_one_command(framework: str, server: Server, tmp_path: Path) -> 
             if token:
                 form["csrfmiddlewaretoken"] = token.group(1)
             page = http.post("/login", data=form)
-        assert page.status_code == 200 and "We sent a code" in page.text
+        assert page.status_code == 200 and "We sent a code" in page.text, log_path.read_text()
         assert server.last_code_to(to)
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def app_env() -> dict[str, str]:
+    """A shell with none of the server's settings (terminal 2)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("OTPGUARD_", "TWILIO_"))}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_runs_as_its_docstring_says(framework: str, server: Server, repo_root: Path) -> None:
+    serve, create, run = docstring_commands(framework)
+    assert serve == SERVE
+    assert create == f".venv/bin/otpguard api-keys create --name {framework}-example"
+    # The key is made in the server's store, as `otpguard serve` and this command share
+    # the data directory of the repository's root.
+    key = bash(create, server.env, repo_root).strip().splitlines()[-1]
+    assert key.startswith("og_") and run.startswith("OTPGUARD_API_KEY=<key> .venv/bin/python ")
+    sign_in_through(run.replace("<key>", key), app_env(), repo_root, server)
+    # examples/README.md's table lists the same command.
+    assert (
+        f"`{run.removeprefix('OTPGUARD_API_KEY=<key> ')}`" in (EXAMPLES / "README.md").read_text()
+    )
+
+
+def test_the_readme_block_runs_as_written(server: Server, repo_root: Path) -> None:
+    install, serve, *terminal_2 = readme_block()
+    assert install == ".venv/bin/pip install -e '.[examples]'" and serve == SERVE
+    # The install itself needs the package index; what it adds is the extra's list, which
+    # must name every framework the examples import.
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = " ".join(extra["optional-dependencies"]["examples"])
+    assert all(name in wanted for name in ("flask", "django", "itsdangerous"))
+    # Terminal 2 as one shell: the key it exports is made in the server's store.
+    env = app_env() | {"OTPGUARD_DATA_DIR": server.env["OTPGUARD_DATA_DIR"],
+                       "OTPGUARD_SECRET_KEYS": server.env["OTPGUARD_SECRET_KEYS"]}  # fmt: skip
+    sign_in_through("\n".join(terminal_2), env, repo_root, server)

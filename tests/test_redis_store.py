@@ -226,8 +226,10 @@ async def test_keys_are_hash_tagged_per_verification_and_rate_key(
     v_keys = [k for k in keys if v.id in k]
     assert len({key_slot(k.encode()) for k in v_keys}) == 1
     assert key_slot(f"{p}:{{v:{v.id}}}".encode()) == key_slot(f"{{v:{v.id}}}".encode())
-    events = [k for k in keys if "{ev}" in k]
-    assert len(events) == 3 and len({key_slot(k.encode()) for k in events}) == 1
+    events = [k for k in keys if "{ev}" in k]  # the events and their counts: one slot
+    assert len([k for k in events if ":cnt:" not in k]) == 3
+    assert f"{p}:{{ev}}:cnt:t" in events and f"{p}:{{ev}}:cnt:t:idx" in events
+    assert len({key_slot(k.encode()) for k in events}) == 1
     api = [k for k in keys if "{apikeys}" in k]
     assert len({key_slot(k.encode()) for k in api}) == 1
     # One sorted set per rate key, its slot decided by the key alone.

@@ -1,7 +1,8 @@
-"""Alert rules over the stored events, and the engine that opens and resolves alerts.
+"""Alert rules over the event counts, and the engine that opens and resolves alerts.
 
-Every ``alert_interval`` seconds the engine reads the recent events (with the repeated
-refusals counted per minute, ``refusals.py``) and a few store counters, asks each rule
+Every ``alert_interval`` seconds the engine reads the event counts of the recent
+minutes (``counters.py``: what it reads does not grow with traffic; a window is read
+in the whole minutes that start in it) and a few store counters, asks each rule
 what is wrong *now*, and compares with the open alerts: a new finding opens an alert
 (stored, an ``alert.opened`` event, a notice to every sink); a finding that persists
 updates the open alert quietly (one notice per incident); an open alert whose finding is
@@ -53,20 +54,13 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+from .counters import fields_of
 from .errors import StorageError
 from .events import Event, EventType, new_event_id
 from .service import UNDELIVERABLE_REASONS, Verifier
 from .sinks import Dispatcher, Notice
-from .stats import (
-    DELIVERY_FAILED,
-    PASSED,
-    REFUSED,
-    SEND_TYPES,
-    is_delivery_failure,
-    is_request,
-    load_activity,
-)
-from .stores.base import Alert, Store
+from .stats import DELIVERY_FAILED, PASSED, RESENT, SEND_TYPES, STARTED
+from .stores.base import Alert, EventCount, Store
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -106,20 +100,44 @@ class Finding:
         return f"{self.rule}:{self.key}"
 
 
+#: The families of counts a snapshot holds; numbers and IPs are asked for their top.
+SNAPSHOT_FAMILIES = ("t", "r", "df", "sc", "un", "px")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     now: float
     settings: Settings
     store: Store
-    events: Sequence[Event]  # newest first
+    counts: Sequence[EventCount]  # of SNAPSHOT_FAMILIES, over the longest window
     truncated: bool = False
 
-    def within(self, seconds: float, *, end: float | None = None) -> Iterator[Event]:
-        """Events with ``end - seconds <= ts <= end`` (``end`` defaults to now)."""
-        end = self.now if end is None else end
-        for e in self.events:
-            if end - seconds <= e.ts <= end:
-                yield e
+    def within(
+        self, seconds: float, family: str, *, until: float | None = None
+    ) -> Iterator[tuple[list[str], int]]:
+        """``(fields, count)`` of ``family``'s counts in the minutes that start in
+        ``[now - seconds, until)`` (``until`` defaults to just after now)."""
+        since = self.now - seconds
+        end = self.now + 1e-6 if until is None else until
+        for r in self.counts:
+            if since <= r.minute < end and r.kind.startswith(family + "|"):
+                yield fields_of(r.kind)[1], r.count
+
+    async def top(self, family: str, seconds: float, limit: int) -> list[tuple[list[str], int]]:
+        """``(fields, count)`` of the busiest kinds of ``family`` (``q``, ``ip``) over
+        the last ``seconds``, ranked by the store."""
+        rows = await self.store.top_event_counts(family, self.now - seconds, self.now + 1e-6, limit)
+        return [(fields_of(kind)[1], n) for kind, n in rows]
+
+    def requests(self, seconds: float, *, until: float | None = None) -> int:
+        started = sum(
+            n for (etype, _), n in self.within(seconds, "t", until=until) if etype in REQUESTS
+        )
+        refused = sum(n for (flag, _), n in self.within(seconds, "r", until=until) if flag == "1")
+        return started + refused
+
+
+REQUESTS = frozenset({STARTED, RESENT})
 
 
 Rule = Callable[[Snapshot], Awaitable[list[Finding]]]
@@ -137,12 +155,8 @@ def _busiest(counter: Counter[str], over: int) -> list[tuple[str, int]]:
 async def request_spike(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     w, base = s.alert_spike_window, s.alert_spike_baseline
-    recent = sum(e.count for e in snap.within(w) if is_request(e))
-    before = sum(
-        e.count
-        for e in snap.within(base, end=snap.now - w)
-        if is_request(e) and e.ts < snap.now - w
-    )
+    recent = snap.requests(w)
+    before = snap.requests(w + base, until=snap.now - w)
     per_window = before * w / base
     if recent < s.alert_spike_min or recent <= s.alert_spike_factor * per_window:
         return []
@@ -161,31 +175,26 @@ async def request_spike(snap: Snapshot) -> list[Finding]:
 
 async def hot_number(snap: Snapshot) -> list[Finding]:
     s = snap.settings
-    counts: Counter[str] = Counter()
-    masks: dict[str, str] = {}
-    for e in snap.within(s.alert_hot_window):
-        if is_request(e) and e.number_hash:
-            counts[e.number_hash] += e.count
-            masks.setdefault(e.number_hash, e.number_masked or "?")
+    w = s.alert_hot_window
+    top = await snap.top("q", w, MAX_FINDINGS_PER_RULE)
+    busiest = [(h, masked, n) for (h, masked), n in top if n > s.alert_number_threshold]
     return [
         Finding(
             "hot_number",
             h[:16],
-            f"number {masks[h]}",
-            f"{n} code requests for {masks[h]} in {s.alert_hot_window // 60} min "
+            f"number {masked}",
+            f"{n} code requests for {masked} in {w // 60} min "
             f"(threshold {s.alert_number_threshold})",
-            {"requests": n, "number": masks[h], "ref": h[:12], "window_s": s.alert_hot_window},
+            {"requests": n, "number": masked, "ref": h[:12], "window_s": w},
         )
-        for h, n in _busiest(counts, s.alert_number_threshold)
+        for h, masked, n in busiest
     ]
 
 
 async def hot_ip(snap: Snapshot) -> list[Finding]:
     s = snap.settings
-    counts: Counter[str] = Counter()
-    for e in snap.within(s.alert_hot_window):
-        if is_request(e) and e.client_ip and e.client_ip != "unknown":
-            counts[e.client_ip] += e.count
+    top = await snap.top("ip", s.alert_hot_window, MAX_FINDINGS_PER_RULE + 1)
+    busiest = [(ip, n) for (ip,), n in top if ip != "unknown" and n > s.alert_ip_threshold]
     return [
         Finding(
             "hot_ip",
@@ -195,7 +204,7 @@ async def hot_ip(snap: Snapshot) -> list[Finding]:
             f"(threshold {s.alert_ip_threshold})",
             {"requests": n, "ip": ip, "window_s": s.alert_hot_window},
         )
-        for ip, n in _busiest(counts, s.alert_ip_threshold)
+        for ip, n in busiest[:MAX_FINDINGS_PER_RULE]
     ]
 
 
@@ -207,19 +216,14 @@ async def conversion_drop(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     sent: Counter[str] = Counter()
     ok: Counter[str] = Counter()
-    prefixes: set[str] = set()
-    for e in snap.within(s.alert_conversion_window):
-        if e.type in SEND_TYPES and e.country:
-            sent[e.country] += 1
-        elif e.type == PASSED and e.country:
-            ok[e.country] += 1
-        # Events keep no prefix (with the masked number it would rebuild the number):
-        # prefixes come from the fraud rules, which name the ones they watch.
-        subject = str(e.details.get("subject", ""))
-        if subject.startswith("prefix ") and (
-            e.rule == "low_conversion" or (e.type == REFUSED and e.reason == "fraud:low_conversion")
-        ):
-            prefixes.add(subject.removeprefix("prefix "))
+    w = s.alert_conversion_window
+    for (etype, country), n in snap.within(w, "t"):
+        if etype in SEND_TYPES and country:
+            sent[country] += n
+        elif etype == PASSED and country:
+            ok[country] += n
+    # The prefixes the fraud rules flagged (events keep none: ``counters.kinds_of``).
+    prefixes = {fields[0] for fields, _ in snap.within(w, "px")}
     out = []
     minutes = s.alert_conversion_window // 60
     for country, n in sorted(sent.items()):
@@ -255,12 +259,9 @@ async def conversion_drop(snap: Snapshot) -> list[Finding]:
 async def refused_destination(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     counts: Counter[str] = Counter()
-    for e in snap.within(s.alert_hot_window):
-        reason = e.reason or ""
-        if e.type == REFUSED and (
-            reason in DESTINATION_REASONS or reason.startswith("number_type:")
-        ):
-            counts[reason] += e.count
+    for (_, reason), n in snap.within(s.alert_hot_window, "r"):
+        if reason in DESTINATION_REASONS or reason.startswith("number_type:"):
+            counts[reason] += n
     return [
         Finding(
             "refused_destination",
@@ -275,12 +276,13 @@ async def refused_destination(snap: Snapshot) -> list[Finding]:
 
 async def delivery_failures(snap: Snapshot) -> list[Finding]:
     s = snap.settings
-    failed = attempted = 0
-    for e in snap.within(s.alert_hot_window):
-        if e.type in SEND_TYPES or e.type == DELIVERY_FAILED:
-            attempted += e.count
-        if is_delivery_failure(e):
-            failed += e.count
+    w = s.alert_hot_window
+    attempted = sum(
+        n
+        for (etype, _), n in snap.within(w, "t")
+        if etype in SEND_TYPES or etype == DELIVERY_FAILED
+    )
+    failed = sum(n for _, n in snap.within(w, "df"))
     if failed < s.alert_delivery_failure_min:
         return []
     rate = failed / max(attempted, failed)
@@ -303,16 +305,16 @@ async def admission_pressure(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     refused: Counter[str] = Counter()
     challenged: Counter[str] = Counter()
-    unconverted: dict[str, int] = {}
-    for e in snap.within(s.alert_hot_window):
-        scope = e.details.get("scope") if e.type == REFUSED else None
-        if not isinstance(scope, str):
-            continue
-        if e.reason == "challenge_required":
-            challenged[scope] += e.count
-        else:
-            refused[scope] += e.count
-        unconverted.setdefault(scope, int(e.details.get("unconverted", 0) or 0))
+    for (flag, scope), n in snap.within(s.alert_hot_window, "sc"):
+        (challenged if flag == "1" else refused)[scope] += n
+    # The newest minute's figure (the highest, should it have changed in that minute).
+    newest: dict[str, tuple[int, int]] = {}
+    for r in snap.counts:
+        family, fields = fields_of(r.kind)
+        if family == "un" and r.minute >= snap.now - s.alert_hot_window:
+            figure = (r.minute, int(fields[0]))
+            newest[fields[1]] = max(newest.get(fields[1], figure), figure)
+    unconverted = {scope: figure for scope, (_, figure) in newest.items()}
     both = refused + challenged
     return [
         Finding(
@@ -364,9 +366,9 @@ async def budget_near_cap(snap: Snapshot) -> list[Finding]:
 async def provider_errors(snap: Snapshot) -> list[Finding]:
     s = snap.settings
     codes: Counter[str] = Counter()
-    for e in snap.within(s.alert_hot_window):
-        if e.type == DELIVERY_FAILED and (e.reason or "") not in UNDELIVERABLE_REASONS:
-            codes[str(e.provider_code) if e.provider_code is not None else "none"] += 1
+    for (etype, code, reason), n in snap.within(s.alert_hot_window, "df"):
+        if etype == DELIVERY_FAILED and reason not in UNDELIVERABLE_REASONS:
+            codes[code or "none"] += n
     n = sum(codes.values())
     if n < s.alert_provider_error_threshold:
         return []
@@ -383,7 +385,8 @@ async def provider_errors(snap: Snapshot) -> list[Finding]:
 
 
 async def store_errors(snap: Snapshot) -> list[Finding]:
-    n = sum(1 for e in snap.within(snap.settings.alert_hot_window) if e.type == "store.error")
+    w = snap.settings.alert_hot_window
+    n = sum(n for (etype, _), n in snap.within(w, "t") if etype == "store.error")
     if not n:
         return []
     return [Finding("store_errors", "store", "store", f"{n} store errors recorded", {"errors": n})]
@@ -456,8 +459,9 @@ class AlertEngine:
             s.alert_conversion_window,
             s.alert_hot_window,
         )
-        events, truncated = await load_activity(self.verifier.store, now - horizon, now + 1e-6)
-        return Snapshot(now, s, self.verifier.store, events, truncated)
+        store = self.verifier.store
+        counts = await store.list_event_counts(now - horizon, now + 1e-6, SNAPSHOT_FAMILIES)
+        return Snapshot(now, s, store, counts)
 
     async def evaluate(self, now: float | None = None) -> Evaluation:
         """One pass: open, update and resolve alerts; notify sinks without awaiting them."""

@@ -218,23 +218,36 @@ def cmd_purge(args: argparse.Namespace) -> int:
 # -- main ----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    config_help = "TOML config file (default: $OTPGUARD_CONFIG or ./otpguard.toml)"
-    p = argparse.ArgumentParser(prog="otpguard", description=__doc__)
-    p.add_argument("--config", help=config_help)
-    # --config is accepted after the subcommand too (`otpguard audit --config x`);
-    # SUPPRESS keeps a subcommand's absent --config from hiding the global one.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
-    sub = p.add_subparsers(dest="command", required=True)
-    real_add_parser = sub.add_parser
+CONFIG_HELP = "TOML config file (default: $OTPGUARD_CONFIG or ./otpguard.toml)"
 
-    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose every command and nested subcommand takes ``--config``
+    (`otpguard --config x api-keys list` and `otpguard api-keys list --config x` alike).
+
+    Subparsers are made with the parent's class (argparse's default), so nesting needs no
+    help. A subcommand's ``--config`` defaults to SUPPRESS: leaving it out does not hide one
+    given earlier on the line.
+    """
+
+    def __init__(self, *args: Any, config_default: Any = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Subcommands)
+        self.add_argument("--config", default=config_default, help=CONFIG_HELP)
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]  # not generic at runtime
+    """Subcommands whose one-line help is also the description their ``--help`` shows."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         kwargs.setdefault("description", kwargs.get("help"))
-        parser: argparse.ArgumentParser = real_add_parser(name, parents=[common], **kwargs)
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
         return parser
 
-    sub.add_parser = add_parser  # type: ignore[method-assign]
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="otpguard", description=__doc__, config_default=None)
+    sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the HTTP service")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")

@@ -23,7 +23,9 @@ shows an example with its details) and logged; the later ones only raise the
 tally, and the log gets one summary line when the count reaches 10, 100, 1000, ...
 The metrics listeners still see every refusal.
 
-Readers (stats, dashboard, alerts) get the repeats back as :func:`repeats`: one
+From the second refusal of a kind in a minute on, the tally also raises the event
+counts (``counters.py``) of the kind's example, which is what stats, the dashboard
+and the alerts read. Readers of events get the repeats back as :func:`repeats`: one
 event per tally with ``count`` = the tally's count less the stored first one, at
 the time of the minute's newest refusal. It carries the fields every refusal of
 its kind shares: reason, rule, IP, the subject's scope or number, the country when

@@ -1,9 +1,10 @@
-"""Aggregations over stored events, shared by the admin API, the dashboard and the alerts.
+"""Figures for the admin API and the dashboard, read from the event counts.
 
-Everything here is computed from :class:`otpguard.events.Event` rows (and the repeated
-refusals counted per minute instead, as events with a ``count``), which hold a
-masked number and a keyed hash of it, never the number: "top numbers" are grouped
-by that hash and shown masked.
+Every figure is a sum of per-minute counters (``counters.py``) that the store raises
+as it writes each event: reading them costs the same after a quiet day as after a
+flood. Numbers are counted under their keyed hash, never the number: "top numbers"
+are grouped by that hash and shown masked. A window is read in whole minutes (the
+minutes that start in it).
 
 Vocabulary:
 
@@ -30,10 +31,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Settings
+from .counters import (
+    EMAIL_ROW,
+    FAILED_REPORTS,
+    is_delivery_failure,
+    is_request,
+    refusal_label,
+)
 from .errors import InvalidRequest
 from .events import Event, EventType
 from .refusals import repeats
-from .stores.base import EventQuery, Store
+from .stores.base import EventCount, EventQuery, Store
+
+__all__ = [
+    "FAILED_REPORTS",
+    "Stats",
+    "is_delivery_failure",
+    "is_request",
+    "load_activity",
+    "parse_window",
+    "refusal_label",
+    "stats_for",
+]
 
 PAGE = 5_000
 MAX_EVENTS = 200_000  # per aggregation; beyond this the figures are marked truncated
@@ -48,9 +67,9 @@ PASSED = EventType.CHECK_PASSED.value
 REFUSED = EventType.REFUSED.value
 DELIVERY_FAILED = EventType.DELIVERY_FAILED.value
 DELIVERY_STATUS = EventType.DELIVERY_STATUS.value
+CHECK_FAILED = EventType.CHECK_FAILED.value
 SEND_TYPES = frozenset({SENT, RESENT})
-#: Delivery reports from the provider that mean the message did not arrive.
-FAILED_REPORTS = frozenset({"failed", "undelivered"})
+TOP = 10  # numbers and IPs ranked
 
 
 def parse_window(raw: str) -> int:
@@ -62,27 +81,6 @@ def parse_window(raw: str) -> int:
     if not 60 <= seconds <= MAX_WINDOW:
         raise InvalidRequest("'window' must be between 1m and 31d")
     return seconds
-
-
-def is_request(e: Event) -> bool:
-    if e.type in (STARTED, RESENT):
-        return True
-    return e.type == REFUSED and e.rule != "failed_checks"
-
-
-def is_delivery_failure(e: Event) -> bool:
-    if e.type == DELIVERY_FAILED:
-        return True
-    return e.type == DELIVERY_STATUS and (e.reason or "") in FAILED_REPORTS
-
-
-def refusal_label(e: Event) -> str:
-    """``rate_limited:phone``, ``premium_rate``, ``fraud:low_conversion``, ..."""
-    reason = e.reason or "unknown"
-    return f"{reason}:{e.rule}" if reason == "rate_limited" and e.rule else reason
-
-
-EMAIL_ROW = "email"  # the "country" row of the email channel's sends
 
 
 def price_of(settings: Settings, country: str | None) -> float:
@@ -236,68 +234,84 @@ def _top(counter: Counter[str], n: int) -> list[Ranked]:
     return [Ranked(k, v) for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
+def _series(rows: Iterable[EventCount], since: float, until: float) -> list[list[int]]:
+    """requests, sends, approved, refused per chart bucket."""
+    width = bucket_width(until - since)
+    first = since - since % width
+    n_buckets = max(1, int((until - first + width - 1) // width))
+    series = [[0, 0, 0, 0] for _ in range(n_buckets)]
+    for r in rows:
+        slot = series[min(n_buckets - 1, int((r.minute - first) // width))]
+        family, rest = r.kind.split("|", 1)
+        if family == "r":
+            if rest.startswith("1|"):
+                slot[0] += r.count
+            continue
+        etype = rest.split("|", 1)[0]
+        if etype in (STARTED, RESENT):
+            slot[0] += r.count
+        if etype in SEND_TYPES:
+            slot[1] += r.count
+        elif etype == PASSED:
+            slot[2] += r.count
+        elif etype == REFUSED:
+            slot[3] += r.count
+    return series
+
+
+#: What the ``t`` counts of each type add to: a total, and a figure per country.
+_TOTAL_OF = {STARTED: "started", SENT: "sends", RESENT: "sends", PASSED: "approved",
+             REFUSED: "refused", CHECK_FAILED: "checks_failed"}  # fmt: skip
+_PER_COUNTRY = frozenset({"started", "sends", "approved"})
+
+
+def _add_up(
+    rows: Iterable[EventCount],
+) -> tuple[Counter[str], dict[str, Counter[str]], Counter[str], Counter[str], Counter[str]]:
+    """Totals, per-country figures, refusals by label, failures by reason, and sends
+    by channel."""
+    channels: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    by_country: dict[str, Counter[str]] = {k: Counter() for k in _PER_COUNTRY}
+    refusals: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for r in rows:
+        family, rest = r.kind.split("|", 1)
+        if family == "t":
+            etype, country = rest.split("|", 1)
+            if etype in (STARTED, RESENT):
+                totals["requests"] += r.count
+            name = _TOTAL_OF.get(etype)
+            if name:
+                totals[name] += r.count
+            if name in _PER_COUNTRY:
+                by_country[name][country or "unknown"] += r.count
+        elif family == "r":
+            request, label = rest.split("|", 1)
+            refusals[label] += r.count
+            totals["requests"] += r.count if request == "1" else 0
+        elif family == "df":
+            totals["delivery_failures"] += r.count
+            failures[rest.split("|", 2)[2] or "unknown"] += r.count
+        elif family == "ch":
+            channels[rest or "unknown"] += r.count
+    return totals, by_country, refusals, failures, channels
+
+
 def summarize(
-    events: Iterable[Event],
+    rows: Iterable[EventCount],
     settings: Settings,
     since: float,
     until: float,
     *,
-    top: int = 10,
-    truncated: bool = False,
+    numbers: Sequence[tuple[str, int]] = (),
+    ips: Sequence[tuple[str, int]] = (),
 ) -> Stats:
-    """Figures for the events with ``since <= ts < until`` (others are ignored)."""
-    width = bucket_width(until - since)
-    first = since - since % width
-    n_buckets = max(1, int((until - first + width - 1) // width))
-    series = [[0, 0, 0, 0] for _ in range(n_buckets)]  # requests, sends, approved, refused
-
-    totals: Counter[str] = Counter()
-    started: Counter[str] = Counter()
-    approved: Counter[str] = Counter()
-    sends: Counter[str] = Counter()
-    numbers: Counter[str] = Counter()
-    masks: dict[str, str] = {}
-    ips: Counter[str] = Counter()
-    refusals: Counter[str] = Counter()
-    failures: Counter[str] = Counter()
-    channels: Counter[str] = Counter()
-
-    for e in events:
-        if not since <= e.ts < until:
-            continue
-        slot = series[min(n_buckets - 1, int((e.ts - first) // width))]
-        country = EMAIL_ROW if e.channel == EMAIL_ROW else (e.country or "unknown")
-        n = e.count  # more than 1 for counted repeats of a refusal (refusals.py)
-        if is_request(e):
-            totals["requests"] += n
-            slot[0] += n
-            if e.number_hash:
-                numbers[e.number_hash] += n
-                masks.setdefault(e.number_hash, e.number_masked or "?")
-            if e.client_ip:
-                ips[e.client_ip] += n
-        if e.type == STARTED:
-            totals["started"] += n
-            started[country] += n
-        elif e.type in SEND_TYPES:
-            totals["sends"] += n
-            sends[country] += n
-            channels[e.channel or "unknown"] += n
-            slot[1] += n
-        elif e.type == PASSED:
-            totals["approved"] += n
-            approved[country] += n
-            slot[2] += n
-        elif e.type == REFUSED:
-            totals["refused"] += n
-            refusals[refusal_label(e)] += n
-            slot[3] += n
-        elif e.type == EventType.CHECK_FAILED.value:
-            totals["checks_failed"] += n
-        if is_delivery_failure(e):
-            totals["delivery_failures"] += n
-            failures[e.reason or "unknown"] += n
-
+    """Figures from the ``t``, ``r`` and ``df`` counts of the window's minutes, with
+    the busiest ``q`` (numbers) and ``ip`` kinds ranked by the store."""
+    rows = [r for r in rows if since <= r.minute < until]
+    totals, by_country, refusals, failures, channels = _add_up(rows)
+    started, sends, approved = (by_country[k] for k in ("started", "sends", "approved"))
     for key in ("requests", "started", "sends", "approved", "refused", "checks_failed"):
         totals.setdefault(key, 0)
     totals.setdefault("delivery_failures", 0)
@@ -312,25 +326,34 @@ def summarize(
         for c in sorted(set(started) | set(sends) | set(approved))
     ]
     countries.sort(key=lambda c: (-(c.started + c.sends), c.country))
+    width = bucket_width(until - since)
+    first = since - since % width
     return Stats(
         since=since,
         until=until,
         totals=dict(totals),
         countries=countries,
-        top_numbers=[Ranked(masks[r.label], r.count, r.label[:12]) for r in _top(numbers, top)],
-        top_ips=_top(ips, top),
+        top_numbers=[_number(kind, n) for kind, n in numbers],
+        top_ips=[Ranked(kind.split("|", 1)[1], n) for kind, n in ips],
         refusals=_top(refusals, 50),
         delivery_failures=_top(failures, 50),
-        series=[Bucket(first + i * width, *row) for i, row in enumerate(series)],
+        series=[
+            Bucket(first + i * width, *row) for i, row in enumerate(_series(rows, since, until))
+        ],
         spend=sum(c.spend for c in countries),
-        truncated=truncated,
         sends_by_channel=dict(channels),
     )
 
 
+def _number(kind: str, n: int) -> Ranked:
+    """A ``q|<hash>|<masked>`` kind: shown masked, told apart by its hash's start."""
+    _, number_hash, masked = kind.split("|", 2)
+    return Ranked(masked, n, number_hash[:12])
+
+
 async def load_activity(store: Store, since: float, until: float) -> tuple[list[Event], bool]:
     """``load_events`` plus the refusals counted and not stored (``refusals.repeats``),
-    newest first: what every figure is computed from."""
+    newest first: every refusal one by one (the figures above read counts instead)."""
     events, truncated = await load_events(store, since, until)
     repeated = await repeats(store, since, until)
     if repeated:
@@ -339,5 +362,9 @@ async def load_activity(store: Store, since: float, until: float) -> tuple[list[
 
 
 async def stats_for(store: Store, settings: Settings, now: float, window: int) -> Stats:
-    events, truncated = await load_activity(store, now - window, now + 1e-6)
-    return summarize(events, settings, now - window, now + 1e-6, truncated=truncated)
+    """The figures of the last ``window`` seconds, from the event counts alone."""
+    since, until = now - window, now + 1e-6
+    rows = await store.list_event_counts(since, until, ("t", "r", "df", "ch"))
+    numbers = await store.top_event_counts("q", since, until, TOP)
+    ips = await store.top_event_counts("ip", since, until, TOP)
+    return summarize(rows, settings, since, until, numbers=numbers, ips=ips)

@@ -56,6 +56,15 @@ class RefusalTally:
 
 
 @dataclass(frozen=True)
+class EventCount:
+    """How many events of one kind (``counters.kinds_of``) one minute holds."""
+
+    minute: int  # the minute's start, epoch seconds
+    kind: str
+    count: int
+
+
+@dataclass(frozen=True)
 class EventQuery:
     types: tuple[str, ...] = ()
     number_hash: str | None = None
@@ -281,7 +290,29 @@ class Store(abc.ABC):
     async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
         """Count one refusal under ``(minute, key)``, atomically, and return the count
         after it: 1 for the first (which stores ``example`` with the tally), n for the
-        n-th; ``last_ts`` becomes the newest ``example.ts`` seen."""
+        n-th; ``last_ts`` becomes the newest ``example.ts`` seen. From the second on,
+        the same operation raises the event counts of ``example``'s kinds in
+        ``minute`` by one (the first is counted when it is stored as an event)."""
+
+    # -- event counts (counters.py): add_events raises them in its transaction ---
+
+    @abc.abstractmethod
+    async def list_event_counts(
+        self, since: float, until: float, families: Sequence[str]
+    ) -> list[EventCount]:
+        """The counts of the kinds of ``families`` in every minute that starts in
+        ``[since, until)``, in no order."""
+
+    async def top_event_counts(
+        self, family: str, since: float, until: float, limit: int
+    ) -> list[tuple[str, int]]:
+        """The ``limit`` kinds of ``family`` with the most events over the minutes of
+        :meth:`list_event_counts`, most first (equal counts by kind), summed where the
+        backend can (this default sums here)."""
+        totals: dict[str, int] = {}
+        for row in await self.list_event_counts(since, until, (family,)):
+            totals[row.kind] = totals.get(row.kind, 0) + row.count
+        return sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: max(0, limit)]
 
     @abc.abstractmethod
     async def list_refusal_tallies(self, since: float, until: float) -> list[RefusalTally]:
@@ -320,8 +351,8 @@ class Store(abc.ABC):
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
     ) -> int:
         """Delete verifications expired more than ``verification_grace`` ago, rate
-        entries older than ``rate_horizon`` seconds, events and refusal tallies older
-        than ``event_horizon`` seconds, flags past their time. Returns rows removed."""
+        entries older than ``rate_horizon`` seconds, events, refusal tallies and event
+        counts older than ``event_horizon`` seconds, flags past their time. Returns rows removed."""
 
     async def scheduled_purge(
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float

@@ -48,7 +48,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from .. import admission
+from .. import admission, counters
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
@@ -60,7 +60,16 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from . import counts_sql
+from .base import (
+    Alert,
+    ApiKey,
+    EventCount,
+    EventQuery,
+    RefusalTally,
+    Store,
+    allowed_decision,
+)
 from .sql import (
     A_COLUMNS,
     E_FIELDS,
@@ -94,7 +103,7 @@ _UNREACHABLE_STATES = ("57P01", "57P02", "57P03")  # admin/crash shutdown, canno
 #: Every table the store owns (the contract tests' reset hook truncates them).
 TABLES = (
     "verifications", "rate_log", "flags", "events", "alerts", "api_keys", "buckets",
-    "refusal_tallies", *WEBHOOK_TABLES,
+    "refusal_tallies", "event_counts", *WEBHOOK_TABLES,
 )  # fmt: skip
 
 _HIT_FUNCTION = """
@@ -371,6 +380,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # webhooks: the outbox and delivery log (stores/webhooks_pg.py).
     WEBHOOKS_MIGRATION,
+    # Events counted per minute and kind (counters.py), what stats and alerts read.
+    (counts_sql.CREATE.format(int="BIGINT", collate=' COLLATE "C"', options=""),),
 )
 
 
@@ -914,12 +925,14 @@ class PostgresStore(PostgresWebhooks, PostgresLists, Store):
             f"INSERT INTO events ({', '.join(E_FIELDS)}) "  # noqa: S608 - constant
             f"VALUES ({', '.join(['%s'] * len(E_FIELDS))})"
         )
+        counts = counts_sql.pg_arrays(counters.of_events(events))
         async with self._conn("add_events") as conn:
-            if len(rows) == 1:
-                await conn.execute(query, rows[0])
+            if len(rows) == 1:  # the usual case: one statement, one round trip
+                await conn.execute(counts_sql.pg_with_bump(query), [*rows[0], *counts])
                 return
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(query, rows)
+                await cur.execute(counts_sql.PG_BUMP, counts)
 
     async def list_events(self, query: EventQuery) -> list[Event]:
         where, params = event_conditions(query, "%s")
@@ -935,13 +948,11 @@ class PostgresStore(PostgresWebhooks, PostgresLists, Store):
         return [Event(**dict(zip(E_FIELDS, row, strict=True))) for row in rows]
 
     async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
+        repeat = counts_sql.pg_arrays(counters.increments([(minute, example)]))
         row = await self._one(
             "tally_refusal",
-            "INSERT INTO refusal_tallies (minute, key, count, last_ts, example) "
-            "VALUES (%s, %s, 1, %s, %s) ON CONFLICT (minute, key) DO UPDATE SET "
-            "count = refusal_tallies.count + 1, "
-            "last_ts = GREATEST(refusal_tallies.last_ts, EXCLUDED.last_ts) RETURNING count",
-            (minute, key, example.ts, Jsonb(example.to_dict())),
+            counts_sql.PG_TALLY,
+            (minute, key, example.ts, Jsonb(example.to_dict()), *repeat),
         )
         assert row is not None  # an upsert with RETURNING always returns its row
         return int(row[0])
@@ -954,6 +965,25 @@ class PostgresStore(PostgresWebhooks, PostgresLists, Store):
             (since - 60, until),
         )
         return [tally_from_row(row) for row in rows]
+
+    async def list_event_counts(
+        self, since: float, until: float, families: Sequence[str]
+    ) -> list[EventCount]:
+        counts_sql.check_families(families)
+        query = counts_sql.sql(counts_sql.LIST, "%s")
+        out: list[EventCount] = []
+        for family in families:
+            params = counts_sql.range_params(since, until, family)
+            out += counts_sql.rows_to_counts(await self._all("list_event_counts", query, params))
+        return out
+
+    async def top_event_counts(
+        self, family: str, since: float, until: float, limit: int
+    ) -> list[tuple[str, int]]:
+        counts_sql.check_families([family])
+        params = [*counts_sql.range_params(since, until, family), max(0, limit)]
+        rows = await self._all("top_event_counts", counts_sql.sql(counts_sql.TOP, "%s"), params)
+        return [(str(k), int(n)) for k, n in rows]
 
     # -- alerts ---------------------------------------------------------------------
 
@@ -1028,7 +1058,9 @@ class PostgresStore(PostgresWebhooks, PostgresLists, Store):
             ("refusal_tallies", "minute < %s", now - event_horizon - 60),
             ("flags", "until <= %s", now),
             ("buckets", "forget_at < %s", now),
-        )
+            *(("event_counts", counts_sql.sql(c, "%s"), now - event_horizon - 60)
+              for c in counts_sql.PURGE_CONDITIONS),
+        )  # fmt: skip
         total = 0
         for table, condition, bound in jobs:
             # One short DELETE per batch (rows picked by ctid); other work interleaves.
@@ -1039,7 +1071,8 @@ class PostgresStore(PostgresWebhooks, PostgresLists, Store):
             )
             while True:
                 removed = await self._rowcount("purge", query, (bound, PURGE_BATCH))
-                total += removed
+                if table != "event_counts":  # sums of events, not rows of data
+                    total += removed
                 if removed < PURGE_BATCH:
                     break
         return total

@@ -24,6 +24,7 @@ Cluster: a hash tag puts all keys one script touches into one slot::
     og:{ev}:id / :ts / :data        events by id (lex), by ts, and their JSON
     og:{ev}:tally:n / :last / :ex   refusal tallies by "minute|kind": count, newest ts,
                                     first refusal's JSON; og:{ev}:tally:idx by minute
+    og:{ev}:cnt:<family>[:idx]      event counts by "minute|kind" (redis_counts.py)
     og:{alerts}              hash   id -> alert JSON
     og:{apikeys}             hash   id -> API key JSON; og:{apikeys}:revoked id -> ts
     og:{nl}:entries          hash   block/allow entries: pattern -> until|value; indexed
@@ -59,7 +60,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-from .. import admission
+from .. import admission, counters
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
@@ -74,7 +75,16 @@ from ..models import (
 )
 from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from ..purpose import LOGIN
-from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from . import redis_counts
+from .base import (
+    Alert,
+    ApiKey,
+    EventCount,
+    EventQuery,
+    RefusalTally,
+    Store,
+    allowed_decision,
+)
 from .redis_lists import LIST_SCRIPTS, RedisLists
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
@@ -410,25 +420,6 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS: ev:id, ev:ts, ev:data; ARGV: max_events, ttl_ms, then (id, ts, json) triples.
-ADD_EVENTS_LUA = """
-for i = 3, #ARGV, 3 do
-  redis.call('ZADD', KEYS[1], 0, ARGV[i])
-  redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
-end
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-while excess > 0 do  -- over the cap: drop the oldest ids
-  local ids = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, 500) - 1)
-  redis.call('ZREM', KEYS[1], unpack(ids))
-  redis.call('ZREM', KEYS[2], unpack(ids))
-  redis.call('HDEL', KEYS[3], unpack(ids))
-  excess = excess - #ids
-end
-for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
-return 1
-"""
-
 # KEYS: ev:id, ev:ts, ev:data; ARGV: bound, batch. Deletes up to batch events with ts < bound.
 PURGE_EVENTS_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -437,29 +428,6 @@ redis.call('ZREM', KEYS[1], unpack(ids))
 redis.call('ZREM', KEYS[2], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
 return #ids
-"""
-
-# KEYS: tally:n, tally:last, tally:ex, tally:idx; ARGV: field, minute, ts, example json,
-# max_events, ttl_ms. Counts one refusal under field (minute|kind); returns the count.
-TALLY_LUA = """
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-if n == 1 then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-end
-local last = redis.call('HGET', KEYS[2], ARGV[1])
-if not last or tonumber(last) < tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-end
-local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[5])
-while excess > 0 do  -- over the cap: drop the oldest minutes
-  local fields = redis.call('ZRANGE', KEYS[4], 0, math.min(excess, 500) - 1)
-  redis.call('ZREM', KEYS[4], unpack(fields))
-  for k = 1, 3 do redis.call('HDEL', KEYS[k], unpack(fields)) end
-  excess = excess - #fields
-end
-for k = 1, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[6]) end
-return n
 """
 
 # KEYS: tally:n, tally:last, tally:ex, tally:idx; ARGV: bound, batch. Deletes up to batch
@@ -509,9 +477,10 @@ SCRIPTS = {
         "purge_bucket": PURGE_BUCKET_LUA,
         "set_flag": SET_FLAG_LUA,
         "purge_flag": PURGE_FLAG_LUA,
-        "add_events": ADD_EVENTS_LUA,
+        "add_events": redis_counts.ADD_EVENTS_LUA,
         "purge_events": PURGE_EVENTS_LUA,
-        "tally": TALLY_LUA,
+        "tally": redis_counts.TALLY_LUA,
+        "purge_counts": redis_counts.PURGE_COUNTS_LUA,
         "purge_tallies": PURGE_TALLIES_LUA,
         "create_key": CREATE_KEY_LUA,
         "revoke_key": REVOKE_KEY_LUA,
@@ -799,6 +768,7 @@ class RedisStore(RedisWebhooks, RedisLists, Store):
         p = self._opts.prefix
         self._ev = (f"{p}:{{ev}}:id", f"{p}:{{ev}}:ts", f"{p}:{{ev}}:data")
         self._tally = tuple(f"{p}:{{ev}}:tally:{k}" for k in ("n", "last", "ex", "idx"))
+        self._counts = redis_counts.count_keys(p)
         self._alerts = f"{p}:{{alerts}}"
         self._keys = (f"{p}:{{apikeys}}", f"{p}:{{apikeys}}:revoked")
         self._list_prefix = p
@@ -1294,10 +1264,12 @@ class RedisStore(RedisWebhooks, RedisLists, Store):
     async def add_events(self, events: Sequence[Event]) -> None:
         if not events:
             return
-        args: list[Any] = [self._opts.max_events, _ms(self._opts.event_ttl_days * 86_400.0)]
+        ttl = _ms(self._opts.event_ttl_days * 86_400.0)
+        args: list[Any] = [self._opts.max_events, ttl, len(events)]
         for e in events:
             args += [e.id, _ts(e.ts), e.to_json()]
-        await self._run("add_events", "add_events", self._ev, args)
+        args += redis_counts.quads(counters.of_events(events))
+        await self._run("add_events", "add_events", [*self._ev, *self._counts], args)
 
     async def list_events(self, query: EventQuery) -> list[Event]:
         """Newest id first. Filters run here, in Python, over a scan of ids from the
@@ -1324,8 +1296,10 @@ class RedisStore(RedisWebhooks, RedisLists, Store):
 
     async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
         args = [f"{minute}|{key}", minute, _ts(example.ts), example.to_json(),
-                self._opts.max_events, _ms(self._opts.event_ttl_days * 86_400.0)]  # fmt: skip
-        return int(await self._run("tally_refusal", "tally", self._tally, args))
+                self._opts.max_events, _ms(self._opts.event_ttl_days * 86_400.0),
+                *redis_counts.quads(counters.increments([(minute, example)]))]  # fmt: skip
+        keys = [*self._tally, *self._counts]
+        return int(await self._run("tally_refusal", "tally", keys, args))
 
     async def list_refusal_tallies(self, since: float, until: float) -> list[RefusalTally]:
         out: list[RefusalTally] = []
@@ -1345,6 +1319,16 @@ class RedisStore(RedisWebhooks, RedisLists, Store):
                     minute, _, key = name.partition("|")
                     out.append(RefusalTally(int(minute), key, int(n), float(last),
                                             Event.from_dict(json.loads(ex))))  # fmt: skip
+        return out
+
+    async def list_event_counts(
+        self, since: float, until: float, families: Sequence[str]
+    ) -> list[EventCount]:
+        out: list[EventCount] = []
+        with _storage_errors("list_event_counts"):
+            client = self._live("list_event_counts")
+            for family in families:
+                out += await redis_counts.read_counts(client, self._counts, since, until, family)
         return out
 
     # -- alerts -----------------------------------------------------------------------------
@@ -1450,10 +1434,12 @@ class RedisStore(RedisWebhooks, RedisLists, Store):
         for script, keys, bound in (
             ("purge_events", self._ev, now - event_horizon),
             ("purge_tallies", self._tally, now - event_horizon - 60),
-        ):
+            *(("purge_counts", redis_counts.family_keys(self._counts, f),
+               now - event_horizon - 60) for f in counters.FAMILIES),
+        ):  # fmt: skip
             while True:
                 n = int(await self._run("purge", script, keys, [_ts(bound), BATCH]))
-                total += n
+                total += n if script != "purge_counts" else 0  # sums of events, not data
                 if n < BATCH:
                     break
         return total

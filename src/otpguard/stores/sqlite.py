@@ -29,7 +29,7 @@ from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import admission
+from .. import admission, counters
 from ..errors import ConfigError, StorageError
 from ..events import Event
 from ..models import (
@@ -41,7 +41,16 @@ from ..models import (
     Status,
     Verification,
 )
-from .base import Alert, ApiKey, EventQuery, RefusalTally, Store, allowed_decision
+from . import counts_sql
+from .base import (
+    Alert,
+    ApiKey,
+    EventCount,
+    EventQuery,
+    RefusalTally,
+    Store,
+    allowed_decision,
+)
 from .sql import (
     A_COLUMNS,
     E_FIELDS,
@@ -198,6 +207,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 6: webhooks: the outbox and delivery log (stores/webhooks_sqlite.py).
     WEBHOOKS_MIGRATION,
+    # 7: events counted per minute and kind (counters.py), what stats and alerts read.
+    (counts_sql.CREATE.format(int="INTEGER", collate="", options=" WITHOUT ROWID"),),
 )
 
 
@@ -817,6 +828,8 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         if not rows:
             return
 
+        counts = counters.of_events(events)
+
         def run(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
                 conn.executemany(
@@ -824,6 +837,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
                     f"VALUES ({', '.join('?' * len(E_FIELDS))})",
                     rows,
                 )
+                counts_sql.sqlite_bump(conn, counts)
 
         await self._run("add_events", run)
 
@@ -852,6 +866,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
 
     async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
         row = (minute, key, example.ts, example.to_json())
+        repeat = counters.increments([(minute, example)])
 
         def run(conn: sqlite3.Connection) -> int:
             with _transaction(conn):
@@ -862,6 +877,8 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
                     "RETURNING count",
                     row,
                 ).fetchone()[0]
+                if count > 1:  # the first is counted when it is stored as an event
+                    counts_sql.sqlite_bump(conn, repeat)
             return count
 
         return await self._run("tally_refusal", run)
@@ -876,6 +893,20 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
             return [tally_from_row(row, json.loads) for row in rows]
 
         return await self._run_in_thread("list_refusal_tallies", run)
+
+    async def list_event_counts(
+        self, since: float, until: float, families: Sequence[str]
+    ) -> list[EventCount]:
+        return await self._run_in_thread(
+            "list_event_counts", counts_sql.sqlite_list, since, until, families
+        )
+
+    async def top_event_counts(
+        self, family: str, since: float, until: float, limit: int
+    ) -> list[tuple[str, int]]:
+        return await self._run_in_thread(
+            "top_event_counts", counts_sql.sqlite_top, family, since, until, limit
+        )
 
     # -- alerts ---------------------------------------------------------------------
 
@@ -963,12 +994,15 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
             ("refusal_tallies", "minute < ?", now - event_horizon - 60),
             ("flags", "until <= ?", now),
             ("buckets", "forget_at < ?", now),
-        )
+            *(("event_counts", counts_sql.sql(c, "?"), now - event_horizon - 60)
+              for c in counts_sql.PURGE_CONDITIONS),
+        )  # fmt: skip
 
         def delete_batch(conn: sqlite3.Connection, table: str, condition: str, bound: float) -> int:
+            key = counts_sql.SQLITE_KEY if table == "event_counts" else "rowid"
             cur = conn.execute(
-                f"DELETE FROM {table} WHERE rowid IN "  # noqa: S608 - constant names
-                f"(SELECT rowid FROM {table} WHERE {condition} LIMIT ?)",
+                f"DELETE FROM {table} WHERE {key} IN "  # noqa: S608 - constant names
+                f"(SELECT {key.strip('()')} FROM {table} WHERE {condition} LIMIT ?)",
                 (bound, PURGE_BATCH),
             )
             return cur.rowcount
@@ -977,7 +1011,8 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         for table, condition, bound in jobs:
             while True:  # one short write transaction per batch; other work interleaves
                 removed = await self._run_in_thread("purge", delete_batch, table, condition, bound)
-                if table != "rate_buckets":  # an index of rate_log, not rows of data
+                # rate_buckets index rate_log, event_counts sum events: not rows of data
+                if table not in ("rate_buckets", "event_counts"):
                     total += removed
                 if removed < PURGE_BATCH:
                     break
