@@ -48,6 +48,7 @@ from .stores.webhooks import (
     WebhookEndpoint,
     WebhookStore,
 )
+from .version import VERSION
 from .webhook_signature import HEADER, sign_webhook
 from .webhooks import (
     ROUTE,
@@ -70,7 +71,7 @@ LEASE_SLACK = 30.0  # a claim outlives the POST's timeout by this much
 BATCH = 20  # rows per claim, posted concurrently
 POLL = 1.0  # seconds between claims when the queue is idle
 PURGE_EVERY = 3600.0
-USER_AGENT = "otpguard-webhooks/0.1.0"
+USER_AGENT = f"otpguard-webhooks/{VERSION}"
 
 
 def backoff(attempts: int, rng: random.Random | None = None) -> float:
