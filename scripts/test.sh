@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh clone: make a venv, install otpguard with its
 # dev extras, then lint (ruff), type-check (mypy --strict on src/) and run pytest.
 # Backends that are not running (Redis, PostgreSQL) and a missing Chromium are
-# skipped with a reason; CI sets OTPGUARD_TEST_REQUIRE_BACKENDS=1 to forbid that.
+# skipped with a reason; CI sets REQUIRE_TEST_BACKENDS=1 to forbid that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

@@ -13,7 +13,7 @@ one Redis. Fixed database names let two runs wipe each other's data, so:
   killed leaves its ``ogt_<RUN_ID>_*`` databases behind: no run drops another's.
 
 Nothing here imports pytest: ``tests/conftest.py`` turns ``BackendUnavailable`` into
-a skip (or, under ``OTPGUARD_TEST_REQUIRE_BACKENDS=1``, a failure; ``tests/needs.py``).
+a skip (or, under ``REQUIRE_TEST_BACKENDS=1``, a failure; ``tests/needs.py``).
 """
 
 from __future__ import annotations

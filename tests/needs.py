@@ -1,6 +1,6 @@
 """What some tests need from the machine (a store server, Chromium, a free port), and
 one rule for when it is missing: skip with a reason that says what is missing, or,
-with ``OTPGUARD_TEST_REQUIRE_BACKENDS=1`` (``.ci/run`` sets it), fail.
+with ``REQUIRE_TEST_BACKENDS=1`` (``.ci/run`` sets it), fail.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import pytest
 
-REQUIRE_BACKENDS = "OTPGUARD_TEST_REQUIRE_BACKENDS"
+REQUIRE_BACKENDS = "REQUIRE_TEST_BACKENDS"
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 
 
 def unavailable(reason: str) -> NoReturn:
-    """Skip this test because ``reason``; under ``OTPGUARD_TEST_REQUIRE_BACKENDS=1``, fail."""
+    """Skip this test because ``reason``; under ``REQUIRE_TEST_BACKENDS=1``, fail."""
     if os.environ.get(REQUIRE_BACKENDS) == "1":
         pytest.fail(f"{reason} ({REQUIRE_BACKENDS}=1 forbids skipping)", pytrace=False)
     pytest.skip(reason)

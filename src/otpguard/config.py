@@ -375,8 +375,8 @@ class Settings(BaseModel):
         return self.model_dump(mode="json")
 
 
-#: OTPGUARD_* names that are not server settings: the config file's path, what client
-#: apps and examples read (the server's URL and their API key), and the test suite's.
+#: OTPGUARD_* names that are not server settings: the config file's path, and what
+#: client apps and examples read (the server's URL and their API key).
 NOT_SERVER_SETTINGS = frozenset(
     {
         "OTPGUARD_CONFIG",
@@ -384,7 +384,6 @@ NOT_SERVER_SETTINGS = frozenset(
         "OTPGUARD_API_KEY",
         "OTPGUARD_KEY_ID",
         "OTPGUARD_VERIFY_SERVICE_SID",
-        "OTPGUARD_TEST_REQUIRE_BACKENDS",
     }
 )
 

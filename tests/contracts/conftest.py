@@ -8,7 +8,7 @@ private redis-server, PostgreSQL a database named after the run, Redis Cluster t
 session's cluster. The fixture wipes it before every test with the scheme's hook in
 ``RESET_HOOKS``. When such a backend's module is missing or its server is
 unreachable, its tests are skipped with a reason naming the URL; set
-``OTPGUARD_TEST_REQUIRE_BACKENDS=1`` (CI) to make that a failure instead.
+``REQUIRE_TEST_BACKENDS=1`` (CI) to make that a failure instead.
 """
 
 from __future__ import annotations
