@@ -3,8 +3,10 @@ with a real webhook receiver on 127.0.0.1 that checks every signature."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from otpguard import stats
 from otpguard.alerts import AlertEngine
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
@@ -486,3 +489,50 @@ async def test_admission_pressure_names_the_scope_within_one_evaluation(
         }
         rig.clock.advance(rig.verifier.settings.alert_hot_window + 1)
         assert [a.id for a in (await rig.engine.evaluate(rig.clock())).resolved] == [alert.id]
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+async def test_an_evaluation_holds_one_page_of_events_not_the_whole_horizon(
+    rig_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker evaluates every ``alert_interval`` seconds over the last hour of
+    events: had it loaded them all, a busy hour would be hundreds of thousands of events
+    in memory per worker. The rules count page by page instead: when the store is asked
+    for the next page, at most one page of the events it returned is still alive."""
+    monkeypatch.setattr(stats, "PAGE", 50)
+    async with rig_factory(alert_ip_threshold=500) as rig:
+        store = rig.verifier.store
+        now = rig.clock()
+        await store.add_events(
+            [
+                Event(
+                    type=EventType.STARTED.value,
+                    ts=now - 300 + i * 0.5,
+                    id=new_event_id(now - 300 + i * 0.5),
+                    client_ip="203.0.113.50",
+                    number_hash=f"{i:064x}",
+                    number_masked="+44740*****1",
+                    country="GB",
+                )
+                for i in range(600)
+            ]
+        )
+        returned: list[weakref.ref[Event]] = []
+        alive_at_each_page: list[int] = []
+        list_events = store.list_events
+
+        async def observed(query: EventQuery) -> list[Event]:
+            gc.collect()
+            alive_at_each_page.append(sum(r() is not None for r in returned))
+            page = await list_events(query)
+            returned.extend(weakref.ref(e) for e in page)
+            return page
+
+        monkeypatch.setattr(store, "list_events", observed)
+        result = await rig.engine.evaluate(now)
+        assert len(alive_at_each_page) >= 12  # 600 events, 50 a page: every page was read
+        assert max(alive_at_each_page) <= 50
+        hot = [a for a in result.opened if a.id == "hot_ip:203.0.113.50"]
+        assert hot and hot[0].details["requests"] == 600  # and every event was counted

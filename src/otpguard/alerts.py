@@ -47,360 +47,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from .config import Settings
+from .alert_rules import RULE_NAMES, RULES, AlertRule, Finding, Snapshot
 from .errors import StorageError
 from .events import Event, EventType, new_event_id
-from .service import UNDELIVERABLE_REASONS, Verifier
+from .service import Verifier
 from .sinks import Dispatcher, Notice
-from .stats import (
-    DELIVERY_FAILED,
-    PASSED,
-    REFUSED,
-    SEND_TYPES,
-    is_delivery_failure,
-    is_request,
-    load_activity,
-)
-from .stores.base import Alert, Store
+from .stats import activity_pages
+from .stores.base import Alert
 
 if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger("otpguard.alerts")
-
-MAX_FINDINGS_PER_RULE = 20  # the busiest subjects only; an attack on 10,000 numbers is one page
-DESTINATION_REASONS = frozenset(
-    {"premium_rate", "shared_cost", "country_not_allowed", "blocklisted"}
-)
-RULE_NAMES = (
-    "request_spike",
-    "hot_number",
-    "hot_ip",
-    "conversion_drop",
-    "refused_destination",
-    "delivery_failures",
-    "admission_pressure",
-    "budget_near_cap",
-    "provider_errors",
-    "store_errors",
-)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What a rule sees wrong now. ``key`` identifies the subject within the rule."""
-
-    rule: str
-    key: str
-    subject: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alert_id(self) -> str:
-        return f"{self.rule}:{self.key}"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    now: float
-    settings: Settings
-    store: Store
-    events: Sequence[Event]  # newest first
-    truncated: bool = False
-
-    def within(self, seconds: float, *, end: float | None = None) -> Iterator[Event]:
-        """Events with ``end - seconds <= ts <= end`` (``end`` defaults to now)."""
-        end = self.now if end is None else end
-        for e in self.events:
-            if end - seconds <= e.ts <= end:
-                yield e
-
-
-Rule = Callable[[Snapshot], Awaitable[list[Finding]]]
-
-
-def _busiest(counter: Counter[str], over: int) -> list[tuple[str, int]]:
-    rows = [(k, n) for k, n in counter.items() if n > over]
-    rows.sort(key=lambda kv: (-kv[1], kv[0]))
-    return rows[:MAX_FINDINGS_PER_RULE]
-
-
-# -- the rules ------------------------------------------------------------------------------
-
-
-async def request_spike(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    w, base = s.alert_spike_window, s.alert_spike_baseline
-    recent = sum(e.count for e in snap.within(w) if is_request(e))
-    before = sum(
-        e.count
-        for e in snap.within(base, end=snap.now - w)
-        if is_request(e) and e.ts < snap.now - w
-    )
-    per_window = before * w / base
-    if recent < s.alert_spike_min or recent <= s.alert_spike_factor * per_window:
-        return []
-    minutes = w // 60
-    return [
-        Finding(
-            "request_spike",
-            "all",
-            "all requests",
-            f"{recent} code requests in the last {minutes} min against "
-            f"{per_window:.1f} per {minutes} min over the preceding {base // 60} min",
-            {"recent": recent, "baseline_per_window": round(per_window, 2), "window_s": w},
-        )
-    ]
-
-
-async def hot_number(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    counts: Counter[str] = Counter()
-    masks: dict[str, str] = {}
-    for e in snap.within(s.alert_hot_window):
-        if is_request(e) and e.number_hash:
-            counts[e.number_hash] += e.count
-            masks.setdefault(e.number_hash, e.number_masked or "?")
-    return [
-        Finding(
-            "hot_number",
-            h[:16],
-            f"number {masks[h]}",
-            f"{n} code requests for {masks[h]} in {s.alert_hot_window // 60} min "
-            f"(threshold {s.alert_number_threshold})",
-            {"requests": n, "number": masks[h], "ref": h[:12], "window_s": s.alert_hot_window},
-        )
-        for h, n in _busiest(counts, s.alert_number_threshold)
-    ]
-
-
-async def hot_ip(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    counts: Counter[str] = Counter()
-    for e in snap.within(s.alert_hot_window):
-        if is_request(e) and e.client_ip and e.client_ip != "unknown":
-            counts[e.client_ip] += e.count
-    return [
-        Finding(
-            "hot_ip",
-            ip,
-            f"ip {ip}",
-            f"{n} code requests from {ip} in {s.alert_hot_window // 60} min "
-            f"(threshold {s.alert_ip_threshold})",
-            {"requests": n, "ip": ip, "window_s": s.alert_hot_window},
-        )
-        for ip, n in _busiest(counts, s.alert_ip_threshold)
-    ]
-
-
-def _low(sent: int, ok: int, s: Settings) -> bool:
-    return sent >= s.alert_conversion_min_sends and ok / sent < s.alert_conversion_min_rate
-
-
-async def conversion_drop(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    sent: Counter[str] = Counter()
-    ok: Counter[str] = Counter()
-    prefixes: set[str] = set()
-    for e in snap.within(s.alert_conversion_window):
-        if e.type in SEND_TYPES and e.country:
-            sent[e.country] += 1
-        elif e.type == PASSED and e.country:
-            ok[e.country] += 1
-        # Events keep no prefix (with the masked number it would rebuild the number):
-        # prefixes come from the fraud rules, which name the ones they watch.
-        subject = str(e.details.get("subject", ""))
-        if subject.startswith("prefix ") and (
-            e.rule == "low_conversion" or (e.type == REFUSED and e.reason == "fraud:low_conversion")
-        ):
-            prefixes.add(subject.removeprefix("prefix "))
-    out = []
-    minutes = s.alert_conversion_window // 60
-    for country, n in sorted(sent.items()):
-        if _low(n, ok[country], s):
-            out.append(
-                Finding(
-                    "conversion_drop",
-                    f"country:{country}",
-                    f"country {country}",
-                    f"{ok[country]} approved of {n} sent to {country} in {minutes} min "
-                    f"({ok[country] / n:.0%}, minimum {s.alert_conversion_min_rate:.0%})",
-                    {"country": country, "sent": n, "approved": ok[country]},
-                )
-            )
-    fw = s.fraud_conversion_window
-    for prefix in sorted(prefixes)[:MAX_FINDINGS_PER_RULE]:
-        n = await snap.store.count(f"conv:sent:prefix:{prefix}", fw, snap.now)
-        k = await snap.store.count(f"conv:ok:prefix:{prefix}", fw, snap.now)
-        if _low(n, k, s):
-            out.append(
-                Finding(
-                    "conversion_drop",
-                    f"prefix:{prefix}",
-                    f"prefix {prefix}",
-                    f"{k} approved of {n} sent to numbers {prefix}xxxx in {fw // 60} min "
-                    "(SMS pumping looks like this)",
-                    {"prefix": prefix, "sent": n, "approved": k},
-                )
-            )
-    return out
-
-
-async def refused_destination(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    counts: Counter[str] = Counter()
-    for e in snap.within(s.alert_hot_window):
-        reason = e.reason or ""
-        if e.type == REFUSED and (
-            reason in DESTINATION_REASONS or reason.startswith("number_type:")
-        ):
-            counts[reason] += e.count
-    return [
-        Finding(
-            "refused_destination",
-            reason,
-            f"destination {reason}",
-            f"{n} requests refused as {reason} in {s.alert_hot_window // 60} min",
-            {"reason": reason, "refused": n},
-        )
-        for reason, n in _busiest(counts, s.alert_refused_destination_threshold - 1)
-    ]
-
-
-async def delivery_failures(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    failed = attempted = 0
-    for e in snap.within(s.alert_hot_window):
-        if e.type in SEND_TYPES or e.type == DELIVERY_FAILED:
-            attempted += e.count
-        if is_delivery_failure(e):
-            failed += e.count
-    if failed < s.alert_delivery_failure_min:
-        return []
-    rate = failed / max(attempted, failed)
-    if rate < s.alert_delivery_failure_rate:
-        return []
-    return [
-        Finding(
-            "delivery_failures",
-            "all",
-            "deliveries",
-            f"{failed} of {max(attempted, failed)} deliveries failed in "
-            f"{s.alert_hot_window // 60} min ({rate:.0%})",
-            {"failed": failed, "attempted": attempted, "rate": round(rate, 3)},
-        )
-    ]
-
-
-async def admission_pressure(snap: Snapshot) -> list[Finding]:
-    """Admission refusals and challenges per scope, with the figures behind them."""
-    s = snap.settings
-    refused: Counter[str] = Counter()
-    challenged: Counter[str] = Counter()
-    unconverted: dict[str, int] = {}
-    for e in snap.within(s.alert_hot_window):
-        scope = e.details.get("scope") if e.type == REFUSED else None
-        if not isinstance(scope, str):
-            continue
-        if e.reason == "challenge_required":
-            challenged[scope] += e.count
-        else:
-            refused[scope] += e.count
-        unconverted.setdefault(scope, int(e.details.get("unconverted", 0) or 0))
-    both = refused + challenged
-    return [
-        Finding(
-            "admission_pressure",
-            scope,
-            scope,
-            f"{scope} is under pressure: {refused[scope]} starts refused and "
-            f"{challenged[scope]} challenged in {s.alert_hot_window // 60} min; "
-            f"{unconverted[scope]} codes sent there recently were never typed",
-            {
-                "scope": scope,
-                "refused": refused[scope],
-                "challenged": challenged[scope],
-                "unconverted": unconverted[scope],
-            },
-        )
-        for scope, _ in _busiest(both, s.alert_admission_threshold - 1)
-    ]
-
-
-async def budget_near_cap(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    scopes = [
-        ("global", "budget:global", limit, w) for limit, w in s.windows("fraud_budget_global")
-    ]
-    scopes += [
-        (f"country {c}", f"budget:country:{c}", limit, w)
-        for c in s.allowed_countries
-        for limit, w in s.windows("fraud_budget_country")
-    ]
-    out = []
-    for scope, key, limit, w in scopes:
-        used = await snap.store.count(key, w, snap.now)
-        if used >= s.alert_budget_ratio * limit:
-            span = f"{w // 3600}h" if w % 3600 == 0 else f"{w // 60}m"
-            out.append(
-                Finding(
-                    "budget_near_cap",
-                    f"{scope.replace(' ', ':')}:{w}",
-                    f"{scope} budget {span}",
-                    f"{used} of {limit} sends of the {scope} {span} budget used "
-                    f"({used / limit:.0%}; sends stop at 100%)",
-                    {"scope": scope, "used": used, "limit": limit, "window_s": w},
-                )
-            )
-    return out
-
-
-async def provider_errors(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    codes: Counter[str] = Counter()
-    for e in snap.within(s.alert_hot_window):
-        if e.type == DELIVERY_FAILED and (e.reason or "") not in UNDELIVERABLE_REASONS:
-            codes[str(e.provider_code) if e.provider_code is not None else "none"] += 1
-    n = sum(codes.values())
-    if n < s.alert_provider_error_threshold:
-        return []
-    return [
-        Finding(
-            "provider_errors",
-            "provider",
-            "SMS/voice provider",
-            f"{n} provider errors in {s.alert_hot_window // 60} min "
-            f"(codes: {', '.join(f'{c} x{k}' for c, k in codes.most_common(5))})",
-            {"errors": n, "provider_codes": dict(codes.most_common(10))},
-        )
-    ]
-
-
-async def store_errors(snap: Snapshot) -> list[Finding]:
-    n = sum(1 for e in snap.within(snap.settings.alert_hot_window) if e.type == "store.error")
-    if not n:
-        return []
-    return [Finding("store_errors", "store", "store", f"{n} store errors recorded", {"errors": n})]
-
-
-RULES: tuple[Rule, ...] = (
-    request_spike,
-    hot_number,
-    hot_ip,
-    conversion_drop,
-    refused_destination,
-    delivery_failures,
-    admission_pressure,
-    budget_near_cap,
-    provider_errors,
-    store_errors,
-)
 
 STORE_DOWN = Finding(
     "store_errors", "store", "store", "the store failed while alerts were evaluated"
@@ -426,7 +88,7 @@ class AlertEngine:
         dispatcher: Dispatcher,
         *,
         metrics: Metrics | None = None,
-        rules: Sequence[Rule] = RULES,
+        rules: Sequence[type[AlertRule]] = RULES,
     ) -> None:
         self.verifier = verifier
         self.settings = verifier.settings
@@ -449,26 +111,33 @@ class AlertEngine:
             self._resolved.setdefault(a.id, a)
         self._loaded = True
 
-    async def _snapshot(self, now: float) -> Snapshot:
+    async def _findings(self, now: float) -> list[Finding]:
+        """Every rule's findings: one pass over the events of the longest rule window,
+        one page at a time (no evaluation holds the whole horizon in memory)."""
         s = self.settings
         horizon = max(
             s.alert_spike_window + s.alert_spike_baseline,
             s.alert_conversion_window,
             s.alert_hot_window,
         )
-        events, truncated = await load_activity(self.verifier.store, now - horizon, now + 1e-6)
-        return Snapshot(now, s, self.verifier.store, events, truncated)
+        snap = Snapshot(now, s, self.verifier.store)
+        rules = [rule(snap) for rule in self.rules]
+        async for page in activity_pages(self.verifier.store, now - horizon, now + 1e-6):
+            for e in page:
+                for r in rules:
+                    r.feed(e)
+        findings: list[Finding] = []
+        for r in rules:
+            findings.extend(await r.findings())
+        return findings
 
     async def evaluate(self, now: float | None = None) -> Evaluation:
         """One pass: open, update and resolve alerts; notify sinks without awaiting them."""
         now = self.verifier.clock() if now is None else now
         try:
             await self._load(now)
-            snap = await self._snapshot(now)
-            findings: list[Finding] = []
-            for rule in self.rules:
-                findings.extend(await rule(snap))
-            judged = {f.__name__ for f in self.rules}
+            findings = await self._findings(now)
+            judged = {r.name for r in self.rules}
         except StorageError:
             # Nothing else can be judged without the store: keep other alerts as they are.
             findings, judged = [STORE_DOWN], {"store_errors"}

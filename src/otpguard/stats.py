@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,37 @@ def price_of(settings: Settings, country: str | None) -> float:
     return settings.price_table.get(country, settings.default_price)
 
 
+async def event_pages(
+    store: Store,
+    since: float,
+    until: float,
+    *,
+    types: Sequence[str] = (),
+    cap: int = MAX_EVENTS,
+) -> AsyncIterator[list[Event]]:
+    """Every event with ``since <= ts < until``, newest first, one store page at a time
+    (at most ``cap`` in all): a caller that only counts never holds more than a page."""
+    before: str | None = None
+    left = cap
+    while left > 0:
+        page = await store.list_events(
+            EventQuery(
+                types=tuple(types),
+                since=since,
+                until=until,
+                before_id=before,
+                limit=min(PAGE, left),
+            )
+        )
+        if page:
+            yield page
+        left -= len(page)
+        if len(page) < PAGE or not page:
+            return
+        before = page[-1].id
+        await asyncio.sleep(0)  # let requests in between pages
+
+
 async def load_events(
     store: Store,
     since: float,
@@ -99,23 +130,9 @@ async def load_events(
 
     Returns ``(events, truncated)``; ``truncated`` is True when ``cap`` was reached."""
     out: list[Event] = []
-    before: str | None = None
-    while len(out) < cap:
-        page = await store.list_events(
-            EventQuery(
-                types=tuple(types),
-                since=since,
-                until=until,
-                before_id=before,
-                limit=min(PAGE, cap - len(out)),
-            )
-        )
+    async for page in event_pages(store, since, until, types=types, cap=cap):
         out.extend(page)
-        if len(page) < PAGE or not page:
-            return out, False
-        before = page[-1].id
-        await asyncio.sleep(0)  # let requests in between pages
-    return out, True
+    return out, len(out) >= cap
 
 
 @dataclass(frozen=True)
@@ -325,6 +342,23 @@ async def load_activity(store: Store, since: float, until: float) -> tuple[list[
     if repeated:
         events = sorted([*events, *repeated], key=lambda e: e.ts, reverse=True)
     return events, truncated
+
+
+async def activity_pages(store: Store, since: float, until: float) -> AsyncIterator[list[Event]]:
+    """:func:`load_activity` one page at a time: the stored events newest first, with
+    each counted repeat merged in at its time."""
+    repeated = await repeats(store, since, until)
+    i = 0
+    async for page in event_pages(store, since, until):
+        merged: list[Event] = []
+        for e in page:
+            while i < len(repeated) and repeated[i].ts > e.ts:
+                merged.append(repeated[i])
+                i += 1
+            merged.append(e)
+        yield merged
+    if i < len(repeated):
+        yield repeated[i:]
 
 
 async def stats_for(store: Store, settings: Settings, now: float, window: int) -> Stats:
