@@ -249,7 +249,11 @@ async def drive(
     stop: asyncio.Event,
 ) -> None:  # fmt: skip
     """Launch a pair every 1/rate seconds on a fixed schedule until ``stop``."""
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    # Idle connections are dropped well before uvicorn's 5 s keep-alive timeout: reusing
+    # one just as the server closes it is a ReadError that says nothing about the server.
+    limits = httpx.Limits(
+        max_connections=in_flight, max_keepalive_connections=in_flight, keepalive_expiry=2
+    )
     headers = {"Authorization": f"Bearer {key}"}
     open_pairs: set[asyncio.Task[None]] = set()
     async with httpx.AsyncClient(
