@@ -51,7 +51,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .alert_rules import RULE_NAMES, RULES, AlertRule, Finding, Snapshot
+from .alert_health import (
+    AdmissionPressure,
+    BudgetNearCap,
+    DeliveryFailures,
+    ProviderErrors,
+    RefusedDestination,
+    StoreErrors,
+)
+from .alert_rules import (
+    AlertRule,
+    ConversionDrop,
+    Finding,
+    HotIp,
+    HotNumber,
+    RequestSpike,
+    Snapshot,
+)
 from .errors import StorageError
 from .events import Event, EventType, new_event_id
 from .service import Verifier
@@ -63,6 +79,20 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger("otpguard.alerts")
+
+RULES: tuple[type[AlertRule], ...] = (
+    RequestSpike,
+    HotNumber,
+    HotIp,
+    ConversionDrop,
+    RefusedDestination,
+    DeliveryFailures,
+    AdmissionPressure,
+    BudgetNearCap,
+    ProviderErrors,
+    StoreErrors,
+)
+RULE_NAMES = tuple(r.name for r in RULES)
 
 STORE_DOWN = Finding(
     "store_errors", "store", "store", "the store failed while alerts were evaluated"
