@@ -561,7 +561,7 @@ class AlertEngine:
             details={"alert_id": alert.id, "subject": alert.subject, "message": alert.message},
         )
         with contextlib.suppress(StorageError):
-            await self.verifier._emit(event)
+            await self.verifier.emit(event)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The ``app.state.jobs`` job: evaluate every ``alert_interval`` seconds."""

@@ -47,7 +47,7 @@ class Change:
 
 class ListEditor:
     """The lists of one store, as the settings seed them. ``emit`` stores and logs
-    events (``Verifier._emit``); ``clock`` gives ``now``."""
+    events (``Verifier.emit``); ``clock`` gives ``now``."""
 
     def __init__(
         self,

@@ -217,7 +217,7 @@ class Verifier:
         )
         # The run-time block and allow lists (``otpguard numbers``, /v1/admin/numbers).
         self.lists = ListEditor(
-            settings, store, self.keyring, self.policy, emit=self._emit, clock=lambda: self.clock()
+            settings, store, self.keyring, self.policy, emit=self.emit, clock=lambda: self.clock()
         )
         # Rate entries live at least as long as the delivery reports' once-only rule.
         self._rate_horizon = float(max(limits.longest_window(settings), DELIVERY_REPORT_WINDOW))
@@ -275,7 +275,10 @@ class Verifier:
             **fields,
         )
 
-    async def _emit(self, *events: Event) -> None:
+    async def emit(self, *events: Event) -> None:
+        """Record events: stored, logged (``log_events``), handed to the listeners and
+        to the webhook outbox. The engine's own decisions come through here; so do the
+        decisions of the jobs around it (alerts, list edits)."""
         await self.store.add_events(events)
         if self.webhooks is not None:
             await self.webhooks.enqueue(events)
@@ -596,7 +599,7 @@ class Verifier:
                 events.append(self._shadow_event(ctx, refusal.reason, refusal.rule,
                                                  refusal.details))  # fmt: skip
         if events:
-            await self._emit(*events)
+            await self.emit(*events)
 
     def _shadow_event(
         self, ctx: SendContext, reason: str, rule: str | None, details: dict[str, Any]
@@ -657,7 +660,7 @@ class Verifier:
                 await self.store.set_flag(
                     undeliverable_key(v.to), exc.reason, now + self.settings.undeliverable_ttl
                 )
-            await self._emit(
+            await self.emit(
                 *before,
                 self._event(
                     EventType.DELIVERY_FAILED,
@@ -712,7 +715,7 @@ class Verifier:
                         details={"subject": verdict.subject, **verdict.figures},
                     )
                 )
-            await self._emit(*events)
+            await self.emit(*events)
         except StorageError:
             log.warning("message for %s handed to the provider; its events were lost", v.id)
 
@@ -914,7 +917,7 @@ class Verifier:
         if not compared:
             # The cost of a comparison.
             self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
-            await self._emit(
+            await self.emit(
                 self._event(
                     EventType.CHECK_FAILED, now, number=number, client_ip=ip, reason="no_match"
                 )
@@ -963,7 +966,7 @@ class Verifier:
             return None
         v = ticket.verification
         if ticket.outcome is AttemptOutcome.EXPIRED:
-            await self._emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
+            await self.emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
         bound = binding.tag_parts()
         if ticket.outcome is not AttemptOutcome.COUNTED:
             tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
@@ -979,7 +982,7 @@ class Verifier:
             # "approved" (the bookkeeping below is logged and lost, never a 503).
             try:
                 await self._give_back(rules, now)
-                await self._emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
+                await self.emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
                 await self._converted(v, now)
             except StorageError:
                 log.warning("approval of %s recorded; its bookkeeping failed", v.id)
@@ -1000,7 +1003,7 @@ class Verifier:
         ):
             v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
             events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
-        await self._emit(*events)
+        await self.emit(*events)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
 
@@ -1065,7 +1068,7 @@ class Verifier:
         if v.status is Status.PENDING and now >= v.expires_at:
             moved = await self.store.transition(v.id, [Status.PENDING], Status.EXPIRED, now)
             if moved is not None:
-                await self._emit(self._event(EventType.EXPIRED, now, v=moved))
+                await self.emit(self._event(EventType.EXPIRED, now, v=moved))
                 return moved
             v = await self.store.get_verification(verification_id) or v
         return v
@@ -1089,7 +1092,7 @@ class Verifier:
             if current.status is Status.CANCELED:
                 return current
             raise Conflict(current.status.value)
-        await self._emit(self._event(EventType.CANCELED, now, v=moved))
+        await self.emit(self._event(EventType.CANCELED, now, v=moved))
         return moved
 
     async def record_delivery_status(
@@ -1148,7 +1151,7 @@ class Verifier:
                 await self.store.set_flag(
                     f"undeliverable:{v.to}", reason, now + self.settings.undeliverable_ttl
                 )
-        await self._emit(
+        await self.emit(
             self._event(
                 EventType.DELIVERY_STATUS,
                 now,
