@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ..numberlists import KEY_END, KEY_PREFIX, ListEntry, NumberListFull, decode, encode, flag_key
+from .sqlite_txn import transaction
 
 T = TypeVar("T")
 
@@ -33,19 +34,6 @@ def _newest_first(rows: Sequence[Sequence[Any]]) -> list[ListEntry]:
     return entries
 
 
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE: the write lock before the first read (as sqlite.py's stores do)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 class SQLiteLists:
     """Mixed into SQLiteStore, whose ``_run`` runs ``fn(conn)`` inline, retrying when busy."""
 
@@ -56,7 +44,7 @@ class SQLiteLists:
         key = flag_key(entry.pattern)
 
         def run(conn: sqlite3.Connection) -> ListEntry | None:
-            with _immediate(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT value, until FROM flags WHERE key = ? AND until > ?", (key, now)
                 ).fetchone()

@@ -66,6 +66,7 @@ from .sql import (
     verification_values,
 )
 from .sql_lists import SQLiteLists
+from .sqlite_txn import transaction
 from .webhooks_sqlite import MIGRATION as WEBHOOKS_MIGRATION
 from .webhooks_sqlite import SQLiteWebhooks
 
@@ -222,19 +223,6 @@ def _storage_errors(op: str) -> Iterator[None]:
         raise StorageError(f"sqlite store: {op} failed ({name})") from exc
     except (BrokenExecutor, RuntimeError) as exc:  # executor shut down under us
         raise StorageError(f"sqlite store: {op} failed (store closed)") from exc
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[None]:
-    """BEGIN IMMEDIATE takes the write lock before the first read: atomic across processes."""
-    conn.execute(f"BEGIN {mode}")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def _sync_from_url(url: str) -> str:
@@ -499,7 +487,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
+        with transaction(conn):
             version: int = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise StorageError(
@@ -596,7 +584,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:
         def run(conn: sqlite3.Connection) -> AttemptTicket | None:
-            with _transaction(conn):
+            with transaction(conn):
                 v = _get(conn, verification_id)
                 if v is None:
                     return None
@@ -652,7 +640,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         resend_available_at: float,
     ) -> Verification | None:
         def run(conn: sqlite3.Connection) -> Verification | None:
-            with _transaction(conn):
+            with transaction(conn):
                 cur = conn.execute(
                     "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "
                     "resend_available_at = ?, updated_at = ?, sends = sends + 1 "
@@ -671,7 +659,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         allowed = json.dumps([Status(s).value for s in from_statuses])
 
         def run(conn: sqlite3.Connection) -> Verification | None:
-            with _transaction(conn):
+            with transaction(conn):
                 cur = conn.execute(
                     "UPDATE verifications SET status = ?, updated_at = ? WHERE id = ? "
                     "AND status IN (SELECT value FROM json_each(?))",
@@ -694,7 +682,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
 
         def run(conn: sqlite3.Connection) -> RateDecision:
             # A peek only reads: a deferred transaction gives it one consistent snapshot.
-            with _transaction(conn, "IMMEDIATE" if record else "DEFERRED"):
+            with transaction(conn, "IMMEDIATE" if record else "DEFERRED"):
                 refusal, counts, keys = _judge_rules(conn, rules, now, cost)
                 if refusal is not None:
                     return refusal
@@ -711,7 +699,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         bucket = int(at // BUCKET) * BUCKET
 
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 for key in keys:
                     cur = conn.execute(
                         "DELETE FROM rate_log WHERE rowid IN "
@@ -738,7 +726,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         rules, buckets = tuple(rules), tuple(buckets)
 
         def run(conn: sqlite3.Connection) -> RateDecision:
-            with _transaction(conn):
+            with transaction(conn):
                 refusal, counts, keys = _judge_rules(conn, rules, now, 1)
                 if refusal is not None:
                     return refusal
@@ -758,7 +746,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 states = _bucket_states(conn, buckets, now)
                 after = [admission.after_approval(st, refund) for st in states]
                 _write_buckets(conn, buckets, after, now)
@@ -831,7 +819,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         counts = counters.of_events(events)
 
         def run(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 conn.executemany(
                     f"INSERT INTO events ({', '.join(E_FIELDS)}) "  # noqa: S608 - constant
                     f"VALUES ({', '.join('?' * len(E_FIELDS))})",
@@ -869,7 +857,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
         repeat = counters.increments([(minute, example)])
 
         def run(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 count: int = conn.execute(
                     "INSERT INTO refusal_tallies (minute, key, count, last_ts, example) "
                     "VALUES (?, ?, 1, ?, ?) ON CONFLICT (minute, key) DO UPDATE SET "
@@ -1021,7 +1009,7 @@ class SQLiteStore(SQLiteWebhooks, SQLiteLists, Store):
     async def dump(self) -> str:
         def run(conn: sqlite3.Connection) -> str:
             lines: list[str] = []
-            with _transaction(conn, "DEFERRED"):
+            with transaction(conn, "DEFERRED"):
                 tables = conn.execute(
                     "SELECT name FROM sqlite_master WHERE type = 'table' "
                     "AND name NOT LIKE 'sqlite_%' ORDER BY name"

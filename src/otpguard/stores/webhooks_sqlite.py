@@ -7,11 +7,11 @@ write lock, so two processes on one file never claim one row.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from .sqlite_txn import transaction
 from .webhooks import (
     EP_COLUMNS,
     PENDING,
@@ -57,17 +57,6 @@ MIGRATION: tuple[str, ...] = (
 )
 
 
-@contextlib.contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 class SQLiteWebhooks(WebhookStore):
     async def _run(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError  # SQLiteStore's
@@ -79,7 +68,7 @@ class SQLiteWebhooks(WebhookStore):
         row = (endpoint.id, endpoint.scope, endpoint.url, endpoint.key_id, endpoint.created_at)
 
         def run(conn: sqlite3.Connection) -> None:
-            with _immediate(conn):
+            with transaction(conn):
                 conn.execute("DELETE FROM webhook_endpoints WHERE scope = ?", (endpoint.scope,))
                 conn.execute(
                     f"INSERT INTO webhook_endpoints ({EP_COLUMNS}) VALUES (?, ?, ?, ?, ?)",  # noqa: S608
@@ -111,7 +100,7 @@ class SQLiteWebhooks(WebhookStore):
 
         def run(conn: sqlite3.Connection) -> int:
             added = 0
-            with _immediate(conn):
+            with transaction(conn):
                 for row in rows:
                     cur = conn.execute(
                         f"INSERT INTO webhook_deliveries ({W_COLUMNS}) "  # noqa: S608 - constant
@@ -129,7 +118,7 @@ class SQLiteWebhooks(WebhookStore):
         self, now: float, limit: int, lease: str, lease_until: float
     ) -> list[WebhookDelivery]:
         def run(conn: sqlite3.Connection) -> list[WebhookDelivery]:
-            with _immediate(conn):
+            with transaction(conn):
                 rows = conn.execute(
                     "UPDATE webhook_deliveries SET lease = ?, next_at = ?, attempts = attempts + 1 "  # noqa: S608
                     "WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = ? "
@@ -151,7 +140,7 @@ class SQLiteWebhooks(WebhookStore):
         max_log: int,
     ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
-            with _immediate(conn):
+            with transaction(conn):
                 row = conn.execute(
                     "SELECT log FROM webhook_deliveries WHERE id = ? AND lease = ? AND status = ?",
                     (delivery_id, lease, PENDING),
