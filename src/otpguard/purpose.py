@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import TypedDict
 
 from .errors import InvalidRequest
 
@@ -68,6 +69,15 @@ MINOR_UNITS: dict[str, int] = {
 }
 
 
+class BoundArgs(TypedDict):
+    """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
+
+    purpose: str | None
+    amount: str | None
+    currency: str | None
+    payee: str | None
+
+
 @dataclass(frozen=True)
 class Binding:
     """A verification's purpose, and for a transaction its amount and payee, in the
@@ -89,6 +99,15 @@ class Binding:
         if self.is_default:
             return ()
         return (_TAG_FORMAT, self.purpose, self.amount or "", self.currency or "", self.payee or "")
+
+    def args(self) -> BoundArgs:
+        """As the engine's ``start`` and ``check`` take it: ``start(..., **b.args())``."""
+        return {
+            "purpose": self.purpose,
+            "amount": self.amount,
+            "currency": self.currency,
+            "payee": self.payee,
+        }
 
     @property
     def display_amount(self) -> str | None:

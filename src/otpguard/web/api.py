@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +17,7 @@ from ..challenge import TOKEN_FIELD_MAX
 from ..errors import Forbidden, InvalidRequest, OtpguardError, StorageError
 from ..events import mask_number
 from ..models import Verification
+from ..purpose import BoundArgs
 from ..service import Verifier
 from ..stores.base import ApiKey
 
@@ -89,13 +90,6 @@ class AmountIn(_Strict):
         description="A positive decimal string such as 25.00 (at most the currency's decimals)",
     )
     currency: str = Field(max_length=3, description="ISO 4217 code: EUR, GBP, USD, JPY, ...")
-
-
-class BoundArgs(TypedDict):
-    purpose: str | None
-    amount: str | None
-    currency: str | None
-    payee: str | None
 
 
 class _Bound(_Strict):

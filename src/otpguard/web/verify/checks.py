@@ -94,10 +94,7 @@ async def _check(request: Request, call: CheckCall) -> tuple[Response, bool]:
             client_ip=ip,
             started=call.started,
             owner=call.tenant,
-            purpose=bound.purpose,
-            amount=bound.amount,
-            currency=bound.currency,
-            payee=bound.payee,
+            **bound.args(),
         )
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None
@@ -138,10 +135,7 @@ async def _check_number(
             owner=call.tenant,
             select=in_service,
             per_ip=False,
-            purpose=bound.purpose,
-            amount=bound.amount,
-            currency=bound.currency,
-            payee=bound.payee,
+            **bound.args(),
         )
     except InvalidRequest as exc:
         raise invalid("Code", exc.message) from None

@@ -80,10 +80,7 @@ async def send(
         code_length=svc.code_length,
         service_name=name,
         owner=call.key.id,
-        purpose=bound.purpose,
-        amount=bound.amount,
-        currency=bound.currency,
-        payee=bound.payee,
+        **bound.args(),
     )
     # Which service it belongs to, kept as long as its events (the Attempts list
     # reads them), and the number's verification under the service until it expires.
