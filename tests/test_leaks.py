@@ -17,6 +17,7 @@ import pytest
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
 from otpguard.errors import DeliveryError
+from otpguard.events import Event
 from otpguard.stores import EventQuery
 from otpguard.transports.memory import MemoryTransport
 
@@ -32,6 +33,17 @@ def haystacks(client: ApiClient, caplog: pytest.LogCaptureFixture) -> list[tuple
         out.append((f"log {rec.name}", rec.getMessage()))
         out.append((f"log args {rec.name}", repr(rec.args)))
     return out
+
+
+async def every_haystack(
+    client: ApiClient, caplog: pytest.LogCaptureFixture
+) -> tuple[list[Event], str, list[tuple[str, str]]]:
+    """The stored events, the store's dump, and every response, header, log line and
+    event as haystacks (the dump is the caller's to scan: what it must not hold differs)."""
+    events = await client.verifier.store.list_events(EventQuery(limit=10_000))
+    dump = await client.verifier.store.dump()
+    stacks = haystacks(client, caplog) + [(f"event {e.type}", e.to_json()) for e in events]
+    return events, dump, stacks
 
 
 async def drive_session(client: ApiClient, outbox: MemoryTransport, clock: ManualClock) -> None:
@@ -104,10 +116,7 @@ async def test_no_code_anywhere(
     settings = settings_factory(code_length=10)
     async with api_factory(settings) as client:
         await drive_session(client, outbox, clock)
-        events = await client.verifier.store.list_events(EventQuery(limit=10_000))
-        dump = await client.verifier.store.dump()
-        stacks = haystacks(client, caplog)
-        stacks += [(f"event {e.type}", e.to_json()) for e in events]
+        events, dump, stacks = await every_haystack(client, caplog)
         stacks.append(("store dump", dump))
 
     codes = {m.code for m in outbox.outbox}
@@ -183,10 +192,7 @@ async def test_email_no_code_anywhere_and_no_address_in_full(
     async with api_factory(settings, scopes=("verify", "admin")) as client:
         await drive_email_session(client, outbox, clock)
         assert (await client.get("/metrics")).status_code == 200
-        events = await client.verifier.store.list_events(EventQuery(limit=10_000))
-        dump = await client.verifier.store.dump()
-        stacks = haystacks(client, caplog)
-        stacks += [(f"event {e.type}", e.to_json()) for e in events]
+        events, dump, stacks = await every_haystack(client, caplog)
 
     codes = {m.code for m in outbox.outbox}
     assert len(codes) >= 5 and len(events) > 20 and len(caplog.records) > 20
