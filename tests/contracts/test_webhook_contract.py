@@ -80,6 +80,23 @@ async def test_enqueue_is_idempotent_and_capped_per_endpoint(store: Store) -> No
     assert len(await s.list_webhook_deliveries(endpoint_id="we_2")) == 1
 
 
+@pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
+async def test_concurrent_enqueues_never_pass_the_cap(store: Store, store_url: str) -> None:
+    """Many writers at once, each on its own connection (a second store on the same URL
+    joins in): the pending cap per endpoint is exact, decided with the insert."""
+    other = store_from_url(store_url)
+    await other.open()
+    try:
+        writers = [ws(store), ws(other)]
+        added = await asyncio.gather(
+            *(writers[n % 2].enqueue_webhooks([row(n)], max_pending=7) for n in range(60))
+        )
+    finally:
+        await other.aclose()
+    assert sum(added) == 7
+    assert len(await ws(store).list_webhook_deliveries(limit=100)) == 7
+
+
 async def test_claim_takes_due_rows_once_and_finish_needs_the_lease(store: Store) -> None:
     s = ws(store)
     await s.enqueue_webhooks([row(1), row(2), row(3, at=T0 + 100)], max_pending=10)

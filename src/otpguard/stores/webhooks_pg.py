@@ -9,6 +9,7 @@ instead of waiting, and no row is in two claims. Finishing is one conditional
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,12 +67,19 @@ _ENQUEUE = (
     "webhook_deliveries WHERE endpoint_id = %s AND status = %s) < %s "
     "ON CONFLICT (id) DO NOTHING"
 )
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 _CLAIM = (
     "UPDATE webhook_deliveries SET lease = %s, next_at = %s, attempts = attempts + 1 "  # noqa: S608
     "WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = %s AND next_at <= %s "
     "ORDER BY next_at LIMIT %s FOR UPDATE SKIP LOCKED) "
     f"RETURNING {W_COLUMNS}"
 )
+
+
+def _lock_key(endpoint_id: str) -> int:
+    """The transaction's advisory lock for one endpoint's pending rows (64 bits)."""
+    digest = hashlib.sha256(b"otpguard-webhook-cap:" + endpoint_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class PostgresWebhooks(WebhookStore):
@@ -108,6 +116,10 @@ class PostgresWebhooks(WebhookStore):
             return 0
         added = 0
         async with self._conn("enqueue_webhooks") as conn, conn.transaction():
+            # One writer per endpoint at a time, so the cap is decided with the insert:
+            # under READ COMMITTED two writers would each count the other's rows short.
+            for endpoint_id in sorted({d.endpoint_id for d in deliveries}):  # one lock order
+                await conn.execute(_LOCK, (_lock_key(endpoint_id),))
             for d in deliveries:
                 cur = await conn.execute(
                     _ENQUEUE, (*delivery_row(d), d.endpoint_id, PENDING, max_pending)
