@@ -11,10 +11,13 @@ translated to :class:`otpguard.errors.StorageError` at the boundary.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule, Status, Verification
 from ..numberlists import ListEntry
@@ -90,10 +93,59 @@ def allowed_decision(rules: Sequence[RateRule], counts: Sequence[int], added: in
     return RateDecision(True, None, 0.0, after[fullest])
 
 
+_T = TypeVar("_T")
+_TRANSLATED = "__otpguard_translated__"
+
+
+def _translating(
+    op: str, fn: Callable[..., Coroutine[Any, Any, _T]]
+) -> Callable[..., Coroutine[Any, Any, _T]]:
+    """``fn`` with its backend errors turned into StorageError by the store's own
+    :meth:`Store.backend_error`; a StorageError passes as it is."""
+
+    @functools.wraps(fn)
+    async def translated(self: Store, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return await fn(self, *args, **kwargs)
+        except StorageError:
+            raise
+        except Exception as exc:
+            reason = self.backend_error(exc)
+            if reason is None:
+                raise
+            raise StorageError(f"{self.backend} store: {op} failed ({reason})") from exc
+
+    setattr(translated, _TRANSLATED, True)
+    return translated
+
+
 class Store(abc.ABC):
-    """Base class for every backend. Subclasses implement each operation atomically."""
+    """Base class for every backend. Subclasses implement each operation atomically.
+
+    Error translation is applied once, here, to every public coroutine method a
+    subclass or its mixins define (``__init_subclass__``): a backend says which
+    exceptions are its own in :meth:`backend_error`, and names itself in
+    ``backend``. Messages name the operation and the error class, never SQL, keys
+    or values."""
 
     url: str = ""
+    backend: ClassVar[str] = "store"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in dir(cls):
+            if name.startswith("_"):
+                continue
+            fn = inspect.getattr_static(cls, name)
+            if inspect.iscoroutinefunction(fn) and not getattr(fn, _TRANSLATED, False):
+                setattr(cls, name, _translating(name, fn))
+
+    def backend_error(self, exc: Exception) -> str | None:
+        """The reason to report if ``exc`` is this backend's own failure (a driver
+        error, a lost connection), else None: the exception is then not translated
+        (a bug stays a bug). Called once per failed operation; a backend may note the
+        failure here (mark itself down, test its idle connections)."""
+        return None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect, create or migrate the schema."""
