@@ -1,0 +1,201 @@
+"""Store round trips per request, counted on the wire.
+
+    .venv/bin/python bench/roundtrips.py                 # postgres and redis, 20 pairs
+    .venv/bin/python bench/roundtrips.py --stores redis -n 50
+
+Issue 16 asks for at most one store round trip per request on PostgreSQL and Redis.
+This script counts them where they happen: the engine runs in process (a manual
+clock, the memory transport, codes read from its outbox as a phone would), and its
+store connects through a TCP relay that counts *turns*: a turn begins each time the
+client sends after the server last spoke (or first). Pipelined commands, or several
+statements sent before reading, are one turn; a statement that waits for its answer
+before the next is sent is one turn each. Background traffic (a pool's health
+checks) is counted separately: only turns that start while a request is running
+are charged to it.
+
+Prints, per store and per kind of request (a start, a wrong-code check, a
+right-code check), the turns on the wire and the store operations the engine
+called (the contract's methods), averaged over ``-n`` pairs after one warm-up pair.
+The stores are this run's own (``tests/backends.py``): a private redis-server, a
+PostgreSQL database dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import random
+import statistics
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/http.py would shadow the standard library's ``http`` package: drop bench/.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))
+
+from tests.backends import RedisServer, create_database, drop_databases  # noqa: E402
+from tests.conftest import make_settings  # noqa: E402
+
+from otpguard.clock import ManualClock  # noqa: E402
+from otpguard.service import Verifier  # noqa: E402
+from otpguard.stores import store_from_url  # noqa: E402
+from otpguard.stores.base import Store  # noqa: E402
+from otpguard.transports.memory import MemoryTransport  # noqa: E402
+
+
+class TurnCounter:
+    """A TCP relay to ``host:port`` that counts client turns while ``active``."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.active = False
+        self.turns = 0
+        self.background = 0
+        self.server: asyncio.Server | None = None
+        self.relays: set[asyncio.Task[Any]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.relays.add(task)
+        task.add_done_callback(self.relays.discard)
+        server_r, server_w = await asyncio.open_connection(self.host, self.port)
+        self.writers += [client_w, server_w]
+        state = {"last": "server"}  # who spoke last on this connection
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, side: str) -> None:
+            try:
+                while data := await src.read(65536):
+                    if side == "client" and state["last"] != "client":
+                        if self.active:
+                            self.turns += 1
+                        else:
+                            self.background += 1
+                    state["last"] = side
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(client_r, server_w, "client"), pump(server_r, client_w, "server"))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:  # both pumps then end at EOF, not by cancelling
+            writer.transport.abort()
+        await asyncio.gather(*self.relays, return_exceptions=True)
+
+
+def counting(store: Store, calls: collections.Counter[str]) -> None:
+    """Count every contract operation the engine calls on ``store`` (in place)."""
+    for name in dir(type(store)):
+        attr = getattr(store, name)
+        if name.startswith("_") or not asyncio.iscoroutinefunction(attr):
+            continue
+
+        def wrap(fn: Callable[..., Awaitable[Any]], op: str) -> Callable[..., Awaitable[Any]]:
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                calls[op] += 1
+                return await fn(*args, **kwargs)
+
+            return counted
+
+        setattr(store, name, wrap(attr, name))
+
+
+async def measure(url: str, host: str, port: int, pairs: int) -> dict[str, dict[str, float]]:
+    relay = TurnCounter(host, port)
+    local = await relay.start()
+    proxied = url.replace(f"{host}:{port}", f"127.0.0.1:{local}", 1)
+    settings = make_settings(Path(tempfile.mkdtemp()), store=proxied)
+    clock, outbox = ManualClock(), MemoryTransport()
+    store = store_from_url(settings.store_url)
+    calls: collections.Counter[str] = collections.Counter()
+    counting(store, calls)
+    verifier = Verifier(settings, store, outbox, clock=clock)
+    await verifier.open()
+    seen: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    rng = random.Random(16)
+
+    async def request(kind: str, call: Awaitable[Any], record: bool) -> Any:
+        relay.turns = 0
+        calls.clear()
+        relay.active = True
+        try:
+            return await call
+        finally:
+            relay.active = False
+            if record:
+                seen[kind].append((relay.turns, sum(calls.values())))
+
+    try:
+        for i in range(pairs + 1):
+            record = i > 0  # the first pair warms the pool and the scripts
+            # Numbers and addresses spread out, as real users' are (not a range walk).
+            to = f"+447{rng.choice('45789')}{rng.randrange(10**8):08d}"
+            ip = f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            v = await request("start", verifier.start(to, client_ip=ip), record)
+            code = outbox.last_code(to)
+            wrong = "0" * len(code) if code != "0" * len(code) else "1" * len(code)
+            clock.advance(5)
+            await request("wrong check", verifier.check(wrong, verification_id=v.id), record)
+            await request("right check", verifier.check(code, verification_id=v.id), record)
+            clock.advance(5)
+    finally:
+        await verifier.aclose()
+        await relay.stop()
+    return {
+        kind: {
+            "turns": statistics.fmean(t for t, _ in rows),
+            "operations": statistics.fmean(c for _, c in rows),
+        }
+        for kind, rows in seen.items()
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", default="postgres,redis")
+    parser.add_argument("-n", type=int, default=20, help="pairs to average over")
+    args = parser.parse_args()
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    redis: RedisServer | None = None
+    try:
+        for name in args.stores.split(","):
+            if name == "postgres":
+                url = create_database("roundtrips")
+                results[name] = await measure(url, "127.0.0.1", 5432, args.n)
+            elif name == "redis":
+                redis = RedisServer(Path(tempfile.mkdtemp())).start()
+                results[name] = await measure(redis.url, "127.0.0.1", redis.port, args.n)
+            else:
+                parser.error(f"unknown store {name!r}: postgres or redis")
+    finally:
+        if redis is not None:
+            redis.stop()
+        drop_databases()
+    print(f"{'store':<10} {'request':<12} {'round trips':>11} {'store operations':>16}")
+    for store, kinds in results.items():
+        for kind, figures in kinds.items():
+            print(
+                f"{store:<10} {kind:<12} {figures['turns']:>11.1f} {figures['operations']:>16.1f}"
+            )
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

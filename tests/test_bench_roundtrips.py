@@ -1,0 +1,70 @@
+"""``bench/roundtrips.py``: its relay counts turns as documented, and the script runs."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_roundtrips", ROOT / "bench/roundtrips.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_relay_counts_a_pipelined_burst_as_one_turn() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            writer.write(line)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = _bench().TurnCounter("127.0.0.1", port)
+    local = await relay.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", local)
+    writer.write(b"before\n")  # not counted: outside a request
+    await writer.drain()
+    assert await reader.readline() == b"before\n"
+    relay.active = True
+    writer.write(b"one\n")  # a request and its answer: one turn
+    await writer.drain()
+    assert await reader.readline() == b"one\n"
+    writer.write(b"two\nthree\n")  # pipelined, then both answers read: one more
+    await writer.drain()
+    assert [await reader.readline(), await reader.readline()] == [b"two\n", b"three\n"]
+    relay.active = False
+    assert (relay.turns, relay.background) == (2, 1)
+    writer.close()
+    await relay.stop()
+    server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_the_script_prints_figures_for_redis() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--stores", "redis", "-n", "2"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+    )  # fmt: skip
+    if "redis-server is not on PATH" in done.stderr:
+        from .needs import unavailable
+
+        unavailable("redis-server is not on PATH")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])["redis"]
+    assert set(figures) == {"start", "wrong check", "right check"}
+    for kind in figures.values():
+        assert kind["turns"] >= 1 and kind["operations"] >= 1
