@@ -10,9 +10,9 @@ Only ``HMAC-SHA256(key, key_id | verification_id | number | channel | code
 purposes still verify). The newest key signs, every listed key verifies, so keys
 rotate without breaking codes that are still live.
 
-Every other use of a key has a purpose, and each purpose one construction, so no
-two purposes ever share a key or an input space (docs/hardening.md, "Keys and
-rotation"):
+Every other use of a key has a purpose, and each purpose one construction whose
+inputs no other purpose's can equal, so a value made for one is worthless for
+another (docs/hardening.md, "Keys and rotation"):
 
 - ``keyed_hash`` (``HASH_PURPOSES``: numbers, accounts): ``HMAC(key, purpose |
   value)`` with the newest key; ``keyed_hashes`` gives it under every key, newest
@@ -196,16 +196,18 @@ class Keyring:
         """A keyed, non-reversible digest for grouping and lookups (numbers in events
         and flags, account ids in rate-limit keys), with the newest key: what is
         stored from now on. Adding a key changes it; see ``keyed_hashes``."""
-        return self.keyed_hashes(purpose, value)[0]
+        return self._hashes(purpose, value, self._keys[:1])[0]
 
     def keyed_hashes(self, purpose: HashPurpose, value: str) -> tuple[str, ...]:
         """``keyed_hash`` under every key, newest first: a lookup of what was stored
         before the newest key was added (a trusted-number flag, a number's events)
         tries each; what was stored under a retired key is out of reach."""
+        return self._hashes(purpose, value, self._keys)
+
+    @staticmethod
+    def _hashes(purpose: str, value: str, keys: Sequence[Key]) -> tuple[str, ...]:
         msg = _purpose(purpose, HASH_PURPOSES) + _SEP + value.encode()
-        return tuple(
-            hmac.new(key.secret, msg, hashlib.sha256).hexdigest()[:32] for key in self._keys
-        )
+        return tuple(hmac.new(k.secret, msg, hashlib.sha256).hexdigest()[:32] for k in keys)
 
     def subkeys(self, purpose: SigningPurpose) -> tuple[bytes, ...]:
         """One signing key per listed key for ``purpose``, newest first:
