@@ -139,6 +139,17 @@ def test_keyed_hashes_keep_their_form_so_stored_hashes_still_match() -> None:
     assert ring.keyed_hashes("number", NUMBER) == (expected[:32],)
 
 
+def test_webhook_secrets_keep_their_form_so_apps_keep_theirs() -> None:
+    """An endpoint's secret is in the app's hands: ``HMAC(key, "webhook" 0x1f id)``
+    with the endpoint's own key, whichever key is newest now."""
+    secret = bytes(range(32))
+    mine = Keyring([secret])
+    ring = Keyring([bytes(range(1, 33)), secret])
+    expected = hmac.new(secret, b"webhook\x1fwe_1", hashlib.sha256).digest()
+    assert ring.derive("webhook", "we_1", mine.signing_key_id) == (mine.signing_key_id, expected)
+    assert Keyring([bytes(range(1, 33))]).derive("webhook", "we_1", mine.signing_key_id) is None
+
+
 def test_the_newest_key_hashes_and_lookups_get_every_key_newest_first() -> None:
     old, new = new_secret_hex(), new_secret_hex()
     before = Keyring.from_hex([old]).keyed_hash("number", NUMBER)
