@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections import Counter
 
 import pytest
 
-from otpguard.codes import Keyring, generate_code, is_trivial, is_well_formed, new_secret_hex
+from otpguard.codes import (
+    DERIVE_PURPOSES,
+    HASH_PURPOSES,
+    SIGNING_PURPOSES,
+    Keyring,
+    generate_code,
+    is_trivial,
+    is_well_formed,
+    new_secret_hex,
+)
 from otpguard.errors import ConfigError
 
 
@@ -111,3 +122,82 @@ def test_keys_never_show_in_reprs() -> None:
     secret = new_secret_hex()
     ring = Keyring.from_hex([secret])
     assert secret not in repr(ring) and secret not in repr(ring._keys)
+
+
+# -- purposes: keyed hashes and subkeys ---------------------------------------------------------
+
+NUMBER = "+447400123456"
+
+
+def test_keyed_hashes_keep_their_form_so_stored_hashes_still_match() -> None:
+    """``HMAC(key, purpose 0x1f value)``, hex, 32 digits: the form every release has
+    stored in events and flags; with one key nothing regroups on upgrade."""
+    secret = bytes(range(32))
+    ring = Keyring([secret])
+    expected = hmac.new(secret, b"number\x1f" + NUMBER.encode(), hashlib.sha256).hexdigest()
+    assert ring.keyed_hash("number", NUMBER) == expected[:32]
+    assert ring.keyed_hashes("number", NUMBER) == (expected[:32],)
+
+
+def test_webhook_secrets_keep_their_form_so_apps_keep_theirs() -> None:
+    """An endpoint's secret is in the app's hands: ``HMAC(key, "webhook" 0x1f id)``
+    with the endpoint's own key, whichever key is newest now."""
+    secret = bytes(range(32))
+    mine = Keyring([secret])
+    ring = Keyring([bytes(range(1, 33)), secret])
+    expected = hmac.new(secret, b"webhook\x1fwe_1", hashlib.sha256).digest()
+    assert ring.derive("webhook", "we_1", mine.signing_key_id) == (mine.signing_key_id, expected)
+    assert Keyring([bytes(range(1, 33))]).derive("webhook", "we_1", mine.signing_key_id) is None
+
+
+def test_the_newest_key_hashes_and_lookups_get_every_key_newest_first() -> None:
+    old, new = new_secret_hex(), new_secret_hex()
+    before = Keyring.from_hex([old]).keyed_hash("number", NUMBER)
+    ring = Keyring.from_hex([new, old])
+    assert ring.keyed_hash("number", NUMBER) == Keyring.from_hex([new]).keyed_hash("number", NUMBER)
+    assert ring.keyed_hash("number", NUMBER) != before
+    assert ring.keyed_hashes("number", NUMBER) == (ring.keyed_hash("number", NUMBER), before)
+    # Retiring the oldest key changes nothing stored from the rotation on.
+    assert Keyring.from_hex([new]).keyed_hash("number", NUMBER) == ring.keyed_hash("number", NUMBER)
+
+
+def test_subkeys_differ_per_purpose_and_per_key_and_from_every_other_output() -> None:
+    old, new = new_secret_hex(), new_secret_hex()
+    ring = Keyring.from_hex([new, old])
+    keys = [k for p in sorted(SIGNING_PURPOSES) for k in ring.subkeys(p)]
+    assert len(keys) == 2 * len(SIGNING_PURPOSES) == len(set(keys))
+    assert (
+        ring.subkeys("dashboard-session")[1]
+        == Keyring.from_hex([old]).subkeys("dashboard-session")[0]
+    )
+    raw = {bytes.fromhex(old), bytes.fromhex(new)}
+    hashes = {ring.keyed_hash("number", "dashboard-session"), ring.keyed_hash("account", "x")}
+    derived = ring.derive("webhook", "dashboard-session")
+    assert derived is not None
+    for key in keys:
+        assert key not in raw and key != derived[1] and key.hex()[:32] not in hashes
+
+
+@pytest.mark.parametrize(
+    ("method", "purpose"),
+    [
+        ("keyed_hash", "dashboard-session"),  # a signing purpose is not a hash purpose
+        ("keyed_hash", "webhook"),  # a webhook secret's first half is no number hash
+        ("keyed_hash", "numbers"),
+        ("keyed_hashes", "Number"),
+        ("subkeys", "number"),
+        ("subkeys", "dashboard"),
+        ("derive", "number"),
+    ],
+)
+def test_a_purpose_belongs_to_one_construction(method: str, purpose: str) -> None:
+    ring = Keyring.from_hex([new_secret_hex()])
+    args = (purpose,) if method == "subkeys" else (purpose, NUMBER)
+    with pytest.raises(ValueError, match="is not one of"):
+        getattr(ring, method)(*args)
+
+
+def test_no_purpose_is_shared_by_two_constructions() -> None:
+    assert not HASH_PURPOSES & SIGNING_PURPOSES
+    assert not HASH_PURPOSES & DERIVE_PURPOSES
+    assert not SIGNING_PURPOSES & DERIVE_PURPOSES

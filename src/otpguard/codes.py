@@ -9,6 +9,19 @@ Only ``HMAC-SHA256(key, key_id | verification_id | number | channel | code
 (``purpose.Binding.tag_parts``: nothing for a login code, so tags from before
 purposes still verify). The newest key signs, every listed key verifies, so keys
 rotate without breaking codes that are still live.
+
+Every other use of a key has a purpose, and each purpose one construction whose
+inputs no other purpose's can equal, so a value made for one is worthless for
+another (docs/hardening.md, "Keys and rotation"):
+
+- ``keyed_hash`` (``HASH_PURPOSES``: numbers, accounts): ``HMAC(key, purpose |
+  value)`` with the newest key; ``keyed_hashes`` gives it under every key, newest
+  first, for lookups of what was stored before a rotation.
+- ``subkeys`` (``SIGNING_PURPOSES``: dashboard sessions and CSRF tokens):
+  ``HMAC(key, "otpguard/" purpose)`` for each key, newest first, handed to
+  ``itsdangerous`` (``web/dashboard_session.py``): the newest signs, all verify.
+- ``derive`` (``"webhook"``): an endpoint's secret, ``HMAC(key, purpose | endpoint
+  id)`` with the key newest when the endpoint was made (its id is kept with it).
 """
 
 from __future__ import annotations
@@ -19,12 +32,28 @@ import itertools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from .errors import ConfigError
 
 MIN_KEY_BYTES = 32
 _SEP = b"\x1f"  # unit separator: cannot occur in ids, E.164 numbers, channels or digit codes
 _SEP_CHAR = _SEP.decode()
+
+HashPurpose = Literal["number", "account"]
+SigningPurpose = Literal["dashboard-session", "dashboard-csrf", "dashboard-login-csrf"]
+DerivePurpose = Literal["webhook"]
+HASH_PURPOSES: frozenset[str] = frozenset(get_args(HashPurpose))
+SIGNING_PURPOSES: frozenset[str] = frozenset(get_args(SigningPurpose))
+DERIVE_PURPOSES: frozenset[str] = frozenset(get_args(DerivePurpose))
+
+
+def _purpose(purpose: str, allowed: frozenset[str]) -> bytes:
+    """A purpose of this construction, as bytes: an unknown one (a typo, or one
+    meant for another construction) is a bug, never a new key."""
+    if purpose not in allowed:
+        raise ValueError(f"{purpose!r} is not one of {sorted(allowed)}")
+    return purpose.encode()
 
 
 def is_trivial(code: str) -> bool:
@@ -152,7 +181,7 @@ class Keyring:
         return hmac.compare_digest(expected, tag)
 
     def derive(
-        self, purpose: str, value: str, key_id: str | None = None
+        self, purpose: DerivePurpose, value: str, key_id: str | None = None
     ) -> tuple[str, bytes] | None:
         """A secret for one purpose and subject (a webhook endpoint's signing secret):
         ``HMAC(key, purpose | value)`` with the key ``key_id`` (default: the newest).
@@ -160,15 +189,32 @@ class Keyring:
         key = self._keys[0] if key_id is None else self._by_id.get(key_id)
         if key is None:
             return None
-        msg = purpose.encode() + _SEP + value.encode()
+        msg = _purpose(purpose, DERIVE_PURPOSES) + _SEP + value.encode()
         return key.key_id, hmac.new(key.secret, msg, hashlib.sha256).digest()
 
-    def keyed_hash(self, purpose: str, value: str) -> str:
-        """A keyed, non-reversible digest for grouping (numbers in events, API keys)."""
-        key = self._keys[-1]  # oldest key: stable grouping across rotations... until it retires
-        return hmac.new(
-            key.secret, purpose.encode() + _SEP + value.encode(), hashlib.sha256
-        ).hexdigest()[:32]
+    def keyed_hash(self, purpose: HashPurpose, value: str) -> str:
+        """A keyed, non-reversible digest for grouping and lookups (numbers in events
+        and flags, account ids in rate-limit keys), with the newest key: what is
+        stored from now on. Adding a key changes it; see ``keyed_hashes``."""
+        return self._hashes(purpose, value, self._keys[:1])[0]
+
+    def keyed_hashes(self, purpose: HashPurpose, value: str) -> tuple[str, ...]:
+        """``keyed_hash`` under every key, newest first: a lookup of what was stored
+        before the newest key was added (a trusted-number flag, a number's events)
+        tries each; what was stored under a retired key is out of reach."""
+        return self._hashes(purpose, value, self._keys)
+
+    @staticmethod
+    def _hashes(purpose: str, value: str, keys: Sequence[Key]) -> tuple[str, ...]:
+        msg = _purpose(purpose, HASH_PURPOSES) + _SEP + value.encode()
+        return tuple(hmac.new(k.secret, msg, hashlib.sha256).hexdigest()[:32] for k in keys)
+
+    def subkeys(self, purpose: SigningPurpose) -> tuple[bytes, ...]:
+        """One signing key per listed key for ``purpose``, newest first:
+        ``HMAC(key, "otpguard/" purpose)``. The message holds no separator, so it is
+        none of the tags', hashes' or secrets' inputs above."""
+        msg = b"otpguard/" + _purpose(purpose, SIGNING_PURPOSES)
+        return tuple(hmac.new(key.secret, msg, hashlib.sha256).digest() for key in self._keys)
 
 
 def new_secret_hex(nbytes: int = 32) -> str:

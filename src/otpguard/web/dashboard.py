@@ -3,20 +3,20 @@
 Sign-in takes an API key with the ``monitor`` scope (``admin`` implies it); give
 the dashboard a ``monitor``-only key, which cannot send codes. The session cookie is
 ``HttpOnly``, ``SameSite=Strict``, ``Secure`` outside development, scoped to
-``/dashboard``; its value is ``<key id>.<expiry>.<nonce>.<mac>`` where the mac is
-``keyring.keyed_hash("dashboard-session", ...)``. Each request re-checks the
-mac, the expiry, that the API key still exists with the monitor scope and is not
-revoked, and that the session was not signed out (a store flag per nonce).
+``/dashboard``; its value is signed with itsdangerous under the newest key and
+accepted under any listed key (``dashboard_session``). Each request re-checks the
+signature, the age (``SESSION_TTL``), that the API key still exists with the monitor
+scope and is not revoked, and that the session was not signed out (a store flag per
+nonce).
 
-Every form carries a CSRF token: before sign-in it is derived from a random
-``otpguard_csrf`` cookie, after sign-in from the session nonce, both with the
-keyring. No inline script or style: CSS and JS are static files of this package
+Every form carries a CSRF token: before sign-in it is a signature over a random
+``otpguard_csrf`` cookie, after sign-in over the session nonce, each purpose with
+its own subkey. No inline script or style: CSS and JS are static files of this package
 served from ``/static/dashboard/`` (CSP ``default-src 'self'``).
 """
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from importlib import resources
 from string import Template
@@ -46,10 +46,10 @@ from .dashboard_render import (
     traffic_chart,
     webhooks_table,
 )
+from .dashboard_session import SESSION_TTL, csrf_ok, csrf_token, new_session, read_session
 
 SESSION_COOKIE = "otpguard_session"
 CSRF_COOKIE = "otpguard_csrf"
-SESSION_TTL = 8 * 3600
 COOKIE_PATH = "/dashboard"
 WINDOWS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
 STATIC_FILES = {
@@ -77,10 +77,6 @@ def _verifier(request: Request) -> Verifier:
     return v
 
 
-def _mac(v: Verifier, purpose: str, value: str) -> str:
-    return v.keyring.keyed_hash(f"dashboard-{purpose}", value)
-
-
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
         name,
@@ -95,17 +91,12 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
 
 async def _session(request: Request) -> str | None:
     """The session nonce if the cookie is a live session of a live monitor key."""
-    raw = request.cookies.get(SESSION_COOKIE, "")
-    parts = raw.split(".")
-    if len(parts) != 4:
-        return None
-    key_id, expires, nonce, mac = parts
     v = _verifier(request)
-    if not hmac.compare_digest(mac, _mac(v, "session", f"{key_id}.{expires}.{nonce}")):
+    signed = read_session(v.keyring, v.clock, request.cookies.get(SESSION_COOKIE, ""))
+    if signed is None:
         return None
+    key_id, nonce = signed
     now = v.clock()
-    if not (expires.isascii() and expires.isdigit()) or int(expires) <= now:
-        return None
     key = await v.store.get_api_key(key_id)
     if key is None or key.revoked_at is not None or not has_scope(key, "monitor"):
         return None
@@ -127,7 +118,7 @@ async def _form(request: Request) -> dict[str, str] | None:
 def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(32)
     page = _template("login.html").substitute(
-        csrf=e(_mac(_verifier(request), "csrf-login", token)),
+        csrf=e(csrf_token(_verifier(request).keyring, "dashboard-login-csrf", token)),
         error=f'<p class="error" role="alert">{e(error)}</p>' if error else "",
     )
     response = HTMLResponse(page, status_code=status)
@@ -149,8 +140,7 @@ async def login(request: Request) -> Response:
     if form is None:
         return _login_page(request, 400, "That was not a sign-in form; please sign in again.")
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    expected = _mac(v, "csrf-login", cookie) if cookie else ""
-    if not cookie or not hmac.compare_digest(form.get("csrf", ""), expected):
+    if not csrf_ok(v.keyring, "dashboard-login-csrf", cookie, form.get("csrf", "")):
         return _login_page(request, 403, "The form expired; please sign in again.")
     try:
         key = await authenticate(v.store, form.get("api_key", "").strip())
@@ -158,12 +148,9 @@ async def login(request: Request) -> Response:
         return _login_page(request, 401, "That API key is not valid.")
     if not has_scope(key, "monitor"):
         return _login_page(request, 403, "That API key does not have the monitor scope.")
-    expires = int(v.clock()) + SESSION_TTL
-    payload = f"{key.id}.{expires}.{secrets.token_hex(16)}"
+    cookie = new_session(v.keyring, v.clock, key.id)
     response = RedirectResponse("/dashboard", status_code=303)
-    _set_cookie(
-        request, response, SESSION_COOKIE, f"{payload}.{_mac(v, 'session', payload)}", SESSION_TTL
-    )
+    _set_cookie(request, response, SESSION_COOKIE, cookie, SESSION_TTL)
     response.delete_cookie(CSRF_COOKIE, path=COOKIE_PATH)
     return response
 
@@ -174,7 +161,7 @@ async def logout(request: Request) -> Response:
     nonce = await _session(request)
     form = await _form(request)
     if nonce is not None:
-        if form is None or not hmac.compare_digest(form.get("csrf", ""), _mac(v, "csrf", nonce)):
+        if form is None or not csrf_ok(v.keyring, "dashboard-csrf", nonce, form.get("csrf", "")):
             return HTMLResponse("<p>Invalid form token.</p>", status_code=403)
         await v.store.set_flag(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
     response = RedirectResponse("/dashboard/login", status_code=303)
@@ -213,7 +200,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
         "window": e(window),
         "until": e(iso(now)),
         "truncated": "Figures are truncated (too many events)." if stats.truncated else "",
-        "csrf": e(_mac(v, "csrf", nonce)),
+        "csrf": e(csrf_token(v.keyring, "dashboard-csrf", nonce)),
         "windows": "".join(
             f'<a href="/dashboard?window={k}"{" class=current" if k == window else ""}>{k}</a>'
             for k in WINDOWS
