@@ -164,4 +164,4 @@ def test_embedded_engine_and_server_share_one_data_dir(tmp_path: Path) -> None:
             v = otp.start(fresh_number(), client_ip="203.0.113.32")
         with Client(server.base_url, server.api_key) as client:
             assert client.get(v.id).status is Status.PENDING
-            assert client.check(v.id, code=server.last_code(v.id)).valid
+            assert client.check(server.last_code(v.id), verification_id=v.id).valid
