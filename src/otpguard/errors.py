@@ -20,7 +20,7 @@ stable machine-readable ``code`` that the HTTP API returns unchanged::
     +-- StorageError                 unavailable                503
     +-- ChallengeUnavailable         challenge_unavailable      503 (CAPTCHA provider silent)
     +-- SinkFailed (sinks.py)        alert_sink_failed (internal: retried, never an HTTP answer)
-    +-- Unreachable (client.py)      unreachable (the client could not reach the server)
+    +-- Unreachable (client/)        unreachable (the client could not reach the server)
 
 Messages never contain a code, a key or a provider response body.
 """
