@@ -179,7 +179,7 @@ def login_check(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect("/")
     code = request.POST.get("code", "").strip()
     try:
-        result = otp().check(vid, code=code, client_ip=client_ip(request))
+        result = otp().check(code, verification_id=vid, client_ip=client_ip(request))
     except OUTAGE:
         return page(request, UNAVAILABLE, "code")
     except InvalidRequest:

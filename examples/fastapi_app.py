@@ -153,7 +153,7 @@ def create_app(otp: AsyncClient | None = None) -> FastAPI:
             return RedirectResponse("/", status_code=303)
         code = (await form(request)).get("code", "").strip()
         try:
-            result = await client.check(vid, code=code, client_ip=ip(request))
+            result = await client.check(code, verification_id=vid, client_ip=ip(request))
         except OUTAGE:
             return page(request, UNAVAILABLE)
         except InvalidRequest:

@@ -134,7 +134,9 @@ def create_app(otp: Client | None = None) -> Flask:
             return redirect(url_for("index"))
         try:
             result = otp.check(
-                vid, code=request.form.get("code", "").strip(), client_ip=request.remote_addr
+                request.form.get("code", "").strip(),
+                verification_id=vid,
+                client_ip=request.remote_addr,
             )
         except OUTAGE:
             return page(UNAVAILABLE, "code")

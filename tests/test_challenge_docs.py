@@ -65,5 +65,7 @@ def test_the_documented_backend_function(
         sent = send_code(otp, to, "203.0.113.7", siteverify.issue())
         assert set(sent) == {"verification_id"}
         code = challenge_server.last_code(sent["verification_id"])
-        assert otp.check(sent["verification_id"], code=code, client_ip="203.0.113.7").valid
+        assert otp.check(
+            code, verification_id=sent["verification_id"], client_ip="203.0.113.7"
+        ).valid
     assert siteverify.requests[-1].form["remoteip"] == "203.0.113.7"

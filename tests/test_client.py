@@ -84,13 +84,13 @@ def test_start_then_check_approves_exactly_once(server: Server, client: Client) 
     assert v.expires_at.tzinfo is not None and v.expires_at > datetime.now(UTC)
 
     code = server.last_code(v.id)
-    bad = client.check(v.id, code=wrong(code), client_ip="198.51.100.1")
+    bad = client.check(wrong(code), verification_id=v.id, client_ip="198.51.100.1")
     assert bad == CheckOutcome(id=v.id, status=Status.PENDING, valid=False, attempts_remaining=4)
 
-    good = client.check(v.id, code=code, client_ip="198.51.100.1")
+    good = client.check(code, verification_id=v.id, client_ip="198.51.100.1")
     assert good.valid is True and good.status is Status.APPROVED
 
-    again = client.check(v.id, code=code, client_ip="198.51.100.1")
+    again = client.check(code, verification_id=v.id, client_ip="198.51.100.1")
     assert again.valid is False and again.status is Status.APPROVED
     assert client.get(v.id).status is Status.APPROVED
 
@@ -98,7 +98,7 @@ def test_start_then_check_approves_exactly_once(server: Server, client: Client) 
 def test_check_by_number(server: Server, client: Client) -> None:
     to = fresh_number()
     v = client.start(to, client_ip="198.51.100.2")
-    result = client.check(to=to, code=server.last_code(v.id), client_ip="198.51.100.2")
+    result = client.check(server.last_code(v.id), to=to, client_ip="198.51.100.2")
     assert result.valid and result.id == v.id
 
 
@@ -107,10 +107,12 @@ def test_a_transaction_code_approves_only_its_payment(server: Server, client: Cl
     v = client.start(fresh_number(), client_ip="198.51.100.3", **pay)
     assert (v.purpose, v.amount, v.currency, v.payee) == ("transaction", "25.00", "GBP", "Acme Ltd")
     code = server.last_code(v.id)
-    other = client.check(v.id, code=code, client_ip="198.51.100.3", **{**pay, "amount": "2.50"})
+    other = client.check(
+        code, verification_id=v.id, client_ip="198.51.100.3", **{**pay, "amount": "2.50"}
+    )
     assert (other.valid, other.attempts_remaining) == (False, 4)
-    assert not client.check(v.id, code=code, client_ip="198.51.100.3").valid
-    assert client.check(v.id, code=code, client_ip="198.51.100.3", **pay).valid
+    assert not client.check(code, verification_id=v.id, client_ip="198.51.100.3").valid
+    assert client.check(code, verification_id=v.id, client_ip="198.51.100.3", **pay).valid
     assert client.get(v.id).purpose == "transaction"
     with pytest.raises(InvalidRequest, match="together"):
         client.start(fresh_number(), purpose="transaction", amount="25", payee="Acme Ltd")
@@ -123,10 +125,10 @@ def test_email_channel(server: Server, client: Client) -> None:
     v = client.start(to, "email", client_ip="198.51.100.3")
     assert v.channel is Channel.EMAIL and v.to == "j***@e***.com"
     code = server.last_code(v.id)
-    assert not client.check(v.id, code=wrong(code), client_ip="198.51.100.3").valid
+    assert not client.check(wrong(code), verification_id=v.id, client_ip="198.51.100.3").valid
     with pytest.raises(NotFound):  # every failure by address is the same 404
-        client.check(to=to.lower(), code=wrong(code), client_ip="198.51.100.3")
-    assert client.check(to=to, code=code, client_ip="198.51.100.3").valid
+        client.check(wrong(code), to=to.lower(), client_ip="198.51.100.3")
+    assert client.check(code, to=to, client_ip="198.51.100.3").valid
     with pytest.raises(DestinationRefused) as err:
         client.start("jo@mailinator.com", Channel.EMAIL)
     assert err.value.reason == "disposable_domain"
@@ -138,7 +140,7 @@ def test_check_needs_exactly_one_of_id_or_to(client: Client) -> None:
     with pytest.raises(InvalidRequest, match="exactly one"):
         client.check(code="123456")
     with pytest.raises(InvalidRequest, match="exactly one"):
-        client.check("VE00", to=fresh_number(), code="123456")
+        client.check("123456", verification_id="VE00", to=fresh_number())
 
 
 def test_cancel_then_resend_is_a_conflict(server: Server, client: Client) -> None:
@@ -148,7 +150,7 @@ def test_cancel_then_resend_is_a_conflict(server: Server, client: Client) -> Non
     with pytest.raises(Conflict) as info:
         client.resend(v.id, client_ip="198.51.100.3")
     assert info.value.reason == "canceled"
-    late = client.check(v.id, code=server.last_code(v.id), client_ip="198.51.100.3")
+    late = client.check(server.last_code(v.id), verification_id=v.id, client_ip="198.51.100.3")
     assert late.valid is False and late.status is Status.CANCELED
 
 
@@ -176,8 +178,8 @@ def test_resend_replaces_the_code(quick_server: Server) -> None:
         assert again.id == v.id and again.sends == 2
         second = quick_server.last_code(v.id)
         assert second != first
-        assert c.check(v.id, code=first, client_ip="198.51.100.5").valid is False
-        assert c.check(v.id, code=second, client_ip="198.51.100.5").valid is True
+        assert c.check(first, verification_id=v.id, client_ip="198.51.100.5").valid is False
+        assert c.check(second, verification_id=v.id, client_ip="198.51.100.5").valid is True
 
 
 def test_per_number_limit_raises_rate_limited_with_rule_and_retry_after(client: Client) -> None:
@@ -290,8 +292,10 @@ async def test_async_client_full_flow(server: Server) -> None:
         with pytest.raises(RateLimited):
             await c.resend(v.id, client_ip="198.51.100.40")
         code = server.last_code(v.id)
-        assert (await c.check(v.id, code=wrong(code), client_ip="198.51.100.40")).valid is False
-        assert (await c.check(v.id, code=code, client_ip="198.51.100.40")).valid is True
+        assert (
+            await c.check(wrong(code), verification_id=v.id, client_ip="198.51.100.40")
+        ).valid is False
+        assert (await c.check(code, verification_id=v.id, client_ip="198.51.100.40")).valid is True
         v2 = await c.start(fresh_number(), client_ip="198.51.100.40")
         assert (await c.cancel(v2.id)).status is Status.CANCELED
 

@@ -4,13 +4,22 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from otpguard import ConfigError, ManualClock, RateLimited, Status, load_settings, open_verifier
+from otpguard import (
+    ConfigError,
+    ManualClock,
+    RateLimited,
+    Status,
+    Verifier,
+    load_settings,
+    open_verifier,
+)
 from otpguard.client import Client
 from otpguard.codes import new_secret_hex
 from otpguard.config import Settings
@@ -164,4 +173,11 @@ def test_embedded_engine_and_server_share_one_data_dir(tmp_path: Path) -> None:
             v = otp.start(fresh_number(), client_ip="203.0.113.32")
         with Client(server.base_url, server.api_key) as client:
             assert client.get(v.id).status is Status.PENDING
-            assert client.check(v.id, code=server.last_code(v.id)).valid
+            assert client.check(server.last_code(v.id), verification_id=v.id).valid
+
+
+@pytest.mark.parametrize("name", ["start", "resend", "check", "cancel", "get", "purge"])
+def test_the_sync_verifier_takes_the_verifiers_own_arguments(name: str) -> None:
+    blocking, engine = getattr(SyncVerifier, name), getattr(Verifier, name)
+    assert inspect.signature(blocking) == inspect.signature(engine)
+    assert blocking.__doc__ == engine.__doc__

@@ -20,7 +20,7 @@ stable machine-readable ``code`` that the HTTP API returns unchanged::
     +-- StorageError                 unavailable                503
     +-- ChallengeUnavailable         challenge_unavailable      503 (CAPTCHA provider silent)
     +-- SinkFailed (sinks.py)        alert_sink_failed (internal: retried, never an HTTP answer)
-    +-- Unreachable (client.py)      unreachable (the client could not reach the server)
+    +-- Unreachable (client/)        unreachable (the client could not reach the server)
 
 Messages never contain a code, a key or a provider response body.
 """
@@ -28,6 +28,7 @@ Messages never contain a code, a key or a provider response body.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 
 class OtpguardError(Exception):
@@ -35,6 +36,18 @@ class OtpguardError(Exception):
 
     code: str = "error"
     status: int = 500
+
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, **kwargs: Any
+    ) -> None:
+        """A subclass names its ``code`` and HTTP ``status`` where it is declared:
+        ``class NotFound(OtpguardError, code="not_found", status=404)``; a status
+        not named is the parent's."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
@@ -45,91 +58,66 @@ class OtpguardError(Exception):
         return {}
 
 
-class ConfigError(OtpguardError):
+class ConfigError(OtpguardError, code="configuration_error"):
     """The configuration is invalid; the message says what to set."""
 
-    code = "configuration_error"
 
-
-class InvalidRequest(OtpguardError):
+class InvalidRequest(OtpguardError, code="invalid_request", status=400):
     """The request is malformed."""
 
-    code = "invalid_request"
-    status = 400
 
-
-class InvalidPhoneNumber(InvalidRequest):
+class InvalidPhoneNumber(InvalidRequest, code="invalid_phone_number"):
     """The phone number could not be parsed as a valid number."""
 
-    code = "invalid_phone_number"
 
-
-class InvalidEmailAddress(InvalidRequest):
+class InvalidEmailAddress(InvalidRequest, code="invalid_email_address"):
     """The email address could not be read as one plain, deliverable address."""
 
-    code = "invalid_email_address"
 
-
-class Unauthorized(OtpguardError):
+class Unauthorized(OtpguardError, code="unauthorized", status=401):
     """Missing or wrong credentials."""
 
-    code = "unauthorized"
-    status = 401
 
-
-class Forbidden(OtpguardError):
+class Forbidden(OtpguardError, code="forbidden", status=403):
     """The credentials are valid but not allowed to do this."""
 
-    code = "forbidden"
-    status = 403
 
-
-class HttpsRequired(Forbidden):
+class HttpsRequired(Forbidden, code="https_required"):
     """Plain HTTP is refused; use HTTPS."""
 
-    code = "https_required"
+
+class _Refusal(OtpguardError):
+    """A refusal whose ``reason`` (a stable code of its own) says which one."""
+
+    #: The message when none is given, ``{reason}`` filled in.
+    template = "refused: {reason}"
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or self.template.format(reason=reason))
+        self.reason = reason
+
+    def details(self) -> dict[str, object]:
+        return {"reason": self.reason}
 
 
-class DestinationRefused(OtpguardError):
+class DestinationRefused(_Refusal, code="destination_refused", status=403):
     """The destination may not receive codes (``reason`` says why)."""
 
-    code = "destination_refused"
-    status = 403
-
-    def __init__(self, reason: str, message: str = "") -> None:
-        super().__init__(message or f"destination refused: {reason}")
-        self.reason = reason
-
-    def details(self) -> dict[str, object]:
-        return {"reason": self.reason}
+    template = "destination refused: {reason}"
 
 
-class NotFound(OtpguardError):
+class NotFound(OtpguardError, code="not_found", status=404):
     """No such verification (or resource)."""
 
-    code = "not_found"
-    status = 404
 
-
-class Conflict(OtpguardError):
+class Conflict(_Refusal, code="conflict", status=409):
     """The verification is not in a state that allows this (``reason`` says which)."""
 
-    code = "conflict"
-    status = 409
-
-    def __init__(self, reason: str, message: str = "") -> None:
-        super().__init__(message or f"not allowed: verification is {reason}")
-        self.reason = reason
-
-    def details(self) -> dict[str, object]:
-        return {"reason": self.reason}
+    template = "not allowed: verification is {reason}"
 
 
-class RateLimited(OtpguardError):
+class RateLimited(OtpguardError, code="rate_limited", status=429):
     """Too many requests; ``rule`` names the limit and ``retry_after`` the wait in seconds."""
-
-    code = "rate_limited"
-    status = 429
 
     def __init__(self, rule: str, retry_after: float, message: str = "") -> None:
         self.rule = rule
@@ -146,11 +134,8 @@ class RateLimited(OtpguardError):
 UNKNOWN_OUTCOME = "unknown_outcome"
 
 
-class DeliveryError(OtpguardError):
+class DeliveryError(OtpguardError, code="delivery_failed", status=502):
     """The transport could not deliver the message."""
-
-    code = "delivery_failed"
-    status = 502
 
     def __init__(
         self,
@@ -180,23 +165,17 @@ class DeliveryError(OtpguardError):
         return out
 
 
-class StorageError(OtpguardError):
+class StorageError(OtpguardError, code="unavailable", status=503):
     """The store cannot be reached or failed; otpguard fails closed."""
 
-    code = "unavailable"
-    status = 503
 
-
-class ChallengeRequired(OtpguardError):
+class ChallengeRequired(OtpguardError, code="challenge_required", status=428):
     """This start needs a passed CAPTCHA: repeat it with a ``challenge_token``.
 
     ``challenge`` is what the browser needs to show the widget (``provider``,
     ``site_key``); ``reason`` is ``challenge_required`` (no token was given) or
     ``challenge_failed`` (the provider refused the token); ``scope`` optionally names
     what is under pressure (``global``, ``country``, ...). Nothing was sent."""
-
-    code = "challenge_required"
-    status = 428
 
     def __init__(
         self,
@@ -232,8 +211,5 @@ class ChallengeRequired(OtpguardError):
         return out
 
 
-class ChallengeUnavailable(OtpguardError):
+class ChallengeUnavailable(OtpguardError, code="challenge_unavailable", status=503):
     """The CAPTCHA provider could not confirm the token; otpguard fails closed."""
-
-    code = "challenge_unavailable"
-    status = 503

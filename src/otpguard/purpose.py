@@ -69,8 +69,9 @@ MINOR_UNITS: dict[str, int] = {
 }
 
 
-class BoundArgs(TypedDict):
-    """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
+class BoundArgs(TypedDict, total=False):
+    """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments (a
+    caller's keywords too: ``Client.start(..., **bound)``, each optional)."""
 
     purpose: str | None
     amount: str | None

@@ -18,19 +18,34 @@ loop and blocks until it finishes. Any number of request threads may share one
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .clock import Clock, system_clock
 from .config import Settings
-from .models import Channel, Verification
-from .service import CheckResult, Verifier, open_verifier
+from .models import Verification
+from .service import Verifier, open_verifier
 
 __all__ = ["SyncVerifier", "open_sync_verifier"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _blocking(
+    method: Callable[Concatenate[Verifier, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncVerifier, P], T]:
+    """``Verifier.method`` for a thread that blocks: the same arguments, the same
+    docstring, run on the engine's loop until it finishes."""
+
+    @functools.wraps(method)
+    def blocking(self: SyncVerifier, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self.verifier, *args, **kwargs))
+
+    return blocking
 
 
 class SyncVerifier:
@@ -60,81 +75,17 @@ class SyncVerifier:
             raise RuntimeError("SyncVerifier called from its own engine thread (use the Verifier)")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    # -- the engine's operations ------------------------------------------------------
+    # -- the engine's operations: each is the Verifier's own, run to its end ------------
 
-    def start(
-        self,
-        to: str,
-        channel: str | Channel = Channel.SMS,
-        client_ip: str | None = None,
-        locale: str | None = None,
-        *,
-        challenge_token: str | None = None,
-        account_id: str | None = None,
-        purpose: str | None = None,
-        amount: str | None = None,
-        currency: str | None = None,
-        payee: str | None = None,
-    ) -> Verification:
-        """Send a code to ``to``; returns the verification (never the code). After a
-        ``ChallengeRequired``, repeat it with the CAPTCHA's ``challenge_token``.
-        ``purpose`` (and a transaction's ``amount``, ``currency``, ``payee``) as
-        :meth:`Verifier.start`: the check names the same."""
-        return self._run(
-            self.verifier.start(
-                to,
-                channel,
-                client_ip,
-                locale,
-                challenge_token=challenge_token,
-                account_id=account_id,
-                purpose=purpose,
-                amount=amount,
-                currency=currency,
-                payee=payee,
-            )
-        )
-
-    def resend(self, verification_id: str, client_ip: str | None = None) -> Verification:
-        return self._run(self.verifier.resend(verification_id, client_ip))
-
-    def check(
-        self,
-        code: str,
-        *,
-        verification_id: str | None = None,
-        to: str | None = None,
-        client_ip: str | None = None,
-        purpose: str | None = None,
-        amount: str | None = None,
-        currency: str | None = None,
-        payee: str | None = None,
-    ) -> CheckResult:
-        return self._run(
-            self.verifier.check(
-                code,
-                verification_id=verification_id,
-                to=to,
-                client_ip=client_ip,
-                purpose=purpose,
-                amount=amount,
-                currency=currency,
-                payee=payee,
-            )
-        )
-
-    def cancel(self, verification_id: str) -> Verification:
-        return self._run(self.verifier.cancel(verification_id))
-
-    def get(self, verification_id: str) -> Verification:
-        return self._run(self.verifier.get(verification_id))
+    start = _blocking(Verifier.start)
+    resend = _blocking(Verifier.resend)
+    check = _blocking(Verifier.check)
+    cancel = _blocking(Verifier.cancel)
+    get = _blocking(Verifier.get)
+    purge = _blocking(Verifier.purge)
 
     def attempts_remaining(self, v: Verification) -> int:
         return self.verifier.attempts_remaining(v)
-
-    def purge(self) -> int:
-        """Delete expired verifications and old rate entries (run it every minute or so)."""
-        return self._run(self.verifier.purge())
 
     # -- lifecycle ------------------------------------------------------------------------
 

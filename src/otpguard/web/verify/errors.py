@@ -15,22 +15,7 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from ...errors import (
-    ChallengeRequired,
-    ChallengeUnavailable,
-    Conflict,
-    DeliveryError,
-    DestinationRefused,
-    Forbidden,
-    InvalidEmailAddress,
-    InvalidPhoneNumber,
-    InvalidRequest,
-    NotFound,
-    OtpguardError,
-    RateLimited,
-    StorageError,
-    Unauthorized,
-)
+from ... import errors as core
 
 log = logging.getLogger("otpguard.web.verify")
 
@@ -99,40 +84,40 @@ def refused(reason: str) -> TwilioError:
     return TwilioError(GEO_BLOCKED, 403, f"Verification delivery attempt blocked ({reason})")
 
 
-def translate(exc: OtpguardError, request: Request, *, checking: bool = False) -> TwilioError:
+def translate(exc: core.OtpguardError, request: Request, *, checking: bool = False) -> TwilioError:
     """One otpguard error -> one Twilio error; messages never hold a code."""
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, core.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
         if checking:
             return TwilioError(MAX_CHECK_ATTEMPTS, 429, "Max check attempts reached", headers)
         return TwilioError(MAX_SEND_ATTEMPTS, 429, "Max send attempts reached", headers)
-    if isinstance(exc, DestinationRefused):
+    if isinstance(exc, core.DestinationRefused):
         return refused(exc.reason)
-    if isinstance(exc, ChallengeRequired):
+    if isinstance(exc, core.ChallengeRequired):
         # Twilio's API has no CAPTCHA step and no parameter for a token: the closest
         # Verify error is Fraud Guard's "delivery attempt blocked" (nothing was sent).
         return TwilioError(FRAUD_BLOCKED, 403, "Verification delivery attempt blocked (challenge)")
-    if isinstance(exc, ChallengeUnavailable):
+    if isinstance(exc, core.ChallengeUnavailable):
         return TwilioError(UNAVAILABLE, 503, "Service unavailable")
-    if isinstance(exc, InvalidPhoneNumber | InvalidEmailAddress):
+    if isinstance(exc, core.InvalidPhoneNumber | core.InvalidEmailAddress):
         return invalid("To", exc.message)
-    if isinstance(exc, InvalidRequest):
+    if isinstance(exc, core.InvalidRequest):
         return invalid("Code" if checking else "request", exc.message)
-    if isinstance(exc, Unauthorized):
+    if isinstance(exc, core.Unauthorized):
         return unauthenticated()
-    if isinstance(exc, Forbidden):
+    if isinstance(exc, core.Forbidden):
         return TwilioError(FORBIDDEN, 403, exc.message)
-    if isinstance(exc, NotFound | Conflict):
+    if isinstance(exc, core.NotFound | core.Conflict):
         # Twilio deletes a verification once it is approved, canceled or expired;
         # acting on one answers 404, and so does otpguard.
         return not_found(request)
-    if isinstance(exc, DeliveryError):
+    if isinstance(exc, core.DeliveryError):
         if exc.reason == "invalid_number":
             return invalid("To", "the provider refused the number")
         if exc.reason == "not_sms_capable":
             return TwilioError(LANDLINE, 403, "SMS is not supported by landline phone number")
         return TwilioError(INTERNAL, 502, f"Delivery failed ({exc.reason})")
-    if isinstance(exc, StorageError):
+    if isinstance(exc, core.StorageError):
         return TwilioError(UNAVAILABLE, 503, "Service unavailable")
     return TwilioError(INTERNAL, 500, "Internal error")
 
@@ -148,7 +133,7 @@ class TwilioRoute(APIRoute):
                 return await handler(request)
             except TwilioError as exc:
                 return exc.response()
-            except OtpguardError as exc:
+            except core.OtpguardError as exc:
                 checking = request.url.path.endswith("/VerificationCheck")
                 return translate(exc, request, checking=checking).response()
             except Exception as exc:  # never a stack trace, never a code
