@@ -59,6 +59,15 @@ def _api_key(raw: str, revoked_at: str | None) -> ApiKey:
 
 
 class RedisAdmin(RedisLists):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        p = self._opts.prefix
+        self._ev = (f"{p}:{{ev}}:id", f"{p}:{{ev}}:ts", f"{p}:{{ev}}:data")
+        self._tally = tuple(f"{p}:{{ev}}:tally:{k}" for k in ("n", "last", "ex", "idx"))
+        self._counts = redis_counts.count_keys(p)
+        self._alerts = f"{p}:{{alerts}}"
+        self._keys = (f"{p}:{{apikeys}}", f"{p}:{{apikeys}}:revoked")
+
     # -- flags ------------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:

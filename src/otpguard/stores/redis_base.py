@@ -23,7 +23,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
-from . import redis_counts
 from .redis_url import Options, cluster_kwargs, parse_url
 
 # redis-py's own failures and a lost socket: what backend_error translates.
@@ -58,12 +57,6 @@ class RedisBase:
         # client), so the client is held as Any rather than casting every call.
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
-        p = self._opts.prefix
-        self._ev = (f"{p}:{{ev}}:id", f"{p}:{{ev}}:ts", f"{p}:{{ev}}:data")
-        self._tally = tuple(f"{p}:{{ev}}:tally:{k}" for k in ("n", "last", "ex", "idx"))
-        self._counts = redis_counts.count_keys(p)
-        self._alerts = f"{p}:{{alerts}}"
-        self._keys = (f"{p}:{{apikeys}}", f"{p}:{{apikeys}}:revoked")
 
     def backend_error(self, exc: Exception) -> str | None:
         """redis-py's errors and lost sockets by class name; never keys or values."""
