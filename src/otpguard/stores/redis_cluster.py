@@ -29,7 +29,7 @@ from ..models import Bucket, RateDecision, RateRule
 from .base import allowed_decision
 from .redis_base import BATCH, REDIS_ERRORS, RedisBase
 from .redis_lua import ms, ts
-from .redis_lua_rates import RATE_KEEP, bucket_args, bucket_refusal, refusal
+from .redis_lua_rates import RATE_KEEP, bucket_args, bucket_refusal, rule_refusal
 
 
 @dataclass
@@ -98,7 +98,7 @@ class RedisStepwise(RedisBase):
             out = await self._run("hit", [self._rkey(r.key)], steps.hit_args(r, ours, True, add))
             steps.touched.add(r.key)
             if out[0] != 0:
-                return refusal(r, out[1], out[2], steps.now)
+                return rule_refusal(r, out, steps.now)
             if add and steps.cost:
                 steps.added.append(r.key)
             counts[i] = int(out[1])

@@ -3,8 +3,8 @@
 ``judge`` and ``record`` are the rules part of ``hit`` and ``admit``; the bucket
 functions are ``admission.py``'s arithmetic, exactly. Which rule refuses, and with
 which oldest entry, is decided inside the script (atomic with the write); the
-decision's shape (``allowed_decision``, ``refusal``) is made in Python from what the
-script returns.
+decision itself (``base.allowed_decision``, ``base.refusal``: the fullest rule's
+count, ``retry_after``) is made from what the script returns, as in every backend.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import admission
 from ..models import Bucket, RateDecision, RateRule
+from .base import refusal
 from .redis_lua import LIB, ms, ts
 
 RATE_KEEP = 3_600  # seconds a rate log outlives its longest window since the last hit
@@ -278,12 +279,11 @@ def credit_args(buckets: Sequence[Bucket], refund: int, now: float) -> list[Any]
     return args
 
 
-def refusal(r: RateRule, n: Any, oldest: Any, now: float) -> RateDecision:
-    """A rule's refusal from ``judge``'s answer. Room appears once the (n + cost -
-    limit)-th oldest entry leaves; when cost > limit it never fits and a full window
-    is the bound (as in the SQL stores)."""
-    retry_after = float(r.window) if oldest in ("", None) else float(oldest) + r.window - now
-    return RateDecision(False, r.name, retry_after, int(n), key=r.key)
+def rule_refusal(r: RateRule, out: Sequence[Any], now: float) -> RateDecision:
+    """``base.refusal`` from ``judge``'s answer ``{rule index, count, oldest ts or ''}``
+    (no oldest entry: the cost never fits)."""
+    oldest = None if out[2] in ("", None) else float(out[2])
+    return refusal(r, int(out[1]), oldest, now)
 
 
 def bucket_refusal(b: Bucket, out: Sequence[Any]) -> RateDecision:

@@ -28,8 +28,8 @@ from .redis_lua_rates import (
     keep_of,
     rate_keys,
     record_args,
-    refusal,
     rule_args,
+    rule_refusal,
 )
 
 
@@ -49,7 +49,7 @@ class RedisRates(RedisStepwise):
         args += record_args(keys, keep_of(rules), record)
         out = await self._run("hit", [self._rkey(k) for k in keys], args)
         if out[0] != 0:
-            return refusal(rules[out[0] - 1], out[1], out[2], now)
+            return rule_refusal(rules[out[0] - 1], out, now)
         return allowed_decision(rules, [int(n) for n in out[1:]], cost if record else 0)
 
     async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
@@ -77,7 +77,7 @@ class RedisRates(RedisStepwise):
         args += bucket_args(buckets, now, pressure, force)
         out = await self._run("admit", redis_keys, args)
         if out[0] > 0:
-            return refusal(rules[out[0] - 1], out[1], out[2], now)
+            return rule_refusal(rules[out[0] - 1], out, now)
         if out[0] < 0:
             return bucket_refusal(buckets[-out[0] - 1], out)
         return allowed_decision(rules, [int(n) for n in out[1:]], 1)
