@@ -27,12 +27,10 @@ from otpguard.errors import ConfigError, StorageError
 from otpguard.events import Event
 from otpguard.models import Bucket, Channel, RateRule, Status, Verification
 from otpguard.stores import Alert, ApiKey, EventQuery, store_from_url
-from otpguard.stores.redis import (
-    FLAG_KEEP,
-    RATE_KEEP,
-    VERIFICATION_KEEP,
-    RedisStore,
-)
+from otpguard.stores.redis import RedisStore
+from otpguard.stores.redis_admin import FLAG_KEEP
+from otpguard.stores.redis_lua_rates import RATE_KEEP
+from otpguard.stores.redis_verifications import VERIFICATION_KEEP
 
 from .needs import unavailable
 from .redis_cluster import ClusterUnavailable, RedisClusterProcess, free_ports
@@ -257,6 +255,30 @@ async def test_cluster_spreads_verifications_over_nodes(cluster_store: RedisStor
 # -- hit in Cluster: acquire, then compensate ----------------------------------------------
 
 
+async def _a_large_limit_is_a_limit(store: RedisStore, keys: tuple[str, str]) -> None:
+    """Only ``record_only`` makes a rule a counter: a huge limit is counted and judged
+    like any other (it once meant "record-only" here), and it is the fullest rule."""
+    big = RateRule("big", keys[0], 2**40, 60)
+    counter = RateRule("counter", keys[1], 0, 60, record_only=True)
+    for n in (1, 2, 3):
+        d = await store.hit([big, counter], T0 + n)
+        assert (d.allowed, d.count) == (True, n)
+    assert await store.count(keys[1], 60, T0 + 3) == 3  # recorded, never refusing
+    assert not (await store.hit([RateRule("big", keys[0], 3, 60)], T0 + 4)).allowed
+
+
+@pytest.mark.redis
+async def test_a_large_limit_is_a_limit(store: RedisStore) -> None:
+    await _a_large_limit_is_a_limit(store, ("big", "counter"))
+
+
+@pytest.mark.redis_cluster
+async def test_a_large_limit_is_a_limit_across_slots(cluster_store: RedisStore) -> None:
+    keys = ("ka", "kb")
+    assert len({key_slot(cluster_store._rkey(k).encode()) for k in keys}) == 2
+    await _a_large_limit_is_a_limit(cluster_store, keys)
+
+
 @pytest.mark.redis_cluster
 async def test_cluster_refusal_removes_what_earlier_rules_added(cluster_store: RedisStore) -> None:
     keys = ["ka", "kb", "kc"]
@@ -333,8 +355,28 @@ async def test_redis_errors_become_storage_errors_without_values(
     await raw.set(store._vkey(secret_id), "not a hash")
     with pytest.raises(StorageError) as info:
         await store.get_verification(secret_id)
-    assert secret_id not in str(info.value)
+    assert str(info.value) == "redis store: get_verification failed (ResponseError)"
     assert info.value.__cause__ is not None
+
+
+@pytest.mark.redis
+async def test_mixin_operations_translate_their_errors_too(store: RedisStore, raw: Any) -> None:
+    """The list and webhook parts are translated by the same ``Store.__init_subclass__``."""
+    p = store._opts.prefix
+    await raw.set(f"{p}:{{nl}}:entries", "not a hash")
+    await raw.set(f"{p}:{{wh}}:ep", "not a hash")
+    with pytest.raises(StorageError) as listed:
+        await store.list_entries(T0)
+    assert str(listed.value) == "redis store: list_entries failed (ResponseError)"
+    with pytest.raises(StorageError) as hooks:
+        await store.list_webhook_endpoints()
+    assert str(hooks.value) == "redis store: list_webhook_endpoints failed (ResponseError)"
+
+
+@pytest.mark.redis
+async def test_a_bug_is_not_disguised_as_a_storage_error(store: RedisStore) -> None:
+    with pytest.raises(ValueError, match="cost"):
+        await store.hit([RateRule("r", "k", 3, 60)], T0, cost=-1)
 
 
 def _start_server(port: int, directory: Path) -> subprocess.Popen[bytes]:
@@ -396,8 +438,9 @@ async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
 @pytest.mark.redis
 async def test_closed_store_and_never_opened_store_raise(store: RedisStore, redis_url: str) -> None:
     fresh = RedisStore(redis_url)
-    with pytest.raises(StorageError, match="not open"):
+    with pytest.raises(StorageError) as info:
         await fresh.count("k", 60, T0)
+    assert str(info.value) == "redis store: count failed (store is not open)"
     await store.aclose()
     with pytest.raises(StorageError, match="not open"):
         await store.list_events(EventQuery())

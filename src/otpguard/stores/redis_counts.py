@@ -18,8 +18,7 @@ from typing import Any
 
 from ..counters import FAMILIES, family_of
 from .base import EventCount
-
-BATCH = 500
+from .redis_base import BATCH
 
 # bump(k0, a0, cap, ttl): the count keys are KEYS[k0 ..] (hash, index, per family in
 # FAMILIES order); ARGV[a0 ..] holds (family number, field, minute, n) quads.

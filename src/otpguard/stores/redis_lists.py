@@ -18,11 +18,12 @@ entries are deleted by the next change and by both purges (through the indexes).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from ..numberlists import KEY_PREFIX, ListEntry, NumberListFull, decode, encode
+from .redis_base import RedisBase
+from .redis_lua import ts
 
 # KEYS: entries, block index, allow index. Deletes the entries whose until <= now and
 # their index members; returns how many.
@@ -73,12 +74,8 @@ PURGE_LUA = _PRUNE + "return prune(ARGV[1])\n"
 LIST_SCRIPTS = {"list_put": PUT_LUA, "list_delete": DELETE_LUA, "list_purge": PURGE_LUA}
 
 
-def _ts(x: float) -> str:
-    return repr(float(x))
-
-
 def pack(entry: ListEntry) -> str:
-    return f"{_ts(entry.until)}|{encode(entry)}"
+    return f"{ts(entry.until)}|{encode(entry)}"
 
 
 def unpack(packed: str | None, now: float) -> tuple[float, str] | None:
@@ -94,22 +91,9 @@ def _entry(pattern: str, packed: str | None, now: float) -> ListEntry | None:
     return None if live is None else decode(pattern, live[1], live[0])
 
 
-class RedisLists:
-    """Mixed into RedisStore, which provides the plumbing below."""
-
-    _list_prefix: str
-
-    async def _run(self, op: str, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        raise NotImplementedError  # RedisStore's
-
-    def _live(self, op: str) -> Any:
-        raise NotImplementedError  # RedisStore's
-
-    def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError  # RedisStore's
-
+class RedisLists(RedisBase):
     def _list_keys(self) -> list[str]:
-        p = self._list_prefix
+        p = self._opts.prefix
         return [f"{p}:{{nl}}:entries", f"{p}:{{nl}}:block", f"{p}:{{nl}}:allow"]
 
     def _queue_list_read(self, pipe: Any, keys: Sequence[str]) -> None:
@@ -127,19 +111,18 @@ class RedisLists:
         return out
 
     async def put_list_entry(self, entry: ListEntry, now: float, cap: int) -> ListEntry | None:
-        args = [entry.pattern, entry.kind, pack(entry), _ts(entry.until), _ts(now), cap]
-        out = await self._run("put_list_entry", "list_put", self._list_keys(), args)
+        args = [entry.pattern, entry.kind, pack(entry), ts(entry.until), ts(now), cap]
+        out = await self._run("list_put", self._list_keys(), args)
         if int(out[0]) == 0:
             raise NumberListFull(cap)
         return _entry(entry.pattern, out[1], now) if len(out) > 1 else None
 
     async def delete_list_entry(self, pattern: str, now: float) -> ListEntry | None:
-        out = await self._run("delete_list_entry", "list_delete", self._list_keys(), [pattern])
+        out = await self._run("list_delete", self._list_keys(), [pattern])
         return _entry(pattern, out or None, now)
 
     async def list_entries(self, now: float) -> list[ListEntry]:
-        with self._errors("list_entries"):
-            raw: dict[str, str] = await self._live("list_entries").hgetall(self._list_keys()[0])
+        raw: dict[str, str] = await self._live.hgetall(self._list_keys()[0])
         entries = [x for p, packed in raw.items() if (x := _entry(p, packed, now)) is not None]
         entries.sort(key=lambda x: x.pattern)
         entries.sort(key=lambda x: x.created_at, reverse=True)
@@ -147,13 +130,12 @@ class RedisLists:
 
     async def count_list_entries(self, now: float) -> dict[str, int]:
         _, block, allow = self._list_keys()
-        with self._errors("count_list_entries"):
-            client = self._live("count_list_entries")
-            return {
-                "block": int(await client.zcount(block, f"({_ts(now)}", "+inf")),
-                "allow": int(await client.zcount(allow, f"({_ts(now)}", "+inf")),
-            }
+        client = self._live
+        return {
+            "block": int(await client.zcount(block, f"({ts(now)}", "+inf")),
+            "allow": int(await client.zcount(allow, f"({ts(now)}", "+inf")),
+        }
 
     async def _purge_lists(self, now: float) -> int:
         """Delete the expired entries (both purges: entries have no TTL)."""
-        return int(await self._run("purge", "list_purge", self._list_keys(), [_ts(now)]))
+        return int(await self._run("list_purge", self._list_keys(), [ts(now)]))

@@ -17,11 +17,11 @@ other script runs, so no id is in two claims.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
 
+from .redis_base import RedisBase
 from .webhooks import (
     WebhookAttempt,
     WebhookDelivery,
@@ -117,38 +117,24 @@ PURGE_BATCH = 500
 LIST_BATCH = 200
 
 
-class RedisWebhooks(WebhookStore):
-    async def _run(self, op: str, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        raise NotImplementedError  # RedisStore's
-
-    def _live(self, op: str) -> Any:
-        raise NotImplementedError  # RedisStore's
-
-    def _errors(self, op: str) -> contextlib.AbstractContextManager[None]:
-        raise NotImplementedError  # RedisStore's
-
+class RedisWebhooks(RedisBase, WebhookStore):
     @property
     def _wh(self) -> list[str]:
-        prefix: str = self._opts.prefix  # type: ignore[attr-defined]
-        return [f"{prefix}:{{wh}}:{name}" for name in _FIELDS]
+        return [f"{self._opts.prefix}:{{wh}}:{name}" for name in _FIELDS]
 
     @property
     def _wh_ep(self) -> str:
-        prefix: str = self._opts.prefix  # type: ignore[attr-defined]
-        return f"{prefix}:{{wh}}:ep"
+        return f"{self._opts.prefix}:{{wh}}:ep"
 
     async def put_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
         data = json.dumps([endpoint.id, endpoint.url, endpoint.key_id, endpoint.created_at])
-        with self._errors("put_webhook_endpoint"):
-            await self._live("put_webhook_endpoint").hset(self._wh_ep, endpoint.scope, data)
+        await self._live.hset(self._wh_ep, endpoint.scope, data)
 
     async def delete_webhook_endpoint(self, scope: str) -> bool:
-        with self._errors("delete_webhook_endpoint"):
-            return bool(await self._live("delete_webhook_endpoint").hdel(self._wh_ep, scope))
+        return bool(await self._live.hdel(self._wh_ep, scope))
 
     async def list_webhook_endpoints(self) -> list[WebhookEndpoint]:
-        with self._errors("list_webhook_endpoints"):
-            raw = await self._live("list_webhook_endpoints").hgetall(self._wh_ep)
+        raw = await self._live.hgetall(self._wh_ep)
         out = []
         for scope, data in sorted(raw.items()):
             ep_id, url, key_id, created = json.loads(data)
@@ -164,13 +150,13 @@ class RedisWebhooks(WebhookStore):
         for d in deliveries:
             fixed = json.dumps([d.endpoint_id, d.event_type, d.payload, d.created_at])
             args += [d.id, d.endpoint_id, fixed, repr(d.created_at), repr(d.next_at)]
-        return int(await self._run("enqueue_webhooks", "wh_enqueue", self._wh, args))
+        return int(await self._run("wh_enqueue", self._wh, args))
 
     async def claim_webhooks(
         self, now: float, limit: int, lease: str, lease_until: float
     ) -> list[WebhookDelivery]:
         args = [repr(now), limit, lease, repr(lease_until)]
-        rows = await self._run("claim_webhooks", "wh_claim", self._wh, args)
+        rows = await self._run("wh_claim", self._wh, args)
         out = []
         for delivery_id, fixed, attempts, log in rows:
             endpoint_id, event_type, payload, created_at = json.loads(fixed)
@@ -190,61 +176,50 @@ class RedisWebhooks(WebhookStore):
         return sorted(out, key=lambda d: d.id)
 
     async def finish_webhook(
-        self,
-        delivery_id: str,
-        lease: str,
-        attempt: WebhookAttempt,
-        status: str,
-        next_at: float,
-        max_log: int,
-    ) -> bool:
+        self, delivery_id: str, lease: str, attempt: WebhookAttempt, status: str,
+        next_at: float, max_log: int,
+    ) -> bool:  # fmt: skip
         # Only the lease's holder writes the log, and the script writes only while the
         # lease holds: reading it first cannot lose another attempt's entry.
-        with self._errors("finish_webhook"):
-            log = await self._live("finish_webhook").hget(self._wh[6], delivery_id)
+        log = await self._live.hget(self._wh[6], delivery_id)
         if log is None:
             return False
         args = [delivery_id, lease, trimmed_log(log, attempt, max_log), status, repr(next_at)]
-        return bool(await self._run("finish_webhook", "wh_finish", self._wh, args))
+        return bool(await self._run("wh_finish", self._wh, args))
 
     async def list_webhook_deliveries(
-        self,
-        *,
-        endpoint_id: str | None = None,
-        status: str | None = None,
-        before_id: str | None = None,
-        limit: int = 100,
-    ) -> list[WebhookDelivery]:
+        self, *, endpoint_id: str | None = None, status: str | None = None,
+        before_id: str | None = None, limit: int = 100,
+    ) -> list[WebhookDelivery]:  # fmt: skip
         keys = self._wh
         out: list[WebhookDelivery] = []
         top = f"({before_id}" if before_id else "+"
-        with self._errors("list_webhook_deliveries"):
-            client = self._live("list_webhook_deliveries")
-            while len(out) < limit:
-                ids = await client.zrevrangebylex(keys[8], top, "-", 0, LIST_BATCH)
-                if not ids:
-                    break
-                top = f"({ids[-1]}"
-                fixed, st, att, lease, nxt, logs = [
-                    await client.hmget(keys[k], ids) for k in (0, 2, 3, 4, 5, 6)
-                ]
-                for i, delivery_id in enumerate(ids):
-                    if fixed[i] is None:
-                        continue  # purged between the two reads
-                    ep, event_type, payload, created_at = json.loads(fixed[i])
-                    if (endpoint_id and ep != endpoint_id) or (status and st[i] != status):
-                        continue
-                    out.append(
-                        WebhookDelivery(delivery_id, ep, event_type, payload, float(created_at),
-                                        float(nxt[i]), st[i], int(att[i]), lease[i] or "",
-                                        log_from_json(logs[i]))
-                    )  # fmt: skip
+        client = self._live
+        while len(out) < limit:
+            ids = await client.zrevrangebylex(keys[8], top, "-", 0, LIST_BATCH)
+            if not ids:
+                break
+            top = f"({ids[-1]}"
+            fixed, st, att, lease, nxt, logs = [
+                await client.hmget(keys[k], ids) for k in (0, 2, 3, 4, 5, 6)
+            ]
+            for i, delivery_id in enumerate(ids):
+                if fixed[i] is None:
+                    continue  # purged between the two reads
+                ep, event_type, payload, created_at = json.loads(fixed[i])
+                if (endpoint_id and ep != endpoint_id) or (status and st[i] != status):
+                    continue
+                out.append(
+                    WebhookDelivery(delivery_id, ep, event_type, payload, float(created_at),
+                                    float(nxt[i]), st[i], int(att[i]), lease[i] or "",
+                                    log_from_json(logs[i]))
+                )  # fmt: skip
         return out[:limit]
 
     async def purge_webhooks(self, before: float) -> int:
         total = 0
         while True:
-            n = int(await self._run("purge", "wh_purge", self._wh, [repr(before), PURGE_BATCH]))
+            n = int(await self._run("wh_purge", self._wh, [repr(before), PURGE_BATCH]))
             total += n
             if n < PURGE_BATCH:
                 return total
