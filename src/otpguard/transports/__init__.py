@@ -1,5 +1,9 @@
 """Delivery transports, chosen by name: console, memory, file, twilio; for the email
-channel also smtp and sendgrid (``OTPGUARD_EMAIL_TRANSPORT``)."""
+channel also smtp and sendgrid (``OTPGUARD_EMAIL_TRANSPORT``).
+
+The two functions here are the only place that reads the whole settings: each
+transport is built from its own section (Twilio from ``settings.twilio``, SMTP and
+SendGrid from ``settings.email``)."""
 
 from __future__ import annotations
 
@@ -31,11 +35,11 @@ def transport_from_settings(settings: Settings) -> Transport:
     if name == "file":
         from .file import FileTransport
 
-        return FileTransport(settings.outbox_file)
+        return FileTransport(settings.core.outbox_file)
     if name == "twilio":
         from .twilio import TwilioTransport
 
-        return TwilioTransport.from_settings(settings)
+        return TwilioTransport(settings.twilio)
     raise ConfigError(f"OTPGUARD_TRANSPORT: unknown transport {name!r}")
 
 
@@ -52,13 +56,13 @@ def email_transport_from_settings(settings: Settings) -> Transport | None:
             raise ConfigError(
                 "OTPGUARD_EMAIL_TRANSPORT=smtp needs aiosmtplib: pip install 'otpguard[email]'"
             ) from None
-        return SmtpTransport.from_settings(settings)
+        return SmtpTransport(settings.email)
     if name == "sendgrid":
         from .sendgrid import SendGridTransport
 
-        return SendGridTransport.from_settings(settings)
+        return SendGridTransport(settings.email)
     if name == "file":
         from .file import FileTransport
 
-        return FileTransport(settings.outbox_file)
+        return FileTransport(settings.core.outbox_file)
     return transport_from_settings(settings.model_copy(update={"transport": name}))

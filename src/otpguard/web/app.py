@@ -154,25 +154,8 @@ def _install_extensions(app: FastAPI) -> None:
             app.include_router(module.router)
 
 
-def create_app(
-    settings: Settings,
-    verifier: Verifier | None = None,
-    *,
-    clock: Clock = system_clock,
-    background: bool = True,
-) -> FastAPI:
-    """Build the app. Without ``verifier``, one is made from the settings (store by URL,
-    transport by name). ``background`` runs the purge job (and other periodic jobs)."""
-    settings = check_startup(settings)
-    if verifier is None:
-        verifier = Verifier(
-            settings,
-            store_from_url(settings.store_url),
-            transport_from_settings(settings),
-            clock=clock,
-            email_transport=email_transport_from_settings(settings),
-        )
-    jobs: list[Callable[[asyncio.Event], Any]] = []
+def _lifespan(verifier: Verifier, background: bool) -> Callable[[FastAPI], Any]:
+    """Open the engine, run the periodic jobs (with ``background``), close it all."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -191,18 +174,40 @@ def create_app(
                     await asyncio.wait_for(t, timeout=5)
             await verifier.aclose()
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    verifier: Verifier | None = None,
+    *,
+    clock: Clock = system_clock,
+    background: bool = True,
+) -> FastAPI:
+    """Build the app. Without ``verifier``, one is made from the settings (store by URL,
+    transport by name). ``background`` runs the purge job (and other periodic jobs)."""
+    settings = check_startup(settings)
+    if verifier is None:
+        verifier = Verifier(
+            settings,
+            store_from_url(settings.core.store_url),
+            transport_from_settings(settings),
+            clock=clock,
+            email_transport=email_transport_from_settings(settings),
+        )
+    jobs: list[Callable[[asyncio.Event], Any]] = []
     app = FastAPI(
         title="otpguard",
         version=VERSION,
         summary="Self-hosted, secure one-time-passcode verification.",
         docs_url=None,
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=_lifespan(verifier, background),
     )
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.jobs = jobs
-    app.state.key_cache = KeyCache(settings.api_key_cache_ttl)
+    app.state.key_cache = KeyCache(settings.core.api_key_cache_ttl)
     install_error_handlers(app)
     app.include_router(api_router)
     _install_docs(app)
