@@ -56,15 +56,20 @@ class ConversionWatch:
     def shadowed(self) -> bool:
         return "low_conversion" in self.section.shadow
 
-    def send_rules(self, number: Destination) -> list[RateRule]:
-        """Counters recorded with the send (in its atomic admit), when enabled."""
+    def _counters(self, what: str, number: Destination) -> list[RateRule]:
+        """The record-only counters of ``what`` (``sent``, ``ok``) for the number's
+        prefix and country (an address: its domain); none when the watch is off."""
         if not self.enabled:
             return []
         w = self.section.conversion_window
         return [
-            RateRule("conv", f"conv:sent:{kind}:{value}", 0, w, record_only=True)
+            RateRule("conv", f"conv:{what}:{kind}:{value}", 0, w, record_only=True)
             for kind, value in _values(number)
         ]
+
+    def send_rules(self, number: Destination) -> list[RateRule]:
+        """Counters recorded with the send (in its atomic admit), when enabled."""
+        return self._counters("sent", number)
 
     async def after_send(self, number: Destination, now: float) -> list[FraudVerdict]:
         """Judge the number's prefix and country on the counts after this send."""
@@ -108,10 +113,5 @@ class ConversionWatch:
         return out
 
     def approval_rules(self, number: Destination) -> list[RateRule]:
-        if not self.enabled:
-            return []
-        w = self.section.conversion_window
-        return [
-            RateRule("conv", f"conv:ok:{kind}:{value}", 0, w, record_only=True)
-            for kind, value in _values(number)
-        ]
+        """Counters recorded with an approval, when enabled."""
+        return self._counters("ok", number)

@@ -8,8 +8,10 @@ the email channel's settings and transport, production's safety rules);
 them, and only then gives development its key file. Nothing here opens a connection,
 creates a file or prints: a configuration that would be refused leaves no trace.
 
-``otpguard audit`` reports the same list as its ``config.startup`` item, so the audit
-fails on exactly what serving would refuse.
+``otpguard audit`` reports the same list as its ``config.startup`` item
+(``audit.checks_policy.check_config``), so the audit fails on exactly what serving
+would refuse. Each component's own check takes its section (``settings.email``,
+``settings.twilio``, ...); this module is where they are gathered.
 """
 
 from __future__ import annotations

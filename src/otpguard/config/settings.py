@@ -315,8 +315,9 @@ class Settings(BaseModel):
     def windows(self, name: str) -> list[tuple[int, int]]:
         """Parsed windows of a ``limit_*`` or ``fraud_budget_*`` setting, by name.
 
-        Kept for service.py's last string lookups (the lead moves them to the
-        sections at merge); everything else reads ``settings.limits`` and friends."""
+        Kept only for alerts.py's budget rule, its last caller (it moves to
+        ``settings.alerts.budget_global``/``budget_country`` when alerts.py takes its
+        section); everything else reads the parsed windows of the sections."""
         return list(windows_of(str(getattr(self, name))))
 
     def keyring(self) -> Keyring:
@@ -337,41 +338,15 @@ class Settings(BaseModel):
 
     # -- sections (sections.py), each derived once --------------------------------
 
-    @cached_property
-    def core(self) -> sections.CoreSection:
-        return sections.core_of(self)
-
-    @cached_property
-    def limits(self) -> sections.LimitsSection:
-        return sections.limits_of(self)
-
-    @cached_property
-    def fraud(self) -> sections.FraudSection:
-        return sections.fraud_of(self)
-
-    @cached_property
-    def admission(self) -> sections.AdmissionSection:
-        return sections.admission_of(self)
-
-    @cached_property
-    def twilio(self) -> sections.TwilioSection:
-        return sections.twilio_of(self)
-
-    @cached_property
-    def email(self) -> sections.EmailSection:
-        return sections.email_of(self)
-
-    @cached_property
-    def alerts(self) -> sections.AlertsSection:
-        return sections.alerts_of(self)
-
-    @cached_property
-    def challenge(self) -> sections.ChallengeSection:
-        return sections.challenge_of(self)
-
-    @cached_property
-    def webhooks(self) -> sections.WebhooksSection:
-        return sections.webhooks_of(self)
+    core = cached_property(sections.core_of)
+    limits = cached_property(sections.limits_of)
+    fraud = cached_property(sections.fraud_of)
+    admission = cached_property(sections.admission_of)
+    twilio = cached_property(sections.twilio_of)
+    email = cached_property(sections.email_of)
+    alerts = cached_property(sections.alerts_of)
+    challenge = cached_property(sections.challenge_of)
+    webhooks = cached_property(sections.webhooks_of)
 
 
 _SECTIONS = tuple(n for n, v in vars(Settings).items() if isinstance(v, cached_property))

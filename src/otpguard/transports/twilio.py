@@ -19,6 +19,10 @@ with its aiohttp client. Two things are ours:
 Twilio echoes the message body (the code) in its responses. Nothing here logs
 or keeps a response, a body or TwiML: only the resource SID and status leave
 this module, and the SDK's HTTP logger is held at WARNING.
+
+The transport takes the Twilio section (``settings.twilio``). Beside it:
+``twilio_sdk.py`` (the SDK's HTTP client without its memory of requests, and its
+errors translated once) and ``twilio_voice.py`` (what a call says).
 """
 
 from __future__ import annotations
