@@ -53,7 +53,7 @@ class DnsMxResolver:
     ``nameservers`` (``IP`` or ``IPv4:PORT``) when given, else the system's."""
 
     def __init__(self, nameservers: list[str] | None = None, timeout: float = MX_TIMEOUT) -> None:
-        try:
+        try:  # dnspython is an optional extra: imported only when the MX check is on
             import dns.asyncresolver
             import dns.nameserver
         except ImportError:  # pragma: no cover - the dev extras install it
@@ -70,7 +70,7 @@ class DnsMxResolver:
         self._resolver.lifetime = timeout
 
     async def mail_exchangers(self, domain: str) -> list[str] | None:
-        import dns.exception
+        import dns.exception  # installed: __init__ imported dnspython (an optional extra)
         import dns.resolver
 
         try:

@@ -17,6 +17,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..models import Channel
 from ..phone import DestinationPolicy, parse
+from ..sinks import sinks_from_section
 from ..startup import startup_problems
 from ..web import admin, api
 from .checks import check_codes, check_https, check_limits, check_secret_files, check_storage
@@ -154,6 +155,7 @@ def check_twilio(settings: Settings) -> Iterator[AuditItem]:
         )
         return
     try:
+        # Imported only for a production audit on Twilio: the SDK is heavy to import.
         from ..transports.twilio import TwilioTransport
 
         problems = TwilioTransport(settings.twilio).problems([Channel.SMS])
@@ -176,8 +178,6 @@ def check_monitoring(settings: Settings) -> Iterator[AuditItem]:
             "set OTPGUARD_LOG_EVENTS=true to ship events with your logs",
         )
     try:
-        from ..sinks import sinks_from_section
-
         sinks_from_section(settings.alerts)
     except ConfigError as exc:
         yield fail(

@@ -24,7 +24,7 @@ _NOT_ISO = {"UK": "GB", "EL": "GR"}
 def _region_code(raw: str) -> str:
     """An ISO 3166-1 alpha-2 code that phone numbers can have (``phonenumbers`` knows
     which); ``UK`` is refused with its ISO spelling, since GB numbers would never match."""
-    import phonenumbers
+    import phonenumbers  # loading settings alone does not load its number metadata
 
     code = raw.strip().upper()
     if code in _NOT_ISO:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..apikeys import KeyCache
 from ..clock import Clock, system_clock
-from ..config import Settings
+from ..config import Settings, load_settings
 from ..errors import OtpguardError, RateLimited, StorageError
 from ..service import Verifier
 from ..startup import check_startup
@@ -121,8 +123,6 @@ def install_error_handlers(app: FastAPI) -> None:
 def _install_docs(app: FastAPI) -> None:
     # fastapi-offline's package data: Swagger UI 5, which reads the OpenAPI 3.1 FastAPI
     # writes (swagger-ui-bundle's 4.15 rendered nothing). Only its static files are used.
-    import importlib.resources
-
     static = Path(str(importlib.resources.files("fastapi_offline") / "static"))
     app.mount("/docs/static", StaticFiles(directory=static), name="swagger-static")
 
@@ -138,8 +138,6 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def _install_extensions(app: FastAPI) -> None:
-    import importlib
-
     for target in EXTENSIONS:
         module_name, func = target.split(":")
         try:
@@ -225,6 +223,4 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
-    from ..config import load_settings
-
     return create_app(load_settings())
