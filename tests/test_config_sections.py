@@ -52,6 +52,7 @@ def test_flat_overrides_land_in_their_sections(tmp_path: Path) -> None:
     assert s.email.smtp.port == 2525 and s.email.sendgrid.timeout == 4.0
     assert s.email.dev_allowed == ("me@work.example",)
     assert s.alerts.mail.port == 25 and s.alerts.mail.to == ("ops@example.com",)
+    assert s.alerts.budget_countries == ("GB",) and s.alerts.conversion_counters_window == 3600
     assert s.challenge.timeout == 2.0 and s.webhooks.max_attempts == 3
     assert s.core.public_url == "https://otp.example" and s.core.production is False
 

@@ -231,6 +231,8 @@ class AlertsSection:
     price_currency: str
     budget_global: Windows  # the budgets the budget rule watches (fraud_budget_*)
     budget_country: Windows
+    budget_countries: tuple[str, ...]  # whose country budget it watches (allowed_countries)
+    conversion_counters_window: int  # the conversion watch's counters (fraud_conversion_window)
     spike_factor: float
     spike_min: int
     spike_window: int
@@ -319,6 +321,8 @@ def alerts_of(s: Settings) -> AlertsSection:
         price_currency=s.price_currency,
         budget_global=windows_of(s.fraud_budget_global),
         budget_country=windows_of(s.fraud_budget_country),
+        budget_countries=tuple(s.allowed_countries),
+        conversion_counters_window=s.fraud_conversion_window,
     )
 
 
