@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import SecretStr
@@ -47,6 +48,7 @@ def pick(cls: type[S], settings: Settings, prefix: str, **given: Any) -> S:
     """A section of ``cls`` whose field ``x`` is the setting ``prefix + x`` (a trailing
     ``_`` dropped), unless ``given``: window specs parsed, lists made tuples."""
     values = dict(given)
+    # Field types are strings here (postponed annotations), compared as written.
     for f in dataclasses.fields(cls):
         if f.name in values:
             continue
@@ -316,7 +318,7 @@ def alerts_of(s: Settings) -> AlertsSection:
         s,
         "alert_",
         mail=pick(AlertMail, s, "smtp_"),
-        price_table=dict(s.price_table),
+        price_table=MappingProxyType(dict(s.price_table)),  # read-only, as the section
         default_price=s.default_price,
         price_currency=s.price_currency,
         budget_global=windows_of(s.fraud_budget_global),
