@@ -85,12 +85,12 @@ async def measure(n: int, store_url: str, data_dir: Path, url: str) -> dict[str,
     async with Verifier(settings, store_from_url(store_url), MemoryTransport()) as v:
         store = v.store
         assert isinstance(store, WebhookStore)
-        outbox = WebhookOutbox(store, settings)
+        outbox = WebhookOutbox(store, settings.webhooks)
         v.webhooks = outbox
         await set_endpoint(store, v.keyring, key_scope("hooked"), url, time.time(),
                            production=False, allow_private=False)  # fmt: skip
         await outbox.refresh()
-        worker = WebhookWorker(store, v.keyring, settings, outbox)
+        worker = WebhookWorker(store, v.keyring, settings.webhooks, outbox)
         stop = asyncio.Event()
         job: asyncio.Task[None] | None = None
         order = [kind for kind in times for _ in range(n)]

@@ -5,7 +5,7 @@ sync tests and from tests running an event loop::
 
     with FakeTwilio() as fake:
         settings = fake.settings(public_url="https://otp.example")
-        transport = TwilioTransport.from_settings(settings)
+        transport = TwilioTransport(settings.twilio)
         await transport.send(message)
         assert fake.last_code("+447700900123") == message.code
         assert fake.requests[0].form["Body"].startswith("otpguard code")

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from otpguard import cli
 from otpguard.audit import (
     Remote,
-    Status,
+    Verdict,
     audit_remote,
     audit_settings,
     check_never_returned,
@@ -204,43 +204,43 @@ def test_max_in_window(windows: list[tuple[int, int]], span: int, expected: int 
 @pytest.mark.parametrize(
     ("overrides", "item", "status"),
     [
-        ({"code_ttl": 600}, "codes.expiry", Status.WARN),
-        ({"code_ttl": 180}, "codes.expiry", Status.PASS),
-        ({"max_attempts": 8}, "codes.attempts", Status.WARN),
-        ({}, "codes.length", Status.PASS),  # 10 sends x 5 attempts a day: 1 in 20,000
-        ({"limit_phone": "3/10m;30/24h"}, "codes.length", Status.WARN),  # 1 in 6,667
-        ({"limit_phone": "100/10m", "limit_failed_checks": "off"}, "codes.length", Status.FAIL),
-        ({"limit_phone": "off", "limit_failed_checks": "off"}, "codes.length", Status.FAIL),
-        ({"limit_phone": "off", "code_length": 10}, "codes.length", Status.PASS),  # 240 checks/day
-        ({"store": "mysql://x"}, "config.startup", Status.FAIL),
-        ({"limit_phone": "5/10m"}, "limits.phone", Status.WARN),
-        ({"limit_phone": "1/1m"}, "limits.phone", Status.WARN),
-        ({"limit_phone": "off"}, "limits.phone", Status.FAIL),
-        ({"limit_ip": "off"}, "limits.ip", Status.FAIL),
-        ({"limit_network": "off"}, "limits.ip", Status.WARN),
-        ({"limit_ipv6_48": "off"}, "limits.ip", Status.WARN),
-        ({"limit_failed_checks": "off"}, "limits.checks", Status.WARN),
-        ({"admission_global": "off", "limit_global": "off"}, "limits.global", Status.WARN),
-        ({"secret_keys": ["00" * 32]}, "storage.hmac", Status.FAIL),
-        ({"secret_keys": ["0123456789abcdef" * 4]}, "storage.hmac", Status.FAIL),
-        ({"secret_keys": []}, "storage.hmac", Status.FAIL),
-        ({"trusted_proxies": ["10.0.0.0/8"]}, "https.proxies", Status.PASS),
-        ({"trusted_proxies": ["0.0.0.0/0"]}, "https.proxies", Status.FAIL),
-        ({"trusted_proxies": ["::/0"]}, "https.proxies", Status.FAIL),
-        ({"tls_keyfile": "/nonexistent/key.pem"}, "https.enforced", Status.FAIL),
-        ({"allowed_countries": []}, "policy.countries", Status.WARN),
-        ({"allowed_countries": ["GB", "US", "FR"]}, "policy.premium_rate", Status.PASS),
-        ({"twilio_test_credentials": True}, "twilio.mode", Status.FAIL),
-        ({"twilio_auth_token": ""}, "twilio.mode", Status.FAIL),
-        ({"transport": "console"}, "twilio.mode", Status.FAIL),
-        ({"alert_sinks": ["log"]}, "monitoring.alerts", Status.WARN),
-        ({"alert_sinks": []}, "monitoring.alerts", Status.FAIL),
-        ({"alert_webhook_url": ""}, "monitoring.alerts", Status.FAIL),
-        ({"log_events": False}, "monitoring.tracking", Status.WARN),
-        ({"env": "development", "transport": "console"}, "twilio.mode", Status.PASS),
-        ({"env": "development", "twilio_test_credentials": True}, "twilio.mode", Status.PASS),
-        ({"env": "development"}, "twilio.mode", Status.WARN),
-        ({"env": "development"}, "https.enforced", Status.WARN),
+        ({"code_ttl": 600}, "codes.expiry", Verdict.WARN),
+        ({"code_ttl": 180}, "codes.expiry", Verdict.PASS),
+        ({"max_attempts": 8}, "codes.attempts", Verdict.WARN),
+        ({}, "codes.length", Verdict.PASS),  # 10 sends x 5 attempts a day: 1 in 20,000
+        ({"limit_phone": "3/10m;30/24h"}, "codes.length", Verdict.WARN),  # 1 in 6,667
+        ({"limit_phone": "100/10m", "limit_failed_checks": "off"}, "codes.length", Verdict.FAIL),
+        ({"limit_phone": "off", "limit_failed_checks": "off"}, "codes.length", Verdict.FAIL),
+        ({"limit_phone": "off", "code_length": 10}, "codes.length", Verdict.PASS),  # 240 checks/day
+        ({"store": "mysql://x"}, "config.startup", Verdict.FAIL),
+        ({"limit_phone": "5/10m"}, "limits.phone", Verdict.WARN),
+        ({"limit_phone": "1/1m"}, "limits.phone", Verdict.WARN),
+        ({"limit_phone": "off"}, "limits.phone", Verdict.FAIL),
+        ({"limit_ip": "off"}, "limits.ip", Verdict.FAIL),
+        ({"limit_network": "off"}, "limits.ip", Verdict.WARN),
+        ({"limit_ipv6_48": "off"}, "limits.ip", Verdict.WARN),
+        ({"limit_failed_checks": "off"}, "limits.checks", Verdict.WARN),
+        ({"admission_global": "off", "limit_global": "off"}, "limits.global", Verdict.WARN),
+        ({"secret_keys": ["00" * 32]}, "storage.hmac", Verdict.FAIL),
+        ({"secret_keys": ["0123456789abcdef" * 4]}, "storage.hmac", Verdict.FAIL),
+        ({"secret_keys": []}, "storage.hmac", Verdict.FAIL),
+        ({"trusted_proxies": ["10.0.0.0/8"]}, "https.proxies", Verdict.PASS),
+        ({"trusted_proxies": ["0.0.0.0/0"]}, "https.proxies", Verdict.FAIL),
+        ({"trusted_proxies": ["::/0"]}, "https.proxies", Verdict.FAIL),
+        ({"tls_keyfile": "/nonexistent/key.pem"}, "https.enforced", Verdict.FAIL),
+        ({"allowed_countries": []}, "policy.countries", Verdict.WARN),
+        ({"allowed_countries": ["GB", "US", "FR"]}, "policy.premium_rate", Verdict.PASS),
+        ({"twilio_test_credentials": True}, "twilio.mode", Verdict.FAIL),
+        ({"twilio_auth_token": ""}, "twilio.mode", Verdict.FAIL),
+        ({"transport": "console"}, "twilio.mode", Verdict.FAIL),
+        ({"alert_sinks": ["log"]}, "monitoring.alerts", Verdict.WARN),
+        ({"alert_sinks": []}, "monitoring.alerts", Verdict.FAIL),
+        ({"alert_webhook_url": ""}, "monitoring.alerts", Verdict.FAIL),
+        ({"log_events": False}, "monitoring.tracking", Verdict.WARN),
+        ({"env": "development", "transport": "console"}, "twilio.mode", Verdict.PASS),
+        ({"env": "development", "twilio_test_credentials": True}, "twilio.mode", Verdict.PASS),
+        ({"env": "development"}, "twilio.mode", Verdict.WARN),
+        ({"env": "development"}, "https.enforced", Verdict.WARN),
     ],
 )
 def test_check(
@@ -248,11 +248,11 @@ def test_check(
     tls_files: tuple[Path, Path, Path],
     overrides: dict[str, Any],
     item: str,
-    status: Status,
+    status: Verdict,
 ) -> None:
     finding = audit(tmp_path, tls_files, **overrides)[item]
     assert finding.status is status, finding
-    assert bool(finding.fix) == (status is not Status.PASS)
+    assert bool(finding.fix) == (status is not Verdict.PASS)
 
 
 def test_guesses_per_day_takes_the_lower_cap(tmp_path: Path) -> None:
@@ -274,8 +274,8 @@ def test_biased_codes_fail_the_randomness_check(tmp_path: Path) -> None:
             settings, generate=lambda n: "".join(secrets.choice("012345678") for _ in range(n))
         )
     )["codes.random"]
-    assert fair.status is Status.PASS
-    assert skewed.status is Status.FAIL and "frequencies" in skewed.detail
+    assert fair.status is Verdict.PASS
+    assert skewed.status is Verdict.FAIL and "frequencies" in skewed.detail
 
 
 class _Leaky(BaseModel):
@@ -291,11 +291,11 @@ def test_a_code_like_response_field_fails_never_returned() -> None:
         return {}
 
     (finding,) = check_never_returned([router])
-    assert finding.status is Status.FAIL and "/leaky otp_code" in finding.detail
+    assert finding.status is Verdict.FAIL and "/leaky otp_code" in finding.detail
     (real,) = check_never_returned()
-    assert real.status is Status.PASS
+    assert real.status is Verdict.PASS
     (empty,) = check_never_returned([APIRouter()])
-    assert empty.status is Status.FAIL  # nothing scanned is not a pass
+    assert empty.status is Verdict.FAIL  # nothing scanned is not a pass
 
 
 class _Permissive(DestinationPolicy):
@@ -307,7 +307,7 @@ def test_a_policy_that_lets_premium_numbers_through_fails(tmp_path: Path) -> Non
     settings = settings_with_env(tmp_path, allowed_countries=["GB"])
     permissive = _Permissive.from_settings(settings)
     finding = by_id(check_policy(settings, permissive))["policy.premium_rate"]
-    assert finding.status is Status.FAIL and "premium_rate GB via sms" in finding.detail
+    assert finding.status is Verdict.FAIL and "premium_rate GB via sms" in finding.detail
 
 
 def test_premium_rate_probe_really_probes(
@@ -326,12 +326,12 @@ def test_a_development_key_on_disk_is_judged(tmp_path: Path, tls_files: Any) -> 
     (data / "secret.key").write_text("ab" * 32 + "\n")
     settings = settings_with_env(tmp_path, env="development", secret_keys=[])
     findings = by_id(audit_settings(settings))
-    assert findings["storage.hmac"].status is Status.FAIL  # "abab...": two distinct bytes
+    assert findings["storage.hmac"].status is Verdict.FAIL  # "abab...": two distinct bytes
     (data / "secret.key").write_text(new_secret_hex() + "\n")
     (data / "secret.key").chmod(0o640)
     findings = by_id(audit_settings(settings))
-    assert findings["storage.hmac"].status is Status.PASS
-    assert findings["secrets.files"].status is Status.WARN
+    assert findings["storage.hmac"].status is Verdict.PASS
+    assert findings["secrets.files"].status is Verdict.WARN
 
 
 # -- scanning responses ---------------------------------------------------------------------
@@ -418,12 +418,12 @@ def test_remote_probe_of_a_hardened_server_passes(
         findings = by_id(asyncio.run(audit_remote(remote)))
         sent = srv.outbox.sent_to(UK_MOBILE)
     assert {f: v.status for f, v in findings.items()} == {
-        "remote.tls": Status.PASS,
-        "remote.hsts": Status.PASS,
-        "remote.headers": Status.PASS,
-        "remote.plain_http": Status.PASS,
-        "remote.auth": Status.PASS,
-        "remote.code_never_returned": Status.PASS,
+        "remote.tls": Verdict.PASS,
+        "remote.hsts": Verdict.PASS,
+        "remote.headers": Verdict.PASS,
+        "remote.plain_http": Verdict.PASS,
+        "remote.auth": Verdict.PASS,
+        "remote.code_never_returned": Verdict.PASS,
     }
     assert "403 https_required" in findings["remote.plain_http"].detail
     assert len(sent) == 1  # the probe really started a verification
@@ -458,9 +458,9 @@ def test_remote_probe_of_a_development_server_fails_plain_http(
         secure = Remote(srv.https_url, None, http_url=srv.http_url, verify=ctx)
         findings = by_id(asyncio.run(audit_remote(secure)))
         plain = by_id(asyncio.run(audit_remote(Remote(srv.http_url, srv.key))))
-    assert findings["remote.plain_http"].status is Status.FAIL
-    assert findings["remote.code_never_returned"].status is Status.WARN  # no API key given
-    assert plain["remote.tls"].status is Status.FAIL
+    assert findings["remote.plain_http"].status is Verdict.FAIL
+    assert findings["remote.code_never_returned"].status is Verdict.WARN  # no API key given
+    assert plain["remote.tls"].status is Verdict.FAIL
 
 
 def test_a_refused_probe_is_a_warning_not_a_pass(
@@ -473,6 +473,6 @@ def test_a_refused_probe_is_a_warning_not_a_pass(
         ctx = ssl.create_default_context(cafile=str(tls_files[2]))
         remote = Remote(srv.https_url, srv.key, http_url=srv.http_url, verify=ctx)  # magic number
         finding = by_id(asyncio.run(audit_remote(remote)))["remote.code_never_returned"]
-    assert finding.status is Status.WARN
+    assert finding.status is Verdict.WARN
     assert "destination_refused" in finding.detail
     assert "OTPGUARD_AUDIT_TEST_NUMBER" in finding.fix

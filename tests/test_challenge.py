@@ -25,7 +25,7 @@ __all__ = ["fake_siteverify"]  # the fixture, re-exported for pytest
 
 
 def verifier_for(fake: FakeSiteverify, tmp_path: Path, **extra: object) -> ChallengeVerifier:
-    v = ChallengeVerifier.from_settings(make_settings(tmp_path, **fake.settings(**extra)))
+    v = ChallengeVerifier.from_section(make_settings(tmp_path, **fake.settings(**extra)).challenge)
     assert v is not None
     return v
 
@@ -170,7 +170,7 @@ async def test_the_secret_and_tokens_are_never_logged_or_shown(
 
 
 def test_off_by_default_and_each_provider_has_its_own_url(tmp_path: Path) -> None:
-    assert ChallengeVerifier.from_settings(make_settings(tmp_path)) is None
+    assert ChallengeVerifier.from_section(make_settings(tmp_path).challenge) is None
     assert VERIFY_URLS == {
         "turnstile": "https://challenges.cloudflare.com/turnstile/v0/siteverify",
         "hcaptcha": "https://api.hcaptcha.com/siteverify",
@@ -184,7 +184,7 @@ def test_off_by_default_and_each_provider_has_its_own_url(tmp_path: Path) -> Non
             challenge_secret=SECRET,
             challenge_mode="always",
         )
-        v = ChallengeVerifier.from_settings(settings)
+        v = ChallengeVerifier.from_section(settings.challenge)
         assert v is not None and v.verify_url == url and v.mode == "always"
 
 
@@ -200,7 +200,7 @@ def test_read_from_the_environment(tmp_path: Path) -> None:
     settings = load_settings(env=env, data_dir=tmp_path)
     assert settings.challenge_provider == "hcaptcha" and settings.challenge_timeout == 1.5
     assert SECRET not in repr(settings)
-    assert challenge_problems(settings) == []
+    assert challenge_problems(settings.challenge) == []
     with pytest.raises(ConfigError, match="OTPGUARD_CHALLENGE_MODE"):
         load_settings(env={**env, "OTPGUARD_CHALLENGE_MODE": "sometimes"}, data_dir=tmp_path)
     with pytest.raises(ConfigError, match="OTPGUARD_CHALLENGE_PROVIDER"):
@@ -215,12 +215,12 @@ def test_a_provider_without_keys_names_every_problem_at_once(tmp_path: Path) -> 
     assert "OTPGUARD_CHALLENGE_SITE_KEY is not set" in message
     assert "OTPGUARD_CHALLENGE_SECRET is not set" in message
     with pytest.raises(ConfigError, match="OTPGUARD_CHALLENGE_SITE_KEY"):
-        ChallengeVerifier.from_settings(settings)
+        ChallengeVerifier.from_section(settings.challenge)
 
 
 def test_settings_that_do_nothing_while_off_are_refused(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, challenge_secret=SECRET, challenge_mode="always")
-    [problem] = challenge_problems(settings)
+    [problem] = challenge_problems(settings.challenge)
     assert "OTPGUARD_CHALLENGE_SECRET" in problem and "OTPGUARD_CHALLENGE_MODE=always" in problem
     assert SECRET not in problem
 
@@ -248,7 +248,7 @@ def test_verify_url_rules(tmp_path: Path, url: str, production: bool, problem: s
         challenge_verify_url=url,
         **extra,
     )
-    problems = challenge_problems(settings)
+    problems = challenge_problems(settings.challenge)
     if problem is None:
         assert problems == []
     else:

@@ -54,9 +54,9 @@ async def traffic(key_id: str, clock: ManualClock) -> None:
     ) as otp:
         store = otp.store
         assert isinstance(store, WebhookStore)
-        otp.webhooks = hooks = WebhookOutbox(store, settings)
+        otp.webhooks = hooks = WebhookOutbox(store, settings.webhooks)
         await otp.start(UK_MOBILE, owner=key_id)
-        worker = WebhookWorker(store, otp.keyring, settings, hooks, clock=clock)
+        worker = WebhookWorker(store, otp.keyring, settings.webhooks, hooks, clock=clock)
         assert await worker.run_once() == 2
 
 

@@ -24,7 +24,7 @@ def test_defaults() -> None:
         30,
     )
     assert s.transport == "console" and s.allowed_countries == ["GB"]
-    assert s.windows("limit_phone") == [(3, 600), (10, 86400)]
+    assert s.limits.phone == ((3, 600), (10, 86400))
     assert s.store_url.startswith("sqlite:///") and s.store_url.endswith("otpguard.db")
 
 

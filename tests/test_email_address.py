@@ -105,7 +105,7 @@ def test_mask_shows_no_more_than_initials_and_the_tld(address: str, masked: str)
 
 
 def policy(tmp_path: Path, **overrides: object) -> EmailPolicy:
-    return EmailPolicy.from_settings(make_settings(tmp_path, **overrides))
+    return EmailPolicy.from_section(make_settings(tmp_path, **overrides).email)
 
 
 def test_disposable_domains_and_their_subdomains(tmp_path: Path) -> None:
@@ -132,14 +132,14 @@ def test_allowed_domains(tmp_path: Path) -> None:
 def test_malformed_lists_are_named(tmp_path: Path, setting: str) -> None:
     settings = make_settings(tmp_path, **{setting: ["ok.example", "not a domain"]})
     with pytest.raises(ConfigError) as err:
-        EmailPolicy.from_settings(settings)
-        dev_allowed(settings)
+        EmailPolicy.from_section(settings.email)
+        dev_allowed(settings.email)
     assert f"OTPGUARD_{setting.upper()}" in err.value.message
 
 
 def test_dev_allowed_addresses_and_domains(tmp_path: Path) -> None:
     s = make_settings(tmp_path, dev_allowed_emails=["Me@Work.Example", "@team.example"])
-    assert dev_allowed(s) == (frozenset({"me@work.example"}), frozenset({"team.example"}))
+    assert dev_allowed(s.email) == (frozenset({"me@work.example"}), frozenset({"team.example"}))
 
 
 class FakeResolver:
@@ -159,7 +159,7 @@ async def test_mx_check(tmp_path: Path) -> None:
         {"mail.example": ["mx1.mail.example"], "null.example": ["."], "flaky.example": None}
     )
     settings = make_settings(tmp_path, email_require_mx=True)
-    p = EmailPolicy.from_settings(settings, resolver)
+    p = EmailPolicy.from_section(settings.email, resolver)
     assert (await p.decide_mx(parse("a@mail.example"), 0.0)).allowed
     assert (await p.decide_mx(parse("a@null.example"), 0.0)).reason == "no_mx"
     assert (await p.decide_mx(parse("a@nothing.example"), 0.0)).reason == "no_mx"
@@ -169,13 +169,13 @@ async def test_mx_check(tmp_path: Path) -> None:
     await p.decide_mx(parse("b@flaky.example"), 1.0)
     assert resolver.asked.count("mail.example") == 1
     assert resolver.asked.count("flaky.example") == 2
-    off = EmailPolicy.from_settings(make_settings(tmp_path), resolver)
+    off = EmailPolicy.from_section(make_settings(tmp_path).email, resolver)
     assert (await off.decide_mx(parse("a@nothing.example"), 0.0)).allowed
 
 
 async def test_mx_cache_is_bounded(tmp_path: Path) -> None:
     resolver = FakeResolver({})
-    p = EmailPolicy.from_settings(make_settings(tmp_path, email_require_mx=True), resolver)
+    p = EmailPolicy.from_section(make_settings(tmp_path, email_require_mx=True).email, resolver)
     for i in range(MX_CACHE_SIZE + 50):
         await p.decide_mx(EmailAddress(f"a@d{i}.example"), 0.0)
     assert len(p._mx) == MX_CACHE_SIZE
@@ -249,7 +249,7 @@ async def test_mx_check_through_settings_and_a_local_server(
         settings = make_settings(
             tmp_path, email_require_mx=True, email_mx_nameservers=[f"127.0.0.1:{server.port}"]
         )
-        p = EmailPolicy.from_settings(settings)
+        p = EmailPolicy.from_section(settings.email)
         assert (await p.decide_mx(parse("a@mail.example"), 0.0)).allowed
         assert (await p.decide_mx(parse("a@null.example"), 0.0)).reason == "no_mx"
         assert (await p.decide_mx(parse("a@gone.example"), 0.0)).reason == "no_mx"
@@ -259,7 +259,7 @@ async def test_mx_check_through_settings_and_a_local_server(
 def test_nameservers_are_ip_addresses(tmp_path: Path, entry: str) -> None:
     settings = make_settings(tmp_path, email_require_mx=True, email_mx_nameservers=[entry])
     with pytest.raises(ConfigError, match="OTPGUARD_EMAIL_MX_NAMESERVERS"):
-        EmailPolicy.from_settings(settings)
+        EmailPolicy.from_section(settings.email)
 
 
 @pytest.mark.parametrize("locale", sorted(EMAIL_TEMPLATES))

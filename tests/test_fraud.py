@@ -96,9 +96,8 @@ def test_defaults(settings: Settings) -> None:
     assert settings.fraud_conversion_min_rate == 0.1
     assert settings.fraud_conversion_suspend == 3600
     assert (settings.fraud_sequential_window, settings.fraud_sequential_threshold) == (600, 5)
-    assert settings.windows("fraud_budget_global") == []
-    assert settings.windows("fraud_budget_country") == []
-    assert settings.fraud_shadow == []
+    assert settings.fraud.budget_global == () and settings.fraud.budget_country == ()
+    assert settings.fraud_shadow == [] and settings.fraud.shadow == frozenset()
 
 
 # -- conversion watch ---------------------------------------------------------------------

@@ -66,5 +66,5 @@ def test_the_48_of_an_address(tmp_path: Path) -> None:
     assert ipv6_48_of("203.0.113.7") is None
     assert ipv6_48_of("unknown") is None
     settings = make_settings(tmp_path, limit_ipv6_48="off")
-    rules = send_rules(settings, parse(number(1)), "2001:db8:42::1")
+    rules = send_rules(settings.limits, parse(number(1)), "2001:db8:42::1")
     assert "ipv6_48" not in {r.name for r in rules}

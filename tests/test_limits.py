@@ -66,12 +66,13 @@ async def refused_by(rule: str, call: Any) -> RateLimited:
 
 
 def test_defaults(settings: Settings) -> None:
-    assert settings.windows("limit_phone") == [(3, 600), (10, 86400)]
-    assert settings.windows("limit_ip") == [(10, 600), (50, 86400)]
-    assert settings.windows("limit_network") == [(30, 600)]
-    assert settings.windows("limit_failed_checks") == [(10, 3600)]
-    assert settings.resend_cooldown == 30
-    assert [limits.resend_cooldown(settings, n) for n in range(1, 8)] == [
+    section = settings.limits
+    assert section.phone == ((3, 600), (10, 86400))
+    assert section.ip == ((10, 600), (50, 86400))
+    assert section.network == ((30, 600),)
+    assert section.failed_checks == ((10, 3600),)
+    assert section.resend_cooldown == 30
+    assert [limits.resend_cooldown(section, n) for n in range(1, 8)] == [
         30, 60, 120, 240, 480, 600, 600,
     ]  # fmt: skip
 

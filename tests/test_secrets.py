@@ -14,7 +14,8 @@ import pytest
 
 from otpguard import cli
 from otpguard.codes import new_secret_hex
-from otpguard.config import ConfigError, Settings, ensure_dev_key, load_settings
+from otpguard.config import Settings, ensure_dev_key, load_settings
+from otpguard.errors import ConfigError
 from otpguard.startup import check_startup
 from otpguard.transports.twilio import TwilioTransport
 
@@ -76,8 +77,8 @@ def test_settings_dumps_hide_every_secret(settings_factory: Callable[..., Settin
 
 
 def test_twilio_transport_repr_hides_credentials(settings_factory: Callable[..., Settings]) -> None:
-    transport = TwilioTransport.from_settings(
-        secret_settings(settings_factory, transport="twilio", twilio_from="+447400000001")
+    transport = TwilioTransport(
+        secret_settings(settings_factory, transport="twilio", twilio_from="+447400000001").twilio
     )
     assert_clean(repr(transport))
 

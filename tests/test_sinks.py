@@ -24,7 +24,7 @@ from otpguard.sinks import (
     SlackSink,
     WebhookSink,
     sign,
-    sinks_from_settings,
+    sinks_from_section,
     verify_signature,
 )
 from otpguard.stores.base import Alert
@@ -212,16 +212,16 @@ async def test_a_dead_sink_gives_up_and_never_blocks_submit() -> None:
     assert stuck.calls == 2 * 4 and d.failed == 4
 
 
-def test_sinks_from_settings(settings_factory: Callable[..., Settings]) -> None:
-    assert [s.name for s in sinks_from_settings(settings_factory())] == ["log"]
+def test_sinks_from_section(settings_factory: Callable[..., Settings]) -> None:
+    assert [s.name for s in sinks_from_section(settings_factory().alerts)] == ["log"]
     with pytest.raises(ConfigError, match="ALERT_WEBHOOK_SECRET"):
-        sinks_from_settings(
-            settings_factory(alert_sinks=["webhook"], alert_webhook_url="http://x/")
+        sinks_from_section(
+            settings_factory(alert_sinks=["webhook"], alert_webhook_url="http://x/").alerts
         )
     with pytest.raises(ConfigError, match="SLACK_URL"):
-        sinks_from_settings(settings_factory(alert_sinks=["slack"]))
+        sinks_from_section(settings_factory(alert_sinks=["slack"]).alerts)
     with pytest.raises(ConfigError, match="SMTP_HOST"):
-        sinks_from_settings(settings_factory(alert_sinks=["email"]))
+        sinks_from_section(settings_factory(alert_sinks=["email"]).alerts)
     full = settings_factory(
         alert_sinks=["log", "webhook", "slack", "email"],
         alert_webhook_url="http://127.0.0.1/h",
@@ -231,4 +231,4 @@ def test_sinks_from_settings(settings_factory: Callable[..., Settings]) -> None:
         smtp_from="a@example.com",
         smtp_to=["b@example.com"],
     )
-    assert [s.name for s in sinks_from_settings(full)] == ["log", "webhook", "slack", "email"]
+    assert [s.name for s in sinks_from_section(full.alerts)] == ["log", "webhook", "slack", "email"]

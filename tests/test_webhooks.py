@@ -355,7 +355,7 @@ async def test_a_retired_signing_key_fails_the_webhook_until_rotated(
     async with verifier:
         store = verifier.store
         assert isinstance(store, WebhookStore)
-        hooks = WebhookOutbox(store, settings)
+        hooks = WebhookOutbox(store, settings.webhooks)
         verifier.webhooks = hooks
         done = await set_endpoint(store, verifier.keyring, key_scope("k1"), receiver.url,
                                   clock(), production=False, allow_private=False)  # fmt: skip
@@ -363,13 +363,13 @@ async def test_a_retired_signing_key_fails_the_webhook_until_rotated(
         newer = Keyring.from_hex([new_secret_hex(), TEST_KEY])
         assert signing_secret(newer, done.endpoint) == done.secret
         await verifier.start(UK_MOBILE, owner="k1")
-        sent = WebhookWorker(store, newer, settings, hooks, clock=clock)
+        sent = WebhookWorker(store, newer, settings.webhooks, hooks, clock=clock)
         assert await sent.run_once() == 2
         assert len(verified(receiver, done.secret)) == 2
         await sent.aclose()
         retired = Keyring.from_hex([new_secret_hex()])
         await verifier.start("+447400654321", owner="k1")
-        failing = WebhookWorker(store, retired, settings, hooks, clock=clock)
+        failing = WebhookWorker(store, retired, settings.webhooks, hooks, clock=clock)
         assert await failing.run_once() == 2
         await failing.aclose()
         rows = await store.list_webhook_deliveries(status="failed")

@@ -38,7 +38,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import parse_windows
 from .models import Bucket, RateDecision
 
 #: A bucket row whose last write is older than this many time constants holds
@@ -111,9 +110,3 @@ def after_send(state: Level, cost: int) -> Level:
 
 def after_approval(state: Level, refund: int) -> Level:
     return Level(max(0.0, state.level - refund), state.earned + 1.0)
-
-
-def parse_buckets(spec: str) -> list[tuple[float, int]]:
-    """``BASE/TAU;...`` (units s, m, h, d; ``off`` for none) into (base, tau) pairs:
-    the grammar of the rate limits."""
-    return [(float(base), tau) for base, tau in parse_windows(spec)]

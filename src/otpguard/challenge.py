@@ -38,7 +38,7 @@ from .limits import UNKNOWN_IP
 from .version import VERSION
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from .config import ChallengeSection
 
 log = logging.getLogger("otpguard.challenge")
 
@@ -79,22 +79,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def challenge_problems(settings: Settings) -> list[str]:
+def challenge_problems(section: ChallengeSection) -> list[str]:
     """Why the challenge settings cannot work (empty when they can), every one named."""
     problems: list[str] = []
-    on = settings.challenge_provider != "off"
-    secret = settings.challenge_secret.get_secret_value()
+    on = section.provider != "off"
+    secret = section.secret.get_secret_value()
     if not on:
         stray = [
             name
             for name, value in (
-                ("OTPGUARD_CHALLENGE_SITE_KEY", settings.challenge_site_key),
+                ("OTPGUARD_CHALLENGE_SITE_KEY", section.site_key),
                 ("OTPGUARD_CHALLENGE_SECRET", secret),
-                ("OTPGUARD_CHALLENGE_VERIFY_URL", settings.challenge_verify_url),
+                ("OTPGUARD_CHALLENGE_VERIFY_URL", section.verify_url),
             )
             if value
         ]
-        if settings.challenge_mode == "always":
+        if section.mode == "always":
             stray.append("OTPGUARD_CHALLENGE_MODE=always")
         if stray:
             problems.append(
@@ -102,12 +102,12 @@ def challenge_problems(settings: Settings) -> list[str]:
                 "provider (turnstile, hcaptcha or recaptcha) or unset them"
             )
         return problems
-    if not settings.challenge_site_key:
+    if not section.site_key:
         problems.append(
             "OTPGUARD_CHALLENGE_SITE_KEY is not set: copy the site key from your "
-            f"{settings.challenge_provider} dashboard"
+            f"{section.provider} dashboard"
         )
-    elif not _SITE_KEY_RE.fullmatch(settings.challenge_site_key):
+    elif not _SITE_KEY_RE.fullmatch(section.site_key):
         problems.append(
             "OTPGUARD_CHALLENGE_SITE_KEY has characters a site key does not have "
             "(letters, digits, '-', '_' and '.' only)"
@@ -115,11 +115,11 @@ def challenge_problems(settings: Settings) -> list[str]:
     if not secret:
         problems.append(
             "OTPGUARD_CHALLENGE_SECRET is not set: copy the secret key from your "
-            f"{settings.challenge_provider} dashboard"
+            f"{section.provider} dashboard"
         )
     elif not secret.isprintable() or secret != secret.strip():
         problems.append("OTPGUARD_CHALLENGE_SECRET has spaces or control characters")
-    url = settings.challenge_verify_url
+    url = section.verify_url
     if url:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -128,7 +128,7 @@ def challenge_problems(settings: Settings) -> list[str]:
             )
         elif parts.username or parts.password:
             problems.append("OTPGUARD_CHALLENGE_VERIFY_URL must not hold credentials")
-        elif settings.production and parts.scheme != "https" and not _is_loopback(parts.hostname):
+        elif section.production and parts.scheme != "https" and not _is_loopback(parts.hostname):
             problems.append(
                 "OTPGUARD_CHALLENGE_VERIFY_URL must be https in production (plain http only "
                 "to a loopback address: the secret travels in the request)"
@@ -163,20 +163,20 @@ class ChallengeVerifier:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ChallengeVerifier | None:
+    def from_section(cls, section: ChallengeSection) -> ChallengeVerifier | None:
         """The verifier the settings describe; ``None`` when the provider is ``off``."""
-        problems = challenge_problems(settings)
+        problems = challenge_problems(section)
         if problems:
             raise ConfigError("the challenge step is not ready:\n  - " + "\n  - ".join(problems))
-        if settings.challenge_provider == "off":
+        if section.provider == "off":
             return None
         return cls(
-            settings.challenge_provider,
-            settings.challenge_site_key,
-            settings.challenge_secret.get_secret_value(),
-            mode=settings.challenge_mode,
-            verify_url=settings.challenge_verify_url or None,
-            timeout=settings.challenge_timeout,
+            section.provider,
+            section.site_key,
+            section.secret.get_secret_value(),
+            mode=section.mode,
+            verify_url=section.verify_url or None,
+            timeout=section.timeout,
         )
 
     def __repr__(self) -> str:  # never the secret

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from .disposable import DISPOSABLE_DOMAINS
@@ -31,7 +32,7 @@ from .errors import ConfigError, InvalidEmailAddress
 from .phone import PolicyDecision
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from .config import EmailSection
 
 log = logging.getLogger("otpguard.email")
 
@@ -52,7 +53,7 @@ class DnsMxResolver:
     ``nameservers`` (``IP`` or ``IPv4:PORT``) when given, else the system's."""
 
     def __init__(self, nameservers: list[str] | None = None, timeout: float = MX_TIMEOUT) -> None:
-        try:
+        try:  # dnspython is an optional extra: imported only when the MX check is on
             import dns.asyncresolver
             import dns.nameserver
         except ImportError:  # pragma: no cover - the dev extras install it
@@ -69,7 +70,7 @@ class DnsMxResolver:
         self._resolver.lifetime = timeout
 
     async def mail_exchangers(self, domain: str) -> list[str] | None:
-        import dns.exception
+        import dns.exception  # installed: __init__ imported dnspython (an optional extra)
         import dns.resolver
 
         try:
@@ -99,7 +100,7 @@ def _host_port(entry: str) -> tuple[str, int]:
     return address, number
 
 
-def _domains(raw: list[str], setting: str) -> frozenset[str]:
+def _domains(raw: Iterable[str], setting: str) -> frozenset[str]:
     out = set()
     for entry in raw:
         if not entry.strip():
@@ -129,17 +130,17 @@ class EmailPolicy:
         self._mx: OrderedDict[str, tuple[bool, float]] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings: Settings, resolver: MxResolver | None = None) -> EmailPolicy:
+    def from_section(cls, section: EmailSection, resolver: MxResolver | None = None) -> EmailPolicy:
         """Raises ConfigError naming the setting when a domain list is malformed."""
-        extra = _domains(settings.email_disposable_domains, "OTPGUARD_EMAIL_DISPOSABLE_DOMAINS")
-        allowed = _domains(settings.email_allowed_domains, "OTPGUARD_EMAIL_ALLOWED_DOMAINS")
-        if settings.email_require_mx and resolver is None:
-            resolver = DnsMxResolver(settings.email_mx_nameservers or None)
+        extra = _domains(section.disposable_domains, "OTPGUARD_EMAIL_DISPOSABLE_DOMAINS")
+        allowed = _domains(section.allowed_domains, "OTPGUARD_EMAIL_ALLOWED_DOMAINS")
+        if section.require_mx and resolver is None:
+            resolver = DnsMxResolver(list(section.mx_nameservers) or None)
         return cls(
             allowed_domains=allowed,
             disposable_domains=DISPOSABLE_DOMAINS | extra,
-            refuse_disposable=settings.email_refuse_disposable,
-            require_mx=settings.email_require_mx,
+            refuse_disposable=section.refuse_disposable,
+            require_mx=section.require_mx,
             resolver=resolver,
         )
 
@@ -173,11 +174,11 @@ class EmailPolicy:
         return PolicyDecision(True) if has_mx else PolicyDecision(False, "no_mx")
 
 
-def dev_allowed(settings: Settings) -> tuple[frozenset[str], frozenset[str]]:
+def dev_allowed(section: EmailSection) -> tuple[frozenset[str], frozenset[str]]:
     """``OTPGUARD_DEV_ALLOWED_EMAILS`` as (addresses, domains): ``@example.org`` is a
     whole domain. Raises ConfigError naming the setting."""
     addresses, domains = set(), set()
-    for entry in settings.dev_allowed_emails:
+    for entry in section.dev_allowed:
         entry = entry.strip()
         try:
             if entry.startswith("@"):

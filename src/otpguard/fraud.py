@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .config import Settings
+from .config import FraudSection
 from .destinations import Destination, is_email
 from .guards import subjects, suspension_key
 from .models import RateRule
@@ -47,31 +47,36 @@ def _values(number: Destination) -> tuple[tuple[str, str], ...]:
 
 
 class ConversionWatch:
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
+    def __init__(self, section: FraudSection, store: Store) -> None:
+        self.section = section
         self.store = store
-        self.enabled = settings.fraud_suspend_on_low_conversion
+        self.enabled = section.suspend_on_low_conversion
 
     @property
     def shadowed(self) -> bool:
-        return "low_conversion" in self.settings.fraud_shadow
+        return "low_conversion" in self.section.shadow
+
+    def _counters(self, what: str, number: Destination) -> list[RateRule]:
+        """The record-only counters of ``what`` (``sent``, ``ok``) for the number's
+        prefix and country (an address: its domain); none when the watch is off."""
+        if not self.enabled:
+            return []
+        w = self.section.conversion_window
+        return [
+            RateRule("conv", f"conv:{what}:{kind}:{value}", 0, w, record_only=True)
+            for kind, value in _values(number)
+        ]
 
     def send_rules(self, number: Destination) -> list[RateRule]:
         """Counters recorded with the send (in its atomic admit), when enabled."""
-        if not self.enabled:
-            return []
-        w = self.settings.fraud_conversion_window
-        return [
-            RateRule("conv", f"conv:sent:{kind}:{value}", 0, w, record_only=True)
-            for kind, value in _values(number)
-        ]
+        return self._counters("sent", number)
 
     async def after_send(self, number: Destination, now: float) -> list[FraudVerdict]:
         """Judge the number's prefix and country on the counts after this send."""
         if not self.enabled:
             return []
-        s = self.settings
-        w, young = s.fraud_conversion_window, s.fraud_observation_window
+        s = self.section
+        w, young = s.conversion_window, s.observation_window
         queries: list[tuple[str, int]] = []
         for kind, value in _values(number):
             queries += [
@@ -84,21 +89,21 @@ class ConversionWatch:
         for j, subject in enumerate(subjects(number)):
             total, recent, ok = counts[3 * j : 3 * j + 3]
             judged = total - recent
-            if judged < s.fraud_conversion_min_sends:
+            if judged < s.conversion_min_sends:
                 continue
             rate = ok / judged
-            if rate >= s.fraud_conversion_min_rate:
+            if rate >= s.conversion_min_rate:
                 continue
             flag = suspension_key(subject)
             if await self.store.get_flag(flag, now) is not None:
                 continue
-            until = now + s.fraud_conversion_suspend
+            until = now + s.conversion_suspend
             figures: dict[str, float | int | str] = {
                 "sent": judged,
                 "approved": ok,
                 "rate": round(rate, 3),
-                "min_rate": s.fraud_conversion_min_rate,
-                "min_sends": s.fraud_conversion_min_sends,
+                "min_rate": s.conversion_min_rate,
+                "min_sends": s.conversion_min_sends,
                 "window_s": w,
                 "until": until,
             }
@@ -108,10 +113,5 @@ class ConversionWatch:
         return out
 
     def approval_rules(self, number: Destination) -> list[RateRule]:
-        if not self.enabled:
-            return []
-        w = self.settings.fraud_conversion_window
-        return [
-            RateRule("conv", f"conv:ok:{kind}:{value}", 0, w, record_only=True)
-            for kind, value in _values(number)
-        ]
+        """Counters recorded with an approval, when enabled."""
+        return self._counters("ok", number)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .config import Settings
+from .config import LimitsSection, Settings, Windows
 from .destinations import Destination, is_email
 from .errors import InvalidRequest
 from .models import RateRule
@@ -88,62 +88,59 @@ def ipv6_48_of(ip: str) -> str | None:
     return str(ipaddress.ip_network(f"{addr}/48", strict=False))
 
 
-def _rules(settings: Settings, setting: str, name: str, key: str) -> list[RateRule]:
+def _rules(windows: Windows, name: str, key: str) -> list[RateRule]:
     """One rule per window, all on one key: a send is one log entry, counted over each
     window (``3/10m;10/24h`` counts the same sends over ten minutes and over a day)."""
-    return [
-        RateRule(name=name, key=f"{name}:{key}", limit=limit, window=window)
-        for limit, window in settings.windows(setting)
-    ]
+    return [RateRule(name, f"{name}:{key}", w.limit, w.seconds) for w in windows]
 
 
-def send_rules(settings: Settings, number: Destination, client_ip: str) -> list[RateRule]:
+def send_rules(limits: LimitsSection, number: Destination, client_ip: str) -> list[RateRule]:
     """Every rule a send (start or resend) must pass, most specific first."""
     site = ipv6_48_of(client_ip)
     if is_email(number):
-        return [
-            *_rules(settings, "limit_email", "email", number.mailbox),
-            *_rules(settings, "limit_ip", "ip", ip_key(client_ip)),
-            *_rules(settings, "limit_network", "network", network_of(client_ip)),
-            *(_rules(settings, "limit_ipv6_48", "ipv6_48", site) if site else []),
-            *_rules(settings, "limit_email_domain", "email_domain", number.domain),
-            *_rules(settings, "limit_global", "global", "all"),
-        ]
-    return [
-        *_rules(settings, "limit_phone", "phone", number.e164),
-        *_rules(settings, "limit_ip", "ip", ip_key(client_ip)),
-        *_rules(settings, "limit_network", "network", network_of(client_ip)),
-        *(_rules(settings, "limit_ipv6_48", "ipv6_48", site) if site else []),
-        *_rules(settings, "limit_prefix", "prefix", number.prefix),
-        *_rules(settings, "limit_country", "country", number.region or "unknown"),
-        *_rules(settings, "limit_global", "global", "all"),
+        most_specific = _rules(limits.email, "email", number.mailbox)
+    else:
+        most_specific = _rules(limits.phone, "phone", number.e164)
+    rules = [
+        *most_specific,
+        *_rules(limits.ip, "ip", ip_key(client_ip)),
+        *_rules(limits.network, "network", network_of(client_ip)),
+        *(_rules(limits.ipv6_48, "ipv6_48", site) if site else []),
     ]
+    if is_email(number):
+        rules += _rules(limits.email_domain, "email_domain", number.domain)
+    else:
+        rules += _rules(limits.prefix, "prefix", number.prefix)
+        rules += _rules(limits.country, "country", number.region or "unknown")
+    return rules + _rules(limits.global_, "global", "all")
 
 
-def failed_check_rules(settings: Settings, e164: str, client_ip: str | None) -> list[RateRule]:
+def failed_check_rules(limits: LimitsSection, e164: str, client_ip: str | None) -> list[RateRule]:
     """Wrong codes per number (across all its verifications) and per client IP (none
     when ``client_ip`` is None: a caller that has no end user's IP to give)."""
-    rules = _rules(settings, "limit_failed_checks", "failed_checks", e164)
+    rules = _rules(limits.failed_checks, "failed_checks", e164)
     if client_ip is None:
         return rules
     rules += [
-        RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}", limit, w)
-        for limit, w in settings.windows("limit_ip_failed_checks")
+        RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}", w.limit, w.seconds)
+        for w in limits.ip_failed_checks
     ]
     return rules
 
 
-def resend_cooldown(settings: Settings, sends: int) -> int:
+def resend_cooldown(limits: LimitsSection, sends: int) -> int:
     """Seconds to wait after the ``sends``-th message: 30, 60, 120, ... capped."""
-    base = settings.resend_cooldown
+    base = limits.resend_cooldown
     if base == 0:
         return 0
-    return int(min(base * 2 ** max(0, sends - 1), max(base, settings.resend_cooldown_max)))
+    return int(min(base * 2 ** max(0, sends - 1), max(base, limits.resend_cooldown_max)))
 
 
 def longest_window(settings: Settings) -> int:
-    """How long rate entries must be kept (the purge horizon)."""
-    names = [n for n in type(settings).model_fields if n.startswith(("limit_", "fraud_budget"))]
-    windows = [w for n in names for _, w in settings.windows(n)]
-    windows += [settings.fraud_conversion_window, settings.fraud_sequential_window]
+    """How long rate entries must be kept (the purge horizon): the longest window of
+    the limits and the fraud rules, the two sections whose counters the store keeps."""
+    fraud = settings.fraud
+    windows = [w.seconds for w in (*settings.limits.all_windows(), *fraud.budget_global,
+                                   *fraud.budget_country)]  # fmt: skip
+    windows += [fraud.conversion_window, fraud.sequential_window]
     return max(windows, default=86400)

@@ -134,16 +134,16 @@ def build_guards(
     email: EmailPolicy | None = None,
 ) -> list[Guard]:
     """The send path's guards, in order; those named in OTPGUARD_FRAUD_SHADOW wrapped."""
-    email = email or EmailPolicy.from_settings(settings)
+    email = email or EmailPolicy.from_section(settings.email)
     guards: list[Guard] = [
         DestinationGuard(policy, email),
-        DevelopmentGuard(settings, dev_allowed, dev_allowed_emails(settings)),
+        DevelopmentGuard(settings.production, dev_allowed, dev_allowed_emails(settings.email)),
         UndeliverableGuard(),
     ]
-    fraud: list[Guard] = [SequentialGuard(settings), BudgetGuard(settings)]
+    fraud: list[Guard] = [SequentialGuard(settings.fraud), BudgetGuard(settings.fraud)]
     if settings.fraud_suspend_on_low_conversion:
         fraud.insert(0, SuspensionGuard())
-    guards += [LimitGuard(settings)]
+    guards += [LimitGuard(settings.limits)]
     guards += [Shadow(g) if g.name in settings.fraud_shadow else g for g in fraud]
     guards.append(admission)
     return guards
@@ -201,17 +201,19 @@ class Verifier:
         # recorded event is handed to it after the store write that records it.
         self.webhooks: EventOutbox | None = None
         self.policy = DestinationPolicy.from_settings(settings)
-        self.watch = ConversionWatch(settings, store)
+        self.watch = ConversionWatch(settings.fraud, store)
         # The CAPTCHA step: the one given, else the settings' (None when it is off).
-        self.challenge = challenge or ChallengeVerifier.from_settings(settings)
+        self.challenge = challenge or ChallengeVerifier.from_section(settings.challenge)
         try:
             dev_allowed = frozenset(
                 parse(n, settings.default_region).e164 for n in settings.dev_allowed_numbers
             )
         except InvalidRequest as exc:
             raise ConfigError(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}") from None
-        self.admission = AdmissionGuard(settings, challenge_configured=self.challenge is not None)
-        self.email_policy = EmailPolicy.from_settings(settings, mx_resolver)
+        self.admission = AdmissionGuard(
+            settings.admission, challenge_configured=self.challenge is not None
+        )
+        self.email_policy = EmailPolicy.from_section(settings.email, mx_resolver)
         self.guards = build_guards(
             settings, self.policy, dev_allowed, self.admission, self.email_policy
         )
@@ -429,7 +431,7 @@ class Verifier:
             created_at=now,
             updated_at=now,
             expires_at=now + self.settings.code_ttl,
-            resend_available_at=now + limits.resend_cooldown(self.settings, 1),
+            resend_available_at=now + limits.resend_cooldown(self.settings.limits, 1),
             client_ip=ip,
             country=number.region,
             locale=pick_locale(locale, number.region),
@@ -759,7 +761,7 @@ class Verifier:
             tag,
             now,
             expires_at,
-            now + limits.resend_cooldown(self.settings, v.sends + 1),
+            now + limits.resend_cooldown(self.settings.limits, v.sends + 1),
         )
         if updated is None:  # lost a race with another resend, a check or a cancel
             current = await self._load(verification_id, now)
@@ -874,7 +876,7 @@ class Verifier:
             raise NotFound("no pending verification for that id or number")
         if not is_well_formed(code, v.code_length):
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
-        rules = limits.failed_check_rules(self.settings, v.to, ip)
+        rules = limits.failed_check_rules(self.settings.limits, v.to, ip)
         number = parse_destination(v.to, v.channel, self.settings.default_region)
         await self._reserve(rules, now, number, ip, v.channel)
         result = await self._compare(v, code, binding, ip, now, rules, by_number=False)
@@ -897,7 +899,7 @@ class Verifier:
         (so "no pending code" counts like any failure), one more before each further
         comparison; only an approval gives one back. Every failure answers the same."""
         number = parse_destination(to, None, self.settings.default_region)
-        rules = limits.failed_check_rules(self.settings, number.e164, ip if per_ip else None)
+        rules = limits.failed_check_rules(self.settings.limits, number.e164, ip if per_ip else None)
         await self._reserve(rules, now, number, ip, None)
         pending = await self.store.list_pending(
             number.e164, now, owner=owner, limit=PENDING_PER_CHECK

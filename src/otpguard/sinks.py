@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import httpx
 
 from .clock import Clock, system_clock
-from .config import Settings
+from .config import AlertsSection
 from .errors import ConfigError, OtpguardError
 from .stores.base import Alert
 
@@ -213,39 +213,40 @@ class EmailSink:
         await asyncio.to_thread(self._send_sync, notice)
 
 
-def sinks_from_settings(settings: Settings, *, clock: Clock = system_clock) -> list[Sink]:
+def sinks_from_section(alerts: AlertsSection, *, clock: Clock = system_clock) -> list[Sink]:
     """The configured sinks; a sink without the settings it needs is a ConfigError."""
     out: list[Sink] = []
-    for name in dict.fromkeys(settings.alert_sinks):
+    for name in dict.fromkeys(alerts.sinks):
         if name == "log":
             out.append(LogSink())
         elif name == "webhook":
-            secret = settings.alert_webhook_secret.get_secret_value()
-            if not settings.alert_webhook_url or len(secret) < 16:
+            secret = alerts.webhook_secret.get_secret_value()
+            if not alerts.webhook_url or len(secret) < 16:
                 raise ConfigError(
                     "the webhook alert sink needs OTPGUARD_ALERT_WEBHOOK_URL and "
                     "OTPGUARD_ALERT_WEBHOOK_SECRET (at least 16 characters) to sign its bodies"
                 )
-            out.append(WebhookSink(settings.alert_webhook_url, secret, clock=clock))
+            out.append(WebhookSink(alerts.webhook_url, secret, clock=clock))
         elif name == "slack":
-            if not settings.alert_slack_url:
+            if not alerts.slack_url:
                 raise ConfigError("the slack alert sink needs OTPGUARD_ALERT_SLACK_URL")
-            out.append(SlackSink(settings.alert_slack_url))
+            out.append(SlackSink(alerts.slack_url))
         elif name == "email":
-            if not (settings.smtp_host and settings.smtp_from and settings.smtp_to):
+            mail = alerts.mail
+            if not (mail.host and mail.from_ and mail.to):
                 raise ConfigError(
                     "the email alert sink needs OTPGUARD_SMTP_HOST, OTPGUARD_SMTP_FROM and "
                     "OTPGUARD_SMTP_TO"
                 )
             out.append(
                 EmailSink(
-                    settings.smtp_host,
-                    settings.smtp_port,
-                    settings.smtp_from,
-                    settings.smtp_to,
-                    user=settings.smtp_user,
-                    password=settings.smtp_password.get_secret_value(),
-                    starttls=settings.smtp_starttls,
+                    mail.host,
+                    mail.port,
+                    mail.from_,
+                    list(mail.to),
+                    user=mail.user,
+                    password=mail.password.get_secret_value(),
+                    starttls=mail.starttls,
                 )
             )
     return out

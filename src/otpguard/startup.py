@@ -8,16 +8,23 @@ the email channel's settings and transport, production's safety rules);
 them, and only then gives development its key file. Nothing here opens a connection,
 creates a file or prints: a configuration that would be refused leaves no trace.
 
-``otpguard audit`` reports the same list as its ``config.startup`` item, so the audit
-fails on exactly what serving would refuse.
+``otpguard audit`` reports the same list as its ``config.startup`` item
+(``audit.checks_policy.check_config``), so the audit fails on exactly what serving
+would refuse. Each component's own check takes its section (``settings.email``,
+``settings.twilio``, ...); this module is where they are gathered.
 """
 
 from __future__ import annotations
 
 from .challenge import challenge_problems
-from .config import Settings, ensure_dev_key
+from .config import EmailSection, Settings, ensure_dev_key
+from .email_address import parse as parse_address
+from .email_policy import EmailPolicy, dev_allowed
 from .errors import ConfigError, InvalidRequest
-from .models import Channel
+from .phone import DestinationPolicy, parse
+from .sinks import sinks_from_section
+from .stores import store_from_url
+from .transports.sendgrid import SendGridTransport
 
 
 def production_problems(settings: Settings) -> list[str]:
@@ -48,81 +55,67 @@ def production_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _twilio_channels(settings: Settings) -> list[Channel]:
-    """The channels the Twilio settings say are in use: SMS always; WhatsApp as soon as
-    any WhatsApp setting is given (a sender without a template fails every send)."""
-    channels = [Channel.SMS]
-    if settings.twilio_whatsapp_from or settings.twilio_whatsapp_content_sid:
-        channels.append(Channel.WHATSAPP)
-    return channels
-
-
-def email_problems(settings: Settings) -> list[str]:
+def email_problems(email: EmailSection) -> list[str]:
     """The email channel's settings: its domain lists, its sender and transport, and
     in production TLS to the relay and no development transport."""
-    from .email_address import parse as parse_address
-    from .email_policy import EmailPolicy, dev_allowed
-
     problems: list[str] = []
-    for check in (EmailPolicy.from_settings, dev_allowed):
+    for check in (EmailPolicy.from_section, dev_allowed):
         try:
-            check(settings)
+            check(email)
         except ConfigError as exc:
             problems.append(exc.message)
-    name = settings.email_transport
+    name = email.transport
     if name in ("smtp", "sendgrid"):
         try:
-            parse_address(settings.email_from)
+            parse_address(email.from_)
         except InvalidRequest:
             problems.append(
                 f"OTPGUARD_EMAIL_TRANSPORT={name} needs OTPGUARD_EMAIL_FROM, the sender "
                 "address (like codes@example.com)"
             )
-    if name == "smtp":
+    problems += _email_transport_problems(email)
+    if email.require_mx:
         try:
-            from .transports.smtp import SmtpTransport
-        except ImportError:
-            problems.append("OTPGUARD_EMAIL_TRANSPORT=smtp needs aiosmtplib: pip install "
-                            "'otpguard[email]'")  # fmt: skip
-        else:
-            problems += [f"the smtp transport is not ready: {p}"
-                         for p in SmtpTransport(settings).problems()]  # fmt: skip
-    if name == "sendgrid":
-        from .transports.sendgrid import SendGridTransport
-
-        problems += [f"the sendgrid transport is not ready: {p}"
-                     for p in SendGridTransport(settings).problems()]  # fmt: skip
-    if settings.email_require_mx:
-        try:
-            import dns.asyncresolver  # noqa: F401 - only whether it is installed
+            import dns.asyncresolver  # noqa: F401 - an optional extra: only whether it is installed
         except ImportError:
             problems.append("OTPGUARD_EMAIL_REQUIRE_MX=true needs dnspython: pip install "
                             "'otpguard[email]'")  # fmt: skip
-    if settings.production:
+    if email.production:
         if name in ("console", "memory", "file"):
             problems.append(
                 f"OTPGUARD_EMAIL_TRANSPORT={name} is for development only; production needs "
                 "smtp or sendgrid (or leave it unset: no email channel)"
             )
-        if name == "smtp" and settings.email_smtp_tls == "none":
+        if name == "smtp" and email.smtp.tls == "none":
             problems.append(
                 "OTPGUARD_EMAIL_SMTP_TLS=none sends codes in clear text; production needs "
                 "starttls or implicit"
             )
-        if name == "sendgrid" and not settings.email_sendgrid_api_base.startswith("https://"):
+        if name == "sendgrid" and not email.sendgrid.api_base.startswith("https://"):
             problems.append("OTPGUARD_EMAIL_SENDGRID_API_BASE must be https:// in production")
     return problems
 
 
+def _email_transport_problems(email: EmailSection) -> list[str]:
+    """What the chosen relay transport itself says is missing."""
+    if email.transport == "smtp":
+        try:
+            from .transports.smtp import SmtpTransport  # aiosmtplib is an optional extra
+        except ImportError:
+            return ["OTPGUARD_EMAIL_TRANSPORT=smtp needs aiosmtplib: pip install "
+                    "'otpguard[email]'"]  # fmt: skip
+        return [f"the smtp transport is not ready: {p}" for p in SmtpTransport(email).problems()]
+    if email.transport == "sendgrid":
+        return [f"the sendgrid transport is not ready: {p}"
+                for p in SendGridTransport(email).problems()]  # fmt: skip
+    return []
+
+
 def startup_problems(settings: Settings) -> list[str]:
     """Every reason serving must refuse these settings (empty when it may start)."""
-    from .phone import DestinationPolicy, parse
-    from .sinks import sinks_from_settings
-    from .stores import store_from_url
-
     problems: list[str] = []
     try:
-        store_from_url(settings.store_url)  # parses the URL; connects to nothing
+        store_from_url(settings.core.store_url)  # parses the URL; connects to nothing
     except ConfigError as exc:
         problems.append(exc.message)
     try:
@@ -135,7 +128,7 @@ def startup_problems(settings: Settings) -> list[str]:
         except InvalidRequest as exc:
             problems.append(f"OTPGUARD_DEV_ALLOWED_NUMBERS: {exc.message}")
     try:
-        sinks_from_settings(settings)  # builds the sinks; sends nothing
+        sinks_from_section(settings.alerts)  # builds the sinks; sends nothing
     except ConfigError as exc:
         problems.append(exc.message)
     if settings.secret_keys:
@@ -144,14 +137,15 @@ def startup_problems(settings: Settings) -> list[str]:
         except ConfigError as exc:
             problems.append(exc.message)
     problems += production_problems(settings)
-    problems += challenge_problems(settings)
-    problems += email_problems(settings)
+    problems += challenge_problems(settings.challenge)
+    problems += email_problems(settings.email)
     if settings.transport == "twilio":
+        # Imported only when chosen: the Twilio SDK is heavy to import.
         from .transports.twilio import TwilioTransport
 
         problems += [
             f"the twilio transport is not ready: {p}"
-            for p in TwilioTransport(settings).problems(_twilio_channels(settings))
+            for p in TwilioTransport(settings.twilio).problems(settings.twilio.channels_in_use())
         ]
     return problems
 

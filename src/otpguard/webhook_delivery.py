@@ -35,7 +35,7 @@ import httpx
 
 from .clock import Clock, system_clock
 from .codes import Keyring
-from .config import Settings
+from .config import WebhooksSection
 from .errors import StorageError
 from .events import Event
 from .stores.base import Store
@@ -85,9 +85,9 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
 class WebhookOutbox:
     """The engine's side: events in, outbox rows out."""
 
-    def __init__(self, store: WebhookStore, settings: Settings) -> None:
+    def __init__(self, store: WebhookStore, section: WebhooksSection) -> None:
         self.store = store
-        self.settings = settings
+        self.section = section
         self.endpoints: dict[str, WebhookEndpoint] = {}  # scope -> endpoint
         self._loaded_at: float | None = None
         self._refused: dict[str, tuple[int, int]] = {}  # endpoint id -> (minute, count)
@@ -113,7 +113,7 @@ class WebhookOutbox:
         minute = int(ts // 60)
         seen_minute, n = self._refused.get(endpoint.id, (minute, 0))
         n = n if seen_minute == minute else 0
-        if n >= self.settings.webhook_refused_per_minute:
+        if n >= self.section.refused_per_minute:
             return False
         self._refused[endpoint.id] = (minute, n + 1)
         return True
@@ -169,7 +169,7 @@ class WebhookOutbox:
             rows = self.rows(events, await self._services(events, ROUTE.get()))
             if not rows:
                 return
-            added = await self.store.enqueue_webhooks(rows, self.settings.webhook_max_pending)
+            added = await self.store.enqueue_webhooks(rows, self.section.max_pending)
             if added < len(rows):
                 self.dropped += len(rows) - added
                 log.warning("%d webhooks dropped: endpoint queue full", len(rows) - added)
@@ -186,14 +186,14 @@ class WebhookWorker:
         self,
         store: WebhookStore,
         keyring: Keyring,
-        settings: Settings,
+        section: WebhooksSection,
         outbox: WebhookOutbox,
         *,
         clock: Clock = system_clock,
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.store, self.keyring, self.settings, self.outbox = store, keyring, settings, outbox
+        self.store, self.keyring, self.section, self.outbox = store, keyring, section, outbox
         self.clock = clock
         self.rng = rng
         self.client = client  # None: one client per batch, closed after it
@@ -205,7 +205,7 @@ class WebhookWorker:
             yield self.client
             return
         async with httpx.AsyncClient(
-            timeout=self.settings.webhook_timeout, follow_redirects=False, trust_env=False
+            timeout=self.section.timeout, follow_redirects=False, trust_env=False
         ) as client:
             yield client
 
@@ -217,7 +217,7 @@ class WebhookWorker:
         """Claim and post one batch; returns how many rows were attempted."""
         now = self.clock()
         lease = secrets.token_hex(8)
-        until = now + self.settings.webhook_timeout + LEASE_SLACK
+        until = now + self.section.timeout + LEASE_SLACK
         claimed = await self.store.claim_webhooks(now, BATCH, lease, until)
         if claimed:
             await self.outbox.current()
@@ -228,7 +228,7 @@ class WebhookWorker:
         return len(claimed)
 
     async def purge(self) -> int:
-        horizon = self.settings.webhook_retention_days * 86400.0
+        horizon = self.section.retention_days * 86400.0
         return await self.store.purge_webhooks(self.clock() - horizon)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -280,15 +280,15 @@ class WebhookWorker:
         elif (
             endpoint is None
             or secret is None
-            or d.attempts >= self.settings.webhook_max_attempts
-            or now - d.created_at >= self.settings.webhook_max_age
+            or d.attempts >= self.section.max_attempts
+            or now - d.created_at >= self.section.max_age
         ):
             status, next_at = FAILED, now
         else:
             status, next_at = PENDING, now + backoff(d.attempts, self.rng)
         try:
             await self.store.finish_webhook(
-                d.id, d.lease, attempt, status, next_at, self.settings.webhook_max_attempts
+                d.id, d.lease, attempt, status, next_at, self.section.max_attempts
             )
         except StorageError:
             log.warning("webhook %s: its attempt could not be recorded", d.id)
@@ -322,7 +322,7 @@ class WebhookWorker:
         """In production (unless private targets are allowed) every address the host
         resolves to must be public. (A name that changes between this look-up and the
         connection is not caught: see docs/webhooks.md.)"""
-        if not self.settings.production or self.settings.webhook_allow_private:
+        if not self.section.production or self.section.allow_private:
             return True
         parts = urlsplit(url)
         host = parts.hostname or ""

@@ -86,7 +86,7 @@ async def transports() -> AsyncIterator[Callable[[FakeTwilio], Factory]]:
 
     def for_fake(f: FakeTwilio) -> Factory:
         def make(**overrides: Any) -> TwilioTransport:
-            t = TwilioTransport.from_settings(f.settings(**overrides))
+            t = TwilioTransport(f.settings(**overrides).twilio)
             made.append(t)
             return t
 
@@ -482,12 +482,12 @@ def test_problems_are_empty_when_everything_is_configured() -> None:
         twilio_from=MAGIC_FROM,
         twilio_whatsapp_content_sid="HX" + "b" * 32,
     )
-    assert TwilioTransport.from_settings(settings).problems() == []
+    assert TwilioTransport(settings.twilio).problems() == []
 
 
 def test_problems_name_what_to_set() -> None:
-    problems = TwilioTransport.from_settings(
-        Settings(twilio_api_key=API_KEY, twilio_api_base="api.twilio.com")
+    problems = TwilioTransport(
+        Settings(twilio_api_key=API_KEY, twilio_api_base="api.twilio.com").twilio
     ).problems()
     text = "\n".join(problems)
     for name in (
@@ -498,8 +498,10 @@ def test_problems_name_what_to_set() -> None:
         "OTPGUARD_TWILIO_WHATSAPP_CONTENT_SID",
     ):
         assert name in text
-    only_sms = TwilioTransport.from_settings(
-        Settings(twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=UK)
+    only_sms = TwilioTransport(
+        Settings(
+            twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_from=UK
+        ).twilio
     ).problems([Channel.SMS, Channel.VOICE])
     assert only_sms == []
 

@@ -37,14 +37,14 @@ from __future__ import annotations
 from .checks import guesses_per_day, max_in_window
 from .checks_policy import audit_settings, check_never_returned
 from .command import add_parser, cmd_audit
-from .findings import Finding, Status, render_json, render_text, summary
+from .findings import AuditItem, Verdict, render_json, render_text, summary
 from .probe import TWILIO_MAGIC_VALID, Remote, audit_remote, response_leaks
 
 __all__ = [
     "TWILIO_MAGIC_VALID",
-    "Finding",
+    "AuditItem",
     "Remote",
-    "Status",
+    "Verdict",
     "add_parser",
     "audit_remote",
     "audit_settings",

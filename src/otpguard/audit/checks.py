@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..codes import generate_code, is_trivial
 from ..config import Settings
-from .findings import Finding, Status, fail, judge, ok, warn
+from .findings import AuditItem, Verdict, fail, judge, ok, warn
 
 CHECKLIST_TTL = 300  # "expire in 5 minutes or less"
 CHECKLIST_SENDS = 3  # "3 times in 10 minutes per user"
@@ -30,7 +30,7 @@ def max_in_window(windows: Iterable[tuple[int, int]], span: int) -> int | None:
 
 def check_codes(
     settings: Settings, samples: int = 2000, generate: Callable[[int], str] = generate_code
-) -> Iterator[Finding]:
+) -> Iterator[AuditItem]:
     """codes.random on ``samples`` codes from ``generate``; expiry; attempts."""
     n = settings.code_length
     codes = [generate(n) for _ in range(samples)]
@@ -75,19 +75,19 @@ def check_codes(
 def guesses_per_day(settings: Settings) -> int | None:
     """The most codes one number's attacker can try in a day (None: no cap): sends
     times attempts per verification, or the cap on wrong codes per number if lower."""
-    sends = max_in_window(settings.windows("limit_phone"), DAY)
+    sends = max_in_window(settings.limits.phone, DAY)
     caps = [
         c
         for c in (
             None if sends is None else sends * settings.max_attempts,
-            max_in_window(settings.windows("limit_failed_checks"), DAY),
+            max_in_window(settings.limits.failed_checks, DAY),
         )
         if c is not None
     ]
     return min(caps) if caps else None
 
 
-def check_guess_odds(settings: Settings) -> Finding:
+def check_guess_odds(settings: Settings) -> AuditItem:
     """codes.length: is the code long enough for the limits around it?"""
     n = settings.code_length
     guesses = guesses_per_day(settings)
@@ -99,11 +99,11 @@ def check_guess_odds(settings: Settings) -> Finding:
         return fail("codes.length", f"{n} digits, but guesses per number are not capped", fix)
     odds = guesses / 10**n
     status = (
-        Status.FAIL
+        Verdict.FAIL
         if odds > GUESS_ODDS_FAIL
-        else Status.WARN
+        else Verdict.WARN
         if odds > GUESS_ODDS_WARN
-        else Status.PASS
+        else Verdict.PASS
     )
     return judge(
         status,
@@ -114,16 +114,24 @@ def check_guess_odds(settings: Settings) -> Finding:
     )
 
 
-def check_limits(settings: Settings) -> Iterator[Finding]:
-    per_number = max_in_window(settings.windows("limit_phone"), CHECKLIST_WINDOW)
+def check_limits(settings: Settings) -> Iterator[AuditItem]:
+    """limits.phone, limits.ip, limits.checks, limits.global."""
+    yield _phone_limit(settings)
+    yield _ip_limits(settings)
+    yield _failed_check_limits(settings)
+    yield _global_limit(settings)
+
+
+def _phone_limit(settings: Settings) -> AuditItem:
+    per_number = max_in_window(settings.limits.phone, CHECKLIST_WINDOW)
     if per_number is None:
-        yield fail(
+        return fail(
             "limits.phone",
             "no send limit per number: one number can be sent codes without end",
             "set OTPGUARD_LIMIT_PHONE=3/10m;10/24h",
         )
     elif per_number > CHECKLIST_SENDS:
-        yield warn(
+        return warn(
             "limits.phone",
             f"up to {per_number} sends per number in 10 minutes ({settings.limit_phone}); "
             "the checklist says 3",
@@ -131,61 +139,70 @@ def check_limits(settings: Settings) -> Iterator[Finding]:
         )
     else:
         cooldown = f", resends {settings.resend_cooldown} s apart and doubling"
-        yield ok(
+        return ok(
             "limits.phone",
             f"at most {per_number} sends per number in 10 minutes ({settings.limit_phone})"
             + (cooldown if settings.resend_cooldown else ""),
         )
-    per_ip = max_in_window(settings.windows("limit_ip"), CHECKLIST_WINDOW)
-    per_net = max_in_window(settings.windows("limit_network"), CHECKLIST_WINDOW)
+
+
+def _ip_limits(settings: Settings) -> AuditItem:
+    per_ip = max_in_window(settings.limits.ip, CHECKLIST_WINDOW)
+    per_net = max_in_window(settings.limits.network, CHECKLIST_WINDOW)
     if per_ip is None:
-        yield fail(
+        return fail(
             "limits.ip",
             "no send limit per client IP",
             "set OTPGUARD_LIMIT_IP=10/10m;50/24h (and pass client_ip in API calls)",
         )
     elif per_net is None:
-        yield warn(
+        return warn(
             "limits.ip",
             f"per IP {settings.limit_ip}, but no limit per network (/24, /56)",
             "set OTPGUARD_LIMIT_NETWORK=30/10m",
         )
-    elif max_in_window(settings.windows("limit_ipv6_48"), CHECKLIST_WINDOW) is None:
-        yield warn(
+    elif max_in_window(settings.limits.ipv6_48, CHECKLIST_WINDOW) is None:
+        return warn(
             "limits.ip",
             f"per IP (IPv4 address, IPv6 /64) {settings.limit_ip}, per network "
             f"(IPv4 /24, IPv6 /56) {settings.limit_network}, but no limit per IPv6 /48",
             "set OTPGUARD_LIMIT_IPV6_48=60/10m;300/24h",
         )
     else:
-        yield ok(
+        return ok(
             "limits.ip",
             f"per IP (IPv4 address, IPv6 /64) {settings.limit_ip}, per network "
             f"(IPv4 /24, IPv6 /56) {settings.limit_network}, per IPv6 /48 "
             f"{settings.limit_ipv6_48}; client_ip as your backend passes it, trusted "
             "(docs/hardening.md)",
         )
-    if settings.windows("limit_failed_checks") and settings.windows("limit_ip_failed_checks"):
-        yield ok(
+
+
+def _failed_check_limits(settings: Settings) -> AuditItem:
+    if settings.limits.failed_checks and settings.limits.ip_failed_checks:
+        return ok(
             "limits.checks",
             f"wrong codes limited per number ({settings.limit_failed_checks}) "
             f"and per IP ({settings.limit_ip_failed_checks})",
         )
     else:
-        yield warn(
+        return warn(
             "limits.checks",
             "wrong codes are not limited across verifications (per number and per IP)",
             "set OTPGUARD_LIMIT_FAILED_CHECKS=10/1h and OTPGUARD_LIMIT_IP_FAILED_CHECKS=30/1h",
         )
-    if settings.windows("admission_global") or settings.windows("limit_global"):
-        yield ok(
+
+
+def _global_limit(settings: Settings) -> AuditItem:
+    if settings.admission.global_ or settings.limits.global_:
+        return ok(
             "limits.global",
             "a global ceiling on unconverted sends "
             f"(OTPGUARD_ADMISSION_GLOBAL={settings.admission_global}; "
             f"hard cap OTPGUARD_LIMIT_GLOBAL={settings.limit_global})",
         )
     else:
-        yield warn(
+        return warn(
             "limits.global",
             "no global ceiling on sends: a distributed attack is bounded only by your bill",
             "set OTPGUARD_ADMISSION_GLOBAL=100/10m;100/8h (or a hard OTPGUARD_LIMIT_GLOBAL)",
@@ -210,7 +227,7 @@ def _hex_keys(settings: Settings) -> tuple[list[str], str]:
     return [], ""
 
 
-def check_storage(settings: Settings) -> Iterator[Finding]:
+def check_storage(settings: Settings) -> Iterator[AuditItem]:
     keys, source = _hex_keys(settings)
     if not keys:
         if settings.production:
@@ -258,13 +275,13 @@ def _group_or_world(path: Path) -> bool:
     return bool(path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO))
 
 
-def check_secret_files(settings: Settings, config_path: Path | None) -> Iterator[Finding]:
+def check_secret_files(settings: Settings, config_path: Path | None) -> Iterator[AuditItem]:
     files = [p for p in (config_path, settings.data_dir / "secret.key") if p and p.is_file()]
     loose = [p for p in files if _group_or_world(p)]
     if loose:
         names = ", ".join(f"{p} ({oct(p.stat().st_mode & 0o777)})" for p in loose)
         yield judge(
-            Status.FAIL if settings.production else Status.WARN,
+            Verdict.FAIL if settings.production else Verdict.WARN,
             "secrets.files",
             f"readable by other users: {names}",
             "chmod 600 " + " ".join(str(p) for p in loose),
@@ -275,7 +292,7 @@ def check_secret_files(settings: Settings, config_path: Path | None) -> Iterator
         yield ok("secrets.files", "no config or key file on disk to check")
 
 
-def check_https(settings: Settings) -> Iterator[Finding]:
+def check_https(settings: Settings) -> Iterator[AuditItem]:
     tls = bool(settings.tls_certfile and settings.tls_keyfile)
     if tls:
         try:

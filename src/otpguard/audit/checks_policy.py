@@ -17,10 +17,11 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..models import Channel
 from ..phone import DestinationPolicy, parse
+from ..sinks import sinks_from_section
 from ..startup import startup_problems
 from ..web import admin, api
 from .checks import check_codes, check_https, check_limits, check_secret_files, check_storage
-from .findings import CODE_KEYS, Finding, Status, fail, judge, ok, warn
+from .findings import CODE_KEYS, AuditItem, Verdict, fail, judge, ok, warn
 
 
 def _field_names(schema: Any) -> Iterator[str]:
@@ -37,7 +38,7 @@ def _field_names(schema: Any) -> Iterator[str]:
             yield from _field_names(sub)
 
 
-def check_never_returned(routers: Iterable[APIRouter] | None = None) -> Iterator[Finding]:
+def check_never_returned(routers: Iterable[APIRouter] | None = None) -> Iterator[AuditItem]:
     """codes.never_returned: no response schema of the /v1 API and the admin API has a
     field named like a code. (/v2 answers Twilio's shapes; ``--url`` probes them.)"""
     routes = [
@@ -71,7 +72,9 @@ def check_never_returned(routers: Iterable[APIRouter] | None = None) -> Iterator
         )
 
 
-def check_policy(settings: Settings, policy: DestinationPolicy | None = None) -> Iterator[Finding]:
+def check_policy(
+    settings: Settings, policy: DestinationPolicy | None = None
+) -> Iterator[AuditItem]:
     """policy.premium_rate probes ``policy`` (the settings' own by default) with each
     allowed country's example premium-rate and shared-cost numbers; policy.countries."""
     try:
@@ -121,7 +124,7 @@ def check_policy(settings: Settings, policy: DestinationPolicy | None = None) ->
         yield ok("policy.countries", "codes go only to " + ", ".join(countries))
 
 
-def check_twilio(settings: Settings) -> Iterator[Finding]:
+def check_twilio(settings: Settings) -> Iterator[AuditItem]:
     t = settings.transport
     if not settings.production:
         if t in ("console", "memory", "file"):
@@ -152,9 +155,10 @@ def check_twilio(settings: Settings) -> Iterator[Finding]:
         )
         return
     try:
+        # Imported only for a production audit on Twilio: the SDK is heavy to import.
         from ..transports.twilio import TwilioTransport
 
-        problems = TwilioTransport.from_settings(settings).problems([Channel.SMS])
+        problems = TwilioTransport(settings.twilio).problems([Channel.SMS])
     except ConfigError as exc:
         problems = [exc.message]
     if problems:
@@ -163,7 +167,7 @@ def check_twilio(settings: Settings) -> Iterator[Finding]:
         yield ok("twilio.mode", "production on Twilio with live credentials and a sender")
 
 
-def check_monitoring(settings: Settings) -> Iterator[Finding]:
+def check_monitoring(settings: Settings) -> Iterator[AuditItem]:
     retention = f"every decision stored as an event ({settings.event_retention_days} days)"
     if settings.log_events:
         yield ok("monitoring.tracking", retention + " and logged as JSON")
@@ -174,9 +178,7 @@ def check_monitoring(settings: Settings) -> Iterator[Finding]:
             "set OTPGUARD_LOG_EVENTS=true to ship events with your logs",
         )
     try:
-        from ..sinks import sinks_from_settings
-
-        sinks_from_settings(settings)
+        sinks_from_section(settings.alerts)
     except ConfigError as exc:
         yield fail(
             "monitoring.alerts", f"an alert sink is misconfigured: {exc.message}", exc.message
@@ -187,14 +189,14 @@ def check_monitoring(settings: Settings) -> Iterator[Finding]:
     sinks = list(dict.fromkeys(settings.alert_sinks))
     if not sinks:
         yield judge(
-            Status.FAIL if settings.production else Status.WARN,
+            Verdict.FAIL if settings.production else Verdict.WARN,
             "monitoring.alerts",
             "no alert sink: spikes and fraud go unnoticed",
             "set OTPGUARD_ALERT_SINKS=log,webhook (or slack, email)",
         )
     elif sinks == ["log"]:
         yield judge(
-            Status.WARN if settings.production else Status.PASS,
+            Verdict.WARN if settings.production else Verdict.PASS,
             "monitoring.alerts",
             "alerts go to the log only",
             "add a sink someone reads: OTPGUARD_ALERT_SINKS=log,slack (or webhook, email)",
@@ -203,7 +205,7 @@ def check_monitoring(settings: Settings) -> Iterator[Finding]:
         yield ok("monitoring.alerts", "alerts go to " + ", ".join(sinks))
 
 
-def check_startup(settings: Settings) -> Iterator[Finding]:
+def check_config(settings: Settings) -> Iterator[AuditItem]:
 
     problems = startup_problems(settings)
     if problems:
@@ -218,10 +220,10 @@ def check_startup(settings: Settings) -> Iterator[Finding]:
         yield ok("config.startup", mode)
 
 
-def audit_settings(settings: Settings, config_path: Path | None = None) -> list[Finding]:
+def audit_settings(settings: Settings, config_path: Path | None = None) -> list[AuditItem]:
     """Every configuration check, in checklist order."""
     return [
-        *check_startup(settings),
+        *check_config(settings),
         *check_codes(settings),
         *check_limits(settings),
         *check_storage(settings),

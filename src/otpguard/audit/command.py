@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import load_settings
 from .checks_policy import audit_settings
-from .findings import Status, render_json, render_text
+from .findings import Verdict, render_json, render_text
 from .probe import TWILIO_MAGIC_VALID, Remote, audit_remote
 
 
@@ -57,7 +57,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         findings += asyncio.run(audit_remote(remote))
         title += f" and {args.url}"
     print(render_json(findings, title) if args.json else render_text(findings, title))
-    return 1 if any(f.status is Status.FAIL for f in findings) else 0
+    return 1 if any(f.status is Verdict.FAIL for f in findings) else 0
 
 
 def add_parser(subparsers: Any) -> None:

@@ -12,42 +12,42 @@ from dataclasses import asdict, dataclass
 CODE_KEYS = re.compile(r"(^|_)(code|otp|pin|passcode)$", re.IGNORECASE)
 
 
-class Status(enum.StrEnum):
+class Verdict(enum.StrEnum):
     PASS = "PASS"  # noqa: S105 - a verdict, not a password
     WARN = "WARN"
     FAIL = "FAIL"
 
 
 @dataclass(frozen=True)
-class Finding:
+class AuditItem:
     id: str
-    status: Status
+    status: Verdict
     detail: str
     fix: str = ""
 
 
-def ok(id_: str, detail: str) -> Finding:
-    return Finding(id_, Status.PASS, detail)
+def ok(id_: str, detail: str) -> AuditItem:
+    return AuditItem(id_, Verdict.PASS, detail)
 
 
-def warn(id_: str, detail: str, fix: str) -> Finding:
-    return Finding(id_, Status.WARN, detail, fix)
+def warn(id_: str, detail: str, fix: str) -> AuditItem:
+    return AuditItem(id_, Verdict.WARN, detail, fix)
 
 
-def fail(id_: str, detail: str, fix: str) -> Finding:
-    return Finding(id_, Status.FAIL, detail, fix)
+def fail(id_: str, detail: str, fix: str) -> AuditItem:
+    return AuditItem(id_, Verdict.FAIL, detail, fix)
 
 
-def judge(status: Status, id_: str, detail: str, fix: str) -> Finding:
+def judge(status: Verdict, id_: str, detail: str, fix: str) -> AuditItem:
     """A finding whose level depends on the environment; a PASS carries no fix."""
-    return Finding(id_, status, detail, "" if status is Status.PASS else fix)
+    return AuditItem(id_, status, detail, "" if status is Verdict.PASS else fix)
 
 
-def summary(findings: list[Finding]) -> dict[str, int]:
-    return {s.value.lower(): sum(f.status is s for f in findings) for s in Status}
+def summary(findings: list[AuditItem]) -> dict[str, int]:
+    return {s.value.lower(): sum(f.status is s for f in findings) for s in Verdict}
 
 
-def render_text(findings: list[Finding], title: str) -> str:
+def render_text(findings: list[AuditItem], title: str) -> str:
     width = max((len(f.id) for f in findings), default=10)
     lines = [title, ""]
     for f in findings:
@@ -59,11 +59,11 @@ def render_text(findings: list[Finding], title: str) -> str:
     return "\n".join(lines)
 
 
-def render_json(findings: list[Finding], title: str) -> str:
+def render_json(findings: list[AuditItem], title: str) -> str:
     return json.dumps(
         {
             "title": title,
-            "ok": not any(f.status is Status.FAIL for f in findings),
+            "ok": not any(f.status is Verdict.FAIL for f in findings),
             "summary": summary(findings),
             "checks": [asdict(f) | {"status": f.status.value} for f in findings],
         },

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..transports.file import read_outbox
-from .findings import CODE_KEYS, Finding, Status, fail, ok, warn
+from .findings import CODE_KEYS, AuditItem, Verdict, fail, ok, warn
 
 TWILIO_MAGIC_VALID = "+15005550006"
 HSTS_MIN_AGE = 31_536_000  # one year: what browsers' preload lists ask for
@@ -79,8 +79,8 @@ def _plain_url(url: str) -> str:
     return urlunsplit(("http", netloc, "", "", ""))
 
 
-async def _tls_checks(client: httpx.AsyncClient, remote: Remote) -> list[Finding]:
-    out: list[Finding] = []
+async def _tls_checks(client: httpx.AsyncClient, remote: Remote) -> list[AuditItem]:
+    out: list[AuditItem] = []
     if not remote.url.startswith("https://"):
         return [
             fail("remote.tls", f"{remote.url} is plain HTTP", "audit the https:// address"),
@@ -131,7 +131,7 @@ async def _tls_checks(client: httpx.AsyncClient, remote: Remote) -> list[Finding
     return out
 
 
-async def _plain_http_check(client: httpx.AsyncClient, remote: Remote) -> Finding:
+async def _plain_http_check(client: httpx.AsyncClient, remote: Remote) -> AuditItem:
     base = remote.http_url or _plain_url(remote.url)
     url = base + "/v1/verifications"
 
@@ -193,7 +193,7 @@ def _sent_code(outbox: Path | None, verification_id: str) -> str | None:
     return None
 
 
-async def _auth_check(client: httpx.AsyncClient, remote: Remote) -> Finding:
+async def _auth_check(client: httpx.AsyncClient, remote: Remote) -> AuditItem:
     r = await client.get(remote.url + "/v1/verifications/VE" + "0" * 32)
     if r.status_code == 401:
         return ok("remote.auth", "the API refuses requests without an API key (401)")
@@ -204,7 +204,7 @@ async def _auth_check(client: httpx.AsyncClient, remote: Remote) -> Finding:
     )
 
 
-async def _code_probe(client: httpx.AsyncClient, remote: Remote) -> Finding:
+async def _code_probe(client: httpx.AsyncClient, remote: Remote) -> AuditItem:
     id_ = "remote.code_never_returned"
     if not remote.api_key:
         return warn(
@@ -262,14 +262,14 @@ async def _code_probe(client: httpx.AsyncClient, remote: Remote) -> Finding:
     )
 
 
-async def audit_remote(remote: Remote) -> list[Finding]:
+async def audit_remote(remote: Remote) -> list[AuditItem]:
     remote.url = remote.url.rstrip("/")
     async with httpx.AsyncClient(
         verify=remote.verify, timeout=remote.timeout, follow_redirects=False
     ) as client:
         out = await _tls_checks(client, remote)
         out.append(await _plain_http_check(client, remote))
-        if out[0].status is Status.FAIL:
+        if out[0].status is Verdict.FAIL:
             return out
         out.append(await _auth_check(client, remote))
         out.append(await _code_probe(client, remote))

@@ -1,11 +1,23 @@
 """Delivery transports, chosen by name: console, memory, file, twilio; for the email
-channel also smtp and sendgrid (``OTPGUARD_EMAIL_TRANSPORT``)."""
+channel also smtp and sendgrid (``OTPGUARD_EMAIL_TRANSPORT``).
+
+The two functions here are the only place that reads the whole settings: each
+transport is built from its own section (Twilio from ``settings.twilio``, SMTP and
+SendGrid from ``settings.email``)."""
 
 from __future__ import annotations
 
-from ..config import Settings
+from typing import TYPE_CHECKING
+
 from ..errors import ConfigError
 from .base import Message, Receipt, Transport, pick_locale
+from .console import ConsoleTransport
+from .file import FileTransport
+from .memory import MemoryTransport
+from .sendgrid import SendGridTransport
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "Message",
@@ -21,21 +33,15 @@ def transport_from_settings(settings: Settings) -> Transport:
     """The transport named by ``OTPGUARD_TRANSPORT``."""
     name = settings.transport
     if name == "console":
-        from .console import ConsoleTransport
-
         return ConsoleTransport()
     if name == "memory":
-        from .memory import MemoryTransport
-
         return MemoryTransport()
     if name == "file":
-        from .file import FileTransport
-
-        return FileTransport(settings.outbox_file)
+        return FileTransport(settings.core.outbox_file)
     if name == "twilio":
-        from .twilio import TwilioTransport
+        from .twilio import TwilioTransport  # only when chosen: the SDK is heavy to import
 
-        return TwilioTransport.from_settings(settings)
+        return TwilioTransport(settings.twilio)
     raise ConfigError(f"OTPGUARD_TRANSPORT: unknown transport {name!r}")
 
 
@@ -47,18 +53,14 @@ def email_transport_from_settings(settings: Settings) -> Transport | None:
         return None
     if name == "smtp":
         try:
-            from .smtp import SmtpTransport
+            from .smtp import SmtpTransport  # aiosmtplib is an optional extra
         except ImportError:
             raise ConfigError(
                 "OTPGUARD_EMAIL_TRANSPORT=smtp needs aiosmtplib: pip install 'otpguard[email]'"
             ) from None
-        return SmtpTransport.from_settings(settings)
+        return SmtpTransport(settings.email)
     if name == "sendgrid":
-        from .sendgrid import SendGridTransport
-
-        return SendGridTransport.from_settings(settings)
+        return SendGridTransport(settings.email)
     if name == "file":
-        from .file import FileTransport
-
-        return FileTransport(settings.outbox_file)
+        return FileTransport(settings.core.outbox_file)
     return transport_from_settings(settings.model_copy(update={"transport": name}))

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from ..config import Settings
+from ..config import EmailSection
 from ..errors import UNKNOWN_OUTCOME, DeliveryError
 from ..models import Channel
 from .base import Message, Receipt, Transport
@@ -76,32 +76,28 @@ class SendGridTransport(Transport):
     reaches_real_phones = True  # real mailboxes
     channels = frozenset({Channel.EMAIL})
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
-        self.settings = settings
-        self.sender = settings.email_from
-        self.url = settings.email_sendgrid_api_base.rstrip("/") + MAIL_SEND_PATH
+    def __init__(self, section: EmailSection, client: httpx.AsyncClient | None = None) -> None:
+        self.account = section.sendgrid
+        self.sender = section.from_
+        self.url = self.account.api_base.rstrip("/") + MAIL_SEND_PATH
         self._client = client
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SendGridTransport:
-        return cls(settings)
 
     def problems(self) -> list[str]:
         out = []
-        if not self.settings.email_sendgrid_api_key.get_secret_value():
+        if not self.account.api_key.get_secret_value():
             out.append("OTPGUARD_EMAIL_SENDGRID_API_KEY is not set")
-        if not self.settings.email_sendgrid_api_base.startswith(("https://", "http://")):
+        if not self.account.api_base.startswith(("https://", "http://")):
             out.append("OTPGUARD_EMAIL_SENDGRID_API_BASE must be an http(s) URL")
         return out
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            timeout = self.settings.email_sendgrid_timeout
+            timeout = self.account.timeout
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=3.0))
         return self._client
 
     async def send(self, message: Message) -> Receipt:
-        key = self.settings.email_sendgrid_api_key.get_secret_value()
+        key = self.account.api_key.get_secret_value()
         with _translate():
             response = await self._http().post(
                 self.url,

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import aiosmtplib
 
-from ..config import Settings
+from ..config import EmailSection
 from ..errors import UNKNOWN_OUTCOME, DeliveryError
 from ..models import Channel
 from .base import Message, Receipt, Transport
@@ -83,42 +83,38 @@ class SmtpTransport(Transport):
     reaches_real_phones = True  # a relay reaches real mailboxes
     channels = frozenset({Channel.EMAIL})
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.sender = settings.email_from
+    def __init__(self, section: EmailSection) -> None:
+        self.relay = section.smtp
+        self.sender = section.from_
         self._tls_context: ssl.SSLContext | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpTransport:
-        return cls(settings)
 
     def problems(self) -> list[str]:
         """What keeps this transport from sending (start-up names them all)."""
-        s, out = self.settings, []
-        if not s.email_smtp_host:
+        s, out = self.relay, []
+        if not s.host:
             out.append("OTPGUARD_EMAIL_SMTP_HOST is not set")
-        if s.email_smtp_user and not s.email_smtp_password.get_secret_value():
+        if s.user and not s.password.get_secret_value():
             out.append("OTPGUARD_EMAIL_SMTP_USER is set without OTPGUARD_EMAIL_SMTP_PASSWORD")
-        if s.email_smtp_ca_file is not None and not s.email_smtp_ca_file.is_file():
-            out.append(f"OTPGUARD_EMAIL_SMTP_CA_FILE: {s.email_smtp_ca_file} is not a file")
+        if s.ca_file is not None and not s.ca_file.is_file():
+            out.append(f"OTPGUARD_EMAIL_SMTP_CA_FILE: {s.ca_file} is not a file")
         return out
 
     def _context(self) -> ssl.SSLContext:
         if self._tls_context is None:
-            ca = self.settings.email_smtp_ca_file
+            ca = self.relay.ca_file
             self._tls_context = ssl.create_default_context(cafile=str(ca) if ca else None)
         return self._tls_context
 
     def _client(self) -> aiosmtplib.SMTP:
-        s = self.settings
-        mode = s.email_smtp_tls
+        s = self.relay
+        mode = s.tls
         return aiosmtplib.SMTP(
-            hostname=s.email_smtp_host,
-            port=s.email_smtp_port,
-            username=s.email_smtp_user or None,
-            password=s.email_smtp_password.get_secret_value() or None,
+            hostname=s.host,
+            port=s.port,
+            username=s.user or None,
+            password=s.password.get_secret_value() or None,
             local_hostname=self.sender.rpartition("@")[2] or "localhost",
-            timeout=s.email_smtp_timeout,
+            timeout=s.timeout,
             use_tls=mode == "implicit",
             start_tls=mode == "starttls",
             tls_context=self._context() if mode != "none" else None,

@@ -28,7 +28,7 @@ from ..errors import InvalidRequest
 from ..events import Event
 from ..metrics import CONTENT_TYPE_LATEST, LatencyMiddleware, Metrics
 from ..service import Verifier
-from ..sinks import Dispatcher, sinks_from_settings
+from ..sinks import Dispatcher, sinks_from_section
 from ..stats import parse_window, stats_for
 from ..stores.base import Alert, ApiKey, EventQuery
 from .api import ERRORS, admin_key, engine_of, iso, monitor_key
@@ -196,7 +196,7 @@ def install(app: FastAPI) -> None:
     verifier: Verifier = app.state.verifier
     settings: Settings = app.state.settings
     metrics_ = Metrics()
-    dispatcher = Dispatcher(sinks_from_settings(settings, clock=verifier.clock))
+    dispatcher = Dispatcher(sinks_from_section(settings.alerts, clock=verifier.clock))
     engine = AlertEngine(verifier, dispatcher, metrics=metrics_)
     verifier.listeners.append(metrics_.observe)
     app.state.monitor = Monitor(metrics_, dispatcher, engine)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..apikeys import KeyCache
 from ..clock import Clock, system_clock
-from ..config import Settings
+from ..config import Settings, load_settings
 from ..errors import OtpguardError, RateLimited, StorageError
 from ..service import Verifier
 from ..startup import check_startup
@@ -121,8 +123,6 @@ def install_error_handlers(app: FastAPI) -> None:
 def _install_docs(app: FastAPI) -> None:
     # fastapi-offline's package data: Swagger UI 5, which reads the OpenAPI 3.1 FastAPI
     # writes (swagger-ui-bundle's 4.15 rendered nothing). Only its static files are used.
-    import importlib.resources
-
     static = Path(str(importlib.resources.files("fastapi_offline") / "static"))
     app.mount("/docs/static", StaticFiles(directory=static), name="swagger-static")
 
@@ -138,8 +138,6 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def _install_extensions(app: FastAPI) -> None:
-    import importlib
-
     for target in EXTENSIONS:
         module_name, func = target.split(":")
         try:
@@ -154,25 +152,8 @@ def _install_extensions(app: FastAPI) -> None:
             app.include_router(module.router)
 
 
-def create_app(
-    settings: Settings,
-    verifier: Verifier | None = None,
-    *,
-    clock: Clock = system_clock,
-    background: bool = True,
-) -> FastAPI:
-    """Build the app. Without ``verifier``, one is made from the settings (store by URL,
-    transport by name). ``background`` runs the purge job (and other periodic jobs)."""
-    settings = check_startup(settings)
-    if verifier is None:
-        verifier = Verifier(
-            settings,
-            store_from_url(settings.store_url),
-            transport_from_settings(settings),
-            clock=clock,
-            email_transport=email_transport_from_settings(settings),
-        )
-    jobs: list[Callable[[asyncio.Event], Any]] = []
+def _lifespan(verifier: Verifier, background: bool) -> Callable[[FastAPI], Any]:
+    """Open the engine, run the periodic jobs (with ``background``), close it all."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -191,18 +172,40 @@ def create_app(
                     await asyncio.wait_for(t, timeout=5)
             await verifier.aclose()
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    verifier: Verifier | None = None,
+    *,
+    clock: Clock = system_clock,
+    background: bool = True,
+) -> FastAPI:
+    """Build the app. Without ``verifier``, one is made from the settings (store by URL,
+    transport by name). ``background`` runs the purge job (and other periodic jobs)."""
+    settings = check_startup(settings)
+    if verifier is None:
+        verifier = Verifier(
+            settings,
+            store_from_url(settings.core.store_url),
+            transport_from_settings(settings),
+            clock=clock,
+            email_transport=email_transport_from_settings(settings),
+        )
+    jobs: list[Callable[[asyncio.Event], Any]] = []
     app = FastAPI(
         title="otpguard",
         version=VERSION,
         summary="Self-hosted, secure one-time-passcode verification.",
         docs_url=None,
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=_lifespan(verifier, background),
     )
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.jobs = jobs
-    app.state.key_cache = KeyCache(settings.api_key_cache_ttl)
+    app.state.key_cache = KeyCache(settings.core.api_key_cache_ttl)
     install_error_handlers(app)
     app.include_router(api_router)
     _install_docs(app)
@@ -220,6 +223,4 @@ def create_app(
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
-    from ..config import load_settings
-
     return create_app(load_settings())

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Settings
+from ..config import CoreSection, Settings
 from ..errors import HttpsRequired
 from .middleware import error_body
 
@@ -142,11 +142,11 @@ class HttpsMiddleware:
     """Resolve scheme and client IP (trusted proxies only); refuse plain HTTP in production;
     add HSTS to HTTPS responses."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, core: CoreSection) -> None:
         self.app = app
-        self.networks = parse_networks(settings.trusted_proxies)
-        self.production = settings.production
-        self.public_url = settings.public_url.rstrip("/")
+        self.networks = parse_networks(core.trusted_proxies)
+        self.production = core.production
+        self.public_url = core.public_url.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -236,4 +236,4 @@ async def _respond(
 def install(app: FastAPI) -> None:
     """The ``create_app`` extension hook."""
     settings: Settings = app.state.settings
-    app.add_middleware(HttpsMiddleware, settings=settings)
+    app.add_middleware(HttpsMiddleware, core=settings.core)

@@ -180,8 +180,8 @@ def install(app: FastAPI) -> None:
     store = verifier.store
     if not isinstance(store, WebhookStore):  # a store of another make: no webhooks
         return
-    outbox = WebhookOutbox(store, settings)
-    worker = WebhookWorker(store, verifier.keyring, settings, outbox, clock=verifier.clock)
+    outbox = WebhookOutbox(store, settings.webhooks)
+    worker = WebhookWorker(store, verifier.keyring, settings.webhooks, outbox, clock=verifier.clock)
     verifier.webhooks = outbox
     app.state.webhooks = outbox
     app.state.webhook_worker = worker
