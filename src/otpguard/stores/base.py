@@ -93,6 +93,21 @@ def allowed_decision(rules: Sequence[RateRule], counts: Sequence[int], added: in
     return RateDecision(True, None, 0.0, after[fullest])
 
 
+def must_leave(rule: RateRule, count: int, cost: int) -> int:
+    """How many of the ``count`` entries in ``rule``'s window must leave before ``cost``
+    more fit; 0 when they fit now (record-only rules always fit)."""
+    return 0 if rule.record_only else max(0, count + cost - rule.limit)
+
+
+def refusal(rule: RateRule, count: int, oldest: float | None, now: float) -> RateDecision:
+    """A ``hit`` or ``admit`` refused by ``rule`` at ``count``: room appears once the
+    :func:`must_leave`-th oldest entry (recorded at ``oldest``) leaves the window; None
+    when it never fits (cost > limit), and a full window is the bound. Decided here
+    once for every backend."""
+    wait = float(rule.window) if oldest is None else oldest + rule.window - now
+    return RateDecision(False, rule.name, wait, count, key=rule.key)
+
+
 _T = TypeVar("_T")
 _TRANSLATED = "__otpguard_translated__"
 
@@ -413,6 +428,9 @@ class Store(abc.ABC):
         A backend that expires most of its data by itself may do less here."""
         return await self.purge(now, verification_grace, rate_horizon, event_horizon)
 
-    @abc.abstractmethod
     async def dump(self) -> str:
-        """Every stored byte as text, for the tests that prove no code is stored."""
+        """Every stored byte as text, for the tests that prove no code is stored.
+
+        Deprecated: the SQL stores no longer have it (``tests/dump.py`` reads their
+        tables over its own connection); Redis keeps its own until it moves too."""
+        raise NotImplementedError(f"{type(self).__name__} has no dump(): see tests/dump.py")
