@@ -29,21 +29,22 @@ import contextlib
 import functools
 from collections.abc import Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
-import psycopg.conninfo
 import psycopg_pool
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from .. import admission, counters
-from ..errors import ConfigError, StorageError
+from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
 from . import counts_sql
 from . import postgres_sql as q
 from .base import allowed_decision
+from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
+from .postgres_sql import split_url as _split_url
 from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks
 from .sql_store import SQLStore, ticket
 
@@ -52,7 +53,6 @@ Conn = psycopg.AsyncConnection[TupleRow]
 
 PURGE_BATCH = 5_000  # rows per DELETE: a huge purge never holds locks for long
 MIGRATION_LOCK = 0x6F7470677561  # "otpgua": the advisory lock key of the migrations
-POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
 PROBE_INTERVAL = 0.25  # seconds between reconnection probes while the server is down
 PROBE_CONNECT_TIMEOUT = 3  # libpq's connect_timeout (whole seconds, at least 2) per probe
 #: SQLSTATEs meaning "the server is not there" (besides errors without one, and PoolTimeout)
@@ -89,36 +89,6 @@ class _Cursor:
         if rows:
             async with self.conn.cursor() as cur:
                 await cur.executemany(_pg(sql), rows)
-
-
-def _split_url(url: str) -> tuple[str, dict[str, float]]:
-    """The libpq URL without otpguard's pool parameters, and those parameters."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("postgresql", "postgres"):
-        raise ConfigError(f"OTPGUARD_STORE: not a postgresql:// URL (scheme {parts.scheme!r})")
-    options: dict[str, float] = dict(POOL_DEFAULTS)
-    kept = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in POOL_DEFAULTS:
-            try:
-                options[name] = float(value)
-            except ValueError:
-                raise ConfigError(f"OTPGUARD_STORE: {name} must be a number") from None
-        else:
-            kept.append((name, value))
-    if not 1 <= options["pool_min_size"] <= options["pool_max_size"]:
-        raise ConfigError("OTPGUARD_STORE: need 1 <= pool_min_size <= pool_max_size")
-    if options["pool_timeout"] <= 0:
-        raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
-    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
-    try:  # libpq's own parser: names an unknown option now, not at the first connection
-        psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as exc:  # 'invalid URI query parameter: "foo"'
-        raise ConfigError(
-            f"OTPGUARD_STORE: {str(exc).strip()} (libpq options and otpguard's "
-            f"{', '.join(POOL_DEFAULTS)})"
-        ) from None
-    return conninfo, options
 
 
 def _unreachable(exc: psycopg.Error) -> bool:
@@ -342,14 +312,9 @@ class PostgresStore(SQLStore):
 
     # -- rate windows (the server-side functions of postgres_sql.py) ----------------
 
-    async def hit(
-        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    async def _hit(
+        self, rules: Sequence[RateRule], now: float, cost: int, record: bool
     ) -> RateDecision:
-        if cost < 0:
-            raise ValueError("cost must be >= 0")
-        if not rules:
-            return RateDecision(allowed=True)
-        rules = tuple(rules)
         params = q.judge_params(rules, (), now, cost, lock=record, record=record)
         row = await self._run(lambda cur: cur.one(q.JUDGE_CALL, params))
         assert row is not None
@@ -358,28 +323,17 @@ class PostgresStore(SQLStore):
             return refused
         return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
 
-    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
-        keys = list(dict.fromkeys(keys))
-        if not keys or cost <= 0:
-            return
-
+    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
         async def run(cur: Cursor) -> None:
-            await cur.run(q.LOCK_KEYS, (keys,))
-            await cur.run(q.RELEASE, {"keys": keys, "at": at, "cost": cost})
+            await cur.run(q.LOCK_KEYS, (list(keys),))
+            await cur.run(q.RELEASE, {"keys": list(keys), "at": at, "cost": cost})
 
         await self._run(run, WRITE)
 
-    async def admit(
-        self,
-        rules: Sequence[RateRule],
-        buckets: Sequence[Bucket],
-        now: float,
-        *,
-        pressure: float | None = None,
-        force: bool = False,
-    ) -> RateDecision:
-        rules, buckets = tuple(rules), tuple(buckets)
-
+    async def _admit(
+        self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
+        pressure: float | None, force: bool,
+    ) -> RateDecision:  # fmt: skip
         async def run(cur: Cursor) -> RateDecision:
             params = q.judge_params(rules, buckets, now, 1, lock=True, record=False)
             row = await cur.one(q.JUDGE_CALL, params)
@@ -399,15 +353,10 @@ class PostgresStore(SQLStore):
 
         return await self._run(run, WRITE)
 
-    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
-        buckets = tuple(buckets)
-        if not buckets:
-            return
-
+    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
         async def run(cur: Cursor) -> None:
-            row = await cur.one(
-                q.JUDGE_CALL, q.judge_params((), buckets, now, 0, lock=True, record=False)
-            )
+            params = q.judge_params((), buckets, now, 0, lock=True, record=False)
+            row = await cur.one(q.JUDGE_CALL, params)
             assert row is not None
             states = q.bucket_states(buckets, row, now)
             after = [admission.after_approval(st, refund) for st in states]
@@ -415,15 +364,9 @@ class PostgresStore(SQLStore):
 
         await self._run(run, WRITE)
 
-    async def count(self, key: str, window: int, now: float) -> int:
-        return (await self.counts([(key, window)], now))[0]
-
-    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
-        if not queries:
-            return []
+    async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
         sub = "(SELECT count(*) FROM rate_log WHERE key = ? AND ts > ?)"
-        sql = "SELECT " + ", ".join([sub] * len(queries))
-        params = [p for key, window in queries for p in (key, now - window)]
-        row = await self._run(lambda cur: cur.one(sql, params))
+        sql = "SELECT " + ", ".join([sub] * len(windows))
+        row = await self._run(lambda cur: cur.one(sql, [p for w in windows for p in w]))
         assert row is not None
         return [int(n) for n in row]

@@ -10,15 +10,20 @@ one-statement ``record_attempt``, and the migrations (the shared tables are
   arithmetic runs in Python (``otpguard.admission``, the same code as SQLite's), and one
   statement writes the rate entries and the buckets.
 
-These statements use psycopg's ``%s`` placeholders (the shared ones use ``?``).
+And the store URL's own parameters (``split_url``). These statements use psycopg's
+``%s`` placeholders (the shared ones use ``?``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg.conninfo
 
 from .. import admission
+from ..errors import ConfigError
 from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
 from .base import refusal
@@ -30,13 +35,11 @@ CREATE FUNCTION otpguard_hit(
     p_keys text[], p_starts float8[], p_limits int[], p_cost int, p_now float8, p_record bool
 ) RETURNS TABLE (refused int, counts bigint[], oldest float8)
 LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE
-    i int;
-    n bigint;
-    must_leave bigint;
+DECLARE i int; n bigint; must_leave bigint;
 BEGIN
-    -- Each statement of a VOLATILE function takes a fresh snapshot, so the counts
-    -- below see everything committed by whoever held these locks before us.
+    -- The first release's function, kept for instances of older releases. Each
+    -- statement of a VOLATILE function takes a fresh snapshot: the counts below see
+    -- everything committed by whoever held these locks before us.
     IF p_record THEN
         PERFORM pg_advisory_xact_lock(h)
         FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys) AS k ORDER BY 1) AS s;
@@ -269,3 +272,36 @@ def write_params(
         "b_t": [now] * len(rows),
         "b_forget": [now + admission.FORGET_AFTER_TAUS * b.tau for b, _ in rows.values()],
     }
+
+
+POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
+
+
+def split_url(url: str) -> tuple[str, dict[str, float]]:
+    """The libpq URL without otpguard's pool parameters, and those parameters."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigError(f"OTPGUARD_STORE: not a postgresql:// URL (scheme {parts.scheme!r})")
+    options: dict[str, float] = dict(POOL_DEFAULTS)
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in POOL_DEFAULTS:
+            try:
+                options[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"OTPGUARD_STORE: {name} must be a number") from None
+        else:
+            kept.append((name, value))
+    if not 1 <= options["pool_min_size"] <= options["pool_max_size"]:
+        raise ConfigError("OTPGUARD_STORE: need 1 <= pool_min_size <= pool_max_size")
+    if options["pool_timeout"] <= 0:
+        raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
+    try:  # libpq's own parser: names an unknown option now, not at the first connection
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:  # 'invalid URI query parameter: "foo"'
+        raise ConfigError(
+            f"OTPGUARD_STORE: {str(exc).strip()} (libpq options and otpguard's "
+            f"{', '.join(POOL_DEFAULTS)})"
+        ) from None
+    return conninfo, options

@@ -65,6 +65,10 @@ class SQLDialect:
         (PostgreSQL, for writers that count before they insert); SQLite's write
         transaction already excludes every other writer."""
 
+    async def _changed(self, sql: str, params: Sequence[Any]) -> bool:
+        """Run one statement; whether it changed exactly one row."""
+        return await self._run(lambda cur: cur.run(sql, params)) == 1
+
     def _json_in(self, value: Any) -> Any:
         """A JSON document as the driver stores it."""
         raise NotImplementedError
@@ -85,6 +89,16 @@ class SQLDialect:
 def marks(n: int) -> str:
     """``?, ?, ...``: ``n`` placeholders."""
     return ", ".join(["?"] * n)
+
+
+def upsert(table: str, columns: str, key: str) -> str:
+    """Insert ``columns`` (comma-separated) into ``table``, or replace the row of ``key``."""
+    names = [c.strip() for c in columns.split(",")]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != key)
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks(len(names))}) "  # noqa: S608 - constant
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
 
 
 V_COLUMNS = (

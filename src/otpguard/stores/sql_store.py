@@ -13,33 +13,35 @@ before it writes). Error translation is the contract's (``Store.__init_subclass_
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
-from .. import counters
-from ..events import Event
-from ..models import AttemptOutcome, AttemptTicket, Status, Verification
+from ..models import (
+    AttemptOutcome,
+    AttemptTicket,
+    Bucket,
+    RateDecision,
+    RateRule,
+    Status,
+    Verification,
+)
 from . import counts_sql
-from .base import Alert, ApiKey, EventCount, EventQuery, RefusalTally, Store
+from .base import Store, hit_rules
 from .sql import (
-    A_COLUMNS,
-    E_FIELDS,
-    K_COLUMNS,
     SELECT_V,
     V_COLUMNS,
     V_PLACEHOLDERS,
     WRITE,
     Cursor,
     Row,
-    alert_from_row,
-    api_key_from_row,
-    event_conditions,
     marks,
-    tally_from_row,
+    upsert,
     verification_from_row,
     verification_values,
 )
 from .sql_lists import SQLLists
+from .sql_records import SQLRecords
 from .webhooks_sql import SQLWebhooks
 
 #: A check counted before the comparison, as one conditional UPDATE (params: now, now,
@@ -53,26 +55,9 @@ ATTEMPT_UPDATE = (
     f"RETURNING {V_COLUMNS}"
 )
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
-_TALLY = (
-    "INSERT INTO refusal_tallies (minute, key, count, last_ts, example) VALUES (?, ?, 1, ?, ?) "
-    "ON CONFLICT (minute, key) DO UPDATE SET count = refusal_tallies.count + 1, "
-    "last_ts = CASE WHEN excluded.last_ts > refusal_tallies.last_ts "
-    "THEN excluded.last_ts ELSE refusal_tallies.last_ts END RETURNING count"
-)
-
-
-def upsert(table: str, columns: str, key: str) -> str:
-    """Insert ``columns`` (comma-separated) into ``table``, or replace the row of ``key``."""
-    names = [c.strip() for c in columns.split(",")]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != key)
-    return (
-        f"INSERT INTO {table} ({columns}) VALUES ({marks(len(names))}) "  # noqa: S608 - constant
-        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
-    )
 
 
 _UPSERT_FLAG = upsert("flags", "key, value, until", "key")
-_UPSERT_ALERT = upsert("alerts", A_COLUMNS, "id")
 
 
 def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
@@ -91,7 +76,7 @@ def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
     return AttemptTicket(AttemptOutcome.LOCKED, v)
 
 
-class SQLStore(SQLLists, SQLWebhooks, Store):
+class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     """The shared operations; a backend adds the dialect and the rate windows."""
 
     async def health(self) -> None:
@@ -138,9 +123,6 @@ class SQLStore(SQLLists, SQLWebhooks, Store):
 
         return await self._run(run, WRITE)
 
-    async def _changed(self, sql: str, params: Sequence[Any]) -> bool:
-        return await self._run(lambda cur: cur.run(sql, params)) == 1
-
     async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
         return await self._changed(
             "UPDATE verifications SET status = 'approved', updated_at = ? "
@@ -156,14 +138,9 @@ class SQLStore(SQLLists, SQLWebhooks, Store):
         )
 
     async def replace_code(
-        self,
-        verification_id: str,
-        key_id: str,
-        code_hash: str,
-        now: float,
-        expires_at: float,
-        resend_available_at: float,
-    ) -> Verification | None:
+        self, verification_id: str, key_id: str, code_hash: str, now: float,
+        expires_at: float, resend_available_at: float,
+    ) -> Verification | None:  # fmt: skip
         return await self._verification(
             "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "  # noqa: S608
             "resend_available_at = ?, updated_at = ?, sends = sends + 1 "
@@ -185,6 +162,62 @@ class SQLStore(SQLLists, SQLWebhooks, Store):
             (Status(to).value, now, verification_id, *allowed),
         )
 
+    # -- rate windows: the checks here, the work in each backend's own methods ------
+
+    async def hit(
+        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    ) -> RateDecision:
+        rules = hit_rules(rules, cost)
+        return await self._hit(rules, now, cost, record) if rules else RateDecision(True)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        keys = list(dict.fromkeys(keys))
+        if keys and cost > 0:
+            await self._release(keys, at, cost)
+
+    async def admit(
+        self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float, *,
+        pressure: float | None = None, force: bool = False,
+    ) -> RateDecision:  # fmt: skip
+        return await self._admit(tuple(rules), tuple(buckets), now, pressure, force)
+
+    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        if buckets:
+            await self._credit(tuple(buckets), refund, now)
+
+    async def count(self, key: str, window: int, now: float) -> int:
+        return (await self.counts([(key, window)], now))[0]
+
+    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
+        if not queries:
+            return []
+        return await self._counts([(key, now - window) for key, window in queries])
+
+    @abc.abstractmethod
+    async def _hit(
+        self, rules: Sequence[RateRule], now: float, cost: int, record: bool
+    ) -> RateDecision:
+        """``hit`` with at least one rule and ``cost >= 0``."""
+
+    @abc.abstractmethod
+    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
+        """``release`` of distinct ``keys``, ``cost > 0``."""
+
+    @abc.abstractmethod
+    async def _admit(
+        self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
+        pressure: float | None, force: bool,
+    ) -> RateDecision:  # fmt: skip
+        """``admit``."""
+
+    @abc.abstractmethod
+    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        """``credit`` of at least one bucket."""
+
+    @abc.abstractmethod
+    async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
+        """The events under each ``(key, start)`` since ``start``, at least one."""
+
     # -- flags ----------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:
@@ -201,138 +234,6 @@ class SQLStore(SQLLists, SQLWebhooks, Store):
         sql = f"SELECT key, value FROM flags WHERE key IN ({marks(len(keys))}) AND until > ?"  # noqa: S608
         rows = await self._run(lambda cur: cur.all(sql, [*keys, now]))
         return {str(k): str(v) for k, v in rows}
-
-    # -- events ---------------------------------------------------------------------
-
-    def _event_row(self, e: Event) -> tuple[Any, ...]:
-        return (
-            e.id, e.type, e.ts, e.verification_id, e.number_masked, e.number_hash, e.country,
-            e.channel, e.client_ip, e.reason, e.rule, e.provider_code, self._json_in(e.details),
-        )  # fmt: skip
-
-    async def add_events(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
-        rows = [self._event_row(e) for e in events]
-        bumps = counts_sql.with_family(counters.of_events(events))
-        sql = f"INSERT INTO events ({', '.join(E_FIELDS)}) VALUES ({marks(len(E_FIELDS))})"  # noqa: S608
-
-        async def run(cur: Cursor) -> None:
-            await cur.many(sql, rows)
-            await cur.many(counts_sql.BUMP, bumps)
-
-        await self._run(run, WRITE)
-
-    async def list_events(self, query: EventQuery) -> list[Event]:
-        where, params = event_conditions(query, "?")
-        if query.types:
-            where.append(f"type IN ({marks(len(query.types))})")
-            params.extend(query.types)
-        sql = f"SELECT {', '.join(E_FIELDS)} FROM events"  # noqa: S608 - fixed columns
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(max(0, query.limit))
-        # A big page (the alert job, stats) leaves the loop free.
-        rows = await self._run(lambda cur: cur.all(sql, params), slow=query.limit > 500)
-        out = []
-        for row in rows:
-            data = dict(zip(E_FIELDS, row, strict=True))
-            data["details"] = self._json_out(data["details"])
-            out.append(Event(**data))
-        return out
-
-    async def tally_refusal(self, minute: int, key: str, example: Event) -> int:
-        params = (minute, key, example.ts, self._json_in(example.to_dict()))
-        repeat = counts_sql.with_family(counters.increments([(minute, example)]))
-
-        async def run(cur: Cursor) -> int:
-            row = await cur.one(_TALLY, params)
-            assert row is not None  # an upsert with RETURNING always returns its row
-            if int(row[0]) > 1:  # the first is counted when it is stored as an event
-                await cur.many(counts_sql.BUMP, repeat)
-            return int(row[0])
-
-        return await self._run(run, WRITE)
-
-    async def list_refusal_tallies(self, since: float, until: float) -> list[RefusalTally]:
-        sql = (
-            "SELECT minute, key, count, last_ts, example FROM refusal_tallies "
-            "WHERE minute > ? AND minute < ?"
-        )
-        rows = await self._run(lambda cur: cur.all(sql, (since - 60, until)), slow=True)
-        return [tally_from_row(row, self._json_out) for row in rows]
-
-    async def list_event_counts(
-        self, since: float, until: float, families: Sequence[str]
-    ) -> list[EventCount]:
-        counts_sql.check_families(families)
-
-        async def run(cur: Cursor) -> list[EventCount]:
-            out: list[EventCount] = []
-            for family in families:
-                rows = await cur.all(counts_sql.LIST, (family, since, until))
-                out += counts_sql.rows_to_counts(rows)
-            return out
-
-        return await self._run(run, slow=True)
-
-    async def top_event_counts(
-        self, family: str, since: float, until: float, limit: int
-    ) -> list[tuple[str, int]]:
-        counts_sql.check_families([family])
-        params = (family, since, until, max(0, limit))
-        rows = await self._run(lambda cur: cur.all(counts_sql.TOP, params), slow=True)
-        return [(str(k), int(n)) for k, n in rows]
-
-    # -- alerts ---------------------------------------------------------------------
-
-    async def put_alert(self, alert: Alert) -> None:
-        row = (
-            alert.id, alert.rule, alert.subject, alert.status, alert.opened_at, alert.updated_at,
-            alert.resolved_at, alert.message, self._json_in(alert.details),
-        )  # fmt: skip
-        await self._run(lambda cur: cur.run(_UPSERT_ALERT, row))
-
-    async def list_alerts(
-        self, since: float | None = None, status: str | None = None
-    ) -> list[Alert]:
-        sql, where, params = f"SELECT {A_COLUMNS} FROM alerts", [], []  # noqa: S608
-        for condition, value in (("updated_at >= ?", since), ("status = ?", status)):
-            if value is not None:
-                where.append(condition)
-                params.append(value)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY updated_at DESC, id DESC"
-        rows = await self._run(lambda cur: cur.all(sql, params))
-        return [alert_from_row(row, self._json_out) for row in rows]
-
-    # -- API keys -------------------------------------------------------------------
-
-    async def create_api_key(self, key: ApiKey) -> None:
-        row = (key.id, key.name, key.key_hash, self._json_in(list(key.scopes)), key.created_at,
-               key.revoked_at)  # fmt: skip
-        sql = f"INSERT INTO api_keys ({K_COLUMNS}) VALUES ({marks(6)})"  # noqa: S608 - constant
-        await self._run(lambda cur: cur.run(sql, row))
-
-    async def get_api_key(self, key_id: str) -> ApiKey | None:
-        sql = f"SELECT {K_COLUMNS} FROM api_keys WHERE id = ?"  # noqa: S608 - constant
-        row = await self._run(lambda cur: cur.one(sql, (key_id,)))
-        return None if row is None else api_key_from_row(row, self._json_out)
-
-    async def list_api_keys(self) -> list[ApiKey]:
-        sql = f"SELECT {K_COLUMNS} FROM api_keys ORDER BY created_at, id"  # noqa: S608
-        return [
-            api_key_from_row(row, self._json_out)
-            for row in await self._run(lambda cur: cur.all(sql))
-        ]
-
-    async def revoke_api_key(self, key_id: str, now: float) -> bool:
-        return await self._changed(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            (now, key_id),
-        )
 
     # -- maintenance ----------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from ..errors import ConfigError, StorageError
 from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
 from . import sqlite_rates as rates
-from .sql import READ, WRITE, Body, Cursor, Row, Unavailable
+from .sql import READ, WRITE, Body, Row, Unavailable
 from .sql_store import SQLStore
 from .sqlite_txn import transaction
 
@@ -337,47 +337,23 @@ class SQLiteStore(SQLStore):
 
     # -- rate windows (sqlite_rates.py) -------------------------------------------
 
-    async def hit(
-        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    async def _hit(
+        self, rules: Sequence[RateRule], now: float, cost: int, record: bool
     ) -> RateDecision:
-        if cost < 0:
-            raise ValueError("cost must be >= 0")
-        if not rules:
-            return RateDecision(allowed=True)
         # A peek only reads: a deferred transaction gives it one consistent snapshot.
-        return await self._run(
-            rates.hit(tuple(rules), now, cost, record), WRITE if record else READ
-        )
+        return await self._run(rates.hit(rules, now, cost, record), WRITE if record else READ)
 
-    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
-        keys = list(dict.fromkeys(keys))
-        if keys and cost > 0:
-            await self._run(rates.release(keys, at, cost), WRITE)
+    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
+        await self._run(rates.release(keys, at, cost), WRITE)
 
-    async def admit(
-        self,
-        rules: Sequence[RateRule],
-        buckets: Sequence[Bucket],
-        now: float,
-        *,
-        pressure: float | None = None,
-        force: bool = False,
-    ) -> RateDecision:
-        body = rates.admit(tuple(rules), tuple(buckets), now, pressure, force)
-        return await self._run(body, WRITE)
+    async def _admit(
+        self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
+        pressure: float | None, force: bool,
+    ) -> RateDecision:  # fmt: skip
+        return await self._run(rates.admit(rules, buckets, now, pressure, force), WRITE)
 
-    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
-        if buckets:
-            await self._run(rates.credit(tuple(buckets), refund, now), WRITE)
+    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        await self._run(rates.credit(buckets, refund, now), WRITE)
 
-    async def count(self, key: str, window: int, now: float) -> int:
-        return (await self.counts([(key, window)], now))[0]
-
-    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
-        if not queries:
-            return []
-
-        async def run(cur: Cursor) -> list[int]:
-            return await rates.counts(cur, [(key, now - window) for key, window in queries])
-
-        return await self._run(run)
+    async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
+        return await self._run(lambda cur: rates.counts(cur, windows))

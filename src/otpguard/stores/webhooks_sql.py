@@ -95,14 +95,9 @@ class SQLWebhooks(SQLDialect, WebhookStore):
         return sorted((delivery_from_row(r) for r in rows), key=lambda d: d.id)
 
     async def finish_webhook(
-        self,
-        delivery_id: str,
-        lease: str,
-        attempt: WebhookAttempt,
-        status: str,
-        next_at: float,
-        max_log: int,
-    ) -> bool:
+        self, delivery_id: str, lease: str, attempt: WebhookAttempt, status: str,
+        next_at: float, max_log: int,
+    ) -> bool:  # fmt: skip
         async def run(cur: Cursor) -> bool:
             row = await cur.one(
                 "SELECT log FROM webhook_deliveries WHERE id = ? AND lease = ? AND status = ?"  # noqa: S608
@@ -121,13 +116,9 @@ class SQLWebhooks(SQLDialect, WebhookStore):
         return await self._run(run, WRITE)
 
     async def list_webhook_deliveries(
-        self,
-        *,
-        endpoint_id: str | None = None,
-        status: str | None = None,
-        before_id: str | None = None,
-        limit: int = 100,
-    ) -> list[WebhookDelivery]:
+        self, *, endpoint_id: str | None = None, status: str | None = None,
+        before_id: str | None = None, limit: int = 100,
+    ) -> list[WebhookDelivery]:  # fmt: skip
         where, params = list_conditions("?", endpoint_id, status, before_id)
         sql = f"SELECT {W_COLUMNS} FROM webhook_deliveries{where} ORDER BY id DESC LIMIT ?"  # noqa: S608
         rows = await self._run(lambda cur: cur.all(sql, (*params, max(0, limit))))
