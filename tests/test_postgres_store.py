@@ -222,7 +222,7 @@ async def test_a_known_outage_fails_fast_and_recovers(fresh_db: str) -> None:
 
 
 async def test_hit_takes_limits_past_32_bits(fresh_db: str) -> None:
-    """The fraud counters use "record only" limits of 10**12."""
+    """Limits and costs are bigint in the server-side functions."""
     from otpguard.stores.postgres import PostgresStore
 
     store = PostgresStore(fresh_db)
