@@ -46,8 +46,8 @@ class Unavailable(Exception):
 
 
 class SQLDialect:
-    """What each SQL store provides the shared code with (``sql_store.SQLStore``,
-    ``sql_lists.py``, ``webhooks_sql.py``)."""
+    """What each SQL store provides the shared code with (``sql_store.SQLStore`` and
+    its mixins ``sql_records.py``, ``sql_lists.py``, ``webhooks_sql.py``)."""
 
     #: Appended to a SELECT that must lock the rows it reads (PostgreSQL's FOR UPDATE;
     #: SQLite's write transaction holds the whole database already).

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..numberlists import KEY_END, KEY_PREFIX, ListEntry, NumberListFull, decode, encode, flag_key
-from .sql import WRITE, Cursor, SQLDialect
+from .sql import WRITE, Cursor, SQLDialect, upsert
 
 LISTS_LOCK = 0x6F746E6C6973  # "otnlis": the advisory lock key of the lists' writers
 _RANGE = "key >= ? AND key < ? AND until > ?"
+UPSERT_FLAG = upsert("flags", "key, value, until", "key")
 
 
 def _entry(key: str, value: str, until: float) -> ListEntry | None:
@@ -46,11 +47,7 @@ class SQLLists(SQLDialect):
                                         (KEY_PREFIX, KEY_END, now))  # fmt: skip
                 if counted is not None and counted[0] >= cap:
                     raise NumberListFull(cap)
-            await cur.run(
-                "INSERT INTO flags (key, value, until) VALUES (?, ?, ?) ON CONFLICT (key) "
-                "DO UPDATE SET value = excluded.value, until = excluded.until",
-                (key, encode(entry), entry.until),
-            )
+            await cur.run(UPSERT_FLAG, (key, encode(entry), entry.until))
             return None if row is None else _entry(key, row[0], row[1])
 
         return await self._run(run, WRITE)

@@ -36,11 +36,10 @@ from .sql import (
     Cursor,
     Row,
     marks,
-    upsert,
     verification_from_row,
     verification_values,
 )
-from .sql_lists import SQLLists
+from .sql_lists import UPSERT_FLAG, SQLLists
 from .sql_records import SQLRecords
 from .webhooks_sql import SQLWebhooks
 
@@ -55,9 +54,6 @@ ATTEMPT_UPDATE = (
     f"RETURNING {V_COLUMNS}"
 )
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
-
-
-_UPSERT_FLAG = upsert("flags", "key, value, until", "key")
 
 
 def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
@@ -221,7 +217,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     # -- flags ----------------------------------------------------------------------
 
     async def set_flag(self, key: str, value: str, until: float) -> None:
-        await self._run(lambda cur: cur.run(_UPSERT_FLAG, (key, value, until)))
+        await self._run(lambda cur: cur.run(UPSERT_FLAG, (key, value, until)))
 
     async def get_flag(self, key: str, now: float) -> str | None:
         sql = "SELECT value FROM flags WHERE key = ? AND until > ?"
