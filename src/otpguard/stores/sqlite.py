@@ -98,8 +98,10 @@ class _Cursor:
         self.conn = conn
 
     async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql, params).fetchone()
-        return row
+        # Every row, so the statement runs to its end (an UPDATE ... RETURNING left
+        # unfinished would hold its implicit transaction open).
+        rows = self.conn.execute(sql, params).fetchall()
+        return rows[0] if rows else None
 
     async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
