@@ -124,7 +124,8 @@ async def test_errors_carry_no_values(fresh_db: str) -> None:
         with pytest.raises(StorageError) as info:
             await store.create_verification(v)  # duplicate id
         assert v.id not in str(info.value) and v.code_hash not in str(info.value)
-        assert "23505" in str(info.value)  # unique_violation, by SQLSTATE only
+        # unique_violation, by SQLSTATE only, in the contract's one shape
+        assert str(info.value) == "postgres store: create_verification failed (23505)"
         assert info.value.__cause__ is not None
     finally:
         await store.aclose()
