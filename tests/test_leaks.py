@@ -22,6 +22,7 @@ from otpguard.stores import EventQuery
 from otpguard.transports.memory import MemoryTransport
 
 from .conftest import ApiClient
+from .dump import dump_store
 
 
 def haystacks(client: ApiClient, caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
@@ -41,7 +42,7 @@ async def every_haystack(
     """The stored events, the store's dump, and every response, header, log line and
     event as haystacks (the dump is the caller's to scan: what it must not hold differs)."""
     events = await client.verifier.store.list_events(EventQuery(limit=10_000))
-    dump = await client.verifier.store.dump()
+    dump = await dump_store(client.verifier.store)
     stacks = haystacks(client, caplog) + [(f"event {e.type}", e.to_json()) for e in events]
     return events, dump, stacks
 

@@ -124,7 +124,8 @@ async def test_errors_carry_no_values(fresh_db: str) -> None:
         with pytest.raises(StorageError) as info:
             await store.create_verification(v)  # duplicate id
         assert v.id not in str(info.value) and v.code_hash not in str(info.value)
-        assert "23505" in str(info.value)  # unique_violation, by SQLSTATE only
+        # unique_violation, by SQLSTATE only, in the contract's one shape
+        assert str(info.value) == "postgres store: create_verification failed (23505)"
         assert info.value.__cause__ is not None
     finally:
         await store.aclose()
@@ -222,7 +223,7 @@ async def test_a_known_outage_fails_fast_and_recovers(fresh_db: str) -> None:
 
 
 async def test_hit_takes_limits_past_32_bits(fresh_db: str) -> None:
-    """The fraud counters use "record only" limits of 10**12."""
+    """Limits and costs are bigint in the server-side functions."""
     from otpguard.stores.postgres import PostgresStore
 
     store = PostgresStore(fresh_db)

@@ -92,3 +92,18 @@ async def test_rows_from_before_purposes_read_as_login_codes(tmp_path: Path) -> 
         assert store._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     finally:
         await store.aclose()
+
+
+async def test_a_closed_store_names_the_operation(tmp_path: Path) -> None:
+    """Error translation is the contract's (Store.__init_subclass__): the message names
+    the operation, the reason is the store's."""
+    from otpguard.errors import StorageError
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'closed.db'}")
+    with pytest.raises(StorageError) as caught:
+        await store.get_verification("VE1")
+    assert str(caught.value) == "sqlite store: get_verification failed (store is not open)"
+    await store.open()
+    await store.aclose()
+    with pytest.raises(StorageError, match=r"^sqlite store: purge failed \(store is not open\)$"):
+        await store.purge(1.0, 1, 1, 1)

@@ -60,10 +60,13 @@ async def _flush_redis_cluster(url: str) -> None:
 async def _truncate_postgres(url: str) -> None:
     import psycopg  # lazily: only when the backend is tested
 
-    from otpguard.stores.postgres import TABLES
-
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema() AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'"
+        )
+        tables = [str(row[0]) for row in await cur.fetchall()]
+        await conn.execute(f"TRUNCATE {', '.join(tables)}")
 
 
 #: scheme -> coroutine wiping the run's own database (called after ``open()``, so

@@ -119,6 +119,16 @@ async def test_record_only_rule_never_refuses(store: Store) -> None:
     assert await store.count("counter:z", 600, T0) == 3
 
 
+async def test_only_the_flag_makes_a_rule_record_only(store: Store) -> None:
+    """A huge limit is a limit like any other: the rule is counted and reports its
+    count (a store once took limits of 2**40 and more to mean "record only")."""
+    r = RateRule("big", "big:k", 2**41, 600)
+    assert (await store.hit([r], T0, cost=2)).count == 2
+    assert (await store.hit([r], T0 + 1)).count == 3
+    counter = RateRule("seq", "big:c", 2**41, 600, record_only=True)
+    assert (await store.hit([r, counter], T0 + 2)).count == 4  # the enforced rule's
+
+
 async def test_skip_if_seen_counts_distinct(store: Store) -> None:
     """A range walk: the rule counts distinct numbers, the same number again passes."""
 

@@ -27,6 +27,7 @@ from otpguard.models import (
 )
 from otpguard.stores import Alert, ApiKey, EventQuery, Store, store_from_url
 
+from ..dump import dump_store
 from .conftest import SHARED_STORE_URLS
 
 T0 = 1_800_000_000.0  # every offset below is exact in binary floating point
@@ -860,7 +861,7 @@ async def test_dump_contains_stored_data(store: Store) -> None:
     await store.create_api_key(
         ApiKey(id="ok_1", name="web", key_hash="keyhash-5f2b", scopes=(), created_at=T0)
     )
-    text = await store.dump()
+    text = await dump_store(store)
     assert isinstance(text, str)
     assert v.code_hash in text
     assert v.id in text

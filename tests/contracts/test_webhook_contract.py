@@ -25,8 +25,8 @@ from .conftest import SHARED_STORE_URLS
 
 T0 = 1_800_000_000.0
 BATCH_MODULES = {
-    "SQLiteStore": "otpguard.stores.webhooks_sqlite",
-    "PostgresStore": "otpguard.stores.webhooks_pg",
+    "SQLiteStore": "otpguard.stores.sqlite",
+    "PostgresStore": "otpguard.stores.postgres",
     "RedisStore": "otpguard.stores.webhooks_redis",
 }
 

@@ -1,16 +1,105 @@
-"""What the two SQL stores (SQLite, PostgreSQL) share: column lists, row mappers and the
-event filters. Their schemas have the same tables and columns; the dialects differ in
-placeholders and in how JSON comes back (text in SQLite, decoded in PostgreSQL)."""
+"""What the two SQL stores (SQLite, PostgreSQL) share below the store itself: the
+dialect's primitives (:class:`SQLDialect`), the cursor a statement runs on, column lists
+and row mappers. Statements are written once with ``?`` placeholders; the PostgreSQL
+cursor turns them into psycopg's ``%s``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
 
 from ..events import Event
 from ..models import Channel, Status, Verification
 from ..purpose import LOGIN
 from .base import Alert, ApiKey, EventQuery, RefusalTally
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+#: ``_run``'s transaction modes: none (one statement, atomic by itself), a write
+#: transaction (SQLite's BEGIN IMMEDIATE: the write lock before the first read) or a
+#: read-only one (one consistent snapshot).
+WRITE, READ = "IMMEDIATE", "DEFERRED"
+
+
+class Cursor(Protocol):
+    """One connection, inside or outside a transaction; ``?`` placeholders."""
+
+    async def one(self, sql: str, params: Any = ()) -> Row | None: ...
+
+    async def all(self, sql: str, params: Any = ()) -> list[Row]: ...
+
+    async def run(self, sql: str, params: Any = ()) -> int:
+        """Execute; the rows changed."""
+        ...
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+Body = Callable[[Cursor], Coroutine[Any, Any, T]]
+
+
+class Unavailable(Exception):
+    """The store cannot run the operation now (not open, server known down); the text
+    is the reason in the StorageError."""
+
+
+class SQLDialect:
+    """What each SQL store provides the shared code with (``sql_store.SQLStore`` and
+    its mixins ``sql_records.py``, ``sql_lists.py``, ``webhooks_sql.py``)."""
+
+    #: Appended to a SELECT that must lock the rows it reads (PostgreSQL's FOR UPDATE;
+    #: SQLite's write transaction holds the whole database already).
+    for_update = ""
+    #: Appended to a claim's SELECT so concurrent claims skip each other's rows.
+    skip_locked = ""
+
+    async def _run(self, body: Body[T], mode: str | None = None, *, slow: bool = False) -> T:
+        """Run ``body(cursor)``, in a transaction of ``mode`` (None: none). ``slow``:
+        a long read or a purge batch, which SQLite runs off the event loop."""
+        raise NotImplementedError
+
+    async def _lock(self, cur: Cursor, keys: Sequence[int]) -> None:
+        """Inside a write transaction: take the transaction's advisory locks ``keys``
+        (PostgreSQL, for writers that count before they insert); SQLite's write
+        transaction already excludes every other writer."""
+
+    async def _changed(self, sql: str, params: Sequence[Any]) -> bool:
+        """Run one statement; whether it changed exactly one row."""
+        return await self._run(lambda cur: cur.run(sql, params)) == 1
+
+    def _json_in(self, value: Any) -> Any:
+        """A JSON document as the driver stores it."""
+        raise NotImplementedError
+
+    def _json_out(self, stored: Any) -> Any:
+        """A stored JSON document as Python data."""
+        raise NotImplementedError
+
+    def _delete_batch(self, table: str, condition: str) -> str:
+        """A DELETE of at most ``?`` (the last parameter) rows matching ``condition``."""
+        raise NotImplementedError
+
+    def _purge_batch(self) -> int:
+        """Rows per DELETE of a purge: a huge purge never holds the locks for long."""
+        raise NotImplementedError
+
+
+def marks(n: int) -> str:
+    """``?, ?, ...``: ``n`` placeholders."""
+    return ", ".join(["?"] * n)
+
+
+def upsert(table: str, columns: str, key: str) -> str:
+    """Insert ``columns`` (comma-separated) into ``table``, or replace the row of ``key``."""
+    names = [c.strip() for c in columns.split(",")]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c != key)
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({marks(len(names))}) "  # noqa: S608 - constant
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+
 
 V_COLUMNS = (
     "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"

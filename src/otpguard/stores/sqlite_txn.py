@@ -1,6 +1,5 @@
-"""The SQLite store's transaction, shared by the store and its feature mixins
-(``sql_lists.py``, ``webhooks_sqlite.py``). A module of its own because the mixins
-are imported by ``sqlite.py`` and cannot import from it."""
+"""The SQLite store's transaction: its operations (``sqlite.py``'s ``_run``) and its
+migrations run in it."""
 
 from __future__ import annotations
 

@@ -1,0 +1,307 @@
+"""PostgreSQL's own statements: the server-side functions of the rate windows, the
+one-statement ``record_attempt``, and the migrations (the shared tables are
+``sql_schema``'s).
+
+* ``hit`` is one call of ``otpguard_judge``: it takes ``pg_advisory_xact_lock(hashtext(key))``
+  for each key in hash order (no deadlocks), then counts and inserts under the locks,
+  all in one transaction. ``skip_if_seen`` keys are counted inside it, under their locks;
+* ``admit`` and ``credit`` are one transaction: ``otpguard_judge`` locks every rate and
+  bucket key (hash order), judges the rules and returns the buckets' rows; the bucket
+  arithmetic runs in Python (``otpguard.admission``, the same code as SQLite's), and one
+  statement writes the rate entries and the buckets.
+
+And the store URL's own parameters (``split_url``). These statements use psycopg's
+``%s`` placeholders (the shared ones use ``?``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg.conninfo
+
+from .. import admission
+from ..errors import ConfigError
+from ..models import Bucket, RateDecision, RateRule
+from . import sql_schema as schema
+from .base import refusal
+from .sql import SELECT_V
+from .sql_store import ATTEMPT_UPDATE
+
+_HIT_FUNCTION = """
+CREATE FUNCTION otpguard_hit(
+    p_keys text[], p_starts float8[], p_limits int[], p_cost int, p_now float8, p_record bool
+) RETURNS TABLE (refused int, counts bigint[], oldest float8)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE i int; n bigint; must_leave bigint;
+BEGIN
+    -- The first release's function, kept for instances of older releases. Each
+    -- statement of a VOLATILE function takes a fresh snapshot: the counts below see
+    -- everything committed by whoever held these locks before us.
+    IF p_record THEN
+        PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys) AS k ORDER BY 1) AS s;
+    END IF;
+    counts := '{}';
+    refused := 0;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        SELECT count(*) INTO n FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i];
+        counts := counts || n;
+        IF n + p_cost > p_limits[i] THEN
+            refused := i;
+            must_leave := n + p_cost - p_limits[i];
+            IF must_leave <= n THEN
+                SELECT ts INTO oldest FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i]
+                ORDER BY ts OFFSET must_leave - 1 LIMIT 1;
+            END IF;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END LOOP;
+    IF p_record AND p_cost > 0 THEN
+        INSERT INTO rate_log (key, ts)
+        SELECT k, p_now FROM (SELECT DISTINCT k FROM unnest(p_keys) AS k) AS d,
+            generate_series(1, p_cost);
+    END IF;
+    RETURN NEXT;
+END
+$fn$
+"""
+
+# The rules part of hit and admit. Per rule i: key, window start, limit, enforced
+# (false for record-only rules: not counted, never refusing) and the skip_if_seen
+# key (NULL for none; when it has an entry since the rule's start the rule is
+# neither enforced nor recorded). p_lock takes the advisory locks of every key,
+# seen key and bucket key (in hash order); p_record inserts the entries of an
+# allowed event (admit records later, after judging the buckets). When nothing
+# refused, the rows of p_buckets (NULL for a missing row) come back in order,
+# read after the locks were taken.
+_JUDGE_FUNCTION = """
+CREATE FUNCTION otpguard_judge(
+    p_keys text[], p_starts float8[], p_limits bigint[], p_enforced bool[], p_seen text[],
+    p_cost bigint, p_now float8, p_lock bool, p_record bool, p_buckets text[]
+) RETURNS TABLE (
+    refused int, counts bigint[], oldest float8, skipped bool[],
+    b_level float8[], b_earned float8[], b_t float8[]
+)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    i int;
+    n bigint;
+    must_leave bigint;
+    skip bool;
+BEGIN
+    -- Each statement of a VOLATILE function takes a fresh snapshot, so the reads
+    -- below see everything committed by whoever held these locks before us.
+    IF p_lock THEN
+        PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys || p_seen || p_buckets) AS k
+              WHERE k IS NOT NULL ORDER BY 1) AS s;
+    END IF;
+    counts := '{}';
+    skipped := '{}';
+    refused := 0;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        skip := p_seen[i] IS NOT NULL AND EXISTS (
+            SELECT 1 FROM rate_log WHERE key = p_seen[i] AND ts > p_starts[i]);
+        skipped := skipped || skip;
+        n := 0;
+        IF p_enforced[i] AND NOT skip THEN
+            SELECT count(*) INTO n FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i];
+            IF n + p_cost > p_limits[i] THEN
+                counts := counts || n;
+                refused := i;
+                must_leave := n + p_cost - p_limits[i];
+                IF must_leave <= n THEN
+                    SELECT ts INTO oldest FROM rate_log
+                    WHERE key = p_keys[i] AND ts > p_starts[i]
+                    ORDER BY ts OFFSET must_leave - 1 LIMIT 1;
+                END IF;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        END IF;
+        counts := counts || n;
+    END LOOP;
+    IF p_record AND p_cost > 0 THEN
+        -- One event is one entry per key, even when several rules share a key.
+        INSERT INTO rate_log (key, ts)
+        SELECT k, p_now
+        FROM (SELECT DISTINCT p_keys[j] AS k FROM generate_subscripts(p_keys, 1) AS j
+              WHERE NOT skipped[j]) AS d,
+            generate_series(1, p_cost);
+    END IF;
+    IF coalesce(array_length(p_buckets, 1), 0) > 0 THEN
+        SELECT array_agg(b.level ORDER BY u.o), array_agg(b.earned ORDER BY u.o),
+            array_agg(b.t ORDER BY u.o)
+        INTO b_level, b_earned, b_t
+        FROM unnest(p_buckets) WITH ORDINALITY AS u(k, o) LEFT JOIN buckets AS b ON b.key = u.k;
+    END IF;
+    RETURN NEXT;
+END
+$fn$
+"""
+
+JUDGE_CALL = (
+    "SELECT refused, counts, oldest, skipped, b_level, b_earned, b_t FROM otpguard_judge("
+    "%s::text[], %s::float8[], %s::int8[], %s::bool[], %s::text[], %s::int8, %s::float8, "
+    "%s::bool, %s::bool, %s::text[])"
+)
+
+# The writes of an admitted send or an approval: rate entries and bucket rows.
+WRITE_ADMISSION = """
+WITH entries AS (
+    INSERT INTO rate_log (key, ts) SELECT k, %(now)s FROM unnest(%(keys)s::text[]) AS k
+)
+INSERT INTO buckets (key, level, earned, t, forget_at)
+SELECT * FROM unnest(%(b_keys)s::text[], %(b_level)s::float8[], %(b_earned)s::float8[],
+    %(b_t)s::float8[], %(b_forget)s::float8[])
+ON CONFLICT (key) DO UPDATE SET level = EXCLUDED.level, earned = EXCLUDED.earned,
+    t = EXCLUDED.t, forget_at = EXCLUDED.forget_at
+"""
+
+# Store.release, after the keys' advisory locks (the ones hit and admit take): up to
+# cost entries at exactly ``at`` per key.
+RELEASE = """
+DELETE FROM rate_log WHERE ctid IN (
+    SELECT ctid FROM (
+        SELECT ctid, row_number() OVER (PARTITION BY key) AS n FROM rate_log
+        WHERE key = ANY(%(keys)s::text[]) AND ts = %(at)s
+    ) AS s WHERE n <= %(cost)s
+)
+"""
+LOCK_KEYS = (
+    "SELECT pg_advisory_xact_lock(h) FROM "
+    "(SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS s"
+)
+
+# MIGRATIONS[n] upgrades schema version n to n + 1. Append, never edit a released step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
+    (
+        schema.first_step(["CREATE INDEX flags_until ON flags (until)"], [_HIT_FUNCTION]),
+        (
+            # Limits and costs are bigint: counters may use limits past 2**31.
+            "DROP FUNCTION otpguard_hit(text[], float8[], int[], int, float8, bool)",
+            _HIT_FUNCTION.replace("p_limits int[], p_cost int", "p_limits bigint[], p_cost bigint"),
+        ),
+        schema.BUCKETS,
+        # Rules with record_only and skip_if_seen, and the locks and bucket reads of
+        # admit. otpguard_hit stays for instances of the previous release during a
+        # rolling upgrade (a later step may drop it).
+        (_JUDGE_FUNCTION,),
+        schema.REFUSALS,
+        schema.PURPOSE,
+        schema.WEBHOOKS,
+        schema.COUNTS,
+    ),
+    schema.POSTGRES,
+)
+
+# record_attempt in one statement. The conditional UPDATE decides; when it changed
+# nothing, the row is read FOR UPDATE (which waits for and returns the newest
+# committed version) to say why: not pending, or pending at the cap.
+RECORD_ATTEMPT = (
+    f"WITH upd AS ({ATTEMPT_UPDATE.replace('?', '%s')}), "  # noqa: S608 - constant
+    f"cur AS ({SELECT_V} WHERE id = %s AND NOT EXISTS (SELECT 1 FROM upd) FOR UPDATE) "
+    "SELECT *, true FROM upd UNION ALL SELECT *, false FROM cur"
+)
+
+
+def judge_params(
+    rules: Sequence[RateRule],
+    buckets: Sequence[Bucket],
+    now: float,
+    cost: int,
+    *,
+    lock: bool,
+    record: bool,
+) -> tuple[Any, ...]:
+    """The arguments of otpguard_judge."""
+    return (
+        [r.key for r in rules],
+        [now - r.window for r in rules],
+        [r.limit for r in rules],
+        [not r.record_only for r in rules],
+        [r.skip_if_seen for r in rules],
+        cost,
+        now,
+        lock,
+        record,
+        [b.key for b in buckets],
+    )
+
+
+def rule_refusal(rules: Sequence[RateRule], row: Sequence[Any], now: float) -> RateDecision | None:
+    """The refusal an ``otpguard_judge`` row names (the entry that must leave was read
+    under the locks), or None."""
+    refused, counts, oldest = int(row[0]), row[1], row[2]
+    if not refused:
+        return None
+    return refusal(rules[refused - 1], int(counts[-1]), oldest, now)
+
+
+def bucket_states(
+    buckets: Sequence[Bucket], row: Sequence[Any], now: float
+) -> list[admission.Level]:
+    if not buckets:
+        return []
+    levels, earned, ts = row[4], row[5], row[6]
+    out = []
+    for i, b in enumerate(buckets):
+        if levels[i] is None:  # no row yet
+            out.append(admission.Level())
+        else:
+            out.append(admission.decayed(levels[i], earned[i], ts[i], now, b.tau))
+    return out
+
+
+def write_params(
+    keys: Sequence[str], buckets: Sequence[Bucket], states: Sequence[admission.Level], now: float
+) -> dict[str, Any]:
+    # A key listed twice would make ON CONFLICT touch a row twice: the last one wins
+    # (both carry the same state, computed from the same read).
+    rows = {b.key: (b, st) for b, st in zip(buckets, states, strict=True)}
+    return {
+        "now": now,
+        "keys": list(keys),
+        "b_keys": list(rows),
+        "b_level": [st.level for _, st in rows.values()],
+        "b_earned": [st.earned for _, st in rows.values()],
+        "b_t": [now] * len(rows),
+        "b_forget": [now + admission.FORGET_AFTER_TAUS * b.tau for b, _ in rows.values()],
+    }
+
+
+POOL_DEFAULTS = {"pool_min_size": 2, "pool_max_size": 10, "pool_timeout": 5.0}
+
+
+def split_url(url: str) -> tuple[str, dict[str, float]]:
+    """The libpq URL without otpguard's pool parameters, and those parameters."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigError(f"OTPGUARD_STORE: not a postgresql:// URL (scheme {parts.scheme!r})")
+    options: dict[str, float] = dict(POOL_DEFAULTS)
+    kept = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in POOL_DEFAULTS:
+            try:
+                options[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"OTPGUARD_STORE: {name} must be a number") from None
+        else:
+            kept.append((name, value))
+    if not 1 <= options["pool_min_size"] <= options["pool_max_size"]:
+        raise ConfigError("OTPGUARD_STORE: need 1 <= pool_min_size <= pool_max_size")
+    if options["pool_timeout"] <= 0:
+        raise ConfigError("OTPGUARD_STORE: pool_timeout must be positive")
+    conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(kept), ""))
+    try:  # libpq's own parser: names an unknown option now, not at the first connection
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:  # 'invalid URI query parameter: "foo"'
+        raise ConfigError(
+            f"OTPGUARD_STORE: {str(exc).strip()} (libpq options and otpguard's "
+            f"{', '.join(POOL_DEFAULTS)})"
+        ) from None
+    return conninfo, options

@@ -1,0 +1,269 @@
+"""The SQL base: every operation the SQLite and PostgreSQL stores run the same way.
+
+A backend subclasses :class:`SQLStore` and provides the dialect (``sql.SQLDialect``):
+``_run`` (a cursor, in a transaction or not), JSON in and out, the batched DELETE, and
+advisory locks where its transactions need them. What is really its own stays in its
+module: SQLite's WAL, checkpoints and per-minute rate counts; PostgreSQL's pool, outage
+probe, migrations and server-side functions. A backend may replace any operation here
+with a faster one of its own (PostgreSQL folds some into one statement).
+
+Statements use ``?``; each method says its transaction mode (``WRITE`` when it reads
+before it writes). Error translation is the contract's (``Store.__init_subclass__``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+from ..models import (
+    AttemptOutcome,
+    AttemptTicket,
+    Bucket,
+    RateDecision,
+    RateRule,
+    Status,
+    Verification,
+)
+from . import counts_sql
+from .base import Store, hit_rules
+from .sql import (
+    SELECT_V,
+    V_COLUMNS,
+    V_PLACEHOLDERS,
+    WRITE,
+    Cursor,
+    Row,
+    marks,
+    verification_from_row,
+    verification_values,
+)
+from .sql_lists import UPSERT_FLAG, SQLLists
+from .sql_records import SQLRecords
+from .webhooks_sql import SQLWebhooks
+
+#: A check counted before the comparison, as one conditional UPDATE (params: now, now,
+#: now, id, now, max_attempts): an expired pending row becomes expired, an unexpired one
+#: under the cap gains an attempt; anything else is left as it is.
+ATTEMPT_UPDATE = (
+    "UPDATE verifications SET "  # noqa: S608 - constant
+    "status = CASE WHEN expires_at <= ? THEN 'expired' ELSE status END, "
+    "attempts = CASE WHEN expires_at <= ? THEN attempts ELSE attempts + 1 END, "
+    "updated_at = ? WHERE id = ? AND status = 'pending' AND (expires_at <= ? OR attempts < ?) "
+    f"RETURNING {V_COLUMNS}"
+)
+_PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
+
+
+def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
+    """What ``record_attempt`` answers for the row after it: ``changed`` when the
+    conditional update counted the attempt (or expired the row)."""
+    if row is None:
+        return None
+    v = verification_from_row(row)
+    if changed:
+        outcome = AttemptOutcome.EXPIRED if v.status is Status.EXPIRED else AttemptOutcome.COUNTED
+        return AttemptTicket(outcome, v)
+    if v.status is not Status.PENDING:
+        return AttemptTicket(AttemptOutcome.NOT_PENDING, v)
+    # Pending and unexpired (else the update had expired it), at the cap: no attempt
+    # left; the check that counted the last one approves or locks.
+    return AttemptTicket(AttemptOutcome.LOCKED, v)
+
+
+class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
+    """The shared operations; a backend adds the dialect and the rate windows."""
+
+    async def health(self) -> None:
+        await self._run(lambda cur: cur.one("SELECT 1"))
+
+    # -- verifications ------------------------------------------------------------
+
+    async def create_verification(self, v: Verification) -> None:
+        sql = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608
+        await self._run(lambda cur: cur.run(sql, verification_values(v)))
+
+    async def _verification(self, sql: str, params: Sequence[Any]) -> Verification | None:
+        row = await self._run(lambda cur: cur.one(sql, params))
+        return None if row is None else verification_from_row(row)
+
+    async def get_verification(self, verification_id: str) -> Verification | None:
+        return await self._verification(f"{SELECT_V} WHERE id = ?", (verification_id,))
+
+    async def find_pending(self, to: str, now: float) -> Verification | None:
+        sql = f"{_PENDING} ORDER BY created_at DESC, id DESC LIMIT 1"
+        return await self._verification(sql, (to, now))
+
+    async def list_pending(
+        self, to: str, now: float, *, owner: str | None, limit: int
+    ) -> list[Verification]:
+        sql, params = _PENDING, [to, now]
+        if owner is not None:
+            sql += " AND (owner = ? OR owner IS NULL)"
+            params.append(owner)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = await self._run(lambda cur: cur.all(sql, [*params, max(0, limit)]))
+        return [verification_from_row(row) for row in rows]
+
+    async def record_attempt(
+        self, verification_id: str, max_attempts: int, now: float
+    ) -> AttemptTicket | None:
+        async def run(cur: Cursor) -> AttemptTicket | None:
+            params = (now, now, now, verification_id, now, max_attempts)
+            row = await cur.one(ATTEMPT_UPDATE, params)
+            if row is not None:
+                return ticket(row, True)
+            sql = f"{SELECT_V} WHERE id = ?{self.for_update}"
+            return ticket(await cur.one(sql, (verification_id,)), False)
+
+        return await self._run(run, WRITE)
+
+    async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
+        return await self._changed(
+            "UPDATE verifications SET status = 'approved', updated_at = ? "
+            "WHERE id = ? AND status = 'pending' AND expires_at > ? AND code_hash = ?",
+            (now, verification_id, now, code_hash),
+        )
+
+    async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
+        return await self._changed(
+            "UPDATE verifications SET status = 'max_attempts_reached', updated_at = ? "
+            "WHERE id = ? AND status = 'pending' AND attempts >= ?",
+            (now, verification_id, max_attempts),
+        )
+
+    async def replace_code(
+        self, verification_id: str, key_id: str, code_hash: str, now: float,
+        expires_at: float, resend_available_at: float,
+    ) -> Verification | None:  # fmt: skip
+        return await self._verification(
+            "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "  # noqa: S608
+            "resend_available_at = ?, updated_at = ?, sends = sends + 1 "
+            "WHERE id = ? AND status = 'pending' AND expires_at > ? "
+            f"AND resend_available_at <= ? RETURNING {V_COLUMNS}",
+            (key_id, code_hash, expires_at, resend_available_at, now,
+             verification_id, now, now),
+        )  # fmt: skip
+
+    async def transition(
+        self, verification_id: str, from_statuses: Sequence[Status], to: Status, now: float
+    ) -> Verification | None:
+        allowed = [Status(s).value for s in from_statuses]
+        if not allowed:
+            return None
+        return await self._verification(
+            "UPDATE verifications SET status = ?, updated_at = ? "  # noqa: S608 - constant
+            f"WHERE id = ? AND status IN ({marks(len(allowed))}) RETURNING {V_COLUMNS}",
+            (Status(to).value, now, verification_id, *allowed),
+        )
+
+    # -- rate windows: the checks here, the work in each backend's own methods ------
+
+    async def hit(
+        self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
+    ) -> RateDecision:
+        rules = hit_rules(rules, cost)
+        return await self._hit(rules, now, cost, record) if rules else RateDecision(True)
+
+    async def release(self, keys: Sequence[str], at: float, cost: int = 1) -> None:
+        keys = list(dict.fromkeys(keys))
+        if keys and cost > 0:
+            await self._release(keys, at, cost)
+
+    async def admit(
+        self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float, *,
+        pressure: float | None = None, force: bool = False,
+    ) -> RateDecision:  # fmt: skip
+        return await self._admit(tuple(rules), tuple(buckets), now, pressure, force)
+
+    async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        if buckets:
+            await self._credit(tuple(buckets), refund, now)
+
+    async def count(self, key: str, window: int, now: float) -> int:
+        return (await self.counts([(key, window)], now))[0]
+
+    async def counts(self, queries: Sequence[tuple[str, int]], now: float) -> list[int]:
+        if not queries:
+            return []
+        return await self._counts([(key, now - window) for key, window in queries])
+
+    @abc.abstractmethod
+    async def _hit(
+        self, rules: Sequence[RateRule], now: float, cost: int, record: bool
+    ) -> RateDecision:
+        """``hit`` with at least one rule and ``cost >= 0``."""
+
+    @abc.abstractmethod
+    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
+        """``release`` of distinct ``keys``, ``cost > 0``."""
+
+    @abc.abstractmethod
+    async def _admit(
+        self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
+        pressure: float | None, force: bool,
+    ) -> RateDecision:  # fmt: skip
+        """``admit``."""
+
+    @abc.abstractmethod
+    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        """``credit`` of at least one bucket."""
+
+    @abc.abstractmethod
+    async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
+        """The events under each ``(key, start)`` since ``start``, at least one."""
+
+    # -- flags ----------------------------------------------------------------------
+
+    async def set_flag(self, key: str, value: str, until: float) -> None:
+        await self._run(lambda cur: cur.run(UPSERT_FLAG, (key, value, until)))
+
+    async def get_flag(self, key: str, now: float) -> str | None:
+        sql = "SELECT value FROM flags WHERE key = ? AND until > ?"
+        row = await self._run(lambda cur: cur.one(sql, (key, now)))
+        return None if row is None else str(row[0])
+
+    async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
+        if not keys:
+            return {}
+        sql = f"SELECT key, value FROM flags WHERE key IN ({marks(len(keys))}) AND until > ?"  # noqa: S608
+        rows = await self._run(lambda cur: cur.all(sql, [*keys, now]))
+        return {str(k): str(v) for k, v in rows}
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def _purge_jobs(self, now: float, rate_horizon: float) -> list[tuple[str, str, float]]:
+        """A backend's own tables to purge: ``(table, condition, bound)``."""
+        return []
+
+    async def purge(
+        self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
+    ) -> int:
+        jobs = (
+            ("verifications", "expires_at < ?", now - verification_grace),
+            ("rate_log", "ts < ?", now - rate_horizon),
+            *self._purge_jobs(now, rate_horizon),
+            ("events", "ts < ?", now - event_horizon),
+            ("refusal_tallies", "minute < ?", now - event_horizon - 60),
+            ("flags", "until <= ?", now),
+            ("buckets", "forget_at < ?", now),
+            *(("event_counts", c, now - event_horizon - 60) for c in counts_sql.PURGE_CONDITIONS),
+        )
+        total = 0
+        for table, condition, bound in jobs:
+            removed = await self._purge_table(table, condition, bound)
+            # rate_buckets index rate_log, event_counts sum events: not rows of data
+            if table not in ("rate_buckets", "event_counts"):
+                total += removed
+        return total
+
+    async def _purge_table(self, table: str, condition: str, bound: float) -> int:
+        """Delete in batches, one short statement each: other work interleaves, and
+        instances purging at the same time just find fewer rows."""
+        sql, batch, total = self._delete_batch(table, condition), self._purge_batch(), 0
+        while True:
+            removed = await self._run(lambda cur: cur.run(sql, (bound, batch)), slow=True)
+            total += removed
+            if removed < batch:
+                return total
