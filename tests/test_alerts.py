@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from otpguard.alerts import AlertEngine
+from otpguard.alerts import AlertEvaluator
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
 from otpguard.errors import DeliveryError, OtpguardError
@@ -125,7 +125,7 @@ async def no_sleep(_: float) -> None:
 @dataclass
 class Rig:
     verifier: Verifier
-    engine: AlertEngine
+    engine: AlertEvaluator
     dispatcher: Dispatcher
     clock: ManualClock
     outbox: MemoryTransport
@@ -144,7 +144,7 @@ def rig_factory(
         sinks = [WebhookSink(receiver.url, WEBHOOK_SECRET, clock=clock)] if receiver else []
         dispatcher = Dispatcher(sinks, sleep=no_sleep)
         async with v:
-            yield Rig(v, AlertEngine(v, dispatcher), dispatcher, clock, outbox)
+            yield Rig(v, AlertEvaluator(v, dispatcher), dispatcher, clock, outbox)
             await dispatcher.aclose()
 
     return factory
@@ -457,7 +457,7 @@ async def test_a_restarted_engine_does_not_announce_open_alerts_again(
         for i in range(2):
             await start(rig.verifier, f"+4474001{i:05d}", "203.0.113.9")
         assert len((await rig.engine.evaluate(rig.clock())).opened) == 1
-        fresh = AlertEngine(rig.verifier, Dispatcher([]))
+        fresh = AlertEvaluator(rig.verifier, Dispatcher([]))
         result = await fresh.evaluate(rig.clock())
         assert result.opened == [] and [a.id for a in result.open] == ["hot_ip:203.0.113.9"]
         rig.clock.advance(700)

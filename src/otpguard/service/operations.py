@@ -70,10 +70,10 @@ class Operations(VerifierBase):
         """The ``limit`` busiest kinds of ``family`` in ``[since, until)``, most first."""
         return await self.store.top_event_counts(family, since, until, limit)
 
-    async def recent_count(self, key: str, window: int) -> int:
+    async def recent_count(self, key: str, window: int, *, now: float | None = None) -> int:
         """How many entries a rate key (a budget, a conversion counter) holds in the
-        last ``window`` seconds."""
-        return await self.store.count(key, window, self.clock())
+        ``window`` seconds up to ``now`` (default: the clock's now)."""
+        return await self.store.count(key, window, self.clock() if now is None else now)
 
     async def stats(self, window: int) -> Stats:
         """The figures of the last ``window`` seconds (``/v1/admin/stats``, the dashboard)."""
@@ -131,16 +131,11 @@ class Operations(VerifierBase):
         return await self._webhook_store().list_webhook_endpoints()
 
     async def webhook_deliveries(
-        self,
-        *,
-        endpoint_id: str | None = None,
-        status: str | None = None,
-        before_id: str | None = None,
-        limit: int = 100,
+        self, *, limit: int = 100, **filters: str | None
     ) -> list[WebhookDelivery]:
-        """The delivery log, newest first; empty when the store keeps no webhooks."""
+        """The delivery log, newest first, filtered as ``list_webhook_deliveries``
+        (``endpoint_id``, ``status``, ``before_id``); empty when the store keeps no
+        webhooks."""
         if not isinstance(self.store, WebhookStore):
             return []
-        return await self.store.list_webhook_deliveries(
-            endpoint_id=endpoint_id, status=status, before_id=before_id, limit=limit
-        )
+        return await self.store.list_webhook_deliveries(limit=limit, **filters)
