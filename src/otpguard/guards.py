@@ -2,10 +2,10 @@
 
 Each guard has one job. It says which flags it needs read (``flag_keys``), may
 refuse on what was read (``check``), and says what the send must count
-(``rules``: rate windows; ``buckets``: admission). The engine reads every
+(``rules``: rate windows; ``buckets``: admission). The Verifier reads every
 guard's flags in one store call, runs the checks in order, then hands every
 rule and bucket to one atomic ``Store.admit``; a refusal there is turned into
-an answer by the guard that owns the refusing key (``refusal``). The engine
+an answer by the guard that owns the refusing key (``refusal``). The Verifier
 knows no rule by name.
 
 Shadow mode is :class:`Shadow`, a wrapper around any guard: its refusals become
@@ -138,7 +138,7 @@ class Shadow(Guard):
         return [replace(r, record_only=True) for r in self.inner.rules(ctx)]
 
     def buckets(self, ctx: SendContext) -> list[Bucket]:
-        return self.inner.buckets(ctx)  # the engine records them forced (see Pipeline)
+        return self.inner.buckets(ctx)  # the Verifier records them forced (see Pipeline)
 
     def refusal(self, ctx: SendContext, decision: RateDecision) -> Refusal:
         return self.inner.refusal(ctx, decision)
@@ -427,7 +427,7 @@ class AdmissionGuard(Guard):
         if decision.challenge:
             return Refusal(
                 ChallengeRequired(
-                    {},  # the engine fills in its provider
+                    {},  # the Verifier fills in its provider
                     scope=scope,
                     message=f"{scope} is under pressure from unconverted sends: pass the "
                     "challenge and repeat the start with challenge_token",

@@ -70,7 +70,7 @@ MINOR_UNITS: dict[str, int] = {
 
 
 class BoundArgs(TypedDict):
-    """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
+    """The Verifier's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
 
     purpose: str | None
     amount: str | None
@@ -101,7 +101,7 @@ class Binding:
         return (_TAG_FORMAT, self.purpose, self.amount or "", self.currency or "", self.payee or "")
 
     def args(self) -> BoundArgs:
-        """As the engine's ``start`` and ``check`` take it: ``start(..., **b.args())``."""
+        """As the Verifier's ``start`` and ``check`` take it: ``start(..., **b.args())``."""
         return {
             "purpose": self.purpose,
             "amount": self.amount,
