@@ -1,8 +1,8 @@
 """The alert rules: what each one finds wrong now, over the event counts.
 
 Each rule reads a :class:`Snapshot` (the per-minute event counts of the recent
-minutes, and a few rate counters through the Verifier) and returns its
-:class:`Symptom` s; ``alerts.py`` turns them into alerts.
+minutes, and a few rate counters through the Verifier) and returns what
+it finds wrong (:class:`Symptom`); ``alerts.py`` turns symptoms into alerts.
 
 =================== ===================================================================
 rule                fires when (settings, defaults in docs/monitoring.md)
@@ -39,18 +39,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import Settings
 from .counters import fields_of
-from .service import UNDELIVERABLE_REASONS
+from .service import UNDELIVERABLE_REASONS, Verifier
 from .stats import DELIVERY_FAILED, PASSED, RESENT, SEND_TYPES, STARTED
 from .stores.base import EventCount
 
-if TYPE_CHECKING:
-    from .service import Verifier
-
-MAX_FINDINGS_PER_RULE = 20  # the busiest subjects only; an attack on 10,000 numbers is one page
+MAX_SYMPTOMS_PER_RULE = 20  # the busiest subjects only; an attack on 10,000 numbers is one page
 DESTINATION_REASONS = frozenset(
     {"premium_rate", "shared_cost", "country_not_allowed", "blocklisted"}
 )
@@ -131,7 +128,7 @@ Rule = Callable[[Snapshot], Awaitable[list[Symptom]]]
 def _busiest(counter: Counter[str], over: int) -> list[tuple[str, int]]:
     rows = [(k, n) for k, n in counter.items() if n > over]
     rows.sort(key=lambda kv: (-kv[1], kv[0]))
-    return rows[:MAX_FINDINGS_PER_RULE]
+    return rows[:MAX_SYMPTOMS_PER_RULE]
 
 
 # -- the rules ------------------------------------------------------------------------------
@@ -161,7 +158,7 @@ async def request_spike(snap: Snapshot) -> list[Symptom]:
 async def hot_number(snap: Snapshot) -> list[Symptom]:
     s = snap.settings
     w = s.alert_hot_window
-    top = await snap.top("q", w, MAX_FINDINGS_PER_RULE)
+    top = await snap.top("q", w, MAX_SYMPTOMS_PER_RULE)
     busiest = [(h, masked, n) for (h, masked), n in top if n > s.alert_number_threshold]
     return [
         Symptom(
@@ -178,7 +175,7 @@ async def hot_number(snap: Snapshot) -> list[Symptom]:
 
 async def hot_ip(snap: Snapshot) -> list[Symptom]:
     s = snap.settings
-    top = await snap.top("ip", s.alert_hot_window, MAX_FINDINGS_PER_RULE + 1)
+    top = await snap.top("ip", s.alert_hot_window, MAX_SYMPTOMS_PER_RULE + 1)
     busiest = [(ip, n) for (ip,), n in top if ip != "unknown" and n > s.alert_ip_threshold]
     return [
         Symptom(
@@ -189,7 +186,7 @@ async def hot_ip(snap: Snapshot) -> list[Symptom]:
             f"(threshold {s.alert_ip_threshold})",
             {"requests": n, "ip": ip, "window_s": s.alert_hot_window},
         )
-        for ip, n in busiest[:MAX_FINDINGS_PER_RULE]
+        for ip, n in busiest[:MAX_SYMPTOMS_PER_RULE]
     ]
 
 
@@ -224,7 +221,7 @@ async def conversion_drop(snap: Snapshot) -> list[Symptom]:
                 )
             )
     fw = s.fraud_conversion_window
-    for prefix in sorted(prefixes)[:MAX_FINDINGS_PER_RULE]:
+    for prefix in sorted(prefixes)[:MAX_SYMPTOMS_PER_RULE]:
         n = await snap.verifier.recent_count(f"conv:sent:prefix:{prefix}", fw, now=snap.now)
         k = await snap.verifier.recent_count(f"conv:ok:prefix:{prefix}", fw, now=snap.now)
         if _low(n, k, s):
