@@ -219,7 +219,7 @@ class VerifierBase:
             ts=now,
             id=new_event_id(now),
             number_masked=mask_number(e164) if e164 else None,
-            number_hash=self.keyring.keyed_hash("number", e164) if e164 else None,
+            number_hash=self.number_hash(e164) if e164 else None,
             country=fields.pop("country", country),
             **fields,
         )
@@ -358,5 +358,10 @@ class VerifierBase:
         """OTPGUARD_ALLOWLIST (numbers that skip the fraud rules); never an address."""
         return isinstance(number, PhoneNumber) and self.policy.is_allowlisted(number)
 
+    def number_hash(self, e164: str) -> str:
+        """The keyed hash that stands for a number or an address in events and keys:
+        events are grouped and searched by it (``EventQuery.number_hash``)."""
+        return self.keyring.keyed_hash("number", e164)
+
     def _trusted_key(self, e164: str) -> str:
-        return "trusted:" + self.keyring.keyed_hash("number", e164)
+        return "trusted:" + self.number_hash(e164)

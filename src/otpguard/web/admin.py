@@ -112,7 +112,7 @@ async def admin_events(
     number_hash = None
     if number is not None:
         e164 = parse_destination(number, None, verifier.settings.default_region).e164
-        number_hash = verifier.keyring.keyed_hash("number", e164)
+        number_hash = verifier.number_hash(e164)
     client_ip = None if ip is None else normalize_ip(ip)
     if since is not None and until is not None and since >= until:
         raise InvalidRequest("'since' must be before 'until'")

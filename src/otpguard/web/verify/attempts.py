@@ -80,7 +80,7 @@ def filters(call: Caller, given: dict[str, str]) -> Filters:
             e164 = parse_destination(raw, None, verifier.settings.default_region).e164
         except InvalidRequest as exc:
             raise invalid("ChannelData.To", exc.message) from None
-        number_hash = verifier.keyring.keyed_hash("number", e164)
+        number_hash = verifier.number_hash(e164)
     channel = given.get("Channel")
     if channel is not None and channel not in CHANNELS:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")

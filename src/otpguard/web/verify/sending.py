@@ -25,7 +25,7 @@ SEND_EVENTS = (EventType.SENT.value, EventType.RESENT.value)
 
 
 def number_key(verifier: Verifier, svc: VerifyService, e164: str) -> str:
-    return f"{PENDING_KEY}{svc.sid}:{verifier.keyring.keyed_hash('number', e164)}"
+    return f"{PENDING_KEY}{svc.sid}:{verifier.number_hash(e164)}"
 
 
 async def current(call: ServiceCall, to: str) -> Verification | None:
@@ -95,7 +95,7 @@ async def send_times(verifier: Verifier, v: Verification) -> list[tuple[str, flo
     from the events (at most a few: a verification has at most 5 sends)."""
     query = EventQuery(
         types=SEND_EVENTS,
-        number_hash=verifier.keyring.keyed_hash("number", v.to),
+        number_hash=verifier.number_hash(v.to),
         since=v.created_at,
         limit=100,
     )
