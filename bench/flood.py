@@ -1,6 +1,6 @@
 """What a flood of refused starts costs, and what one verification costs at rest.
 
-Runs the engine in process over a SQLite file (``--store`` for another backend's
+Runs the Verifier in process over a SQLite file (``--store`` for another backend's
 URL; the byte figures are SQLite's), with event logging on and written to a file:
 
 1. **Baseline**: ``--pairs`` verifications (start, right-code check) from distinct
