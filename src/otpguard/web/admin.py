@@ -2,7 +2,7 @@
 
 ``install(app)`` (listed in ``otpguard.web.app.EXTENSIONS``) builds one
 :class:`Monitor` per app: a Prometheus registry fed by a Verifier listener and a
-latency middleware, the alert verifier with its sink dispatcher (both added to
+latency middleware, the alert evaluator with its sink dispatcher (both added to
 ``app.state.jobs``), kept at ``app.state.monitor`` for the dashboard.
 
 The reads (``/metrics``, stats, events, alerts) need an API key with the

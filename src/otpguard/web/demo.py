@@ -19,7 +19,7 @@ should see:
 The browser-facing endpoints (``POST /demo/api/start``, ``/demo/api/resend``,
 ``/demo/api/check``) call the Verifier in-process, without an API key, so they
 exist only when ``env`` is ``development``: in production nothing here is
-routed (404). They are rate-limited by the normal verifier limits, with the
+routed (404). They are rate-limited by the normal limits, with the
 browser's address (``request.client.host``, already resolved through trusted
 proxies by ``otpguard.web.https``) as ``client_ip``. Cross-site requests are
 refused, and bodies must be JSON (which a cross-site form cannot send).
