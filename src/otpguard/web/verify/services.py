@@ -24,7 +24,7 @@ from fastapi import Depends, Request
 from ...service import Verifier
 from ...stores.base import ApiKey
 from ...webhooks import ROUTE, SERVICE_FLAG, service_scope
-from ..api import tenant_of
+from ..api import tenant_of, verifier_of
 from .errors import TwilioError, invalid, not_found
 from .forms import account_sid, authenticate
 
@@ -180,7 +180,7 @@ class ServiceCall(Caller):
 
 
 async def caller(request: Request) -> Caller:
-    verifier: Verifier = request.app.state.verifier
+    verifier = verifier_of(request)
     return Caller(verifier, await authenticate(request, verifier))
 
 
