@@ -98,18 +98,21 @@ async def put_service_endpoint(
 async def delete_service_endpoint(
     service_sid: str, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
-    if not await verifier.delete_webhook_endpoint(service_scope(service_sid[:64])):
-        raise NotFound("that service has no webhook endpoint")
-    await request.app.state.webhooks.refresh()
-    return {"deleted": True}
+    scope = service_scope(service_sid[:64])
+    return await _delete(verifier, request, scope, "that service has no webhook endpoint")
 
 
 @router.delete("/keys/{key_id}", responses=ERRORS)
 async def delete_key_endpoint(
     key_id: str, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
-    if not await verifier.delete_webhook_endpoint(key_scope(key_id[:64])):
-        raise NotFound("that API key has no webhook endpoint")
+    scope = key_scope(key_id[:64])
+    return await _delete(verifier, request, scope, "that API key has no webhook endpoint")
+
+
+async def _delete(verifier: Verifier, request: Request, scope: str, missing: str) -> dict[str, Any]:
+    if not await verifier.delete_webhook_endpoint(scope):
+        raise NotFound(missing)
     await request.app.state.webhooks.refresh()
     return {"deleted": True}
 

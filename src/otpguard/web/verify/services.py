@@ -71,15 +71,21 @@ def visible(svc: VerifyService, key: ApiKey) -> bool:
     return tenant_of(key) is None or svc.account_sid == account_sid(key)
 
 
+async def _record(
+    request: Request, verifier: Verifier, shape: re.Pattern[str], prefix: str, sid: str
+) -> str:
+    """The record of ``sid`` under ``prefix``; 20404 for a malformed SID or none."""
+    raw = await verifier.record(prefix + sid) if shape.match(sid) else None
+    if raw is None:
+        raise not_found(request)
+    return raw
+
+
 async def load_service(
     request: Request, verifier: Verifier, sid: str, key: ApiKey
 ) -> VerifyService:
     """The service, if ``key`` may see it; 20404 otherwise, exactly as for no service."""
-    if not _SERVICE_SID.match(sid):
-        raise not_found(request)
-    raw = await verifier.record(SERVICE_KEY + sid)
-    if raw is None:
-        raise not_found(request)
+    raw = await _record(request, verifier, _SERVICE_SID, SERVICE_KEY, sid)
     svc = VerifyService.from_json(raw)
     if not visible(svc, key):
         raise not_found(request)
@@ -149,9 +155,7 @@ async def owned(
     request: Request, verifier: Verifier, svc: VerifyService, verification_sid: str
 ) -> str:
     """The verification id if it was started under this service; 20404 otherwise."""
-    if not _VERIFICATION_SID.match(verification_sid):
-        raise not_found(request)
-    owner = await verifier.record(OWNER_KEY + verification_sid)
+    owner = await _record(request, verifier, _VERIFICATION_SID, OWNER_KEY, verification_sid)
     if owner != svc.sid:
         raise not_found(request)
     return verification_sid
