@@ -75,16 +75,14 @@ class Checking(VerifierBase):
         that did work of its own first, such as an API route."""
         started = time.monotonic() if started is None else started
         try:
-            result = await self._check(
-                code,
-                verification_id=verification_id,
-                to=to,
-                client_ip=client_ip,
-                owner=owner,
-                select=select,
-                per_ip=per_ip,
-                binding=bind(purpose, amount, currency, payee),
-            )
+            binding = bind(purpose, amount, currency, payee)
+            now, ip = self.clock(), limits.normalize_ip(client_ip)
+            self._well_formed(code, verification_id, to)
+            if to is not None:
+                result = await self._check_number(code, to, ip, now, owner, select, per_ip, binding)
+            else:
+                assert verification_id is not None
+                result = await self._check_id(code, verification_id, ip, now, owner, binding)
         except (NotFound, InvalidRequest, RateLimited):
             await self.pad_failed_check(started)
             raise
@@ -108,29 +106,25 @@ class Checking(VerifierBase):
         if remaining > 0:
             await asyncio.sleep(remaining)
 
-    async def _check(
-        self,
-        code: str,
-        *,
-        verification_id: str | None = None,
-        to: str | None = None,
-        client_ip: str | None = None,
-        owner: str | None = None,
-        select: Selector | None = None,
-        per_ip: bool = True,
-        binding: Binding,
-    ) -> CheckResult:
-        now = self.clock()
-        ip = limits.normalize_ip(client_ip)
+    def _well_formed(self, code: str, verification_id: str | None, to: str | None) -> None:
+        """Exactly one of an id and a number, and a code of 6-10 ASCII digits."""
         if (verification_id is None) == (to is None):
             raise InvalidRequest("give exactly one of 'id' or 'to'")
         if not isinstance(code, str) or not any(is_well_formed(code, n) for n in range(6, 11)):
             raise InvalidRequest(
                 f"'code' must be exactly {self.settings.code_length} ASCII digits (0-9)"
             )
-        if to is not None:
-            return await self._check_number(code, to, ip, now, owner, select, per_ip, binding)
-        assert verification_id is not None
+
+    async def _check_id(
+        self,
+        code: str,
+        verification_id: str,
+        ip: str,
+        now: float,
+        owner: str | None,
+        binding: Binding,
+    ) -> CheckResult:
+        """A check by id: another key's verification is exactly as if it did not exist."""
         v = await self.store.get_verification(verification_id)
         if v is not None and owner is not None and v.owner not in (owner, None):
             v = None  # another key's: exactly as if it did not exist
