@@ -1,6 +1,6 @@
 """What a flood of refused starts costs, and what one verification costs at rest.
 
-Runs the engine in process over a SQLite file (``--store`` for another backend's
+Runs the Verifier in process over a SQLite file (``--store`` for another backend's
 URL; the byte figures are SQLite's), with event logging on and written to a file:
 
 1. **Baseline**: ``--pairs`` verifications (start, right-code check) from distinct
@@ -47,7 +47,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
-from otpguard.alerts import AlertEngine  # noqa: E402
+from otpguard.alerts import AlertEvaluator  # noqa: E402
 from otpguard.clock import ManualClock  # noqa: E402
 from otpguard.codes import new_secret_hex  # noqa: E402
 from otpguard.config import load_settings  # noqa: E402
@@ -75,7 +75,7 @@ def table_figures(path: Path) -> dict[str, Any]:
     return {"rows": rows, "bytes": sizes}
 
 
-async def timed_views(v: Verifier, alerts: AlertEngine) -> dict[str, float]:
+async def timed_views(v: Verifier, alerts: AlertEvaluator) -> dict[str, float]:
     t0 = time.perf_counter()
     await stats_for(v.store, v.settings, v.clock(), 86400)
     t1 = time.perf_counter()
@@ -108,7 +108,7 @@ async def run(n: int, pairs: int, store_url: str | None, data_dir: Path) -> dict
     outbox = MemoryTransport()
     out: dict[str, Any] = {"n": n, "pairs": pairs, "store": url.split(":")[0]}
     async with Verifier(settings, store_from_url(url), outbox, clock=clock) as v:
-        alerts = AlertEngine(v, Dispatcher([]))
+        alerts = AlertEvaluator(v, Dispatcher([]))
         empty = db_bytes(db) if store_url is None else 0
         for i in range(pairs):
             ver = await v.start(f"+44740{i:07d}", client_ip=f"10.0.{i // 250}.{i % 250}")
@@ -174,7 +174,7 @@ async def scaling(marks: list[int], store_url: str | None, data_dir: Path) -> di
     out: dict[str, Any] = {"store": url.split(":")[0]}
     events = i = 0
     async with Verifier(settings, store_from_url(url), outbox, clock=clock) as v:
-        alerts = AlertEngine(v, Dispatcher([]))
+        alerts = AlertEvaluator(v, Dispatcher([]))
         for mark in marks:
             while events < mark:
                 ver = await v.start(

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/http.py                      # every store, 1 and 2 workers
     .venv/bin/python bench/http.py --stores sqlite --workers 1 --duration 5
-    .venv/bin/python bench/http.py --soak 100000        # engine-level soak (no HTTP)
+    .venv/bin/python bench/http.py --soak 100000        # Verifier-level soak (no HTTP)
 
 For each store and worker count the script starts ``otpguard serve`` with the file
 transport (the development outbox, read back the way a phone reads its messages;
@@ -20,7 +20,7 @@ The driver's own ceiling is ``start.lua`` against a canned-response stub server
 (uvloop, no HTTP parsing), and the CPU that wrk itself used in every run is
 printed beside it. Prints a table, then one JSON object as the last line.
 
-``--soak N`` runs N verifications through the engine in process with a manual
+``--soak N`` runs N verifications through the Verifier in process with a manual
 clock (3 simulated seconds apart) and prints the SQLite file size, Redis memory
 and this process's RSS as purging keeps up.
 
@@ -352,7 +352,7 @@ def driver_ceiling(duration: float) -> dict[str, Any]:
         proc.join()
 
 
-# -- soak: a long run through the engine, in process -----------------------------------------
+# -- soak: a long run through the Verifier, in process ---------------------------------------
 
 
 def rss_mb() -> float:
@@ -393,16 +393,16 @@ async def soak(total: int, kinds: list[str]) -> list[dict[str, Any]]:
             step = 3.0  # simulated seconds between verifications
             purge_every = max(1, int(settings.purge_interval / step))
             started = time.monotonic()
-            async with Verifier(settings, store, outbox, clock=clock) as engine:
+            async with Verifier(settings, store, outbox, clock=clock) as otp:
                 for i in range(1, total + 1):
                     number = f"+447400{i % 1_000_000:06d}"
-                    v = await engine.start(number, client_ip=f"10.{i % 250}.{i % 199}.7")
+                    v = await otp.start(number, client_ip=f"10.{i % 250}.{i % 199}.7")
                     code = outbox.outbox[-1].code
                     outbox.outbox.clear()
-                    await engine.check(code, verification_id=v.id)
+                    await otp.check(code, verification_id=v.id)
                     clock.advance(step)
                     if i % purge_every == 0:
-                        await engine.purge()
+                        await otp.purge()
                     if i % max(1, total // 10) == 0 or i == total:
                         row: dict[str, Any] = {
                             "store": kind,

@@ -1,6 +1,6 @@
 """Bytes per verification at rest, on SQLite and PostgreSQL, by table and index.
 
-Runs the engine in process with default settings (but the per-IP limits, so that many
+Runs the Verifier in process with default settings (but the per-IP limits, so that many
 verifications can come from a few addresses, and an allowlist, so that no fraud rule
 or admission scope refuses them): ``-n`` verifications (start, sent, right code:
 three events each, each from its own number and IP), at 2 a second of the injected

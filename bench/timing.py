@@ -293,13 +293,13 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2000, help="samples per case")
     p.add_argument("--store", choices=["sqlite-file", "memory"], default="sqlite-file")
     p.add_argument("--by", choices=["id", "to"], default="id", help="check by id or by number")
-    p.add_argument("--api", choices=["engine", "v2"], default="engine", help="what is timed")
+    p.add_argument("--api", choices=["verifier", "v2"], default="verifier", help="what is timed")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = "sqlite://:memory:" if args.store == "memory" else f"sqlite:///{tmp}/bench.db"
-        what = "Verifier.check" if args.api == "engine" else "POST /v2/.../VerificationCheck"
+        what = "Verifier.check" if args.api == "verifier" else "POST /v2/.../VerificationCheck"
         print(f"{what}, {args.n} samples per case, store {args.store}, by {args.by}")
-        run = measure if args.api == "engine" else measure_v2
+        run = measure if args.api == "verifier" else measure_v2
         report(asyncio.run(run(args.n, url, Path(tmp), args.by)))
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: settings, a manual clock, a memory outbox, an engine, an HTTP client,
+"""Shared fixtures: settings, a manual clock, a memory outbox, a Verifier, an HTTP client,
 and this run's own store servers (``tests/backends.py``).
 
 Tests read codes the way a phone would: from the memory transport's outbox.
@@ -102,7 +102,7 @@ async def verifier(
 
 
 class ApiClient:
-    """An httpx client on the ASGI app, with a key, and the app's engine at hand."""
+    """An httpx client on the ASGI app, with a key, and the app's Verifier at hand."""
 
     def __init__(self, http: httpx.AsyncClient, verifier: Verifier, key: str) -> None:
         self.http = http
@@ -125,10 +125,10 @@ class ApiClient:
 
 
 @pytest.fixture
-def engine(
+def verifier_factory(
     settings_factory: Callable[..., Settings], clock: ManualClock, outbox: MemoryTransport
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[Verifier]]:
-    """``async with engine(**settings) as otp``: an engine with other settings, on the
+    """``async with verifier_factory(**settings) as otp``: a Verifier with other settings, on the
     test's clock and outbox."""
 
     @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""Admission through the engine: each scope's allow and refuse side, the refund on
+"""Admission through the Verifier: each scope's allow and refuse side, the refund on
 approval, trusted returning numbers, per API key and per account, and busy traffic.
 
 Every test runs on the injected clock; codes are read from the memory outbox."""
@@ -24,7 +24,7 @@ from otpguard.transports.memory import MemoryTransport
 
 from .dump import dump_store
 
-EngineFactory = Callable[..., Any]
+VerifierFactory = Callable[..., Any]
 BLOCK = "+44740012"  # a block of 10,000 numbers
 OFF = "off"
 
@@ -120,9 +120,9 @@ async def test_the_cut_off_block_recovers_as_its_level_decays(
 
 
 async def test_an_approval_gives_its_room_back(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(admission_block_4="2/12h", admission_share=0.0) as otp:
+    async with verifier_factory(admission_block_4="2/12h", admission_share=0.0) as otp:
         first = await otp.start(in_block(0), client_ip=lone_ip(0))
         code = outbox.last_code()
         await otp.start(in_block(1), client_ip=lone_ip(1))
@@ -133,9 +133,9 @@ async def test_an_approval_gives_its_room_back(
 
 
 async def test_approvals_earn_room_beyond_the_base(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(admission_block_4="2/12h", admission_share=0.5) as otp:
+    async with verifier_factory(admission_block_4="2/12h", admission_share=0.5) as otp:
         for i in range(4):  # four approvals: level 0, earned 4 -> allowance 2 + 2
             await login(otp, outbox, in_block(i), lone_ip(i))
         results = [await outcome(otp, in_block(10 + i), lone_ip(10 + i)) for i in range(6)]
@@ -143,9 +143,9 @@ async def test_approvals_earn_room_beyond_the_base(
 
 
 async def test_resends_count_and_are_refunded_together(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(admission_block_4="3/12h", admission_share=0.0) as otp:
+    async with verifier_factory(admission_block_4="3/12h", admission_share=0.0) as otp:
         v = await otp.start(in_block(0), client_ip=lone_ip(0))
         clock.advance(30)
         v = await otp.resend(v.id)
@@ -167,18 +167,20 @@ async def test_a_spread_pump_is_cut_off_by_its_country(verifier: Verifier) -> No
     assert results == {"sent": 80, "rate_limited:country": 20}
 
 
-async def test_each_api_key_has_its_own_room(engine: EngineFactory) -> None:
+async def test_each_api_key_has_its_own_room(verifier_factory: VerifierFactory) -> None:
     rng = random.Random(3)
-    async with engine(admission_api_key="5/8h") as otp:
+    async with verifier_factory(admission_api_key="5/8h") as otp:
         a = [await outcome(otp, spread(rng), lone_ip(i), owner="og_a") for i in range(7)]
         assert a == ["sent"] * 5 + ["rate_limited:api_key"] * 2
         b = [await outcome(otp, spread(rng), lone_ip(50 + i), owner="og_b") for i in range(5)]
         assert b == ["sent"] * 5
 
 
-async def test_an_account_has_its_own_limits_and_is_stored_hashed(engine: EngineFactory) -> None:
+async def test_an_account_has_its_own_limits_and_is_stored_hashed(
+    verifier_factory: VerifierFactory,
+) -> None:
     rng = random.Random(5)
-    async with engine(limit_account="3/10m") as otp:
+    async with verifier_factory(limit_account="3/10m") as otp:
         kw = {"owner": "og_a", "account_id": "user-8412"}
         results = [await outcome(otp, spread(rng), lone_ip(i), **kw) for i in range(4)]
         assert results == ["sent"] * 3 + ["rate_limited:account"]
@@ -240,9 +242,11 @@ async def test_trust_does_not_lift_the_numbers_own_limit(
 
 
 async def test_trust_expires(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(trusted_days=1, admission_block_4="1/1h", admission_share=0.0) as otp:
+    async with verifier_factory(
+        trusted_days=1, admission_block_4="1/1h", admission_share=0.0
+    ) as otp:
         customer = in_block(9000)
         await login(otp, outbox, customer, lone_ip(900))
         await otp.start(in_block(1), client_ip=lone_ip(1))  # the block's one slot

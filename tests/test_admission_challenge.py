@@ -25,7 +25,7 @@ from .test_admission import BLOCK, in_block, login, lone_ip, spread
 
 __all__ = ["fake_siteverify"]  # the fixture, re-exported for pytest
 
-EngineFactory = Callable[..., Any]
+VerifierFactory = Callable[..., Any]
 
 
 async def answer(otp: Verifier, to: str, ip: str, **kw: Any) -> str:
@@ -39,9 +39,9 @@ async def answer(otp: Verifier, to: str, ip: str, **kw: Any) -> str:
 
 
 async def test_pressure_challenges_before_the_room_runs_out(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify
 ) -> None:
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         # The block's base is 12; its soft line is 80 % of it: 9 sends, then challenges.
         results = [await answer(otp, in_block(i), lone_ip(i)) for i in range(12)]
         assert results == ["sent"] * 9 + ["challenge_required"] * 3
@@ -58,9 +58,9 @@ async def test_pressure_challenges_before_the_room_runs_out(
 
 
 async def test_a_passed_challenge_admits_despite_the_buckets(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         for i in range(12):
             await answer(otp, in_block(i), lone_ip(i))
         # Past the soft line and past the hard one (12): a person who passes is served.
@@ -81,9 +81,9 @@ async def test_a_passed_challenge_admits_despite_the_buckets(
 
 
 async def test_a_failed_challenge_is_asked_again(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         for i in range(9):
             await answer(otp, in_block(i), lone_ip(i))
         forged = await answer(otp, in_block(9), lone_ip(9), challenge_token="XXXX.FAKE.forged")
@@ -92,10 +92,10 @@ async def test_a_failed_challenge_is_asked_again(
 
 
 async def test_each_token_admits_one_start_even_if_the_provider_allows_reuse(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
     fake_siteverify.reuse_allowed = True
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         for i in range(9):
             await answer(otp, in_block(i), lone_ip(i))
         token = fake_siteverify.issue()
@@ -108,9 +108,9 @@ async def test_each_token_admits_one_start_even_if_the_provider_allows_reuse(
 
 
 async def test_trusted_numbers_are_never_challenged(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         customer = in_block(9000)
         await login(otp, outbox, customer, lone_ip(900))
         for i in range(12):
@@ -120,9 +120,9 @@ async def test_trusted_numbers_are_never_challenged(
 
 
 async def test_without_pressure_nobody_is_challenged(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         rng = random.Random(4)
         for i in range(30):  # real users spread over the country, typing their codes
             await login(otp, outbox, spread(rng), lone_ip(i))
@@ -130,11 +130,11 @@ async def test_without_pressure_nobody_is_challenged(
 
 
 async def test_a_spread_pump_is_challenged_and_people_pass(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
     """The attacker cannot pass a challenge: once the country is under pressure it gets
     nothing more, while a person who passes the challenge is served."""
-    async with engine(**fake_siteverify.settings()) as otp:
+    async with verifier_factory(**fake_siteverify.settings()) as otp:
         rng = random.Random(9)
         pump = Counter([await answer(otp, spread(rng), lone_ip(i)) for i in range(100)])
         assert pump == {"sent": 64, "challenge_required": 36}  # 80 % of the country's 80
@@ -147,9 +147,9 @@ async def test_a_spread_pump_is_challenged_and_people_pass(
 
 
 async def test_a_provider_outage_under_pressure_sends_nothing(
-    engine: EngineFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, fake_siteverify: FakeSiteverify, outbox: MemoryTransport
 ) -> None:
-    async with engine(
+    async with verifier_factory(
         **fake_siteverify.settings(challenge_verify_url=FakeSiteverify.down_url())
     ) as otp:
         for i in range(9):

@@ -1,4 +1,4 @@
-"""Alert rules and the engine, driven by a ManualClock; the abuse scenario end to end
+"""Alert rules and the evaluator, driven by a ManualClock; the abuse scenario end to end
 with a real webhook receiver on 127.0.0.1 that checks every signature."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from otpguard.alerts import AlertEngine
+from otpguard.alerts import AlertEvaluator
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
 from otpguard.errors import DeliveryError, OtpguardError
@@ -119,13 +119,13 @@ async def no_sleep(_: float) -> None:
     """Backoff without waiting: the test counts retries, it does not time them."""
 
 
-# -- engine fixtures -------------------------------------------------------------------------
+# -- fixtures --------------------------------------------------------------------------------
 
 
 @dataclass
 class Rig:
     verifier: Verifier
-    engine: AlertEngine
+    evaluator: AlertEvaluator
     dispatcher: Dispatcher
     clock: ManualClock
     outbox: MemoryTransport
@@ -144,7 +144,7 @@ def rig_factory(
         sinks = [WebhookSink(receiver.url, WEBHOOK_SECRET, clock=clock)] if receiver else []
         dispatcher = Dispatcher(sinks, sleep=no_sleep)
         async with v:
-            yield Rig(v, AlertEngine(v, dispatcher), dispatcher, clock, outbox)
+            yield Rig(v, AlertEvaluator(v, dispatcher), dispatcher, clock, outbox)
             await dispatcher.aclose()
 
     return factory
@@ -219,7 +219,7 @@ async def test_abuse_scenario_raises_exactly_the_expected_alerts_at_a_signed_web
 ) -> None:
     async with rig_factory(receiver) as rig:
         await run_abuse_scenario(rig.verifier, rig.clock, rig.outbox)
-        result = await rig.engine.evaluate(rig.clock())
+        result = await rig.evaluator.evaluate(rig.clock())
         await rig.dispatcher.join()
 
         assert {a.id for a in result.opened} == expected_ids(rig.verifier)
@@ -233,7 +233,7 @@ async def test_abuse_scenario_raises_exactly_the_expected_alerts_at_a_signed_web
 
         # Deduplicated: the same incident is not announced twice.
         rig.clock.advance(30)
-        again = await rig.engine.evaluate(rig.clock())
+        again = await rig.evaluator.evaluate(rig.clock())
         await rig.dispatcher.join()
         assert again.opened == [] and again.resolved == []
         assert {a.id for a in again.open} == expected_ids(rig.verifier)
@@ -249,7 +249,7 @@ async def test_abuse_scenario_raises_exactly_the_expected_alerts_at_a_signed_web
 
         # Two quiet hours later every condition has cleared: each alert resolves once.
         rig.clock.advance(7200)
-        done = await rig.engine.evaluate(rig.clock())
+        done = await rig.evaluator.evaluate(rig.clock())
         await rig.dispatcher.join()
         assert {a.id for a in done.resolved} == expected_ids(rig.verifier)
         assert done.open == []
@@ -279,7 +279,7 @@ async def test_webhook_receiver_rejects_a_body_signed_with_another_secret(
 
 async def test_no_traffic_no_alerts(rig_factory: Callable[..., Any]) -> None:
     async with rig_factory() as rig:
-        result = await rig.engine.evaluate(rig.clock())
+        result = await rig.evaluator.evaluate(rig.clock())
         assert result.opened == [] and result.open == []
 
 
@@ -291,7 +291,7 @@ async def test_steady_traffic_is_not_a_spike(rig_factory: Callable[..., Any]) ->
         for i in range(13 * 12):
             assert await start(rig.verifier, f"+4474005{i:05d}", ip(i))
             rig.clock.advance(25)
-        result = await rig.engine.evaluate(rig.clock())
+        result = await rig.evaluator.evaluate(rig.clock())
         assert {a.id for a in result.opened} == set(), result.opened
 
 
@@ -299,9 +299,9 @@ async def test_spike_needs_the_minimum_volume(rig_factory: Callable[..., Any]) -
     async with rig_factory(alert_spike_min=40, alert_conversion_min_sends=1000) as rig:
         for i in range(39):
             await start(rig.verifier, f"+4474005{i:05d}", ip(i))
-        assert (await rig.engine.evaluate(rig.clock())).opened == []
+        assert (await rig.evaluator.evaluate(rig.clock())).opened == []
         await start(rig.verifier, "+447400599999", ip(99))
-        opened = (await rig.engine.evaluate(rig.clock())).opened
+        opened = (await rig.evaluator.evaluate(rig.clock())).opened
         assert [a.id for a in opened] == ["request_spike:all"]
         assert opened[0].details["recent"] == 40
 
@@ -310,9 +310,9 @@ async def test_hot_ip_over_threshold(rig_factory: Callable[..., Any]) -> None:
     async with rig_factory(alert_ip_threshold=5) as rig:
         for i in range(5):
             await start(rig.verifier, f"+4474006{i:05d}", "203.0.113.9")
-        assert (await rig.engine.evaluate(rig.clock())).opened == []
+        assert (await rig.evaluator.evaluate(rig.clock())).opened == []
         await start(rig.verifier, "+447400699999", "203.0.113.9")
-        opened = (await rig.engine.evaluate(rig.clock())).opened
+        opened = (await rig.evaluator.evaluate(rig.clock())).opened
         assert [(a.id, a.details["requests"]) for a in opened] == [("hot_ip:203.0.113.9", 6)]
 
 
@@ -323,7 +323,7 @@ async def test_country_conversion_drop(rig_factory: Callable[..., Any]) -> None:
         for i in range(1, 10):
             await start(v, f"+4474007{i // 3:02d}{i:03d}", ip(i))
         # 1 approved of 10 sent: 10%, below 20%.
-        opened = (await rig.engine.evaluate(rig.clock())).opened
+        opened = (await rig.evaluator.evaluate(rig.clock())).opened
         assert [a.id for a in opened] == ["conversion_drop:country:GB"]
         assert opened[0].details == {
             "country": "GB",
@@ -346,9 +346,9 @@ async def test_delivery_failure_rate_and_provider_errors(
         outbox.fail_with = DeliveryError("provider_error", provider_code=20500, retryable=True)
         for i in range(4, 8):
             assert not await start(rig.verifier, f"+4474008{i:05d}", ip(i))
-        assert (await rig.engine.evaluate(rig.clock())).opened == []  # 4 failures < 5
+        assert (await rig.evaluator.evaluate(rig.clock())).opened == []  # 4 failures < 5
         assert not await start(rig.verifier, "+447400899999", ip(99))
-        opened = {a.id: a for a in (await rig.engine.evaluate(rig.clock())).opened}
+        opened = {a.id: a for a in (await rig.evaluator.evaluate(rig.clock())).opened}
         assert set(opened) == {"delivery_failures:all", "provider_errors:provider"}
         assert opened["delivery_failures:all"].details["failed"] == 5
         assert opened["provider_errors:provider"].details["provider_codes"] == {"20500": 5}
@@ -361,16 +361,16 @@ async def test_undeliverable_numbers_are_not_provider_errors(
         outbox.fail_with = DeliveryError("invalid_number", provider_code=21211)
         for i in range(5):
             await start(rig.verifier, f"+4474008{i:05d}", ip(i))
-        assert (await rig.engine.evaluate(rig.clock())).opened == []
+        assert (await rig.evaluator.evaluate(rig.clock())).opened == []
 
 
 async def test_budget_near_cap(rig_factory: Callable[..., Any]) -> None:
     async with rig_factory(fraud_budget_global="10/1h", fraud_budget_country="100/1h") as rig:
         for i in range(7):
             assert await start(rig.verifier, f"+4474009{i:05d}", ip(i))
-        assert (await rig.engine.evaluate(rig.clock())).opened == []
+        assert (await rig.evaluator.evaluate(rig.clock())).opened == []
         assert await start(rig.verifier, "+447400988888", ip(8))  # 8 of 10: 80%
-        opened = (await rig.engine.evaluate(rig.clock())).opened
+        opened = (await rig.evaluator.evaluate(rig.clock())).opened
         assert [a.id for a in opened] == ["budget_near_cap:global:3600"]
         assert opened[0].details["used"] == 8
 
@@ -381,7 +381,7 @@ async def test_non_allowed_destinations_count_per_reason(rig_factory: Callable[.
             assert not await start(rig.verifier, f"+3361234567{i}", ip(i))  # FR: not allowed
         for i in range(2):
             assert not await start(rig.verifier, PREMIUM, ip(i))
-        opened = (await rig.engine.evaluate(rig.clock())).opened
+        opened = (await rig.evaluator.evaluate(rig.clock())).opened
         assert [a.id for a in opened] == ["refused_destination:country_not_allowed"]
 
 
@@ -391,11 +391,11 @@ async def test_store_failure_opens_an_alert_and_keeps_the_others(
     async with rig_factory(receiver, alert_ip_threshold=1) as rig:
         await start(rig.verifier, "+447400100001", "203.0.113.7")
         await start(rig.verifier, "+447400100002", "203.0.113.7")
-        assert [a.id for a in (await rig.engine.evaluate(rig.clock())).opened] == [
+        assert [a.id for a in (await rig.evaluator.evaluate(rig.clock())).opened] == [
             "hot_ip:203.0.113.7"
         ]
         await rig.verifier.store.aclose()  # the store goes away
-        result = await rig.engine.evaluate(rig.clock() + 7200)
+        result = await rig.evaluator.evaluate(rig.clock() + 7200)
         await rig.dispatcher.join()
         assert [a.id for a in result.opened] == ["store_errors:store"]
         assert result.resolved == []  # nothing else can be judged without the store
@@ -405,7 +405,7 @@ async def test_store_failure_opens_an_alert_and_keeps_the_others(
             "store_errors:store",
         ]
         await rig.verifier.store.open()  # back again: the store alert resolves
-        result = await rig.engine.evaluate(rig.clock() + 7200)
+        result = await rig.evaluator.evaluate(rig.clock() + 7200)
         assert "store_errors:store" in {a.id for a in result.resolved}
 
 
@@ -415,7 +415,7 @@ async def test_store_error_events_open_an_alert(rig_factory: Callable[..., Any])
         await rig.verifier.store.add_events(
             [Event(type=EventType.STORE_ERROR.value, ts=now, id=new_event_id(now))]
         )
-        opened = (await rig.engine.evaluate(now)).opened
+        opened = (await rig.evaluator.evaluate(now)).opened
         assert [a.id for a in opened] == ["store_errors:store"]
 
 
@@ -433,19 +433,19 @@ async def test_flapping_within_the_cooldown_is_one_incident(
                 await start(v, f"+4474001{i:05d}", "203.0.113.8")
 
         await burst()
-        assert len((await rig.engine.evaluate(clock())).opened) == 1
+        assert len((await rig.evaluator.evaluate(clock())).opened) == 1
         clock.advance(601)  # out of the 10-minute window: resolves
-        assert len((await rig.engine.evaluate(clock())).resolved) == 1
+        assert len((await rig.evaluator.evaluate(clock())).resolved) == 1
         clock.advance(60)
         await burst()  # back within the cooldown: re-opened, nobody notified again
-        result = await rig.engine.evaluate(clock())
+        result = await rig.evaluator.evaluate(clock())
         assert result.opened == [] and [a.id for a in result.open] == ["hot_ip:203.0.113.8"]
         assert result.open[0].details["flaps"] == 1
         clock.advance(601)
-        assert (await rig.engine.evaluate(clock())).resolved == []  # quiet resolution
+        assert (await rig.evaluator.evaluate(clock())).resolved == []  # quiet resolution
         clock.advance(1000)
         await burst()  # after the cooldown: a new incident
-        assert len((await rig.engine.evaluate(clock())).opened) == 1
+        assert len((await rig.evaluator.evaluate(clock())).opened) == 1
         await rig.dispatcher.join()
         assert [m["state"] for m in receiver.received] == ["opened", "resolved", "opened"]
 
@@ -456,8 +456,8 @@ async def test_a_restarted_engine_does_not_announce_open_alerts_again(
     async with rig_factory(alert_ip_threshold=1) as rig:
         for i in range(2):
             await start(rig.verifier, f"+4474001{i:05d}", "203.0.113.9")
-        assert len((await rig.engine.evaluate(rig.clock())).opened) == 1
-        fresh = AlertEngine(rig.verifier, Dispatcher([]))
+        assert len((await rig.evaluator.evaluate(rig.clock())).opened) == 1
+        fresh = AlertEvaluator(rig.verifier, Dispatcher([]))
         result = await fresh.evaluate(rig.clock())
         assert result.opened == [] and [a.id for a in result.open] == ["hot_ip:203.0.113.9"]
         rig.clock.advance(700)
@@ -474,9 +474,9 @@ async def test_admission_pressure_names_the_scope_within_one_evaluation(
     async with rig_factory(admission_block_4="3/12h", alert_admission_threshold=5) as rig:
         sent = [await start(rig.verifier, f"+44740091{i:04d}", ip(i)) for i in range(7)]
         assert sent == [True] * 3 + [False] * 4
-        assert (await rig.engine.evaluate(rig.clock())).opened == []
+        assert (await rig.evaluator.evaluate(rig.clock())).opened == []
         assert not await start(rig.verifier, "+447400919999", ip(9))
-        [alert] = (await rig.engine.evaluate(rig.clock())).opened
+        [alert] = (await rig.evaluator.evaluate(rig.clock())).opened
         assert alert.id == "admission_pressure:block +44740091"
         assert {k: v for k, v in alert.details.items() if k != "notified"} == {
             "scope": "block +44740091",
@@ -485,4 +485,4 @@ async def test_admission_pressure_names_the_scope_within_one_evaluation(
             "unconverted": 3,
         }
         rig.clock.advance(rig.verifier.settings.alert_hot_window + 1)
-        assert [a.id for a in (await rig.engine.evaluate(rig.clock())).resolved] == [alert.id]
+        assert [a.id for a in (await rig.evaluator.evaluate(rig.clock())).resolved] == [alert.id]

@@ -1,4 +1,4 @@
-"""A scripted attack on an engine with the default settings.
+"""A scripted attack on a Verifier with the default settings.
 
 Real users keep converting while an attacker pumps one number range from many
 IPs (a returning customer in that range still logs in), walks another range from

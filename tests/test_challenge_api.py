@@ -1,4 +1,4 @@
-"""The challenge step end to end with ``OTPGUARD_CHALLENGE_MODE=always``: the engine, /v1,
+"""The challenge step end to end with ``OTPGUARD_CHALLENGE_MODE=always``: the Verifier, /v1,
 /v2 and the client, against the fake siteverify server. Codes are read from the outbox."""
 
 from __future__ import annotations

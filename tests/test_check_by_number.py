@@ -26,7 +26,7 @@ def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
 
 
-# -- the engine ----------------------------------------------------------------------
+# -- the Verifier ----------------------------------------------------------------------
 
 
 async def test_a_newer_send_does_not_make_the_older_code_fail(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from otpguard.alerts import AlertEngine
+from otpguard.alerts import AlertEvaluator
 from otpguard.apikeys import create_api_key
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
@@ -163,7 +163,7 @@ async def test_dashboard_shows_the_scenario_alerts_and_charts(
         await run_abuse_scenario(v, clock, outbox)
         dispatcher = Dispatcher([WebhookSink(receiver.url, WEBHOOK_SECRET, clock=clock)])
         dispatcher.sleep = no_sleep
-        result = await AlertEngine(v, dispatcher).evaluate(clock())
+        result = await AlertEvaluator(v, dispatcher).evaluate(clock())
         await dispatcher.join()
         await dispatcher.aclose()
         ids = expected_ids(v)

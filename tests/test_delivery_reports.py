@@ -93,11 +93,12 @@ SHORT_WINDOWS = {
 
 
 async def test_once_only_outlives_a_purge(
-    engine: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]], clock: ManualClock
+    verifier_factory: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]],
+    clock: ManualClock,
 ) -> None:
     """Rate entries are purged after the longest limit window (here 10 minutes), but a
     verification lives longer (expiry plus an hour): the once-only entry must stay."""
-    async with engine(**SHORT_WINDOWS) as otp:
+    async with verifier_factory(**SHORT_WINDOWS) as otp:
         v = await otp.start(UK_MOBILE)
         report = (v.id, "failed", 30003, FIRST)
         assert await otp.record_delivery_status(*report) is DeliveryReport.RECORDED

@@ -153,7 +153,7 @@ async def test_flow_without_an_api_key(demo: Demo) -> None:
 
 
 async def test_refusals_all_look_the_same(demo: Demo) -> None:
-    """Blocked, not allowed, rate-limited: one status, one body. The engine knows why."""
+    """Blocked, not allowed, rate-limited: one status, one body. The Verifier knows why."""
     hot = fresh_number()
     for _ in range(3):  # limit_phone 3/10m
         assert (await demo.start(hot)).status_code == 200

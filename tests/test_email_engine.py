@@ -1,4 +1,4 @@
-"""The email channel through the engine: start, check by id and by address, resend;
+"""The email channel through the Verifier: start, check by id and by address, resend;
 per-mailbox and per-domain limits; the domain's admission bucket and its refund;
 disposable, allowed and MX-less domains; the development guard; phone-only guards
 that pass an address by, and email rules that pass a number by.
@@ -26,7 +26,7 @@ from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE
 
-EngineFactory = Callable[..., Any]
+VerifierFactory = Callable[..., Any]
 OFF = "off"
 LOOSE = {"limit_ip": OFF, "limit_network": OFF, "limit_email": OFF}
 
@@ -46,9 +46,9 @@ async def outcome(otp: Verifier, to: str, ip: str = "203.0.113.9", **kw: Any) ->
 
 
 async def test_start_check_resend(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine() as otp:
+    async with verifier_factory() as otp:
         v = await otp.start("  Jo.Smith@Example.COM ", "email", client_ip="203.0.113.9")
         assert (v.to, v.channel, v.country, v.status) == (
             "jo.smith@example.com", Channel.EMAIL, None, Status.PENDING,
@@ -64,8 +64,8 @@ async def test_start_check_resend(
         assert result.valid and result.verification.id == v.id
 
 
-async def test_check_by_address_fails_like_any_other(engine: EngineFactory) -> None:
-    async with engine() as otp:
+async def test_check_by_address_fails_like_any_other(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory() as otp:
         with pytest.raises(NotFound):
             await otp.check("123456", to="nobody@example.com")
         with pytest.raises(InvalidRequest):
@@ -73,10 +73,10 @@ async def test_check_by_address_fails_like_any_other(engine: EngineFactory) -> N
 
 
 async def test_events_never_hold_the_address(
-    engine: EngineFactory, outbox: MemoryTransport, caplog: pytest.LogCaptureFixture
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with engine() as otp:
+    async with verifier_factory() as otp:
         v = await otp.start("john.doe@mail.example.com", "email", client_ip="203.0.113.9")
         code = outbox.last_code()
         await otp.check(code[:-1] + str((int(code[-1]) + 1) % 10), verification_id=v.id)
@@ -94,22 +94,24 @@ async def test_events_never_hold_the_address(
     assert "john.doe" not in caplog.text and outbox.last_code() not in caplog.text
 
 
-async def test_limit_per_mailbox_counts_plus_tags_as_one(engine: EngineFactory) -> None:
-    async with engine(limit_email="2/10m", limit_ip=OFF, limit_network=OFF) as otp:
+async def test_limit_per_mailbox_counts_plus_tags_as_one(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(limit_email="2/10m", limit_ip=OFF, limit_network=OFF) as otp:
         got = [await outcome(otp, f"jo+{i}@example.com") for i in range(3)]
         assert got == ["sent", "sent", "rate_limited:email"]
         assert await outcome(otp, "al@example.com") == "sent"
 
 
-async def test_limit_per_domain(engine: EngineFactory) -> None:
-    async with engine(limit_email_domain="3/10m", **LOOSE) as otp:
+async def test_limit_per_domain(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(limit_email_domain="3/10m", **LOOSE) as otp:
         got = [await outcome(otp, f"u{i}@corp.example", lone_ip(i)) for i in range(4)]
         assert got == ["sent"] * 3 + ["rate_limited:email_domain"]
         assert await outcome(otp, "u9@other.example") == "sent"
 
 
-async def test_concurrent_starts_to_one_mailbox_are_limited_exactly(engine: EngineFactory) -> None:
-    async with engine(limit_email="3/10m", limit_ip=OFF, limit_network=OFF) as otp:
+async def test_concurrent_starts_to_one_mailbox_are_limited_exactly(
+    verifier_factory: VerifierFactory,
+) -> None:
+    async with verifier_factory(limit_email="3/10m", limit_ip=OFF, limit_network=OFF) as otp:
         got = await asyncio.gather(
             *(outcome(otp, f"jo+{i}@example.com", lone_ip(i)) for i in range(12))
         )
@@ -117,9 +119,11 @@ async def test_concurrent_starts_to_one_mailbox_are_limited_exactly(engine: Engi
 
 
 async def test_domain_admission_bucket_and_its_refund(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(admission_email_domain="3/10m", admission_global="1000/10m", **LOOSE) as otp:
+    async with verifier_factory(
+        admission_email_domain="3/10m", admission_global="1000/10m", **LOOSE
+    ) as otp:
         got = [await outcome(otp, f"u{i}@pumped.example", lone_ip(i)) for i in range(4)]
         assert got == ["sent"] * 3 + ["rate_limited:domain"]
         assert await outcome(otp, "u1@fine.example") == "sent"  # another domain's own bucket
@@ -131,13 +135,13 @@ async def test_domain_admission_bucket_and_its_refund(
     assert refused and refused[0].details.get("scope") == "domain pumped.example"
 
 
-async def test_domain_policy(engine: EngineFactory) -> None:
-    async with engine(email_allowed_domains=["corp.example"]) as otp:
+async def test_domain_policy(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(email_allowed_domains=["corp.example"]) as otp:
         assert await outcome(otp, "a@corp.example") == "sent"
         assert await outcome(otp, "a@gmail.com") == "domain_not_allowed"
-    async with engine() as otp:
+    async with verifier_factory() as otp:
         assert await outcome(otp, "a@yopmail.com") == "disposable_domain"
-    async with engine(email_refuse_disposable=False) as otp:
+    async with verifier_factory(email_refuse_disposable=False) as otp:
         assert await outcome(otp, "a@yopmail.com") == "sent"
 
 
@@ -210,9 +214,9 @@ async def test_email_needs_a_transport_that_carries_it(
 
 
 async def test_phone_rules_pass_an_address_by_and_email_rules_a_number(
-    engine: EngineFactory,
+    verifier_factory: VerifierFactory,
 ) -> None:
-    async with engine(
+    async with verifier_factory(
         allowed_countries=["FR"],
         fraud_sequential_threshold=2,
         limit_email=OFF,
@@ -224,7 +228,7 @@ async def test_phone_rules_pass_an_address_by_and_email_rules_a_number(
         # country (GB is not even allowed here), no prefix or country caps.
         got = [await outcome(otp, f"u{i}@same.example") for i in range(4)]
         assert got == ["sent"] * 4
-    async with engine(limit_email="1/10m", limit_email_domain="1/10m") as otp:
+    async with verifier_factory(limit_email="1/10m", limit_email_domain="1/10m") as otp:
         assert await outcome(otp, "a@example.com") == "sent"
         # The email rules never count a number.
         await otp.start(UK_MOBILE, "sms", client_ip="198.51.100.7")
@@ -233,9 +237,9 @@ async def test_phone_rules_pass_an_address_by_and_email_rules_a_number(
 
 
 async def test_stats_count_email_apart_and_price_it_at_nothing(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(price_table={"GB": 0.04}, default_price=0.05) as otp:
+    async with verifier_factory(price_table={"GB": 0.04}, default_price=0.05) as otp:
         for i in range(3):
             await otp.start(f"u{i}@example.com", "email", client_ip=lone_ip(i))
         await otp.check(outbox.last_code("u0@example.com"), to="u0@example.com")
@@ -249,9 +253,9 @@ async def test_stats_count_email_apart_and_price_it_at_nothing(
 
 
 async def test_conversion_watch_suspends_a_domain(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(
+    async with verifier_factory(
         fraud_suspend_on_low_conversion=True, fraud_conversion_min_sends=3,
         fraud_conversion_min_rate=0.5, fraud_observation_window=10, **LOOSE,
     ) as otp:  # fmt: skip
@@ -271,9 +275,9 @@ async def test_conversion_watch_suspends_a_domain(
 
 
 async def test_a_converted_address_is_trusted_past_its_domain_bucket(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(admission_email_domain="2/10m", **LOOSE) as otp:
+    async with verifier_factory(admission_email_domain="2/10m", **LOOSE) as otp:
         await otp.start("me@busy.example", "email", client_ip=lone_ip(0))
         await otp.check(outbox.last_code("me@busy.example"), to="me@busy.example")
         got = [await outcome(otp, f"u{i}@busy.example", lone_ip(i)) for i in range(1, 5)]

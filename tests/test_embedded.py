@@ -1,4 +1,4 @@
-"""The engine in-process, without a server: ``open_verifier`` (async) and
+"""The Verifier in-process, without a server: ``open_verifier`` (async) and
 ``otpguard.sync.open_sync_verifier`` (blocking), built from the same settings as
 ``otpguard serve``. Codes are read from the file outbox, as a phone would."""
 
@@ -82,7 +82,7 @@ def test_sync_wrapper_uses_the_settings(tmp_path: Path) -> None:
         v = otp.start(to, client_ip="203.0.113.9")
         assert v.expires_at - v.created_at == 120
         assert len(last_code(settings, v.id)) == 8
-        with pytest.raises(RateLimited) as info:  # the engine's own errors, unchanged
+        with pytest.raises(RateLimited) as info:  # the Verifier's own errors, unchanged
             otp.start(to, client_ip="203.0.113.9")
         assert info.value.rule.startswith("phone")
 
@@ -92,13 +92,13 @@ def test_sync_wrapper_with_an_injected_clock_expires_codes(tmp_path: Path) -> No
 
     settings = file_settings(tmp_path, code_ttl=60)
     clock = ManualClock()
-    engine = Verifier(
+    verifier = Verifier(
         settings,
         store_from_url(settings.store_url),
         FileTransport(settings.outbox_file),
         clock=clock,
     )
-    with SyncVerifier(engine) as otp:
+    with SyncVerifier(verifier) as otp:
         v = otp.start(fresh_number(), client_ip="203.0.113.10")
         clock.advance(61)
         late = otp.check(last_code(settings, v.id), verification_id=v.id)

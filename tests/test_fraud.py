@@ -19,7 +19,7 @@ from otpguard.transports.memory import MemoryTransport
 
 PREFIX = "+44740012"
 JERSEY = "+447797712345"
-EngineFactory = Callable[..., Any]
+VerifierFactory = Callable[..., Any]
 
 # Small figures so a test can reach them; the defaults are checked in test_defaults.
 # The suspension is an opt-in (OTPGUARD_FRAUD_SUSPEND_ON_LOW_CONVERSION).
@@ -104,9 +104,9 @@ def test_defaults(settings: Settings) -> None:
 
 
 async def test_low_conversion_suspends_a_prefix(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(**CONVERSION) as otp:
+    async with verifier_factory(**CONVERSION) as otp:
         await approved_elsewhere(otp, outbox, 10)  # the country as a whole converts
         for i in range(5):
             await otp.start(in_prefix(i), client_ip=lone_ip(i))  # nobody types these
@@ -139,9 +139,9 @@ async def test_low_conversion_suspends_a_prefix(
 
 
 async def test_a_converting_prefix_is_not_suspended(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(**CONVERSION) as otp:
+    async with verifier_factory(**CONVERSION) as otp:
         for i in range(5):
             v = await otp.start(in_prefix(i), client_ip=lone_ip(i))
             if i < 3:  # 3 of 5 typed: 0.6 >= 0.5
@@ -154,11 +154,11 @@ async def test_a_converting_prefix_is_not_suspended(
 
 
 async def test_young_sends_are_not_judged(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
     """A burst of real users is not suspended before they had time to type: a send is
     judged once it is older than the observation window (60 s), not the code lifetime."""
-    async with engine(**CONVERSION) as otp:
+    async with verifier_factory(**CONVERSION) as otp:
         await approved_elsewhere(otp, outbox, 10)
         clock.advance(301)
         for i in range(8):
@@ -172,9 +172,9 @@ async def test_young_sends_are_not_judged(
 
 
 async def test_low_conversion_suspends_a_country(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(allowed_countries=["GB", "JE"], **CONVERSION) as otp:
+    async with verifier_factory(allowed_countries=["GB", "JE"], **CONVERSION) as otp:
         for i in range(5):
             await otp.start(elsewhere(i), client_ip=lone_ip(i))  # five ranges, none typed
         clock.advance(301)
@@ -187,9 +187,9 @@ async def test_low_conversion_suspends_a_country(
 
 
 async def test_low_conversion_in_shadow_mode_records_and_sends(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(fraud_shadow=["low_conversion"], **CONVERSION) as otp:
+    async with verifier_factory(fraud_shadow=["low_conversion"], **CONVERSION) as otp:
         await approved_elsewhere(otp, outbox, 10)
         for i in range(5):
             await otp.start(in_prefix(i), client_ip=lone_ip(i))
@@ -251,9 +251,9 @@ async def test_range_walk_over_ipv6_addresses_of_one_host(verifier: Verifier) ->
 
 
 async def test_sequential_in_shadow_mode_records_and_sends(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(fraud_shadow=["sequential_numbers"]) as otp:
+    async with verifier_factory(fraud_shadow=["sequential_numbers"]) as otp:
         for i in range(6):
             await otp.start(in_prefix(i), client_ip="203.0.113.7")
         assert len(outbox.outbox) == 6
@@ -270,9 +270,9 @@ async def test_sequential_in_shadow_mode_records_and_sends(
 
 
 async def test_global_budget_is_a_circuit_breaker(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(fraud_budget_global="3/1h;5/24h") as otp:
+    async with verifier_factory(fraud_budget_global="3/1h;5/24h") as otp:
         for i in range(3):
             await otp.start(elsewhere(i), client_ip=lone_ip(i))
         event = await refused_with(
@@ -290,8 +290,8 @@ async def test_global_budget_is_a_circuit_breaker(
         assert len(outbox.outbox) == 5
 
 
-async def test_country_budget(engine: EngineFactory, clock: ManualClock) -> None:
-    async with engine(fraud_budget_country="2/1h", allowed_countries=["GB", "JE"]) as otp:
+async def test_country_budget(verifier_factory: VerifierFactory, clock: ManualClock) -> None:
+    async with verifier_factory(fraud_budget_country="2/1h", allowed_countries=["GB", "JE"]) as otp:
         await otp.start(elsewhere(0), client_ip=lone_ip(0))
         await otp.start(elsewhere(1), client_ip=lone_ip(1))
         event = await refused_with(
@@ -304,9 +304,9 @@ async def test_country_budget(engine: EngineFactory, clock: ManualClock) -> None
 
 
 async def test_refused_sends_do_not_spend_the_budget(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(fraud_budget_global="5/1h") as otp:
+    async with verifier_factory(fraud_budget_global="5/1h") as otp:
         for _ in range(3):
             await otp.start(elsewhere(0), client_ip=lone_ip(0))
         for _ in range(10):  # a flood refused by the phone limit costs nothing
@@ -320,9 +320,11 @@ async def test_refused_sends_do_not_spend_the_budget(
 
 
 async def test_budget_in_shadow_mode_records_and_sends(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(fraud_budget_global="2/1h", fraud_shadow=["budget_exhausted"]) as otp:
+    async with verifier_factory(
+        fraud_budget_global="2/1h", fraud_shadow=["budget_exhausted"]
+    ) as otp:
         for i in range(4):
             await otp.start(elsewhere(i), client_ip=lone_ip(i))
         assert len(outbox.outbox) == 4
@@ -337,9 +339,11 @@ async def test_budget_in_shadow_mode_records_and_sends(
 
 
 async def test_allowlist_skips_fraud_rules_but_not_limits_or_policy(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(allowlist=[PREFIX, "+449012345678"], fraud_budget_global="2/1h") as otp:
+    async with verifier_factory(
+        allowlist=[PREFIX, "+449012345678"], fraud_budget_global="2/1h"
+    ) as otp:
         for i in range(6):  # a range walk and over budget, but allowlisted
             await otp.start(in_prefix(i), client_ip="203.0.113.7")
         assert len(outbox.outbox) == 6
@@ -359,9 +363,9 @@ async def test_allowlist_skips_fraud_rules_but_not_limits_or_policy(
 
 
 async def test_blocklist_refuses_before_fraud_rules_run(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(blocklist=[PREFIX]) as otp:
+    async with verifier_factory(blocklist=[PREFIX]) as otp:
         for i in range(6):
             await refused_with(otp, "blocklisted", in_prefix(i), client_ip="203.0.113.7")
         assert outbox.outbox == []
@@ -369,12 +373,12 @@ async def test_blocklist_refuses_before_fraud_rules_run(
 
 
 async def test_budget_holds_exactly_under_concurrency(
-    engine: EngineFactory, outbox: MemoryTransport, tmp_path: Any
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, tmp_path: Any
 ) -> None:
     """The budget is counted in the same atomic step as the rate limits."""
     import asyncio
 
-    async with engine(
+    async with verifier_factory(
         fraud_budget_global="5/1h", store=f"sqlite:///{tmp_path / 'budget.db'}"
     ) as otp:
         results = await asyncio.gather(

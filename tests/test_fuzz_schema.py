@@ -57,7 +57,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     app_settings = make_settings(
         tmp,
         store=f"sqlite:///{tmp / 'fuzz.db'}",
-        # Generous limits so that most examples reach the engine instead of a 429.
+        # Generous limits so that most examples reach the Verifier instead of a 429.
         limit_phone="1000/10m",
         limit_ip="1000/10m",
         limit_network="1000/10m",

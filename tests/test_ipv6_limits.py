@@ -30,11 +30,11 @@ def site_ip(i: int) -> str:
 
 
 async def test_rotating_56s_inside_one_48_are_capped(
-    engine: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]],
+    verifier_factory: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]],
 ) -> None:
     # Sixty unconverted sends would also fill the country's and the 1,000,000-block's
     # admission buckets (60 each): this test is about the /48 rule alone.
-    async with engine(admission_country="off", admission_block_6="off") as otp:
+    async with verifier_factory(admission_country="off", admission_block_6="off") as otp:
         sent = 0
         refused = []
         for i in range(61):
@@ -49,9 +49,9 @@ async def test_rotating_56s_inside_one_48_are_capped(
 
 
 async def test_the_48_rule_is_a_setting(
-    engine: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]],
+    verifier_factory: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]],
 ) -> None:
-    async with engine(limit_ipv6_48="3/10m") as otp:
+    async with verifier_factory(limit_ipv6_48="3/10m") as otp:
         for i in range(3):
             await otp.start(number(i), client_ip=site_ip(i))
         with pytest.raises(RateLimited) as exc:

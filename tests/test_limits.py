@@ -27,7 +27,7 @@ from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE, ApiClient
 
-EngineFactory = Callable[..., Any]
+VerifierFactory = Callable[..., Any]
 
 
 def wrong(code: str) -> str:
@@ -124,9 +124,9 @@ async def test_every_written_form_shares_the_phone_counters(
 
 
 async def test_resend_cooldown_grows(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine(limit_phone="20/10m") as otp:
+    async with verifier_factory(limit_phone="20/10m") as otp:
         v = await otp.start(UK_MOBILE)
         for wait in (30, 60, 120, 240):
             err = await refused_by("cooldown", otp.resend(v.id))
@@ -180,15 +180,15 @@ async def test_ip_fifty_per_day(
     await verifier.start(mobile(51), client_ip="198.51.100.7")
 
 
-async def test_ip_forms_share_counters(engine: EngineFactory) -> None:
-    async with engine(limit_ip="2/10m") as otp:
+async def test_ip_forms_share_counters(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(limit_ip="2/10m") as otp:
         await otp.start(mobile(0), client_ip="203.0.113.7")
         await otp.start(mobile(1), client_ip="::ffff:203.0.113.7")  # IPv4-mapped IPv6
         await refused_by("ip", otp.start(mobile(2), client_ip=" 203.0.113.7 "))
 
 
-async def test_ipv6_counts_per_64(engine: EngineFactory) -> None:
-    async with engine(limit_ip="2/10m") as otp:
+async def test_ipv6_counts_per_64(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(limit_ip="2/10m") as otp:
         await otp.start(mobile(0), client_ip="2001:db8:0:1::1")
         await otp.start(mobile(1), client_ip="2001:db8:0:1::2")
         await refused_by("ip", otp.start(mobile(2), client_ip="2001:db8:0:1:ffff::3"))
@@ -205,8 +205,8 @@ async def test_network_thirty_per_ten_minutes(verifier: Verifier, clock: ManualC
     await verifier.start(mobile(32), client_ip="203.0.113.200")
 
 
-async def test_ipv6_networks_are_56(engine: EngineFactory) -> None:
-    async with engine(limit_network="2/10m") as otp:
+async def test_ipv6_networks_are_56(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(limit_network="2/10m") as otp:
         await otp.start(mobile(0), client_ip="2001:db8:0:1::1")
         await otp.start(mobile(1), client_ip="2001:db8:0:ff::1")
         await refused_by("network", otp.start(mobile(2), client_ip="2001:db8:0:aa::1"))
@@ -259,10 +259,10 @@ async def test_checks_without_client_ip_are_visible_as_unknown(
 NO_BLOCK_ADMISSION = {f"admission_block_{d}": "off" for d in (4, 5, 6)}
 
 
-async def test_prefix_hard_cap(engine: EngineFactory, clock: ManualClock) -> None:
+async def test_prefix_hard_cap(verifier_factory: VerifierFactory, clock: ManualClock) -> None:
     """The prefix cap on all sends is an opt-in (admission judges number blocks by
     default, tests/test_admission.py); set, it counts every send to the prefix."""
-    async with engine(limit_prefix="20/10m;100/24h", **NO_BLOCK_ADMISSION) as otp:
+    async with verifier_factory(limit_prefix="20/10m;100/24h", **NO_BLOCK_ADMISSION) as otp:
         # One IP per number, each in its own network: only the prefix rule sees them all.
         for i in range(20):
             await otp.start(same_prefix(i), client_ip=f"10.{i}.0.1")
@@ -273,8 +273,8 @@ async def test_prefix_hard_cap(engine: EngineFactory, clock: ManualClock) -> Non
         await otp.start(same_prefix(20), client_ip="10.20.0.1")
 
 
-async def test_country(engine: EngineFactory, clock: ManualClock) -> None:
-    async with engine(limit_country="3/10m", allowed_countries=["GB", "JE"]) as otp:
+async def test_country(verifier_factory: VerifierFactory, clock: ManualClock) -> None:
+    async with verifier_factory(limit_country="3/10m", allowed_countries=["GB", "JE"]) as otp:
         for i in range(3):
             await otp.start(mobile(i), client_ip=f"10.{i}.0.1")
         await refused_by("country", otp.start(mobile(3), client_ip="10.3.0.1"))
@@ -283,8 +283,10 @@ async def test_country(engine: EngineFactory, clock: ManualClock) -> None:
         await otp.start(mobile(3), client_ip="10.3.0.1")
 
 
-async def test_global_per_minute_and_per_day(engine: EngineFactory, clock: ManualClock) -> None:
-    async with engine(limit_global="2/1m;3/24h", allowed_countries=["GB", "JE"]) as otp:
+async def test_global_per_minute_and_per_day(
+    verifier_factory: VerifierFactory, clock: ManualClock
+) -> None:
+    async with verifier_factory(limit_global="2/1m;3/24h", allowed_countries=["GB", "JE"]) as otp:
         await otp.start(mobile(0), client_ip="10.0.0.1")
         await otp.start("+447797712345", client_ip="10.1.0.1")
         err = await refused_by("global", otp.start(mobile(2), client_ip="10.2.0.1"))
@@ -295,9 +297,11 @@ async def test_global_per_minute_and_per_day(engine: EngineFactory, clock: Manua
         assert err.retry_after == 86400 - 60
 
 
-async def test_refusal_is_all_or_nothing(engine: EngineFactory, outbox: MemoryTransport) -> None:
+async def test_refusal_is_all_or_nothing(
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
+) -> None:
     """A send refused by one rule uses up no other rule's room."""
-    async with engine(limit_ip="1/10m") as otp:
+    async with verifier_factory(limit_ip="1/10m") as otp:
         await otp.start(mobile(0), client_ip="203.0.113.7")
         for _ in range(5):
             await refused_by("ip", otp.start(UK_MOBILE, client_ip="203.0.113.7"))

@@ -20,7 +20,7 @@ from otpguard.transports.memory import MemoryTransport
 
 from .dump import dump_store
 
-EngineFactory = Callable[..., Any]
+VerifierFactory = Callable[..., Any]
 PREFIX = "+44740012"
 NUMBER = "+447400123456"
 
@@ -50,9 +50,9 @@ async def list_events(otp: Verifier) -> list[tuple[str, str | None, dict[str, An
 
 
 async def test_a_block_entry_refuses_at_once_and_unblock_lifts_it(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine() as otp:
+    async with verifier_factory() as otp:
         await otp.start(in_prefix(0), client_ip=lone_ip(0))
         await otp.lists.add("07400 12", "block", by="test", note="abuse ticket 12")
         assert await refused(otp, in_prefix(1), outbox, client_ip=lone_ip(1)) == "blocklisted"
@@ -71,9 +71,9 @@ async def test_a_block_entry_refuses_at_once_and_unblock_lifts_it(
 
 
 async def test_an_entry_expires_by_the_clock(
-    engine: EngineFactory, outbox: MemoryTransport, clock: ManualClock
+    verifier_factory: VerifierFactory, outbox: MemoryTransport, clock: ManualClock
 ) -> None:
-    async with engine() as otp:
+    async with verifier_factory() as otp:
         change = await otp.lists.add(NUMBER, "block", by="test", duration="1h")
         assert change.entry.expires_at == clock() + 3600
         clock.advance(3599)
@@ -87,9 +87,9 @@ async def test_an_entry_expires_by_the_clock(
 
 
 async def test_an_allow_entry_skips_fraud_rules_and_admission_not_limits(
-    engine: EngineFactory, outbox: MemoryTransport
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
 ) -> None:
-    async with engine(fraud_budget_global="2/1h", admission_block_4="2/12h") as otp:
+    async with verifier_factory(fraud_budget_global="2/1h", admission_block_4="2/12h") as otp:
         await otp.lists.add(PREFIX, "allow", by="test", note="load test range")
         for i in range(6):  # a range walk, over budget and over the block's admission
             await otp.start(in_prefix(i), client_ip="203.0.113.7")
@@ -107,8 +107,10 @@ async def test_an_allow_entry_skips_fraud_rules_and_admission_not_limits(
         assert err.value.rule == "phone"
 
 
-async def test_block_wins_over_allow(engine: EngineFactory, outbox: MemoryTransport) -> None:
-    async with engine(allowlist=[NUMBER]) as otp:
+async def test_block_wins_over_allow(
+    verifier_factory: VerifierFactory, outbox: MemoryTransport
+) -> None:
+    async with verifier_factory(allowlist=[NUMBER]) as otp:
         await otp.lists.add(NUMBER[:-2], "block", by="test")
         assert await refused(otp, NUMBER, outbox) == "blocklisted"
         await otp.lists.add(NUMBER[:-2], "allow", by="test")  # replaces the block entry
@@ -119,8 +121,8 @@ async def test_block_wins_over_allow(engine: EngineFactory, outbox: MemoryTransp
         assert [d.get("replaced") for d in allowed] == ["block"]
 
 
-async def test_listing_merges_the_configuration(engine: EngineFactory) -> None:
-    async with engine(blocklist=["07557"], allowlist=["+447400999999"]) as otp:
+async def test_listing_merges_the_configuration(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(blocklist=["07557"], allowlist=["+447400999999"]) as otp:
         await otp.lists.add(NUMBER, "block", by="test", until="2099-01-01T00:00:00Z")
         listed = [(x.pattern, x.kind, x.source, x.expires_at) for x in await otp.lists.entries()]
         assert listed == [
@@ -139,8 +141,8 @@ async def test_listing_merges_the_configuration(engine: EngineFactory) -> None:
             await otp.lists.remove("+447558", by="test")
 
 
-async def test_the_cap_is_a_clear_error(engine: EngineFactory) -> None:
-    async with engine(number_list_max=2) as otp:
+async def test_the_cap_is_a_clear_error(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory(number_list_max=2) as otp:
         await otp.lists.add("+4474", "block", by="test")
         await otp.lists.add("+4475", "block", by="test")
         with pytest.raises(NumberListFull, match="OTPGUARD_NUMBER_LIST_MAX") as err:
@@ -162,17 +164,19 @@ async def test_the_cap_is_a_clear_error(engine: EngineFactory) -> None:
     ],
 )
 async def test_bad_input_is_named(
-    engine: EngineFactory, kwargs: dict[str, Any], message: str
+    verifier_factory: VerifierFactory, kwargs: dict[str, Any], message: str
 ) -> None:
-    async with engine() as otp:
+    async with verifier_factory() as otp:
         raw = kwargs.pop("raw", NUMBER)
         with pytest.raises(InvalidRequest, match=message):
             await otp.lists.add(raw, "block", by="test", **kwargs)
         assert await otp.lists.entries() == []
 
 
-async def test_events_mask_numbers_and_digit_runs_in_notes(engine: EngineFactory) -> None:
-    async with engine() as otp:
+async def test_events_mask_numbers_and_digit_runs_in_notes(
+    verifier_factory: VerifierFactory,
+) -> None:
+    async with verifier_factory() as otp:
         await otp.lists.add(NUMBER, "allow", by="test", note="tester 07400123456 (QA)")
         (event,) = await otp.store.list_events(EventQuery(types=("number.allowed",)))
         assert event.number_masked == "+44******3456"
@@ -187,8 +191,8 @@ def test_durations() -> None:
     ]  # fmt: skip
 
 
-async def test_explain_applies_the_run_time_entries(engine: EngineFactory) -> None:
-    async with engine() as otp:
+async def test_explain_applies_the_run_time_entries(verifier_factory: VerifierFactory) -> None:
+    async with verifier_factory() as otp:
         assert (await otp.explain_number(NUMBER))["allowlisted"] is False
         await otp.lists.add(NUMBER[:-3], "allow", by="test")
         info = await otp.explain_number(NUMBER)

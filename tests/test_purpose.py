@@ -1,4 +1,4 @@
-"""Codes bound to their purpose: the rules of purpose.py, and the engine and /v1 API
+"""Codes bound to their purpose: the rules of purpose.py, and the Verifier and /v1 API
 holding a code to the purpose, amount and payee it was started for."""
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def test_any_changed_field_fails(original: Binding, other: Binding) -> None:
         assert not RING.verify(key_id, tag, *PARTS, other.tag_parts())
 
 
-# -- the engine ------------------------------------------------------------------------
+# -- the Verifier ------------------------------------------------------------------------
 
 
 async def failed_checks(otp: Verifier, vid: str) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from otpguard.alerts import AlertEngine
+from otpguard.alerts import AlertEvaluator
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
 from otpguard.errors import OtpguardError
@@ -98,7 +98,7 @@ async def test_a_flood_stores_one_event_per_minute_and_every_figure_counts_it_al
         assert stats["top_ips"] == [{"ip": IP, "count": 500}]
         assert sum(b["refused"] for b in stats["series"]) == 497
 
-        opened = {a.rule: a for a in (await AlertEngine(v, Dispatcher([])).evaluate()).opened}
+        opened = {a.rule: a for a in (await AlertEvaluator(v, Dispatcher([])).evaluate()).opened}
         assert opened["hot_number"].details["requests"] == 500
         assert opened["hot_ip"].details["requests"] == 500
         assert opened["request_spike"].details["recent"] == 500
@@ -144,7 +144,7 @@ async def test_admission_and_destination_alerts_count_counted_refusals(
                 await v.start(PREMIUM, client_ip=IP)
         stored = await v.store.list_events(EventQuery(types=(REFUSED,)))
         assert len(stored) == 2  # one example of each kind
-        opened = {a.id: a for a in (await AlertEngine(v, Dispatcher([])).evaluate()).opened}
+        opened = {a.id: a for a in (await AlertEvaluator(v, Dispatcher([])).evaluate()).opened}
         pressure = opened["admission_pressure:block +44740091"].details
         assert (pressure["refused"], pressure["unconverted"]) == (57, 3)
         assert opened["refused_destination:premium_rate"].details["refused"] == 30

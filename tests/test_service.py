@@ -1,4 +1,4 @@
-"""The engine's rules: start, resend, check, cancel, expiry, attempts, exactly-once."""
+"""The Verifier's rules: start, resend, check, cancel, expiry, attempts, exactly-once."""
 
 from __future__ import annotations
 

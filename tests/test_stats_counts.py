@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from otpguard.alerts import AlertEngine
+from otpguard.alerts import AlertEvaluator
 from otpguard.clock import ManualClock
 from otpguard.config import Settings
 from otpguard.errors import OtpguardError
@@ -100,7 +100,7 @@ async def test_stats_and_alerts_read_counts_not_events(
 
     with statements(store) as seen:
         stats = await stats_for(store, verifier.settings, clock(), 3600)
-        evaluation = await AlertEngine(verifier, Dispatcher([])).evaluate(clock())
+        evaluation = await AlertEvaluator(verifier, Dispatcher([])).evaluate(clock())
     reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
     assert any("FROM event_counts" in s for s in reads)
     # Not one row of the events or the tallies is read (the alerts they open are written).

@@ -1,4 +1,4 @@
-"""The engine and API over the twilio transport, against the fake Twilio server:
+"""The Verifier and API over the twilio transport, against the fake Twilio server:
 magic numbers, error mapping end to end, the development guard, status callbacks."""
 
 from __future__ import annotations

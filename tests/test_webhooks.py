@@ -1,5 +1,5 @@
 """Webhooks to the integrating app, end to end: a real HTTP receiver on loopback that
-checks every signature, the engine behind the ASGI app, the worker on the test clock."""
+checks every signature, the Verifier behind the ASGI app, the worker on the test clock."""
 
 from __future__ import annotations
 

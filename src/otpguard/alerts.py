@@ -1,43 +1,16 @@
-"""Alert rules over the event counts, and the engine that opens and resolves alerts.
+"""The alert job: opens, updates and resolves alerts from what the rules find.
 
-Every ``alert_interval`` seconds the engine reads the event counts of the recent
+Every ``alert_interval`` seconds the evaluator reads the event counts of the recent
 minutes (``counters.py``: what it reads does not grow with traffic; a window is read
-in the whole minutes that start in it) and a few store counters, asks each rule
-what is wrong *now*, and compares with the open alerts: a new finding opens an alert
-(stored, an ``alert.opened`` event, a notice to every sink); a finding that persists
-updates the open alert quietly (one notice per incident); an open alert whose finding is
-gone resolves (stored, an ``alert.resolved`` event, a notice). A finding that comes back
+in the whole minutes that start in it) and a few rate counters, asks each rule
+(``alert_rules.py``, the table of what makes each fire) what is wrong *now*, and
+compares with the open alerts: a new symptom opens an alert (stored, an
+``alert.opened`` event, a notice to every sink); a symptom that persists updates the
+open alert quietly (one notice per incident); an open alert whose symptom is gone
+resolves (stored, an ``alert.resolved`` event, a notice). A symptom that comes back
 within ``alert_cooldown`` seconds of its resolution re-opens the same alert without
-notifying anyone again (flapping is one incident).
-
-=================== ===================================================================
-rule                fires when (settings, defaults in docs/monitoring.md)
-=================== ===================================================================
-request_spike       requests in the last ``alert_spike_window`` s >= ``alert_spike_min``
-                    and > ``alert_spike_factor`` x the average per window over the
-                    preceding ``alert_spike_baseline`` s
-hot_number          one number (grouped by its keyed hash) made more than
-                    ``alert_number_threshold`` requests in ``alert_hot_window`` s
-hot_ip              one client IP made more than ``alert_ip_threshold`` requests in
-                    ``alert_hot_window`` s
-conversion_drop     a country, or a prefix the fraud rules flagged, had at least
-                    ``alert_conversion_min_sends`` sends in ``alert_conversion_window`` s
-                    and approved/sent below ``alert_conversion_min_rate``
-refused_destination ``alert_refused_destination_threshold`` or more requests for premium-
-                    rate, shared-cost, blocklisted or non-allowed destinations (per reason)
-                    in ``alert_hot_window`` s
-delivery_failures   at least ``alert_delivery_failure_min`` failed deliveries in
-                    ``alert_hot_window`` s and failed/attempted >= ``alert_delivery_failure_rate``
-admission_pressure  ``alert_admission_threshold`` or more starts refused or challenged by
-                    one admission scope (a country, a number block, all traffic, an API
-                    key) in ``alert_hot_window`` s: codes sent there are not being typed
-budget_near_cap     a send budget (``fraud_budget_global``, ``fraud_budget_country``) is
-                    used to ``alert_budget_ratio`` of its cap
-provider_errors     ``alert_provider_error_threshold`` or more provider errors (not a bad
-                    destination: timeouts, 5xx, auth) in ``alert_hot_window`` s
-store_errors        the store fails during evaluation, or ``store.error`` events were
-                    recorded in ``alert_hot_window`` s
-=================== ===================================================================
+notifying anyone again (flapping is one incident). Everything is read and written
+through the Verifier.
 
 Several worker processes each run this job; run the alert job in one of them only
 (or accept one notice per process).
@@ -48,369 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from .config import Settings
-from .counters import fields_of
+from .alert_rules import RULE_NAMES, RULES, SNAPSHOT_FAMILIES, STORE_DOWN, Rule, Snapshot, Symptom
 from .errors import StorageError
 from .events import Event, EventType, new_event_id
-from .service import UNDELIVERABLE_REASONS, Verifier
+from .service import Verifier
 from .sinks import Dispatcher, Notice
-from .stats import DELIVERY_FAILED, PASSED, RESENT, SEND_TYPES, STARTED
-from .stores.base import Alert, EventCount, Store
+from .stores.base import Alert
 
 if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger("otpguard.alerts")
 
-MAX_FINDINGS_PER_RULE = 20  # the busiest subjects only; an attack on 10,000 numbers is one page
-DESTINATION_REASONS = frozenset(
-    {"premium_rate", "shared_cost", "country_not_allowed", "blocklisted"}
-)
-RULE_NAMES = (
-    "request_spike",
-    "hot_number",
-    "hot_ip",
-    "conversion_drop",
-    "refused_destination",
-    "delivery_failures",
-    "admission_pressure",
-    "budget_near_cap",
-    "provider_errors",
-    "store_errors",
-)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What a rule sees wrong now. ``key`` identifies the subject within the rule."""
-
-    rule: str
-    key: str
-    subject: str
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alert_id(self) -> str:
-        return f"{self.rule}:{self.key}"
-
-
-#: The families of counts a snapshot holds; numbers and IPs are asked for their top.
-SNAPSHOT_FAMILIES = ("t", "r", "df", "sc", "un", "px")
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    now: float
-    settings: Settings
-    store: Store
-    counts: Sequence[EventCount]  # of SNAPSHOT_FAMILIES, over the longest window
-    truncated: bool = False
-
-    def within(
-        self, seconds: float, family: str, *, until: float | None = None
-    ) -> Iterator[tuple[list[str], int]]:
-        """``(fields, count)`` of ``family``'s counts in the minutes that start in
-        ``[now - seconds, until)`` (``until`` defaults to just after now)."""
-        since = self.now - seconds
-        end = self.now + 1e-6 if until is None else until
-        for r in self.counts:
-            if since <= r.minute < end and r.kind.startswith(family + "|"):
-                yield fields_of(r.kind)[1], r.count
-
-    async def top(self, family: str, seconds: float, limit: int) -> list[tuple[list[str], int]]:
-        """``(fields, count)`` of the busiest kinds of ``family`` (``q``, ``ip``) over
-        the last ``seconds``, ranked by the store."""
-        rows = await self.store.top_event_counts(family, self.now - seconds, self.now + 1e-6, limit)
-        return [(fields_of(kind)[1], n) for kind, n in rows]
-
-    def requests(self, seconds: float, *, until: float | None = None) -> int:
-        started = sum(
-            n for (etype, _), n in self.within(seconds, "t", until=until) if etype in REQUESTS
-        )
-        refused = sum(n for (flag, _), n in self.within(seconds, "r", until=until) if flag == "1")
-        return started + refused
-
-
-REQUESTS = frozenset({STARTED, RESENT})
-
-
-Rule = Callable[[Snapshot], Awaitable[list[Finding]]]
-
-
-def _busiest(counter: Counter[str], over: int) -> list[tuple[str, int]]:
-    rows = [(k, n) for k, n in counter.items() if n > over]
-    rows.sort(key=lambda kv: (-kv[1], kv[0]))
-    return rows[:MAX_FINDINGS_PER_RULE]
-
-
-# -- the rules ------------------------------------------------------------------------------
-
-
-async def request_spike(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    w, base = s.alert_spike_window, s.alert_spike_baseline
-    recent = snap.requests(w)
-    before = snap.requests(w + base, until=snap.now - w)
-    per_window = before * w / base
-    if recent < s.alert_spike_min or recent <= s.alert_spike_factor * per_window:
-        return []
-    minutes = w // 60
-    return [
-        Finding(
-            "request_spike",
-            "all",
-            "all requests",
-            f"{recent} code requests in the last {minutes} min against "
-            f"{per_window:.1f} per {minutes} min over the preceding {base // 60} min",
-            {"recent": recent, "baseline_per_window": round(per_window, 2), "window_s": w},
-        )
-    ]
-
-
-async def hot_number(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    w = s.alert_hot_window
-    top = await snap.top("q", w, MAX_FINDINGS_PER_RULE)
-    busiest = [(h, masked, n) for (h, masked), n in top if n > s.alert_number_threshold]
-    return [
-        Finding(
-            "hot_number",
-            h[:16],
-            f"number {masked}",
-            f"{n} code requests for {masked} in {w // 60} min "
-            f"(threshold {s.alert_number_threshold})",
-            {"requests": n, "number": masked, "ref": h[:12], "window_s": w},
-        )
-        for h, masked, n in busiest
-    ]
-
-
-async def hot_ip(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    top = await snap.top("ip", s.alert_hot_window, MAX_FINDINGS_PER_RULE + 1)
-    busiest = [(ip, n) for (ip,), n in top if ip != "unknown" and n > s.alert_ip_threshold]
-    return [
-        Finding(
-            "hot_ip",
-            ip,
-            f"ip {ip}",
-            f"{n} code requests from {ip} in {s.alert_hot_window // 60} min "
-            f"(threshold {s.alert_ip_threshold})",
-            {"requests": n, "ip": ip, "window_s": s.alert_hot_window},
-        )
-        for ip, n in busiest[:MAX_FINDINGS_PER_RULE]
-    ]
-
-
-def _low(sent: int, ok: int, s: Settings) -> bool:
-    return sent >= s.alert_conversion_min_sends and ok / sent < s.alert_conversion_min_rate
-
-
-async def conversion_drop(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    sent: Counter[str] = Counter()
-    ok: Counter[str] = Counter()
-    w = s.alert_conversion_window
-    for (etype, country), n in snap.within(w, "t"):
-        if etype in SEND_TYPES and country:
-            sent[country] += n
-        elif etype == PASSED and country:
-            ok[country] += n
-    # The prefixes the fraud rules flagged (events keep none: ``counters.kinds_of``).
-    prefixes = {fields[0] for fields, _ in snap.within(w, "px")}
-    out = []
-    minutes = s.alert_conversion_window // 60
-    for country, n in sorted(sent.items()):
-        if _low(n, ok[country], s):
-            out.append(
-                Finding(
-                    "conversion_drop",
-                    f"country:{country}",
-                    f"country {country}",
-                    f"{ok[country]} approved of {n} sent to {country} in {minutes} min "
-                    f"({ok[country] / n:.0%}, minimum {s.alert_conversion_min_rate:.0%})",
-                    {"country": country, "sent": n, "approved": ok[country]},
-                )
-            )
-    fw = s.fraud_conversion_window
-    for prefix in sorted(prefixes)[:MAX_FINDINGS_PER_RULE]:
-        n = await snap.store.count(f"conv:sent:prefix:{prefix}", fw, snap.now)
-        k = await snap.store.count(f"conv:ok:prefix:{prefix}", fw, snap.now)
-        if _low(n, k, s):
-            out.append(
-                Finding(
-                    "conversion_drop",
-                    f"prefix:{prefix}",
-                    f"prefix {prefix}",
-                    f"{k} approved of {n} sent to numbers {prefix}xxxx in {fw // 60} min "
-                    "(SMS pumping looks like this)",
-                    {"prefix": prefix, "sent": n, "approved": k},
-                )
-            )
-    return out
-
-
-async def refused_destination(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    counts: Counter[str] = Counter()
-    for (_, reason), n in snap.within(s.alert_hot_window, "r"):
-        if reason in DESTINATION_REASONS or reason.startswith("number_type:"):
-            counts[reason] += n
-    return [
-        Finding(
-            "refused_destination",
-            reason,
-            f"destination {reason}",
-            f"{n} requests refused as {reason} in {s.alert_hot_window // 60} min",
-            {"reason": reason, "refused": n},
-        )
-        for reason, n in _busiest(counts, s.alert_refused_destination_threshold - 1)
-    ]
-
-
-async def delivery_failures(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    w = s.alert_hot_window
-    attempted = sum(
-        n
-        for (etype, _), n in snap.within(w, "t")
-        if etype in SEND_TYPES or etype == DELIVERY_FAILED
-    )
-    failed = sum(n for _, n in snap.within(w, "df"))
-    if failed < s.alert_delivery_failure_min:
-        return []
-    rate = failed / max(attempted, failed)
-    if rate < s.alert_delivery_failure_rate:
-        return []
-    return [
-        Finding(
-            "delivery_failures",
-            "all",
-            "deliveries",
-            f"{failed} of {max(attempted, failed)} deliveries failed in "
-            f"{s.alert_hot_window // 60} min ({rate:.0%})",
-            {"failed": failed, "attempted": attempted, "rate": round(rate, 3)},
-        )
-    ]
-
-
-async def admission_pressure(snap: Snapshot) -> list[Finding]:
-    """Admission refusals and challenges per scope, with the figures behind them."""
-    s = snap.settings
-    refused: Counter[str] = Counter()
-    challenged: Counter[str] = Counter()
-    for (flag, scope), n in snap.within(s.alert_hot_window, "sc"):
-        (challenged if flag == "1" else refused)[scope] += n
-    # The newest minute's figure (the highest, should it have changed in that minute).
-    newest: dict[str, tuple[int, int]] = {}
-    for r in snap.counts:
-        family, fields = fields_of(r.kind)
-        if family == "un" and r.minute >= snap.now - s.alert_hot_window:
-            figure = (r.minute, int(fields[0]))
-            newest[fields[1]] = max(newest.get(fields[1], figure), figure)
-    unconverted = {scope: figure for scope, (_, figure) in newest.items()}
-    both = refused + challenged
-    return [
-        Finding(
-            "admission_pressure",
-            scope,
-            scope,
-            f"{scope} is under pressure: {refused[scope]} starts refused and "
-            f"{challenged[scope]} challenged in {s.alert_hot_window // 60} min; "
-            f"{unconverted[scope]} codes sent there recently were never typed",
-            {
-                "scope": scope,
-                "refused": refused[scope],
-                "challenged": challenged[scope],
-                "unconverted": unconverted[scope],
-            },
-        )
-        for scope, _ in _busiest(both, s.alert_admission_threshold - 1)
-    ]
-
-
-async def budget_near_cap(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    scopes = [
-        ("global", "budget:global", limit, w) for limit, w in s.windows("fraud_budget_global")
-    ]
-    scopes += [
-        (f"country {c}", f"budget:country:{c}", limit, w)
-        for c in s.allowed_countries
-        for limit, w in s.windows("fraud_budget_country")
-    ]
-    out = []
-    for scope, key, limit, w in scopes:
-        used = await snap.store.count(key, w, snap.now)
-        if used >= s.alert_budget_ratio * limit:
-            span = f"{w // 3600}h" if w % 3600 == 0 else f"{w // 60}m"
-            out.append(
-                Finding(
-                    "budget_near_cap",
-                    f"{scope.replace(' ', ':')}:{w}",
-                    f"{scope} budget {span}",
-                    f"{used} of {limit} sends of the {scope} {span} budget used "
-                    f"({used / limit:.0%}; sends stop at 100%)",
-                    {"scope": scope, "used": used, "limit": limit, "window_s": w},
-                )
-            )
-    return out
-
-
-async def provider_errors(snap: Snapshot) -> list[Finding]:
-    s = snap.settings
-    codes: Counter[str] = Counter()
-    for (etype, code, reason), n in snap.within(s.alert_hot_window, "df"):
-        if etype == DELIVERY_FAILED and reason not in UNDELIVERABLE_REASONS:
-            codes[code or "none"] += n
-    n = sum(codes.values())
-    if n < s.alert_provider_error_threshold:
-        return []
-    return [
-        Finding(
-            "provider_errors",
-            "provider",
-            "SMS/voice provider",
-            f"{n} provider errors in {s.alert_hot_window // 60} min "
-            f"(codes: {', '.join(f'{c} x{k}' for c, k in codes.most_common(5))})",
-            {"errors": n, "provider_codes": dict(codes.most_common(10))},
-        )
-    ]
-
-
-async def store_errors(snap: Snapshot) -> list[Finding]:
-    w = snap.settings.alert_hot_window
-    n = sum(n for (etype, _), n in snap.within(w, "t") if etype == "store.error")
-    if not n:
-        return []
-    return [Finding("store_errors", "store", "store", f"{n} store errors recorded", {"errors": n})]
-
-
-RULES: tuple[Rule, ...] = (
-    request_spike,
-    hot_number,
-    hot_ip,
-    conversion_drop,
-    refused_destination,
-    delivery_failures,
-    admission_pressure,
-    budget_near_cap,
-    provider_errors,
-    store_errors,
-)
-
-STORE_DOWN = Finding(
-    "store_errors", "store", "store", "the store failed while alerts were evaluated"
-)
-
-
-# -- the engine -------------------------------------------------------------------------------
+# -- the evaluator ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -420,7 +47,7 @@ class Evaluation:
     open: list[Alert]
 
 
-class AlertEngine:
+class AlertEvaluator:
     """Evaluates :data:`RULES`; ``evaluate(now)`` is one pass, ``run(stop)`` the job."""
 
     def __init__(
@@ -443,10 +70,9 @@ class AlertEngine:
     async def _load(self, now: float) -> None:
         if self._loaded:
             return
-        store = self.verifier.store
-        for a in await store.list_alerts(status="open"):
+        for a in await self.verifier.alerts(status="open"):
             self._open[a.id] = a
-        for a in await store.list_alerts(
+        for a in await self.verifier.alerts(
             since=now - self.settings.alert_cooldown, status="resolved"
         ):
             self._resolved.setdefault(a.id, a)
@@ -459,72 +85,34 @@ class AlertEngine:
             s.alert_conversion_window,
             s.alert_hot_window,
         )
-        store = self.verifier.store
-        counts = await store.list_event_counts(now - horizon, now + 1e-6, SNAPSHOT_FAMILIES)
-        return Snapshot(now, s, store, counts)
+        counts = await self.verifier.event_counts(now - horizon, now + 1e-6, SNAPSHOT_FAMILIES)
+        return Snapshot(now, s, self.verifier, counts)
+
+    async def _symptoms(self, now: float) -> tuple[list[Symptom], set[str]]:
+        """What every rule finds wrong now, and the rules that could judge: all of
+        them, or only ``store_errors`` when the store fails (the other alerts stay)."""
+        try:
+            await self._load(now)
+            snap = await self._snapshot(now)
+            symptoms: list[Symptom] = []
+            for rule in self.rules:
+                symptoms.extend(await rule(snap))
+            return symptoms, {f.__name__ for f in self.rules}
+        except StorageError:
+            return [STORE_DOWN], {"store_errors"}
 
     async def evaluate(self, now: float | None = None) -> Evaluation:
         """One pass: open, update and resolve alerts; notify sinks without awaiting them."""
         now = self.verifier.clock() if now is None else now
-        try:
-            await self._load(now)
-            snap = await self._snapshot(now)
-            findings: list[Finding] = []
-            for rule in self.rules:
-                findings.extend(await rule(snap))
-            judged = {f.__name__ for f in self.rules}
-        except StorageError:
-            # Nothing else can be judged without the store: keep other alerts as they are.
-            findings, judged = [STORE_DOWN], {"store_errors"}
-        current = {f.alert_id: f for f in findings}
+        symptoms, judged = await self._symptoms(now)
+        current = {f.alert_id: f for f in symptoms}
         opened: list[Alert] = []
-        resolved: list[Alert] = []
-
         for aid, f in current.items():
-            existing = self._open.get(aid)
-            if existing is not None:
-                alert = replace(
-                    existing,
-                    updated_at=now,
-                    message=f.message,
-                    details={**existing.details, **f.details},
-                )
-                await self._save(alert)
-                self._open[aid] = alert
-                continue
-            previous = self._resolved.pop(aid, None)
-            cooled = (
-                previous is None
-                or previous.resolved_at is None
-                or now - previous.resolved_at >= self.settings.alert_cooldown
-            )
-            if previous is not None and not cooled:
-                flaps = int(previous.details.get("flaps", 0)) + 1
-                alert = replace(
-                    previous,
-                    status="open",
-                    updated_at=now,
-                    resolved_at=None,
-                    message=f.message,
-                    details={**f.details, "flaps": flaps, "notified": False},
-                )
-                await self._save(alert)
-            else:
-                alert = Alert(
-                    id=aid,
-                    rule=f.rule,
-                    subject=f.subject,
-                    status="open",
-                    opened_at=now,
-                    updated_at=now,
-                    message=f.message,
-                    details={**f.details, "notified": True},
-                )
-                await self._save(alert)
-                await self._announce(alert, "opened", now)
-                opened.append(alert)
+            alert, is_new = await self._raise(aid, f, now)
             self._open[aid] = alert
-
+            if is_new:
+                opened.append(alert)
+        resolved: list[Alert] = []
         for aid, alert in list(self._open.items()):
             if aid in current or alert.rule not in judged:
                 continue
@@ -535,7 +123,6 @@ class AlertEngine:
             if alert.details.get("notified", True):
                 await self._announce(done, "resolved", now)
                 resolved.append(done)
-
         if self.metrics is not None:
             by_rule = dict.fromkeys(RULE_NAMES, 0)
             for a in self._open.values():
@@ -543,9 +130,51 @@ class AlertEngine:
             self.metrics.set_open_alerts(by_rule)
         return Evaluation(opened, resolved, sorted(self._open.values(), key=lambda a: a.id))
 
+    async def _raise(self, aid: str, f: Symptom, now: float) -> tuple[Alert, bool]:
+        """The open alert for symptom ``f``, stored: the open one updated quietly, one
+        resolved within ``alert_cooldown`` re-opened quietly (a flap), or a new one,
+        announced (True)."""
+        existing = self._open.get(aid)
+        if existing is not None:
+            details = {**existing.details, **f.details}
+            alert = replace(existing, updated_at=now, message=f.message, details=details)
+            await self._save(alert)
+            return alert, False
+        previous = self._resolved.pop(aid, None)
+        cooled = (
+            previous is None
+            or previous.resolved_at is None
+            or now - previous.resolved_at >= self.settings.alert_cooldown
+        )
+        if previous is not None and not cooled:
+            flaps = int(previous.details.get("flaps", 0)) + 1
+            alert = replace(
+                previous,
+                status="open",
+                updated_at=now,
+                resolved_at=None,
+                message=f.message,
+                details={**f.details, "flaps": flaps, "notified": False},
+            )
+            await self._save(alert)
+            return alert, False
+        alert = Alert(
+            id=aid,
+            rule=f.rule,
+            subject=f.subject,
+            status="open",
+            opened_at=now,
+            updated_at=now,
+            message=f.message,
+            details={**f.details, "notified": True},
+        )
+        await self._save(alert)
+        await self._announce(alert, "opened", now)
+        return alert, True
+
     async def _save(self, alert: Alert) -> None:
         try:
-            await self.verifier.store.put_alert(alert)
+            await self.verifier.save_alert(alert)
         except StorageError:
             log.warning("could not store alert %s: store unavailable", alert.id)
 

@@ -1,6 +1,6 @@
 """The challenge step: a CAPTCHA token checked server-side with the provider.
 
-When a start needs a challenge, the engine raises
+When a start needs a challenge, the Verifier raises
 :class:`~otpguard.errors.ChallengeRequired` (HTTP 428) carrying :meth:`ChallengeVerifier.describe`;
 the backend shows the provider's widget and repeats the same start with the widget's
 token as ``challenge_token``. :meth:`ChallengeVerifier.verify` asks the provider's
@@ -15,7 +15,7 @@ not that JSON, or a provider refusing our own secret raise
 call, connection included, is bounded by ``OTPGUARD_CHALLENGE_TIMEOUT``.
 
 Neither the token nor the secret is ever logged, echoed in an error or stored;
-:func:`token_fingerprint` gives the engine a hash to remember a token by, so that
+:func:`token_fingerprint` gives the Verifier a hash to remember a token by, so that
 each token admits one start only (the providers also refuse a second siteverify of
 the same token, with ``timeout-or-duplicate`` or hCaptcha's ``already-seen-response``).
 """

@@ -73,14 +73,15 @@ def cmd_key_webhook(args: argparse.Namespace) -> int:
 
 def cmd_service_webhook(args: argparse.Namespace) -> int:
     # The web app's modules only for this command (as cmd_serve imports uvicorn).
-    from .web.verify.services import service_exists
+    from .web.verify.services import service_key
 
     settings = _settings(args)
 
     async def run() -> int:
         store, hooks = await _open(settings)
         try:
-            if not await service_exists(store, args.sid, time.time()):
+            key = service_key(args.sid)
+            if key is None or await store.get_flag(key, time.time()) is None:
                 print(f"no /v2 service {args.sid}", file=sys.stderr)
                 return 1
             if args.action == "remove-service":

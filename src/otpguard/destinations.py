@@ -1,6 +1,6 @@
 """Where a code goes: a phone number or an email address, chosen by the channel.
 
-The engine and the guards read the same few attributes from either kind
+The Verifier and the guards read the same few attributes from either kind
 (``e164``: the key counters, tags and events use; ``region``; ``prefix``: the
 group it belongs to; ``type``); a guard that only makes sense for one kind asks
 :func:`is_email`.

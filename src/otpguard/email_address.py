@@ -45,7 +45,7 @@ EXAMPLE = "like jo@example.com"
 
 @dataclass(frozen=True)
 class EmailAddress:
-    """A normalised address. It answers the attributes the engine reads from a
+    """A normalised address. It answers the attributes the Verifier reads from a
     :class:`~otpguard.phone.PhoneNumber`, so one send path serves both kinds."""
 
     address: str
@@ -64,7 +64,7 @@ class EmailAddress:
         base = self.local.split("+", 1)[0] or self.local
         return f"{base}@{self.domain}"
 
-    # -- what the engine reads from a destination --------------------------------
+    # -- what the Verifier reads from a destination --------------------------------
 
     @property
     def e164(self) -> str:

@@ -1,4 +1,4 @@
-"""The event model: every decision the engine makes becomes one Event.
+"""The event model: every decision the Verifier makes becomes one Event.
 
 An event carries a masked number and a keyed hash of the number (for
 grouping), never the number itself, never a code. For the email channel the
@@ -13,7 +13,7 @@ import enum
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -99,8 +99,13 @@ def mask_number(e164: str) -> str:
     return head + "*" * (len(e164) - len(head) - 4) + e164[-4:]
 
 
+#: A Verifier listener (``Verifier(listeners=...)``, the metrics): called with every
+#: event as it is recorded, never awaited; an exception it raises is logged, not raised.
+EventListener = Callable[["Event"], None]
+
+
 class EventOutbox(Protocol):
-    """What the engine hands its recorded events to, awaited (the webhook outbox):
+    """What the Verifier hands its recorded events to, awaited (the webhook outbox):
     ``enqueue`` never raises and never waits on anything but the store."""
 
     async def enqueue(self, events: Sequence[Event]) -> None: ...

@@ -110,7 +110,11 @@ class ListEditor:
 
     async def entries(self) -> list[ListEntry]:
         """The run-time entries, newest first, then the configured ones."""
-        return [*await self.store.list_entries(self.clock()), *self.configured]
+        return [*await self.runtime_entries(), *self.configured]
+
+    async def runtime_entries(self) -> list[ListEntry]:
+        """The live run-time entries (``otpguard numbers``, /v1/admin/numbers), newest first."""
+        return await self.store.list_entries(self.clock())
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{"runtime": {"block": n, "allow": m}, "config": {...}}``."""

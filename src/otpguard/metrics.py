@@ -168,7 +168,7 @@ class Metrics:
             self.alerts.labels(rule, "opened" if opened else "resolved").inc()
 
     def set_open_alerts(self, by_rule: Mapping[str, int]) -> None:
-        """The alert engine reports how many alerts are open, per rule."""
+        """The alert evaluator reports how many alerts are open, per rule."""
         for rule, n in by_rule.items():
             self.alerts_open.labels(self._label("alert_rule", rule)).set(n)
 

@@ -70,7 +70,7 @@ MINOR_UNITS: dict[str, int] = {
 
 
 class BoundArgs(TypedDict, total=False):
-    """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments (a
+    """The Verifier's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments (a
     caller's keywords too: ``Client.start(..., **bound)``, each optional)."""
 
     purpose: str | None
@@ -102,7 +102,7 @@ class Binding:
         return (_TAG_FORMAT, self.purpose, self.amount or "", self.currency or "", self.payee or "")
 
     def args(self) -> BoundArgs:
-        """As the engine's ``start`` and ``check`` take it: ``start(..., **b.args())``."""
+        """As the Verifier's ``start`` and ``check`` take it: ``start(..., **b.args())``."""
         return {
             "purpose": self.purpose,
             "amount": self.amount,

@@ -1,4 +1,4 @@
-"""The engine for synchronous code (Django, Flask, scripts), in-process, no server.
+"""The Verifier for synchronous code (Django, Flask, scripts), in-process, no server.
 
     from otpguard import load_settings
     from otpguard.sync import open_sync_verifier
@@ -8,11 +8,11 @@
     result = otp.check("123456", verification_id=v.id, client_ip=request_ip)
     otp.close()                                     # at shutdown (or use ``with``)
 
-A thin wrapper, not a second engine (STYLE.md: no parallel sync and async trees):
+A thin wrapper, not a second Verifier (STYLE.md: no parallel sync and async trees):
 one background thread runs an event loop that owns the async
 :class:`~otpguard.service.Verifier`; each method submits the coroutine to that
 loop and blocks until it finishes. Any number of request threads may share one
-``SyncVerifier``. Errors are the engine's own (``RateLimited``, ...).
+``SyncVerifier``. Errors are the Verifier's own (``RateLimited``, ...).
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ class SyncVerifier:
             raise RuntimeError("this SyncVerifier is closed")
         if threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError("SyncVerifier called from its own engine thread (use the Verifier)")
+            raise RuntimeError("SyncVerifier called from its own loop thread (use the Verifier)")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    # -- the engine's operations: each is the Verifier's own, run to its end ------------
+    # -- the Verifier's operations: each is the Verifier's own, run to its end ----------
 
     start = _blocking(Verifier.start)
     resend = _blocking(Verifier.resend)

@@ -1,6 +1,6 @@
-"""The webhook outbox (fed by the engine) and the worker that posts it.
+"""The webhook outbox (fed by the Verifier) and the worker that posts it.
 
-The engine's only part is :meth:`WebhookOutbox.enqueue`, awaited after each store
+The Verifier's only part is :meth:`WebhookOutbox.enqueue`, awaited after each store
 write of events: one more row per event whose API key has an endpoint, in the
 store (durable across restarts). It never raises (a failure is logged; the
 verification's answer stands) and never talks to the app: the app's slowness
@@ -83,7 +83,7 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
 
 
 class WebhookOutbox:
-    """The engine's side: events in, outbox rows out."""
+    """The Verifier's side: events in, outbox rows out."""
 
     def __init__(self, store: WebhookStore, section: WebhooksSection) -> None:
         self.store = store

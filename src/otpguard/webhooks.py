@@ -47,7 +47,7 @@ SERVICE_FLAG = "verify_compat:verification:"
 #: a /v2 route sets its service's (and the app resets it for every request).
 ROUTE: contextvars.ContextVar[str | None] = contextvars.ContextVar("webhook_route", default=None)
 DELIVERED_STATUSES = frozenset({"delivered", "read"})
-UNDELIVERED_STATUSES = frozenset({"failed", "undelivered", "canceled"})  # as service.py's
+UNDELIVERED_STATUSES = frozenset({"failed", "undelivered", "canceled"})  # as service/base.py's
 
 #: Webhook names, in a verification's life order.
 NAMES = ("started", "sent", "delivered", "approved", "failed", "expired", "canceled", "refused")

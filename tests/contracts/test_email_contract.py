@@ -23,7 +23,7 @@ from ..dump import dump_store
 OFF = "off"
 
 
-def engine(
+def email_verifier(
     store: Store, outbox: MemoryTransport, clock: ManualClock | None = None, **overrides: Any
 ) -> Verifier:
     settings = load_settings(
@@ -35,7 +35,7 @@ def engine(
 
 async def test_no_email_code_in_any_store(store: Store) -> None:
     outbox, clock = MemoryTransport(), ManualClock()
-    otp = engine(store, outbox, clock)
+    otp = email_verifier(store, outbox, clock)
     ids = []
     addresses = [f"user{n}@mail{n}.example" for n in range(4)]
     for n, to in enumerate(addresses):
@@ -69,7 +69,7 @@ async def race(otp: Verifier, addresses: list[str]) -> list[str]:
 
 async def test_concurrent_starts_per_mailbox_and_domain_are_exact(store: Store) -> None:
     outbox = MemoryTransport()
-    otp = engine(store, outbox, limit_email="3/10m", limit_email_domain="5/10m",
+    otp = email_verifier(store, outbox, limit_email="3/10m", limit_email_domain="5/10m",
                  limit_ip=OFF, limit_network=OFF)  # fmt: skip
     got = await race(otp, [f"jo+{i}@one.example" for i in range(12)])
     assert got.count("sent") == 3 and got.count("email") == 9
@@ -79,7 +79,7 @@ async def test_concurrent_starts_per_mailbox_and_domain_are_exact(store: Store) 
 
 async def test_concurrent_starts_fill_a_domain_bucket_exactly(store: Store) -> None:
     outbox = MemoryTransport()
-    otp = engine(store, outbox, admission_email_domain="4/10m", limit_email=OFF,
+    otp = email_verifier(store, outbox, admission_email_domain="4/10m", limit_email=OFF,
                  limit_ip=OFF, limit_network=OFF)  # fmt: skip
     got = await race(otp, [f"u{i}@pumped.example" for i in range(12)])
     assert got.count("sent") == 4 and got.count("domain") == 8

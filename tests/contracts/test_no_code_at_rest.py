@@ -1,4 +1,4 @@
-"""On every backend: after a whole session through the engine, the store's raw
+"""On every backend: after a whole session through the Verifier, the store's raw
 contents hold no code, only keyed HMAC tags.
 
 Codes are 10 digits here so that an accidental match against a timestamp or a

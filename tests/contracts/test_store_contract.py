@@ -198,7 +198,7 @@ async def test_create_get_roundtrip_preserves_every_field(store: Store) -> None:
 
 async def test_what_a_code_is_for_survives_every_operation(store: Store) -> None:
     """purpose, amount, currency and payee are kept through a resend, an attempt, an
-    approval, and come back from the pending lists (the engine re-signs resends with
+    approval, and come back from the pending lists (the Verifier re-signs resends with
     them and shows them in answers)."""
     bound = {"purpose": "transaction", "amount": "25.00", "currency": "GBP", "payee": "Acme"}
     v = make_v(**bound)

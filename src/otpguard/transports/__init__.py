@@ -47,7 +47,7 @@ def transport_from_settings(settings: Settings) -> Transport:
 
 def email_transport_from_settings(settings: Settings) -> Transport | None:
     """The email channel's transport named by ``OTPGUARD_EMAIL_TRANSPORT``; None when
-    unset (the engine then uses the phone transport if it carries any channel)."""
+    unset (the Verifier then uses the phone transport if it carries any channel)."""
     name = settings.email_transport
     if name == "":
         return None

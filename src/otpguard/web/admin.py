@@ -2,7 +2,7 @@
 
 ``install(app)`` (listed in ``otpguard.web.app.EXTENSIONS``) builds one
 :class:`Monitor` per app: a Prometheus registry fed by a Verifier listener and a
-latency middleware, the alert engine with its sink dispatcher (both added to
+latency middleware, the alert evaluator with its sink dispatcher (both added to
 ``app.state.jobs``), kept at ``app.state.monitor`` for the dashboard.
 
 The reads (``/metrics``, stats, events, alerts) need an API key with the
@@ -21,17 +21,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 
-from ..alerts import AlertEngine
+from ..alerts import AlertEvaluator
 from ..config import Settings
 from ..destinations import parse_destination
 from ..errors import InvalidRequest
 from ..events import Event
+from ..limits import normalize_ip
 from ..metrics import CONTENT_TYPE_LATEST, LatencyMiddleware, Metrics
 from ..service import Verifier
 from ..sinks import Dispatcher, sinks_from_section
-from ..stats import parse_window, stats_for
+from ..stats import parse_window
 from ..stores.base import Alert, ApiKey, EventQuery
-from .api import ERRORS, admin_key, engine_of, iso, monitor_key
+from .api import ERRORS, VerifierDep, admin_key, iso, monitor_key
 
 log = logging.getLogger("otpguard.web.admin")
 
@@ -40,14 +41,13 @@ MAX_PAGE = 500
 
 Admin = Annotated[ApiKey, Depends(admin_key)]
 ReadOnly = Annotated[ApiKey, Depends(monitor_key)]
-Engine = Annotated[Verifier, Depends(engine_of)]
 
 
 @dataclass
 class Monitor:
     metrics: Metrics
     dispatcher: Dispatcher
-    alerts: AlertEngine
+    alerts: AlertEvaluator
 
 
 def monitor_of(request: Request) -> Monitor:
@@ -77,9 +77,9 @@ def event_out(e: Event) -> dict[str, Any]:
 
 
 async def open_and_recent_alerts(verifier: Verifier, now: float) -> list[Alert]:
-    alerts = await verifier.store.list_alerts(status="open")
+    alerts = await verifier.alerts(status="open")
     seen = {a.id for a in alerts}
-    recent = await verifier.store.list_alerts(since=now - RECENT_ALERTS)
+    recent = await verifier.alerts(since=now - RECENT_ALERTS)
     return alerts + [a for a in recent if a.id not in seen]
 
 
@@ -87,18 +87,16 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.get("/stats", responses=ERRORS)
-async def admin_stats(engine: Engine, _: ReadOnly, window: str = "1h") -> dict[str, Any]:
+async def admin_stats(verifier: VerifierDep, _: ReadOnly, window: str = "1h") -> dict[str, Any]:
     """Totals, conversion overall and per country, top numbers (masked) and IPs,
     refusals by reason, delivery failures and estimated spend over ``window``
     (``15m``, ``1h``, ``24h``, ``7d``, ...)."""
-    now = engine.clock()
-    stats = await stats_for(engine.store, engine.settings, now, parse_window(window))
-    return stats.as_dict()
+    return (await verifier.stats(parse_window(window))).as_dict()
 
 
 @router.get("/events", responses=ERRORS)
 async def admin_events(
-    engine: Engine,
+    verifier: VerifierDep,
     _: ReadOnly,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
     number: Annotated[str | None, Query(max_length=320)] = None,
@@ -113,16 +111,12 @@ async def admin_events(
     keyed hash; pass ``next_before`` from the previous page as ``before`` for the next one."""
     number_hash = None
     if number is not None:
-        e164 = parse_destination(number, None, engine.settings.default_region).e164
-        number_hash = engine.keyring.keyed_hash("number", e164)
-    client_ip = None
-    if ip is not None:
-        from ..limits import normalize_ip
-
-        client_ip = normalize_ip(ip)
+        e164 = parse_destination(number, None, verifier.settings.default_region).e164
+        number_hash = verifier.number_hash(e164)
+    client_ip = None if ip is None else normalize_ip(ip)
     if since is not None and until is not None and since >= until:
         raise InvalidRequest("'since' must be before 'until'")
-    events = await engine.store.list_events(
+    events = await verifier.events(
         EventQuery(
             types=tuple(type or ()),
             number_hash=number_hash,
@@ -143,9 +137,9 @@ async def admin_events(
 
 
 @router.get("/alerts", responses=ERRORS)
-async def admin_alerts(engine: Engine, _: ReadOnly) -> dict[str, Any]:
+async def admin_alerts(verifier: VerifierDep, _: ReadOnly) -> dict[str, Any]:
     """Open alerts, then those resolved in the last 7 days."""
-    alerts = await open_and_recent_alerts(engine, engine.clock())
+    alerts = await open_and_recent_alerts(verifier, verifier.clock())
     return {
         "open": [alert_out(a) for a in alerts if a.status == "open"],
         "recent": [alert_out(a) for a in alerts if a.status != "open"],
@@ -197,11 +191,11 @@ def install(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     metrics_ = Metrics()
     dispatcher = Dispatcher(sinks_from_section(settings.alerts, clock=verifier.clock))
-    engine = AlertEngine(verifier, dispatcher, metrics=metrics_)
+    evaluator = AlertEvaluator(verifier, dispatcher, metrics=metrics_)
     verifier.listeners.append(metrics_.observe)
-    app.state.monitor = Monitor(metrics_, dispatcher, engine)
+    app.state.monitor = Monitor(metrics_, dispatcher, evaluator)
     app.state.jobs.append(dispatcher.run)
-    app.state.jobs.append(engine.run)
+    app.state.jobs.append(evaluator.run)
     if settings.metrics_port is not None:
         app.state.jobs.append(_metrics_port_job(settings, metrics_))
     app.include_router(router)

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..numberlists import MAX_NOTE, entry_out
 from ..stores.base import ApiKey
-from .api import ERRORS, Engine, _Strict, admin_key, iso
+from .api import ERRORS, VerifierDep, _Strict, admin_key, iso
 
 Admin = Annotated[ApiKey, Depends(admin_key)]
 
@@ -46,22 +46,22 @@ def _by(key: ApiKey) -> str:
 
 
 @router.get("/numbers", responses=ERRORS)
-async def list_numbers(engine: Engine, _: Admin) -> dict[str, Any]:
+async def list_numbers(verifier: VerifierDep, _: Admin) -> dict[str, Any]:
     """Every entry, run-time ones newest first, then the configured ones
     (``source: config``, from OTPGUARD_BLOCKLIST / OTPGUARD_ALLOWLIST)."""
-    entries = await engine.lists.entries()
+    entries = await verifier.lists.entries()
     return {
         "entries": [entry_out(x, iso) for x in entries],
-        "counts": await engine.lists.counts(),
-        "max_entries": engine.settings.number_list_max,
+        "counts": await verifier.lists.counts(),
+        "max_entries": verifier.settings.number_list_max,
     }
 
 
 @router.post("/numbers", status_code=201, responses=ERRORS)
-async def add_number(body: ListEntryIn, engine: Engine, key: Admin) -> dict[str, Any]:
+async def add_number(body: ListEntryIn, verifier: VerifierDep, key: Admin) -> dict[str, Any]:
     """Add a block or allow entry, or replace the one the number or prefix has. It
     applies from the next send on, on every instance sharing the store."""
-    change = await engine.lists.add(
+    change = await verifier.lists.add(
         body.number, body.kind, by=_by(key), note=body.note,
         duration=body.duration, until=body.until,
     )  # fmt: skip
@@ -72,10 +72,10 @@ async def add_number(body: ListEntryIn, engine: Engine, key: Admin) -> dict[str,
 
 
 @router.delete("/numbers/{number}", responses=ERRORS)
-async def remove_number(number: str, engine: Engine, key: Admin) -> dict[str, Any]:
+async def remove_number(number: str, verifier: VerifierDep, key: Admin) -> dict[str, Any]:
     """Remove the run-time entry of a number or prefix, whatever its kind. A configured
     entry answers 409 ``configured``: it is removed from the configuration."""
-    change = await engine.lists.remove(number, by=_by(key))
+    change = await verifier.lists.remove(number, by=_by(key))
     return {
         "removed": entry_out(change.entry, iso),
         "still_configured": change.shadowed_by_config is not None,

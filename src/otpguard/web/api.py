@@ -38,7 +38,7 @@ async def api_key(request: Request) -> ApiKey:
     scheme, _, token = header.partition(" ")
     presented = token.strip() if scheme.lower() == "bearer" else None
     cache: KeyCache = request.app.state.key_cache
-    key = await cache.authenticate(verifier_of(request).store, presented)
+    key = await verifier_of(request).authenticate(presented, cache)
     request.state.api_key = key
     return key
 
@@ -69,13 +69,13 @@ def tenant_of(key: ApiKey) -> str | None:
     return None if has_scope(key, "admin") else key.id
 
 
-async def engine_of(request: Request) -> Verifier:
+async def current_verifier(request: Request) -> Verifier:
     """``verifier_of`` as a dependency. Async on purpose: FastAPI runs a plain ``def``
     dependency in a worker thread, a hop that cost more than the request's work."""
     return verifier_of(request)
 
 
-Engine = Annotated[Verifier, Depends(engine_of)]
+VerifierDep = Annotated[Verifier, Depends(current_verifier)]
 
 # -- schemas --------------------------------------------------------------------
 
@@ -108,7 +108,7 @@ class _Bound(_Strict):
     )
 
     def bound(self) -> BoundArgs:
-        """The engine's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
+        """The Verifier's ``purpose``, ``amount``, ``currency`` and ``payee`` arguments."""
         return {
             "purpose": self.purpose,
             "amount": self.amount.value if self.amount else None,
@@ -220,7 +220,7 @@ START_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def out(engine: Verifier, v: Verification) -> VerificationOut:
+def out(verifier: Verifier, v: Verification) -> VerificationOut:
     return VerificationOut(
         id=v.id,
         to=mask_number(v.to),
@@ -232,7 +232,7 @@ def out(engine: Verifier, v: Verification) -> VerificationOut:
         created_at=iso(v.created_at),
         expires_at=iso(v.expires_at),
         resend_available_at=iso(v.resend_available_at),
-        attempts_remaining=engine.attempts_remaining(v),
+        attempts_remaining=verifier.attempts_remaining(v),
         sends=v.sends,
         delivery=v.delivery,  # type: ignore[arg-type]
     )
@@ -244,10 +244,12 @@ def out(engine: Verifier, v: Verification) -> VerificationOut:
 @router.post(
     "/v1/verifications", status_code=201, response_model=VerificationOut, responses=START_ERRORS
 )
-async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> VerificationOut:
+async def start_verification(
+    body: StartRequest, verifier: VerifierDep, key: Auth
+) -> VerificationOut:
     """Send a code to a number. The response never contains the code. A 428
     ``challenge_required`` asks for a CAPTCHA: repeat the start with ``challenge_token``."""
-    v = await engine.start(
+    v = await verifier.start(
         body.to,
         body.channel,
         client_ip=body.client_ip,
@@ -257,19 +259,19 @@ async def start_verification(body: StartRequest, engine: Engine, key: Auth) -> V
         owner=key.id,
         **body.bound(),
     )
-    return out(engine, v)
+    return out(verifier, v)
 
 
 @router.post("/v1/verifications/check", response_model=CheckOut, responses=ERRORS)
-async def check_verification(body: CheckRequest, engine: Engine, key: Auth) -> CheckOut:
+async def check_verification(body: CheckRequest, verifier: VerifierDep, key: Auth) -> CheckOut:
     """Check a code. ``valid`` is true only for the first correct check. Every failing
-    check answers no sooner than ``failed_check_floor`` (the engine pads its own
-    failures; the route pads what fails before the engine is asked)."""
+    check answers no sooner than ``failed_check_floor`` (the Verifier pads its own
+    failures; the route pads what fails before the Verifier is asked)."""
     started = time.monotonic()
     try:
         if (body.id is None) == (body.to is None):
             raise InvalidRequest("give exactly one of 'id' or 'to'")
-        r = await engine.check(
+        r = await verifier.check(
             body.code,
             verification_id=body.id,
             to=body.to,
@@ -279,7 +281,7 @@ async def check_verification(body: CheckRequest, engine: Engine, key: Auth) -> C
             **body.bound(),
         )
     except OtpguardError:
-        await engine.pad_failed_check(started)
+        await verifier.pad_failed_check(started)
         raise
     return CheckOut(
         id=r.verification.id,
@@ -295,19 +297,21 @@ async def check_verification(body: CheckRequest, engine: Engine, key: Auth) -> C
     responses=ERRORS,
 )
 async def resend_verification(
-    verification_id: str, engine: Engine, key: Auth, body: ResendRequest | None = None
+    verification_id: str, verifier: VerifierDep, key: Auth, body: ResendRequest | None = None
 ) -> VerificationOut:
     """Send a fresh code through the same channel; the previous code stops working."""
-    v = await engine.resend(
+    v = await verifier.resend(
         verification_id, client_ip=body.client_ip if body else None, owner=tenant_of(key)
     )
-    return out(engine, v)
+    return out(verifier, v)
 
 
 @router.get("/v1/verifications/{verification_id}", response_model=VerificationOut, responses=ERRORS)
-async def get_verification(verification_id: str, engine: Engine, key: Auth) -> VerificationOut:
+async def get_verification(
+    verification_id: str, verifier: VerifierDep, key: Auth
+) -> VerificationOut:
     """Another key's verification is 404 (an ``admin`` key sees every key's)."""
-    return out(engine, await engine.get(verification_id, owner=tenant_of(key)))
+    return out(verifier, await verifier.get(verification_id, owner=tenant_of(key)))
 
 
 @router.post(
@@ -315,14 +319,16 @@ async def get_verification(verification_id: str, engine: Engine, key: Auth) -> V
     response_model=VerificationOut,
     responses=ERRORS,
 )
-async def cancel_verification(verification_id: str, engine: Engine, key: Auth) -> VerificationOut:
-    return out(engine, await engine.cancel(verification_id, owner=tenant_of(key)))
+async def cancel_verification(
+    verification_id: str, verifier: VerifierDep, key: Auth
+) -> VerificationOut:
+    return out(verifier, await verifier.cancel(verification_id, owner=tenant_of(key)))
 
 
 @router.get("/v1/phone-numbers/{number}", responses=ERRORS)
-async def explain_number(number: str, engine: Engine, _: Auth) -> JSONResponse:
+async def explain_number(number: str, verifier: VerifierDep, _: Auth) -> JSONResponse:
     """The number's country, type and the destination decision for each channel."""
-    return JSONResponse(await engine.explain_number(number))
+    return JSONResponse(await verifier.explain_number(number))
 
 
 @router.get("/healthz", include_in_schema=True)
@@ -332,11 +338,11 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorOut}})
-async def readyz(engine: Engine) -> dict[str, str]:
+async def readyz(verifier: VerifierDep) -> dict[str, str]:
     """The store is reachable. Anything else is 503 too: a probe reads "not ready",
     never a 500 (the error's type is logged, not its text)."""
     try:
-        await engine.store.health()
+        await verifier.health()
     except StorageError:
         raise
     except Exception as exc:

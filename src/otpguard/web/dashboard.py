@@ -29,9 +29,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..apikeys import authenticate, has_scope
 from ..errors import OtpguardError
 from ..service import Verifier
-from ..stats import stats_for
 from ..stores.base import EventQuery
-from ..stores.webhooks import WebhookStore
 from .admin import open_and_recent_alerts
 from .api import iso
 from .dashboard_lists import lists_panel
@@ -185,12 +183,10 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
     if window not in WINDOWS:
         window = "1h"
     now = v.clock()
-    stats = await stats_for(v.store, v.settings, now, WINDOWS[window])
+    stats = await v.stats(WINDOWS[window])
     alerts = await open_and_recent_alerts(v, now)
-    recent = await v.store.list_events(EventQuery(limit=50))
-    hooks = []
-    if isinstance(v.store, WebhookStore):
-        hooks = await v.store.list_webhook_deliveries(limit=20)
+    recent = await v.events(EventQuery(limit=50))
+    hooks = await v.webhook_deliveries(limit=20)
     open_n = sum(1 for a in alerts if a.status == "open")
     currency = v.settings.price_currency
     countries = [
@@ -218,7 +214,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
         "countries": countries_table(stats.countries, currency),
         "events": events_table(recent),
         "webhooks": webhooks_table(hooks),
-        "lists": lists_panel(await v.lists.counts(), await v.store.list_entries(now)),
+        "lists": lists_panel(await v.lists.counts(), await v.lists.runtime_entries()),
     }
     return HTMLResponse(_template("dashboard.html").substitute(ctx))
 

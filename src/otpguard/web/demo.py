@@ -1,7 +1,7 @@
 """``/demo``: a two-step phone (or email) login page, in development mode only.
 
 Enter a number or an address, then the code (read from the console transport's output, or the
-file outbox). It walks the real engine end to end and shows what an end user
+file outbox). It walks the real Verifier end to end and shows what an end user
 should see:
 
 * refusals are generic: a blocked number, a rate limit, a fraud rule and a
@@ -17,9 +17,9 @@ should see:
   development, one from the provider's test keys or a self-hosted siteverify).
 
 The browser-facing endpoints (``POST /demo/api/start``, ``/demo/api/resend``,
-``/demo/api/check``) call the engine in-process, without an API key, so they
+``/demo/api/check``) call the Verifier in-process, without an API key, so they
 exist only when ``env`` is ``development``: in production nothing here is
-routed (404). They are rate-limited by the normal engine limits, with the
+routed (404). They are rate-limited by the normal limits, with the
 browser's address (``request.client.host``, already resolved through trusted
 proxies by ``otpguard.web.https``) as ``client_ip``. Cross-site requests are
 refused, and bodies must be JSON (which a cross-site form cannot send).
@@ -53,6 +53,7 @@ from ..errors import (
 from ..events import mask_number
 from ..models import Status, Verification
 from ..service import Verifier
+from .api import verifier_of
 
 log = logging.getLogger("otpguard.demo")
 
@@ -117,11 +118,6 @@ async def same_origin(request: Request) -> None:
 SameOrigin = Annotated[None, Depends(same_origin)]
 
 
-def _engine(request: Request) -> Verifier:
-    v: Verifier = request.app.state.verifier
-    return v
-
-
 def _peer(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -131,8 +127,8 @@ def _refusal(code: str, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=400)
 
 
-def _sent(engine: Verifier, v: Verification) -> dict[str, object]:
-    now = engine.clock()
+def _sent(verifier: Verifier, v: Verification) -> dict[str, object]:
+    now = verifier.clock()
     return {
         "id": v.id,
         "to": mask_number(v.to),
@@ -162,9 +158,9 @@ async def asset(name: str) -> Response:
 
 @router.post("/demo/api/start")
 async def start(body: StartBody, request: Request, _: SameOrigin) -> JSONResponse:
-    engine = _engine(request)
+    verifier = verifier_of(request)
     try:
-        v = await engine.start(
+        v = await verifier.start(
             body.to, body.channel, client_ip=_peer(request), challenge_token=body.challenge_token
         )
     except InvalidRequest:  # InvalidPhoneNumber included: only the input's shape is named
@@ -180,36 +176,36 @@ async def start(body: StartBody, request: Request, _: SameOrigin) -> JSONRespons
         }
         return JSONResponse({"error": error}, status_code=exc.status)
     except OtpguardError:  # blocked, rate-limited, fraud, delivery, storage: all alike
-        # (the engine records each refusal as an event, with its reason)
+        # (the Verifier records each refusal as an event, with its reason)
         return _refusal("not_sent", MSG_NOT_SENT_EMAIL if body.channel == "email" else MSG_NOT_SENT)
-    return JSONResponse(_sent(engine, v))
+    return JSONResponse(_sent(verifier, v))
 
 
 @router.post("/demo/api/resend")
 async def resend(body: ResendBody, request: Request, _: SameOrigin) -> JSONResponse:
-    engine = _engine(request)
+    verifier = verifier_of(request)
     try:
-        v = await engine.resend(body.id, client_ip=_peer(request))
+        v = await verifier.resend(body.id, client_ip=_peer(request))
     except RateLimited as exc:
         if exc.rule == "cooldown":  # about this verification only: safe to say
             return _refusal("wait", MSG_WAIT.format(s=exc.retry_after), resend_in=exc.retry_after)
         return _refusal("not_sent", MSG_NOT_SENT)
     except (Conflict, NotFound):
         return _refusal("no_longer_valid", MSG_NO_LONGER_VALID)
-    except OtpguardError:  # recorded by the engine as an event, like a start's
+    except OtpguardError:  # recorded by the Verifier as an event, like a start's
         return _refusal("not_sent", MSG_NOT_SENT)
-    return JSONResponse(_sent(engine, v))
+    return JSONResponse(_sent(verifier, v))
 
 
 @router.post("/demo/api/check")
 async def check(body: CheckBody, request: Request, _: SameOrigin) -> JSONResponse:
-    engine = _engine(request)
+    verifier = verifier_of(request)
     try:
-        result = await engine.check(body.code, verification_id=body.id, client_ip=_peer(request))
+        result = await verifier.check(body.code, verification_id=body.id, client_ip=_peer(request))
     except InvalidPhoneNumber:
         return _refusal("no_longer_valid", MSG_NO_LONGER_VALID)
     except InvalidRequest:
-        n = engine.settings.code_length
+        n = verifier.settings.code_length
         return _refusal("malformed_code", MSG_MALFORMED_CODE.format(n=n))
     except OtpguardError as exc:  # not found, rate-limited, storage
         log.info("demo: check refused (%s)", type(exc).__name__)

@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import NotFound
 from ..service import DeliveryReport
 from ..transports.twilio import STATUS_CALLBACK_PATH
+from .api import verifier_of
 
 log = logging.getLogger("otpguard.web.twilio")
 
@@ -78,7 +79,7 @@ async def twilio_status(request: Request) -> Response:
     if not verification_id or status is None:
         return _error(400, "invalid_request", "expected ?vid= and MessageStatus or CallStatus")
     try:
-        outcome = await request.app.state.verifier.record_delivery_status(
+        outcome = await verifier_of(request).record_delivery_status(
             verification_id=verification_id,
             status=status,
             error_code=_error_code(_field(form, "ErrorCode")),

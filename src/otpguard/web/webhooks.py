@@ -1,4 +1,4 @@
-"""Webhooks in the HTTP app: the outbox on the engine, the worker job, the admin API.
+"""Webhooks in the HTTP app: the outbox on the Verifier, the worker job, the admin API.
 
 ``install(app)`` (listed in ``otpguard.web.app.EXTENSIONS``) gives the app's
 Verifier a :class:`WebhookOutbox` and adds the :class:`WebhookWorker` to the
@@ -23,19 +23,17 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import Settings
 from ..errors import NotFound
 from ..service import Verifier
 from ..stores.base import ApiKey
-from ..stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
-from ..webhook_delivery import WebhookOutbox, WebhookWorker
-from ..webhooks import ROUTE, endpoint_out, key_scope, service_scope, set_endpoint
-from .api import ERRORS, admin_key, engine_of, iso, monitor_key
+from ..stores.webhooks import STATUSES, WebhookDelivery
+from ..webhook_delivery import WebhookOutbox
+from ..webhooks import ROUTE, endpoint_out, key_scope, service_scope
+from .api import ERRORS, VerifierDep, admin_key, iso, monitor_key
 from .verify.services import service_exists
 
 Admin = Annotated[ApiKey, Depends(admin_key)]
 ReadOnly = Annotated[ApiKey, Depends(monitor_key)]
-Engine = Annotated[Verifier, Depends(engine_of)]
 MAX_PAGE = 500
 
 router = APIRouter(prefix="/v1/admin/webhooks", tags=["webhooks"])
@@ -65,37 +63,21 @@ def delivery_out(d: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-def _store(engine: Verifier) -> WebhookStore:
-    store = engine.store
-    assert isinstance(store, WebhookStore)
-    return store
-
-
 @router.put("/keys/{key_id}", responses=ERRORS)
 async def put_key_endpoint(
-    key_id: str, body: EndpointRequest, engine: Engine, request: Request, _: Admin
+    key_id: str, body: EndpointRequest, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
     """Set the URL the key's verification events are posted to. ``secret`` is in the
     answer only when it is new: store it, it is not shown again."""
-    if len(key_id) > 64 or await engine.store.get_api_key(key_id) is None:
+    if len(key_id) > 64 or await verifier.api_key(key_id) is None:
         raise NotFound("no API key with that id")
-    return await _set(engine, request, key_scope(key_id), body)
+    return await _set(verifier, request, key_scope(key_id), body)
 
 
 async def _set(
-    engine: Verifier, request: Request, scope: str, body: EndpointRequest
+    verifier: Verifier, request: Request, scope: str, body: EndpointRequest
 ) -> dict[str, Any]:
-    settings = engine.settings
-    done = await set_endpoint(
-        _store(engine),
-        engine.keyring,
-        scope,
-        body.url,
-        engine.clock(),
-        production=settings.production,
-        allow_private=settings.webhook_allow_private,
-        rotate=body.rotate_secret,
-    )
+    done = await verifier.set_webhook_endpoint(scope, body.url, rotate=body.rotate_secret)
     outbox: WebhookOutbox = request.app.state.webhooks
     await outbox.refresh()
     return {"endpoint": endpoint_out(done.endpoint), "secret": done.secret}
@@ -103,44 +85,47 @@ async def _set(
 
 @router.put("/services/{service_sid}", responses=ERRORS)
 async def put_service_endpoint(
-    service_sid: str, body: EndpointRequest, engine: Engine, request: Request, _: Admin
+    service_sid: str, body: EndpointRequest, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
     """Set the URL a ``/v2`` service's verification events are posted to (instead of
     its API key's). ``secret`` is in the answer only when it is new."""
-    if not await service_exists(engine.store, service_sid, engine.clock()):
+    if not await service_exists(verifier, service_sid):
         raise NotFound("no /v2 service with that SID")
-    return await _set(engine, request, service_scope(service_sid), body)
+    return await _set(verifier, request, service_scope(service_sid), body)
 
 
 @router.delete("/services/{service_sid}", responses=ERRORS)
 async def delete_service_endpoint(
-    service_sid: str, engine: Engine, request: Request, _: Admin
+    service_sid: str, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
-    if not await _store(engine).delete_webhook_endpoint(service_scope(service_sid[:64])):
-        raise NotFound("that service has no webhook endpoint")
-    await request.app.state.webhooks.refresh()
-    return {"deleted": True}
+    scope = service_scope(service_sid[:64])
+    return await _delete(verifier, request, scope, "that service has no webhook endpoint")
 
 
 @router.delete("/keys/{key_id}", responses=ERRORS)
 async def delete_key_endpoint(
-    key_id: str, engine: Engine, request: Request, _: Admin
+    key_id: str, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
-    if not await _store(engine).delete_webhook_endpoint(key_scope(key_id[:64])):
-        raise NotFound("that API key has no webhook endpoint")
+    scope = key_scope(key_id[:64])
+    return await _delete(verifier, request, scope, "that API key has no webhook endpoint")
+
+
+async def _delete(verifier: Verifier, request: Request, scope: str, missing: str) -> dict[str, Any]:
+    if not await verifier.delete_webhook_endpoint(scope):
+        raise NotFound(missing)
     await request.app.state.webhooks.refresh()
     return {"deleted": True}
 
 
 @router.get("", responses=ERRORS)
-async def list_endpoints(engine: Engine, _: ReadOnly) -> dict[str, Any]:
-    endpoints = await _store(engine).list_webhook_endpoints()
+async def list_endpoints(verifier: VerifierDep, _: ReadOnly) -> dict[str, Any]:
+    endpoints = await verifier.webhook_endpoints()
     return {"endpoints": [endpoint_out(e) for e in endpoints]}
 
 
 @router.get("/deliveries", responses=ERRORS)
 async def list_deliveries(
-    engine: Engine,
+    verifier: VerifierDep,
     _: ReadOnly,
     endpoint: Annotated[str | None, Query(max_length=64)] = None,
     status: Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = None,
@@ -148,7 +133,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """Newest first; pass ``next_before`` as ``before`` for the next page."""
-    rows = await _store(engine).list_webhook_deliveries(
+    rows = await verifier.webhook_deliveries(
         endpoint_id=endpoint, status=status, before_id=before, limit=limit + 1
     )
     more = len(rows) > limit
@@ -176,14 +161,10 @@ class RouteReset:
 
 def install(app: FastAPI) -> None:
     verifier: Verifier = app.state.verifier
-    settings: Settings = app.state.settings
-    store = verifier.store
-    if not isinstance(store, WebhookStore):  # a store of another make: no webhooks
+    worker = verifier.open_webhooks()
+    if worker is None:  # a store of another make: no webhooks
         return
-    outbox = WebhookOutbox(store, settings.webhooks)
-    worker = WebhookWorker(store, verifier.keyring, settings.webhooks, outbox, clock=verifier.clock)
-    verifier.webhooks = outbox
-    app.state.webhooks = outbox
+    app.state.webhooks = verifier.webhooks
     app.state.webhook_worker = worker
     app.state.jobs.append(worker.run)
     app.include_router(router)

@@ -72,15 +72,15 @@ def _date(name: str, raw: str) -> float:
 
 
 def filters(call: Caller, given: dict[str, str]) -> Filters:
-    engine = call.engine
+    verifier = call.verifier
     number_hash = None
     if "ChannelData.To" in given:
         try:
             raw = given["ChannelData.To"]
-            e164 = parse_destination(raw, None, engine.settings.default_region).e164
+            e164 = parse_destination(raw, None, verifier.settings.default_region).e164
         except InvalidRequest as exc:
             raise invalid("ChannelData.To", exc.message) from None
-        number_hash = engine.keyring.keyed_hash("number", e164)
+        number_hash = verifier.number_hash(e164)
     channel = given.get("Channel")
     if channel is not None and channel not in CHANNELS:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")
@@ -117,11 +117,11 @@ def filters(call: Caller, given: dict[str, str]) -> Filters:
 
 async def _attribute(call: Caller, events: list[Event]) -> dict[str, VerifyService]:
     """verification id -> its /v2 service, for the events' verifications the key may see."""
-    engine, now = call.engine, call.engine.clock()
+    verifier = call.verifier
     vids = sorted({e.verification_id for e in events if e.verification_id})
-    owners = await engine.store.get_flags([OWNER_KEY + v for v in vids], now) if vids else {}
+    owners = await verifier.records([OWNER_KEY + v for v in vids])
     sids = sorted(set(owners.values()))
-    raw = await engine.store.get_flags([SERVICE_KEY + s for s in sids], now) if sids else {}
+    raw = await verifier.records([SERVICE_KEY + s for s in sids])
     services = {
         s: VerifyService.from_json(raw[SERVICE_KEY + s]) for s in sids if SERVICE_KEY + s in raw
     }
@@ -146,7 +146,7 @@ async def converted_ids(
     )
     found: set[str] = set()
     for _ in range(MAX_SCAN // _BATCH):
-        events = await call.engine.store.list_events(query)
+        events = await call.verifier.events(query)
         found |= {e.verification_id for e in events if e.verification_id}
         if len(events) < _BATCH:
             return found
@@ -162,7 +162,7 @@ async def scan(
     query = replace(f.query, before_id=token)
     picked: list[tuple[Event, VerifyService]] = []
     for _ in range(MAX_SCAN // _BATCH):
-        events = await call.engine.store.list_events(query)
+        events = await call.verifier.events(query)
         owners = await _attribute(call, events)
         for e in events:
             svc = owners.get(e.verification_id or "")
@@ -248,7 +248,7 @@ async def fetch_attempt(request: Request, who: AuthDep, attempt_sid: str) -> Res
         raise not_found(request)
     # Event ids all have one length: the newest send below eid + "0" is eid, if kept.
     query = EventQuery(types=SEND_EVENTS, before_id=eid + "0", limit=1)
-    events = [e for e in await who.engine.store.list_events(query) if e.id == eid]
+    events = [e for e in await who.verifier.events(query) if e.id == eid]
     owners = await _attribute(who, events)
     if not events or events[0].verification_id not in owners:
         raise not_found(request)

@@ -46,11 +46,11 @@ class CheckCall(ServiceCall):
 async def check_call(request: Request, service_sid: str, who: AuthDep) -> CheckCall:
     started = time.monotonic()
     try:
-        svc = await load_service(request, who.engine, service_sid, who.key)
+        svc = await load_service(request, who.verifier, service_sid, who.key)
     except TwilioError:
-        await who.engine.pad_failed_check(started)
+        await who.verifier.pad_failed_check(started)
         raise
-    return CheckCall(who.engine, who.key, svc, started)
+    return CheckCall(who.verifier, who.key, svc, started)
 
 
 @router.post("/Services/{service_sid}/VerificationCheck")
@@ -60,15 +60,15 @@ async def check_verification(
     try:
         response, valid = await _check(request, call)
     except (TwilioError, OtpguardError):
-        await call.engine.pad_failed_check(call.started)
+        await call.verifier.pad_failed_check(call.started)
         raise
     if not valid:
-        await call.engine.pad_failed_check(call.started)
+        await call.verifier.pad_failed_check(call.started)
     return response
 
 
 async def _check(request: Request, call: CheckCall) -> tuple[Response, bool]:
-    engine, svc, key = call.engine, call.service, call.key
+    verifier, svc, key = call.verifier, call.service, call.key
     form = await read_form(request, _CHECK_FIELDS)
     code = required(form, "Code")
     if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 10):
@@ -78,8 +78,8 @@ async def _check(request: Request, call: CheckCall) -> tuple[Response, bool]:
     bound = psd2(form)
     if "To" in form:
         return await _check_number(call, code, form["To"], bound)
-    vid = await owned(request, engine, svc, form["VerificationSid"])
-    before = await engine.get(vid, owner=call.tenant)
+    vid = await owned(request, verifier, svc, form["VerificationSid"])
+    before = await verifier.get(vid, owner=call.tenant)
     if before.status is Status.MAX_ATTEMPTS_REACHED:
         raise TwilioError(MAX_CHECK_ATTEMPTS, 429, "Max check attempts reached")
     if before.status is not Status.PENDING:
@@ -88,7 +88,7 @@ async def _check(request: Request, call: CheckCall) -> tuple[Response, bool]:
         # Twilio's check carries no end-user IP: count wrong codes against the IP
         # that started the verification (DeviceIp), not a bucket shared by all.
         ip = before.client_ip if before.client_ip not in (None, UNKNOWN_IP) else None
-        result = await engine.check(
+        result = await verifier.check(
             code,
             verification_id=vid,
             client_ip=ip,
@@ -115,20 +115,20 @@ async def _check_number(
     under the per-number cap: unlike Twilio's, the answer does not say whether the
     number has a pending verification. Once the number's verification is locked
     (max_attempts_reached, until it expires) it is Twilio's 60202."""
-    engine, svc = call.engine, call.service
+    verifier, svc = call.verifier, call.service
     try:
-        parse_destination(to, None, engine.settings.default_region)
+        parse_destination(to, None, verifier.settings.default_region)
     except (InvalidPhoneNumber, InvalidEmailAddress) as exc:
         raise invalid("To", exc.message) from None
 
     async def in_service(candidates: list[Verification]) -> list[Verification]:
         keys = [OWNER_KEY + v.id for v in candidates]
-        owners = await engine.store.get_flags(keys, engine.clock()) if keys else {}
+        owners = await verifier.records(keys)
         return [v for v in candidates if owners.get(OWNER_KEY + v.id) == svc.sid]
 
     try:
         # Twilio's check carries no end-user IP: only the per-number cap applies.
-        result = await engine.check(
+        result = await verifier.check(
             code,
             to=to,
             started=call.started,

@@ -81,13 +81,13 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-async def authenticate(request: Request, engine: Verifier) -> ApiKey:
+async def authenticate(request: Request, verifier: Verifier) -> ApiKey:
     """Basic auth: username ``og_<key id>``, password the whole key ``og_<id>_<secret>``.
     Every /v2 route (services included) needs the ``verify`` scope."""
     creds = _basic_credentials(request)
     try:
         cache: KeyCache = request.app.state.key_cache
-        key = await cache.authenticate(engine.store, creds[1] if creds else None)
+        key = await verifier.authenticate(creds[1] if creds else None, cache)
     except Unauthorized:
         raise unauthenticated() from None
     assert creds is not None

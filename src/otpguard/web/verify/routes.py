@@ -63,7 +63,7 @@ async def _service_form(request: Request) -> dict[str, str]:
 async def list_all_services(request: Request, who: AuthDep) -> Response:
     """The key's services, oldest first, in Twilio's pages."""
     req = page_request(request, frozenset())
-    services = await list_services(who.engine, account_sid(who.key))
+    services = await list_services(who.verifier, account_sid(who.key))
     start = req.page * req.size
     items = [service_out(request, svc) for svc in services[start : start + req.size]]
     has_next = start + req.size < len(services)
@@ -72,21 +72,21 @@ async def list_all_services(request: Request, who: AuthDep) -> Response:
 
 @router.post("/Services")
 async def create_service(request: Request, who: AuthDep) -> Response:
-    engine = who.engine
+    verifier = who.verifier
     form = await _service_form(request)
     required(form, "FriendlyName")
     length = form.get("CodeLength")
-    now = engine.clock()
+    now = verifier.clock()
     svc = VerifyService(
         sid="VA" + secrets.token_hex(16),
         account_sid=account_sid(who.key),
         friendly_name=friendly_name(form, "FriendlyName"),
-        code_length=engine.settings.code_length if length is None else code_length(length),
+        code_length=verifier.settings.code_length if length is None else code_length(length),
         created_at=now,
         updated_at=now,
     )
-    await index_service(engine, svc)  # first: a service over the cap is never saved
-    await save_service(engine, svc)
+    await index_service(verifier, svc)  # first: a service over the cap is never saved
+    await save_service(verifier, svc)
     return JSONResponse(service_out(request, svc), status_code=201)
 
 
@@ -98,23 +98,22 @@ async def fetch_service(request: Request, call: ServiceDep) -> Response:
 @router.post("/Services/{service_sid}")
 async def update_service(request: Request, call: ServiceDep) -> Response:
     form = await _service_form(request)
-    changes: dict[str, Any] = {"updated_at": call.engine.clock()}
+    changes: dict[str, Any] = {"updated_at": call.verifier.clock()}
     if "FriendlyName" in form:
         changes["friendly_name"] = friendly_name(form, "FriendlyName")
     if "CodeLength" in form:
         changes["code_length"] = code_length(form["CodeLength"])
     svc = VerifyService(**{**asdict(call.service), **changes})
     if svc.account_sid == account_sid(call.key):
-        await index_service(call.engine, svc)  # a service made before lists existed
-    await save_service(call.engine, svc)
+        await index_service(call.verifier, svc)  # a service made before lists existed
+    await save_service(call.verifier, svc)
     return JSONResponse(service_out(request, svc))
 
 
 @router.delete("/Services/{service_sid}")
 async def delete_service(call: ServiceDep) -> Response:
-    svc, engine = call.service, call.engine
-    # A flag whose time has passed reads as absent and is purged.
-    await engine.store.set_flag(SERVICE_KEY + svc.sid, svc.to_json(), engine.clock())
+    svc, verifier = call.service, call.verifier
+    await verifier.drop_record(SERVICE_KEY + svc.sid, svc.to_json())
     return Response(status_code=204)
 
 
@@ -167,16 +166,16 @@ def _locale(raw: str | None) -> str | None:
 
 @router.get("/Services/{service_sid}/Verifications/{verification_sid}")
 async def fetch_verification(request: Request, call: ServiceDep, verification_sid: str) -> Response:
-    vid = await owned(request, call.engine, call.service, verification_sid)
-    return await _verification(request, call, await call.engine.get(vid, owner=call.tenant))
+    vid = await owned(request, call.verifier, call.service, verification_sid)
+    return await _verification(request, call, await call.verifier.get(vid, owner=call.tenant))
 
 
 @router.post("/Services/{service_sid}/Verifications/{verification_sid}")
 async def update_verification(
     request: Request, call: ServiceDep, verification_sid: str
 ) -> Response:
-    engine = call.engine
-    vid = await owned(request, engine, call.service, verification_sid)
+    verifier = call.verifier
+    vid = await owned(request, verifier, call.service, verification_sid)
     form = await read_form(request, _UPDATE_FIELDS)
     status = required(form, "Status")
     if status == "approved":
@@ -186,15 +185,15 @@ async def update_verification(
         )
     if status != "canceled":
         raise invalid("Status", "only canceled is supported")
-    v = await engine.get(vid, owner=call.tenant)
+    v = await verifier.get(vid, owner=call.tenant)
     if v.status is not Status.PENDING:
         raise not_found(request)  # Twilio: a finished verification is gone
-    return await _verification(request, call, await engine.cancel(vid, owner=call.tenant))
+    return await _verification(request, call, await verifier.cancel(vid, owner=call.tenant))
 
 
 async def _verification(
     request: Request, call: ServiceCall, v: Verification, status_code: int = 200
 ) -> Response:
-    sends = await sending.send_times(call.engine, v)
-    body = verification_out(request, call.engine, call.service, call.key, v, sends)
+    sends = await sending.send_times(call.verifier, v)
+    body = verification_out(request, call.verifier, call.service, call.key, v, sends)
     return JSONResponse(body, status_code=status_code)

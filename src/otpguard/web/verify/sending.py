@@ -24,26 +24,26 @@ PENDING_KEY = "verify_compat:number:"  # + service SID + ":" + number hash -> VE
 SEND_EVENTS = (EventType.SENT.value, EventType.RESENT.value)
 
 
-def number_key(engine: Verifier, svc: VerifyService, e164: str) -> str:
-    return f"{PENDING_KEY}{svc.sid}:{engine.keyring.keyed_hash('number', e164)}"
+def number_key(verifier: Verifier, svc: VerifyService, e164: str) -> str:
+    return f"{PENDING_KEY}{svc.sid}:{verifier.number_hash(e164)}"
 
 
 async def current(call: ServiceCall, to: str) -> Verification | None:
     """The number's latest verification under the service while it is unexpired
     (pending, approved, canceled or locked), None if none or ``to`` is no number."""
-    engine = call.engine
+    verifier = call.verifier
     try:
-        e164 = parse_destination(to, None, engine.settings.default_region).e164
+        e164 = parse_destination(to, None, verifier.settings.default_region).e164
     except InvalidRequest:  # no number and no address
         return None
-    vid = await engine.store.get_flag(number_key(engine, call.service, e164), engine.clock())
+    vid = await verifier.record(number_key(verifier, call.service, e164))
     if vid is None:
         return None
     try:
-        v = await engine.get(vid, owner=call.tenant)
+        v = await verifier.get(vid, owner=call.tenant)
     except NotFound:
         return None
-    return v if engine.clock() < v.expires_at else None
+    return v if verifier.clock() < v.expires_at else None
 
 
 async def send(
@@ -58,7 +58,7 @@ async def send(
 ) -> Verification:
     """Re-send on the number's pending verification of this channel and binding (the
     same transaction), or start one."""
-    engine, svc = call.engine, call.service
+    verifier, svc = call.verifier, call.service
     pending = await current(call, to)
     if (
         pending is not None
@@ -67,12 +67,12 @@ async def send(
         and pending.binding == bound
     ):
         try:
-            return await engine.resend(
+            return await verifier.resend(
                 pending.id, client_ip=device_ip, owner=call.tenant, keep_earlier=True
             )
         except Conflict:
             pass  # approved or canceled in the meantime: a new verification
-    v = await engine.start(
+    v = await verifier.start(
         to,
         channel,
         client_ip=device_ip,
@@ -84,22 +84,22 @@ async def send(
     )
     # Which service it belongs to, kept as long as its events (the Attempts list
     # reads them), and the number's verification under the service until it expires.
-    keep = engine.clock() + engine.settings.event_retention_days * 86400.0
-    await engine.store.set_flag(OWNER_KEY + v.id, svc.sid, keep)
-    await engine.store.set_flag(number_key(engine, svc, v.to), v.id, v.expires_at)
+    keep = verifier.clock() + verifier.settings.event_retention_days * 86400.0
+    await verifier.keep_record(OWNER_KEY + v.id, svc.sid, keep)
+    await verifier.keep_record(number_key(verifier, svc, v.to), v.id, v.expires_at)
     return v
 
 
-async def send_times(engine: Verifier, v: Verification) -> list[tuple[str, float, str]]:
+async def send_times(verifier: Verifier, v: Verification) -> list[tuple[str, float, str]]:
     """``(event id, time, channel)`` of each message sent for ``v``, oldest first,
     from the events (at most a few: a verification has at most 5 sends)."""
     query = EventQuery(
         types=SEND_EVENTS,
-        number_hash=engine.keyring.keyed_hash("number", v.to),
+        number_hash=verifier.number_hash(v.to),
         since=v.created_at,
         limit=100,
     )
-    events = await engine.store.list_events(query)
+    events = await verifier.events(query)
     sends = [
         (e.id, e.ts, e.channel or v.channel.value) for e in events if e.verification_id == v.id
     ]

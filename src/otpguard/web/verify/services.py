@@ -2,10 +2,10 @@
 
 The storage contract has no services table, and adding one would mean a
 migration and a contract test in every backend for a few rows of
-configuration. A flag is already a durable, atomic key -> string in every
-backend, and ``purge`` only removes flags whose ``until`` has passed: a
-far-future ``until`` keeps a service for good, deleting one sets ``until`` to
-now. The value is the service as JSON. The same mechanism records which service
+configuration. A Verifier record (``service/records.py``: a store flag) is
+already a durable, atomic key -> string in every backend, purged only once its
+time has passed: a far-future time keeps a service for good, deleting one ends
+its record now. The value is the service as JSON. The same mechanism records which service
 each verification was started under, for as long as the verification is kept.
 
 Services belong to the API key that created them (their account SID is the
@@ -21,11 +21,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ...models import RateRule
 from ...service import Verifier
-from ...stores.base import ApiKey, Store
+from ...stores.base import ApiKey
 from ...webhooks import ROUTE, SERVICE_FLAG, service_scope
-from ..api import tenant_of
+from ..api import tenant_of, verifier_of
 from .errors import TwilioError, invalid, not_found
 from .forms import account_sid, authenticate
 
@@ -72,13 +71,21 @@ def visible(svc: VerifyService, key: ApiKey) -> bool:
     return tenant_of(key) is None or svc.account_sid == account_sid(key)
 
 
-async def load_service(request: Request, engine: Verifier, sid: str, key: ApiKey) -> VerifyService:
-    """The service, if ``key`` may see it; 20404 otherwise, exactly as for no service."""
-    if not _SERVICE_SID.match(sid):
-        raise not_found(request)
-    raw = await engine.store.get_flag(SERVICE_KEY + sid, engine.clock())
+async def _record(
+    request: Request, verifier: Verifier, shape: re.Pattern[str], prefix: str, sid: str
+) -> str:
+    """The record of ``sid`` under ``prefix``; 20404 for a malformed SID or none."""
+    raw = await verifier.record(prefix + sid) if shape.match(sid) else None
     if raw is None:
         raise not_found(request)
+    return raw
+
+
+async def load_service(
+    request: Request, verifier: Verifier, sid: str, key: ApiKey
+) -> VerifyService:
+    """The service, if ``key`` may see it; 20404 otherwise, exactly as for no service."""
+    raw = await _record(request, verifier, _SERVICE_SID, SERVICE_KEY, sid)
     svc = VerifyService.from_json(raw)
     if not visible(svc, key):
         raise not_found(request)
@@ -86,70 +93,69 @@ async def load_service(request: Request, engine: Verifier, sid: str, key: ApiKey
     return svc
 
 
-async def service_exists(store: Store, sid: str, now: float) -> bool:
+def service_key(sid: str) -> str | None:
+    """The record key of the /v2 service ``sid``; None if ``sid`` is no service SID."""
+    return SERVICE_KEY + sid if _SERVICE_SID.match(sid) else None
+
+
+async def service_exists(verifier: Verifier, sid: str) -> bool:
     """Whether a /v2 service of that SID exists (for the webhook settings)."""
-    if not _SERVICE_SID.match(sid):
-        return False
-    return await store.get_flag(SERVICE_KEY + sid, now) is not None
+    key = service_key(sid)
+    return key is not None and await verifier.record(key) is not None
 
 
-async def save_service(engine: Verifier, svc: VerifyService) -> None:
-    await engine.store.set_flag(SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
+async def save_service(verifier: Verifier, svc: VerifyService) -> None:
+    await verifier.keep_record(SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
 
 
-# The store has no way to list flags, so each account keeps an index: one flag, its
-# value the JSON list of its service SIDs in order of creation. Two creates under one
-# key must not both read the old list and each write it back without the other's
-# SID, so the read-modify-write runs under a lock made of the store's atomic
-# ``hit``: one entry allowed per window under the account's lock key, given back
-# when the index is written (a crashed writer's lock lapses with the window). A
-# create that finds the lock taken is Twilio's 20429, to be retried.
+# Records cannot be listed, so each account keeps an index: one record, its value
+# the JSON list of its service SIDs in order of creation. Two creates under one key
+# must not both read the old list and each write it back without the other's SID,
+# so the read-modify-write runs under the account's lock (``Verifier.locked``: a
+# crashed writer's lock lapses after _INDEX_LOCK_SECONDS). A create that finds the
+# lock taken is Twilio's 20429, to be retried.
 
 
-async def service_sids(engine: Verifier, account: str) -> list[str]:
-    raw = await engine.store.get_flag(INDEX_KEY + account, engine.clock())
+async def service_sids(verifier: Verifier, account: str) -> list[str]:
+    raw = await verifier.record(INDEX_KEY + account)
     return [str(sid) for sid in json.loads(raw)] if raw else []
 
 
-async def index_service(engine: Verifier, svc: VerifyService) -> None:
+async def index_service(verifier: Verifier, svc: VerifyService) -> None:
     """Add ``svc`` to its account's index (once; live services only are kept)."""
-    now = engine.clock()
-    lock = RateRule("verify_services", INDEX_KEY + "lock:" + svc.account_sid, 1,
-                    _INDEX_LOCK_SECONDS)  # fmt: skip
-    taken = await engine.store.hit([lock], now)
-    if not taken.allowed:
-        raise TwilioError(
-            TOO_MANY_REQUESTS, 429, "Too Many Requests", {"Retry-After": str(_INDEX_LOCK_SECONDS)}
-        )
-    try:
-        sids = await service_sids(engine, svc.account_sid)
-        live = await engine.store.get_flags([SERVICE_KEY + s for s in sids], now) if sids else {}
+    lock = INDEX_KEY + "lock:" + svc.account_sid
+    async with verifier.locked("verify_services", lock, _INDEX_LOCK_SECONDS) as held:
+        if not held:
+            raise TwilioError(
+                TOO_MANY_REQUESTS,
+                429,
+                "Too Many Requests",
+                {"Retry-After": str(_INDEX_LOCK_SECONDS)},
+            )
+        sids = await service_sids(verifier, svc.account_sid)
+        live = await verifier.records([SERVICE_KEY + s for s in sids])
         sids = [s for s in sids if SERVICE_KEY + s in live and s != svc.sid]
         if len(sids) >= MAX_SERVICES:
             raise invalid("FriendlyName", f"at most {MAX_SERVICES} services per API key")
         sids.append(svc.sid)
-        await engine.store.set_flag(
+        await verifier.keep_record(
             INDEX_KEY + svc.account_sid, json.dumps(sids, separators=(",", ":")), FOREVER
         )
-    finally:
-        await engine.store.release([lock.key], now)
 
 
-async def list_services(engine: Verifier, account: str) -> list[VerifyService]:
+async def list_services(verifier: Verifier, account: str) -> list[VerifyService]:
     """The account's live services, oldest first."""
-    sids = await service_sids(engine, account)
+    sids = await service_sids(verifier, account)
     keys = [SERVICE_KEY + sid for sid in sids]
-    found = await engine.store.get_flags(keys, engine.clock()) if keys else {}
+    found = await verifier.records(keys)
     return [VerifyService.from_json(found[k]) for k in keys if k in found]
 
 
 async def owned(
-    request: Request, engine: Verifier, svc: VerifyService, verification_sid: str
+    request: Request, verifier: Verifier, svc: VerifyService, verification_sid: str
 ) -> str:
     """The verification id if it was started under this service; 20404 otherwise."""
-    if not _VERIFICATION_SID.match(verification_sid):
-        raise not_found(request)
-    owner = await engine.store.get_flag(OWNER_KEY + verification_sid, engine.clock())
+    owner = await _record(request, verifier, _VERIFICATION_SID, OWNER_KEY, verification_sid)
     if owner != svc.sid:
         raise not_found(request)
     return verification_sid
@@ -160,9 +166,9 @@ async def owned(
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated /v2 request: the engine and the API key."""
+    """An authenticated /v2 request: the Verifier and the API key."""
 
-    engine: Verifier
+    verifier: Verifier
     key: ApiKey
 
     @property
@@ -178,15 +184,15 @@ class ServiceCall(Caller):
 
 
 async def caller(request: Request) -> Caller:
-    engine: Verifier = request.app.state.verifier
-    return Caller(engine, await authenticate(request, engine))
+    verifier = verifier_of(request)
+    return Caller(verifier, await authenticate(request, verifier))
 
 
 async def service_call(
     request: Request, service_sid: str, who: Annotated[Caller, Depends(caller)]
 ) -> ServiceCall:
-    svc = await load_service(request, who.engine, service_sid, who.key)
-    return ServiceCall(who.engine, who.key, svc)
+    svc = await load_service(request, who.verifier, service_sid, who.key)
+    return ServiceCall(who.verifier, who.key, svc)
 
 
 AuthDep = Annotated[Caller, Depends(caller)]

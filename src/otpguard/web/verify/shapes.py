@@ -63,7 +63,7 @@ def channel_name(value: str) -> str:
 
 def verification_out(
     request: Request,
-    engine: Verifier,
+    verifier: Verifier,
     svc: VerifyService,
     key: ApiKey,
     v: Verification,
@@ -74,7 +74,7 @@ def verification_out(
     # An address has no carrier: Twilio answers a null one for the email channel.
     carrier = None
     if v.channel is not Channel.EMAIL:
-        number_type = parse(v.to, engine.settings.default_region).type
+        number_type = parse(v.to, verifier.settings.default_region).type
         carrier = {
             "error_code": None,
             "name": None,

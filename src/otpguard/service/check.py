@@ -1,0 +1,316 @@
+"""The check path: ``check`` by id or by number, and what an approval sets off.
+
+Order of a check::
+
+    well-formed code -> find verification -> reserve a wrong code under the
+    failed-check caps (atomic, all or nothing) -> count the attempt (atomic, before
+    comparing) -> compare (constant time) -> approve (atomic, exactly once, only the
+    tag compared) and give the reservation back | keep it, lock at the cap
+
+By number, one wrong code is reserved before anything is looked up, then the
+number's newest pending verifications of the same API key are tried in turn
+(``PENDING_PER_CHECK``), each after a reservation of its own; every failure is
+the same ``NotFound``. A verification belongs to the key that started it: with
+``owner``, another key's is not found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+from .. import limits, numberlists, tags
+from ..codes import is_well_formed
+from ..destinations import Destination, destination_of, is_email, parse_destination
+from ..errors import InvalidRequest, NotFound, RateLimited, StorageError
+from ..events import EventType
+from ..guards import scope_buckets
+from ..models import AttemptOutcome, Channel, RateRule, Status, Verification
+from ..purpose import Binding, bind
+from .base import NO_MATCH, PENDING_PER_CHECK, CheckResult, Selector, VerifierBase
+
+log = logging.getLogger("otpguard.service")
+
+
+class Checking(VerifierBase):
+    """Check codes; approve each verification exactly once."""
+
+    async def check(
+        self,
+        code: str,
+        *,
+        verification_id: str | None = None,
+        to: str | None = None,
+        client_ip: str | None = None,
+        started: float | None = None,
+        owner: str | None = None,
+        select: Selector | None = None,
+        per_ip: bool = True,
+        purpose: str | None = None,
+        amount: str | None = None,
+        currency: str | None = None,
+        payee: str | None = None,
+    ) -> CheckResult:
+        """Approve exactly once: pending, unexpired, and the code matches.
+
+        ``owner`` is the API key asking (None: any, for embedded use and admin keys):
+        another key's verification is not found (one made without a key, in-process,
+        is anyone's). By ``to``, the number's newest
+        ``PENDING_PER_CHECK`` pending verifications of that owner are tried, newest
+        first (``select`` may narrow them, e.g. to one /v2 service); every failure by
+        number (no pending code, wrong code or length, locked, expired) is the same
+        ``NotFound`` and counts as a wrong code, so it tells nothing about the number.
+        ``per_ip=False``: a caller with no end user's IP (the /v2 API by number): only
+        the per-number cap applies, not the shared ``unknown`` IP bucket.
+        ``purpose``, ``amount``, ``currency`` and ``payee`` must be what the start
+        named (omitted: ``login``); anything else is a wrong code, counted as one.
+
+        A failing check (wrong code, unknown id or number, locked, expired, limited)
+        returns no sooner than ``failed_check_floor`` seconds after it began, so its
+        timing does not tell which failure it was (measured by bench/timing.py).
+        ``started`` (a ``time.monotonic()`` reading) is when it began for a caller
+        that did work of its own first, such as an API route."""
+        started = time.monotonic() if started is None else started
+        try:
+            binding = bind(purpose, amount, currency, payee)
+            now, ip = self.clock(), limits.normalize_ip(client_ip)
+            self._well_formed(code, verification_id, to)
+            if to is not None:
+                result = await self._check_number(code, to, ip, now, owner, select, per_ip, binding)
+            else:
+                assert verification_id is not None
+                result = await self._check_id(code, verification_id, ip, now, owner, binding)
+        except (NotFound, InvalidRequest, RateLimited):
+            await self.pad_failed_check(started)
+            raise
+        if not result.valid:
+            await self.pad_failed_check(started)
+        return result
+
+    async def pad_failed_check(self, started: float) -> None:
+        """Sleep until ``failed_check_floor`` seconds after ``started`` (a
+        ``time.monotonic()`` reading): the API routes call it for every failing check
+        they answer, whatever failed, so that no failure is faster than another."""
+        floor = self.settings.failed_check_floor
+        if floor <= 0:
+            return
+        # The event loop's timers have millisecond granularity (the selector rounds a
+        # timeout up to whole ms), so the wake-up overshoots by the timeout's fraction
+        # of a millisecond. Aiming at a whole-millisecond deadline makes that overshoot
+        # depend only on when the sleep starts, not on how long the check worked.
+        deadline = math.ceil((started + floor) * 1000) / 1000
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    def _well_formed(self, code: str, verification_id: str | None, to: str | None) -> None:
+        """Exactly one of an id and a number, and a code of 6-10 ASCII digits."""
+        if (verification_id is None) == (to is None):
+            raise InvalidRequest("give exactly one of 'id' or 'to'")
+        if not isinstance(code, str) or not any(is_well_formed(code, n) for n in range(6, 11)):
+            raise InvalidRequest(
+                f"'code' must be exactly {self.settings.code_length} ASCII digits (0-9)"
+            )
+
+    async def _check_id(
+        self,
+        code: str,
+        verification_id: str,
+        ip: str,
+        now: float,
+        owner: str | None,
+        binding: Binding,
+    ) -> CheckResult:
+        """A check by id: another key's verification is exactly as if it did not exist."""
+        v = await self.store.get_verification(verification_id)
+        if v is not None and owner is not None and v.owner not in (owner, None):
+            v = None  # another key's: exactly as if it did not exist
+        if v is None:
+            # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
+            self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
+            raise NotFound("no pending verification for that id or number")
+        if not is_well_formed(code, v.code_length):
+            raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
+        rules = limits.failed_check_rules(self.settings.limits, v.to, ip)
+        number = parse_destination(v.to, v.channel, self.settings.default_region)
+        await self._reserve(rules, now, number, ip, v.channel)
+        result = await self._compare(v, code, binding, ip, now, rules, by_number=False)
+        if result is None:
+            raise NotFound("no pending verification for that id or number")
+        return result
+
+    async def _check_number(
+        self,
+        code: str,
+        to: str,
+        ip: str,
+        now: float,
+        owner: str | None,
+        select: Selector | None,
+        per_ip: bool,
+        binding: Binding,
+    ) -> CheckResult:
+        """A check by number. One wrong code is reserved before anything is looked up
+        (so "no pending code" counts like any failure), one more before each further
+        comparison; only an approval gives one back. Every failure answers the same."""
+        number = parse_destination(to, None, self.settings.default_region)
+        rules = limits.failed_check_rules(self.settings.limits, number.e164, ip if per_ip else None)
+        await self._reserve(rules, now, number, ip, None)
+        pending = await self.store.list_pending(
+            number.e164, now, owner=owner, limit=PENDING_PER_CHECK
+        )
+        if select is not None:
+            pending = await select(pending)
+        compared = 0
+        for v in pending:
+            if not is_well_formed(code, v.code_length):
+                continue  # a code of another length is simply not this one
+            if compared and not (await self.store.hit(rules, now)).allowed:
+                break  # no room for another comparison: a failure like the others
+            compared += 1
+            result = await self._compare(v, code, binding, ip, now, rules, by_number=True)
+            if result is not None and result.valid:
+                return result
+        if not compared:
+            # The cost of a comparison.
+            self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
+            await self.emit(
+                self._event(
+                    EventType.CHECK_FAILED, now, number=number, client_ip=ip, reason="no_match"
+                )
+            )
+        raise NotFound(NO_MATCH)
+
+    async def _reserve(
+        self,
+        rules: Sequence[RateRule],
+        now: float,
+        number: Destination,
+        ip: str,
+        channel: Channel | None,
+    ) -> None:
+        """Count a wrong code before the comparison, in the atomic step that decides
+        the caps (a reservation, given back when the code is right): concurrent wrong
+        codes can never pass a cap between a peek and a record."""
+        reserved = await self.store.hit(rules, now)
+        if not reserved.allowed:
+            assert reserved.rule is not None
+            raise await self._refuse(
+                RateLimited(reserved.rule, reserved.retry_after), now, number, ip, channel
+            )
+
+    async def _compare(
+        self,
+        v: Verification,
+        code: str,
+        binding: Binding,
+        ip: str,
+        now: float,
+        rules: Sequence[RateRule],
+        *,
+        by_number: bool,
+    ) -> CheckResult | None:
+        """Count the attempt, compare, approve the tag compared. ``binding`` is what
+        the check names: another purpose, amount or payee fails as a wrong code. The
+        reservation made for this comparison is given back on an approval; by id also
+        when nothing was compared or a right code lost a race (by number every failure
+        counts the same). None when the verification is gone."""
+        give_back = not by_number
+        ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
+        if ticket is None:
+            if give_back:
+                await self._give_back(rules, now)
+            return None
+        v = ticket.verification
+        if ticket.outcome is AttemptOutcome.EXPIRED:
+            await self.emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
+        bound = binding.tag_parts()
+        if ticket.outcome is not AttemptOutcome.COUNTED:
+            tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
+            if give_back:
+                await self._give_back(rules, now)  # nothing was compared: no wrong code
+            # LOCKED leaves a pending status as it is: the checks still in flight decide.
+            return CheckResult(False, v.status, 0, v)
+        if not tags.matches(self.keyring, v, code, bound):
+            return await self._wrong_code(v, ip, now)
+        if await self._approve(v, now):
+            return await self._approved(v, ip, now, rules)
+        # A right code, but approved, resent or expired in between: no longer the current one.
+        if give_back:
+            await self._give_back(rules, now)
+        current = await self.store.get_verification(v.id) or v
+        return CheckResult(False, current.status, self._remaining(current), current)
+
+    async def _approved(
+        self, v: Verification, ip: str, now: float, rules: Sequence[RateRule]
+    ) -> CheckResult:
+        """The approval has committed: whatever fails from here on, the answer is
+        "approved" (the bookkeeping below is logged and lost, never a 503)."""
+        v = v.with_(status=Status.APPROVED, updated_at=now)
+        try:
+            await self._give_back(rules, now)
+            await self.emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
+            await self._converted(v, now)
+        except StorageError:
+            log.warning("approval of %s recorded; its bookkeeping failed", v.id)
+        return CheckResult(True, Status.APPROVED, self._remaining(v), v)
+
+    async def _wrong_code(self, v: Verification, ip: str, now: float) -> CheckResult:
+        """A wrong code keeps its reservation; at the cap the verification locks."""
+        events = [
+            self._event(
+                EventType.CHECK_FAILED, now, v=v, client_ip=ip, details={"attempts": v.attempts}
+            )
+        ]
+        if v.attempts >= self.settings.max_attempts and await self.store.lock_if_exhausted(
+            v.id, self.settings.max_attempts, now
+        ):
+            v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
+            events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
+        await self.emit(*events)
+        current = await self.store.get_verification(v.id) or v
+        return CheckResult(False, current.status, self._remaining(current), current)
+
+    async def _approve(self, v: Verification, now: float) -> bool:
+        """Approve ``v`` if it still holds the tags the code was compared with; or,
+        after a resend that kept them and added one (``keep_earlier``), the new set."""
+        if await self.store.approve(v.id, now, code_hash=v.code_hash):
+            return True
+        current = await self.store.get_verification(v.id)
+        if current is None or not current.code_hash.startswith(v.code_hash + tags.SEP):
+            return False  # approved, canceled, expired, or a resend replaced the code
+        return await self.store.approve(v.id, now, code_hash=current.code_hash)
+
+    async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
+        """Release the wrong-code reservation of ``rules`` made at ``now``. If the store
+        fails here the failure stays counted: stricter, never looser."""
+        try:
+            await self.store.release(list(dict.fromkeys(r.key for r in rules)), now)
+        except StorageError:
+            log.warning("a failed-check reservation could not be given back (it stays counted)")
+
+    async def _converted(self, v: Verification, now: float) -> None:
+        """After an approval: the refund and the earned room in every admission bucket
+        (unless the number was trusted, whose sends were not counted), the number
+        trusted from now on, and the conversion watch's counter."""
+        number = destination_of(v)  # only the prefix and the region are needed
+        if (v.country is None and not is_email(number)) or self._allowlisted(number):
+            return
+        trusted_key = self._trusted_key(v.to)
+        # The run-time allow entries in the same read: their sends were not counted.
+        listed = [] if is_email(number) else numberlists.flag_keys(v.to)
+        flags = await self.store.get_flags([trusted_key, *listed], now)
+        if listed and numberlists.allowed_by(flags, v.to) is not None:
+            return
+        was_trusted = trusted_key in flags
+        if not was_trusted:
+            buckets = scope_buckets(self.admission, number, v.owner)
+            await self.store.credit(buckets, v.sends, now)
+        if self.settings.trusted_days > 0:
+            await self.store.set_flag(trusted_key, "1", now + self.settings.trusted_days * 86400.0)
+        approval_rules = self.watch.approval_rules(number)
+        if approval_rules:
+            await self.store.hit(approval_rules, now)

@@ -1,0 +1,72 @@
+"""The shells go through the Verifier's public methods, never past it to the store.
+
+Read from the source: no module under ``web/`` and no alert module reads a
+``.store`` attribute or calls one of the Verifier's private methods.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import otpguard
+
+PACKAGE = Path(otpguard.__file__).parent
+SHELLS = sorted(
+    [*PACKAGE.joinpath("web").rglob("*.py"), PACKAGE / "alerts.py", PACKAGE / "alert_rules.py"]
+)
+# The dashboard's session and CSRF functions are being rewritten on their own branch
+# (signed sessions); they still read the store until that lands.
+PENDING = {("web/dashboard.py", name) for name in ("_session", "login", "logout")}
+PRIVATE = {"_emit", "_event", "_refuse", "_load", "_admit", "_deliver", "_check", "_compare"}
+
+
+def _reaches(path: Path) -> list[str]:
+    return _reaches_in(path.read_text("utf-8"), path.relative_to(PACKAGE).as_posix())
+
+
+def _reaches_in(source: str, rel: str) -> list[str]:
+    """``function: attribute`` for every ``.store`` read and private Verifier call
+    (a class's own private methods, on ``self``, are its business)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function = node.name
+        own = isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self"
+        if (
+            isinstance(node, ast.Attribute)
+            and (node.attr == "store" or (node.attr in PRIVATE and not own))
+            and (rel, function) not in PENDING
+        ):
+            found.append(f"{rel}:{node.lineno} {function}: .{node.attr}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(ast.parse(source), "<module>")
+    return found
+
+
+def test_the_scan_sees_the_shells() -> None:
+    names = {p.relative_to(PACKAGE).as_posix() for p in SHELLS}
+    assert {"web/api.py", "web/verify/services.py", "alerts.py"} <= names
+
+
+def test_the_scan_finds_a_store_read_and_a_private_call() -> None:
+    source = (
+        "async def ready(verifier):\n    await verifier.store.health()\n"
+        "async def alert(v, e):\n    await v._emit(e)\n"
+    )
+    assert _reaches_in(source, "web/api.py") == [
+        "web/api.py:2 ready: .store",
+        "web/api.py:4 alert: ._emit",
+    ]
+    # Only the pending dashboard session functions are let through, and only there.
+    login = "async def login(v):\n    await v.store.get_flag('k', 0)\n"
+    assert _reaches_in(login, "web/dashboard.py") == []
+    assert _reaches_in(login, "web/api.py") == ["web/api.py:2 login: .store"]
+
+
+def test_no_shell_reaches_past_the_verifier() -> None:
+    reaches = [r for path in SHELLS for r in _reaches(path)]
+    assert reaches == [], "use (or add) a public Verifier method:\n" + "\n".join(reaches)
