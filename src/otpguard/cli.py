@@ -14,6 +14,7 @@ from typing import Any
 
 from . import cli_numbers
 from .apikeys import SCOPES
+from .audit import add_parser as add_audit_parser
 from .cli_webhooks import add_parsers as add_webhook_parsers
 from .config import Settings, load_settings
 from .errors import ConfigError, OtpguardError
@@ -245,10 +246,7 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]  # not
         return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="otpguard", description=__doc__, config_default=None)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the HTTP service")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
@@ -271,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
+
+def _add_init(sub: Any) -> None:
     i = sub.add_parser("init", help="write a config file with a fresh secret key (mode 0600)")
     i.add_argument("--path", default="otpguard.toml", help="file to write (otpguard.toml)")
     i.add_argument("--production", action="store_true", help="write a production template")
@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.set_defaults(func=cmd_init)
 
+
+def _add_api_keys(sub: Any) -> None:
     k = sub.add_parser("api-keys", help="create, list and revoke API keys")
     ksub = k.add_subparsers(dest="action", required=True)
     kc = ksub.add_parser("create", help="create a key; prints it alone on the last line, once")
@@ -296,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_api_keys)
     add_webhook_parsers(sub, ksub)
 
+
+def _add_numbers(sub: Any) -> None:
     n = sub.add_parser("numbers", help="phone number tools; the block and allow lists")
     nsub = n.add_subparsers(dest="action", required=True)
     ne = nsub.add_parser("explain", help="country, type and the decision for each channel")
@@ -304,13 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_numbers)
     cli_numbers.add_parsers(nsub)  # block, allow, unblock, list
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="otpguard", description=__doc__, config_default=None)
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_init(sub)
+    _add_api_keys(sub)
+    _add_numbers(sub)
     pu = sub.add_parser("purge", help="delete expired verifications, old events and rate entries")
     pu.set_defaults(func=cmd_purge)
-
-    import importlib.util
-
-    if importlib.util.find_spec("otpguard.audit") is not None:
-        importlib.import_module("otpguard.audit").add_parser(sub)
+    add_audit_parser(sub)
     return p
 
 

@@ -49,24 +49,11 @@ def cmd_key_webhook(args: argparse.Namespace) -> int:
             if await store.get_api_key(key_id) is None:
                 print(f"no API key og_{key_id}", file=sys.stderr)
                 return 1
-            if args.webhook_action == "remove":
-                ok = await hooks.delete_webhook_endpoint(key_scope(key_id))
-                print(f"removed the webhook of og_{key_id}" if ok else "no webhook to remove")
-                return 0 if ok else 1
-            done = await set_endpoint(
-                hooks,
-                settings.keyring(),
-                key_scope(key_id),
-                args.url,
-                time.time(),
-                production=settings.production,
-                allow_private=settings.webhook_allow_private,
-                rotate=args.rotate_secret,
-            )
+            remove = args.webhook_action == "remove"
+            scope = (key_scope(key_id), f"og_{key_id}")
+            return await _set_or_remove(settings, hooks, args, scope, remove=remove)
         finally:
             await store.aclose()
-        _print_set(done, f"og_{key_id}")
-        return 0
 
     return asyncio.run(run())
 
@@ -83,26 +70,43 @@ def cmd_service_webhook(args: argparse.Namespace) -> int:
             if not await service_exists(store, args.sid, time.time()):
                 print(f"no /v2 service {args.sid}", file=sys.stderr)
                 return 1
-            if args.action == "remove-service":
-                ok = await hooks.delete_webhook_endpoint(service_scope(args.sid))
-                print(f"removed the webhook of {args.sid}" if ok else "no webhook to remove")
-                return 0 if ok else 1
-            done = await set_endpoint(
-                hooks,
-                settings.keyring(),
-                service_scope(args.sid),
-                args.url,
-                time.time(),
-                production=settings.production,
-                allow_private=settings.webhook_allow_private,
-                rotate=args.rotate_secret,
-            )
+            remove = args.action == "remove-service"
+            scope = (service_scope(args.sid), args.sid)
+            return await _set_or_remove(settings, hooks, args, scope, remove=remove)
         finally:
             await store.aclose()
-        _print_set(done, args.sid)
-        return 0
 
     return asyncio.run(run())
+
+
+async def _set_or_remove(
+    settings: Settings,
+    hooks: WebhookStore,
+    args: argparse.Namespace,
+    scope: tuple[str, str],
+    *,
+    remove: bool,
+) -> int:
+    """Remove the endpoint of ``scope`` (an API key's or a /v2 service's: the scope and
+    its name for people), or set it to ``args.url``; prints what was done and a new
+    signing secret, once."""
+    scope_id, owner = scope
+    if remove:
+        ok = await hooks.delete_webhook_endpoint(scope_id)
+        print(f"removed the webhook of {owner}" if ok else "no webhook to remove")
+        return 0 if ok else 1
+    done = await set_endpoint(
+        hooks,
+        settings.keyring(),
+        scope_id,
+        args.url,
+        time.time(),
+        production=settings.production,
+        allow_private=settings.webhook_allow_private,
+        rotate=args.rotate_secret,
+    )
+    _print_set(done, owner)
+    return 0
 
 
 def _print_set(done: EndpointSet, owner: str) -> None:
