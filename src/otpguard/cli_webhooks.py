@@ -8,18 +8,13 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from .config import Settings, load_settings
+from .cli_shared import settings_from_args
+from .config import Settings
 from .stores import Store, store_from_url
 from .stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
 from .webhooks import EndpointSet, key_scope, service_scope, set_endpoint
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path = Path(args.config) if getattr(args, "config", None) else None
-    return load_settings(config_file=path)
 
 
 async def _open(settings: Settings) -> tuple[Store, WebhookStore]:
@@ -38,7 +33,7 @@ def _key_id(raw: str) -> str | None:
 
 
 def cmd_key_webhook(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     key_id = _key_id(args.key_id)
     if key_id is None:
         return 2
@@ -62,7 +57,7 @@ def cmd_service_webhook(args: argparse.Namespace) -> int:
     # The web app's modules only for this command (as cmd_serve imports uvicorn).
     from .web.verify.services import service_exists
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
 
     async def run() -> int:
         store, hooks = await _open(settings)
@@ -132,7 +127,7 @@ def _line(d: WebhookDelivery) -> str:
 
 
 def cmd_webhooks(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
 
     async def run() -> Any:
         store, hooks = await _open(settings)
