@@ -3,11 +3,12 @@
 PY := .venv/bin/python
 PATHS := src tests bench examples
 
-.PHONY: venv lint format types fast test ci
+.PHONY: venv lint format types fast cov test ci
 
 venv:  ## create .venv and install otpguard with its dev extras
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch .venv/.installed
 
 lint:  ## ruff: lint and format check
 	.venv/bin/ruff check $(PATHS)
@@ -22,6 +23,9 @@ types:  ## mypy --strict on src/
 
 fast:  ## the tests that need no server process, browser or minutes of load
 	$(PY) -m pytest -q -x -m "not slow and not browser" $(ARGS)
+
+cov:  ## the fast tests with branch coverage, and the lines each module misses
+	$(PY) -m pytest -q -m "not slow and not browser" --cov --cov-report=term-missing $(ARGS)
 
 test:  ## the whole suite, exactly as CI runs it (lint, types, every test)
 	./scripts/test.sh $(ARGS)

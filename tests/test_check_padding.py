@@ -13,10 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from otpguard.config import Settings
 from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE
+
+pytestmark = pytest.mark.slow  # each failing check waits out a 0.25 s floor
 
 FLOOR = 0.25
 SLACK = 0.005  # the loop may wake a timer up to its clock resolution early

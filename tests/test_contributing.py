@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,14 @@ def _dry_run(target: str) -> str:
 
 def test_every_documented_target_exists_and_runs_what_it_says() -> None:
     documented = TARGETS.findall((ROOT / "CONTRIBUTING.md").read_text())
-    assert documented == ["venv", "format", "lint", "types", "fast", "test"]
+    assert documented == ["venv", "format", "lint", "types", "fast", "cov", "test"]
     expected = {
         "venv": "pip install --quiet -e '.[dev]'",
         "format": "ruff format src tests bench examples",
         "lint": "ruff format --check src tests bench examples",
         "types": ".venv/bin/mypy",
         "fast": '-m "not slow and not browser"',
+        "cov": "--cov --cov-report=term-missing",
         "test": "./scripts/test.sh",
         "ci": "./.ci/run",
     }
@@ -45,3 +47,12 @@ def test_lint_and_types_pass_as_documented(target: str) -> None:
     ran = subprocess.run(["make", target], cwd=ROOT, capture_output=True, text=True,
                          timeout=300, check=False)  # fmt: skip
     assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+def test_the_whole_suite_reports_branch_coverage_of_subprocesses_too() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["coverage"]["run"]
+    assert config["branch"] is True
+    assert config["source_pkgs"] == ["otpguard"]
+    assert "subprocess" in config["patch"]
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    assert "pytest --cov --cov-report=term" in script

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .serverproc import Server, _wait_until_up, fresh_number, otpguard_server
+
+pytestmark = pytest.mark.slow  # starts, kills and restarts otpguard serve
 
 
 def _restart(server: Server, port: str) -> subprocess.Popen[bytes]:

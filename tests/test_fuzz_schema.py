@@ -32,6 +32,8 @@ from otpguard.web.app import create_app
 
 from .conftest import make_settings
 
+pytestmark = pytest.mark.slow  # hypothesis over every operation: seconds each
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

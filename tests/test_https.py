@@ -423,6 +423,7 @@ def test_all_trusted_hops_give_the_leftmost() -> None:
 # -- `otpguard serve --certfile --keyfile` in production, end to end -----------------------
 
 
+@pytest.mark.slow  # starts otpguard serve with TLS
 def test_production_serve_with_certfile_and_keyfile_flags_serves_https(
     tmp_path: Path, tls_files: tuple[Path, Path, Path]
 ) -> None:

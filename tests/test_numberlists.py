@@ -196,7 +196,8 @@ async def test_explain_applies_the_run_time_entries(verifier_factory: VerifierFa
         assert (await otp.explain_number(NUMBER))["allowlisted"] is False
         await otp.lists.add(NUMBER[:-3], "allow", by="test")
         info = await otp.explain_number(NUMBER)
-        assert info["allowlisted"] is True and info["channels"]["sms"]["allowed"] is True  # type: ignore[index]
+        assert info["allowlisted"] is True
+        assert info["channels"]["sms"]["allowed"] is True  # type: ignore[index]  # explain() -> dict[str, object]
         await otp.lists.add(NUMBER, "block", by="test")
         channels = (await otp.explain_number(NUMBER))["channels"]
         assert channels == {ch: {"allowed": False, "reason": "blocklisted"}

@@ -235,6 +235,7 @@ async def test_hit_takes_limits_past_32_bits(fresh_db: str) -> None:
         await store.aclose()
 
 
+@pytest.mark.slow  # waits out the pool's connect attempts
 async def test_a_missing_database_is_named_not_hidden_behind_a_pool_timeout(
     fresh_db: str,
 ) -> None:

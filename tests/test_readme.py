@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from otpguard.transports.file import read_outbox
+
+pytestmark = pytest.mark.slow  # runs the README's sample against otpguard serve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

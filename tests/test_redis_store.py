@@ -400,6 +400,7 @@ async def _until_up(store: RedisStore) -> None:
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow  # starts and restarts its own redis-server
 @pytest.mark.redis
 async def test_store_works_again_after_a_redis_restart(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from otpguard.events import Event, EventType
 from otpguard.webhook_signature import sign_webhook
 from otpguard.webhooks import encode, payload
@@ -28,6 +30,7 @@ def documented_payload() -> dict[str, Any]:
     return data
 
 
+@pytest.mark.slow  # runs the documented CLI session
 def test_setup_commands(tmp_path: Path) -> None:
     block = doc_block(DOC, SETUP)
     env = clean_env(

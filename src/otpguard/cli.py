@@ -5,65 +5,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import time
 from pathlib import Path
 from typing import Any
 
 from . import cli_numbers
-from .apikeys import SCOPES
+from .apikeys import SCOPES, create_api_key
+from .audit import add_parser as add_audit_parser
+from .cli_shared import (
+    configure_logging,
+    offline_verifier,
+    settings_from_args,
+    with_store,
+    with_tls_flags,
+)
 from .cli_webhooks import add_parsers as add_webhook_parsers
-from .config import Settings, load_settings
+from .codes import new_secret_hex
 from .errors import ConfigError, OtpguardError
+from .phone import DestinationPolicy, parse
 from .startup import check_startup
-from .stores import Store, store_from_url
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path = Path(args.config) if getattr(args, "config", None) else None
-    return load_settings(config_file=path)
-
-
-def with_tls_flags(settings: Settings, args: argparse.Namespace) -> Settings:
-    """``--certfile``/``--keyfile`` over OTPGUARD_TLS_*, before anything is checked
-    (``serve`` and ``audit`` judge the same configuration)."""
-    update: dict[str, Any] = {}
-    if getattr(args, "certfile", None):
-        update["tls_certfile"] = Path(args.certfile)
-    if getattr(args, "keyfile", None):
-        update["tls_keyfile"] = Path(args.keyfile)
-    return settings.model_copy(update=update) if update else settings
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Third-party HTTP clients may log request bodies (Twilio echoes the code): keep them quiet.
-    for noisy in ("twilio", "twilio.http_client", "httpx", "httpcore", "aiohttp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-async def _with_store(settings: Settings, fn: Callable[[Store], Awaitable[Any]]) -> Any:
-    store = store_from_url(settings.store_url)
-    await store.open()
-    try:
-        return await fn(store)
-    finally:
-        await store.aclose()
-
 
 # -- serve ---------------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    import uvicorn  # here: only `serve` needs the server (and its start-up cost)
 
-    settings = check_startup(with_tls_flags(_settings(args), args))
+    settings = check_startup(with_tls_flags(settings_from_args(args), args))
     configure_logging(args.log_level.upper())
     tls: dict[str, Any] = {}
     if settings.tls_certfile and settings.tls_keyfile:
@@ -107,8 +77,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .codes import new_secret_hex
-
     path = Path(args.path)
     if path.exists() and not args.force:
         print(f"{path} exists; pass --force to replace it (its key would be lost)", file=sys.stderr)
@@ -143,23 +111,19 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_api_keys(args: argparse.Namespace) -> int:
-    import time
-
-    from .apikeys import create_api_key
-
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if args.action == "create":
         # Exactly the scopes asked for: an admin or monitor key does not also send codes.
         scopes = tuple(dict.fromkeys(args.scope or ["verify"]))
         record, key = asyncio.run(
-            _with_store(settings, lambda s: create_api_key(s, args.name, scopes, time.time()))
+            with_store(settings, lambda s: create_api_key(s, args.name, scopes, time.time()))
         )
         print(f"created API key og_{record.id} ({record.name}, scopes: {', '.join(scopes)}).")
         print("Store it now: it is shown only once.")
         print(key)
         return 0
     if args.action == "list":
-        keys = asyncio.run(_with_store(settings, lambda s: s.list_api_keys()))
+        keys = asyncio.run(with_store(settings, lambda s: s.list_api_keys()))
         if not keys:
             print("no API keys; create one with `otpguard api-keys create --name NAME`")
             return 0
@@ -173,7 +137,7 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
     if "_" in key_id:
         print("pass the key's id (og_ and 12 hex digits), not the whole key", file=sys.stderr)
         return 2
-    ok = asyncio.run(_with_store(settings, lambda s: s.revoke_api_key(key_id, time.time())))
+    ok = asyncio.run(with_store(settings, lambda s: s.revoke_api_key(key_id, time.time())))
     print(f"revoked og_{key_id}" if ok else f"no active key og_{key_id}")
     return 0 if ok else 1
 
@@ -182,9 +146,7 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_numbers(args: argparse.Namespace) -> int:
-    from .phone import DestinationPolicy, parse
-
-    s = _settings(args)
+    s = settings_from_args(args)
     policy = DestinationPolicy.from_settings(s)
     info = policy.explain(parse(args.number, s.default_region))
     if args.json:
@@ -202,13 +164,10 @@ def cmd_numbers(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from .service import Verifier
-    from .transports.memory import MemoryTransport
-
-    settings = check_startup(_settings(args))
+    settings = settings_from_args(args)
 
     async def run() -> int:
-        async with Verifier(settings, store_from_url(settings.store_url), MemoryTransport()) as v:
+        async with offline_verifier(settings) as v:
             return await v.purge()
 
     print(f"purged {asyncio.run(run())} stale rows")
@@ -245,10 +204,7 @@ class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]  # not
         return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="otpguard", description=__doc__, config_default=None)
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_serve(sub: Any) -> None:
     s = sub.add_parser("serve", help="run the HTTP service")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
@@ -271,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_serve)
 
+
+def _add_init(sub: Any) -> None:
     i = sub.add_parser("init", help="write a config file with a fresh secret key (mode 0600)")
     i.add_argument("--path", default="otpguard.toml", help="file to write (otpguard.toml)")
     i.add_argument("--production", action="store_true", help="write a production template")
@@ -279,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.set_defaults(func=cmd_init)
 
+
+def _add_api_keys(sub: Any) -> None:
     k = sub.add_parser("api-keys", help="create, list and revoke API keys")
     ksub = k.add_subparsers(dest="action", required=True)
     kc = ksub.add_parser("create", help="create a key; prints it alone on the last line, once")
@@ -296,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_api_keys)
     add_webhook_parsers(sub, ksub)
 
+
+def _add_numbers(sub: Any) -> None:
     n = sub.add_parser("numbers", help="phone number tools; the block and allow lists")
     nsub = n.add_subparsers(dest="action", required=True)
     ne = nsub.add_parser("explain", help="country, type and the decision for each channel")
@@ -304,13 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=cmd_numbers)
     cli_numbers.add_parsers(nsub)  # block, allow, unblock, list
 
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="otpguard", description=__doc__, config_default=None)
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_init(sub)
+    _add_api_keys(sub)
+    _add_numbers(sub)
     pu = sub.add_parser("purge", help="delete expired verifications, old events and rate entries")
     pu.set_defaults(func=cmd_purge)
-
-    import importlib.util
-
-    if importlib.util.find_spec("otpguard.audit") is not None:
-        importlib.import_module("otpguard.audit").add_parser(sub)
+    add_audit_parser(sub)
     return p
 
 

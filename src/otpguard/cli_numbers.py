@@ -17,12 +17,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from .cli_shared import offline_verifier, settings_from_args
 from .listedit import Change, ListEditor
 from .numberlists import ListEntry, entry_out
-from .service import Verifier
-from .startup import check_startup
-from .stores import store_from_url
-from .transports.memory import MemoryTransport
 
 T = TypeVar("T")
 
@@ -39,12 +36,10 @@ def iso(ts: float) -> str:
 
 
 def _with_lists(args: argparse.Namespace, fn: Callable[[ListEditor], Awaitable[T]]) -> T:
-    from .cli import _settings  # here, not at the top: cli.py imports this module
-
-    settings = check_startup(_settings(args))
+    settings = settings_from_args(args)
 
     async def run() -> T:
-        async with Verifier(settings, store_from_url(settings.store_url), MemoryTransport()) as v:
+        async with offline_verifier(settings) as v:
             return await fn(v.lists)
 
     return asyncio.run(run())

@@ -8,18 +8,13 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from .config import Settings, load_settings
+from .cli_shared import settings_from_args
+from .config import Settings
 from .stores import Store, store_from_url
 from .stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
 from .webhooks import EndpointSet, key_scope, service_scope, set_endpoint
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path = Path(args.config) if getattr(args, "config", None) else None
-    return load_settings(config_file=path)
 
 
 async def _open(settings: Settings) -> tuple[Store, WebhookStore]:
@@ -38,7 +33,7 @@ def _key_id(raw: str) -> str | None:
 
 
 def cmd_key_webhook(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     key_id = _key_id(args.key_id)
     if key_id is None:
         return 2
@@ -49,24 +44,11 @@ def cmd_key_webhook(args: argparse.Namespace) -> int:
             if await store.get_api_key(key_id) is None:
                 print(f"no API key og_{key_id}", file=sys.stderr)
                 return 1
-            if args.webhook_action == "remove":
-                ok = await hooks.delete_webhook_endpoint(key_scope(key_id))
-                print(f"removed the webhook of og_{key_id}" if ok else "no webhook to remove")
-                return 0 if ok else 1
-            done = await set_endpoint(
-                hooks,
-                settings.keyring(),
-                key_scope(key_id),
-                args.url,
-                time.time(),
-                production=settings.production,
-                allow_private=settings.webhook_allow_private,
-                rotate=args.rotate_secret,
-            )
+            remove = args.webhook_action == "remove"
+            scope = (key_scope(key_id), f"og_{key_id}")
+            return await _set_or_remove(settings, hooks, args, scope, remove=remove)
         finally:
             await store.aclose()
-        _print_set(done, f"og_{key_id}")
-        return 0
 
     return asyncio.run(run())
 
@@ -75,7 +57,7 @@ def cmd_service_webhook(args: argparse.Namespace) -> int:
     # The web app's modules only for this command (as cmd_serve imports uvicorn).
     from .web.verify.services import service_key
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
 
     async def run() -> int:
         store, hooks = await _open(settings)
@@ -84,26 +66,43 @@ def cmd_service_webhook(args: argparse.Namespace) -> int:
             if key is None or await store.get_flag(key, time.time()) is None:
                 print(f"no /v2 service {args.sid}", file=sys.stderr)
                 return 1
-            if args.action == "remove-service":
-                ok = await hooks.delete_webhook_endpoint(service_scope(args.sid))
-                print(f"removed the webhook of {args.sid}" if ok else "no webhook to remove")
-                return 0 if ok else 1
-            done = await set_endpoint(
-                hooks,
-                settings.keyring(),
-                service_scope(args.sid),
-                args.url,
-                time.time(),
-                production=settings.production,
-                allow_private=settings.webhook_allow_private,
-                rotate=args.rotate_secret,
-            )
+            remove = args.action == "remove-service"
+            scope = (service_scope(args.sid), args.sid)
+            return await _set_or_remove(settings, hooks, args, scope, remove=remove)
         finally:
             await store.aclose()
-        _print_set(done, args.sid)
-        return 0
 
     return asyncio.run(run())
+
+
+async def _set_or_remove(
+    settings: Settings,
+    hooks: WebhookStore,
+    args: argparse.Namespace,
+    scope: tuple[str, str],
+    *,
+    remove: bool,
+) -> int:
+    """Remove the endpoint of ``scope`` (an API key's or a /v2 service's: the scope and
+    its name for people), or set it to ``args.url``; prints what was done and a new
+    signing secret, once."""
+    scope_id, owner = scope
+    if remove:
+        ok = await hooks.delete_webhook_endpoint(scope_id)
+        print(f"removed the webhook of {owner}" if ok else "no webhook to remove")
+        return 0 if ok else 1
+    done = await set_endpoint(
+        hooks,
+        settings.keyring(),
+        scope_id,
+        args.url,
+        time.time(),
+        production=settings.production,
+        allow_private=settings.webhook_allow_private,
+        rotate=args.rotate_secret,
+    )
+    _print_set(done, owner)
+    return 0
 
 
 def _print_set(done: EndpointSet, owner: str) -> None:
@@ -129,7 +128,7 @@ def _line(d: WebhookDelivery) -> str:
 
 
 def cmd_webhooks(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
 
     async def run() -> Any:
         store, hooks = await _open(settings)

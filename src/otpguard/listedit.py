@@ -20,12 +20,12 @@ from .config import Settings
 from .errors import Conflict, InvalidRequest, NotFound
 from .events import Event, EventType, new_event_id
 from .numberlists import (
+    EntryRequest,
     Kind,
     ListEntry,
     config_entries,
     mask_note,
     mask_pattern,
-    new_entry,
     parse_pattern,
 )
 from .phone import DestinationPolicy, parse
@@ -82,10 +82,9 @@ class ListEditor:
         """Add (or replace) the run-time entry for ``raw``; InvalidRequest names what
         is wrong with the input, NumberListFull says the lists are full."""
         now = self.clock()
-        entry = new_entry(
-            raw, kind, now, default_region=self.settings.default_region, created_by=by,
-            note=note, duration=duration, until=until,
-        )  # fmt: skip
+        entry = EntryRequest(raw, kind, note, duration, until).validated(
+            now, default_region=self.settings.default_region, created_by=by
+        )
         previous = await self.store.put_list_entry(entry, now, self.settings.number_list_max)
         await self.emit(self._event(EVENT_OF[kind], now, entry, previous))
         return Change(entry, previous, self._configured(entry.pattern))

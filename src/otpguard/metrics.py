@@ -74,43 +74,36 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self._label = _Bounded()
-        self.started = Counter(
+        r = self.registry
+
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, labels, registry=r)
+
+        self.started = counter(
             "otpguard_verifications_started",
             "Verifications started (a first code sent or about to be)",
-            ["channel", "country"],
-            registry=r,
+            ("channel", "country"),
         )
-        self.sent = Counter(
-            "otpguard_messages_sent",
-            "Messages handed to the provider",
-            ["channel", "kind"],
-            registry=r,
+        self.sent = counter(
+            "otpguard_messages_sent", "Messages handed to the provider", ("channel", "kind")
         )
-        self.checks = Counter("otpguard_checks", "Code checks by outcome", ["outcome"], registry=r)
-        self.refusals = Counter(
-            "otpguard_refusals",
-            "Requests refused, by reason and rule",
-            ["reason", "rule"],
-            registry=r,
+        self.checks = counter("otpguard_checks", "Code checks by outcome", ("outcome",))
+        self.refusals = counter(
+            "otpguard_refusals", "Requests refused, by reason and rule", ("reason", "rule")
         )
-        self.delivery = Counter(
+        self.delivery = counter(
             "otpguard_delivery_outcomes",
             "Delivery failures and provider delivery reports",
-            ["outcome", "reason", "provider_code"],
-            registry=r,
+            ("outcome", "reason", "provider_code"),
         )
-        self.country = Counter(
+        self.country = counter(
             "otpguard_country_events",
             "Per-country counts: started, sent, approved, refused, delivery_failed",
-            ["country", "kind"],
-            registry=r,
+            ("country", "kind"),
         )
-        self.events = Counter("otpguard_events", "Events emitted, by type", ["type"], registry=r)
-        self.alerts = Counter(
-            "otpguard_alerts", "Alerts opened and resolved", ["rule", "state"], registry=r
-        )
+        self.events = counter("otpguard_events", "Events emitted, by type", ("type",))
+        self.alerts = counter("otpguard_alerts", "Alerts opened and resolved", ("rule", "state"))
         self.alerts_open = Gauge("otpguard_alerts_open", "Open alerts", ["rule"], registry=r)
         self.latency = Histogram(
             "otpguard_http_request_duration_seconds",

@@ -216,28 +216,29 @@ def expiry(now: float, *, duration: str | None, until: str | None) -> float | No
     return at
 
 
-def new_entry(
-    raw: str,
-    kind: Kind,
-    now: float,
-    *,
-    default_region: str,
-    created_by: str,
-    note: str | None = None,
-    duration: str | None = None,
-    until: str | None = None,
-) -> ListEntry:
-    """A validated run-time entry; every problem an InvalidRequest fit for the caller."""
-    if kind not in KINDS:
-        raise InvalidRequest("'kind' must be block or allow")
-    return ListEntry(
-        pattern=parse_pattern(raw, default_region),
-        kind=kind,
-        note=parse_note(note),
-        created_by=created_by[:MAX_BY],
-        created_at=now,
-        expires_at=expiry(now, duration=duration, until=until),
-    )
+@dataclass(frozen=True)
+class EntryRequest:
+    """A run-time entry as asked for (the CLI's flags, the admin API's body), not yet
+    checked: :meth:`validated` makes the entry or names what is wrong."""
+
+    raw: str  # a number, or a prefix ending in '*'
+    kind: Kind
+    note: str | None = None
+    duration: str | None = None  # "for": 90m, 12h, 7d
+    until: str | None = None  # an ISO 8601 time
+
+    def validated(self, now: float, *, default_region: str, created_by: str) -> ListEntry:
+        """The entry; every problem an InvalidRequest fit for the caller."""
+        if self.kind not in KINDS:
+            raise InvalidRequest("'kind' must be block or allow")
+        return ListEntry(
+            pattern=parse_pattern(self.raw, default_region),
+            kind=self.kind,
+            note=parse_note(self.note),
+            created_by=created_by[:MAX_BY],
+            created_at=now,
+            expires_at=expiry(now, duration=self.duration, until=self.until),
+        )
 
 
 # -- output -----------------------------------------------------------------------------

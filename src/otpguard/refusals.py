@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from .events import Event, EventType
@@ -114,20 +115,9 @@ def log_summary(e: Event, count: int) -> None:
 
 
 def _as_event(t: RefusalTally) -> Event:
+    """The tally's example (what its refusals share) standing for its repeats."""
     ex = t.example
-    return Event(
-        type=ex.type,
-        ts=t.last_ts,
-        number_masked=ex.number_masked,
-        number_hash=ex.number_hash,
-        country=ex.country,
-        channel=ex.channel,
-        client_ip=ex.client_ip,
-        reason=ex.reason,
-        rule=ex.rule,
-        details=dict(ex.details),
-        count=t.count - 1,
-    )
+    return replace(ex, ts=t.last_ts, details=dict(ex.details), count=t.count - 1)
 
 
 async def repeats(store: Store, since: float, until: float) -> list[Event]:

@@ -171,6 +171,7 @@ async def test_skip_if_seen_concurrent_is_exact(store: Store) -> None:
     assert sum(r[0] for r in results) == 4
 
 
+@pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_admit_cross_process_is_exact(store: Store, store_url: str) -> None:
     b = bucket("adm:race", base=9, share=0.0)

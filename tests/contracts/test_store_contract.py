@@ -328,6 +328,7 @@ async def test_record_attempt_concurrent_counts_exactly_max(store: Store) -> Non
     assert (after.attempts, after.status) == (5, Status.PENDING)
 
 
+@pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_record_attempt_cross_process_counts_exactly_max(
     store: Store, store_url: str
@@ -390,6 +391,7 @@ async def test_approve_concurrent_exactly_one(store: Store) -> None:
     assert results.count(False) == 19
 
 
+@pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_approve_cross_process_exactly_one(store: Store, store_url: str) -> None:
     v = await stored(store)
@@ -573,6 +575,7 @@ async def test_hit_concurrent_exact_limit(store: Store) -> None:
     assert await store.count("k", 60, T0) == 3
 
 
+@pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_hit_cross_process_exact_limit(store: Store, store_url: str) -> None:
     allowed = race_in_processes(store_url, "hit", ("r", "k", 3, 60), processes=4, calls=5)

@@ -193,6 +193,7 @@ def _claimer(url: str, barrier: Any, name: str, queue: Any) -> None:
     queue.put(asyncio.run(_claim_all(url, barrier, name)))
 
 
+@pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_two_processes_never_claim_one_row(store: Store, store_url: str) -> None:
     rows = [row(i) for i in range(100)]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_shared import with_tls_flags
 from ..config import load_settings
 from .checks_policy import audit_settings
 from .findings import Verdict, render_json, render_text
@@ -35,8 +36,6 @@ def _read_key(args: argparse.Namespace) -> str | None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     config_path = _config_path(args)
-    from ..cli import with_tls_flags  # the CLI imports this module to add the command
-
     settings = with_tls_flags(load_settings(config_file=config_path), args)
     findings = audit_settings(settings, config_path)
     title = f"otpguard audit: {settings.env} configuration" + (
