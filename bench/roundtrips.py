@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import inspect
 import json
 import random
 import statistics
@@ -103,9 +104,12 @@ class TurnCounter:
 def counting(store: Store, calls: collections.Counter[str]) -> None:
     """Count every contract operation the engine calls on ``store`` (in place)."""
     for name in dir(type(store)):
-        attr = getattr(store, name)
-        if name.startswith("_") or not asyncio.iscoroutinefunction(attr):
+        # Look before calling: a property may raise before the store is open.
+        if name.startswith("_") or not inspect.iscoroutinefunction(
+            inspect.getattr_static(store, name)
+        ):
             continue
+        attr = getattr(store, name)
 
         def wrap(fn: Callable[..., Awaitable[Any]], op: str) -> Callable[..., Awaitable[Any]]:
             async def counted(*args: Any, **kwargs: Any) -> Any:
