@@ -120,8 +120,7 @@ class Operations(VerifierBase):
             scope,
             url,
             self.clock(),
-            production=self.settings.production,
-            allow_private=self.settings.webhook_allow_private,
+            self.settings.webhooks,
             rotate=rotate,
         )
 
