@@ -77,7 +77,7 @@ class Operations(VerifierBase):
 
     async def stats(self, window: int) -> Stats:
         """The figures of the last ``window`` seconds (``/v1/admin/stats``, the dashboard)."""
-        return await stats_for(self.store, self.settings, self.clock(), window)
+        return await stats_for(self.store, self.settings.alerts, self.clock(), window)
 
     # -- alerts -------------------------------------------------------------------------
 

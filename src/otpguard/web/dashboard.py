@@ -181,7 +181,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
     recent = await v.events(EventQuery(limit=50))
     hooks = await v.webhook_deliveries(limit=20)
     open_n = sum(1 for a in alerts if a.status == "open")
-    currency = v.settings.price_currency
+    currency = v.settings.alerts.price_currency
     countries = [
         (c.country, round(100 * (c.conversion or 0), 1), "ok") for c in stats.countries[:12]
     ]
