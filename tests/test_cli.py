@@ -159,6 +159,22 @@ def test_purge_refuses_a_bad_setting_without_a_traceback(
     assert "configuration error" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["purge"], ["api-keys", "list"], ["webhooks", "list"]])
+def test_commands_on_the_engine_name_a_setting_it_cannot_be_built_from(
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
+    """Every command that works on the store does so through the Verifier, so a
+    setting the Verifier cannot be built from is named, without a traceback."""
+    monkeypatch.setenv("OTPGUARD_BLOCKLIST", "hello")
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and "OTPGUARD_BLOCKLIST: 'hello'" in err
+    assert "Traceback" not in err
+
+
 def test_audit_does_not_pass_a_country_no_number_has(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

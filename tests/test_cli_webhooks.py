@@ -106,6 +106,21 @@ def test_production_refuses_a_plain_http_url(
     assert main(["api-keys", "webhook", "set", f"og_{key_id}_secretpart", "https://h.example"]) == 2
 
 
+def test_setting_a_webhook_needs_the_keys_that_sign_it(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API keys are managed without OTPGUARD_SECRET_KEYS; a webhook secret is derived
+    from them, so setting one without keys is a configuration error, removing is not."""
+    monkeypatch.delenv("OTPGUARD_SECRET_KEYS")
+    monkeypatch.setenv("OTPGUARD_ENV", "production")  # no development key is made either
+    key_id = new_key(capsys)
+    assert main(["api-keys", "list"]) == 0 and "shop" in capsys.readouterr().out
+    assert main(["api-keys", "webhook", "set", key_id, "https://hooks.example.com/x"]) == 2
+    assert "OTPGUARD_SECRET_KEYS" in capsys.readouterr().err
+    assert main(["api-keys", "webhook", "remove", key_id]) == 1
+    assert "no webhook to remove" in capsys.readouterr().out
+
+
 async def new_service(clock: ManualClock) -> str:
     """A /v2 service, made through the API as an app would."""
     async with open_api(load_settings(), clock, MemoryTransport(), ("verify",)) as api:

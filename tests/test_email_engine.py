@@ -244,7 +244,7 @@ async def test_stats_count_email_apart_and_price_it_at_nothing(
             await otp.start(f"u{i}@example.com", "email", client_ip=lone_ip(i))
         await otp.check(outbox.last_code("u0@example.com"), to="u0@example.com")
         await otp.start(UK_MOBILE, "sms", client_ip="198.51.100.7")
-        stats = await stats_for(otp.store, otp.settings, clock() + 1, 3600)
+        stats = await stats_for(otp.store, otp.settings.alerts, clock() + 1, 3600)
     rows = {c.country: c for c in stats.countries}
     assert (rows["email"].started, rows["email"].approved, rows["email"].sends) == (3, 1, 3)
     assert rows["email"].spend == 0 and "unknown" not in rows

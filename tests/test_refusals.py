@@ -90,7 +90,7 @@ async def test_a_flood_stores_one_event_per_minute_and_every_figure_counts_it_al
         assert sum('"count":100,' in line for line in refusal_lines) == 2
         assert refused_metric(metrics) == 497  # the metrics see every refusal
 
-        stats = (await stats_for(v.store, v.settings, clock(), 3600)).as_dict()
+        stats = (await stats_for(v.store, v.settings.alerts, clock(), 3600)).as_dict()
         assert stats["totals"]["refused"] == 497
         assert stats["totals"]["requests"] == 500
         assert stats["refusals_by_reason"] == [{"reason": "rate_limited:phone", "count": 497}]
@@ -118,7 +118,7 @@ async def test_concurrent_refusals_store_one_example(
         assert all(isinstance(r, OtpguardError) for r in results)
         stored = await v.store.list_events(EventQuery(types=(REFUSED,)))
         assert len(stored) == 1
-        stats = await stats_for(v.store, v.settings, clock(), 3600)
+        stats = await stats_for(v.store, v.settings.alerts, clock(), 3600)
         assert stats.totals["refused"] == 40
 
 
@@ -156,7 +156,7 @@ async def test_tallies_leave_with_the_events_they_stand_for(
     clock.now = 1_800_000_000.0
     async with rig(limit_phone="1/10m", limit_ip="off", event_retention_days=1) as (v, _):
         await flood(v, clock, 20)
-        assert (await stats_for(v.store, v.settings, clock(), 3600)).totals["refused"] == 19
+        assert (await stats_for(v.store, v.settings.alerts, clock(), 3600)).totals["refused"] == 19
         clock.advance(86_400 + 120)
         await v.purge()
         assert await v.store.list_refusal_tallies(0, clock()) == []
@@ -174,5 +174,5 @@ async def test_different_numbers_are_different_kinds(
             await flood(v, clock, 5, to=f"+44740012{n:04d}")
         stored = await v.store.list_events(EventQuery(types=(REFUSED,)))
         assert len({e.number_hash for e in stored}) == len(stored) == 3
-        stats = await stats_for(v.store, v.settings, clock(), 3600)
+        stats = await stats_for(v.store, v.settings.alerts, clock(), 3600)
         assert sorted(r.count for r in stats.top_numbers) == [5, 5, 5]

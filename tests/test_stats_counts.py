@@ -99,7 +99,7 @@ async def test_stats_and_alerts_read_counts_not_events(
     assert expected["totals"]["refused"] > 300  # the script's starts, mostly tallied
 
     with statements(store) as seen:
-        stats = await stats_for(store, verifier.settings, clock(), 3600)
+        stats = await stats_for(store, verifier.settings.alerts, clock(), 3600)
         evaluation = await AlertEvaluator(verifier, Dispatcher([])).evaluate(clock())
     reads = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
     assert any("FROM event_counts" in s for s in reads)

@@ -358,7 +358,7 @@ async def test_a_retired_signing_key_fails_the_webhook_until_rotated(
         hooks = WebhookOutbox(store, settings.webhooks)
         verifier.webhooks = hooks
         done = await set_endpoint(store, verifier.keyring, key_scope("k1"), receiver.url,
-                                  clock(), production=False, allow_private=False)  # fmt: skip
+                                  clock(), settings.webhooks)  # fmt: skip
         assert done.secret is not None
         newer = Keyring.from_hex([new_secret_hex(), TEST_KEY])
         assert signing_secret(newer, done.endpoint) == done.secret
@@ -374,8 +374,8 @@ async def test_a_retired_signing_key_fails_the_webhook_until_rotated(
         await failing.aclose()
         rows = await store.list_webhook_deliveries(status="failed")
         rotated = await set_endpoint(
-            store, retired, key_scope("k1"), receiver.url, clock(),
-            production=False, allow_private=False, rotate=True,
+            store, retired, key_scope("k1"), receiver.url, clock(), settings.webhooks,
+            rotate=True,
         )  # fmt: skip
     assert len(receiver.received) == 2  # nothing was posted without a valid secret
     assert [d.last.error if d.last else "" for d in rows] == [

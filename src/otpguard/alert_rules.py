@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Settings
+from .config import AlertsSection
 from .counters import fields_of
 from .service import UNDELIVERABLE_REASONS, Verifier
 from .stats import DELIVERY_FAILED, PASSED, RESENT, SEND_TYPES, STARTED
@@ -87,7 +87,7 @@ SNAPSHOT_FAMILIES = ("t", "r", "df", "sc", "un", "px")
 @dataclass(frozen=True)
 class Snapshot:
     now: float
-    settings: Settings
+    section: AlertsSection  # the alerts' settings (``settings.alerts``)
     verifier: Verifier  # the rate counters and the busiest kinds are read through it
     counts: Sequence[EventCount]  # of SNAPSHOT_FAMILIES, over the longest window
     truncated: bool = False
@@ -135,12 +135,12 @@ def _busiest(counter: Counter[str], over: int) -> list[tuple[str, int]]:
 
 
 async def request_spike(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
-    w, base = s.alert_spike_window, s.alert_spike_baseline
+    s = snap.section
+    w, base = s.spike_window, s.spike_baseline
     recent = snap.requests(w)
     before = snap.requests(w + base, until=snap.now - w)
     per_window = before * w / base
-    if recent < s.alert_spike_min or recent <= s.alert_spike_factor * per_window:
+    if recent < s.spike_min or recent <= s.spike_factor * per_window:
         return []
     minutes = w // 60
     return [
@@ -156,17 +156,16 @@ async def request_spike(snap: Snapshot) -> list[Symptom]:
 
 
 async def hot_number(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
-    w = s.alert_hot_window
+    s = snap.section
+    w = s.hot_window
     top = await snap.top("q", w, MAX_SYMPTOMS_PER_RULE)
-    busiest = [(h, masked, n) for (h, masked), n in top if n > s.alert_number_threshold]
+    busiest = [(h, masked, n) for (h, masked), n in top if n > s.number_threshold]
     return [
         Symptom(
             "hot_number",
             h[:16],
             f"number {masked}",
-            f"{n} code requests for {masked} in {w // 60} min "
-            f"(threshold {s.alert_number_threshold})",
+            f"{n} code requests for {masked} in {w // 60} min (threshold {s.number_threshold})",
             {"requests": n, "number": masked, "ref": h[:12], "window_s": w},
         )
         for h, masked, n in busiest
@@ -174,31 +173,30 @@ async def hot_number(snap: Snapshot) -> list[Symptom]:
 
 
 async def hot_ip(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
-    top = await snap.top("ip", s.alert_hot_window, MAX_SYMPTOMS_PER_RULE + 1)
-    busiest = [(ip, n) for (ip,), n in top if ip != "unknown" and n > s.alert_ip_threshold]
+    s = snap.section
+    top = await snap.top("ip", s.hot_window, MAX_SYMPTOMS_PER_RULE + 1)
+    busiest = [(ip, n) for (ip,), n in top if ip != "unknown" and n > s.ip_threshold]
     return [
         Symptom(
             "hot_ip",
             ip,
             f"ip {ip}",
-            f"{n} code requests from {ip} in {s.alert_hot_window // 60} min "
-            f"(threshold {s.alert_ip_threshold})",
-            {"requests": n, "ip": ip, "window_s": s.alert_hot_window},
+            f"{n} code requests from {ip} in {s.hot_window // 60} min (threshold {s.ip_threshold})",
+            {"requests": n, "ip": ip, "window_s": s.hot_window},
         )
         for ip, n in busiest[:MAX_SYMPTOMS_PER_RULE]
     ]
 
 
-def _low(sent: int, ok: int, s: Settings) -> bool:
-    return sent >= s.alert_conversion_min_sends and ok / sent < s.alert_conversion_min_rate
+def _low(sent: int, ok: int, s: AlertsSection) -> bool:
+    return sent >= s.conversion_min_sends and ok / sent < s.conversion_min_rate
 
 
 async def conversion_drop(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
+    s = snap.section
     sent: Counter[str] = Counter()
     ok: Counter[str] = Counter()
-    w = s.alert_conversion_window
+    w = s.conversion_window
     for (etype, country), n in snap.within(w, "t"):
         if etype in SEND_TYPES and country:
             sent[country] += n
@@ -207,7 +205,7 @@ async def conversion_drop(snap: Snapshot) -> list[Symptom]:
     # The prefixes the fraud rules flagged (events keep none: ``counters.kinds_of``).
     prefixes = {fields[0] for fields, _ in snap.within(w, "px")}
     out = []
-    minutes = s.alert_conversion_window // 60
+    minutes = s.conversion_window // 60
     for country, n in sorted(sent.items()):
         if _low(n, ok[country], s):
             out.append(
@@ -216,11 +214,11 @@ async def conversion_drop(snap: Snapshot) -> list[Symptom]:
                     f"country:{country}",
                     f"country {country}",
                     f"{ok[country]} approved of {n} sent to {country} in {minutes} min "
-                    f"({ok[country] / n:.0%}, minimum {s.alert_conversion_min_rate:.0%})",
+                    f"({ok[country] / n:.0%}, minimum {s.conversion_min_rate:.0%})",
                     {"country": country, "sent": n, "approved": ok[country]},
                 )
             )
-    fw = s.fraud_conversion_window
+    fw = s.conversion_counters_window
     for prefix in sorted(prefixes)[:MAX_SYMPTOMS_PER_RULE]:
         n = await snap.verifier.recent_count(f"conv:sent:prefix:{prefix}", fw, now=snap.now)
         k = await snap.verifier.recent_count(f"conv:ok:prefix:{prefix}", fw, now=snap.now)
@@ -239,9 +237,9 @@ async def conversion_drop(snap: Snapshot) -> list[Symptom]:
 
 
 async def refused_destination(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
+    s = snap.section
     counts: Counter[str] = Counter()
-    for (_, reason), n in snap.within(s.alert_hot_window, "r"):
+    for (_, reason), n in snap.within(s.hot_window, "r"):
         if reason in DESTINATION_REASONS or reason.startswith("number_type:"):
             counts[reason] += n
     return [
@@ -249,26 +247,26 @@ async def refused_destination(snap: Snapshot) -> list[Symptom]:
             "refused_destination",
             reason,
             f"destination {reason}",
-            f"{n} requests refused as {reason} in {s.alert_hot_window // 60} min",
+            f"{n} requests refused as {reason} in {s.hot_window // 60} min",
             {"reason": reason, "refused": n},
         )
-        for reason, n in _busiest(counts, s.alert_refused_destination_threshold - 1)
+        for reason, n in _busiest(counts, s.refused_destination_threshold - 1)
     ]
 
 
 async def delivery_failures(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
-    w = s.alert_hot_window
+    s = snap.section
+    w = s.hot_window
     attempted = sum(
         n
         for (etype, _), n in snap.within(w, "t")
         if etype in SEND_TYPES or etype == DELIVERY_FAILED
     )
     failed = sum(n for _, n in snap.within(w, "df"))
-    if failed < s.alert_delivery_failure_min:
+    if failed < s.delivery_failure_min:
         return []
     rate = failed / max(attempted, failed)
-    if rate < s.alert_delivery_failure_rate:
+    if rate < s.delivery_failure_rate:
         return []
     return [
         Symptom(
@@ -276,7 +274,7 @@ async def delivery_failures(snap: Snapshot) -> list[Symptom]:
             "all",
             "deliveries",
             f"{failed} of {max(attempted, failed)} deliveries failed in "
-            f"{s.alert_hot_window // 60} min ({rate:.0%})",
+            f"{s.hot_window // 60} min ({rate:.0%})",
             {"failed": failed, "attempted": attempted, "rate": round(rate, 3)},
         )
     ]
@@ -284,16 +282,16 @@ async def delivery_failures(snap: Snapshot) -> list[Symptom]:
 
 async def admission_pressure(snap: Snapshot) -> list[Symptom]:
     """Admission refusals and challenges per scope, with the figures behind them."""
-    s = snap.settings
+    s = snap.section
     refused: Counter[str] = Counter()
     challenged: Counter[str] = Counter()
-    for (flag, scope), n in snap.within(s.alert_hot_window, "sc"):
+    for (flag, scope), n in snap.within(s.hot_window, "sc"):
         (challenged if flag == "1" else refused)[scope] += n
     # The newest minute's figure (the highest, should it have changed in that minute).
     newest: dict[str, tuple[int, int]] = {}
     for r in snap.counts:
         family, fields = fields_of(r.kind)
-        if family == "un" and r.minute >= snap.now - s.alert_hot_window:
+        if family == "un" and r.minute >= snap.now - s.hot_window:
             figure = (r.minute, int(fields[0]))
             newest[fields[1]] = max(newest.get(fields[1], figure), figure)
     unconverted = {scope: figure for scope, (_, figure) in newest.items()}
@@ -304,7 +302,7 @@ async def admission_pressure(snap: Snapshot) -> list[Symptom]:
             scope,
             scope,
             f"{scope} is under pressure: {refused[scope]} starts refused and "
-            f"{challenged[scope]} challenged in {s.alert_hot_window // 60} min; "
+            f"{challenged[scope]} challenged in {s.hot_window // 60} min; "
             f"{unconverted[scope]} codes sent there recently were never typed",
             {
                 "scope": scope,
@@ -313,24 +311,22 @@ async def admission_pressure(snap: Snapshot) -> list[Symptom]:
                 "unconverted": unconverted[scope],
             },
         )
-        for scope, _ in _busiest(both, s.alert_admission_threshold - 1)
+        for scope, _ in _busiest(both, s.admission_threshold - 1)
     ]
 
 
 async def budget_near_cap(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
-    scopes = [
-        ("global", "budget:global", limit, w) for limit, w in s.windows("fraud_budget_global")
-    ]
+    s = snap.section
+    scopes = [("global", "budget:global", limit, w) for limit, w in s.budget_global]
     scopes += [
         (f"country {c}", f"budget:country:{c}", limit, w)
-        for c in s.allowed_countries
-        for limit, w in s.windows("fraud_budget_country")
+        for c in s.budget_countries
+        for limit, w in s.budget_country
     ]
     out = []
     for scope, key, limit, w in scopes:
         used = await snap.verifier.recent_count(key, w, now=snap.now)
-        if used >= s.alert_budget_ratio * limit:
+        if used >= s.budget_ratio * limit:
             span = f"{w // 3600}h" if w % 3600 == 0 else f"{w // 60}m"
             out.append(
                 Symptom(
@@ -346,20 +342,20 @@ async def budget_near_cap(snap: Snapshot) -> list[Symptom]:
 
 
 async def provider_errors(snap: Snapshot) -> list[Symptom]:
-    s = snap.settings
+    s = snap.section
     codes: Counter[str] = Counter()
-    for (etype, code, reason), n in snap.within(s.alert_hot_window, "df"):
+    for (etype, code, reason), n in snap.within(s.hot_window, "df"):
         if etype == DELIVERY_FAILED and reason not in UNDELIVERABLE_REASONS:
             codes[code or "none"] += n
     n = sum(codes.values())
-    if n < s.alert_provider_error_threshold:
+    if n < s.provider_error_threshold:
         return []
     return [
         Symptom(
             "provider_errors",
             "provider",
             "SMS/voice provider",
-            f"{n} provider errors in {s.alert_hot_window // 60} min "
+            f"{n} provider errors in {s.hot_window // 60} min "
             f"(codes: {', '.join(f'{c} x{k}' for c, k in codes.most_common(5))})",
             {"errors": n, "provider_codes": dict(codes.most_common(10))},
         )
@@ -367,7 +363,7 @@ async def provider_errors(snap: Snapshot) -> list[Symptom]:
 
 
 async def store_errors(snap: Snapshot) -> list[Symptom]:
-    w = snap.settings.alert_hot_window
+    w = snap.section.hot_window
     n = sum(n for (etype, _), n in snap.within(w, "t") if etype == "store.error")
     if not n:
         return []

@@ -59,7 +59,7 @@ class AlertEvaluator:
         rules: Sequence[Rule] = RULES,
     ) -> None:
         self.verifier = verifier
-        self.settings = verifier.settings
+        self.section = verifier.settings.alerts
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.rules = list(rules)
@@ -72,18 +72,16 @@ class AlertEvaluator:
             return
         for a in await self.verifier.alerts(status="open"):
             self._open[a.id] = a
-        for a in await self.verifier.alerts(
-            since=now - self.settings.alert_cooldown, status="resolved"
-        ):
+        for a in await self.verifier.alerts(since=now - self.section.cooldown, status="resolved"):
             self._resolved.setdefault(a.id, a)
         self._loaded = True
 
     async def _snapshot(self, now: float) -> Snapshot:
-        s = self.settings
+        s = self.section
         horizon = max(
-            s.alert_spike_window + s.alert_spike_baseline,
-            s.alert_conversion_window,
-            s.alert_hot_window,
+            s.spike_window + s.spike_baseline,
+            s.conversion_window,
+            s.hot_window,
         )
         counts = await self.verifier.event_counts(now - horizon, now + 1e-6, SNAPSHOT_FAMILIES)
         return Snapshot(now, s, self.verifier, counts)
@@ -144,7 +142,7 @@ class AlertEvaluator:
         cooled = (
             previous is None
             or previous.resolved_at is None
-            or now - previous.resolved_at >= self.settings.alert_cooldown
+            or now - previous.resolved_at >= self.section.cooldown
         )
         if previous is not None and not cooled:
             flaps = int(previous.details.get("flaps", 0)) + 1
@@ -200,4 +198,4 @@ class AlertEvaluator:
             except Exception:  # a bug in a rule must not stop monitoring for good
                 log.exception("alert evaluation failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.alert_interval)
+                await asyncio.wait_for(stop.wait(), timeout=self.section.interval)

@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from . import cli_numbers
-from .apikeys import SCOPES, create_api_key
+from .apikeys import SCOPES
 from .audit import add_parser as add_audit_parser
 from .cli_shared import (
     configure_logging,
+    key_id_of,
     offline_verifier,
     settings_from_args,
-    with_store,
     with_tls_flags,
+    with_verifier,
 )
 from .cli_webhooks import add_parsers as add_webhook_parsers
 from .codes import new_secret_hex
@@ -116,14 +117,14 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
         # Exactly the scopes asked for: an admin or monitor key does not also send codes.
         scopes = tuple(dict.fromkeys(args.scope or ["verify"]))
         record, key = asyncio.run(
-            with_store(settings, lambda s: create_api_key(s, args.name, scopes, time.time()))
+            with_verifier(settings, lambda v: v.create_api_key(args.name, scopes))
         )
         print(f"created API key og_{record.id} ({record.name}, scopes: {', '.join(scopes)}).")
         print("Store it now: it is shown only once.")
         print(key)
         return 0
     if args.action == "list":
-        keys = asyncio.run(with_store(settings, lambda s: s.list_api_keys()))
+        keys = asyncio.run(with_verifier(settings, lambda v: v.api_keys()))
         if not keys:
             print("no API keys; create one with `otpguard api-keys create --name NAME`")
             return 0
@@ -133,11 +134,10 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
             created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.created_at))
             print(f"og_{k.id:<12}  {state:<7}  {','.join(k.scopes):<12}  {created:<16}  {k.name}")
         return 0
-    key_id = args.key_id.removeprefix("og_")
-    if "_" in key_id:
-        print("pass the key's id (og_ and 12 hex digits), not the whole key", file=sys.stderr)
+    key_id = key_id_of(args.key_id)
+    if key_id is None:
         return 2
-    ok = asyncio.run(with_store(settings, lambda s: s.revoke_api_key(key_id, time.time())))
+    ok = asyncio.run(with_verifier(settings, lambda v: v.revoke_api_key(key_id)))
     print(f"revoked og_{key_id}" if ok else f"no active key og_{key_id}")
     return 0 if ok else 1
 

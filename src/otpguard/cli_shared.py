@@ -1,6 +1,6 @@
 """What every ``otpguard`` command shares: its settings (``--config`` and the
 ``OTPGUARD_*`` variables, ``--certfile``/``--keyfile`` over them), the log format, and
-the store or the engine a command works on.
+the engine a command works on (commands never open the store themselves).
 
 ``cli.py`` builds the parser; ``cli_numbers.py``, ``cli_webhooks.py`` and the
 ``audit`` command import their helpers from here, so no command module imports
@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .codes import Keyring
 from .config import Settings, load_settings
 from .service import Verifier
 from .startup import check_startup
-from .stores import Store, store_from_url
+from .stores import store_from_url
 from .transports.memory import MemoryTransport
+
+T = TypeVar("T")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -52,14 +56,35 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def with_store(settings: Settings, fn: Callable[[Store], Awaitable[Any]]) -> Any:
-    """``fn`` on the configured store, opened for it and closed after."""
-    store = store_from_url(settings.store_url)
-    await store.open()
-    try:
-        return await fn(store)
-    finally:
-        await store.aclose()
+async def with_verifier(
+    settings: Settings, fn: Callable[[Verifier], Awaitable[T]], *, signs: bool = False
+) -> T:
+    """``fn`` on the engine over the configured store, opened for it and closed after:
+    for the commands that read and change API keys and webhook endpoints.
+
+    Without the start-up checks (an operator manages keys on a configuration that
+    ``serve`` would still refuse, as before) and with a transport that sends nothing.
+    A command that ``signs`` (a webhook secret) needs the configured keys; the others
+    sign nothing and run without any, so a throwaway key stands in for none."""
+    if settings.secret_keys or signs:
+        keyring = settings.keyring()  # no keys: the ConfigError that names the variable
+    else:
+        keyring = Keyring([secrets.token_bytes(32)])
+    verifier = Verifier(
+        settings, store_from_url(settings.store_url), MemoryTransport(), keyring=keyring
+    )
+    async with verifier:
+        return await fn(verifier)
+
+
+def key_id_of(raw: str) -> str | None:
+    """The API key id in ``raw`` (``og_`` optional); None, with the reason printed,
+    when ``raw`` is a whole key rather than its id."""
+    key_id = raw.removeprefix("og_")
+    if "_" in key_id:
+        print("pass the key's id (og_ and 12 hex digits), not the whole key", file=sys.stderr)
+        return None
+    return key_id
 
 
 def offline_verifier(settings: Settings) -> Verifier:

@@ -10,97 +10,56 @@ import sys
 import time
 from typing import Any
 
-from .cli_shared import settings_from_args
-from .config import Settings
-from .stores import Store, store_from_url
-from .stores.webhooks import STATUSES, WebhookDelivery, WebhookStore
-from .webhooks import EndpointSet, key_scope, service_scope, set_endpoint
-
-
-async def _open(settings: Settings) -> tuple[Store, WebhookStore]:
-    store = store_from_url(settings.store_url)
-    await store.open()
-    assert isinstance(store, WebhookStore)
-    return store, store
-
-
-def _key_id(raw: str) -> str | None:
-    key_id = raw.removeprefix("og_")
-    if "_" in key_id:
-        print("pass the key's id (og_ and 12 hex digits), not the whole key", file=sys.stderr)
-        return None
-    return key_id
+from .cli_shared import key_id_of, settings_from_args, with_verifier
+from .service import Verifier
+from .stores.webhooks import STATUSES, WebhookDelivery
+from .webhooks import EndpointSet, key_scope, service_scope
 
 
 def cmd_key_webhook(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    key_id = _key_id(args.key_id)
+    key_id = key_id_of(args.key_id)
     if key_id is None:
         return 2
+    remove = args.webhook_action == "remove"
 
-    async def run() -> int:
-        store, hooks = await _open(settings)
-        try:
-            if await store.get_api_key(key_id) is None:
-                print(f"no API key og_{key_id}", file=sys.stderr)
-                return 1
-            remove = args.webhook_action == "remove"
-            scope = (key_scope(key_id), f"og_{key_id}")
-            return await _set_or_remove(settings, hooks, args, scope, remove=remove)
-        finally:
-            await store.aclose()
+    async def run(v: Verifier) -> int:
+        if await v.api_key(key_id) is None:
+            print(f"no API key og_{key_id}", file=sys.stderr)
+            return 1
+        return await _set_or_remove(v, args, (key_scope(key_id), f"og_{key_id}"), remove=remove)
 
-    return asyncio.run(run())
+    return asyncio.run(with_verifier(settings, run, signs=not remove))
 
 
 def cmd_service_webhook(args: argparse.Namespace) -> int:
     # The web app's modules only for this command (as cmd_serve imports uvicorn).
-    from .web.verify.services import service_key
+    from .web.verify.services import service_exists
 
     settings = settings_from_args(args)
+    remove = args.action == "remove-service"
 
-    async def run() -> int:
-        store, hooks = await _open(settings)
-        try:
-            key = service_key(args.sid)
-            if key is None or await store.get_flag(key, time.time()) is None:
-                print(f"no /v2 service {args.sid}", file=sys.stderr)
-                return 1
-            remove = args.action == "remove-service"
-            scope = (service_scope(args.sid), args.sid)
-            return await _set_or_remove(settings, hooks, args, scope, remove=remove)
-        finally:
-            await store.aclose()
+    async def run(v: Verifier) -> int:
+        if not await service_exists(v, args.sid):
+            print(f"no /v2 service {args.sid}", file=sys.stderr)
+            return 1
+        return await _set_or_remove(v, args, (service_scope(args.sid), args.sid), remove=remove)
 
-    return asyncio.run(run())
+    return asyncio.run(with_verifier(settings, run, signs=not remove))
 
 
 async def _set_or_remove(
-    settings: Settings,
-    hooks: WebhookStore,
-    args: argparse.Namespace,
-    scope: tuple[str, str],
-    *,
-    remove: bool,
+    v: Verifier, args: argparse.Namespace, scope: tuple[str, str], *, remove: bool
 ) -> int:
     """Remove the endpoint of ``scope`` (an API key's or a /v2 service's: the scope and
     its name for people), or set it to ``args.url``; prints what was done and a new
     signing secret, once."""
     scope_id, owner = scope
     if remove:
-        ok = await hooks.delete_webhook_endpoint(scope_id)
+        ok = await v.delete_webhook_endpoint(scope_id)
         print(f"removed the webhook of {owner}" if ok else "no webhook to remove")
         return 0 if ok else 1
-    done = await set_endpoint(
-        hooks,
-        settings.keyring(),
-        scope_id,
-        args.url,
-        time.time(),
-        production=settings.production,
-        allow_private=settings.webhook_allow_private,
-        rotate=args.rotate_secret,
-    )
+    done = await v.set_webhook_endpoint(scope_id, args.url, rotate=args.rotate_secret)
     _print_set(done, owner)
     return 0
 
@@ -130,18 +89,14 @@ def _line(d: WebhookDelivery) -> str:
 def cmd_webhooks(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
-    async def run() -> Any:
-        store, hooks = await _open(settings)
-        try:
-            if args.action == "list":
-                return await hooks.list_webhook_endpoints()
-            return await hooks.list_webhook_deliveries(
-                endpoint_id=args.endpoint, status=args.status, limit=args.limit
-            )
-        finally:
-            await store.aclose()
+    async def run(v: Verifier) -> Any:
+        if args.action == "list":
+            return await v.webhook_endpoints()
+        return await v.webhook_deliveries(
+            endpoint_id=args.endpoint, status=args.status, limit=args.limit
+        )
 
-    rows = asyncio.run(run())
+    rows = asyncio.run(with_verifier(settings, run))
     if args.action == "list":
         if not rows:
             print("no webhooks; set one with `otpguard api-keys webhook set KEY_ID URL`")

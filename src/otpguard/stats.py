@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Settings
+from .config import AlertsSection
 from .counters import (
     EMAIL_ROW,
     FAILED_REPORTS,
@@ -83,12 +83,14 @@ def parse_window(raw: str) -> int:
     return seconds
 
 
-def price_of(settings: Settings, country: str | None) -> float:
+def price_of(prices: AlertsSection, country: str | None) -> float:
+    """One send's price to ``country`` from ``prices`` (the alerts section, which holds
+    ``price_table`` and ``default_price``)."""
     if country == EMAIL_ROW:
         return 0.0  # SMS prices do not apply; a mail provider's cost is per plan
     if country is None:
-        return settings.default_price
-    return settings.price_table.get(country, settings.default_price)
+        return prices.default_price
+    return prices.price_table.get(country, prices.default_price)
 
 
 async def load_events(
@@ -300,7 +302,7 @@ def _add_up(
 
 def summarize(
     rows: Iterable[EventCount],
-    settings: Settings,
+    prices: AlertsSection,
     since: float,
     until: float,
     *,
@@ -321,7 +323,7 @@ def summarize(
             started=started[c],
             approved=approved[c],
             sends=sends[c],
-            spend=sends[c] * price_of(settings, None if c == "unknown" else c),
+            spend=sends[c] * price_of(prices, None if c == "unknown" else c),
         )
         for c in sorted(set(started) | set(sends) | set(approved))
     ]
@@ -361,10 +363,11 @@ async def load_activity(store: Store, since: float, until: float) -> tuple[list[
     return events, truncated
 
 
-async def stats_for(store: Store, settings: Settings, now: float, window: int) -> Stats:
-    """The figures of the last ``window`` seconds, from the event counts alone."""
+async def stats_for(store: Store, prices: AlertsSection, now: float, window: int) -> Stats:
+    """The figures of the last ``window`` seconds, from the event counts alone; spend
+    priced by ``prices`` (``settings.alerts``)."""
     since, until = now - window, now + 1e-6
     rows = await store.list_event_counts(since, until, ("t", "r", "df", "ch"))
     numbers = await store.top_event_counts("q", since, until, TOP)
     ips = await store.top_event_counts("ip", since, until, TOP)
-    return summarize(rows, settings, since, until, numbers=numbers, ips=ips)
+    return summarize(rows, prices, since, until, numbers=numbers, ips=ips)

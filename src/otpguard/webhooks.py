@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .codes import Keyring
+from .config import WebhooksSection
 from .errors import InvalidRequest
 from .events import Event, EventType
 from .stores.webhooks import WebhookEndpoint, WebhookStore
@@ -171,14 +172,14 @@ async def set_endpoint(
     scope: str,
     url: str,
     now: float,
+    section: WebhooksSection,
     *,
-    production: bool,
-    allow_private: bool,
     rotate: bool = False,
 ) -> EndpointSet:
     """Create the scope's endpoint, or change its URL (the secret stays, unless
-    ``rotate``: a new endpoint id, hence a new secret, and the newest key)."""
-    url = check_url(url, production=production, allow_private=allow_private)
+    ``rotate``: a new endpoint id, hence a new secret, and the newest key). The URL is
+    checked against ``section`` (production, ``allow_private``)."""
+    url = check_url(url, production=section.production, allow_private=section.allow_private)
     current = next((e for e in await store.list_webhook_endpoints() if e.scope == scope), None)
     if current is not None and not rotate and signing_secret(keyring, current) is not None:
         endpoint = WebhookEndpoint(current.id, scope, url, current.key_id, current.created_at)

@@ -312,14 +312,6 @@ class Settings(BaseModel):
     def outbox_file(self) -> Path:
         return self.outbox_path or self.data_dir / "outbox.jsonl"
 
-    def windows(self, name: str) -> list[tuple[int, int]]:
-        """Parsed windows of a ``limit_*`` or ``fraud_budget_*`` setting, by name.
-
-        Kept only for alerts.py's budget rule, its last caller (it moves to
-        ``settings.alerts.budget_global``/``budget_country`` when alerts.py takes its
-        section); everything else reads the parsed windows of the sections."""
-        return list(windows_of(str(getattr(self, name))))
-
     def keyring(self) -> Keyring:
         return Keyring.from_hex([k.get_secret_value() for k in self.secret_keys])
 

@@ -77,7 +77,7 @@ class Operations(VerifierBase):
 
     async def stats(self, window: int) -> Stats:
         """The figures of the last ``window`` seconds (``/v1/admin/stats``, the dashboard)."""
-        return await stats_for(self.store, self.settings, self.clock(), window)
+        return await stats_for(self.store, self.settings.alerts, self.clock(), window)
 
     # -- alerts -------------------------------------------------------------------------
 
@@ -120,8 +120,7 @@ class Operations(VerifierBase):
             scope,
             url,
             self.clock(),
-            production=self.settings.production,
-            allow_private=self.settings.webhook_allow_private,
+            self.settings.webhooks,
             rotate=rotate,
         )
 
@@ -130,14 +129,23 @@ class Operations(VerifierBase):
         return await self._webhook_store().delete_webhook_endpoint(scope)
 
     async def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        """Every webhook endpoint (an API key's or a /v2 service's); ``NotFound`` when
+        the store keeps no webhooks."""
         return await self._webhook_store().list_webhook_endpoints()
 
     async def webhook_deliveries(
-        self, *, limit: int = 100, **filters: str | None
+        self,
+        *,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+        before_id: str | None = None,
+        limit: int = 100,
     ) -> list[WebhookDelivery]:
-        """The delivery log, newest first, filtered as ``list_webhook_deliveries``
-        (``endpoint_id``, ``status``, ``before_id``); empty when the store keeps no
-        webhooks."""
+        """The delivery log, newest first: only ``endpoint_id``'s rows, only those with
+        ``status``, those before ``before_id`` (to page on); empty when the store keeps
+        no webhooks."""
         if not isinstance(self.store, WebhookStore):
             return []
-        return await self.store.list_webhook_deliveries(limit=limit, **filters)
+        return await self.store.list_webhook_deliveries(
+            endpoint_id=endpoint_id, status=status, before_id=before_id, limit=limit
+        )

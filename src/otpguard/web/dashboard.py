@@ -6,7 +6,7 @@ the dashboard a ``monitor``-only key, which cannot send codes. The session cooki
 ``/dashboard``; its value is signed with itsdangerous under the newest key and
 accepted under any listed key (``dashboard_session``). Each request re-checks the
 signature, the age (``SESSION_TTL``), that the API key still exists with the monitor
-scope and is not revoked, and that the session was not signed out (a store flag per
+scope and is not revoked, and that the session was not signed out (a Verifier record per
 nonce).
 
 Every form carries a CSRF token: before sign-in it is a signature over a random
@@ -26,12 +26,11 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..apikeys import authenticate, has_scope
+from ..apikeys import has_scope
 from ..errors import OtpguardError
-from ..service import Verifier
 from ..stores.base import EventQuery
 from .admin import open_and_recent_alerts
-from .api import iso
+from .api import iso, verifier_of
 from .dashboard_lists import lists_panel
 from .dashboard_render import (
     alerts_table,
@@ -70,11 +69,6 @@ def _static(name: str) -> bytes:
 # -- sessions and CSRF --------------------------------------------------------------------
 
 
-def _verifier(request: Request) -> Verifier:
-    v: Verifier = request.app.state.verifier
-    return v
-
-
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
         name,
@@ -89,16 +83,15 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
 
 async def _session(request: Request) -> str | None:
     """The session nonce if the cookie is a live session of a live monitor key."""
-    v = _verifier(request)
+    v = verifier_of(request)
     signed = read_session(v.keyring, v.clock, request.cookies.get(SESSION_COOKIE, ""))
     if signed is None:
         return None
     key_id, nonce = signed
-    now = v.clock()
-    key = await v.store.get_api_key(key_id)
+    key = await v.api_key(key_id)
     if key is None or key.revoked_at is not None or not has_scope(key, "monitor"):
         return None
-    if await v.store.get_flag(f"dashboard:signed_out:{nonce}", now) is not None:
+    if await v.record(f"dashboard:signed_out:{nonce}") is not None:
         return None
     return nonce
 
@@ -116,7 +109,7 @@ async def _form(request: Request) -> dict[str, str] | None:
 def _login_page(request: Request, status: int = 200, error: str = "") -> HTMLResponse:
     token = secrets.token_urlsafe(32)
     page = _template("login.html").substitute(
-        csrf=e(csrf_token(_verifier(request).keyring, "dashboard-login-csrf", token)),
+        csrf=e(csrf_token(verifier_of(request).keyring, "dashboard-login-csrf", token)),
         error=f'<p class="error" role="alert">{e(error)}</p>' if error else "",
     )
     response = HTMLResponse(page, status_code=status)
@@ -133,7 +126,7 @@ async def login_form(request: Request) -> Response:
 
 @router.post("/dashboard/login")
 async def login(request: Request) -> Response:
-    v = _verifier(request)
+    v = verifier_of(request)
     form = await _form(request)
     if form is None:
         return _login_page(request, 400, "That was not a sign-in form; please sign in again.")
@@ -141,7 +134,7 @@ async def login(request: Request) -> Response:
     if not csrf_ok(v.keyring, "dashboard-login-csrf", cookie, form.get("csrf", "")):
         return _login_page(request, 403, "The form expired; please sign in again.")
     try:
-        key = await authenticate(v.store, form.get("api_key", "").strip())
+        key = await v.authenticate(form.get("api_key", "").strip())
     except OtpguardError:
         return _login_page(request, 401, "That API key is not valid.")
     if not has_scope(key, "monitor"):
@@ -155,13 +148,13 @@ async def login(request: Request) -> Response:
 
 @router.post("/dashboard/logout")
 async def logout(request: Request) -> Response:
-    v = _verifier(request)
+    v = verifier_of(request)
     nonce = await _session(request)
     form = await _form(request)
     if nonce is not None:
         if form is None or not csrf_ok(v.keyring, "dashboard-csrf", nonce, form.get("csrf", "")):
             return HTMLResponse("<p>Invalid form token.</p>", status_code=403)
-        await v.store.set_flag(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
+        await v.keep_record(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -179,7 +172,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
     nonce = await _session(request)
     if nonce is None:
         return RedirectResponse("/dashboard/login", status_code=303)
-    v = _verifier(request)
+    v = verifier_of(request)
     if window not in WINDOWS:
         window = "1h"
     now = v.clock()
@@ -188,7 +181,7 @@ async def dashboard(request: Request, window: str = "1h") -> Response:
     recent = await v.events(EventQuery(limit=50))
     hooks = await v.webhook_deliveries(limit=20)
     open_n = sum(1 for a in alerts if a.status == "open")
-    currency = v.settings.price_currency
+    currency = v.settings.alerts.price_currency
     countries = [
         (c.country, round(100 * (c.conversion or 0), 1), "ok") for c in stats.countries[:12]
     ]
