@@ -692,6 +692,26 @@ async def test_events_filters(store: Store) -> None:
     assert await ids(types=("nope",)) == []
 
 
+async def test_events_by_several_number_hashes(store: Store) -> None:
+    """A number's hash under every key (a rotation): an event under any of them
+    matches, with the other filters and the cursor as for one hash."""
+    events = make_events()
+    await store.add_events(events)
+
+    async def ids(**kw: Any) -> list[str]:
+        return [e.id for e in await store.list_events(EventQuery(**kw))]
+
+    e = [ev.id for ev in events]
+    assert await ids(number_hash=("h1", "h3")) == [e[4], e[3], e[1], e[0]]
+    assert await ids(number_hash=("h3", "h1")) == [e[4], e[3], e[1], e[0]]  # order is no rank
+    assert await ids(number_hash=("h1",)) == await ids(number_hash="h1")
+    assert await ids(number_hash=("h2", "nope")) == [e[2]]
+    assert await ids(number_hash=("h1", "h2"), country="GB", before_id=e[3]) == [e[1], e[0]]
+    assert await ids(number_hash=("h1", "h3"), types=(str(EventType.CHECK_PASSED),)) == [e[4]]
+    assert await ids(number_hash=()) == []  # no hash: no number's events
+    assert await ids(number_hash=None) == e[::-1]
+
+
 async def test_events_pagination(store: Store) -> None:
     events = make_events()
     await store.add_events(events)

@@ -32,7 +32,7 @@ class AdmissionGuard(Guard):
         }
 
     def flag_keys(self, ctx: SendContext) -> list[str]:
-        return [ctx.trusted_key]
+        return list(ctx.trusted_keys)
 
     def buckets(self, ctx: SendContext) -> list[Bucket]:
         if ctx.trusted:

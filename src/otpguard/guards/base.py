@@ -21,7 +21,9 @@ class SendContext:
     now: float
     owner: str | None = None  # the API key's public id
     account: str | None = None  # keyed hash of the caller's account_id
-    trusted_key: str = ""  # the flag that says the number converted recently
+    # The flags that say the number converted recently: one per listed key, newest
+    # first (a flag set before a rotation is under an older key's hash).
+    trusted_keys: tuple[str, ...] = ()
     reaches_real_phones: bool = False
     challenge_passed: bool = False
     flags: dict[str, str] = field(default_factory=dict)
@@ -29,7 +31,7 @@ class SendContext:
 
     @property
     def trusted(self) -> bool:
-        return self.trusted_key in self.flags
+        return any(k in self.flags for k in self.trusted_keys)
 
 
 @dataclass(frozen=True)

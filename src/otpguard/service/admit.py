@@ -82,7 +82,7 @@ class Admitting(VerifierBase):
             now=now,
             owner=owner,
             account=account,
-            trusted_key=self._trusted_key(number.e164),
+            trusted_keys=self._trusted_keys(number.e164),
             reaches_real_phones=self._transport_for(ch).reaches_real_phones,
         )
 

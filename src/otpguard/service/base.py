@@ -361,9 +361,21 @@ class VerifierBase:
         return isinstance(number, PhoneNumber) and self.policy.is_allowlisted(number)
 
     def number_hash(self, e164: str) -> str:
-        """The keyed hash that stands for a number or an address in events and keys:
-        events are grouped and searched by it (``EventQuery.number_hash``)."""
+        """The keyed hash that stands for a number or an address in events and keys,
+        under the newest key: what is stored from now on."""
         return self.keyring.keyed_hash("number", e164)
 
+    def number_hashes(self, e164: str) -> tuple[str, ...]:
+        """``number_hash`` under every listed key, newest first: what a lookup by
+        number passes (``EventQuery.number_hash``), so what was stored before the
+        newest key was added is still found."""
+        return self.keyring.keyed_hashes("number", e164)
+
+    def _trusted_keys(self, e164: str) -> tuple[str, ...]:
+        """The number's trusted flags, newest first: read them all (trusted if any is
+        set), write only the first (``_trusted_key``)."""
+        return tuple("trusted:" + h for h in self.number_hashes(e164))
+
     def _trusted_key(self, e164: str) -> str:
+        """The trusted flag an approval sets: under the newest key."""
         return "trusted:" + self.number_hash(e164)

@@ -200,7 +200,7 @@ class Delivering(VerifierBase):
         sends = await self.store.list_events(
             EventQuery(
                 types=(EventType.SENT.value, EventType.RESENT.value),
-                number_hash=self.number_hash(v.to),
+                number_hash=self.number_hashes(v.to),  # sends before a key was added too
                 since=v.created_at - 1,
                 limit=100,
             )

@@ -383,10 +383,3 @@ class Store(abc.ABC):
         """What the maintenance job runs every ``purge_interval``: ``purge`` by default.
         A backend that expires most of its data by itself may do less here."""
         return await self.purge(now, verification_grace, rate_horizon, event_horizon)
-
-    async def dump(self) -> str:
-        """Every stored byte as text, for the tests that prove no code is stored.
-
-        Deprecated: the SQL stores no longer have it (``tests/dump.py`` reads their
-        tables over its own connection); Redis keeps its own until it moves too."""
-        raise NotImplementedError(f"{type(self).__name__} has no dump(): see tests/dump.py")

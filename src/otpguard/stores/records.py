@@ -55,11 +55,22 @@ class EventCount:
 
 @dataclass(frozen=True)
 class EventQuery:
+    """Which events ``Store.list_events`` returns, newest id first. ``number_hash``:
+    one hash, or several (a number's hash under every key, ``Keyring.keyed_hashes``):
+    an event with any of them matches; an empty tuple matches none."""
+
     types: tuple[str, ...] = ()
-    number_hash: str | None = None
+    number_hash: str | tuple[str, ...] | None = None
     client_ip: str | None = None
     country: str | None = None
     since: float | None = None
     until: float | None = None
     before_id: str | None = None  # pagination cursor: events older than this id
     limit: int = 100
+
+    @property
+    def number_hashes(self) -> tuple[str, ...] | None:
+        """``number_hash`` as a tuple (None: any number)."""
+        if self.number_hash is None or isinstance(self.number_hash, tuple):
+            return self.number_hash
+        return (self.number_hash,)

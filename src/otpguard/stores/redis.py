@@ -100,21 +100,3 @@ class RedisStore(RedisVerifications, RedisRates, RedisAdmin, RedisWebhooks, Stor
         minute would cost more than it frees. Only old events go (through their index),
         and expired block and allow entries (through theirs: they have no TTL)."""
         return await self._purge_events(now, event_horizon) + await self._purge_lists(now)
-
-    async def dump(self) -> str:
-        """Every key with the store's prefix and its value, as text (SCAN on every primary)."""
-        keys = sorted({k async for k in self._scan(f"{escape_glob(self._opts.prefix)}:*")})
-        lines: list[str] = []
-        client = self._live
-        for key in keys:
-            kind = await client.type(key)
-            lines.append(f"== {key} ({kind})")
-            if kind == "hash":
-                items = (await client.hgetall(key)).items()
-                lines.extend(f"{field}\t{value}" for field, value in sorted(items))
-            elif kind == "zset":
-                entries = await client.zrange(key, 0, -1, withscores=True)
-                lines.extend(f"{member}\t{score!r}" for member, score in entries)
-            elif kind == "string":
-                lines.append(str(await client.get(key)))
-        return "\n".join(lines) + "\n"

@@ -36,9 +36,10 @@ FLAG_KEEP = 86_400  # seconds a flag's key outlives its ``until`` (wall clock: n
 
 
 def _event_matches(e: Event, q: EventQuery) -> bool:
+    hashes = q.number_hashes  # any of them: a number's hash under every key
     return (
         (not q.types or e.type in q.types)
-        and (q.number_hash is None or e.number_hash == q.number_hash)
+        and (hashes is None or e.number_hash in hashes)
         and (q.client_ip is None or e.client_ip == q.client_ip)
         and (q.country is None or e.country == q.country)
         and (q.since is None or e.ts >= q.since)

@@ -199,11 +199,10 @@ def tally_from_row(row: Sequence[Any], decode: Callable[[Any], Any] = _as_is) ->
 def event_conditions(query: EventQuery, mark: str) -> tuple[list[str], list[Any]]:
     """The SQL conditions (and their parameters) for an EventQuery's scalar filters,
     with ``mark`` as the placeholder (``?`` for SQLite, ``%s`` for psycopg). The
-    ``types`` filter differs per dialect and is left to the caller."""
+    ``types`` and ``number_hash`` filters are lists, left to the caller."""
     where: list[str] = []
     params: list[Any] = []
     for condition, value in (
-        ("number_hash = ", query.number_hash),
         ("client_ip = ", query.client_ip),
         ("country = ", query.country),
         ("ts >= ", query.since),

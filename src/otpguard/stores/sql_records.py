@@ -61,6 +61,10 @@ class SQLRecords(SQLDialect):
         if query.types:
             where.append(f"type IN ({marks(len(query.types))})")
             params.extend(query.types)
+        hashes = query.number_hashes  # any of them: a number's hash under every key
+        if hashes is not None:
+            where.append(f"number_hash IN ({marks(len(hashes))})" if hashes else "1 = 0")
+            params.extend(hashes)
         sql = f"SELECT {', '.join(E_FIELDS)} FROM events"  # noqa: S608 - fixed columns
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -108,11 +108,12 @@ async def admin_events(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
 ) -> dict[str, Any]:
     """Newest first. ``number`` (or an email address) is normalised and matched by its
-    keyed hash; pass ``next_before`` from the previous page as ``before`` for the next one."""
+    keyed hash under every listed key; pass ``next_before`` from the previous page as
+    ``before`` for the next one."""
     number_hash = None
     if number is not None:
         e164 = parse_destination(number, None, verifier.settings.default_region).e164
-        number_hash = verifier.number_hash(e164)
+        number_hash = verifier.number_hashes(e164)
     client_ip = None if ip is None else normalize_ip(ip)
     if since is not None and until is not None and since >= until:
         raise InvalidRequest("'since' must be before 'until'")

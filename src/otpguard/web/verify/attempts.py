@@ -80,7 +80,7 @@ def filters(call: Caller, given: dict[str, str]) -> Filters:
             e164 = parse_destination(raw, None, verifier.settings.default_region).e164
         except InvalidRequest as exc:
             raise invalid("ChannelData.To", exc.message) from None
-        number_hash = verifier.number_hash(e164)
+        number_hash = verifier.number_hashes(e164)  # under every listed key
     channel = given.get("Channel")
     if channel is not None and channel not in CHANNELS:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")
@@ -134,9 +134,10 @@ async def _attribute(call: Caller, events: list[Event]) -> dict[str, VerifyServi
 
 
 async def converted_ids(
-    call: Caller, since: float, until: float, number_hash: str | None
+    call: Caller, since: float, until: float, number_hash: str | tuple[str, ...] | None
 ) -> set[str]:
-    """The verifications approved between ``since`` and ``until``."""
+    """The verifications approved between ``since`` and ``until`` (of the number
+    whose hash, or hashes, ``number_hash`` gives: ``EventQuery.number_hash``)."""
     query = EventQuery(
         types=(EventType.CHECK_PASSED.value,),
         number_hash=number_hash,

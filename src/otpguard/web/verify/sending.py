@@ -24,8 +24,11 @@ PENDING_KEY = "verify_compat:number:"  # + service SID + ":" + number hash -> VE
 SEND_EVENTS = (EventType.SENT.value, EventType.RESENT.value)
 
 
-def number_key(verifier: Verifier, svc: VerifyService, e164: str) -> str:
-    return f"{PENDING_KEY}{svc.sid}:{verifier.number_hash(e164)}"
+def number_keys(verifier: Verifier, svc: VerifyService, e164: str) -> list[str]:
+    """The records of the number's verification under the service, one per listed
+    key, newest first: each is read, only the first is written (a record made before
+    a key was added is under an older key's hash, and still found)."""
+    return [f"{PENDING_KEY}{svc.sid}:{h}" for h in verifier.number_hashes(e164)]
 
 
 async def current(call: ServiceCall, to: str) -> Verification | None:
@@ -36,7 +39,9 @@ async def current(call: ServiceCall, to: str) -> Verification | None:
         e164 = parse_destination(to, None, verifier.settings.default_region).e164
     except InvalidRequest:  # no number and no address
         return None
-    vid = await verifier.record(number_key(verifier, call.service, e164))
+    keys = number_keys(verifier, call.service, e164)
+    found = await verifier.records(keys)
+    vid = next((found[k] for k in keys if k in found), None)  # the newest key's first
     if vid is None:
         return None
     try:
@@ -86,7 +91,7 @@ async def send(
     # reads them), and the number's verification under the service until it expires.
     keep = verifier.clock() + verifier.settings.event_retention_days * 86400.0
     await verifier.keep_record(OWNER_KEY + v.id, svc.sid, keep)
-    await verifier.keep_record(number_key(verifier, svc, v.to), v.id, v.expires_at)
+    await verifier.keep_record(number_keys(verifier, svc, v.to)[0], v.id, v.expires_at)
     return v
 
 
@@ -95,7 +100,7 @@ async def send_times(verifier: Verifier, v: Verification) -> list[tuple[str, flo
     from the events (at most a few: a verification has at most 5 sends)."""
     query = EventQuery(
         types=SEND_EVENTS,
-        number_hash=verifier.number_hash(v.to),
+        number_hash=verifier.number_hashes(v.to),  # sends from before a key was added too
         since=v.created_at,
         limit=100,
     )
