@@ -71,7 +71,7 @@ class Verification:
         return Binding(self.purpose, self.amount, self.currency, self.payee)
 
     def with_(self, **changes: object) -> Verification:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # field names checked by replace()
 
     def __repr__(self) -> str:  # keep tags out of reprs and tracebacks
         return (

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
+from prometheus_client import start_http_server
 
 from ..alerts import AlertEvaluator
 from ..config import Settings
@@ -168,8 +169,6 @@ async def metrics(request: Request, _: ReadOnly) -> Response:
 
 def _metrics_port_job(settings: Settings, m: Metrics) -> Any:
     async def serve_metrics(stop: asyncio.Event) -> None:
-        from prometheus_client import start_http_server
-
         assert settings.metrics_port is not None
         server, thread = start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=m.registry

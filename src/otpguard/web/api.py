@@ -234,7 +234,7 @@ def out(verifier: Verifier, v: Verification) -> VerificationOut:
         resend_available_at=iso(v.resend_available_at),
         attempts_remaining=verifier.attempts_remaining(v),
         sends=v.sends,
-        delivery=v.delivery,  # type: ignore[arg-type]
+        delivery=v.delivery,  # type: ignore[arg-type]  # the engine sets only "sent" or "unknown"
     )
 
 
