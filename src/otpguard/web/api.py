@@ -16,7 +16,7 @@ from ..apikeys import KeyCache, has_scope
 from ..challenge import TOKEN_FIELD_MAX
 from ..errors import Forbidden, InvalidRequest, OtpguardError, StorageError
 from ..events import mask_number
-from ..models import Verification
+from ..models import StartArgs, Verification
 from ..purpose import BoundArgs
 from ..service import Verifier
 from ..stores.base import ApiKey
@@ -138,6 +138,14 @@ class StartRequest(_Bound):
         None, min_length=1, max_length=128, description="Your own id for the end user, if known"
     )
 
+    def start_args(self) -> StartArgs:
+        """The Verifier's ``start`` keywords that the request carries unchanged."""
+        return {
+            **self.bound(),
+            "challenge_token": self.challenge_token,
+            "account_id": self.account_id,
+        }
+
 
 class ResendRequest(_Strict):
     client_ip: str | None = Field(None, max_length=64)
@@ -254,10 +262,8 @@ async def start_verification(
         body.channel,
         client_ip=body.client_ip,
         locale=body.locale,
-        challenge_token=body.challenge_token,
-        account_id=body.account_id,
         owner=key.id,
-        **body.bound(),
+        **body.start_args(),
     )
     return out(verifier, v)
 
