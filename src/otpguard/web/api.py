@@ -14,18 +14,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..apikeys import KeyCache, has_scope
 from ..challenge import TOKEN_FIELD_MAX
+from ..destinations import parse_destination
 from ..errors import Forbidden, InvalidRequest, OtpguardError, StorageError
 from ..events import mask_number
 from ..models import StartArgs, Verification
 from ..purpose import BoundArgs
 from ..service import Verifier
-from ..stores.base import ApiKey
+from ..stores.base import ApiKey, EventQuery
 
 router = APIRouter()
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def number_hash_of(verifier: Verifier, number: str | None) -> str | None:
+    """The keyed hash events are stored under, for a number (or an email address) as a
+    caller writes it; None for None. One that does not parse is ``InvalidRequest``."""
+    if number is None:
+        return None
+    e164 = parse_destination(number, None, verifier.settings.default_region).e164
+    return verifier.number_hash(e164)
+
+
+def event_query(
+    types: tuple[str, ...],
+    number_hash: str | None,
+    country: str | None,
+    since: float | None,
+    until: float | None,
+) -> EventQuery:
+    """The filters the admin API's event listing and ``/v2``'s attempts share;
+    ``country`` in either case."""
+    country = country.upper() if country else None
+    return EventQuery(
+        types=types, number_hash=number_hash, country=country, since=since, until=until
+    )
 
 
 def verifier_of(request: Request) -> Verifier:
