@@ -57,7 +57,7 @@ def pick_locale(requested: str | None, country: str | None) -> str:
     return "en"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ (below) leaves the code out
 class Message:
     """What to deliver. ``code`` is the only place the code lives outside the phone."""
 
