@@ -31,10 +31,16 @@ def _modules() -> list[Path]:
     return paths
 
 
-def _functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield node
+Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _functions(paths: list[Path]) -> Iterator[tuple[str, list[str], Function]]:
+    """Each function (methods and nested ones too) with its module's name and lines."""
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text, filename=str(path))):
+            if isinstance(node, Function):
+                yield _name(path), text.splitlines(), node
 
 
 def _name(path: Path) -> str:
@@ -52,28 +58,23 @@ def long_modules(paths: list[Path]) -> list[str]:
 
 def long_functions(paths: list[Path]) -> list[str]:
     found = []
-    for path in paths:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for fn in _functions(tree):
-            assert fn.end_lineno is not None
-            lines = fn.end_lineno - fn.lineno + 1
-            if lines > MAX_FUNCTION_LINES:
-                found.append(f"{_name(path)}:{fn.lineno} {fn.name}(): {lines} lines")
+    for name, _, fn in _functions(paths):
+        assert fn.end_lineno is not None
+        lines = fn.end_lineno - fn.lineno + 1
+        if lines > MAX_FUNCTION_LINES:
+            found.append(f"{name}:{fn.lineno} {fn.name}(): {lines} lines")
     return found
 
 
 def unexplained_local_imports(paths: list[Path]) -> list[str]:
-    found = []
-    for path in paths:
-        text = path.read_text(encoding="utf-8")
-        lines = text.splitlines()
-        for fn in _functions(ast.parse(text, filename=str(path))):
-            for node in ast.walk(fn):
-                if isinstance(node, ast.Import | ast.ImportFrom):
-                    line = lines[node.lineno - 1]
-                    if "#" not in line:
-                        found.append(f"{_name(path)}:{node.lineno} {line.strip()}")
-    return sorted(set(found))
+    """Imports inside a function with no comment on their line (a nested function's
+    are seen from both functions: hence the set)."""
+    found = set()
+    for name, lines, fn in _functions(paths):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import | ast.ImportFrom) and "#" not in lines[node.lineno - 1]:
+                found.add(f"{name}:{node.lineno} {lines[node.lineno - 1].strip()}")
+    return sorted(found)
 
 
 def unexplained_ignores(paths: list[Path]) -> list[str]:
