@@ -190,6 +190,26 @@ async def test_development_guard_for_email(
         assert got == expect, listed
 
 
+class RealPhones(MemoryTransport):
+    """A phone transport other than Twilio that reaches real phones (a plug-in's)."""
+
+    reaches_real_phones = True
+    channels = PHONE_CHANNELS
+
+
+async def test_development_guard_names_any_transport_that_reaches_real_phones(
+    settings_factory: Callable[..., Settings], clock: ManualClock
+) -> None:
+    settings = settings_factory(env="development")
+    otp = Verifier(settings, store_from_url(settings.store_url), RealPhones(), clock=clock)
+    async with otp:
+        with pytest.raises(DestinationRefused) as exc:
+            await otp.start(UK_MOBILE, client_ip="203.0.113.9")
+    assert exc.value.reason == "development_guard"
+    assert "a transport that reaches real phones" in exc.value.message
+    assert "OTPGUARD_DEV_ALLOWED_NUMBERS" in exc.value.message
+
+
 class PhoneOnly(MemoryTransport):
     channels = PHONE_CHANNELS
 

@@ -33,8 +33,7 @@ def cmd_key_webhook(args: argparse.Namespace) -> int:
 
 
 def cmd_service_webhook(args: argparse.Namespace) -> int:
-    # The web app's modules only for this command (as cmd_serve imports uvicorn).
-    from .web.verify.services import service_exists
+    from .web.verify.services import service_exists  # the web app only for this command
 
     settings = settings_from_args(args)
     remove = args.action == "remove-service"

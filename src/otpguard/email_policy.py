@@ -53,9 +53,9 @@ class DnsMxResolver:
     ``nameservers`` (``IP`` or ``IPv4:PORT``) when given, else the system's."""
 
     def __init__(self, nameservers: list[str] | None = None, timeout: float = MX_TIMEOUT) -> None:
-        try:  # dnspython is an optional extra: imported only when the MX check is on
-            import dns.asyncresolver
-            import dns.nameserver
+        try:
+            import dns.asyncresolver  # an optional extra, needed only when the MX check is on
+            import dns.nameserver  # the same optional extra
         except ImportError:  # pragma: no cover - the dev extras install it
             raise ConfigError(
                 "OTPGUARD_EMAIL_REQUIRE_MX needs dnspython: pip install 'otpguard[email]'"
@@ -71,7 +71,7 @@ class DnsMxResolver:
 
     async def mail_exchangers(self, domain: str) -> list[str] | None:
         import dns.exception  # installed: __init__ imported dnspython (an optional extra)
-        import dns.resolver
+        import dns.resolver  # the same optional extra
 
         try:
             answer = await self._resolver.resolve(domain, "MX", search=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
-from .purpose import LOGIN, Binding
+from .purpose import LOGIN, Binding, BoundArgs
 
 
 class Channel(enum.StrEnum):
@@ -21,6 +21,15 @@ class Channel(enum.StrEnum):
 
 #: The channels that reach a phone number (the others reach an email address).
 PHONE_CHANNELS = frozenset({Channel.SMS, Channel.WHATSAPP, Channel.VOICE})
+
+
+class StartArgs(BoundArgs, total=False):
+    """A start's keywords that travel unchanged from its caller (the Python client,
+    the HTTP API) to ``Verifier.start``: what the code is for, the CAPTCHA token after
+    a ``challenge_required`` answer, and the app's own user or session id."""
+
+    challenge_token: str | None
+    account_id: str | None
 
 
 class Status(enum.StrEnum):
@@ -71,7 +80,7 @@ class Verification:
         return Binding(self.purpose, self.amount, self.currency, self.payee)
 
     def with_(self, **changes: object) -> Verification:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # field names checked by replace()
 
     def __repr__(self) -> str:  # keep tags out of reprs and tracebacks
         return (

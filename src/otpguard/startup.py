@@ -140,8 +140,7 @@ def startup_problems(settings: Settings) -> list[str]:
     problems += challenge_problems(settings.challenge)
     problems += email_problems(settings.email)
     if settings.transport == "twilio":
-        # Imported only when chosen: the Twilio SDK is heavy to import.
-        from .transports.twilio import TwilioTransport
+        from .transports.twilio import TwilioTransport  # only when chosen: the SDK is heavy
 
         problems += [
             f"the twilio transport is not ready: {p}"

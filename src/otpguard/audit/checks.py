@@ -124,18 +124,16 @@ def check_limits(settings: Settings) -> Iterator[AuditItem]:
 
 def _phone_limit(settings: Settings) -> AuditItem:
     per_number = max_in_window(settings.limits.phone, CHECKLIST_WINDOW)
+    fix = "set OTPGUARD_LIMIT_PHONE=3/10m;10/24h"
     if per_number is None:
-        return fail(
-            "limits.phone",
-            "no send limit per number: one number can be sent codes without end",
-            "set OTPGUARD_LIMIT_PHONE=3/10m;10/24h",
-        )
+        detail = "no send limit per number: one number can be sent codes without end"
+        return fail("limits.phone", detail, fix)
     elif per_number > CHECKLIST_SENDS:
         return warn(
             "limits.phone",
             f"up to {per_number} sends per number in 10 minutes ({settings.limit_phone}); "
             "the checklist says 3",
-            "set OTPGUARD_LIMIT_PHONE=3/10m;10/24h",
+            fix,
         )
     else:
         cooldown = f", resends {settings.resend_cooldown} s apart and doubling"

@@ -155,8 +155,7 @@ def check_twilio(settings: Settings) -> Iterator[AuditItem]:
         )
         return
     try:
-        # Imported only for a production audit on Twilio: the SDK is heavy to import.
-        from ..transports.twilio import TwilioTransport
+        from ..transports.twilio import TwilioTransport  # the SDK is heavy: audits on Twilio only
 
         problems = TwilioTransport(settings.twilio).problems([Channel.SMS])
     except ConfigError as exc:

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from ..errors import InvalidRequest
-from ..models import Channel
+from ..models import Channel, StartArgs
 from ..purpose import BoundArgs
 from .results import CheckOutcome, VerificationInfo, check_outcome, verification
 
@@ -48,12 +48,13 @@ def _bound_fields(bound: BoundArgs) -> dict[str, Any]:
 
 
 def start_call(
-    to: str, channel: str | Channel, bound: BoundArgs, **fields: str | None
+    to: str, channel: str | Channel, args: StartArgs, **fields: str | None
 ) -> Call[VerificationInfo]:
-    """``fields``: ``client_ip``, ``locale``, ``challenge_token``, ``account_id``."""
+    """``fields``: ``client_ip`` and ``locale``."""
     ch = channel.value if isinstance(channel, Channel) else channel
-    body = _drop_none(to=to, channel=ch, **fields)
-    return Call("POST", "/v1/verifications", {**body, **_bound_fields(bound)}, verification)
+    own = {"challenge_token": args.get("challenge_token"), "account_id": args.get("account_id")}
+    body = _drop_none(to=to, channel=ch, **fields, **own)
+    return Call("POST", "/v1/verifications", {**body, **_bound_fields(args)}, verification)
 
 
 def resend_call(verification_id: str, client_ip: str | None) -> Call[VerificationInfo]:

@@ -13,8 +13,7 @@ from typing import Any, Generic, Self, TypeVar, Unpack
 
 import httpx
 
-from ..models import Channel
-from ..purpose import BoundArgs
+from ..models import Channel, StartArgs
 from .calls import (
     Call,
     CheckArgs,
@@ -65,25 +64,13 @@ class _Api(Generic[TransportT, InfoT, OutcomeT]):
         *,
         client_ip: str | None = None,
         locale: str | None = None,
-        challenge_token: str | None = None,
-        account_id: str | None = None,
-        **bound: Unpack[BoundArgs],
+        **args: Unpack[StartArgs],
     ) -> InfoT:
         """Send a code to ``to``. Pass your end user's IP as ``client_ip``. After a
         ``ChallengeRequired``, repeat the start with the CAPTCHA's ``challenge_token``.
         ``purpose`` (default login; for ``transaction`` also ``amount`` in
         ``currency`` and ``payee``) is bound into the code: its check names the same."""
-        return self._info(
-            start_call(
-                to,
-                channel,
-                bound,
-                client_ip=client_ip,
-                locale=locale,
-                challenge_token=challenge_token,
-                account_id=account_id,
-            )
-        )
+        return self._info(start_call(to, channel, args, client_ip=client_ip, locale=locale))
 
     def resend(self, verification_id: str, *, client_ip: str | None = None) -> InfoT:
         """A fresh code; the previous one stops working. ``RateLimited("cooldown")`` if early."""

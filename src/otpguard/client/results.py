@@ -10,6 +10,16 @@ from ..models import Channel, Status
 
 
 @dataclass(frozen=True)
+class CheckOutcome:
+    """``valid`` is true only for the first correct check of a pending verification."""
+
+    id: str
+    status: Status
+    valid: bool
+    attempts_remaining: int
+
+
+@dataclass(frozen=True)
 class VerificationInfo:
     """A verification as the API shows it: the number masked, never the code."""
 
@@ -33,17 +43,8 @@ class VerificationInfo:
 
     @property
     def pending(self) -> bool:
+        """Its code can still be checked: not approved, canceled, expired or locked yet."""
         return self.status is Status.PENDING
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """``valid`` is true only for the first correct check of a pending verification."""
-
-    id: str
-    status: Status
-    valid: bool
-    attempts_remaining: int
 
 
 def _time(value: Any) -> datetime:

@@ -14,7 +14,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ..codes import Keyring
-from . import sections
+from .sections import (
+    admission_of,
+    alerts_of,
+    challenge_of,
+    core_of,
+    email_of,
+    fraud_of,
+    limits_of,
+    twilio_of,
+    webhooks_of,
+)
 from .windows import windows_of
 
 # Codes people write for a country that ISO 3166-1 spells otherwise.
@@ -330,15 +340,15 @@ class Settings(BaseModel):
 
     # -- sections (sections.py), each derived once --------------------------------
 
-    core = cached_property(sections.core_of)
-    limits = cached_property(sections.limits_of)
-    fraud = cached_property(sections.fraud_of)
-    admission = cached_property(sections.admission_of)
-    twilio = cached_property(sections.twilio_of)
-    email = cached_property(sections.email_of)
-    alerts = cached_property(sections.alerts_of)
-    challenge = cached_property(sections.challenge_of)
-    webhooks = cached_property(sections.webhooks_of)
+    core = cached_property(core_of)
+    limits = cached_property(limits_of)
+    fraud = cached_property(fraud_of)
+    admission = cached_property(admission_of)
+    twilio = cached_property(twilio_of)
+    email = cached_property(email_of)
+    alerts = cached_property(alerts_of)
+    challenge = cached_property(challenge_of)
+    webhooks = cached_property(webhooks_of)
 
 
 _SECTIONS = tuple(n for n, v in vars(Settings).items() if isinstance(v, cached_property))

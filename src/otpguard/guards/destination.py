@@ -80,8 +80,9 @@ class DevelopmentGuard(Guard):
         return Refusal(
             DestinationRefused(
                 "development_guard",
-                "destination refused: development mode with live Twilio credentials only sends "
-                "to Twilio's magic numbers or to numbers listed in OTPGUARD_DEV_ALLOWED_NUMBERS",
+                "destination refused: development mode with a transport that reaches real "
+                "phones (such as Twilio with live credentials) only sends to Twilio's magic "
+                "numbers or to numbers listed in OTPGUARD_DEV_ALLOWED_NUMBERS",
             )
         )
 

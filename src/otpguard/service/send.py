@@ -10,17 +10,26 @@ Admission is ``admit.py``; the message and what follows it, ``deliver.py``.
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from .. import limits, tags
 from ..codes import generate_code
 from ..destinations import Destination, parse_destination
 from ..errors import Conflict, InvalidRequest, RateLimited
 from ..events import EventType
-from ..models import Channel, Status, Verification
+from ..models import Channel, StartArgs, Status, Verification
 from ..purpose import TRANSACTION, Binding, bind
 from ..transports.base import pick_locale
 from .admit import Admitting
 from .base import new_verification_id
 from .deliver import Delivering
+
+
+def _split(args: StartArgs) -> tuple[str | None, str | None, Binding]:
+    """``account_id``, ``challenge_token`` and the validated binding; a keyword that is
+    none of these is a ``TypeError``, as it is for any signature."""
+    bound = {k: v for k, v in args.items() if k not in ("account_id", "challenge_token")}
+    return args.get("account_id"), args.get("challenge_token"), bind(**bound)
 
 
 def _validate_start(
@@ -71,12 +80,7 @@ class Sending(Admitting, Delivering):
         code_length: int | None = None,
         service_name: str | None = None,
         owner: str | None = None,
-        account_id: str | None = None,
-        challenge_token: str | None = None,
-        purpose: str | None = None,
-        amount: str | None = None,
-        currency: str | None = None,
-        payee: str | None = None,
+        **args: Unpack[StartArgs],
     ) -> Verification:
         """Create a verification, send its code, return it (never the code).
 
@@ -92,7 +96,7 @@ class Sending(Admitting, Delivering):
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = self._offered(channel)
-        binding = bind(purpose, amount, currency, payee)
+        account_id, challenge_token, binding = _split(args)
         length = self.settings.code_length if code_length is None else code_length
         _validate_start(ch, binding, locale, length, service_name, account_id, challenge_token)
         try:

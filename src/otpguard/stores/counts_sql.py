@@ -16,11 +16,11 @@ from .base import EventCount
 _UPSERT = (
     "ON CONFLICT (family, minute, kind) DO UPDATE SET count = event_counts.count + excluded.count"
 )
-BUMP = "INSERT INTO event_counts (family, minute, kind, count) VALUES (?, ?, ?, ?) " + _UPSERT  # noqa: S608
+BUMP = "INSERT INTO event_counts (family, minute, kind, count) VALUES (?, ?, ?, ?) " + _UPSERT  # noqa: S608 - constant names; values are bound
 _RANGE = "family = ? AND minute >= ? AND minute < ?"
 LIST = "SELECT minute, kind, count FROM event_counts WHERE " + _RANGE  # noqa: S608 - constant
 TOP = (
-    "SELECT kind, SUM(count) AS n FROM event_counts WHERE " + _RANGE + " "  # noqa: S608
+    "SELECT kind, SUM(count) AS n FROM event_counts WHERE " + _RANGE + " "  # noqa: S608 - constant names; values are bound
     "GROUP BY kind ORDER BY n DESC, kind LIMIT ?"
 )
 

@@ -43,7 +43,7 @@ class SQLLists(SQLDialect):
             row = await cur.one("SELECT value, until FROM flags WHERE key = ? AND until > ?",
                                 (key, now))  # fmt: skip
             if row is None:
-                counted = await cur.one(f"SELECT COUNT(*) FROM flags WHERE {_RANGE}",  # noqa: S608
+                counted = await cur.one(f"SELECT COUNT(*) FROM flags WHERE {_RANGE}",  # noqa: S608 - constant names; values are bound
                                         (KEY_PREFIX, KEY_END, now))  # fmt: skip
                 if counted is not None and counted[0] >= cap:
                     raise NumberListFull(cap)

@@ -81,7 +81,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     # -- verifications ------------------------------------------------------------
 
     async def create_verification(self, v: Verification) -> None:
-        sql = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608
+        sql = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608 - constant names; values are bound
         await self._run(lambda cur: cur.run(sql, verification_values(v)))
 
     async def _verification(self, sql: str, params: Sequence[Any]) -> Verification | None:
@@ -138,7 +138,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
         expires_at: float, resend_available_at: float,
     ) -> Verification | None:  # fmt: skip
         return await self._verification(
-            "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "  # noqa: S608
+            "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "  # noqa: S608 - constant names; values are bound
             "resend_available_at = ?, updated_at = ?, sends = sends + 1 "
             "WHERE id = ? AND status = 'pending' AND expires_at > ? "
             f"AND resend_available_at <= ? RETURNING {V_COLUMNS}",
@@ -227,7 +227,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
         if not keys:
             return {}
-        sql = f"SELECT key, value FROM flags WHERE key IN ({marks(len(keys))}) AND until > ?"  # noqa: S608
+        sql = f"SELECT key, value FROM flags WHERE key IN ({marks(len(keys))}) AND until > ?"  # noqa: S608 - constant names; values are bound
         rows = await self._run(lambda cur: cur.all(sql, [*keys, now]))
         return {str(k): str(v) for k, v in rows}
 

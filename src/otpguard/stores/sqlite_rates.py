@@ -99,7 +99,7 @@ async def _bucket_states(
 ) -> list[admission.Level]:
     if not buckets:
         return []
-    sql = f"SELECT key, level, earned, t FROM buckets WHERE key IN ({marks(len(buckets))})"  # noqa: S608
+    sql = f"SELECT key, level, earned, t FROM buckets WHERE key IN ({marks(len(buckets))})"  # noqa: S608 - constant names; values are bound
     rows = {
         str(k): (float(level), float(earned), float(t))
         for k, level, earned, t in await cur.all(sql, [b.key for b in buckets])

@@ -50,7 +50,7 @@ class SQLWebhooks(SQLDialect, WebhookStore):
 
         async def run(cur: Cursor) -> None:
             await cur.run("DELETE FROM webhook_endpoints WHERE scope = ?", (endpoint.scope,))
-            await cur.run(f"INSERT INTO webhook_endpoints ({EP_COLUMNS}) VALUES ({marks(5)})", row)  # noqa: S608
+            await cur.run(f"INSERT INTO webhook_endpoints ({EP_COLUMNS}) VALUES ({marks(5)})", row)  # noqa: S608 - constant names; values are bound
 
         await self._run(run, WRITE)
 
@@ -59,7 +59,7 @@ class SQLWebhooks(SQLDialect, WebhookStore):
         return await self._run(lambda cur: cur.run(sql, (scope,))) == 1
 
     async def list_webhook_endpoints(self) -> list[WebhookEndpoint]:
-        sql = f"SELECT {EP_COLUMNS} FROM webhook_endpoints ORDER BY scope"  # noqa: S608
+        sql = f"SELECT {EP_COLUMNS} FROM webhook_endpoints ORDER BY scope"  # noqa: S608 - constant names; values are bound
         return [endpoint_from_row(r) for r in await self._run(lambda cur: cur.all(sql))]
 
     async def enqueue_webhooks(
@@ -86,7 +86,7 @@ class SQLWebhooks(SQLDialect, WebhookStore):
         self, now: float, limit: int, lease: str, lease_until: float
     ) -> list[WebhookDelivery]:
         sql = (
-            "UPDATE webhook_deliveries SET lease = ?, next_at = ?, attempts = attempts + 1 "  # noqa: S608
+            "UPDATE webhook_deliveries SET lease = ?, next_at = ?, attempts = attempts + 1 "  # noqa: S608 - constant names; values are bound
             "WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = ? AND next_at <= ? "
             f"ORDER BY next_at LIMIT ?{self.skip_locked}) RETURNING {W_COLUMNS}"
         )
@@ -100,7 +100,7 @@ class SQLWebhooks(SQLDialect, WebhookStore):
     ) -> bool:  # fmt: skip
         async def run(cur: Cursor) -> bool:
             row = await cur.one(
-                "SELECT log FROM webhook_deliveries WHERE id = ? AND lease = ? AND status = ?"  # noqa: S608
+                "SELECT log FROM webhook_deliveries WHERE id = ? AND lease = ? AND status = ?"  # noqa: S608 - constant names; values are bound
                 + self.for_update,
                 (delivery_id, lease, PENDING),
             )
@@ -120,7 +120,7 @@ class SQLWebhooks(SQLDialect, WebhookStore):
         before_id: str | None = None, limit: int = 100,
     ) -> list[WebhookDelivery]:  # fmt: skip
         where, params = list_conditions("?", endpoint_id, status, before_id)
-        sql = f"SELECT {W_COLUMNS} FROM webhook_deliveries{where} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        sql = f"SELECT {W_COLUMNS} FROM webhook_deliveries{where} ORDER BY id DESC LIMIT ?"  # noqa: S608 - constant names; values are bound
         rows = await self._run(lambda cur: cur.all(sql, (*params, max(0, limit))))
         return [delivery_from_row(r) for r in rows]
 

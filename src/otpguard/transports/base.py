@@ -9,30 +9,23 @@ or the rendered body.
 from __future__ import annotations
 
 import abc
+import tomllib
 from dataclasses import dataclass
+from importlib import resources
 
 from ..models import Channel
 
-# Per-locale SMS templates: service name, code, validity in minutes, do-not-share.
-SMS_TEMPLATES: dict[str, str] = {
-    "en": "{service} code: {code}. Valid for {minutes} min. Do not share this code with anyone.",
-    "es": "Código de {service}: {code}. Válido {minutes} min. No compartas este código con nadie.",
-    "fr": "Code {service} : {code}. Valable {minutes} min. Ne partagez ce code avec personne.",
-    "de": "{service}-Code: {code}. {minutes} Min. gültig. Teilen Sie diesen Code mit niemandem.",
-}
 
-# A transaction code names what it approves (PSD2's dynamic linking): the amount,
-# written "GBP 25.00" in every language, and the payee.
-TRANSACTION_TEMPLATES: dict[str, str] = {
-    "en": "{service} code: {code} to pay {amount} to {payee}. Valid for {minutes} min. "
-    "Do not share this code with anyone.",
-    "es": "Código de {service}: {code} para pagar {amount} a {payee}. Válido {minutes} min. "
-    "No compartas este código con nadie.",
-    "fr": "Code {service} : {code} pour payer {amount} à {payee}. Valable {minutes} min. "
-    "Ne partagez ce code avec personne.",
-    "de": "{service}-Code: {code} für die Zahlung von {amount} an {payee}. "
-    "{minutes} Min. gültig. Teilen Sie diesen Code mit niemandem.",
-}
+def _texts() -> dict[str, dict[str, str]]:
+    """``locales/messages.toml``: what each language's messages say, one table a language."""
+    raw = resources.files("otpguard").joinpath("locales/messages.toml").read_text("utf-8")
+    return tomllib.loads(raw)
+
+
+#: Language -> kind (``sms``, ``transaction``, ``voice``, ``voice_transaction``) -> text.
+TEXTS: dict[str, dict[str, str]] = _texts()
+SMS_TEMPLATES = {lang: texts["sms"] for lang, texts in TEXTS.items()}
+TRANSACTION_TEMPLATES = {lang: texts["transaction"] for lang, texts in TEXTS.items()}
 
 # Default locale by the number's country, when the request does not name one.
 COUNTRY_LOCALES: dict[str, str] = {
@@ -64,7 +57,7 @@ def pick_locale(requested: str | None, country: str | None) -> str:
     return "en"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # its own __repr__ (below) leaves the code out
 class Message:
     """What to deliver. ``code`` is the only place the code lives outside the phone."""
 

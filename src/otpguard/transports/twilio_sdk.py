@@ -29,7 +29,7 @@ sdk_log.setLevel(logging.WARNING)
 ERROR_REASONS = TWILIO_REASONS
 
 
-class QuietAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+class QuietAsyncHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # the SDK is untyped
     """The SDK's aiohttp client, minus its memory of the last request and response.
 
     ``AsyncTwilioHttpClient`` keeps both on ``_test_only_last_*``; they hold the

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from .base import Message
+from .base import TEXTS, Message
 
-# Voice: what <Say> reads, by locale; {digits} is the code as "1, 2, 3, ...".
-VOICE_TEMPLATES: dict[str, str] = {
-    "en": "Your {service} code is: {digits}.",
-    "es": "Su código de {service} es: {digits}.",
-    "fr": "Votre code {service} est : {digits}.",
-    "de": "Ihr {service}-Code lautet: {digits}.",
-}
-# A transaction code's call names the amount and the payee, as its SMS does.
-VOICE_TRANSACTION_TEMPLATES: dict[str, str] = {
-    "en": "Your {service} code to pay {amount} to {payee} is: {digits}.",
-    "es": "Su código de {service} para pagar {amount} a {payee} es: {digits}.",
-    "fr": "Votre code {service} pour payer {amount} à {payee} est : {digits}.",
-    "de": "Ihr {service}-Code für die Zahlung von {amount} an {payee} lautet: {digits}.",
-}
+# Voice: what <Say> reads, by locale (locales/messages.toml); {digits} is the code
+# as "1, 2, 3, ...". A transaction code's call names the amount and payee, as its SMS does.
+VOICE_TEMPLATES = {lang: texts["voice"] for lang, texts in TEXTS.items()}
+VOICE_TRANSACTION_TEMPLATES = {lang: texts["voice_transaction"] for lang, texts in TEXTS.items()}
 _VOICE_LANGUAGES = {"es": "es-ES", "fr": "fr-FR", "de": "de-DE"}
 _EN_US_COUNTRIES = frozenset({"US", "CA", "PR", "VI", "GU", "AS", "MP", "UM"})
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
+from prometheus_client import start_http_server
 
 from ..alerts import AlertEvaluator
 from ..config import Settings
-from ..destinations import parse_destination
 from ..errors import InvalidRequest
 from ..events import Event
 from ..limits import normalize_ip
@@ -31,8 +31,8 @@ from ..metrics import CONTENT_TYPE_LATEST, LatencyMiddleware, Metrics
 from ..service import Verifier
 from ..sinks import Dispatcher, sinks_from_section
 from ..stats import parse_window
-from ..stores.base import Alert, ApiKey, EventQuery
-from .api import ERRORS, VerifierDep, admin_key, iso, monitor_key
+from ..stores.base import Alert, ApiKey
+from .api import ERRORS, VerifierDep, admin_key, event_query, iso, monitor_key, number_hash_of
 
 log = logging.getLogger("otpguard.web.admin")
 
@@ -110,25 +110,13 @@ async def admin_events(
     """Newest first. ``number`` (or an email address) is normalised and matched by its
     keyed hash under every listed key; pass ``next_before`` from the previous page as
     ``before`` for the next one."""
-    number_hash = None
-    if number is not None:
-        e164 = parse_destination(number, None, verifier.settings.default_region).e164
-        number_hash = verifier.number_hashes(e164)
+    number_hash = number_hash_of(verifier, number)
     client_ip = None if ip is None else normalize_ip(ip)
     if since is not None and until is not None and since >= until:
         raise InvalidRequest("'since' must be before 'until'")
-    events = await verifier.events(
-        EventQuery(
-            types=tuple(type or ()),
-            number_hash=number_hash,
-            client_ip=client_ip,
-            country=country.upper() if country else None,
-            since=since,
-            until=until,
-            before_id=before,
-            limit=limit + 1,
-        )
-    )
+    query = event_query(tuple(type or ()), number_hash, country, since, until)
+    page = replace(query, client_ip=client_ip, before_id=before, limit=limit + 1)
+    events = await verifier.events(page)
     more = len(events) > limit
     events = events[:limit]
     return {
@@ -169,8 +157,6 @@ async def metrics(request: Request, _: ReadOnly) -> Response:
 
 def _metrics_port_job(settings: Settings, m: Metrics) -> Any:
     async def serve_metrics(stop: asyncio.Event) -> None:
-        from prometheus_client import start_http_server
-
         assert settings.metrics_port is not None
         server, thread = start_http_server(
             settings.metrics_port, addr=settings.metrics_host, registry=m.registry

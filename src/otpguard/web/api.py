@@ -14,18 +14,44 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..apikeys import KeyCache, has_scope
 from ..challenge import TOKEN_FIELD_MAX
+from ..destinations import parse_destination
 from ..errors import Forbidden, InvalidRequest, OtpguardError, StorageError
 from ..events import mask_number
-from ..models import Verification
+from ..models import StartArgs, Verification
 from ..purpose import BoundArgs
 from ..service import Verifier
-from ..stores.base import ApiKey
+from ..stores.base import ApiKey, EventQuery
 
 router = APIRouter()
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def number_hash_of(verifier: Verifier, number: str | None) -> tuple[str, ...] | None:
+    """The keyed hashes events may be stored under, for a number (or an email address)
+    as a caller writes it: one per listed key, newest first, so events from before a
+    rotation are found; None for None. One that does not parse is ``InvalidRequest``."""
+    if number is None:
+        return None
+    e164 = parse_destination(number, None, verifier.settings.default_region).e164
+    return verifier.number_hashes(e164)
+
+
+def event_query(
+    types: tuple[str, ...],
+    number_hash: str | tuple[str, ...] | None,
+    country: str | None,
+    since: float | None,
+    until: float | None,
+) -> EventQuery:
+    """The filters the admin API's event listing and ``/v2``'s attempts share;
+    ``country`` in either case."""
+    country = country.upper() if country else None
+    return EventQuery(
+        types=types, number_hash=number_hash, country=country, since=since, until=until
+    )
 
 
 def verifier_of(request: Request) -> Verifier:
@@ -138,6 +164,14 @@ class StartRequest(_Bound):
         None, min_length=1, max_length=128, description="Your own id for the end user, if known"
     )
 
+    def start_args(self) -> StartArgs:
+        """The Verifier's ``start`` keywords that the request carries unchanged."""
+        return {
+            **self.bound(),
+            "challenge_token": self.challenge_token,
+            "account_id": self.account_id,
+        }
+
 
 class ResendRequest(_Strict):
     client_ip: str | None = Field(None, max_length=64)
@@ -234,7 +268,7 @@ def out(verifier: Verifier, v: Verification) -> VerificationOut:
         resend_available_at=iso(v.resend_available_at),
         attempts_remaining=verifier.attempts_remaining(v),
         sends=v.sends,
-        delivery=v.delivery,  # type: ignore[arg-type]
+        delivery=v.delivery,  # type: ignore[arg-type]  # the engine sets only "sent" or "unknown"
     )
 
 
@@ -254,10 +288,8 @@ async def start_verification(
         body.channel,
         client_ip=body.client_ip,
         locale=body.locale,
-        challenge_token=body.challenge_token,
-        account_id=body.account_id,
         owner=key.id,
-        **body.bound(),
+        **body.start_args(),
     )
     return out(verifier, v)
 

@@ -98,21 +98,20 @@ async def put_service_endpoint(
 async def delete_service_endpoint(
     service_sid: str, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
-    scope = service_scope(service_sid[:64])
-    return await _delete(verifier, request, scope, "that service has no webhook endpoint")
+    return await _delete(verifier, request, service_scope(service_sid[:64]), "that service")
 
 
 @router.delete("/keys/{key_id}", responses=ERRORS)
 async def delete_key_endpoint(
     key_id: str, verifier: VerifierDep, request: Request, _: Admin
 ) -> dict[str, Any]:
-    scope = key_scope(key_id[:64])
-    return await _delete(verifier, request, scope, "that API key has no webhook endpoint")
+    return await _delete(verifier, request, key_scope(key_id[:64]), "that API key")
 
 
-async def _delete(verifier: Verifier, request: Request, scope: str, missing: str) -> dict[str, Any]:
+async def _delete(verifier: Verifier, request: Request, scope: str, owner: str) -> dict[str, Any]:
+    """Delete ``scope``'s endpoint; ``owner`` names it in the 404."""
     if not await verifier.delete_webhook_endpoint(scope):
-        raise NotFound(missing)
+        raise NotFound(f"{owner} has no webhook endpoint")
     await request.app.state.webhooks.refresh()
     return {"deleted": True}
 

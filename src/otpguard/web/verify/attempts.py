@@ -17,11 +17,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...destinations import parse_destination
 from ...errors import InvalidRequest
 from ...events import Event, EventType
 from ...stores.base import EventQuery
-from ..api import iso
+from ..api import event_query, iso, number_hash_of
 from .errors import TwilioRoute, invalid, not_found
 from .forms import CHANNELS, base_url
 from .paging import page_body, page_request
@@ -73,14 +72,10 @@ def _date(name: str, raw: str) -> float:
 
 def filters(call: Caller, given: dict[str, str]) -> Filters:
     verifier = call.verifier
-    number_hash = None
-    if "ChannelData.To" in given:
-        try:
-            raw = given["ChannelData.To"]
-            e164 = parse_destination(raw, None, verifier.settings.default_region).e164
-        except InvalidRequest as exc:
-            raise invalid("ChannelData.To", exc.message) from None
-        number_hash = verifier.number_hashes(e164)  # under every listed key
+    try:
+        number_hash = number_hash_of(verifier, given.get("ChannelData.To"))
+    except InvalidRequest as exc:
+        raise invalid("ChannelData.To", exc.message) from None
     channel = given.get("Channel")
     if channel is not None and channel not in CHANNELS:
         raise invalid("Channel", "otpguard sends sms, whatsapp and call")
@@ -97,15 +92,8 @@ def filters(call: Caller, given: dict[str, str]) -> Filters:
         if "DateCreatedBefore" in given
         else None
     )
-    country = given.get("Country")
-    query = EventQuery(
-        types=SEND_EVENTS,
-        number_hash=number_hash,
-        country=country.upper() if country else None,
-        since=since,
-        until=until,
-        limit=_BATCH,
-    )
+    query = event_query(SEND_EVENTS, number_hash, given.get("Country"), since, until)
+    query = replace(query, limit=_BATCH)
     return Filters(
         query,
         service=given.get("VerifyServiceSid"),
