@@ -8,13 +8,14 @@ statistics, alerts, and the webhook endpoints and their delivery log.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 from ..apikeys import KeyCache, authenticate, create_api_key
 from ..errors import NotFound
 from ..events import Event
 from ..stats import Stats, stats_for
 from ..stores.base import Alert, ApiKey, EventCount, EventQuery
-from ..stores.webhooks import WebhookDelivery, WebhookEndpoint, WebhookStore
+from ..stores.webhooks import DeliveryFilters, WebhookDelivery, WebhookEndpoint, WebhookStore
 from ..webhook_delivery import WebhookOutbox, WebhookWorker
 from ..webhooks import EndpointSet, set_endpoint
 from .base import VerifierBase
@@ -133,19 +134,10 @@ class Operations(VerifierBase):
         the store keeps no webhooks."""
         return await self._webhook_store().list_webhook_endpoints()
 
-    async def webhook_deliveries(
-        self,
-        *,
-        endpoint_id: str | None = None,
-        status: str | None = None,
-        before_id: str | None = None,
-        limit: int = 100,
-    ) -> list[WebhookDelivery]:
+    async def webhook_deliveries(self, **filters: Unpack[DeliveryFilters]) -> list[WebhookDelivery]:
         """The delivery log, newest first: only ``endpoint_id``'s rows, only those with
-        ``status``, those before ``before_id`` (to page on); empty when the store keeps
-        no webhooks."""
+        ``status``, those before ``before_id`` (to page on), at most ``limit`` (100);
+        empty when the store keeps no webhooks."""
         if not isinstance(self.store, WebhookStore):
             return []
-        return await self.store.list_webhook_deliveries(
-            endpoint_id=endpoint_id, status=status, before_id=before_id, limit=limit
-        )
+        return await self.store.list_webhook_deliveries(**filters)

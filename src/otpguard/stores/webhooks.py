@@ -26,7 +26,7 @@ import abc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 STATUSES = (PENDING, DELIVERED, FAILED)
@@ -89,6 +89,16 @@ def log_to_json(log: Sequence[WebhookAttempt]) -> str:
 def log_from_json(raw: str | list[Any] | None) -> tuple[WebhookAttempt, ...]:
     items = json.loads(raw) if isinstance(raw, str) else (raw or [])
     return tuple(WebhookAttempt.from_dict(a) for a in items)
+
+
+class DeliveryFilters(TypedDict, total=False):
+    """What :meth:`WebhookStore.list_webhook_deliveries` filters on, for the callers
+    that pass the filters on (the Verifier, the CLI)."""
+
+    endpoint_id: str | None
+    status: str | None
+    before_id: str | None
+    limit: int
 
 
 class WebhookStore(abc.ABC):
