@@ -323,12 +323,15 @@ class PostgresStore(SQLStore):
             return refused
         return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
 
-    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
-        async def run(cur: Cursor) -> None:
+    async def _lock_keys(self, cur: Cursor, keys: Sequence[str]) -> None:
+        if keys:
             await cur.run(q.LOCK_KEYS, (list(keys),))
-            await cur.run(q.RELEASE, {"keys": list(keys), "at": at, "cost": cost})
 
-        await self._run(run, WRITE)
+    async def _release_in(self, cur: Cursor, keys: Sequence[str], at: float, cost: int) -> None:
+        await cur.run(q.RELEASE, {"keys": list(keys), "at": at, "cost": cost})
+
+    async def _record_in(self, cur: Cursor, keys: Sequence[str], now: float) -> None:
+        await cur.run(q.WRITE_ADMISSION, q.write_params(keys, (), (), now))
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
@@ -353,16 +356,15 @@ class PostgresStore(SQLStore):
 
         return await self._run(run, WRITE)
 
-    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
-        async def run(cur: Cursor) -> None:
-            params = q.judge_params((), buckets, now, 0, lock=True, record=False)
-            row = await cur.one(q.JUDGE_CALL, params)
-            assert row is not None
-            states = q.bucket_states(buckets, row, now)
-            after = [admission.after_approval(st, refund) for st in states]
-            await cur.run(q.WRITE_ADMISSION, q.write_params([], buckets, after, now))
-
-        await self._run(run, WRITE)
+    async def _credit_in(
+        self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float
+    ) -> None:
+        params = q.judge_params((), buckets, now, 0, lock=False, record=False)
+        row = await cur.one(q.JUDGE_CALL, params)
+        assert row is not None
+        states = q.bucket_states(buckets, row, now)
+        after = [admission.after_approval(st, refund) for st in states]
+        await cur.run(q.WRITE_ADMISSION, q.write_params([], buckets, after, now))
 
     async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
         sub = "(SELECT count(*) FROM rate_log WHERE key = ? AND ts > ?)"
