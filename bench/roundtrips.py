@@ -103,8 +103,10 @@ class TurnCounter:
 def counting(store: Store, calls: collections.Counter[str]) -> None:
     """Count every contract operation the engine calls on ``store`` (in place)."""
     for name in dir(type(store)):
+        if name.startswith("_"):  # a private property may not be read before open()
+            continue
         attr = getattr(store, name)
-        if name.startswith("_") or not asyncio.iscoroutinefunction(attr):
+        if not asyncio.iscoroutinefunction(attr):
             continue
 
         def wrap(fn: Callable[..., Awaitable[Any]], op: str) -> Callable[..., Awaitable[Any]]:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import multiprocessing
+import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -212,3 +215,67 @@ async def test_settles_across_processes_approve_exactly_once(store: Store, store
     assert len(await store.list_events(EventQuery())) == 1
     assert await store.count(COUNTER.key, 3600, NOW) == 1
     assert await sends_that_fit(store, bucket()) == 1
+
+
+# -- a failing bookkeeping leaves the approval standing ---------------------------------
+
+
+async def _fail_event_writes(url: str) -> Callable[[], Awaitable[None]]:
+    """From now on, storing an event fails inside the store (as a full disk would);
+    returns the undo."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///") :]) as conn:
+            conn.execute("CREATE TRIGGER fail BEFORE INSERT ON events "
+                         "BEGIN SELECT RAISE(ABORT, 'disk full'); END")  # fmt: skip
+        return _nothing
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        async def sql(*statements: str) -> None:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                for statement in statements:
+                    await conn.execute(statement)
+
+        await sql(
+            "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+            "CREATE TRIGGER fail BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION fail()",
+        )
+        return lambda: sql("DROP TRIGGER fail ON events", "DROP FUNCTION fail()")
+    # Redis: the events' id index holds a string, so the script's ZADD fails (WRONGTYPE).
+    import redis.asyncio as aioredis
+
+    if url.startswith("redis+cluster"):
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        hosts = [h.rpartition(":") for h in url.split("://", 1)[1].split("/", 1)[0].split(",")]
+        client: Any = RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, _, p in hosts])
+    else:
+        client = aioredis.from_url(url)
+    try:
+        await client.set("og:{ev}:id", "not a sorted set")
+    finally:
+        await client.aclose()
+    return _nothing
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def test_a_failing_bookkeeping_leaves_the_approval_committed(
+    store: Store, store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if store_url == "sqlite://:memory:":
+        pytest.skip("no second connection reaches an in-memory database")
+    vid, tag = await prepared(store)
+    undo = await _fail_event_writes(store_url)
+    try:
+        with caplog.at_level(logging.WARNING, "otpguard.store"):
+            assert await store.settle(settlement(vid, tag))
+        assert f"approval of {vid} recorded; its bookkeeping failed" in caplog.messages
+        v = await store.get_verification(vid)
+        assert v is not None and v.status is Status.APPROVED
+        assert not await store.settle(settlement(vid, tag))  # still exactly once
+    finally:
+        await undo()

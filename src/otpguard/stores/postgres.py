@@ -40,11 +40,13 @@ from .. import admission, counters
 from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
+from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from . import counts_sql
 from . import postgres_sql as q
 from .base import allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
+from .settlement import Settlement, bookkeeping_failed
 from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks
 from .sql_store import SQLStore, ticket
 
@@ -293,6 +295,26 @@ class PostgresStore(SQLStore):
         params = (now, now, now, verification_id, now, max_attempts, verification_id)
         row = await self._run(lambda cur: cur.one(q.RECORD_ATTEMPT, params))
         return None if row is None else ticket(row[:-1], bool(row[-1]))
+
+    async def settle(self, s: Settlement) -> bool:
+        """One call of ``otpguard_settle`` (postgres_sql.py): one round trip."""
+        events = [dict(zip(E_FIELDS, (*self._event_row(e)[:-1], e.details), strict=True))
+                  for e in s.events]  # fmt: skip
+        buckets = list({b.key: b for b in s.buckets}.values())
+        params = (
+            s.verification_id, s.now, s.code_hash, list(s.reserved), Jsonb(events),
+            *counts_sql.pg_arrays(counters.of_events(s.events)),
+            [k for k in s.flag_keys() if k.startswith(LIST_KEY_PREFIX)],
+            list(s.trusted), s.trusted_until, [b.key for b in buckets],
+            [b.tau for b in buckets], [s.now + admission.FORGET_AFTER_TAUS * b.tau
+                                       for b in buckets],
+            s.refund, [r.key for r in s.counters],
+        )  # fmt: skip
+        row = await self._run(lambda cur: cur.one(q.SETTLE_CALL, params))
+        assert row is not None
+        if int(row[0]) == 2:
+            bookkeeping_failed(s.verification_id)
+        return int(row[0]) != 0
 
     async def add_events(self, events: Sequence[Event]) -> None:
         if len(events) != 1:
