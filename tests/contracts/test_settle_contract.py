@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import multiprocessing
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,11 +17,11 @@ import pytest
 from otpguard.events import Event, EventType, new_event_id
 from otpguard.models import Bucket, RateRule, Status
 from otpguard.numberlists import ListEntry
-from otpguard.stores import EventQuery, Store, store_from_url
+from otpguard.stores import EventQuery, Store
 from otpguard.stores.settlement import Settlement
 
 from .conftest import SHARED_STORE_URLS
-from .test_store_contract import NUMBER, T0, stored
+from .test_store_contract import NUMBER, T0, race_in_processes, stored
 
 NOW = T0 + 10
 CAP = RateRule("check_number", "chk:num", 5, 600)
@@ -172,46 +171,12 @@ async def test_concurrent_settles_approve_and_settle_exactly_once(store: Store) 
 # -- across processes ----------------------------------------------------------------
 
 
-async def _race(url: str, vid: str, tag: str, calls: int, barrier: Any) -> list[bool]:
-    store = store_from_url(url)
-    await store.open()
-    try:
-        barrier.wait(timeout=60)
-        return list(
-            await asyncio.gather(*(store.settle(settlement(vid, tag)) for _ in range(calls)))
-        )
-    finally:
-        await store.aclose()
-
-
-def _worker(url: str, vid: str, tag: str, calls: int, barrier: Any, results: Any) -> None:
-    try:
-        results.put(asyncio.run(_race(url, vid, tag, calls, barrier)))
-    except BaseException as exc:
-        results.put(f"worker failed: {exc!r}")
-        raise
-
-
 @pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_settles_across_processes_approve_exactly_once(store: Store, store_url: str) -> None:
     vid, tag = await prepared(store)
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(store_url, vid, tag, 6, barrier, results))
-             for _ in range(3)]  # fmt: skip
-    for p in procs:
-        p.start()
-    try:
-        outcomes = [results.get(timeout=120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    assert all(isinstance(o, list) for o in outcomes), outcomes
-    assert sum(sum(o) for o in outcomes) == 1
+    outcomes = race_in_processes(store_url, "settle", (vid, tag), processes=3, calls=6)
+    assert sum(outcomes) == 1
     assert len(await store.list_events(EventQuery())) == 1
     assert await store.count(COUNTER.key, 3600, NOW) == 1
     assert await sends_that_fit(store, bucket()) == 1

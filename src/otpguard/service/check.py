@@ -266,20 +266,25 @@ class Checking(VerifierBase):
         return CheckResult(True, Status.APPROVED, self._remaining(approved), approved)
 
     async def _wrong_code(self, v: Verification, ip: str, now: float) -> CheckResult:
-        """A wrong code keeps its reservation; at the cap the verification locks."""
+        """A wrong code keeps its reservation; at the cap the verification locks. The
+        answer is ``v`` as this attempt left it (the ticket's), read again only when
+        another check changed it at the cap (approved or locked it first)."""
         events = [
             self._event(
                 EventType.CHECK_FAILED, now, v=v, client_ip=ip, details={"attempts": v.attempts}
             )
         ]
-        if v.attempts >= self.settings.max_attempts and await self.store.lock_if_exhausted(
-            v.id, self.settings.max_attempts, now
-        ):
-            v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
-            events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
+        moved = False  # by another check, at the cap
+        if v.attempts >= self.settings.max_attempts:
+            if await self.store.lock_if_exhausted(v.id, self.settings.max_attempts, now):
+                v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
+                events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
+            else:
+                moved = True
         await self.emit(*events)
-        current = await self.store.get_verification(v.id) or v
-        return CheckResult(False, current.status, self._remaining(current), current)
+        if moved:
+            v = await self.store.get_verification(v.id) or v
+        return CheckResult(False, v.status, self._remaining(v), v)
 
     async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
         """Release the wrong-code reservation of ``rules`` made at ``now``. If the store
