@@ -86,8 +86,8 @@ async def test_a_resend_between_comparison_and_approval_keeps_the_right_code(
     v = await otp.start(UK)
     compared = await otp.get(v.id)
     await otp.resend(v.id, keep_earlier=True)
-    assert await otp._approve(compared, clock())
+    assert await otp._approve(compared, "192.0.2.1", clock(), []) is not None
     w = await otp.start("+447400123457")
     compared = await otp.get(w.id)
     await otp.resend(w.id)  # replaces the code
-    assert not await otp._approve(compared, clock())
+    assert await otp._approve(compared, "192.0.2.1", clock(), []) is None

@@ -88,6 +88,12 @@ async def _race(url: str, op: str, arg: Any, calls: int, barrier: Any) -> list[A
                 *(store.record_attempt(arg, 5, T0) for _ in range(calls))
             )
             return [t.outcome.value if t else None for t in tickets]
+        if op == "settle":  # lazily: test_settle_contract imports this module
+            from .test_settle_contract import settlement
+
+            return list(
+                await asyncio.gather(*(store.settle(settlement(*arg)) for _ in range(calls)))
+            )
         if op == "admit":
             admits = await asyncio.gather(*(store.admit([], [arg], T0) for _ in range(calls)))
             return [d.allowed for d in admits]

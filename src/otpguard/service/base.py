@@ -231,6 +231,11 @@ class VerifierBase:
         to the webhook outbox. The Verifier's own decisions come through here; so do
         the decisions of the jobs around it (alerts, list edits)."""
         await self.store.add_events(events)
+        await self.announce(*events)
+
+    async def announce(self, *events: Event) -> None:
+        """What ``emit`` does once the events are stored (the check path stores an
+        approval's in its one ``settle`` call)."""
         if self.webhooks is not None:
             await self.webhooks.enqueue(events)
         for event in events:

@@ -17,19 +17,21 @@ the same ``NotFound``. A verification belongs to the key that started it: with
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Sequence
 
-from .. import limits, numberlists, tags
+from .. import limits, tags
 from ..codes import is_well_formed
 from ..destinations import Destination, destination_of, is_email, parse_destination
 from ..errors import InvalidRequest, NotFound, RateLimited, StorageError
-from ..events import EventType
+from ..events import Event, EventType
 from ..guards import scope_buckets
 from ..models import AttemptOutcome, Channel, RateRule, Status, Verification
 from ..purpose import Binding, bind
+from ..stores.settlement import Settlement
 from .base import NO_MATCH, PENDING_PER_CHECK, CheckResult, Selector, VerifierBase
 
 log = logging.getLogger("otpguard.service")
@@ -236,53 +238,53 @@ class Checking(VerifierBase):
             return CheckResult(False, v.status, 0, v)
         if not tags.matches(self.keyring, v, code, bound):
             return await self._wrong_code(v, ip, now)
-        if await self._approve(v, now):
-            return await self._approved(v, ip, now, rules)
+        approved = await self._approve(v, ip, now, rules)
+        if approved is not None:
+            return approved
         # A right code, but approved, resent or expired in between: no longer the current one.
         if give_back:
             await self._give_back(rules, now)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
 
-    async def _approved(
+    async def _approve(
         self, v: Verification, ip: str, now: float, rules: Sequence[RateRule]
-    ) -> CheckResult:
-        """The approval has committed: whatever fails from here on, the answer is
-        "approved" (the bookkeeping below is logged and lost, never a 503)."""
-        v = v.with_(status=Status.APPROVED, updated_at=now)
+    ) -> CheckResult | None:
+        """Approve ``v`` if it still holds the tags the code was compared with (or,
+        after a resend that kept them, ``keep_earlier``, those and the new one), and
+        everything an approval sets off, in one store call (``stores/settlement.py``).
+        None when this check did not approve. Once the approval committed, whatever
+        fails from here on, the answer is "approved" (logged and lost, never a 503)."""
+        approved = v.with_(status=Status.APPROVED, updated_at=now)
+        event = self._event(EventType.CHECK_PASSED, now, v=approved, client_ip=ip)
+        if not await self.store.settle(self._settlement(approved, now, rules, event)):
+            return None
         try:
-            await self._give_back(rules, now)
-            await self.emit(self._event(EventType.CHECK_PASSED, now, v=v, client_ip=ip))
-            await self._converted(v, now)
+            await self.announce(event)
         except StorageError:
             log.warning("approval of %s recorded; its bookkeeping failed", v.id)
-        return CheckResult(True, Status.APPROVED, self._remaining(v), v)
+        return CheckResult(True, Status.APPROVED, self._remaining(approved), approved)
 
     async def _wrong_code(self, v: Verification, ip: str, now: float) -> CheckResult:
-        """A wrong code keeps its reservation; at the cap the verification locks."""
+        """A wrong code keeps its reservation; at the cap the verification locks. The
+        answer is ``v`` as this attempt left it (the ticket's), read again only when
+        another check changed it at the cap (approved or locked it first)."""
         events = [
             self._event(
                 EventType.CHECK_FAILED, now, v=v, client_ip=ip, details={"attempts": v.attempts}
             )
         ]
-        if v.attempts >= self.settings.max_attempts and await self.store.lock_if_exhausted(
-            v.id, self.settings.max_attempts, now
-        ):
-            v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
-            events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
+        moved = False  # by another check, at the cap
+        if v.attempts >= self.settings.max_attempts:
+            if await self.store.lock_if_exhausted(v.id, self.settings.max_attempts, now):
+                v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
+                events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
+            else:
+                moved = True
         await self.emit(*events)
-        current = await self.store.get_verification(v.id) or v
-        return CheckResult(False, current.status, self._remaining(current), current)
-
-    async def _approve(self, v: Verification, now: float) -> bool:
-        """Approve ``v`` if it still holds the tags the code was compared with; or,
-        after a resend that kept them and added one (``keep_earlier``), the new set."""
-        if await self.store.approve(v.id, now, code_hash=v.code_hash):
-            return True
-        current = await self.store.get_verification(v.id)
-        if current is None or not current.code_hash.startswith(v.code_hash + tags.SEP):
-            return False  # approved, canceled, expired, or a resend replaced the code
-        return await self.store.approve(v.id, now, code_hash=current.code_hash)
+        if moved:
+            v = await self.store.get_verification(v.id) or v
+        return CheckResult(False, v.status, self._remaining(v), v)
 
     async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
         """Release the wrong-code reservation of ``rules`` made at ``now``. If the store
@@ -292,25 +294,27 @@ class Checking(VerifierBase):
         except StorageError:
             log.warning("a failed-check reservation could not be given back (it stays counted)")
 
-    async def _converted(self, v: Verification, now: float) -> None:
-        """After an approval: the refund and the earned room in every admission bucket
-        (unless the number was trusted, whose sends were not counted), the number
-        trusted from now on, and the conversion watch's counter."""
+    def _settlement(
+        self, v: Verification, now: float, rules: Sequence[RateRule], event: Event
+    ) -> Settlement:
+        """The approval of ``v`` and its bookkeeping: the wrong-code reservation of
+        ``rules`` given back, ``event`` stored; unless the number is not counted
+        (allowlisted; no country), the refund and the earned room in every admission
+        bucket (unless the number was trusted, whose sends were not counted), the
+        number trusted from now on, and the conversion watch's counters."""
+        reserved = list(dict.fromkeys(r.key for r in rules))
+        plain = Settlement(v.id, now, v.code_hash, reserved, (event,))
         number = destination_of(v)  # only the prefix and the region are needed
         if (v.country is None and not is_email(number)) or self._allowlisted(number):
-            return
-        trusted_key = self._trusted_key(v.to)
-        # The run-time allow entries in the same read: their sends were not counted.
-        listed = [] if is_email(number) else numberlists.flag_keys(v.to)
-        flags = await self.store.get_flags([trusted_key, *listed], now)
-        if listed and numberlists.allowed_by(flags, v.to) is not None:
-            return
-        was_trusted = trusted_key in flags
-        if not was_trusted:
-            buckets = scope_buckets(self.admission, number, v.owner)
-            await self.store.credit(buckets, v.sends, now)
-        if self.settings.trusted_days > 0:
-            await self.store.set_flag(trusted_key, "1", now + self.settings.trusted_days * 86400.0)
-        approval_rules = self.watch.approval_rules(number)
-        if approval_rules:
-            await self.store.hit(approval_rules, now)
+            return plain
+        days = self.settings.trusted_days
+        return dataclasses.replace(
+            plain,
+            # The run-time allow entries in the same read: their sends were not counted.
+            number=None if is_email(number) else v.to,
+            buckets=tuple(scope_buckets(self.admission, number, v.owner)),
+            refund=v.sends,
+            trusted=tuple("trusted:" + h for h in self.keyring.keyed_hashes("number", v.to)),
+            trusted_until=now + days * 86400.0 if days > 0 else None,
+            counters=tuple(self.watch.approval_rules(number)),
+        )

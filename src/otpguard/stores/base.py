@@ -25,6 +25,7 @@ from .records import ApiKey as ApiKey
 from .records import EventCount as EventCount
 from .records import EventQuery as EventQuery
 from .records import RefusalTally as RefusalTally
+from .settlement import Settlement
 
 
 def allowed_decision(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
@@ -172,6 +173,11 @@ class Store(abc.ABC):
         compared with) -> approved; True for exactly one caller. A resend that swapped
         in a new tag after the comparison makes this False: the old code approves
         nothing."""
+
+    @abc.abstractmethod
+    async def settle(self, s: Settlement) -> bool:
+        """Approve and do what follows a right code, in one atomic operation
+        (``settlement.py``); True for exactly one caller of a verification."""
 
     @abc.abstractmethod
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:

@@ -40,11 +40,13 @@ from .. import admission, counters
 from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
+from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from . import counts_sql
 from . import postgres_sql as q
 from .base import allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
+from .settlement import Settlement, bookkeeping_failed
 from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks
 from .sql_store import SQLStore, ticket
 
@@ -294,6 +296,26 @@ class PostgresStore(SQLStore):
         row = await self._run(lambda cur: cur.one(q.RECORD_ATTEMPT, params))
         return None if row is None else ticket(row[:-1], bool(row[-1]))
 
+    async def settle(self, s: Settlement) -> bool:
+        """One call of ``otpguard_settle`` (postgres_sql.py): one round trip."""
+        events = [dict(zip(E_FIELDS, (*self._event_row(e)[:-1], e.details), strict=True))
+                  for e in s.events]  # fmt: skip
+        buckets = list({b.key: b for b in s.buckets}.values())
+        params = (
+            s.verification_id, s.now, s.code_hash, list(s.reserved), Jsonb(events),
+            *counts_sql.pg_arrays(counters.of_events(s.events)),
+            [k for k in s.flag_keys() if k.startswith(LIST_KEY_PREFIX)],
+            list(s.trusted), s.trusted_until, [b.key for b in buckets],
+            [b.tau for b in buckets], [s.now + admission.FORGET_AFTER_TAUS * b.tau
+                                       for b in buckets],
+            s.refund, [r.key for r in s.counters],
+        )  # fmt: skip
+        row = await self._run(lambda cur: cur.one(q.SETTLE_CALL, params))
+        assert row is not None
+        if int(row[0]) == 2:
+            bookkeeping_failed(s.verification_id)
+        return int(row[0]) != 0
+
     async def add_events(self, events: Sequence[Event]) -> None:
         if len(events) != 1:
             return await super().add_events(events)
@@ -323,12 +345,15 @@ class PostgresStore(SQLStore):
             return refused
         return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
 
-    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
-        async def run(cur: Cursor) -> None:
+    async def _lock_keys(self, cur: Cursor, keys: Sequence[str]) -> None:
+        if keys:
             await cur.run(q.LOCK_KEYS, (list(keys),))
-            await cur.run(q.RELEASE, {"keys": list(keys), "at": at, "cost": cost})
 
-        await self._run(run, WRITE)
+    async def _release_in(self, cur: Cursor, keys: Sequence[str], at: float, cost: int) -> None:
+        await cur.run(q.RELEASE, {"keys": list(keys), "at": at, "cost": cost})
+
+    async def _record_in(self, cur: Cursor, keys: Sequence[str], now: float) -> None:
+        await cur.run(q.WRITE_ADMISSION, q.write_params(keys, (), (), now))
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
@@ -353,16 +378,15 @@ class PostgresStore(SQLStore):
 
         return await self._run(run, WRITE)
 
-    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
-        async def run(cur: Cursor) -> None:
-            params = q.judge_params((), buckets, now, 0, lock=True, record=False)
-            row = await cur.one(q.JUDGE_CALL, params)
-            assert row is not None
-            states = q.bucket_states(buckets, row, now)
-            after = [admission.after_approval(st, refund) for st in states]
-            await cur.run(q.WRITE_ADMISSION, q.write_params([], buckets, after, now))
-
-        await self._run(run, WRITE)
+    async def _credit_in(
+        self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float
+    ) -> None:
+        params = q.judge_params((), buckets, now, 0, lock=False, record=False)
+        row = await cur.one(q.JUDGE_CALL, params)
+        assert row is not None
+        states = q.bucket_states(buckets, row, now)
+        after = [admission.after_approval(st, refund) for st in states]
+        await cur.run(q.WRITE_ADMISSION, q.write_params([], buckets, after, now))
 
     async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
         sub = "(SELECT count(*) FROM rate_log WHERE key = ? AND ts > ?)"

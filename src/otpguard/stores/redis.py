@@ -41,21 +41,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from . import redis_lua, redis_lua_rates
+from . import redis_lua, redis_lua_rates, redis_settle
 from .base import Store
-from .redis_admin import RedisAdmin
 from .redis_base import escape_glob
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
-from .redis_rates import RedisRates
-from .redis_verifications import RedisVerifications
+from .redis_settle import RedisSettle
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
 
-class RedisStore(RedisVerifications, RedisRates, RedisAdmin, RedisWebhooks, Store):
+class RedisStore(RedisSettle, RedisWebhooks, Store):
     backend: ClassVar[str] = "redis"
-    LUA = {**redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **LIST_SCRIPTS, **WEBHOOK_SCRIPTS}
+    LUA = {**redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **LIST_SCRIPTS, **WEBHOOK_SCRIPTS,
+           **redis_settle.SCRIPTS}  # fmt: skip
 
     def __repr__(self) -> str:
         return f"RedisStore(cluster={self._opts.cluster}, prefix={self._opts.prefix!r})"

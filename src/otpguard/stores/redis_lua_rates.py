@@ -28,7 +28,7 @@ RATE_KEEP = 3_600  # seconds a rate log outlives its longest window since the la
 # ''}, or nil, the counts {0, count per rule}, the keys to record and the last ARGV
 # index read. record(...) then reads per key (keep, ttl_ms): keep > 0 adds ``cost``
 # entries to a key some unskipped rule uses, then drops entries older than ``keep``.
-_LUA_RULES = """
+LUA_RULES = """
 local function judge(now, cost, at)
   local nrules = tonumber(ARGV[at + 1])
   local counts, live = {0}, {}
@@ -81,7 +81,7 @@ end
 """
 
 # The bucket arithmetic of admission.py, exactly: decayed, fits, retry_after.
-_LUA_BUCKETS = """
+LUA_BUCKETS = """
 local function bucket_state(key, now, tau)
   local h = redis.call('HMGET', key, 'level', 'earned', 't')
   if not h[1] then return 0.0, 0.0 end
@@ -207,8 +207,8 @@ _WITH_RULES = {"hit", "admit"}
 _WITH_BUCKETS = {"admit", "credit"}
 SCRIPTS = {
     name: LIB
-    + (_LUA_RULES if name in _WITH_RULES else "")
-    + (_LUA_BUCKETS if name in _WITH_BUCKETS else "")
+    + (LUA_RULES if name in _WITH_RULES else "")
+    + (LUA_BUCKETS if name in _WITH_BUCKETS else "")
     + code
     for name, code in {
         "hit": HIT_LUA,

@@ -44,17 +44,16 @@ class SQLRecords(SQLDialect):
         )  # fmt: skip
 
     async def add_events(self, events: Sequence[Event]) -> None:
-        if not events:
-            return
+        if events:
+            await self._run(lambda cur: self._store_events(cur, events), WRITE)
+
+    async def _store_events(self, cur: Cursor, events: Sequence[Event]) -> None:
+        """``add_events`` inside a transaction (``settle`` runs it in its own)."""
         rows = [self._event_row(e) for e in events]
         bumps = counts_sql.with_family(counters.of_events(events))
         sql = f"INSERT INTO events ({', '.join(E_FIELDS)}) VALUES ({marks(len(E_FIELDS))})"  # noqa: S608 - constant names; values are bound
-
-        async def run(cur: Cursor) -> None:
-            await cur.many(sql, rows)
-            await cur.many(counts_sql.BUMP, bumps)
-
-        await self._run(run, WRITE)
+        await cur.many(sql, rows)
+        await cur.many(counts_sql.BUMP, bumps)
 
     async def list_events(self, query: EventQuery) -> list[Event]:
         where, params = event_conditions(query, "?")

@@ -28,6 +28,7 @@ from ..models import (
 )
 from . import counts_sql
 from .base import Store, hit_rules
+from .settlement import Settlement, bookkeeping_failed
 from .sql import (
     SELECT_V,
     V_COLUMNS,
@@ -52,6 +53,13 @@ ATTEMPT_UPDATE = (
     "attempts = CASE WHEN expires_at <= ? THEN attempts ELSE attempts + 1 END, "
     "updated_at = ? WHERE id = ? AND status = 'pending' AND (expires_at <= ? OR attempts < ?) "
     f"RETURNING {V_COLUMNS}"
+)
+#: settle's approval: approve's conditions, or the compared tags plus a kept resend's
+#: (params: now, id, now, code_hash, prefix, prefix).
+SETTLE_APPROVE = (
+    "UPDATE verifications SET status = 'approved', updated_at = ? "
+    "WHERE id = ? AND status = 'pending' AND expires_at > ? "
+    "AND (code_hash = ? OR substr(code_hash, 1, length(?)) = ?)"
 )
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
 
@@ -126,6 +134,44 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
             (now, verification_id, now, code_hash),
         )
 
+    async def settle(self, s: Settlement) -> bool:
+        prefix = s.code_hash + " "
+        params = (s.now, s.verification_id, s.now, s.code_hash, prefix, prefix)
+
+        async def run(cur: Cursor) -> bool:
+            if not await cur.run(SETTLE_APPROVE, params):
+                return False
+            # The bookkeeping in a savepoint: if it fails, the approval still commits.
+            await cur.run("SAVEPOINT settle")
+            try:
+                await self._settle_bookkeeping(cur, s)
+            except Exception as exc:
+                if self.backend_error(exc) is None:
+                    raise
+                await cur.run("ROLLBACK TO SAVEPOINT settle")
+                bookkeeping_failed(s.verification_id)
+            await cur.run("RELEASE SAVEPOINT settle")
+            return True
+
+        return await self._run(run, WRITE)
+
+    async def _settle_bookkeeping(self, cur: Cursor, s: Settlement) -> None:
+        """Steps 2-4 of ``settlement.py``, after the approval, in its transaction."""
+        await self._lock_keys(cur, [*s.reserved, *(b.key for b in s.buckets)])
+        if s.reserved:
+            await self._release_in(cur, list(dict.fromkeys(s.reserved)), s.now, 1)
+        if s.events:
+            await self._store_events(cur, s.events)
+        flags = await self._flags_in(cur, s.flag_keys(), s.now)
+        if s.listed(flags):
+            return
+        if s.credits(flags):
+            await self._credit_in(cur, s.buckets, s.refund, s.now)
+        if s.trusted and s.trusted_until is not None:
+            await cur.run(UPSERT_FLAG, (s.trusted[0], "1", s.trusted_until))
+        if s.counters:
+            await self._record_in(cur, list(dict.fromkeys(r.key for r in s.counters)), s.now)
+
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
         return await self._changed(
             "UPDATE verifications SET status = 'max_attempts_reached', updated_at = ? "
@@ -195,9 +241,37 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     ) -> RateDecision:
         """``hit`` with at least one rule and ``cost >= 0``."""
 
-    @abc.abstractmethod
     async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
-        """``release`` of distinct ``keys``, ``cost > 0``."""
+        async def run(cur: Cursor) -> None:
+            await self._lock_keys(cur, keys)
+            await self._release_in(cur, keys, at, cost)
+
+        await self._run(run, WRITE)
+
+    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
+        async def run(cur: Cursor) -> None:
+            await self._lock_keys(cur, [b.key for b in buckets])
+            await self._credit_in(cur, buckets, refund, now)
+
+        await self._run(run, WRITE)
+
+    async def _lock_keys(self, cur: Cursor, keys: Sequence[str]) -> None:
+        """Inside a transaction: lock the rate and bucket ``keys`` as ``hit`` and
+        ``admit`` do, all at once (SQLite's transactions hold the whole database)."""
+
+    @abc.abstractmethod
+    async def _release_in(self, cur: Cursor, keys: Sequence[str], at: float, cost: int) -> None:
+        """``release`` of distinct ``keys``, ``cost > 0``, inside a transaction."""
+
+    @abc.abstractmethod
+    async def _credit_in(
+        self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float
+    ) -> None:
+        """``credit`` of at least one bucket, inside a transaction (keys locked)."""
+
+    @abc.abstractmethod
+    async def _record_in(self, cur: Cursor, keys: Sequence[str], now: float) -> None:
+        """One entry at ``now`` under each of the distinct ``keys``, inside a transaction."""
 
     @abc.abstractmethod
     async def _admit(
@@ -205,10 +279,6 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
         pressure: float | None, force: bool,
     ) -> RateDecision:  # fmt: skip
         """``admit``."""
-
-    @abc.abstractmethod
-    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
-        """``credit`` of at least one bucket."""
 
     @abc.abstractmethod
     async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
@@ -225,11 +295,14 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
         return None if row is None else str(row[0])
 
     async def get_flags(self, keys: Sequence[str], now: float) -> dict[str, str]:
+        return await self._run(lambda cur: self._flags_in(cur, keys, now)) if keys else {}
+
+    @staticmethod
+    async def _flags_in(cur: Cursor, keys: Sequence[str], now: float) -> dict[str, str]:
         if not keys:
             return {}
         sql = f"SELECT key, value FROM flags WHERE key IN ({marks(len(keys))}) AND until > ?"  # noqa: S608 - constant names; values are bound
-        rows = await self._run(lambda cur: cur.all(sql, [*keys, now]))
-        return {str(k): str(v) for k, v in rows}
+        return {str(k): str(v) for k, v in await cur.all(sql, [*keys, now])}
 
     # -- maintenance ----------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from ..errors import ConfigError, StorageError
 from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
 from . import sqlite_rates as rates
-from .sql import READ, WRITE, Body, Row, Unavailable
+from .sql import READ, WRITE, Body, Cursor, Row, Unavailable
 from .sql_store import SQLStore
 from .sqlite_txn import transaction
 
@@ -345,8 +345,8 @@ class SQLiteStore(SQLStore):
         # A peek only reads: a deferred transaction gives it one consistent snapshot.
         return await self._run(rates.hit(rules, now, cost, record), WRITE if record else READ)
 
-    async def _release(self, keys: Sequence[str], at: float, cost: int) -> None:
-        await self._run(rates.release(keys, at, cost), WRITE)
+    async def _release_in(self, cur: Cursor, keys: Sequence[str], at: float, cost: int) -> None:
+        await rates.release(keys, at, cost)(cur)
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
@@ -354,8 +354,13 @@ class SQLiteStore(SQLStore):
     ) -> RateDecision:  # fmt: skip
         return await self._run(rates.admit(rules, buckets, now, pressure, force), WRITE)
 
-    async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
-        await self._run(rates.credit(buckets, refund, now), WRITE)
+    async def _credit_in(
+        self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float
+    ) -> None:
+        await rates.credit(buckets, refund, now)(cur)
+
+    async def _record_in(self, cur: Cursor, keys: Sequence[str], now: float) -> None:
+        await rates.record_entries(cur, keys, now, 1)
 
     async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
         return await self._run(lambda cur: rates.counts(cur, windows))

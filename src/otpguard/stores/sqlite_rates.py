@@ -81,7 +81,7 @@ async def _judge(
     return None, tally, keys
 
 
-async def _record(cur: Cursor, keys: Sequence[str], now: float, cost: int) -> None:
+async def record_entries(cur: Cursor, keys: Sequence[str], now: float, cost: int) -> None:
     if not keys or not cost:
         return
     bucket = int(now // BUCKET) * BUCKET
@@ -131,7 +131,7 @@ def hit(rules: Sequence[RateRule], now: float, cost: int, record: bool) -> Body[
         if refused is not None:
             return refused
         if record:
-            await _record(cur, keys, now, cost)
+            await record_entries(cur, keys, now, cost)
         return allowed_decision(rules, tally, cost if record else 0)
 
     return run
@@ -152,7 +152,7 @@ def admit(
         refused = None if force else admission.judge(buckets, states, pressure)
         if refused is not None:
             return refused
-        await _record(cur, keys, now, 1)
+        await record_entries(cur, keys, now, 1)
         await _write_buckets(cur, buckets, [admission.after_send(st, 1) for st in states], now)
         return allowed_decision(rules, tally, 1)
 
