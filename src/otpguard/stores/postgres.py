@@ -42,10 +42,10 @@ from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
 from . import counts_sql
 from . import postgres_sql as q
-from .base import allowed_decision
+from .base import Started, allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
-from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks
+from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks, verification_values
 from .sql_store import SQLStore, ticket
 
 T = TypeVar("T")
@@ -332,7 +332,7 @@ class PostgresStore(SQLStore):
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
-        pressure: float | None, force: bool,
+        pressure: float | None, force: bool, start: Started | None,
     ) -> RateDecision:  # fmt: skip
         async def run(cur: Cursor) -> RateDecision:
             params = q.judge_params(rules, buckets, now, 1, lock=True, record=False)
@@ -348,10 +348,23 @@ class PostgresStore(SQLStore):
             keys = list(dict.fromkeys(r.key for r, skip in zip(rules, row[3], strict=True)
                                       if not skip))  # fmt: skip
             after = [admission.after_send(st, 1) for st in states]
-            await cur.run(q.WRITE_ADMISSION, q.write_params(keys, buckets, after, now))
+            written = q.write_params(keys, buckets, after, now)
+            if start is None:
+                await cur.run(q.WRITE_ADMISSION, written)
+            else:  # the verification and its events in the same statement
+                sql, more = self._start_write(start)
+                await cur.run(sql, {**written, **more})
             return allowed_decision(rules, [int(n) for n in row[1]], 1)
 
         return await self._run(run, WRITE)
+
+    def _start_write(self, start: Started) -> tuple[str, dict[str, Any]]:
+        """``WRITE_ADMISSION`` with an admitted start's verification, events and their
+        per-minute counts as more of its CTEs: one statement (``postgres_sql.start_write``)."""
+        events = start.events
+        bumps = counts_sql.pg_arrays(counters.of_events(events)) if events else None
+        rows = [self._event_row(e) for e in events]
+        return q.start_write(verification_values(start.verification), rows, bumps)
 
     async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
         async def run(cur: Cursor) -> None:

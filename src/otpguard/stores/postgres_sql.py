@@ -25,9 +25,10 @@ import psycopg.conninfo
 from .. import admission
 from ..errors import ConfigError
 from ..models import Bucket, RateDecision, RateRule
+from . import counts_sql
 from . import sql_schema as schema
 from .base import refusal
-from .sql import SELECT_V
+from .sql import E_FIELDS, SELECT_V, V_COLUMNS
 from .sql_store import ATTEMPT_UPDATE
 
 _HIT_FUNCTION = """
@@ -305,3 +306,40 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
             f"{', '.join(POOL_DEFAULTS)})"
         ) from None
     return conninfo, options
+
+
+# -- an admitted start: its verification and events in the admission's write ---------
+
+_ENTRIES, _, _BUCKETS_WRITE = WRITE_ADMISSION.strip().partition(")\nINSERT INTO buckets")
+_V_INSERT = f"INSERT INTO verifications ({V_COLUMNS}) VALUES "  # noqa: S608 - constant
+_E_INSERT = f"INSERT INTO events ({', '.join(E_FIELDS)}) VALUES "  # noqa: S608 - constant
+
+
+def _named(prefix: str, n: int) -> str:
+    return "(" + ", ".join(f"%({prefix}{i})s" for i in range(n)) + ")"
+
+
+def start_write(
+    verification: Sequence[Any], events: Sequence[Sequence[Any]], bumps: list[list[Any]] | None
+) -> tuple[str, dict[str, Any]]:
+    """``WRITE_ADMISSION`` (params: ``write_params``) with the verification, the event
+    rows and their count arrays (``counts_sql.pg_arrays``) inserted by more CTEs of the
+    same statement; the extra params to merge."""
+    params: dict[str, Any] = {f"v{i}": x for i, x in enumerate(verification)}
+    parts = [
+        f"{_ENTRIES}), b AS (INSERT INTO buckets{_BUCKETS_WRITE})",
+        f"v AS ({_V_INSERT}{_named('v', len(verification))})",
+    ]
+    if events:
+        values = ", ".join(_named(f"e{j}_", len(row)) for j, row in enumerate(events))
+        parts.append(f"e AS ({_E_INSERT}{values})")
+        for j, row in enumerate(events):
+            params.update({f"e{j}_{i}": x for i, x in enumerate(row)})
+    tail = "SELECT 1"
+    if bumps is not None:
+        tail = PG_BUMP_NAMED
+        params.update({f"c{i}": col for i, col in enumerate(bumps)})
+    return ", ".join(parts) + " " + tail, params
+
+
+PG_BUMP_NAMED = counts_sql.PG_BUMP.replace("%s", "%({})s").format("c0", "c1", "c2", "c3")
