@@ -45,7 +45,17 @@ from . import postgres_sql as q
 from .base import Started, allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
-from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks, verification_values
+from .sql import (
+    E_FIELDS,
+    V_COLUMNS,
+    WRITE,
+    Body,
+    Cursor,
+    Row,
+    Unavailable,
+    marks,
+    verification_values,
+)
 from .sql_store import SQLStore, ticket
 
 T = TypeVar("T")
@@ -334,37 +344,33 @@ class PostgresStore(SQLStore):
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
         pressure: float | None, force: bool, start: Started | None,
     ) -> RateDecision:  # fmt: skip
-        async def run(cur: Cursor) -> RateDecision:
-            params = q.judge_params(rules, buckets, now, 1, lock=True, record=False)
-            row = await cur.one(q.JUDGE_CALL, params)
-            assert row is not None
-            refused = q.rule_refusal(rules, row, now)
-            if refused is not None:
-                return refused
-            states = q.bucket_states(buckets, row, now)
-            refused = None if force else admission.judge(buckets, states, pressure)
-            if refused is not None:
-                return refused
-            keys = list(dict.fromkeys(r.key for r, skip in zip(rules, row[3], strict=True)
-                                      if not skip))  # fmt: skip
-            after = [admission.after_send(st, 1) for st in states]
-            written = q.write_params(keys, buckets, after, now)
-            if start is None:
-                await cur.run(q.WRITE_ADMISSION, written)
-            else:  # the verification and its events in the same statement
-                sql, more = self._start_write(start)
-                await cur.run(sql, {**written, **more})
-            return allowed_decision(rules, [int(n) for n in row[1]], 1)
+        # One statement (otpguard_admit, its own transaction): one round trip, with a
+        # start's verification and events written by the same statement when admitted.
+        params = q.admit_params(rules, buckets, now, pressure, force)
+        sql = q.ADMIT
+        if start is not None:
+            sql = q.ADMIT_START
+            params.update(self._start_params(start))
+        row = await self._run(lambda cur: cur.one(sql, params))
+        assert row is not None
+        refused = q.admit_refusal(rules, buckets, row, now)
+        if refused is not None:
+            return refused
+        return allowed_decision(rules, [int(n) for n in row[1]], 1)
 
-        return await self._run(run, WRITE)
-
-    def _start_write(self, start: Started) -> tuple[str, dict[str, Any]]:
-        """``WRITE_ADMISSION`` with an admitted start's verification, events and their
-        per-minute counts as more of its CTEs: one statement (``postgres_sql.start_write``)."""
-        events = start.events
-        bumps = counts_sql.pg_arrays(counters.of_events(events)) if events else None
-        rows = [self._event_row(e) for e in events]
-        return q.start_write(verification_values(start.verification), rows, bumps)
+    def _start_params(self, start: Started) -> dict[str, Any]:
+        """``ADMIT_START``'s rows of ``start``: the verification, events and counts."""
+        columns = V_COLUMNS.split(", ")
+        events = [
+            dict(zip(E_FIELDS, (*self._event_row(e)[:-1], e.details), strict=True))
+            for e in start.events
+        ]
+        bumps = counts_sql.pg_arrays(counters.of_events(start.events))
+        return {
+            "v": Jsonb(dict(zip(columns, verification_values(start.verification), strict=True))),
+            "e": Jsonb(events),
+            **{f"c{i}": col for i, col in enumerate(bumps)},
+        }
 
     async def _credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
         async def run(cur: Cursor) -> None:
