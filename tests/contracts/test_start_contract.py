@@ -6,7 +6,6 @@ processes against a limit of N, exactly N of each."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from collections import Counter
 from typing import Any
 
@@ -19,7 +18,7 @@ from otpguard.stores import Store, store_from_url
 from otpguard.stores.base import EventQuery, Started
 
 from .conftest import SHARED_STORE_URLS
-from .test_store_contract import NUMBER, T0, make_v
+from .test_store_contract import NUMBER, T0, make_v, race_in_processes
 
 STARTED = EventType.STARTED.value
 
@@ -112,7 +111,9 @@ async def _race(url: str, limit: int, calls: int, barrier: Any) -> list[bool]:
         await store.aclose()
 
 
-def _race_worker(url: str, limit: int, calls: int, barrier: Any, results: Any) -> None:
+def _start_worker(
+    url: str, op: str, limit: int, calls: int, barrier: Any, results: Any
+) -> None:  # race_in_processes' worker: ``calls`` starts against ``limit``
     try:
         results.put(asyncio.run(_race(url, limit, calls, barrier)))
     except BaseException as exc:
@@ -120,38 +121,12 @@ def _race_worker(url: str, limit: int, calls: int, barrier: Any, results: Any) -
         raise
 
 
-def race_starts(url: str, limit: int, processes: int, calls: int) -> list[bool]:
-    ctx = multiprocessing.get_context("spawn")  # forking a process with store threads is unsafe
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [
-        ctx.Process(target=_race_worker, args=(url, limit, calls, barrier, results))
-        for _ in range(processes)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        out: list[bool] = []
-        for _ in procs:
-            got = results.get(timeout=120)
-            assert isinstance(got, list), got
-            out.extend(got)
-        return out
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        results.close()
-        results.join_thread()
-
-
 @pytest.mark.slow  # races worker processes
 @pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
 async def test_starts_across_processes_leave_exactly_the_limit(
     store: Store, store_url: str
 ) -> None:
-    outcomes = race_starts(store_url, limit=7, processes=4, calls=6)
+    outcomes = race_in_processes(store_url, "start", 7, processes=4, calls=6, worker=_start_worker)
     assert sum(outcomes) == 7
     events = await started_events(store)
     assert len(events) == 7

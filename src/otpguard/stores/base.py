@@ -254,11 +254,10 @@ class Store(abc.ABC):
         ``retry_after``); an admitted send is recorded under every rule and its
         level raised by one in every bucket.
 
-        ``start`` (a start; a resend passes none): the new verification and its events,
-        written in the same operation when admitted (as :meth:`create_verification` and
-        :meth:`add_events` write them, per-minute counts included), never when refused.
-        SQL: the same transaction; Redis: the same script (Cluster: after the cross-slot
-        admission, slot by slot, as ``create_verification`` does)."""
+        ``start`` (a start's; a resend passes none): the verification and its events,
+        written as :meth:`create_verification` and :meth:`add_events` write them (counts
+        included) in the same operation when admitted, never when refused (Redis
+        Cluster: after the cross-slot admission, slot by slot)."""
 
     @abc.abstractmethod
     async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:

@@ -41,6 +41,7 @@ from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
 from . import counts_sql
+from . import postgres_admit as pa
 from . import postgres_sql as q
 from .base import Started, allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
@@ -346,14 +347,14 @@ class PostgresStore(SQLStore):
     ) -> RateDecision:  # fmt: skip
         # One statement (otpguard_admit, its own transaction): one round trip, with a
         # start's verification and events written by the same statement when admitted.
-        params = q.admit_params(rules, buckets, now, pressure, force)
-        sql = q.ADMIT
+        params = pa.admit_params(rules, buckets, now, pressure, force)
+        sql = pa.ADMIT
         if start is not None:
-            sql = q.ADMIT_START
+            sql = pa.ADMIT_START
             params.update(self._start_params(start))
         row = await self._run(lambda cur: cur.one(sql, params))
         assert row is not None
-        refused = q.admit_refusal(rules, buckets, row, now)
+        refused = q.rule_refusal(rules, row, now) or pa.bucket_refusal(buckets, row)
         if refused is not None:
             return refused
         return allowed_decision(rules, [int(n) for n in row[1]], 1)
