@@ -93,7 +93,8 @@ def judge(
 ) -> RateDecision | None:
     """The first bucket a send does not fit (hard), or fits only above the soft line
     (``challenge``); None when it fits everywhere. The SQL stores call this inside
-    their transaction; the Redis store's Lua mirrors it."""
+    their transaction; the Redis store's Lua and PostgreSQL's ``otpguard_admit``
+    mirror it."""
     for b, state in zip(buckets, states, strict=True):
         hard = not fits(b, state)
         if hard or (pressure is not None and not fits(b, state, pressure=pressure)):

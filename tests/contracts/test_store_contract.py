@@ -111,13 +111,16 @@ def _race_worker(url: str, op: str, arg: Any, calls: int, barrier: Any, results:
         raise
 
 
-def race_in_processes(url: str, op: str, arg: Any, processes: int = 4, calls: int = 1) -> list[Any]:
+def race_in_processes(
+    url: str, op: str, arg: Any, processes: int = 4, calls: int = 1, worker: Any = None
+) -> list[Any]:
+    """``worker`` (module-level, ``_race_worker``'s signature) runs in each process."""
     # "spawn": forking a process that already runs store threads is unsafe.
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(processes)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=_race_worker, args=(url, op, arg, calls, barrier, results))
+        ctx.Process(target=worker or _race_worker, args=(url, op, arg, calls, barrier, results))
         for _ in range(processes)
     ]
     for p in procs:

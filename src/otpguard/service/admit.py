@@ -3,12 +3,14 @@
 ``_admit`` reads every guard's flags in one ``store.get_flags``, runs each guard's
 ``check`` in order, then hands every guard's rules and buckets to one atomic
 ``store.admit``, which decides the rate windows and the admission buckets and
-records the send in the same transaction or script. A refusal is turned into an
+records the send in the same transaction or script (a start's verification and
+started event with it). A refusal is turned into an
 answer by the guard that owns the refusing key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .. import limits, numberlists
@@ -25,6 +27,7 @@ from ..errors import (
 from ..events import Event, EventType
 from ..guards import Guard, Refusal, SendContext, Shadow
 from ..models import Channel, RateDecision, RateRule
+from ..stores.base import Started
 from .base import VerifierBase
 
 CHALLENGE_TOKEN_WINDOW = 3600  # seconds a used challenge token is remembered
@@ -87,12 +90,19 @@ class Admitting(VerifierBase):
         )
 
     async def _admit(
-        self, ctx: SendContext, challenge_token: str | None, *, starting: bool = True
-    ) -> None:
+        self,
+        ctx: SendContext,
+        challenge_token: str | None,
+        *,
+        starting: bool = True,
+        start: Callable[[], Started] | None = None,
+    ) -> Started | None:
         """Run the guards: every refusal happens before a message is sent. On success
-        the send is counted (limits, admission buckets, counters) in one atomic step.
-        A resend (``starting=False``) is never challenged: it cannot carry a token, and
-        its verification was admitted already."""
+        the send is counted (limits, admission buckets, counters) in one atomic step;
+        a start's ``start()`` (called once the guards passed) makes the verification
+        and events that step stores with it, and is returned. A resend
+        (``starting=False``) is never challenged: it cannot carry a token, and its
+        verification was admitted already."""
         number, now = ctx.number, ctx.now
         # One flag read for every guard (the run-time allow entries are among them).
         keys = list(dict.fromkeys(k for g in self.guards for k in g.flag_keys(ctx)))
@@ -114,11 +124,13 @@ class Admitting(VerifierBase):
         pressure = None
         if buckets and starting:
             pressure = await self._challenge_step(ctx, challenge_token, rules)
+        started = None if start is None else start()
         decision = await self.store.admit(
-            rules, buckets, now, pressure=pressure, force=ctx.challenge_passed
+            rules, buckets, now, pressure=pressure, force=ctx.challenge_passed, start=started
         )
         if not decision.allowed:
             raise await self._refuse_with(self._refusal_of(decision, guards, ctx), ctx)
+        return started
 
     async def _challenge_step(
         self, ctx: SendContext, token: str | None, rules: list[RateRule]

@@ -226,16 +226,18 @@ class VerifierBase:
             **fields,
         )
 
-    async def emit(self, *events: Event) -> None:
+    async def emit(self, *events: Event, stored: Sequence[Event] = ()) -> None:
         """Record events: stored, logged (``log_events``), handed to the listeners and
         to the webhook outbox. The Verifier's own decisions come through here; so do
-        the decisions of the jobs around it (alerts, list edits)."""
+        the decisions of the jobs around it (alerts, list edits). ``stored``: events
+        another store operation wrote already (a start's, by its admission), handed
+        on first, as if emitted with these."""
         await self.store.add_events(events)
-        await self.announce(*events)
+        await self.announce(*stored, *events)
 
     async def announce(self, *events: Event) -> None:
-        """What ``emit`` does once the events are stored (the check path stores an
-        approval's in its one ``settle`` call)."""
+        """What ``emit`` does once the events are stored (a start's started event is
+        stored by its admission, an approval's by its one ``settle`` call)."""
         if self.webhooks is not None:
             await self.webhooks.enqueue(events)
         for event in events:

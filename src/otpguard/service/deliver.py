@@ -40,7 +40,8 @@ class Delivering(VerifierBase):
         *before: Event,
         allowlisted: bool = False,
     ) -> Verification:
-        """Send, then record the outcome together with ``before`` (one store write).
+        """Send, then record the outcome; ``before`` (stored by the admission already)
+        is announced with it, first (``emit``'s ``stored``).
 
         Returns ``v`` with ``delivery`` set: ``sent``, or ``unknown`` when the
         provider may have sent it but its answer was lost (a timeout after the
@@ -95,7 +96,6 @@ class Delivering(VerifierBase):
                 undeliverable_key(v.to), exc.reason, now + self.settings.undeliverable_ttl
             )
         await self.emit(
-            *before,
             self._event(
                 EventType.DELIVERY_FAILED,
                 now,
@@ -105,6 +105,7 @@ class Delivering(VerifierBase):
                 reason=exc.reason,
                 provider_code=exc.provider_code,
             ),
+            stored=before,
         )
 
     async def _sent(
@@ -127,7 +128,6 @@ class Delivering(VerifierBase):
             if not allowlisted:
                 verdicts = await self.watch.after_send(number, now)
             events = [
-                *before,
                 self._event(kind, now, number=number, v=v, client_ip=ip, reason=reason,
                             details=details),
             ]  # fmt: skip
@@ -145,7 +145,7 @@ class Delivering(VerifierBase):
                         details={"subject": verdict.subject, **verdict.figures},
                     )
                 )
-            await self.emit(*events)
+            await self.emit(*events, stored=before)
         except StorageError:
             log.warning("message for %s handed to the provider; its events were lost", v.id)
 

@@ -3,7 +3,8 @@
 Order of a send, each refusal before any message leaves::
 
     validate the arguments -> parse the destination -> MX (email) -> admit (the
-    guards, then one atomic store.admit) -> code and tag -> store -> transport
+    guards, then one atomic store.admit that also stores the new verification, its
+    code's tag and its started event) -> transport
 
 Admission is ``admit.py``; the message and what follows it, ``deliver.py``.
 """
@@ -19,6 +20,7 @@ from ..errors import Conflict, InvalidRequest, RateLimited
 from ..events import EventType
 from ..models import Channel, StartArgs, Status, Verification
 from ..purpose import TRANSACTION, Binding, bind
+from ..stores.base import Started
 from ..transports.base import pick_locale
 from .admit import Admitting
 from .base import new_verification_id
@@ -105,19 +107,28 @@ class Sending(Admitting, Delivering):
             raise await self._refuse(exc, now, None, ip, ch, owner=owner) from None
         await self._check_mx(number, ch, ip, now)
         ctx = self._context(number, ch, ip, now, owner, account_id)
-        await self._admit(ctx, challenge_token)
+        code = ""
 
-        code = generate_code(length)
-        v = self._new_verification(number, ch, code, binding, ip, now, locale, service_name, owner)
-        await self.store.create_verification(v)
-        # The purpose, when not login; never the amount or payee (events are kept long).
-        details = {} if binding.is_default else {"purpose": binding.purpose}
-        started = self._event(
-            EventType.STARTED, now, number=number, v=v, client_ip=ip, details=details
-        )
+        def begin() -> Started:
+            """The verification and its started event, recorded by the admission."""
+            nonlocal code
+            code = generate_code(length)
+            v = self._new_verification(
+                number, ch, code, binding, ip, now, locale, service_name, owner
+            )
+            # The purpose, when not login; never the amount or payee (events are kept long).
+            details = {} if binding.is_default else {"purpose": binding.purpose}
+            started = self._event(
+                EventType.STARTED, now, number=number, v=v, client_ip=ip, details=details
+            )
+            return Started(v, (started,))
+
+        begun = await self._admit(ctx, challenge_token, start=begin)
+        assert begun is not None  # admitted: begin() ran
         return await self._deliver(
-            v, number, code, ip, now, EventType.SENT, started, allowlisted=ctx.allowlisted
-        )
+            begun.verification, number, code, ip, now, EventType.SENT, *begun.events,
+            allowlisted=ctx.allowlisted,
+        )  # fmt: skip
 
     def _new_verification(
         self,

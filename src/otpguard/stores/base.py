@@ -11,6 +11,7 @@ translated to :class:`otpguard.errors.StorageError` at the boundary.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Sequence
@@ -63,6 +64,14 @@ def refusal(rule: RateRule, count: int, oldest: float | None, now: float) -> Rat
     once for every backend."""
     wait = float(rule.window) if oldest is None else oldest + rule.window - now
     return RateDecision(False, rule.name, wait, count, key=rule.key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What an admitted start records with its admission (:meth:`Store.admit`)."""
+
+    verification: Verification
+    events: tuple[Event, ...] = ()
 
 
 _T = TypeVar("_T")
@@ -237,6 +246,7 @@ class Store(abc.ABC):
         *,
         pressure: float | None = None,
         force: bool = False,
+        start: Started | None = None,
     ) -> RateDecision:
         """A send's whole admission in one atomic operation, all or nothing.
 
@@ -248,7 +258,12 @@ class Store(abc.ABC):
         ``force`` (a passed challenge), the buckets are recorded but not judged.
         Refusals record nothing and name the rule or bucket (``rule``, ``key``,
         ``retry_after``); an admitted send is recorded under every rule and its
-        level raised by one in every bucket."""
+        level raised by one in every bucket.
+
+        ``start`` (a start's; a resend passes none): the verification and its events,
+        written as :meth:`create_verification` and :meth:`add_events` write them (counts
+        included) in the same operation when admitted, never when refused (Redis
+        Cluster: after the cross-slot admission, slot by slot)."""
 
     @abc.abstractmethod
     async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:

@@ -42,12 +42,22 @@ from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
 from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from . import counts_sql
+from . import postgres_admit as pa
 from . import postgres_sql as q
-from .base import allowed_decision
+from .base import Started, allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
 from .settlement import Settlement, bookkeeping_failed
-from .sql import E_FIELDS, WRITE, Body, Cursor, Row, Unavailable, marks
+from .sql import (
+    E_FIELDS,
+    V_COLUMNS,
+    Body,
+    Cursor,
+    Row,
+    Unavailable,
+    marks,
+    verification_values,
+)
 from .sql_store import SQLStore, ticket
 
 T = TypeVar("T")
@@ -357,26 +367,35 @@ class PostgresStore(SQLStore):
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
-        pressure: float | None, force: bool,
+        pressure: float | None, force: bool, start: Started | None,
     ) -> RateDecision:  # fmt: skip
-        async def run(cur: Cursor) -> RateDecision:
-            params = q.judge_params(rules, buckets, now, 1, lock=True, record=False)
-            row = await cur.one(q.JUDGE_CALL, params)
-            assert row is not None
-            refused = q.rule_refusal(rules, row, now)
-            if refused is not None:
-                return refused
-            states = q.bucket_states(buckets, row, now)
-            refused = None if force else admission.judge(buckets, states, pressure)
-            if refused is not None:
-                return refused
-            keys = list(dict.fromkeys(r.key for r, skip in zip(rules, row[3], strict=True)
-                                      if not skip))  # fmt: skip
-            after = [admission.after_send(st, 1) for st in states]
-            await cur.run(q.WRITE_ADMISSION, q.write_params(keys, buckets, after, now))
-            return allowed_decision(rules, [int(n) for n in row[1]], 1)
+        # One statement (otpguard_admit, its own transaction): one round trip, with a
+        # start's verification and events written by the same statement when admitted.
+        params = pa.admit_params(rules, buckets, now, pressure, force)
+        sql = pa.ADMIT
+        if start is not None:
+            sql = pa.ADMIT_START
+            params.update(self._start_params(start))
+        row = await self._run(lambda cur: cur.one(sql, params))
+        assert row is not None
+        refused = q.rule_refusal(rules, row, now) or pa.bucket_refusal(buckets, row)
+        if refused is not None:
+            return refused
+        return allowed_decision(rules, [int(n) for n in row[1]], 1)
 
-        return await self._run(run, WRITE)
+    def _start_params(self, start: Started) -> dict[str, Any]:
+        """``ADMIT_START``'s rows of ``start``: the verification, events and counts."""
+        columns = V_COLUMNS.split(", ")
+        events = [
+            dict(zip(E_FIELDS, (*self._event_row(e)[:-1], e.details), strict=True))
+            for e in start.events
+        ]
+        bumps = counts_sql.pg_arrays(counters.of_events(start.events))
+        return {
+            "v": Jsonb(dict(zip(columns, verification_values(start.verification), strict=True))),
+            "e": Jsonb(events),
+            **{f"c{i}": col for i, col in enumerate(bumps)},
+        }
 
     async def _credit_in(
         self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float

@@ -5,10 +5,15 @@ one-statement ``record_attempt``, and the migrations (the shared tables are
 * ``hit`` is one call of ``otpguard_judge``: it takes ``pg_advisory_xact_lock(hashtext(key))``
   for each key in hash order (no deadlocks), then counts and inserts under the locks,
   all in one transaction. ``skip_if_seen`` keys are counted inside it, under their locks;
-* ``admit`` and ``credit`` are one transaction: ``otpguard_judge`` locks every rate and
-  bucket key (hash order), judges the rules and returns the buckets' rows; the bucket
-  arithmetic runs in Python (``otpguard.admission``, the same code as SQLite's), and one
-  statement writes the rate entries and the buckets.
+* ``admit`` is one statement, one round trip: ``otpguard_admit`` calls
+  ``otpguard_judge`` (which locks every rate and bucket key in hash order and judges
+  the rules), then judges and raises the buckets with ``otpguard.admission``'s
+  arithmetic (mirrored in PL/pgSQL, as the Redis Lua mirrors it) and writes the rate
+  entries and the buckets; for a start, more CTEs of the same statement insert the
+  verification, its events and their counts when it admitted (``postgres_admit.py``);
+* ``credit`` is one transaction: ``otpguard_judge`` locks and reads the buckets, the
+  arithmetic runs in Python (the same code as SQLite's), and ``WRITE_ADMISSION``
+  writes them.
 
 And the store URL's own parameters (``split_url``). These statements use psycopg's
 ``%s`` placeholders (the shared ones use ``?``).
@@ -27,6 +32,7 @@ from ..errors import ConfigError
 from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
 from .base import refusal
+from .postgres_admit import ADMIT_FUNCTION
 from .sql import SELECT_V
 from .sql_store import ATTEMPT_UPDATE
 
@@ -278,6 +284,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
         schema.WEBHOOKS,
         schema.COUNTS,
         (_SETTLE_FUNCTION,),  # Store.settle in one round trip
+        # Store.admit in one call (otpguard_judge stays: hit and credit use it).
+        (ADMIT_FUNCTION,),
     ),
     schema.POSTGRES,
 )

@@ -47,14 +47,17 @@ from .redis_base import escape_glob
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
 from .redis_settle import RedisSettle
+from .redis_start import SCRIPTS as START_SCRIPTS
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
 
 class RedisStore(RedisSettle, RedisWebhooks, Store):
     backend: ClassVar[str] = "redis"
-    LUA = {**redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **LIST_SCRIPTS, **WEBHOOK_SCRIPTS,
-           **redis_settle.SCRIPTS}  # fmt: skip
+    LUA = {
+        **redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **START_SCRIPTS, **LIST_SCRIPTS,
+        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS,
+    }  # fmt: skip
 
     def __repr__(self) -> str:
         return f"RedisStore(cluster={self._opts.cluster}, prefix={self._opts.prefix!r})"

@@ -111,17 +111,19 @@ class RedisAdmin(RedisLists):
 
     # -- events -----------------------------------------------------------------------
 
-    async def add_events(self, events: Sequence[Event]) -> None:
-        if events:
-            await self._run("add_events", [*self._ev, *self._counts], self._event_args(events))
-
-    def _event_args(self, events: Sequence[Event]) -> list[object]:
-        """The add_events script's ARGV (``settle`` runs it in its own script too)."""
+    def _events_call(self, events: Sequence[Event]) -> tuple[list[str], list[object]]:
+        """The keys and ARGV of the ``add_events`` script for ``events`` (a start's
+        admission and ``settle`` run it inside their own scripts too)."""
         ttl = ms(self._opts.event_ttl_days * 86_400.0)
         args: list[object] = [self._opts.max_events, ttl, len(events)]
         for e in events:
             args += [e.id, ts(e.ts), e.to_json()]
-        return args + redis_counts.quads(counters.of_events(events))
+        args += redis_counts.quads(counters.of_events(events))
+        return [*self._ev, *self._counts], args
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        if events:
+            await self._run("add_events", *self._events_call(events))
 
     async def list_events(self, query: EventQuery) -> list[Event]:
         """Newest id first. Filters run here, in Python, over a scan of ids from the

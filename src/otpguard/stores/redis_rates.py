@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import Bucket, RateDecision, RateRule
-from .base import allowed_decision
-from .redis_cluster import RedisStepwise, Steps
+from .base import Started, allowed_decision
+from .redis_cluster import Steps
 from .redis_lua import ts
 from .redis_lua_rates import (
     bucket_args,
@@ -31,9 +31,10 @@ from .redis_lua_rates import (
     rule_args,
     rule_refusal,
 )
+from .redis_start import RedisStarts
 
 
-class RedisRates(RedisStepwise):
+class RedisRates(RedisStarts):
     async def hit(
         self, rules: Sequence[RateRule], now: float, cost: int = 1, record: bool = True
     ) -> RateDecision:
@@ -63,7 +64,7 @@ class RedisRates(RedisStepwise):
 
     async def admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float, *,
-        pressure: float | None = None, force: bool = False,
+        pressure: float | None = None, force: bool = False, start: Started | None = None,
     ) -> RateDecision:  # fmt: skip
         rules, buckets = tuple(rules), tuple(buckets)
         nonce = os.urandom(8).hex()
@@ -71,11 +72,14 @@ class RedisRates(RedisStepwise):
         redis_keys = [self._rkey(k) for k in keys] + [self._bkey(b.key) for b in buckets]
         if not self._one_slot(redis_keys):
             steps = Steps(now, 1, True, nonce, keep_of(rules))
-            return await self._stepwise(rules, buckets, steps, pressure, force)
+            decision = await self._stepwise(rules, buckets, steps, pressure, force)
+            if decision.allowed and start is not None:  # slot by slot (redis_start.py)
+                await self._write_start(start)
+            return decision
         args: list[Any] = [ts(now), nonce, len(keys), *rule_args(rules, keys)]
         args += record_args(keys, keep_of(rules), True)
         args += bucket_args(buckets, now, pressure, force)
-        out = await self._run("admit", redis_keys, args)
+        out = await self._admit_script(redis_keys, args, start)
         if out[0] > 0:
             return rule_refusal(rules[out[0] - 1], out, now)
         if out[0] < 0:

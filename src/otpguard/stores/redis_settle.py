@@ -147,7 +147,7 @@ class RedisSettle(RedisVerifications, RedisRates, RedisAdmin):
             return parts + [none] * (len(SECTIONS) - 1)
         reserved = list(dict.fromkeys(s.reserved))
         parts.append(([self._rkey(k) for k in reserved], [ts(s.now), 1]) if reserved else none)
-        events = ([*self._ev, *self._counts], self._event_args(s.events))
+        events = self._events_call(s.events)
         parts.append(events if s.events else none)
         parts.append(([self._fkey(k) for k in s.trusted], []))
         patterns = [k[len(KEY_PREFIX) :] for k in flag_keys(s.number)] if s.number else []

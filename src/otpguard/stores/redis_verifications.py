@@ -68,19 +68,21 @@ def from_hash(raw: dict[str, str] | Sequence[str]) -> Verification:
 
 
 class RedisVerifications(RedisBase):
-    async def create_verification(self, v: Verification) -> None:
+    def _create_call(self, v: Verification) -> tuple[list[str], list[object]]:
+        """The keys (hash, index) and ARGV of the ``create`` script for ``v``."""
         lifetime = max(0.0, v.expires_at - v.created_at)
         index_ttl = ms(lifetime + VERIFICATION_KEEP + INDEX_KEEP)
-        vkey, nkey = self._vkey(v.id), self._nkey(v.to)
         args = [ms(lifetime + VERIFICATION_KEEP), index_ttl, v.id, ts(v.created_at)]
+        return [self._vkey(v.id), self._nkey(v.to)], [*args, *hash_fields(v)]
+
+    async def create_verification(self, v: Verification) -> None:
+        keys, args = self._create_call(v)
         if self._opts.cluster:
             # Two slots: the index first, so a verification is never invisible to
             # find_pending; an index entry without a verification is skipped there.
-            await self._run("index_add", [nkey], [ts(v.created_at), v.id, index_ttl])
-            keys = [vkey]
-        else:
-            keys = [vkey, nkey]
-        if not await self._run("create", keys, [*args, *hash_fields(v)]):
+            await self._run("index_add", [keys[1]], [args[3], v.id, args[1]])
+            keys = keys[:1]
+        if not await self._run("create", keys, args):
             raise StorageError("redis store: create_verification failed (id exists)")
 
     async def get_verification(self, verification_id: str) -> Verification | None:

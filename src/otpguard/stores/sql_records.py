@@ -31,6 +31,7 @@ _TALLY = (
     "last_ts = CASE WHEN excluded.last_ts > refusal_tallies.last_ts "
     "THEN excluded.last_ts ELSE refusal_tallies.last_ts END RETURNING count"
 )
+EVENT_INSERT = f"INSERT INTO events ({', '.join(E_FIELDS)}) VALUES ({marks(len(E_FIELDS))})"  # noqa: S608 - constant names; values are bound
 _UPSERT_ALERT = upsert("alerts", A_COLUMNS, "id")
 
 
@@ -51,8 +52,7 @@ class SQLRecords(SQLDialect):
         """``add_events`` inside a transaction (``settle`` runs it in its own)."""
         rows = [self._event_row(e) for e in events]
         bumps = counts_sql.with_family(counters.of_events(events))
-        sql = f"INSERT INTO events ({', '.join(E_FIELDS)}) VALUES ({marks(len(E_FIELDS))})"  # noqa: S608 - constant names; values are bound
-        await cur.many(sql, rows)
+        await cur.many(EVENT_INSERT, rows)
         await cur.many(counts_sql.BUMP, bumps)
 
     async def list_events(self, query: EventQuery) -> list[Event]:

@@ -17,6 +17,7 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
+from .. import counters
 from ..models import (
     AttemptOutcome,
     AttemptTicket,
@@ -27,7 +28,7 @@ from ..models import (
     Verification,
 )
 from . import counts_sql
-from .base import Store, hit_rules
+from .base import Started, Store, hit_rules
 from .settlement import Settlement, bookkeeping_failed
 from .sql import (
     SELECT_V,
@@ -41,7 +42,7 @@ from .sql import (
     verification_values,
 )
 from .sql_lists import UPSERT_FLAG, SQLLists
-from .sql_records import SQLRecords
+from .sql_records import EVENT_INSERT, SQLRecords
 from .webhooks_sql import SQLWebhooks
 
 #: A check counted before the comparison, as one conditional UPDATE (params: now, now,
@@ -61,6 +62,7 @@ SETTLE_APPROVE = (
     "WHERE id = ? AND status = 'pending' AND expires_at > ? "
     "AND (code_hash = ? OR substr(code_hash, 1, length(?)) = ?)"
 )
+CREATE_V = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608 - constant names; values are bound
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
 
 
@@ -89,8 +91,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     # -- verifications ------------------------------------------------------------
 
     async def create_verification(self, v: Verification) -> None:
-        sql = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608 - constant names; values are bound
-        await self._run(lambda cur: cur.run(sql, verification_values(v)))
+        await self._run(lambda cur: cur.run(CREATE_V, verification_values(v)))
 
     async def _verification(self, sql: str, params: Sequence[Any]) -> Verification | None:
         row = await self._run(lambda cur: cur.one(sql, params))
@@ -219,9 +220,9 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
 
     async def admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float, *,
-        pressure: float | None = None, force: bool = False,
+        pressure: float | None = None, force: bool = False, start: Started | None = None,
     ) -> RateDecision:  # fmt: skip
-        return await self._admit(tuple(rules), tuple(buckets), now, pressure, force)
+        return await self._admit(tuple(rules), tuple(buckets), now, pressure, force, start)
 
     async def credit(self, buckets: Sequence[Bucket], refund: int, now: float) -> None:
         if buckets:
@@ -276,9 +277,18 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     @abc.abstractmethod
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
-        pressure: float | None, force: bool,
+        pressure: float | None, force: bool, start: Started | None,
     ) -> RateDecision:  # fmt: skip
         """``admit``."""
+
+    async def _write_start(self, cur: Cursor, start: Started) -> None:
+        """An admitted start's verification and events, in the admission's transaction."""
+        await cur.run(CREATE_V, verification_values(start.verification))
+        if start.events:
+            await cur.many(EVENT_INSERT, [self._event_row(e) for e in start.events])
+            await cur.many(
+                counts_sql.BUMP, counts_sql.with_family(counters.of_events(start.events))
+            )
 
     @abc.abstractmethod
     async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:

@@ -37,6 +37,7 @@ from ..errors import ConfigError, StorageError
 from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
 from . import sqlite_rates as rates
+from .base import Started
 from .sql import READ, WRITE, Body, Cursor, Row, Unavailable
 from .sql_store import SQLStore
 from .sqlite_txn import transaction
@@ -350,9 +351,19 @@ class SQLiteStore(SQLStore):
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
-        pressure: float | None, force: bool,
+        pressure: float | None, force: bool, start: Started | None,
     ) -> RateDecision:  # fmt: skip
-        return await self._run(rates.admit(rules, buckets, now, pressure, force), WRITE)
+        admit = rates.admit(rules, buckets, now, pressure, force)
+        if start is None:
+            return await self._run(admit, WRITE)
+
+        async def run(cur: Cursor) -> RateDecision:
+            decision = await admit(cur)
+            if decision.allowed:
+                await self._write_start(cur, start)
+            return decision
+
+        return await self._run(run, WRITE)
 
     async def _credit_in(
         self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float
