@@ -40,9 +40,9 @@ from .. import admission, counters
 from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
-from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
 from . import counts_sql
 from . import postgres_admit as pa
+from . import postgres_settle as ps
 from . import postgres_sql as q
 from .base import Started, allowed_decision
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
@@ -50,13 +50,11 @@ from .postgres_sql import split_url as _split_url
 from .settlement import Settlement, bookkeeping_failed
 from .sql import (
     E_FIELDS,
-    V_COLUMNS,
     Body,
     Cursor,
     Row,
     Unavailable,
     marks,
-    verification_values,
 )
 from .sql_store import SQLStore, ticket
 
@@ -307,20 +305,9 @@ class PostgresStore(SQLStore):
         return None if row is None else ticket(row[:-1], bool(row[-1]))
 
     async def settle(self, s: Settlement) -> bool:
-        """One call of ``otpguard_settle`` (postgres_sql.py): one round trip."""
-        events = [dict(zip(E_FIELDS, (*self._event_row(e)[:-1], e.details), strict=True))
-                  for e in s.events]  # fmt: skip
-        buckets = list({b.key: b for b in s.buckets}.values())
-        params = (
-            s.verification_id, s.now, s.code_hash, list(s.reserved), Jsonb(events),
-            *counts_sql.pg_arrays(counters.of_events(s.events)),
-            [k for k in s.flag_keys() if k.startswith(LIST_KEY_PREFIX)],
-            list(s.trusted), s.trusted_until, [b.key for b in buckets],
-            [b.tau for b in buckets], [s.now + admission.FORGET_AFTER_TAUS * b.tau
-                                       for b in buckets],
-            s.refund, [r.key for r in s.counters],
-        )  # fmt: skip
-        row = await self._run(lambda cur: cur.one(q.SETTLE_CALL, params))
+        """One call of ``otpguard_settle`` (postgres_settle.py): one round trip."""
+        params = ps.settle_params(s, self._event_row)
+        row = await self._run(lambda cur: cur.one(ps.SETTLE_CALL, params))
         assert row is not None
         if int(row[0]) == 2:
             bookkeeping_failed(s.verification_id)
@@ -375,27 +362,13 @@ class PostgresStore(SQLStore):
         sql = pa.ADMIT
         if start is not None:
             sql = pa.ADMIT_START
-            params.update(self._start_params(start))
+            params.update(pa.start_params(start, self._event_row))
         row = await self._run(lambda cur: cur.one(sql, params))
         assert row is not None
         refused = q.rule_refusal(rules, row, now) or pa.bucket_refusal(buckets, row)
         if refused is not None:
             return refused
         return allowed_decision(rules, [int(n) for n in row[1]], 1)
-
-    def _start_params(self, start: Started) -> dict[str, Any]:
-        """``ADMIT_START``'s rows of ``start``: the verification, events and counts."""
-        columns = V_COLUMNS.split(", ")
-        events = [
-            dict(zip(E_FIELDS, (*self._event_row(e)[:-1], e.details), strict=True))
-            for e in start.events
-        ]
-        bumps = counts_sql.pg_arrays(counters.of_events(start.events))
-        return {
-            "v": Jsonb(dict(zip(columns, verification_values(start.verification), strict=True))),
-            "e": Jsonb(events),
-            **{f"c{i}": col for i, col in enumerate(bumps)},
-        }
 
     async def _credit_in(
         self, cur: Cursor, buckets: Sequence[Bucket], refund: int, now: float

@@ -7,13 +7,17 @@ These statements use psycopg's named placeholders.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import admission
+from psycopg.types.json import Jsonb
+
+from .. import admission, counters
+from ..events import Event
 from ..models import Bucket, RateDecision, RateRule
 from . import counts_sql
-from .sql import E_FIELDS, V_COLUMNS
+from .base import Started
+from .sql import E_FIELDS, V_COLUMNS, verification_values
 
 # Store.admit in one call (one round trip): otpguard_judge's locks and rules, then the
 # buckets (admission.py's arithmetic: decayed, fits, retry_after, as redis_lua_rates'
@@ -144,3 +148,18 @@ def bucket_refusal(buckets: Sequence[Bucket], row: Sequence[Any]) -> RateDecisio
     return RateDecision(
         False, b.name, float(row[5]), int(row[4]), challenge=bool(row[6]), key=b.key
     )
+
+
+def start_params(start: Started, event_row: Callable[[Event], tuple[Any, ...]]) -> dict[str, Any]:
+    """``ADMIT_START``'s rows of ``start``: the verification, events and counts;
+    ``event_row`` is the store's row of an event (its details passed as JSON here)."""
+    columns = V_COLUMNS.split(", ")
+    events = [
+        dict(zip(E_FIELDS, (*event_row(e)[:-1], e.details), strict=True)) for e in start.events
+    ]
+    bumps = counts_sql.pg_arrays(counters.of_events(start.events))
+    return {
+        "v": Jsonb(dict(zip(columns, verification_values(start.verification), strict=True))),
+        "e": Jsonb(events),
+        **{f"c{i}": col for i, col in enumerate(bumps)},
+    }
