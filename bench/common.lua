@@ -24,6 +24,29 @@ function M.check_request(key, id, code)
     {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}, body)
 end
 
+-- An outbox file read as a phone reads its messages: new lines only (from the end of
+-- the file at the start of the run), each handed to ``on_line``. Returns the reader.
+function M.outbox_reader(path, on_line)
+  local file, buf = io.open(path, "r"), ""
+  if file then file:seek("end") end  -- only messages sent during this run
+  return function()
+    if not file then
+      file = io.open(path, "r")
+      if not file then return end
+    end
+    file:seek("cur", 0)  -- clears the stdio EOF flag so that new lines are seen
+    local data = file:read("*a")
+    if data == nil or #data == 0 then return end
+    buf = buf .. data
+    local last = 1
+    for line, pos in buf:gmatch("([^\n]*)\n()") do
+      on_line(line)
+      last = pos
+    end
+    buf = buf:sub(last)
+  end
+end
+
 -- Print one machine-readable line; bench/http.py parses it.
 function M.report(threads, summary, latency, counters)
   local totals = {}

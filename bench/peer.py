@@ -287,12 +287,7 @@ def peer_server(venv: Path, directory: Path, env: dict[str, str], workers: int) 
         bench_http.wait_ready(port, proc)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        bench_http.stop(proc)
 
 
 # -- seeding otpguard ----------------------------------------------------------------------------

@@ -41,34 +41,21 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local function on_line(line)
+  local to = line:match('"to": "([^"]+)"')
+  local code = line:match('"body": "%D*(%d+)')  -- the first digits of the text
+  if to and code then codes[to] = code end
+end
+
 function init(args)
   outbox_path = args[1]
   math.randomseed(os.time() * 1000 + seed)
   created, valid, invalid, refused, no_code = 0, 0, 0, 0, 0
-  codes, buf = {}, ""
+  codes = {}
   queue, head, tail = {}, 1, 0
-  outbox = io.open(outbox_path, "r")
-  if outbox then outbox:seek("end") end  -- only messages sent during this run
+  read_outbox = common.outbox_reader(outbox_path, on_line)
 end
 
-local function read_outbox()
-  if not outbox then
-    outbox = io.open(outbox_path, "r")
-    if not outbox then return end
-  end
-  outbox:seek("cur", 0)  -- clears the stdio EOF flag so that new lines are seen
-  local data = outbox:read("*a")
-  if data == nil or #data == 0 then return end
-  buf = buf .. data
-  local last = 1
-  for line, pos in buf:gmatch("([^\n]*)\n()") do
-    local to = line:match('"to": "([^"]+)"')
-    local code = line:match('"body": "%D*(%d+)')  -- the first digits of the text
-    if to and code then codes[to] = code end
-    last = pos
-  end
-  buf = buf:sub(last)
-end
 
 function request()
   if head <= tail then
