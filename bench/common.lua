@@ -47,6 +47,25 @@ function M.outbox_reader(path, on_line)
   end
 end
 
+-- wrk's setup(): number the threads (each seeds its own random numbers) and keep them
+-- for done(). Used as ``setup = common.setup(threads)``.
+function M.setup(threads)
+  return function(thread)
+    thread:set("seed", #threads + 1)
+    table.insert(threads, thread)
+  end
+end
+
+-- A pair script's per-thread state (its globals), with codes read from the outbox at
+-- ``outbox_path`` by ``on_line``: counters, the codes seen, the queue of checks.
+function M.init_pairs(outbox_path, on_line)
+  math.randomseed(os.time() * 1000 + seed)
+  created, valid, invalid, refused, no_code = 0, 0, 0, 0, 0
+  codes = {}
+  queue, head, tail = {}, 1, 0
+  read_outbox = M.outbox_reader(outbox_path, on_line)
+end
+
 -- Print one machine-readable line; bench/http.py parses it.
 function M.report(threads, summary, latency, counters)
   local totals = {}

@@ -6,10 +6,7 @@ local common = dofile("bench/common.lua")
 local threads = {}
 local counters = {"created", "valid", "invalid", "refused", "no_code"}
 
-function setup(thread)
-  thread:set("seed", #threads + 1)
-  table.insert(threads, thread)
-end
+setup = common.setup(threads)
 
 local function on_line(line)
   local id = line:match('"verification_id": "([^"]+)"')
@@ -19,11 +16,7 @@ end
 
 function init(args)
   key, outbox_path = args[1], args[2]
-  math.randomseed(os.time() * 1000 + seed)
-  created, valid, invalid, refused, no_code = 0, 0, 0, 0, 0
-  codes = {}
-  queue, head, tail = {}, 1, 0
-  read_outbox = common.outbox_reader(outbox_path, on_line)
+  common.init_pairs(outbox_path, on_line)
 end
 
 

@@ -36,10 +36,7 @@ local function token_number(token)
   return b64url_decode(payload):match('"phone_number":%s*"([^"]+)"')
 end
 
-function setup(thread)
-  thread:set("seed", #threads + 1)
-  table.insert(threads, thread)
-end
+setup = common.setup(threads)
 
 local function on_line(line)
   local to = line:match('"to": "([^"]+)"')
@@ -49,11 +46,7 @@ end
 
 function init(args)
   outbox_path = args[1]
-  math.randomseed(os.time() * 1000 + seed)
-  created, valid, invalid, refused, no_code = 0, 0, 0, 0, 0
-  codes = {}
-  queue, head, tail = {}, 1, 0
-  read_outbox = common.outbox_reader(outbox_path, on_line)
+  common.init_pairs(outbox_path, on_line)
 end
 
 
