@@ -66,6 +66,15 @@ function M.init_pairs(outbox_path, on_line)
   read_outbox = M.outbox_reader(outbox_path, on_line)
 end
 
+-- The next queued check of a pair script (its globals queue, head, tail), or nil.
+function M.next_check()
+  if head > tail then return nil end
+  local item = queue[head]
+  queue[head] = nil
+  head = head + 1
+  return item
+end
+
 -- Print one machine-readable line; bench/http.py parses it.
 function M.report(threads, summary, latency, counters)
   local totals = {}

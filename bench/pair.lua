@@ -21,12 +21,8 @@ end
 
 
 function request()
-  if head <= tail then
-    local item = queue[head]
-    queue[head] = nil
-    head = head + 1
-    return common.check_request(key, item[1], item[2])
-  end
+  local item = common.next_check()
+  if item then return common.check_request(key, item[1], item[2]) end
   return common.start_request(key)
 end
 

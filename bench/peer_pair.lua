@@ -51,10 +51,8 @@ end
 
 
 function request()
-  if head <= tail then
-    local item = queue[head]
-    queue[head] = nil
-    head = head + 1
+  local item = common.next_check()
+  if item then
     local body = string.format(
       '{"phone_number":"%s","session_token":"%s","security_code":"%s"}',
       item[1], item[2], item[3])
