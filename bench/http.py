@@ -151,9 +151,10 @@ def store_url(kind: str, data_dir: Path) -> str:
     return URLS[kind]
 
 
-def create_key(env: dict[str, str]) -> str:
+def create_key(env: dict[str, str], name: str = "bench") -> str:
+    """An API key for the server ``env`` configures, made with the CLI as an operator would."""
     out = subprocess.run(
-        [str(BIN / "otpguard"), "api-keys", "create", "--name", "bench"],
+        [str(BIN / "otpguard"), "api-keys", "create", "--name", name],
         env=env,
         cwd=env["OTPGUARD_DATA_DIR"],
         check=True,

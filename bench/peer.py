@@ -57,7 +57,6 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import fcntl  # noqa: E402
 import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
@@ -66,21 +65,14 @@ import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
-from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
+# bench/ as a namespace package from the project root: ``bench.http`` cannot shadow the
+# standard library's ``http`` the way a bare ``http`` would.
+sys.path.insert(0, str(ROOT))
+from bench import http as bench_http  # noqa: E402
 
-def _load_http_bench() -> ModuleType:
-    """``bench/http.py``, loaded by path (its name would shadow the standard library)."""
-    spec = importlib.util.spec_from_file_location("otpguard_bench_http", ROOT / "bench/http.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_http = _load_http_bench()
 backends = bench_http.backends  # tests/backends.py: this run's own databases
 
 PEER = "django-phone-verify"

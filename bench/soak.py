@@ -37,7 +37,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -49,6 +48,13 @@ import httpx  # noqa: E402
 
 ROOT = _HERE.parent
 BIN = ROOT / ".venv" / "bin"
+
+
+# bench/ as a namespace package from the project root: ``bench.http`` cannot shadow the
+# standard library's ``http`` the way a bare ``http`` would.
+sys.path.insert(0, str(ROOT))
+from bench import http as bench_http  # noqa: E402
+
 HUGE = "1000000000/1m"
 LIMITS = ("PHONE", "IP", "NETWORK", "PREFIX", "COUNTRY", "GLOBAL", "FAILED_CHECKS",
           "IP_FAILED_CHECKS")  # fmt: skip
@@ -76,25 +82,6 @@ def server_env(store_url: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def create_key(env: dict[str, str]) -> str:
-    out = subprocess.run(
-        [str(BIN / "otpguard"), "api-keys", "create", "--name", "soak"],
-        env=env,
-        cwd=env["OTPGUARD_DATA_DIR"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
-
-
 @contextlib.contextmanager
 def server(env: dict[str, str], workers: int, port: int) -> Iterator[subprocess.Popen[bytes]]:
     log = Path(env["OTPGUARD_DATA_DIR"]) / "server.log"
@@ -110,12 +97,7 @@ def server(env: dict[str, str], workers: int, port: int) -> Iterator[subprocess.
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        bench_http.stop(proc)
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], workers: int) -> None:
@@ -368,8 +350,8 @@ def store_url(store: str, data_dir: Path) -> str:
 async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     env = server_env(store_url(args.store, data_dir), data_dir)
     env.update(item.split("=", 1) for item in args.env)
-    key = create_key(env)
-    port = free_port()
+    key = bench_http.create_key(env, "soak")
+    port = bench_http.free_port()
     base = f"http://127.0.0.1:{port}"
     outbox = Outbox(data_dir / "outbox.jsonl")
     tally = Tally()
