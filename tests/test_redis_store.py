@@ -153,9 +153,11 @@ async def test_resend_extends_the_ttl_never_shortens(store: RedisStore, raw: Any
     await store.create_verification(v)
     vkey = f"{store._opts.prefix}:{{v:{v.id}}}"
     before = await raw.pttl(vkey)
-    assert await store.replace_code(v.id, "k2", "t2", T0 + 30, T0 + 30 + 5000, T0 + 90)
+    assert await store.replace_code(
+        v.id, "k2", "t2", T0 + 30, T0 + 30 + 5000, T0 + 90, replaces=v.code_hash
+    )
     assert await raw.pttl(vkey) > before + 4_000_000
-    assert await store.replace_code(v.id, "k2", "t3", T0 + 90, T0 + 100, T0 + 120)
+    assert await store.replace_code(v.id, "k2", "t3", T0 + 90, T0 + 100, T0 + 120, replaces="t2")
     assert await raw.pttl(vkey) > before + 4_000_000
 
 

@@ -5,6 +5,8 @@ send's expiry, once."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from otpguard import tags
@@ -91,3 +93,21 @@ async def test_a_resend_between_comparison_and_approval_keeps_the_right_code(
     compared = await otp.get(w.id)
     await otp.resend(w.id)  # replaces the code
     assert await otp._approve(compared, "192.0.2.1", clock(), []) is None
+
+
+async def test_concurrent_resends_drop_no_code_that_was_sent(store: Store) -> None:
+    """Resends racing with no cooldown: each one that delivers a code keeps it (its
+    tag is added to what it read, compare-and-set), a loser is refused before it
+    sends, so every code a phone received is among the tags."""
+    clock, outbox = ManualClock(), MemoryTransport()
+    otp = _verifier(store, clock, outbox, resend_cooldown=0, limit_phone="100/10m")
+    v = await otp.start(UK)
+    results = await asyncio.gather(
+        *(otp.resend(v.id, keep_earlier=True) for _ in range(4)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, RateLimited) for r in refused), refused
+    stored = await otp.get(v.id)
+    assert len(outbox.outbox) == 1 + len(results) - len(refused)
+    assert len(tags.tags_of(stored)) == len(outbox.outbox) == stored.sends
+    assert (await otp.check(outbox.outbox[-1].code, verification_id=v.id)).valid

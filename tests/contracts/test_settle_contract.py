@@ -93,7 +93,9 @@ async def test_settle_of_another_code_changes_nothing(store: Store) -> None:
 
 async def test_settle_after_a_kept_resend_approves_with_the_earlier_tags(store: Store) -> None:
     vid, tag = await prepared(store, cooldown=5.0)
-    assert await store.replace_code(vid, "k1 k2", tag + " tag-new", T0 + 6, T0 + 600, T0 + 36)
+    assert await store.replace_code(
+        vid, "k1 k2", tag + " tag-new", T0 + 6, T0 + 600, T0 + 36, replaces=tag
+    )
     assert await store.settle(settlement(vid, tag))
     v = await store.get_verification(vid)
     assert v is not None and v.status is Status.APPROVED

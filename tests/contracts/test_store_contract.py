@@ -88,6 +88,13 @@ async def _race(url: str, op: str, arg: Any, calls: int, barrier: Any) -> list[A
                 *(store.record_attempt(arg, 5, T0) for _ in range(calls))
             )
             return [t.outcome.value if t else None for t in tickets]
+        if op == "replace":
+            vid, tag = arg
+            resends = (
+                store.replace_code(vid, "k1", f"tag-{i}", T0, T0 + 600, T0, replaces=tag)
+                for i in range(calls)
+            )
+            return [None if r is None else r.code_hash for r in await asyncio.gather(*resends)]
         if op == "settle":  # lazily: test_settle_contract imports this module
             from .test_settle_contract import settlement
 
@@ -212,7 +219,9 @@ async def test_what_a_code_is_for_survives_every_operation(store: Store) -> None
     bound = {"purpose": "transaction", "amount": "25.00", "currency": "GBP", "payee": "Acme"}
     v = make_v(**bound)
     await store.create_verification(v)
-    replaced = await store.replace_code(v.id, "k2", "tag-new", T0 + 30, T0 + 630, T0 + 90)
+    replaced = await store.replace_code(
+        v.id, "k2", "tag-new", T0 + 30, T0 + 630, T0 + 90, replaces=v.code_hash
+    )
     ticket = await store.record_attempt(v.id, 5, T0 + 31)
     listed = await store.list_pending(NUMBER, T0 + 31, owner=None, limit=5)
     assert await store.approve(v.id, T0 + 32, code_hash="tag-new")
@@ -380,7 +389,9 @@ async def test_approve_only_the_tag_that_was_compared(store: Store) -> None:
     the new tag still can."""
     v = await stored(store, cooldown=0)
     assert await store.approve(v.id, T0 + 1, code_hash="tag-other") is False
-    new = await store.replace_code(v.id, "k1", "tag-new", T0 + 2, T0 + 602, T0 + 2)
+    new = await store.replace_code(
+        v.id, "k1", "tag-new", T0 + 2, T0 + 602, T0 + 2, replaces=v.code_hash
+    )
     assert new is not None
     assert await store.approve(v.id, T0 + 3, code_hash=v.code_hash) is False
     after = await store.get_verification(v.id)
@@ -421,7 +432,9 @@ async def test_lock_if_exhausted(store: Store) -> None:
 
 async def test_replace_code(store: Store) -> None:
     v = await stored(store, attempts=2, cooldown=30, ttl=600)
-    new = await store.replace_code(v.id, "k2", "tag-new", T0 + 30, T0 + 630, T0 + 90)
+    new = await store.replace_code(
+        v.id, "k2", "tag-new", T0 + 30, T0 + 630, T0 + 90, replaces=v.code_hash
+    )
     expected = v.with_(
         key_id="k2",
         code_hash="tag-new",
@@ -437,22 +450,71 @@ async def test_replace_code(store: Store) -> None:
 
 async def test_replace_code_refused_in_cooldown(store: Store) -> None:
     v = await stored(store, cooldown=30)
-    assert await store.replace_code(v.id, "k2", "tag-new", T0 + 29.5, T0 + 700, T0 + 60) is None
+    new = "tag-new"
+    replaced = await store.replace_code(
+        v.id, "k2", new, T0 + 29.5, T0 + 700, T0 + 60, replaces=v.code_hash
+    )
+    assert replaced is None
     assert await store.get_verification(v.id) == v
 
 
 @pytest.mark.parametrize("status", [Status.APPROVED, Status.CANCELED, Status.EXPIRED])
 async def test_replace_code_refused_when_not_pending(store: Store, status: Status) -> None:
     v = await stored(store, status=status)
-    assert await store.replace_code(v.id, "k2", "tag-new", T0 + 60, T0 + 700, T0 + 90) is None
+    replaced = await store.replace_code(
+        v.id, "k2", "tag-new", T0 + 60, T0 + 700, T0 + 90, replaces=v.code_hash
+    )
+    assert replaced is None
     assert await store.get_verification(v.id) == v
 
 
 async def test_replace_code_refused_when_expired(store: Store) -> None:
     v = await stored(store, ttl=600)
-    assert await store.replace_code(v.id, "k2", "tag-new", T0 + 600, T0 + 1200, T0 + 630) is None
+    replaced = await store.replace_code(
+        v.id, "k2", "tag-new", T0 + 600, T0 + 1200, T0 + 630, replaces=v.code_hash
+    )
+    assert replaced is None
     assert await store.get_verification(v.id) == v
-    assert await store.replace_code("VE-nope", "k2", "t", T0 + 60, T0 + 700, T0 + 90) is None
+    gone = await store.replace_code("VE-nope", "k2", "t", T0 + 60, T0 + 700, T0 + 90, replaces="t")
+    assert gone is None
+
+
+async def test_replace_code_refused_when_the_tag_changed(store: Store) -> None:
+    """A compare-and-set on the tag read: a resend that read tags another resend has
+    since replaced changes nothing (else a kept earlier code would be dropped)."""
+    v = await stored(store, cooldown=0)
+    first = await store.replace_code(
+        v.id, "k1", "tag-a", T0 + 1, T0 + 601, T0 + 1, replaces=v.code_hash
+    )
+    assert first is not None and first.code_hash == "tag-a"
+    stale = await store.replace_code(
+        v.id, "k1", "tag-b", T0 + 2, T0 + 602, T0 + 2, replaces=v.code_hash
+    )
+    assert stale is None
+    assert await store.get_verification(v.id) == first
+
+
+async def test_replace_code_concurrent_exactly_one(store: Store) -> None:
+    v = await stored(store, cooldown=0)
+    resends = [
+        store.replace_code(v.id, "k1", f"tag-{i}", T0, T0 + 600, T0, replaces=v.code_hash)
+        for i in range(20)
+    ]
+    won = [r for r in await asyncio.gather(*resends) if r is not None]
+    assert len(won) == 1
+    after = await store.get_verification(v.id)
+    assert after is not None and after.code_hash == won[0].code_hash and after.sends == 2
+
+
+@pytest.mark.slow  # races worker processes
+@pytest.mark.parametrize("store_url", SHARED_STORE_URLS, indirect=True)
+async def test_replace_code_cross_process_exactly_one(store: Store, store_url: str) -> None:
+    v = await stored(store, cooldown=0)
+    results = race_in_processes(store_url, "replace", (v.id, v.code_hash), processes=4, calls=3)
+    won = [r for r in results if r is not None]
+    assert len(won) == 1 and len(results) == 12
+    after = await store.get_verification(v.id)
+    assert after is not None and after.code_hash == won[0] and after.sends == 2
 
 
 async def test_transition(store: Store) -> None:

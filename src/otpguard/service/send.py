@@ -209,6 +209,7 @@ class Sending(Admitting, Delivering):
             now,
             expires_at,
             now + limits.resend_cooldown(self.settings.limits, v.sends + 1),
+            replaces=v.code_hash,
         )
         if updated is None:  # lost a race with another resend, a check or a cancel
             current = await self._load(verification_id, now)

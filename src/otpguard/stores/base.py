@@ -168,8 +168,13 @@ class Store(abc.ABC):
         now: float,
         expires_at: float,
         resend_available_at: float,
+        *,
+        replaces: str,
     ) -> Verification | None:
-        """Resend: swap in a new code tag if pending, unexpired and out of cooldown.
+        """Resend: swap in a new code tag if pending, unexpired, out of cooldown and
+        still holding ``replaces``, the tag the caller read (a compare-and-set: of two
+        resends that read the same tags, one wins and the other is refused, so no code
+        that was sent is silently dropped from a ``keep_earlier`` list).
 
         Increments ``sends``; never touches ``attempts``. None when refused.
         """

@@ -95,13 +95,15 @@ redis.call('HSET', h, 'status', 'max_attempts_reached', 'updated_at', ARGV[2])
 return 1
 """
 
-# KEYS: verification; ARGV: now, key_id, code_hash, expires_at, resend_available_at, ttl_ms
+# KEYS: verification; ARGV: now, key_id, code_hash, expires_at, resend_available_at, ttl_ms,
+# the tag the resend read (refused when the stored one differs)
 REPLACE_LUA = """
 local h = KEYS[1]
 local now = tonumber(ARGV[1])
 if redis.call('HGET', h, 'status') ~= 'pending' then return false end
 if tonumber(redis.call('HGET', h, 'expires_at')) <= now then return false end
 if tonumber(redis.call('HGET', h, 'resend_available_at')) > now then return false end
+if redis.call('HGET', h, 'code_hash') ~= ARGV[7] then return false end
 redis.call('HSET', h, 'key_id', ARGV[2], 'code_hash', ARGV[3], 'expires_at', ARGV[4],
   'resend_available_at', ARGV[5], 'updated_at', ARGV[1])
 redis.call('HINCRBY', h, 'sends', 1)

@@ -153,10 +153,10 @@ class RedisVerifications(RedisBase):
 
     async def replace_code(
         self, verification_id: str, key_id: str, code_hash: str, now: float,
-        expires_at: float, resend_available_at: float,
+        expires_at: float, resend_available_at: float, *, replaces: str,
     ) -> Verification | None:  # fmt: skip
         ttl = ms(max(0.0, expires_at - now) + VERIFICATION_KEEP)
-        args = [ts(now), key_id, code_hash, ts(expires_at), ts(resend_available_at), ttl]
+        args = [ts(now), key_id, code_hash, ts(expires_at), ts(resend_available_at), ttl, replaces]
         out = await self._run("replace", [self._vkey(verification_id)], args)
         return from_hash(out) if out else None
 

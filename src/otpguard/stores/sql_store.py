@@ -182,15 +182,15 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
 
     async def replace_code(
         self, verification_id: str, key_id: str, code_hash: str, now: float,
-        expires_at: float, resend_available_at: float,
+        expires_at: float, resend_available_at: float, *, replaces: str,
     ) -> Verification | None:  # fmt: skip
         return await self._verification(
             "UPDATE verifications SET key_id = ?, code_hash = ?, expires_at = ?, "  # noqa: S608 - constant names; values are bound
             "resend_available_at = ?, updated_at = ?, sends = sends + 1 "
             "WHERE id = ? AND status = 'pending' AND expires_at > ? "
-            f"AND resend_available_at <= ? RETURNING {V_COLUMNS}",
+            f"AND resend_available_at <= ? AND code_hash = ? RETURNING {V_COLUMNS}",
             (key_id, code_hash, expires_at, resend_available_at, now,
-             verification_id, now, now),
+             verification_id, now, now, replaces),
         )  # fmt: skip
 
     async def transition(
