@@ -118,14 +118,21 @@ def send_rules(limits: LimitsSection, number: Destination, client_ip: str) -> li
 def failed_check_rules(limits: LimitsSection, e164: str, client_ip: str | None) -> list[RateRule]:
     """Wrong codes per number (across all its verifications) and per client IP (none
     when ``client_ip`` is None: a caller that has no end user's IP to give)."""
-    rules = _rules(limits.failed_checks, "failed_checks", e164)
+    return [*number_failed_check_rules(limits, e164), *ip_failed_check_rules(limits, client_ip)]
+
+
+def number_failed_check_rules(limits: LimitsSection, e164: str) -> list[RateRule]:
+    """Wrong codes per number; with ``e164=""`` each key is the prefix the number
+    completes (``stores/opening.py``: a check by id learns the number in the store)."""
+    return _rules(limits.failed_checks, "failed_checks", e164)
+
+
+def ip_failed_check_rules(limits: LimitsSection, client_ip: str | None) -> list[RateRule]:
+    """Wrong codes per client IP; none for None."""
     if client_ip is None:
-        return rules
-    rules += [
-        RateRule("failed_checks", f"failed_checks_ip:{ip_key(client_ip)}", w.limit, w.seconds)
-        for w in limits.ip_failed_checks
-    ]
-    return rules
+        return []
+    key = f"failed_checks_ip:{ip_key(client_ip)}"
+    return [RateRule("failed_checks", key, w.limit, w.seconds) for w in limits.ip_failed_checks]
 
 
 def resend_cooldown(limits: LimitsSection, sends: int) -> int:

@@ -29,8 +29,9 @@ from ..destinations import Destination, destination_of, is_email, parse_destinat
 from ..errors import InvalidRequest, NotFound, RateLimited, StorageError
 from ..events import Event, EventType
 from ..guards import scope_buckets
-from ..models import AttemptOutcome, Channel, RateRule, Status, Verification
+from ..models import AttemptOutcome, AttemptTicket, Channel, RateRule, Status, Verification
 from ..purpose import Binding, bind
+from ..stores.opening import CheckOpening, Opened
 from ..stores.settlement import Settlement
 from .base import NO_MATCH, PENDING_PER_CHECK, CheckResult, Selector, VerifierBase
 
@@ -126,20 +127,34 @@ class Checking(VerifierBase):
         owner: str | None,
         binding: Binding,
     ) -> CheckResult:
-        """A check by id: another key's verification is exactly as if it did not exist."""
-        v = await self.store.get_verification(verification_id)
-        if v is not None and owner is not None and v.owner not in (owner, None):
-            v = None  # another key's: exactly as if it did not exist
+        """A check by id: another key's verification is exactly as if it did not exist.
+        Its read, wrong-code reservation and attempt are one store call (``open_check``)."""
+        opened = await self.store.open_check(
+            CheckOpening(
+                verification_id,
+                owner,
+                len(code),
+                limits.number_failed_check_rules(self.settings.limits, ""),
+                limits.ip_failed_check_rules(self.settings.limits, ip),
+                self.settings.max_attempts,
+                now,
+            )
+        )
+        v = opened.verification
         if v is None:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
             self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
             raise NotFound("no pending verification for that id or number")
-        if not is_well_formed(code, v.code_length):
+        if opened.outcome is Opened.MALFORMED:
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
+        if opened.refusal is not None:
+            number = parse_destination(v.to, v.channel, self.settings.default_region)
+            refused = RateLimited(str(opened.refusal.rule), opened.refusal.retry_after)
+            raise await self._refuse(refused, now, number, ip, v.channel)
         rules = limits.failed_check_rules(self.settings.limits, v.to, ip)
-        number = parse_destination(v.to, v.channel, self.settings.default_region)
-        await self._reserve(rules, now, number, ip, v.channel)
-        result = await self._compare(v, code, binding, ip, now, rules, by_number=False)
+        result = await self._settle_ticket(
+            opened.ticket, code, binding, ip, now, rules, by_number=False
+        )
         if result is None:
             raise NotFound("no pending verification for that id or number")
         return result
@@ -220,8 +235,22 @@ class Checking(VerifierBase):
         reservation made for this comparison is given back on an approval; by id also
         when nothing was compared or a right code lost a race (by number every failure
         counts the same). None when the verification is gone."""
-        give_back = not by_number
         ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
+        return await self._settle_ticket(ticket, code, binding, ip, now, rules, by_number=by_number)
+
+    async def _settle_ticket(
+        self,
+        ticket: AttemptTicket | None,
+        code: str,
+        binding: Binding,
+        ip: str,
+        now: float,
+        rules: Sequence[RateRule],
+        *,
+        by_number: bool,
+    ) -> CheckResult | None:
+        """What follows a counted attempt (``ticket``): the comparison and its answer."""
+        give_back = not by_number
         if ticket is None:
             if give_back:
                 await self._give_back(rules, now)

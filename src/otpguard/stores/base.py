@@ -25,6 +25,7 @@ from .decisions import allowed_decision as allowed_decision
 from .decisions import hit_rules as hit_rules
 from .decisions import must_leave as must_leave
 from .decisions import refusal as refusal
+from .opening import CheckOpened, CheckOpening, Opened
 from .records import Alert as Alert
 from .records import ApiKey as ApiKey
 from .records import EventCount as EventCount
@@ -154,6 +155,22 @@ class Store(abc.ABC):
     async def settle(self, s: Settlement) -> bool:
         """Approve and do what follows a right code, in one atomic operation
         (``settlement.py``); True for exactly one caller of a verification."""
+
+    async def open_check(self, o: CheckOpening) -> CheckOpened:
+        """A check by id's read, reservation and attempt, in one atomic operation
+        (``opening.py``). This default runs them as three operations, each atomic on
+        its own (what a backend without one step does: Redis Cluster, whose keys lie
+        in several slots); the others override it."""
+        v = o.visible(await self.get_verification(o.verification_id))
+        if v is None:
+            return CheckOpened(Opened.NOT_FOUND)
+        if v.code_length != o.code_length:
+            return CheckOpened(Opened.MALFORMED, v)
+        decision = await self.hit(o.rules(v.to), o.now)
+        if not decision.allowed:
+            return CheckOpened(Opened.REFUSED, v, decision)
+        ticket = await self.record_attempt(v.id, o.max_attempts, o.now)
+        return CheckOpened(Opened.OPENED, v, ticket=ticket)
 
     @abc.abstractmethod
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:

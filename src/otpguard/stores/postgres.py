@@ -334,8 +334,17 @@ class PostgresStore(SQLStore):
     async def _hit(
         self, rules: Sequence[RateRule], now: float, cost: int, record: bool
     ) -> RateDecision:
+        return await self._run(lambda cur: self._judged(cur, rules, now, cost, record))
+
+    async def _hit_in(self, cur: Cursor, rules: Sequence[RateRule], now: float) -> RateDecision:
+        return await self._judged(cur, rules, now, 1, True)
+
+    @staticmethod
+    async def _judged(
+        cur: Cursor, rules: Sequence[RateRule], now: float, cost: int, record: bool
+    ) -> RateDecision:
         params = q.judge_params(rules, (), now, cost, lock=record, record=record)
-        row = await self._run(lambda cur: cur.one(q.JUDGE_CALL, params))
+        row = await cur.one(q.JUDGE_CALL, params)
         assert row is not None
         refused = q.rule_refusal(rules, row, now)
         if refused is not None:

@@ -29,6 +29,7 @@ from ..models import (
 )
 from . import counts_sql
 from .base import Started, Store, hit_rules
+from .opening import CheckOpened, CheckOpening, Opened
 from .settlement import Settlement, bookkeeping_failed
 from .sql import (
     SELECT_V,
@@ -118,13 +119,36 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     async def record_attempt(
         self, verification_id: str, max_attempts: int, now: float
     ) -> AttemptTicket | None:
-        async def run(cur: Cursor) -> AttemptTicket | None:
-            params = (now, now, now, verification_id, now, max_attempts)
-            row = await cur.one(ATTEMPT_UPDATE, params)
-            if row is not None:
-                return ticket(row, True)
-            sql = f"{SELECT_V} WHERE id = ?{self.for_update}"
-            return ticket(await cur.one(sql, (verification_id,)), False)
+        return await self._run(
+            lambda cur: self._attempt_in(cur, verification_id, max_attempts, now), WRITE
+        )
+
+    async def _attempt_in(
+        self, cur: Cursor, verification_id: str, max_attempts: int, now: float
+    ) -> AttemptTicket | None:
+        params = (now, now, now, verification_id, now, max_attempts)
+        row = await cur.one(ATTEMPT_UPDATE, params)
+        if row is not None:
+            return ticket(row, True)
+        sql = f"{SELECT_V} WHERE id = ?{self.for_update}"
+        return ticket(await cur.one(sql, (verification_id,)), False)
+
+    async def open_check(self, o: CheckOpening) -> CheckOpened:
+        """``opening.py``'s four steps in one transaction."""
+
+        async def run(cur: Cursor) -> CheckOpened:
+            row = await cur.one(f"{SELECT_V} WHERE id = ?{self.for_update}", (o.verification_id,))
+            v = o.visible(None if row is None else verification_from_row(row))
+            if v is None:
+                return CheckOpened(Opened.NOT_FOUND)
+            if v.code_length != o.code_length:
+                return CheckOpened(Opened.MALFORMED, v)
+            rules = o.rules(v.to)
+            decision = await self._hit_in(cur, rules, o.now) if rules else RateDecision(True)
+            if not decision.allowed:
+                return CheckOpened(Opened.REFUSED, v, decision)
+            opened = await self._attempt_in(cur, v.id, o.max_attempts, o.now)
+            return CheckOpened(Opened.OPENED, v, ticket=opened)
 
         return await self._run(run, WRITE)
 
@@ -259,6 +283,10 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
     async def _lock_keys(self, cur: Cursor, keys: Sequence[str]) -> None:
         """Inside a transaction: lock the rate and bucket ``keys`` as ``hit`` and
         ``admit`` do, all at once (SQLite's transactions hold the whole database)."""
+
+    @abc.abstractmethod
+    async def _hit_in(self, cur: Cursor, rules: Sequence[RateRule], now: float) -> RateDecision:
+        """A recorded ``hit`` of cost 1 of ``rules`` (at least one), inside a transaction."""
 
     @abc.abstractmethod
     async def _release_in(self, cur: Cursor, keys: Sequence[str], at: float, cost: int) -> None:

@@ -346,6 +346,9 @@ class SQLiteStore(SQLStore):
         # A peek only reads: a deferred transaction gives it one consistent snapshot.
         return await self._run(rates.hit(rules, now, cost, record), WRITE if record else READ)
 
+    async def _hit_in(self, cur: Cursor, rules: Sequence[RateRule], now: float) -> RateDecision:
+        return await rates.hit(rules, now, 1, True)(cur)
+
     async def _release_in(self, cur: Cursor, keys: Sequence[str], at: float, cost: int) -> None:
         await rates.release(keys, at, cost)(cur)
 
