@@ -42,9 +42,11 @@ from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
 from . import counts_sql
 from . import postgres_admit as pa
+from . import postgres_open as po
 from . import postgres_settle as ps
 from . import postgres_sql as q
 from .base import Started, allowed_decision
+from .opening import CheckOpened, CheckOpening
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
 from .settlement import Settlement, bookkeeping_failed
@@ -304,6 +306,12 @@ class PostgresStore(SQLStore):
         row = await self._run(lambda cur: cur.one(q.RECORD_ATTEMPT, params))
         return None if row is None else ticket(row[:-1], bool(row[-1]))
 
+    async def open_check(self, o: CheckOpening) -> CheckOpened:
+        """One call of ``otpguard_open_check`` (postgres_open.py): one round trip."""
+        row = await self._run(lambda cur: cur.one(po.OPEN_CALL, po.open_params(o)))
+        assert row is not None
+        return po.opened_from(o, row)
+
     async def settle(self, s: Settlement) -> bool:
         """One call of ``otpguard_settle`` (postgres_settle.py): one round trip."""
         params = ps.settle_params(s, self._event_row)
@@ -334,22 +342,10 @@ class PostgresStore(SQLStore):
     async def _hit(
         self, rules: Sequence[RateRule], now: float, cost: int, record: bool
     ) -> RateDecision:
-        return await self._run(lambda cur: self._judged(cur, rules, now, cost, record))
+        return await self._run(lambda cur: q.judged(cur, rules, now, cost, record))
 
     async def _hit_in(self, cur: Cursor, rules: Sequence[RateRule], now: float) -> RateDecision:
-        return await self._judged(cur, rules, now, 1, True)
-
-    @staticmethod
-    async def _judged(
-        cur: Cursor, rules: Sequence[RateRule], now: float, cost: int, record: bool
-    ) -> RateDecision:
-        params = q.judge_params(rules, (), now, cost, lock=record, record=record)
-        row = await cur.one(q.JUDGE_CALL, params)
-        assert row is not None
-        refused = q.rule_refusal(rules, row, now)
-        if refused is not None:
-            return refused
-        return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
+        return await q.judged(cur, rules, now, 1, True)
 
     async def _lock_keys(self, cur: Cursor, keys: Sequence[str]) -> None:
         if keys:

@@ -31,10 +31,11 @@ from .. import admission
 from ..errors import ConfigError
 from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
-from .base import refusal
+from .base import allowed_decision, refusal
 from .postgres_admit import ADMIT_FUNCTION
+from .postgres_open import OPEN_FUNCTION
 from .postgres_settle import SETTLE_FUNCTION
-from .sql import SELECT_V
+from .sql import SELECT_V, Cursor
 from .sql_store import ATTEMPT_UPDATE
 
 _HIT_FUNCTION = """
@@ -205,6 +206,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
         (SETTLE_FUNCTION,),  # Store.settle in one round trip
         # Store.admit in one call (otpguard_judge stays: hit and credit use it).
         (ADMIT_FUNCTION,),
+        (OPEN_FUNCTION,),  # Store.open_check in one round trip
     ),
     schema.POSTGRES,
 )
@@ -250,6 +252,19 @@ def rule_refusal(rules: Sequence[RateRule], row: Sequence[Any], now: float) -> R
     if not refused:
         return None
     return refusal(rules[refused - 1], int(counts[-1]), oldest, now)
+
+
+async def judged(
+    cur: Cursor, rules: Sequence[RateRule], now: float, cost: int, record: bool
+) -> RateDecision:
+    """``hit`` as one otpguard_judge call on ``cur``."""
+    params = judge_params(rules, (), now, cost, lock=record, record=record)
+    row = await cur.one(JUDGE_CALL, params)
+    assert row is not None
+    refused = rule_refusal(rules, row, now)
+    if refused is not None:
+        return refused
+    return allowed_decision(rules, [int(n) for n in row[1]], cost if record else 0)
 
 
 def bucket_states(
