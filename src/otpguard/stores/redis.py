@@ -41,23 +41,31 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from . import redis_lua, redis_lua_rates, redis_settle
+from . import redis_lua, redis_lua_rates, redis_open, redis_settle
 from .base import Store
+from .opening import CheckOpened, CheckOpening
 from .redis_base import escape_glob
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
+from .redis_open import RedisOpen
 from .redis_settle import RedisSettle
 from .redis_start import SCRIPTS as START_SCRIPTS
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
 
-class RedisStore(RedisSettle, RedisWebhooks, Store):
+class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, Store):
     backend: ClassVar[str] = "redis"
     LUA = {
         **redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **START_SCRIPTS, **LIST_SCRIPTS,
-        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS,
+        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS, **redis_open.SCRIPTS,
     }  # fmt: skip
+
+    async def open_check(self, o: CheckOpening) -> CheckOpened:
+        """One script; in Cluster, the contract's three steps (``redis_open.py``)."""
+        if self._opts.cluster:
+            return await super().open_check(o)
+        return await self._open_check(o)
 
     def __repr__(self) -> str:
         return f"RedisStore(cluster={self._opts.cluster}, prefix={self._opts.prefix!r})"

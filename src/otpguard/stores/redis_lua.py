@@ -56,25 +56,34 @@ extend(KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: verification; ARGV: max_attempts, now
-RECORD_ATTEMPT_LUA = """
-local h = KEYS[1]
-if redis.call('EXISTS', h) == 0 then return false end
-local outcome
-if redis.call('HGET', h, 'status') ~= 'pending' then
-  outcome = 'not_pending'
-elseif tonumber(redis.call('HGET', h, 'expires_at')) <= tonumber(ARGV[2]) then
-  redis.call('HSET', h, 'status', 'expired', 'updated_at', ARGV[2])
-  outcome = 'expired'
-elseif tonumber(redis.call('HGET', h, 'attempts')) >= tonumber(ARGV[1]) then
-  outcome = 'locked'  -- nothing counted, status kept (see Store.record_attempt)
-else
-  redis.call('HINCRBY', h, 'attempts', 1)
-  redis.call('HSET', h, 'updated_at', ARGV[2])
-  outcome = 'counted'
+# Store.record_attempt on an existing verification h (also open_check's last step).
+ATTEMPT_FUNCTION = """
+local function attempt(h, max_attempts, now_s)
+  local outcome
+  if redis.call('HGET', h, 'status') ~= 'pending' then
+    outcome = 'not_pending'
+  elseif tonumber(redis.call('HGET', h, 'expires_at')) <= tonumber(now_s) then
+    redis.call('HSET', h, 'status', 'expired', 'updated_at', now_s)
+    outcome = 'expired'
+  elseif tonumber(redis.call('HGET', h, 'attempts')) >= tonumber(max_attempts) then
+    outcome = 'locked'  -- nothing counted, status kept (see Store.record_attempt)
+  else
+    redis.call('HINCRBY', h, 'attempts', 1)
+    redis.call('HSET', h, 'updated_at', now_s)
+    outcome = 'counted'
+  end
+  return {outcome, redis.call('HGETALL', h)}
 end
-return {outcome, redis.call('HGETALL', h)}
 """
+
+# KEYS: verification; ARGV: max_attempts, now
+RECORD_ATTEMPT_LUA = (
+    ATTEMPT_FUNCTION
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return attempt(KEYS[1], ARGV[1], ARGV[2])
+"""
+)
 
 # KEYS: verification; ARGV: now, code_hash
 APPROVE_LUA = """
