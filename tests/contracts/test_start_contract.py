@@ -6,16 +6,18 @@ processes against a limit of N, exactly N of each."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from typing import Any
 
 import pytest
 
+from otpguard import numberlists
 from otpguard.counters import FAMILIES, kinds_of
 from otpguard.events import Event, EventType, new_event_id
 from otpguard.models import Bucket, RateRule, Verification
 from otpguard.stores import Store, store_from_url
-from otpguard.stores.base import EventQuery, Started
+from otpguard.stores.base import FLAGS_SET, EventQuery, Started
 
 from .conftest import SHARED_STORE_URLS
 from .test_store_contract import NUMBER, T0, make_v, race_in_processes
@@ -92,6 +94,29 @@ async def test_concurrent_starts_leave_exactly_the_limit(store: Store) -> None:
     for s in starts:
         found = await store.get_verification(s.verification.id)
         assert (found is not None) == (s.verification.id in admitted)
+
+
+async def test_a_start_unless_a_flag_is_set_records_nothing_when_one_is(store: Store) -> None:
+    """``Started.unless_flags``: a flag or a number-list entry among them, live when
+    the admission runs, makes it record nothing and answer FLAGS_SET."""
+    rule = RateRule("phone", f"phone:{NUMBER}", 5, 600)
+    listed = numberlists.flag_keys(NUMBER)
+    unless = ("suspend:+4474", "undeliverable:x", *listed)
+    clear = dataclasses.replace(start_of(make_v()), unless_flags=unless)
+    assert (await store.admit([rule], [], T0, start=clear)).allowed
+    await store.set_flag("suspend:+4474", "1", T0 + 60)
+    flagged = dataclasses.replace(start_of(make_v()), unless_flags=unless)
+    assert (await store.admit([rule], [bucket()], T0 + 1, start=flagged)).rule == FLAGS_SET
+    await store.set_flag("suspend:+4474", "1", T0 + 1)  # no longer live after T0 + 1
+    block = numberlists.ListEntry("+447400", "block", created_at=T0)
+    assert await store.put_list_entry(block, T0, 10) is None
+    listed_only = dataclasses.replace(start_of(make_v()), unless_flags=unless)
+    assert (await store.admit([rule], [], T0 + 2, start=listed_only)).rule == FLAGS_SET
+    for s in (flagged, listed_only):
+        assert await store.get_verification(s.verification.id) is None
+    assert await store.count(rule.key, 600, T0 + 2) == 1
+    assert [e.verification_id for e in await started_events(store)] == [clear.verification.id]
+    assert await counted(store) == Counter(kinds_of(clear.events[0]))
 
 
 # -- several processes: module-level, so that "spawn" can import them ---------------

@@ -10,6 +10,8 @@ answer by the guard that owns the refusing key.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +29,20 @@ from ..errors import (
 from ..events import Event, EventType
 from ..guards import Guard, Refusal, SendContext, Shadow
 from ..models import Channel, RateDecision, RateRule
-from ..stores.base import Started
+from ..stores.base import FLAGS_SET, Started
 from .base import VerifierBase
 
 CHALLENGE_TOKEN_WINDOW = 3600  # seconds a used challenge token is remembered
 REUSED_RULE = "challenge_reused"  # the rule that admits each challenge token once
+
+
+class _Again(enum.Enum):
+    """What an admission judged with its flags taken as unset answers when they matter."""
+
+    FLAGS_SET = "flags_set"
+
+
+_FLAGS_SET = _Again.FLAGS_SET
 
 
 def _ip_or_none(ip: str) -> str | None:
@@ -103,10 +114,38 @@ class Admitting(VerifierBase):
         and events that step stores with it, and is returned. A resend
         (``starting=False``) is never challenged: it cannot carry a token, and its
         verification was admitted already."""
-        number, now = ctx.number, ctx.now
-        # One flag read for every guard (the run-time allow entries are among them).
+        # Every guard's flags (the run-time allow entries are among them).
         keys = list(dict.fromkeys(k for g in self.guards for k in g.flag_keys(ctx)))
-        ctx.flags = await self.store.get_flags(keys, now) if keys else {}
+        if keys and start is not None and challenge_token is None and not self._shadowed:
+            # Most starts find no flag set: judged as if none were, the admission
+            # confirms it in its own atomic step (``Started.unless_flags``); when one
+            # is set, or a guard refuses, the flags are read and the start judged again.
+            ctx.flags = {}
+            admitted = await self._judge(ctx, None, starting, start, unless=tuple(keys))
+            if not isinstance(admitted, _Again):
+                return admitted
+        ctx.flags = await self.store.get_flags(keys, ctx.now) if keys else {}
+        judged = await self._judge(ctx, challenge_token, starting, start)
+        assert not isinstance(judged, _Again)
+        return judged
+
+    @property
+    def _shadowed(self) -> bool:
+        return any(isinstance(g, Shadow) for g in self.guards)
+
+    async def _judge(
+        self,
+        ctx: SendContext,
+        challenge_token: str | None,
+        starting: bool,
+        start: Callable[[], Started] | None,
+        unless: tuple[str, ...] = (),
+    ) -> Started | _Again | None:
+        """The guards over ``ctx.flags``, then the atomic admission. With ``unless``
+        (the flags taken as unset), whatever the flags could change is not answered
+        but returned as ``_FLAGS_SET``: a guard's refusal, a challenge required, the
+        store finding a flag set."""
+        number, now = ctx.number, ctx.now
         allowlisted = self._allowlisted(number) or (
             not is_email(number) and numberlists.allowed_by(ctx.flags, number.e164) is not None
         )
@@ -116,6 +155,8 @@ class Admitting(VerifierBase):
         for guard in guards:
             refusal = guard.check(ctx)
             if refusal is not None:
+                if unless:
+                    return _FLAGS_SET
                 raise await self._refuse_with(refusal, ctx)
         await self._emit_shadows(ctx)
         rules = [r for g in guards for r in g.rules(ctx)]
@@ -123,12 +164,18 @@ class Admitting(VerifierBase):
         buckets = [] if allowlisted else [b for g in guards for b in g.buckets(ctx)]
         pressure = None
         if buckets and starting:
+            if unless and self.challenge is not None and self.challenge.mode == "always":
+                return _FLAGS_SET
             pressure = await self._challenge_step(ctx, challenge_token, rules)
         started = None if start is None else start()
+        if started is not None and unless:
+            started = dataclasses.replace(started, unless_flags=unless)
         decision = await self.store.admit(
             rules, buckets, now, pressure=pressure, force=ctx.challenge_passed, start=started
         )
         if not decision.allowed:
+            if decision.rule == FLAGS_SET:
+                return _FLAGS_SET
             raise await self._refuse_with(self._refusal_of(decision, guards, ctx), ctx)
         return started
 

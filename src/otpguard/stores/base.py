@@ -21,6 +21,7 @@ from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule, Status, Verification
 from ..numberlists import ListEntry
+from .decisions import FLAGS_SET as FLAGS_SET
 from .decisions import allowed_decision as allowed_decision
 from .decisions import hit_rules as hit_rules
 from .decisions import must_leave as must_leave
@@ -40,6 +41,11 @@ class Started:
 
     verification: Verification
     events: tuple[Event, ...] = ()
+    #: Flag keys the engine judged this start as if none were set: if one is set when
+    #: the admission runs, nothing is recorded and the answer is ``FLAGS_SET`` (the
+    #: engine then reads them and judges again). A store may also answer so for an
+    #: entry that has expired but is still stored.
+    unless_flags: tuple[str, ...] = ()
 
 
 _T = TypeVar("_T")

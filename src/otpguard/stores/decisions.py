@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from ..models import RateDecision, RateRule
 
+#: The rule of an admission that found one of its start's ``unless_flags`` set.
+FLAGS_SET = "flags_set"
+FLAGS_FOUND = RateDecision(False, FLAGS_SET)
+
 
 def allowed_decision(rules: Sequence[RateRule], counts: Sequence[int], added: int) -> RateDecision:
     """An admitted ``hit`` or ``admit``, reporting the fullest enforced rule's count

@@ -46,6 +46,7 @@ from . import postgres_open as po
 from . import postgres_settle as ps
 from . import postgres_sql as q
 from .base import Started, allowed_decision
+from .decisions import FLAGS_FOUND
 from .opening import CheckOpened, CheckOpening
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
@@ -363,6 +364,12 @@ class PostgresStore(SQLStore):
     ) -> RateDecision:  # fmt: skip
         # One statement (otpguard_admit, its own transaction): one round trip, with a
         # start's verification and events written by the same statement when admitted.
+        if (
+            start is not None
+            and start.unless_flags
+            and await self.get_flags(start.unless_flags, now)
+        ):
+            return FLAGS_FOUND  # (a read before the statement, for now)
         params = pa.admit_params(rules, buckets, now, pressure, force)
         sql = pa.ADMIT
         if start is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..models import Bucket, RateDecision, RateRule
 from .base import Started, allowed_decision
+from .decisions import FLAGS_FOUND
 from .redis_cluster import Steps
 from .redis_lua import ts
 from .redis_lua_rates import (
@@ -67,6 +68,10 @@ class RedisRates(RedisStarts):
         pressure: float | None = None, force: bool = False, start: Started | None = None,
     ) -> RateDecision:  # fmt: skip
         rules, buckets = tuple(rules), tuple(buckets)
+        # Cluster: a start's unless_flags lie in other slots; read before the admission.
+        unless = start.unless_flags if start is not None and self._opts.cluster else ()
+        if unless and await self.get_flags(unless, now):
+            return FLAGS_FOUND
         nonce = os.urandom(8).hex()
         keys = rate_keys(rules)
         redis_keys = [self._rkey(k) for k in keys] + [self._bkey(b.key) for b in buckets]
@@ -80,6 +85,8 @@ class RedisRates(RedisStarts):
         args += record_args(keys, keep_of(rules), True)
         args += bucket_args(buckets, now, pressure, force)
         out = await self._admit_script(redis_keys, args, start)
+        if out[0] == "flags":
+            return FLAGS_FOUND
         if out[0] > 0:
             return rule_refusal(rules[out[0] - 1], out, now)
         if out[0] < 0:

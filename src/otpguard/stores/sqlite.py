@@ -38,6 +38,7 @@ from ..models import Bucket, RateDecision, RateRule
 from . import sql_schema as schema
 from . import sqlite_rates as rates
 from .base import Started
+from .decisions import FLAGS_FOUND
 from .sql import READ, WRITE, Body, Cursor, Row, Unavailable
 from .sql_store import SQLStore
 from .sqlite_txn import transaction
@@ -361,6 +362,8 @@ class SQLiteStore(SQLStore):
             return await self._run(admit, WRITE)
 
         async def run(cur: Cursor) -> RateDecision:
+            if start.unless_flags and await self._flags_in(cur, start.unless_flags, now):
+                return FLAGS_FOUND
             decision = await admit(cur)
             if decision.allowed:
                 await self._write_start(cur, start)
