@@ -41,10 +41,8 @@ class Started:
 
     verification: Verification
     events: tuple[Event, ...] = ()
-    #: Flag keys the engine judged this start as if none were set: if one is set when
-    #: the admission runs, nothing is recorded and the answer is ``FLAGS_SET`` (the
-    #: engine then reads them and judges again). A store may also answer so for an
-    #: entry that has expired but is still stored.
+    #: Flags the start was judged as unset: one set (or expired, not yet purged) when
+    #: the admission runs, and nothing is recorded: ``FLAGS_SET`` (judge it again).
     unless_flags: tuple[str, ...] = ()
 
 

@@ -364,11 +364,8 @@ class PostgresStore(SQLStore):
     ) -> RateDecision:  # fmt: skip
         # One statement (otpguard_admit, its own transaction): one round trip, with a
         # start's verification and events written by the same statement when admitted.
-        if (
-            start is not None
-            and start.unless_flags
-            and await self.get_flags(start.unless_flags, now)
-        ):
+        unless = start.unless_flags if start is not None else ()
+        if unless and await self.get_flags(unless, now):
             return FLAGS_FOUND  # (a read before the statement, for now)
         params = pa.admit_params(rules, buckets, now, pressure, force)
         sql = pa.ADMIT
