@@ -53,18 +53,25 @@ async def test_the_relay_counts_a_pipelined_burst_as_one_turn() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.redis
-def test_the_script_prints_figures_for_redis() -> None:
+@pytest.mark.parametrize(
+    "store", [pytest.param("redis", marks=pytest.mark.redis),
+              pytest.param("postgres", marks=pytest.mark.postgres)],
+)  # fmt: skip
+def test_no_request_makes_more_than_two_round_trips(store: str) -> None:
+    """A start: its admission, then its sent event once the provider answered. A check
+    by id: its opening (read, reservation, attempt), then the approval with its
+    bookkeeping or the failure's event. Counted on the wire, every request of the run."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--stores", "redis", "-n", "2"],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--stores", store, "-n", "6"],
+        capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
     )  # fmt: skip
     if "redis-server is not on PATH" in done.stderr:
         from .needs import unavailable
 
         unavailable("redis-server is not on PATH")
     assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])["redis"]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])[store]
     assert set(figures) == {"start", "wrong check", "right check"}
     for kind in figures.values():
-        assert kind["turns"] >= 1 and kind["operations"] >= 1
+        assert kind["max_turns"] <= 2 and kind["operations"] == 2
+        assert kind["turns"] >= 1

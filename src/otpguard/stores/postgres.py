@@ -364,16 +364,14 @@ class PostgresStore(SQLStore):
     ) -> RateDecision:  # fmt: skip
         # One statement (otpguard_admit, its own transaction): one round trip, with a
         # start's verification and events written by the same statement when admitted.
-        unless = start.unless_flags if start is not None else ()
-        if unless and await self.get_flags(unless, now):
-            return FLAGS_FOUND  # (a read before the statement, for now)
         params = pa.admit_params(rules, buckets, now, pressure, force)
         sql = pa.ADMIT
         if start is not None:
             sql = pa.ADMIT_START
             params.update(pa.start_params(start, self._event_row))
         row = await self._run(lambda cur: cur.one(sql, params))
-        assert row is not None
+        if row is None:  # one of the start's unless_flags is set
+            return FLAGS_FOUND
         refused = q.rule_refusal(rules, row, now) or pa.bucket_refusal(buckets, row)
         if refused is not None:
             return refused

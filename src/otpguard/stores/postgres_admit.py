@@ -100,9 +100,15 @@ ADMIT = (
 _OK = "(SELECT refused = 0 AND bucket = 0 FROM a)"
 #: ADMIT with an admitted start's verification (``%(v)s``: a JSON object of its
 #: columns), events (``%(e)s``: a JSON array of rows) and their count arrays
-#: (``%(c0)s`` .. ``%(c3)s``, ``counts_sql.pg_arrays``), written only when it admits.
+#: (``%(c0)s`` .. ``%(c3)s``, ``counts_sql.pg_arrays``), written only when it admits;
+#: none of it, and no row, when one of the start's ``unless_flags`` (``%(unless)s``)
+#: is set (the one-time filter runs before otpguard_admit would).
+_UNSET = (
+    " WHERE NOT EXISTS (SELECT 1 FROM flags WHERE key = ANY(%(unless)s::text[])"
+    " AND until > %(now)s::float8)"
+)
 ADMIT_START = (
-    f"WITH a AS MATERIALIZED ({ADMIT}), "  # noqa: S608 - constant names; values are bound
+    f"WITH a AS MATERIALIZED ({ADMIT}{_UNSET}), "  # noqa: S608 - constant names; values are bound
     f"v AS (INSERT INTO verifications ({V_COLUMNS}) SELECT {V_COLUMNS} "
     f"FROM json_populate_record(NULL::verifications, %(v)s::json) WHERE {_OK}), "
     f"e AS (INSERT INTO events ({', '.join(E_FIELDS)}) SELECT {', '.join(E_FIELDS)} "
@@ -159,6 +165,7 @@ def start_params(start: Started, event_row: Callable[[Event], tuple[Any, ...]]) 
     ]
     bumps = counts_sql.pg_arrays(counters.of_events(start.events))
     return {
+        "unless": list(start.unless_flags),
         "v": Jsonb(dict(zip(columns, verification_values(start.verification), strict=True))),
         "e": Jsonb(events),
         **{f"c{i}": col for i, col in enumerate(bumps)},
