@@ -12,6 +12,9 @@ no endpoint ever returns a code) and limits raised for load, then drives it with
 1. ``/noop`` with no script: the same server's ceiling, measured in the same run;
 2. ``pair.lua``: a start, then (once its code shows up in the outbox) a check
    with the right code; pairs/s counts checks that came back ``valid: true``;
+   then ``paced_pair.lua``, the same pairs offered at about half of that run's
+   request rate (each connection waits before each request): the latency at half
+   of the saturating load;
 3. ``start.lua``: starts only, for the start endpoint's latency percentiles;
 4. ``check.lua``: right-code checks of the verifications made in step 3 (codes
    from the outbox), for the check endpoint's latency percentiles.
@@ -281,6 +284,11 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
             base = f"http://127.0.0.1:{port}"
             noop = wrk(f"{base}/noop", duration)
             pairs = wrk(base, duration, "bench/pair.lua", (key, str(outbox)))
+            # Half of the saturated run's request rate, offered evenly: each of the
+            # connections waits the pace before each request (wrk's delay()).
+            half = pairs["rps"] / 2
+            pace_ms = max(1, round(CONNECTIONS * 1000 / half)) if half else 1000
+            paced = wrk(base, duration, "bench/paced_pair.lua", (key, str(outbox), str(pace_ms)))
             offset = outbox.stat().st_size
             starts = wrk(base, duration, "bench/start.lua", (key,))
             todo = data_dir / "checks.txt"
@@ -304,6 +312,15 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
                     "socket_errors",
                 )
             },
+            "half_load_rps": round(paced["rps"], 1),
+            "half_load_of_saturated": round(paced["rps"] / pairs["rps"], 3) if pairs["rps"] else 0,
+            "half_load_p50_ms": paced["p50_us"] / 1000,
+            "half_load_p99_ms": paced["p99_us"] / 1000,
+            "half_load_failed": paced["invalid"]
+            + paced["refused"]
+            + paced["no_code"]
+            + paced["non2xx"]
+            + paced["socket_errors"],
             "start_rps": round(starts["rps"], 1),
             "start_p50_ms": starts["p50_us"] / 1000,
             "start_p99_ms": starts["p99_us"] / 1000,
@@ -506,7 +523,7 @@ def main() -> int:
 
     header = (
         f"{'store':9}{'wk':>3}{'noop/s':>9}{'pairs/s':>9}{'start/s':>9}{'p50':>7}{'p99':>7}"
-        f"{'check/s':>9}{'p50':>7}{'p99':>7}{'ratio':>7}"
+        f"{'check/s':>9}{'p50':>7}{'p99':>7}{'ratio':>7}{'half req/s':>11}{'p50':>7}{'p99':>7}"
     )
     print(f"driver ceiling (start.lua vs stub): {ceiling['rps']} req/s, "
           f"wrk used {ceiling['wrk_cpu_cores']} cores")  # fmt: skip
@@ -517,7 +534,8 @@ def main() -> int:
             f"{r['store']:9}{r['workers']:>3}{r['noop_rps']:>9}{r['pairs_per_s']:>9}"
             f"{r['start_rps']:>9}{r['start_p50_ms']:>7.1f}{r['start_p99_ms']:>7.1f}"
             f"{r['check_rps']:>9}{r['check_p50_ms']:>7.1f}{r['check_p99_ms']:>7.1f}"
-            f"{r['pairs_vs_half_noop']:>7}"
+            f"{r['pairs_vs_half_noop']:>7}{r['half_load_rps']:>11}{r['half_load_p50_ms']:>7.1f}"
+            f"{r['half_load_p99_ms']:>7.1f}"
         )
     scaling = {}
     for kind in kinds:
