@@ -40,7 +40,7 @@ from .. import admission, counters
 from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
-from . import counts_sql
+from . import counts_sql, rate_log
 from . import postgres_admit as pa
 from . import postgres_open as po
 from . import postgres_settle as ps
@@ -356,7 +356,7 @@ class PostgresStore(SQLStore):
         await cur.run(q.RELEASE, {"keys": list(keys), "at": at, "cost": cost})
 
     async def _record_in(self, cur: Cursor, keys: Sequence[str], now: float) -> None:
-        await cur.run(q.WRITE_ADMISSION, q.write_params(keys, (), (), now))
+        await cur.run(q.RECORD, {"keys": list(keys), "now": now})
 
     async def _admit(
         self, rules: Sequence[RateRule], buckets: Sequence[Bucket], now: float,
@@ -385,11 +385,10 @@ class PostgresStore(SQLStore):
         assert row is not None
         states = q.bucket_states(buckets, row, now)
         after = [admission.after_approval(st, refund) for st in states]
-        await cur.run(q.WRITE_ADMISSION, q.write_params([], buckets, after, now))
+        await cur.run(q.WRITE_BUCKETS, q.bucket_params(buckets, after, now))
 
     async def _counts(self, windows: Sequence[tuple[str, float]]) -> list[int]:
-        sub = "(SELECT count(*) FROM rate_log WHERE key = ? AND ts > ?)"
-        sql = "SELECT " + ", ".join([sub] * len(windows))
-        row = await self._run(lambda cur: cur.one(sql, [p for w in windows for p in w]))
+        sql = "SELECT " + ", ".join([rate_log.count("?", "?")] * len(windows))
+        row = await self._run(lambda cur: cur.one(sql, rate_log.counts_params(windows)))
         assert row is not None
         return [int(n) for n in row]

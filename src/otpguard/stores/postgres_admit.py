@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 from .. import admission, counters
 from ..events import Event
 from ..models import Bucket, RateDecision, RateRule
-from . import counts_sql
+from . import counts_sql, rate_log
 from .base import Started
 from .sql import E_FIELDS, V_COLUMNS, verification_values
 
@@ -24,8 +24,8 @@ from .sql import E_FIELDS, V_COLUMNS, verification_values
 # Lua mirrors it), then the writes. Per bucket j: key, base, tau, share, forget_at.
 # Returns the judge's refused/counts/oldest, and a bucket's refusal: its index (0:
 # none), its level, retry_after and whether only the soft line (p_pressure) refused.
-ADMIT_FUNCTION = """
-CREATE FUNCTION otpguard_admit(
+ADMIT_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION otpguard_admit(
     p_keys text[], p_starts float8[], p_limits bigint[], p_enforced bool[], p_seen text[],
     p_now float8, p_buckets text[], p_base float8[], p_tau float8[], p_share float8[],
     p_forget float8[], p_pressure float8, p_force bool
@@ -41,8 +41,9 @@ DECLARE
     ea float8;
     room float8;
     hard bool;
-    levels float8[] := '{}';
-    earneds float8[] := '{}';
+    levels float8[] := '{{}}';
+    earneds float8[] := '{{}}';
+    recorded text[];
 BEGIN
     SELECT * INTO r FROM otpguard_judge(p_keys, p_starts, p_limits, p_enforced, p_seen,
         1, p_now, true, false, p_buckets);
@@ -74,9 +75,9 @@ BEGIN
         levels := levels || (lv + 1); earneds := earneds || ea;
     END LOOP;
     -- One event is one entry per key, even when several rules share a key.
-    INSERT INTO rate_log (key, ts)
-    SELECT DISTINCT p_keys[i], p_now FROM generate_subscripts(p_keys, 1) AS i
-    WHERE NOT r.skipped[i];
+    recorded := ARRAY(SELECT p_keys[i] FROM generate_subscripts(p_keys, 1) AS i
+                      WHERE NOT r.skipped[i]);
+    {rate_log.pg_record("recorded", "p_now", "1")};
     -- A key listed twice: the last one wins (both carry the same state).
     INSERT INTO buckets (key, level, earned, t, forget_at)
     SELECT DISTINCT ON (u.k) u.k, u.l, u.e, p_now, u.f
@@ -87,7 +88,7 @@ BEGIN
     RETURN NEXT;
 END
 $fn$
-"""
+"""  # noqa: S608 - constant SQL built from rate_log's texts
 
 # -- Store.admit in one statement: otpguard_admit, and a start's rows when it admits ----
 

@@ -11,17 +11,18 @@ from psycopg.types.json import Jsonb
 from .. import admission, counters
 from ..events import Event
 from ..numberlists import KEY_PREFIX as LIST_KEY_PREFIX
-from . import counts_sql
+from . import counts_sql, rate_log
 from .settlement import Settlement
 from .sql import E_FIELDS
 
 # Store.settle in one call (settlement.py): 0 when this call did not approve, 1 when
 # it settled, 2 when it approved but the bookkeeping failed (rolled back to the block's
-# start: the approval stands). Locks as release and credit do; the bucket arithmetic is
+# start: the approval stands). Locks the reserved, bucket and counter keys as release,
+# credit and admit do (rate_log.cum is kept under them); the bucket arithmetic is
 # admission.py's (decayed, after_approval); an allow entry is a live numlist: flag whose
 # value (numberlists.encode's canonical JSON) says "kind":"allow".
-SETTLE_FUNCTION = """
-CREATE FUNCTION otpguard_settle(
+SETTLE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION otpguard_settle(
     p_id text, p_now float8, p_hash text, p_reserved text[], p_events jsonb,
     p_cf text[], p_cm bigint[], p_ck text[], p_cn bigint[], p_listed text[],
     p_trusted text[], p_until float8, p_buckets text[], p_taus float8[],
@@ -42,13 +43,9 @@ BEGIN
     END IF;
     BEGIN
         PERFORM pg_advisory_xact_lock(h)
-        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_reserved || p_buckets) AS k
-              ORDER BY 1) AS s;
-        DELETE FROM rate_log WHERE ctid IN (
-            SELECT ctid FROM (
-                SELECT ctid, row_number() OVER (PARTITION BY key) AS n FROM rate_log
-                WHERE key = ANY(p_reserved) AND ts = p_now
-            ) AS s WHERE n <= 1);
+        FROM (SELECT DISTINCT hashtext(k) AS h
+              FROM unnest(p_reserved || p_buckets || p_counters) AS k ORDER BY 1) AS s;
+        {rate_log.pg_release("p_reserved", "p_now", "1")};
         INSERT INTO events (id, type, ts, verification_id, number_masked, number_hash,
             country, channel, client_ip, reason, rule, provider_code, details)
         SELECT id, type, ts, verification_id, number_masked, number_hash, country, channel,
@@ -82,14 +79,14 @@ BEGIN
             INSERT INTO flags (key, value, until) VALUES (p_trusted[1], '1', p_until)
             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, until = EXCLUDED.until;
         END IF;
-        INSERT INTO rate_log (key, ts) SELECT DISTINCT k, p_now FROM unnest(p_counters) AS k;
+        {rate_log.pg_record("p_counters", "p_now", "1")};
     EXCEPTION WHEN OTHERS THEN
         RETURN 2;
     END;
     RETURN 1;
 END
 $fn$
-"""
+"""  # noqa: S608 - constant SQL built from rate_log's texts
 
 SETTLE_CALL = (
     "SELECT otpguard_settle(%s::text, %s::float8, %s::text, %s::text[], %s::jsonb, "

@@ -12,8 +12,11 @@ one-statement ``record_attempt``, and the migrations (the shared tables are
   entries and the buckets; for a start, more CTEs of the same statement insert the
   verification, its events and their counts when it admitted (``postgres_admit.py``);
 * ``credit`` is one transaction: ``otpguard_judge`` locks and reads the buckets, the
-  arithmetic runs in Python (the same code as SQLite's), and ``WRITE_ADMISSION``
+  arithmetic runs in Python (the same code as SQLite's), and ``WRITE_BUCKETS``
   writes them.
+
+A window is counted from ``rate_log.cum`` in two index probes, and every writer keeps
+that running count consecutive under the key's lock (``rate_log.py``).
 
 And the store URL's own parameters (``split_url``). These statements use psycopg's
 ``%s`` placeholders (the shared ones use ``?``).
@@ -30,6 +33,8 @@ import psycopg.conninfo
 from .. import admission
 from ..errors import ConfigError
 from ..models import Bucket, RateDecision, RateRule
+from . import postgres_released as rel
+from . import rate_log
 from . import sql_schema as schema
 from .base import allowed_decision, refusal
 from .postgres_admit import ADMIT_FUNCTION
@@ -38,43 +43,22 @@ from .postgres_settle import SETTLE_FUNCTION
 from .sql import SELECT_V, Cursor
 from .sql_store import ATTEMPT_UPDATE
 
-_HIT_FUNCTION = """
-CREATE FUNCTION otpguard_hit(
-    p_keys text[], p_starts float8[], p_limits int[], p_cost int, p_now float8, p_record bool
+# Schema 11: each function that counts a window, from rate_log.cum in two index probes
+# (rate_log.py) rather than count(*) over its entries, and that keeps cum consecutive
+# when it records. (The released texts are postgres_released.py's.)
+
+# The first release's hit, kept for instances of older releases: otpguard_judge with
+# every rule enforced.
+HIT_FUNCTION = """
+CREATE OR REPLACE FUNCTION otpguard_hit(
+    p_keys text[], p_starts float8[], p_limits bigint[], p_cost bigint, p_now float8,
+    p_record bool
 ) RETURNS TABLE (refused int, counts bigint[], oldest float8)
-LANGUAGE plpgsql VOLATILE AS $fn$
-DECLARE i int; n bigint; must_leave bigint;
-BEGIN
-    -- The first release's function, kept for instances of older releases. Each
-    -- statement of a VOLATILE function takes a fresh snapshot: the counts below see
-    -- everything committed by whoever held these locks before us.
-    IF p_record THEN
-        PERFORM pg_advisory_xact_lock(h)
-        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys) AS k ORDER BY 1) AS s;
-    END IF;
-    counts := '{}';
-    refused := 0;
-    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
-        SELECT count(*) INTO n FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i];
-        counts := counts || n;
-        IF n + p_cost > p_limits[i] THEN
-            refused := i;
-            must_leave := n + p_cost - p_limits[i];
-            IF must_leave <= n THEN
-                SELECT ts INTO oldest FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i]
-                ORDER BY ts OFFSET must_leave - 1 LIMIT 1;
-            END IF;
-            RETURN NEXT;
-            RETURN;
-        END IF;
-    END LOOP;
-    IF p_record AND p_cost > 0 THEN
-        INSERT INTO rate_log (key, ts)
-        SELECT k, p_now FROM (SELECT DISTINCT k FROM unnest(p_keys) AS k) AS d,
-            generate_series(1, p_cost);
-    END IF;
-    RETURN NEXT;
-END
+LANGUAGE sql VOLATILE AS $fn$
+    SELECT j.refused, j.counts, j.oldest FROM otpguard_judge(p_keys, p_starts, p_limits,
+        array_fill(true, ARRAY[coalesce(array_length(p_keys, 1), 0)]),
+        array_fill(NULL::text, ARRAY[coalesce(array_length(p_keys, 1), 0)]),
+        p_cost, p_now, p_record, p_record, '{}') AS j
 $fn$
 """
 
@@ -86,8 +70,8 @@ $fn$
 # allowed event (admit records later, after judging the buckets). When nothing
 # refused, the rows of p_buckets (NULL for a missing row) come back in order,
 # read after the locks were taken.
-_JUDGE_FUNCTION = """
-CREATE FUNCTION otpguard_judge(
+JUDGE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION otpguard_judge(
     p_keys text[], p_starts float8[], p_limits bigint[], p_enforced bool[], p_seen text[],
     p_cost bigint, p_now float8, p_lock bool, p_record bool, p_buckets text[]
 ) RETURNS TABLE (
@@ -100,6 +84,7 @@ DECLARE
     n bigint;
     must_leave bigint;
     skip bool;
+    recorded text[];
 BEGIN
     -- Each statement of a VOLATILE function takes a fresh snapshot, so the reads
     -- below see everything committed by whoever held these locks before us.
@@ -108,8 +93,8 @@ BEGIN
         FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys || p_seen || p_buckets) AS k
               WHERE k IS NOT NULL ORDER BY 1) AS s;
     END IF;
-    counts := '{}';
-    skipped := '{}';
+    counts := '{{}}';
+    skipped := '{{}}';
     refused := 0;
     FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
         skip := p_seen[i] IS NOT NULL AND EXISTS (
@@ -117,15 +102,15 @@ BEGIN
         skipped := skipped || skip;
         n := 0;
         IF p_enforced[i] AND NOT skip THEN
-            SELECT count(*) INTO n FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i];
+            n := {rate_log.count("p_keys[i]", "p_starts[i]")};
             IF n + p_cost > p_limits[i] THEN
                 counts := counts || n;
                 refused := i;
                 must_leave := n + p_cost - p_limits[i];
                 IF must_leave <= n THEN
-                    SELECT ts INTO oldest FROM rate_log
-                    WHERE key = p_keys[i] AND ts > p_starts[i]
-                    ORDER BY ts OFFSET must_leave - 1 LIMIT 1;
+                    oldest := ({
+    rate_log.NTH_TS.format(key="p_keys[i]", start="p_starts[i]", offset="must_leave - 1")
+});
                 END IF;
                 RETURN NEXT;
                 RETURN;
@@ -135,11 +120,9 @@ BEGIN
     END LOOP;
     IF p_record AND p_cost > 0 THEN
         -- One event is one entry per key, even when several rules share a key.
-        INSERT INTO rate_log (key, ts)
-        SELECT k, p_now
-        FROM (SELECT DISTINCT p_keys[j] AS k FROM generate_subscripts(p_keys, 1) AS j
-              WHERE NOT skipped[j]) AS d,
-            generate_series(1, p_cost);
+        recorded := ARRAY(SELECT p_keys[j] FROM generate_subscripts(p_keys, 1) AS j
+                          WHERE NOT skipped[j]);
+        {rate_log.pg_record("recorded", "p_now", "p_cost")};
     END IF;
     IF coalesce(array_length(p_buckets, 1), 0) > 0 THEN
         SELECT array_agg(b.level ORDER BY u.o), array_agg(b.earned ORDER BY u.o),
@@ -150,7 +133,7 @@ BEGIN
     RETURN NEXT;
 END
 $fn$
-"""
+"""  # noqa: S608 - constant SQL built from rate_log's texts
 
 JUDGE_CALL = (
     "SELECT refused, counts, oldest, skipped, b_level, b_earned, b_t FROM otpguard_judge("
@@ -158,11 +141,11 @@ JUDGE_CALL = (
     "%s::bool, %s::bool, %s::text[])"
 )
 
-# The writes of an admitted send or an approval: rate entries and bucket rows.
-WRITE_ADMISSION = """
-WITH entries AS (
-    INSERT INTO rate_log (key, ts) SELECT k, %(now)s FROM unnest(%(keys)s::text[]) AS k
-)
+# The rate entries of an approval's counters (and of SQLStore.settle's, which this
+# store replaces with otpguard_settle), under their keys' advisory locks.
+RECORD = rate_log.pg_record("%(keys)s::text[]", "%(now)s::float8", "1")
+# The bucket rows of a credit.
+WRITE_BUCKETS = """
 INSERT INTO buckets (key, level, earned, t, forget_at)
 SELECT * FROM unnest(%(b_keys)s::text[], %(b_level)s::float8[], %(b_earned)s::float8[],
     %(b_t)s::float8[], %(b_forget)s::float8[])
@@ -171,15 +154,8 @@ ON CONFLICT (key) DO UPDATE SET level = EXCLUDED.level, earned = EXCLUDED.earned
 """
 
 # Store.release, after the keys' advisory locks (the ones hit and admit take): up to
-# cost entries at exactly ``at`` per key.
-RELEASE = """
-DELETE FROM rate_log WHERE ctid IN (
-    SELECT ctid FROM (
-        SELECT ctid, row_number() OVER (PARTITION BY key) AS n FROM rate_log
-        WHERE key = ANY(%(keys)s::text[]) AND ts = %(at)s
-    ) AS s WHERE n <= %(cost)s
-)
-"""
+# cost entries at exactly ``at`` per key, and the later entries' cum moved down.
+RELEASE = rate_log.pg_release("%(keys)s::text[]", "%(at)s::float8", "%(cost)s::int8")
 LOCK_KEYS = (
     "SELECT pg_advisory_xact_lock(h) FROM "
     "(SELECT DISTINCT hashtext(k) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS s"
@@ -188,24 +164,34 @@ LOCK_KEYS = (
 # MIGRATIONS[n] upgrades schema version n to n + 1. Append, never edit a released step.
 MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
     (
-        schema.first_step(["CREATE INDEX flags_until ON flags (until)"], [_HIT_FUNCTION]),
+        schema.first_step(["CREATE INDEX flags_until ON flags (until)"], [rel.HIT_1]),
         (
             # Limits and costs are bigint: counters may use limits past 2**31.
             "DROP FUNCTION otpguard_hit(text[], float8[], int[], int, float8, bool)",
-            _HIT_FUNCTION.replace("p_limits int[], p_cost int", "p_limits bigint[], p_cost bigint"),
+            rel.HIT_1.replace("p_limits int[], p_cost int", "p_limits bigint[], p_cost bigint"),
         ),
         schema.BUCKETS,
         # Rules with record_only and skip_if_seen, and the locks and bucket reads of
         # admit. otpguard_hit stays for instances of the previous release during a
         # rolling upgrade (a later step may drop it).
-        (_JUDGE_FUNCTION,),
+        (rel.JUDGE_4,),
         schema.REFUSALS,
         schema.PURPOSE,
         schema.WEBHOOKS,
         schema.COUNTS,
-        (SETTLE_FUNCTION,),  # Store.settle in one round trip
+        (rel.SETTLE_9,),  # Store.settle in one round trip
         # Store.admit in one call (otpguard_judge stays: hit and credit use it).
-        (ADMIT_FUNCTION,),
+        (rel.ADMIT_10,),
+        # Windows counted from a running count per key (rate_log.py): every function
+        # that counts or records, replaced; cum is set by every writer from now on.
+        (
+            *rate_log.migration("ctid"),
+            "ALTER TABLE rate_log ALTER COLUMN cum SET NOT NULL",
+            JUDGE_FUNCTION,
+            HIT_FUNCTION,
+            ADMIT_FUNCTION,
+            SETTLE_FUNCTION,
+        ),
         (OPEN_FUNCTION,),  # Store.open_check in one round trip
     ),
     schema.POSTGRES,
@@ -282,15 +268,14 @@ def bucket_states(
     return out
 
 
-def write_params(
-    keys: Sequence[str], buckets: Sequence[Bucket], states: Sequence[admission.Level], now: float
+def bucket_params(
+    buckets: Sequence[Bucket], states: Sequence[admission.Level], now: float
 ) -> dict[str, Any]:
+    """``WRITE_BUCKETS``'s parameters."""
     # A key listed twice would make ON CONFLICT touch a row twice: the last one wins
     # (both carry the same state, computed from the same read).
     rows = {b.key: (b, st) for b, st in zip(buckets, states, strict=True)}
     return {
-        "now": now,
-        "keys": list(keys),
         "b_keys": list(rows),
         "b_level": [st.level for _, st in rows.values()],
         "b_earned": [st.earned for _, st in rows.values()],

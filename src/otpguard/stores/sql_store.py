@@ -3,8 +3,9 @@
 A backend subclasses :class:`SQLStore` and provides the dialect (``sql.SQLDialect``):
 ``_run`` (a cursor, in a transaction or not), JSON in and out, the batched DELETE, and
 advisory locks where its transactions need them. What is really its own stays in its
-module: SQLite's WAL, checkpoints and per-minute rate counts; PostgreSQL's pool, outage
-probe, migrations and server-side functions. A backend may replace any operation here
+module: SQLite's WAL and checkpoints; PostgreSQL's pool, outage probe, migrations and
+server-side functions. Both count rate windows from ``rate_log``'s running count per
+key (``rate_log.py``). A backend may replace any operation here
 with a faster one of its own (PostgreSQL folds some into one statement).
 
 Statements use ``?``; each method says its transaction mode (``WRITE`` when it reads
@@ -182,7 +183,8 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
 
     async def _settle_bookkeeping(self, cur: Cursor, s: Settlement) -> None:
         """Steps 2-4 of ``settlement.py``, after the approval, in its transaction."""
-        await self._lock_keys(cur, [*s.reserved, *(b.key for b in s.buckets)])
+        counted = (r.key for r in s.counters)  # recorded under their locks too (rate_log.py)
+        await self._lock_keys(cur, [*s.reserved, *(b.key for b in s.buckets), *counted])
         if s.reserved:
             await self._release_in(cur, list(dict.fromkeys(s.reserved)), s.now, 1)
         if s.events:
@@ -364,8 +366,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
         total = 0
         for table, condition, bound in jobs:
             removed = await self._purge_table(table, condition, bound)
-            # rate_buckets index rate_log, event_counts sum events: not rows of data
-            if table not in ("rate_buckets", "event_counts"):
+            if table != "event_counts":  # sums of events, not rows of data
                 total += removed
         return total
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigError, StorageError
 from ..models import Bucket, RateDecision, RateRule
+from . import rate_log
 from . import sql_schema as schema
 from . import sqlite_rates as rates
 from .base import Started
@@ -56,12 +57,15 @@ PURGE_BATCH = 1_000  # rows per delete: a huge purge never holds the write lock 
 MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
     (
         schema.first_step(),
-        rates.MIGRATION,  # 2: per-minute counts beside the sliding log
+        rates.MIGRATION_2,  # 2: per-minute counts beside the sliding log
         schema.BUCKETS,  # 3
         schema.REFUSALS,  # 4
         schema.PURPOSE,  # 5
         schema.WEBHOOKS,  # 6
         schema.COUNTS,  # 7
+        # 8: windows counted from a running count per key (rate_log.py), which makes
+        # the per-minute counts of step 2 unnecessary.
+        (*rate_log.migration("rowid"), "DROP TABLE rate_buckets"),
     ),
     schema.SQLITE,
 )
@@ -174,9 +178,6 @@ class SQLiteStore(SQLStore):
 
     def _purge_batch(self) -> int:
         return PURGE_BATCH
-
-    def _purge_jobs(self, now: float, rate_horizon: float) -> list[tuple[str, str, float]]:
-        return [("rate_buckets", "start < ?", now - rate_horizon - rates.BUCKET)]
 
     async def _run(self, body: Body[T], mode: str | None = None, *, slow: bool = False) -> T:
         """Run ``body`` inline, on the event loop's thread (``slow``: on the worker

@@ -1,9 +1,9 @@
 """SQLite's rate windows and admission buckets: what its store runs inside ``_run``.
 
-A sliding window is counted exactly from two tables: ``rate_log`` (one row per event)
-and ``rate_buckets`` (events per key and minute), so a long window reads at most one
-minute of log rows plus one row per minute. Which rule refuses, its ``retry_after`` and
-the fullest rule's count are the contract's (``base.refusal``, ``base.allowed_decision``).
+A sliding window is counted exactly from ``rate_log``'s running count per key, two
+index probes whatever the traffic (``rate_log.py``), kept under the write transaction.
+Which rule refuses, its ``retry_after`` and the fullest rule's count are the
+contract's (``base.refusal``, ``base.allowed_decision``).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections.abc import Sequence
 
 from .. import admission
 from ..models import Bucket, RateDecision, RateRule
+from . import rate_log
 from .base import allowed_decision, must_leave, refusal
 from .sql import Body, Cursor, marks
 
-BUCKET = 60  # seconds per rate_buckets row
-
-#: Migration 2: per-minute counts beside the sliding log (``_COUNT``).
-MIGRATION = (
+#: Migration 2 (released): per-minute counts beside the sliding log, which counted the
+#: entries of a window's partial first minute; migration 8 drops them (``rate_log.py``).
+MIGRATION_2 = (
     """CREATE TABLE rate_buckets (
             key TEXT NOT NULL,
             start INTEGER NOT NULL,
@@ -30,23 +30,16 @@ MIGRATION = (
     "SELECT key, CAST(ts / 60 AS INTEGER) * 60, COUNT(*) FROM rate_log GROUP BY 1, 2",
 )
 
-# Exact count of a sliding window (start, now]: the log entries of the partial minute
-# at its start, plus the per-minute counts of every later minute.
-_COUNT = (
-    "(SELECT COUNT(*) FROM rate_log WHERE key = ? AND ts > ? AND ts < ?)"
-    " + (SELECT COALESCE(SUM(n), 0) FROM rate_buckets WHERE key = ? AND start >= ?)"
-)
+_COUNT = rate_log.count("?", "?")
+_NTH_TS = rate_log.NTH_TS.format(key="?", start="?", offset="?")
 
 
 async def counts(cur: Cursor, windows: Sequence[tuple[str, float]]) -> list[int]:
     """The events of each ``(key, start)`` window since ``start``, in one statement."""
     if not windows:
         return []
-    params: list[object] = []
-    for key, start in windows:
-        edge = (int(start // BUCKET) + 1) * BUCKET  # the first whole minute in the window
-        params += [key, start, edge, key, edge]
-    row = await cur.one("SELECT " + ", ".join([f"({_COUNT})"] * len(windows)), params)
+    sql = "SELECT " + ", ".join([_COUNT] * len(windows))
+    row = await cur.one(sql, rate_log.counts_params(windows))
     assert row is not None
     return [int(n) for n in row]
 
@@ -70,10 +63,7 @@ async def _judge(
         if leave:
             oldest = None
             if leave <= n:  # else cost > limit: it never fits
-                row = await cur.one(
-                    "SELECT ts FROM rate_log WHERE key = ? AND ts > ? ORDER BY ts LIMIT 1 OFFSET ?",
-                    (rule.key, now - rule.window, leave - 1),
-                )
+                row = await cur.one(_NTH_TS, (rule.key, now - rule.window, leave - 1))
                 oldest = None if row is None else float(row[0])
             return refusal(rule, n, oldest, now), tally, []
     # One event is one entry per key, even when several rules share a key.
@@ -84,14 +74,8 @@ async def _judge(
 async def record_entries(cur: Cursor, keys: Sequence[str], now: float, cost: int) -> None:
     if not keys or not cost:
         return
-    bucket = int(now // BUCKET) * BUCKET
-    await cur.many("INSERT INTO rate_log (key, ts) VALUES (?, ?)",
-                   [(key, now) for key in keys for _ in range(cost)])  # fmt: skip
-    await cur.many(
-        "INSERT INTO rate_buckets (key, start, n) VALUES (?, ?, ?) "
-        "ON CONFLICT (key, start) DO UPDATE SET n = n + excluded.n",
-        [(key, bucket, cost) for key in keys],
-    )
+    await cur.many(rate_log.SQLITE_RECORD, [(key, now) for key in keys for _ in range(cost)])
+    await cur.many(rate_log.SQLITE_SHIFT, [(cost, key, now) for key in keys])
 
 
 async def _bucket_states(
@@ -170,19 +154,10 @@ def credit(buckets: Sequence[Bucket], refund: int, now: float) -> Body[None]:
 
 
 def release(keys: Sequence[str], at: float, cost: int) -> Body[None]:
-    bucket = int(at // BUCKET) * BUCKET
-
     async def run(cur: Cursor) -> None:
         for key in keys:
-            removed = await cur.run(
-                "DELETE FROM rate_log WHERE rowid IN "
-                "(SELECT rowid FROM rate_log WHERE key = ? AND ts = ? LIMIT ?)",
-                (key, at, cost),
-            )
-            if removed > 0:  # the per-minute count the window also reads
-                await cur.run(
-                    "UPDATE rate_buckets SET n = max(0, n - ?) WHERE key = ? AND start = ?",
-                    (removed, key, bucket),
-                )
+            removed = await cur.run(rate_log.SQLITE_RELEASE, (key, at, cost))
+            if removed > 0:
+                await cur.run(rate_log.SQLITE_UNSHIFT, (removed, key, at))
 
     return run
