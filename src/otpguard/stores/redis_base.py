@@ -21,7 +21,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from .redis_url import Options, cluster_kwargs, parse_url
 
@@ -132,7 +132,14 @@ class RedisBase:
     async def _run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if self._client is None:  # the scripts are registered on the client opened
             raise NotOpen
-        return await self._scripts[script](keys=list(keys), args=list(args))
+        # What redis-py's Script.__call__ does, without its per-call isinstance check
+        # against a Protocol-derived Pipeline (a slow check) and its copies of the lists.
+        client, code = self._client, self._scripts[script]
+        try:
+            return await client.evalsha(code.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis: load it again, as Script does
+            code.sha = await client.script_load(code.script)
+            return await client.evalsha(code.sha, len(keys), *keys, *args)
 
     def _one_slot(self, keys: Sequence[str]) -> bool:
         """Whether one script may touch every key (always, outside Cluster)."""
