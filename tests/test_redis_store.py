@@ -451,6 +451,18 @@ async def test_closed_store_and_never_opened_store_raise(store: RedisStore, redi
 
 
 @pytest.mark.redis
+async def test_scripts_are_loaded_again_after_a_script_flush(store: RedisStore, raw: Any) -> None:
+    """A Redis that forgot the scripts (SCRIPT FLUSH, a restart without persistence):
+    the next call loads its script again and runs it once."""
+    v = make_v()
+    await store.create_verification(v)
+    await raw.script_flush()
+    assert (await store.record_attempt(v.id, 5, T0 + 1)) is not None
+    got = await store.get_verification(v.id)
+    assert got is not None and got.attempts == 1
+
+
+@pytest.mark.redis
 async def test_a_burst_beyond_the_pool_waits_for_connections(raw: Any, redis_url: str) -> None:
     """Far more concurrent operations than pooled connections: every one succeeds (none
     fails with "too many connections", which would be a 503), and the store never
@@ -550,7 +562,7 @@ async def test_rediss_uses_tls() -> None:
     s = RedisStore("rediss://127.0.0.1:6380/0?ssl_cert_reqs=none")
     await s.open()
     try:
-        assert s._client.connection_pool.connection_class is SSLConnection
+        assert issubclass(s._client.connection_pool.connection_class, SSLConnection)
     finally:
         await s.aclose()
 

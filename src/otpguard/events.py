@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from .email_address import mask as mask_address
@@ -72,8 +72,14 @@ class Event:
     owner: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["owner"]
+        if all(type(v) in _ATOMIC for v in self.details.values()):
+            # The usual flat details: what asdict returns, without its deep copy of
+            # every value (a third of the cost of storing an event).
+            data = {name: getattr(self, name) for name in _FIELDS}
+            data["details"] = dict(self.details)
+        else:
+            data = asdict(self)
+            del data["owner"]
         if self.count == 1:  # the usual case: stored and logged events stay as they were
             del data["count"]
         return data
@@ -86,6 +92,12 @@ class Event:
         known: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
         known["details"] = dict(data.get("details") or {})
         return cls(**known)
+
+
+#: Every field ``to_dict`` writes (``owner`` is never stored), in ``asdict``'s order.
+_FIELDS = tuple(f.name for f in fields(Event) if f.name != "owner")
+#: Values ``asdict`` would return as they are (its copies of them are equal).
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
 
 
 def mask_number(e164: str) -> str:

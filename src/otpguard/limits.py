@@ -27,6 +27,7 @@ IPv4-mapped IPv6 addresses (``::ffff:203.0.113.7``) count as their IPv4 address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from .config import LimitsSection, Settings, Windows
@@ -35,6 +36,9 @@ from .errors import InvalidRequest
 from .models import RateRule
 
 UNKNOWN_IP = "unknown"
+#: Distinct addresses whose parsed forms are remembered: a request parses its client's
+#: address for several rules (normalize_ip, ip_key, network_of, ipv6_48_of), each once.
+IP_CACHE = 4096
 
 
 def normalize_ip(client_ip: str | None) -> str:
@@ -45,16 +49,23 @@ def normalize_ip(client_ip: str | None) -> str:
         raise InvalidRequest("'client_ip' must be an IPv4 or IPv6 address")
     text = client_ip.strip().split("%", 1)[0]  # a zone id (fe80::1%eth0) names no other host
     try:
-        addr = ipaddress.ip_address(text)
+        return _canonical(text)
     except ValueError:
         raise InvalidRequest(
             "'client_ip' must be an IPv4 or IPv6 address, like 203.0.113.7"
         ) from None
+
+
+@functools.lru_cache(maxsize=IP_CACHE)
+def _canonical(text: str) -> str:
+    """``text``'s address in canonical form; ValueError (never cached) if it is none."""
+    addr = ipaddress.ip_address(text)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped  # ::ffff:203.0.113.7 is 203.0.113.7, one set of counters
     return str(addr)
 
 
+@functools.lru_cache(maxsize=IP_CACHE)
 def ip_key(ip: str) -> str:
     """What the per-IP rules count under: the address for IPv4, its /64 for IPv6.
 
@@ -69,6 +80,7 @@ def ip_key(ip: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/64", strict=False))
 
 
+@functools.lru_cache(maxsize=IP_CACHE)
 def network_of(ip: str) -> str:
     """The /24 of an IPv4 address or the /56 of an IPv6 address."""
     if ip == UNKNOWN_IP:
@@ -78,6 +90,7 @@ def network_of(ip: str) -> str:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
+@functools.lru_cache(maxsize=IP_CACHE)
 def ipv6_48_of(ip: str) -> str | None:
     """The /48 of an IPv6 address (a site's usual allocation); None for IPv4."""
     if ip == UNKNOWN_IP:

@@ -92,11 +92,14 @@ def parse(raw: str, default_region: str = "GB") -> PhoneNumber:
         ) from None
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     magic = e164.startswith(TWILIO_MAGIC_PREFIX) and len(e164) == 12
-    if not magic and not phonenumbers.is_valid_number(num):
+    # is_valid_number is is_valid_number_for_region(num, region_code_for_number(num)):
+    # the region, the dearest part (a +44 number is tried against GB, GG, JE, IM), once.
+    region = phonenumbers.region_code_for_number(num)
+    valid = region is not None and phonenumbers.is_valid_number_for_region(num, region)
+    if not magic and not valid:
         raise InvalidPhoneNumber(
             "'to' is not a valid phone number; check the digits and the country code"
         )
-    region = phonenumbers.region_code_for_number(num)
     return PhoneNumber(
         e164=e164,
         region=region if region and region != "ZZ" else None,

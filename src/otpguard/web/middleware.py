@@ -16,6 +16,8 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
 ]
+#: The names of SECURITY_HEADERS: a response's own values for them are replaced.
+_OURS = frozenset(name for name, _ in SECURITY_HEADERS)
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 PAGE_CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -52,8 +54,7 @@ class SecurityHeadersMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {SECURITY_HEADERS[i][0] for i in range(len(SECURITY_HEADERS))}
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _OURS]
                 headers.extend(SECURITY_HEADERS)
                 if not any(k.lower() == b"content-security-policy" for k, _ in headers):
                     headers.append((b"content-security-policy", csp))
