@@ -44,12 +44,24 @@ BASE = (
     "0)"
 )
 
-#: The ts of the ``{offset} + 1``-th entry of ``{key}`` after ``{start}`` (``oldest``
-#: for a refusal's retry_after: ``offset`` is at most the rule's limit).
+#: The ts of the ``{offset} + 1``-th entry of ``{key}`` after ``{start}``, and of the
+#: ``{offset} + 1``-th from the newest: a refusal's ``oldest`` (the ``leave``-th of the
+#: window's ``n``) is read from whichever end is nearer (``nth_from_start``), so it
+#: reads at most the rule's limit of entries (``n - leave`` is ``limit - cost``).
 NTH_TS = (
     "SELECT ts FROM rate_log WHERE key = {key} AND ts > {start} "
     "ORDER BY ts, cum LIMIT 1 OFFSET {offset}"
 )
+NTH_TS_FROM_END = (
+    "SELECT ts FROM rate_log WHERE key = {key} AND ts > {start} "
+    "ORDER BY ts DESC, cum DESC LIMIT 1 OFFSET {offset}"
+)
+
+
+def nth_from_start(leave: int, n: int) -> bool:
+    """Whether the ``leave``-th of ``n`` entries is nearer the first (``NTH_TS`` at
+    offset ``leave - 1``) than the newest (``NTH_TS_FROM_END`` at ``n - leave``)."""
+    return leave - 1 <= n - leave
 
 
 def count(key: str, start: str) -> str:
