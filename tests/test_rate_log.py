@@ -227,7 +227,15 @@ async def test_postgres_counts_are_index_probes_of_one_row_under_50000_entries(
 
     store = await open_store("postgres", tmp_path)
     try:
-        await store.hit([rule("big")], T0, cost=50_000)
+        # 50 000 entries as 50 000 hits would have left them (one call of cost 50 000
+        # is one statement whose every row probes for its base: far slower to set up).
+        await store._run(
+            lambda cur: cur.run(
+                "INSERT INTO rate_log (key, ts, cum) "
+                "SELECT 'big', ? + g / 100000.0, g FROM generate_series(1, 50000) AS g",
+                (T0,),
+            )
+        )
         assert await store.count("big", 60, T0 + 1) == 50_000
         url = store._conninfo  # type: ignore[attr-defined]  # PostgresStore's own
     finally:

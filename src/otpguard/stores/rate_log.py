@@ -99,13 +99,16 @@ SQLITE_UNSHIFT = "UPDATE rate_log SET cum = cum - ? WHERE key = ? AND ts > ?"
 
 def pg_record(keys: str, now: str, cost: str) -> str:
     """PostgreSQL: ``cost`` entries at ``now`` under each distinct key of the array
-    ``keys``, in one statement (whose reads all see the rows as they were before it)."""
+    ``keys``, in one statement (whose reads all see the rows as they were before it).
+    Each key's base is read once (``d``, materialized): read per new row, it would step
+    over the rows this statement inserted before it."""
     return (
         f"WITH shift AS (UPDATE rate_log SET cum = cum + {cost} "  # noqa: S608 - SQL expressions of the caller's
-        f"WHERE key = ANY({keys}) AND ts > {now}) "
-        f"INSERT INTO rate_log (key, ts, cum) SELECT d.k, {now}, {base('d.k', now)} + g "
-        f"FROM (SELECT DISTINCT k FROM unnest({keys}) AS k) AS d, "
-        f"generate_series(1, {cost}) AS g"
+        f"WHERE key = ANY({keys}) AND ts > {now}), "
+        f"d AS MATERIALIZED (SELECT u.k, {base('u.k', now)} AS base "
+        f"FROM (SELECT DISTINCT k FROM unnest({keys}) AS k) AS u) "
+        f"INSERT INTO rate_log (key, ts, cum) SELECT d.k, {now}, d.base + g "
+        f"FROM d, generate_series(1, {cost}) AS g"
     )
 
 
