@@ -70,6 +70,8 @@ $fn$
 # allowed event (admit records later, after judging the buckets). When nothing
 # refused, the rows of p_buckets (NULL for a missing row) come back in order,
 # read after the locks were taken.
+_NTH = rate_log.NTH_TS.replace("{key}", "p_keys[i]").replace("{start}", "p_starts[i]")
+_NTH_BACK = rate_log.NTH_TS_FROM_END.replace("{key}", "p_keys[i]").replace("{start}", "p_starts[i]")
 JUDGE_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION otpguard_judge(
     p_keys text[], p_starts float8[], p_limits bigint[], p_enforced bool[], p_seen text[],
@@ -107,10 +109,10 @@ BEGIN
                 counts := counts || n;
                 refused := i;
                 must_leave := n + p_cost - p_limits[i];
-                IF must_leave <= n THEN
-                    oldest := ({
-    rate_log.NTH_TS.format(key="p_keys[i]", start="p_starts[i]", offset="must_leave - 1")
-});
+                IF must_leave <= n AND must_leave - 1 <= n - must_leave THEN
+                    oldest := ({_NTH.format(offset="must_leave - 1")});
+                ELSIF must_leave <= n THEN  -- nearer the newest (rate_log.nth_from_start)
+                    oldest := ({_NTH_BACK.format(offset="n - must_leave")});
                 END IF;
                 RETURN NEXT;
                 RETURN;

@@ -44,12 +44,24 @@ BASE = (
     "0)"
 )
 
-#: The ts of the ``{offset} + 1``-th entry of ``{key}`` after ``{start}`` (``oldest``
-#: for a refusal's retry_after: ``offset`` is at most the rule's limit).
+#: The ts of the ``{offset} + 1``-th entry of ``{key}`` after ``{start}``, and of the
+#: ``{offset} + 1``-th from the newest: a refusal's ``oldest`` (the ``leave``-th of the
+#: window's ``n``) is read from whichever end is nearer (``nth_from_start``), so it
+#: reads at most the rule's limit of entries (``n - leave`` is ``limit - cost``).
 NTH_TS = (
     "SELECT ts FROM rate_log WHERE key = {key} AND ts > {start} "
     "ORDER BY ts, cum LIMIT 1 OFFSET {offset}"
 )
+NTH_TS_FROM_END = (
+    "SELECT ts FROM rate_log WHERE key = {key} AND ts > {start} "
+    "ORDER BY ts DESC, cum DESC LIMIT 1 OFFSET {offset}"
+)
+
+
+def nth_from_start(leave: int, n: int) -> bool:
+    """Whether the ``leave``-th of ``n`` entries is nearer the first (``NTH_TS`` at
+    offset ``leave - 1``) than the newest (``NTH_TS_FROM_END`` at ``n - leave``)."""
+    return leave - 1 <= n - leave
 
 
 def count(key: str, start: str) -> str:
@@ -87,13 +99,16 @@ SQLITE_UNSHIFT = "UPDATE rate_log SET cum = cum - ? WHERE key = ? AND ts > ?"
 
 def pg_record(keys: str, now: str, cost: str) -> str:
     """PostgreSQL: ``cost`` entries at ``now`` under each distinct key of the array
-    ``keys``, in one statement (whose reads all see the rows as they were before it)."""
+    ``keys``, in one statement (whose reads all see the rows as they were before it).
+    Each key's base is read once (``d``, materialized): read per new row, it would step
+    over the rows this statement inserted before it."""
     return (
         f"WITH shift AS (UPDATE rate_log SET cum = cum + {cost} "  # noqa: S608 - SQL expressions of the caller's
-        f"WHERE key = ANY({keys}) AND ts > {now}) "
-        f"INSERT INTO rate_log (key, ts, cum) SELECT d.k, {now}, {base('d.k', now)} + g "
-        f"FROM (SELECT DISTINCT k FROM unnest({keys}) AS k) AS d, "
-        f"generate_series(1, {cost}) AS g"
+        f"WHERE key = ANY({keys}) AND ts > {now}), "
+        f"d AS MATERIALIZED (SELECT u.k, {base('u.k', now)} AS base "
+        f"FROM (SELECT DISTINCT k FROM unnest({keys}) AS k) AS u) "
+        f"INSERT INTO rate_log (key, ts, cum) SELECT d.k, {now}, d.base + g "
+        f"FROM d, generate_series(1, {cost}) AS g"
     )
 
 

@@ -32,6 +32,7 @@ MIGRATION_2 = (
 
 _COUNT = rate_log.count("?", "?")
 _NTH_TS = rate_log.NTH_TS.format(key="?", start="?", offset="?")
+_NTH_BACK = rate_log.NTH_TS_FROM_END.format(key="?", start="?", offset="?")
 
 
 async def counts(cur: Cursor, windows: Sequence[tuple[str, float]]) -> list[int]:
@@ -42,6 +43,16 @@ async def counts(cur: Cursor, windows: Sequence[tuple[str, float]]) -> list[int]
     row = await cur.one(sql, rate_log.counts_params(windows))
     assert row is not None
     return [int(n) for n in row]
+
+
+async def _oldest(cur: Cursor, rule: RateRule, now: float, n: int, leave: int) -> float | None:
+    """The ts of the ``leave``-th of the ``n`` entries in ``rule``'s window, read from
+    the nearer end (``rate_log.nth_from_start``)."""
+    sql, offset = (
+        (_NTH_TS, leave - 1) if rate_log.nth_from_start(leave, n) else (_NTH_BACK, n - leave)
+    )
+    row = await cur.one(sql, (rule.key, now - rule.window, offset))
+    return None if row is None else float(row[0])
 
 
 async def _judge(
@@ -61,11 +72,8 @@ async def _judge(
         rule, n = rules[i], tally[i]
         leave = must_leave(rule, n, cost)
         if leave:
-            oldest = None
-            if leave <= n:  # else cost > limit: it never fits
-                row = await cur.one(_NTH_TS, (rule.key, now - rule.window, leave - 1))
-                oldest = None if row is None else float(row[0])
-            return refusal(rule, n, oldest, now), tally, []
+            oldest = await _oldest(cur, rule, now, n, leave) if leave <= n else None
+            return refusal(rule, n, oldest, now), tally, []  # (None: cost > limit, never fits)
     # One event is one entry per key, even when several rules share a key.
     keys = list(dict.fromkeys(r.key for i, r in enumerate(rules) if i not in skipped))
     return None, tally, keys
