@@ -162,8 +162,12 @@ async def measure(
             code = outbox.last_code(to)
             wrong = "0" * len(code) if code != "0" * len(code) else "1" * len(code)
             clock.advance(5)
-            await request("wrong check", verifier.check(wrong, verification_id=v.id), record)
-            await request("right check", verifier.check(code, verification_id=v.id), record)
+            await request(
+                "wrong check", verifier.check(wrong, verification_id=v.id, client_ip=ip), record
+            )
+            await request(
+                "right check", verifier.check(code, verification_id=v.id, client_ip=ip), record
+            )
             clock.advance(5)
     finally:
         await verifier.aclose()
