@@ -188,7 +188,10 @@ class Checking(VerifierBase):
             if compared and not (await self.store.hit(rules, now)).allowed:
                 break  # no room for another comparison: a failure like the others
             compared += 1
-            result = await self._compare(v, code, binding, ip, now, rules, by_number=True)
+            ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
+            result = await self._settle_ticket(
+                ticket, code, binding, ip, now, rules, by_number=True
+            )
             if result is not None and result.valid:
                 return result
         if not compared:
@@ -219,25 +222,6 @@ class Checking(VerifierBase):
                 RateLimited(reserved.rule, reserved.retry_after), now, number, ip, channel
             )
 
-    async def _compare(
-        self,
-        v: Verification,
-        code: str,
-        binding: Binding,
-        ip: str,
-        now: float,
-        rules: Sequence[RateRule],
-        *,
-        by_number: bool,
-    ) -> CheckResult | None:
-        """Count the attempt, compare, approve the tag compared. ``binding`` is what
-        the check names: another purpose, amount or payee fails as a wrong code. The
-        reservation made for this comparison is given back on an approval; by id also
-        when nothing was compared or a right code lost a race (by number every failure
-        counts the same). None when the verification is gone."""
-        ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
-        return await self._settle_ticket(ticket, code, binding, ip, now, rules, by_number=by_number)
-
     async def _settle_ticket(
         self,
         ticket: AttemptTicket | None,
@@ -249,7 +233,11 @@ class Checking(VerifierBase):
         *,
         by_number: bool,
     ) -> CheckResult | None:
-        """What follows a counted attempt (``ticket``): the comparison and its answer."""
+        """Compare with the tags of the attempt's ``ticket``, approve the tag compared.
+        ``binding`` is what the check names: another purpose, amount or payee fails as
+        a wrong code. The reservation made for this comparison is given back on an
+        approval; by id also when nothing was compared or a right code lost a race (by
+        number every failure counts the same). None when the verification is gone."""
         give_back = not by_number
         if ticket is None:
             if give_back:
