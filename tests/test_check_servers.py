@@ -5,12 +5,15 @@ requests over HTTP. Wrong-code caps hold exactly; a resend and a check never bot
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
+from otpguard import tags
+from otpguard.stores import store_from_url
 from otpguard.transports.file import read_outbox
 
 from .test_admission_servers import store_url  # noqa: F401 - the fixture
@@ -132,3 +135,37 @@ async def test_the_wrong_code_cap_per_number_is_exact(
             for j in range(5)
         ]
         assert await fire_checks(http, c, checks) == {200: 10, 429: 5}
+
+
+async def test_concurrent_v2_resends_keep_every_code_sent(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """Eight /v2 resends (which keep the earlier codes) of one verification at once
+    over both instances, with no cooldown: each one answered 201 sent one code, each
+    refused one sent nothing, and every code a phone received is among the tags."""
+    env = {"OTPGUARD_RESEND_COOLDOWN": "0", "OTPGUARD_LIMIT_PHONE": "100/10m"}
+    to = "+447400112233"
+    async with cluster(store_url, tmp_path, env=env) as c, httpx.AsyncClient(timeout=60) as http:
+        token = base64.b64encode(f"og_{c.key.split('_')[1]}:{c.key}".encode()).decode()
+        basic = {"Authorization": f"Basic {token}"}
+        r = await http.post(f"{c.urls[0]}/v2/Services", headers=basic, data={"FriendlyName": "R"})
+        assert r.status_code == 201, r.text
+        url = f"/v2/Services/{r.json()['sid']}/Verifications"
+        form = {"To": to, "Channel": "sms"}
+        assert (await http.post(c.urls[0] + url, headers=basic, data=form)).status_code == 201
+        resends = await asyncio.gather(
+            *(http.post(c.urls[i % 2] + url, headers=basic, data=form) for i in range(8))
+        )
+        statuses = Counter(r.status_code for r in resends)
+        assert set(statuses) <= {201, 429}, [r.text for r in resends]
+        sent = [m["code"] for m in read_outbox(c.outbox) if m["to"] == to]
+        assert len(sent) == 1 + statuses[201] and statuses[201] >= 1
+    store = store_from_url(store_url)
+    await store.open()
+    try:
+        v = await store.find_pending(to, 0.0)
+        assert v is not None
+        assert len(tags.tags_of(v)) == len(sent) == v.sends
+    finally:
+        await store.aclose()
