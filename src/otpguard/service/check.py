@@ -129,17 +129,16 @@ class Checking(VerifierBase):
     ) -> CheckResult:
         """A check by id: another key's verification is exactly as if it did not exist.
         Its read, wrong-code reservation and attempt are one store call (``open_check``)."""
-        opened = await self.store.open_check(
-            CheckOpening(
-                verification_id,
-                owner,
-                len(code),
-                limits.number_failed_check_rules(self.settings.limits, ""),
-                limits.ip_failed_check_rules(self.settings.limits, ip),
-                self.settings.max_attempts,
-                now,
-            )
+        opening = CheckOpening(
+            verification_id,
+            owner,
+            len(code),
+            limits.number_failed_check_rules(self.settings.limits, ""),
+            limits.ip_failed_check_rules(self.settings.limits, ip),
+            self.settings.max_attempts,
+            now,
         )
+        opened = await self.store.open_check(opening)
         v = opened.verification
         if v is None:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
@@ -151,9 +150,9 @@ class Checking(VerifierBase):
             number = parse_destination(v.to, v.channel, self.settings.default_region)
             refused = RateLimited(str(opened.refusal.rule), opened.refusal.retry_after)
             raise await self._refuse(refused, now, number, ip, v.channel)
-        rules = limits.failed_check_rules(self.settings.limits, v.to, ip)
+        # The rules the store reserved under: given back or settled with the same keys.
         result = await self._settle_ticket(
-            opened.ticket, code, binding, ip, now, rules, by_number=False
+            opened.ticket, code, binding, ip, now, opening.rules(v.to), by_number=False
         )
         if result is None:
             raise NotFound("no pending verification for that id or number")
