@@ -48,6 +48,7 @@ from . import postgres_sql as q
 from .base import Started, allowed_decision
 from .decisions import FLAGS_FOUND
 from .opening import CheckOpened, CheckOpening
+from .postgres_arrays import ArrayLiteralDumper
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
 from .settlement import Settlement, bookkeeping_failed
@@ -102,6 +103,11 @@ class _Cursor:
         if rows:
             async with self.conn.cursor() as cur:
                 await cur.executemany(_pg(sql), rows)
+
+
+async def _configure(conn: Conn) -> None:
+    """Each pooled connection sends lists as array literals (``postgres_arrays``)."""
+    conn.adapters.register_dumper(list, ArrayLiteralDumper)
 
 
 def _unreachable(exc: psycopg.Error) -> bool:
@@ -231,6 +237,7 @@ class PostgresStore(SQLStore):
             max_size=int(self._options["pool_max_size"]),
             timeout=self._options["pool_timeout"],
             kwargs={"autocommit": True},
+            configure=_configure,
             name="otpguard",
             open=False,
         )
