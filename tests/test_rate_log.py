@@ -268,14 +268,17 @@ async def test_postgres_counts_are_index_probes_of_one_row_under_50000_entries(
             "SET auto_explain.log_level = 'notice'",
         ):
             await conn.execute(setting)
-        rules = [rule("big"), rule("big", HUGE, 60)]
+        # And the probes of skip_if_seen: a seen key with entries, and one without.
+        seen = [RateRule("seen", "big", HUGE, 60, skip_if_seen=k) for k in ("big", "none")]
+        rules = [rule("big"), rule("big", HUGE, 60), *seen]
         params = q.judge_params(rules, (), T0 + 2, 1, lock=True, record=True)
         await conn.execute(q.JUDGE_CALL, params)
     nested = [
         json.loads(m.split("\n", 1)[1]) for m in notices if m.startswith("duration:") and "{" in m
     ]
     nested_scans = _rate_log_scans(nested)
-    # two counts, the base of the new entry, the later entries it moves (none)
-    assert len(nested_scans) >= 5, nested
+    # the counts' two probes and the seen probe (each once in the plan, run per rule),
+    # the base of the new entry (two), the later entries it moves (none)
+    assert len(nested_scans) >= 6, nested
     assert all("Index" in n["Node Type"] for n in nested_scans), nested_scans
     assert all(n["Actual Rows"] <= 1 for n in nested_scans), nested_scans

@@ -256,3 +256,70 @@ BEGIN
 END
 $fn$
 """
+
+#: Schema 11: the rules part of hit and admit, each window counted from rate_log.cum
+#: (its skip_if_seen test an EXISTS, which may be planned as a scan of rate_log).
+JUDGE_11 = """
+CREATE OR REPLACE FUNCTION otpguard_judge(
+    p_keys text[], p_starts float8[], p_limits bigint[], p_enforced bool[], p_seen text[],
+    p_cost bigint, p_now float8, p_lock bool, p_record bool, p_buckets text[]
+) RETURNS TABLE (
+    refused int, counts bigint[], oldest float8, skipped bool[],
+    b_level float8[], b_earned float8[], b_t float8[]
+)
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    i int;
+    n bigint;
+    must_leave bigint;
+    skip bool;
+    recorded text[];
+BEGIN
+    -- Each statement of a VOLATILE function takes a fresh snapshot, so the reads
+    -- below see everything committed by whoever held these locks before us.
+    IF p_lock THEN
+        PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_keys || p_seen || p_buckets) AS k
+              WHERE k IS NOT NULL ORDER BY 1) AS s;
+    END IF;
+    counts := '{}';
+    skipped := '{}';
+    refused := 0;
+    FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+        skip := p_seen[i] IS NOT NULL AND EXISTS (
+            SELECT 1 FROM rate_log WHERE key = p_seen[i] AND ts > p_starts[i]);
+        skipped := skipped || skip;
+        n := 0;
+        IF p_enforced[i] AND NOT skip THEN
+            n := coalesce((SELECT l.cum FROM rate_log AS l WHERE l.key = p_keys[i] ORDER BY l.ts DESC, l.cum DESC LIMIT 1) - (SELECT f.cum FROM rate_log AS f WHERE f.key = p_keys[i] AND f.ts > p_starts[i] ORDER BY f.ts, f.cum LIMIT 1) + 1, 0);
+            IF n + p_cost > p_limits[i] THEN
+                counts := counts || n;
+                refused := i;
+                must_leave := n + p_cost - p_limits[i];
+                IF must_leave <= n AND must_leave - 1 <= n - must_leave THEN
+                    oldest := (SELECT ts FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i] ORDER BY ts, cum LIMIT 1 OFFSET must_leave - 1);
+                ELSIF must_leave <= n THEN  -- nearer the newest (rate_log.nth_from_start)
+                    oldest := (SELECT ts FROM rate_log WHERE key = p_keys[i] AND ts > p_starts[i] ORDER BY ts DESC, cum DESC LIMIT 1 OFFSET n - must_leave);
+                END IF;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        END IF;
+        counts := counts || n;
+    END LOOP;
+    IF p_record AND p_cost > 0 THEN
+        -- One event is one entry per key, even when several rules share a key.
+        recorded := ARRAY(SELECT p_keys[j] FROM generate_subscripts(p_keys, 1) AS j
+                          WHERE NOT skipped[j]);
+        WITH shift AS (UPDATE rate_log SET cum = cum + p_cost WHERE key = ANY(recorded) AND ts > p_now), d AS MATERIALIZED (SELECT u.k, coalesce((SELECT b.cum FROM rate_log AS b WHERE b.key = u.k AND b.ts <= p_now ORDER BY b.ts DESC, b.cum DESC LIMIT 1), (SELECT a.cum - 1 FROM rate_log AS a WHERE a.key = u.k ORDER BY a.ts, a.cum LIMIT 1), 0) AS base FROM (SELECT DISTINCT k FROM unnest(recorded) AS k) AS u) INSERT INTO rate_log (key, ts, cum) SELECT d.k, p_now, d.base + g FROM d, generate_series(1, p_cost) AS g;
+    END IF;
+    IF coalesce(array_length(p_buckets, 1), 0) > 0 THEN
+        SELECT array_agg(b.level ORDER BY u.o), array_agg(b.earned ORDER BY u.o),
+            array_agg(b.t ORDER BY u.o)
+        INTO b_level, b_earned, b_t
+        FROM unnest(p_buckets) WITH ORDINALITY AS u(k, o) LEFT JOIN buckets AS b ON b.key = u.k;
+    END IF;
+    RETURN NEXT;
+END
+$fn$
+"""  # noqa: E501

@@ -45,7 +45,8 @@ from .sql_store import ATTEMPT_UPDATE
 
 # Schema 11: each function that counts a window, from rate_log.cum in two index probes
 # (rate_log.py) rather than count(*) over its entries, and that keeps cum consecutive
-# when it records. (The released texts are postgres_released.py's.)
+# when it records. Schema 13: skip_if_seen as an index probe. (The released texts are
+# postgres_released.py's.)
 
 # The first release's hit, kept for instances of older releases: otpguard_judge with
 # every rule enforced.
@@ -99,8 +100,12 @@ BEGIN
     skipped := '{{}}';
     refused := 0;
     FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
-        skip := p_seen[i] IS NOT NULL AND EXISTS (
-            SELECT 1 FROM rate_log WHERE key = p_seen[i] AND ts > p_starts[i]);
+        -- Seen: the seen key's newest entry is after the window's start. An index
+        -- probe, as the counts are: an EXISTS over (key, ts > start) may be planned
+        -- as a scan of rate_log when the key is frequent (schema 11 did that).
+        skip := p_seen[i] IS NOT NULL AND coalesce((
+            SELECT z.ts FROM rate_log AS z WHERE z.key = p_seen[i]
+            ORDER BY z.ts DESC, z.cum DESC LIMIT 1) > p_starts[i], false);
         skipped := skipped || skip;
         n := 0;
         IF p_enforced[i] AND NOT skip THEN
@@ -189,12 +194,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
         (
             *rate_log.migration("ctid"),
             "ALTER TABLE rate_log ALTER COLUMN cum SET NOT NULL",
-            JUDGE_FUNCTION,
+            rel.JUDGE_11,
             HIT_FUNCTION,
             ADMIT_FUNCTION,
             SETTLE_FUNCTION,
         ),
         (OPEN_FUNCTION,),  # Store.open_check in one round trip
+        (JUDGE_FUNCTION,),  # skip_if_seen as an index probe, never a scan
     ),
     schema.POSTGRES,
 )
