@@ -81,6 +81,30 @@ def _load_backends() -> Any:
 backends = _load_backends()
 
 
+def _load_procs() -> Any:
+    """``bench/procs.py`` (this directory is off sys.path: see above)."""
+    spec = importlib.util.spec_from_file_location("otpguard_bench_procs", _HERE / "procs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+procs = _load_procs()
+
+
+def store_pids(kind: str) -> list[int]:
+    """The store server's processes: every ``postgres`` process (background writers
+    included, and any other database's: run on an otherwise idle machine), the run's
+    own ``redis-server``; none for SQLite, which runs inside the server."""
+    if kind == "postgres":
+        return procs.named("postgres")
+    if kind == "redis":
+        port = int(URLS["redis"].rsplit(":", 1)[1].split("/", 1)[0])
+        return procs.listening(port)
+    return []
+
+
 @contextlib.contextmanager
 def own_servers(kinds: list[str], tmp: Path) -> Iterator[None]:
     """Start this run's redis-server; drop this run's databases at the end."""
@@ -283,7 +307,13 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
         with server(env, workers) as port:
             base = f"http://127.0.0.1:{port}"
             noop = wrk(f"{base}/noop", duration)
+            served = [p for pid in procs.listening(port) for p in procs.tree(pid)]
+            stored = store_pids(kind)
+            cpu = procs.cpu_seconds(served), procs.cpu_seconds(stored)
             pairs = wrk(base, duration, "bench/pair.lua", (key, str(outbox)))
+            pair_s = pairs["duration_us"] / 1e6 or 1.0
+            server_cores = (procs.cpu_seconds(served) - cpu[0]) / pair_s
+            store_cores = (procs.cpu_seconds(stored) - cpu[1]) / pair_s
             # Half of the saturated run's request rate, offered evenly: each of the
             # connections waits the pace before each request (wrk's delay()).
             half = pairs["rps"] / 2
@@ -311,6 +341,12 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
                     "non2xx",
                     "socket_errors",
                 )
+            },
+            # Cores each side used during the saturating pair run.
+            "pair_cores": {
+                "server": round(server_cores, 2),
+                "store": round(store_cores, 2),
+                "wrk": round(pairs["wrk_cpu_share"], 2),
             },
             "half_load_rps": round(paced["rps"], 1),
             "half_load_of_saturated": round(paced["rps"] / pairs["rps"], 3) if pairs["rps"] else 0,
@@ -544,6 +580,12 @@ def main() -> int:
         if one and two and one[0]["pairs_per_s"]:
             scaling[kind] = round(two[0]["pairs_per_s"] / one[0]["pairs_per_s"], 2)
     print(f"2-worker / 1-worker pairs/s: {scaling}")
+    print("cores used in the pair run (server, store server, wrk; the machine has "
+          f"{os.cpu_count()}):")  # fmt: skip
+    for r in results:
+        c = r["pair_cores"]
+        print(f"  {r['store']:9}{r['workers']:>3}  {c['server']:.2f} + {c['store']:.2f}"
+              f" + {c['wrk']:.2f} = {c['server'] + c['store'] + c['wrk']:.2f}")  # fmt: skip
     print(
         json.dumps(
             {
