@@ -125,12 +125,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_pending(
-        self, to: str, now: float, *, owner: str | None, limit: int
+        self, to: str, now: float, *, owner: str | None, limit: int, any_status: bool = False
     ) -> list[Verification]:
         """A number's pending, unexpired verifications, newest first (as
         :meth:`find_pending` orders them), at most ``limit``; only those whose
         ``owner`` is ``owner`` or None (made without an API key), unless ``owner``
-        is None (any owner)."""
+        is None (any owner). ``any_status``: the unexpired ones whatever their status
+        (approved, canceled, locked too): what a shell asks to say why a number has
+        no pending code (the /v2 API's 60202)."""
 
     @abc.abstractmethod
     async def record_attempt(

@@ -195,6 +195,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
             SETTLE_FUNCTION,
         ),
         (OPEN_FUNCTION,),  # Store.open_check in one round trip
+        schema.SERVICE,  # the verification's /v2 service in its row (no function changes)
     ),
     schema.POSTGRES,
 )

@@ -165,6 +165,10 @@ PURPOSE = tuple(
     for c in ("purpose", "amount", "currency", "payee")
 )
 
+#: The scope a shell started a verification under (the /v2 service SID), NULL for the
+#: rows of before it and those started without one.
+SERVICE = ("ALTER TABLE verifications ADD COLUMN service TEXT",)
+
 #: Webhooks: the outbox and delivery log (webhooks_sql.py).
 WEBHOOKS = (
     """CREATE TABLE webhook_endpoints (

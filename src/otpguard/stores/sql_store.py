@@ -66,6 +66,7 @@ SETTLE_APPROVE = (
 )
 CREATE_V = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608 - constant names; values are bound
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
+_UNEXPIRED = f"{SELECT_V} WHERE to_number = ? AND expires_at > ?"
 
 
 def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
@@ -107,9 +108,9 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
         return await self._verification(sql, (to, now))
 
     async def list_pending(
-        self, to: str, now: float, *, owner: str | None, limit: int
+        self, to: str, now: float, *, owner: str | None, limit: int, any_status: bool = False
     ) -> list[Verification]:
-        sql, params = _PENDING, [to, now]
+        sql, params = (_UNEXPIRED if any_status else _PENDING), [to, now]
         if owner is not None:
             sql += " AND (owner = ? OR owner IS NULL)"
             params.append(owner)

@@ -166,8 +166,7 @@ def _locale(raw: str | None) -> str | None:
 
 @router.get("/Services/{service_sid}/Verifications/{verification_sid}")
 async def fetch_verification(request: Request, call: ServiceDep, verification_sid: str) -> Response:
-    vid = await owned(request, call.verifier, call.service, verification_sid)
-    return await _verification(request, call, await call.verifier.get(vid, owner=call.tenant))
+    return await _verification(request, call, await owned(request, call, verification_sid))
 
 
 @router.post("/Services/{service_sid}/Verifications/{verification_sid}")
@@ -175,7 +174,7 @@ async def update_verification(
     request: Request, call: ServiceDep, verification_sid: str
 ) -> Response:
     verifier = call.verifier
-    vid = await owned(request, verifier, call.service, verification_sid)
+    v = await owned(request, call, verification_sid)
     form = await read_form(request, _UPDATE_FIELDS)
     status = required(form, "Status")
     if status == "approved":
@@ -185,10 +184,9 @@ async def update_verification(
         )
     if status != "canceled":
         raise invalid("Status", "only canceled is supported")
-    v = await verifier.get(vid, owner=call.tenant)
     if v.status is not Status.PENDING:
         raise not_found(request)  # Twilio: a finished verification is gone
-    return await _verification(request, call, await verifier.cancel(vid, owner=call.tenant))
+    return await _verification(request, call, await verifier.cancel(v.id, owner=call.tenant))
 
 
 async def _verification(

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ...errors import NotFound
+from ...models import Verification
 from ...service import Verifier
 from ...stores.base import ApiKey
 from ...webhooks import ROUTE, SERVICE_FLAG, service_scope
@@ -31,6 +34,8 @@ from .forms import account_sid, authenticate
 FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
 # The flag prefixes keep the old module name: services already stored stay found.
 SERVICE_KEY = "verify_compat:service:"
+# Which service a verification was started under, as kept before its row said so
+# (``Verification.service``): only read, for the verifications of before that.
 OWNER_KEY = SERVICE_FLAG  # also read by the webhook outbox (webhooks.py)
 INDEX_KEY = "verify_compat:services_of:"  # + account SID: its services' SIDs, as JSON
 MAX_SERVICES = 100  # per API key: the index is one flag, read whole for a list
@@ -145,14 +150,28 @@ async def list_services(verifier: Verifier, account: str) -> list[VerifyService]
     return [VerifyService.from_json(found[k]) for k in keys if k in found]
 
 
-async def owned(
-    request: Request, verifier: Verifier, svc: VerifyService, verification_sid: str
-) -> str:
-    """The verification id if it was started under this service; 20404 otherwise."""
-    owner = await _record(request, verifier, _VERIFICATION_SID, OWNER_KEY, verification_sid)
-    if owner != svc.sid:
+async def in_service(
+    verifier: Verifier, sid: str, candidates: Sequence[Verification]
+) -> list[Verification]:
+    """Those of ``candidates`` started under the service ``sid``: their row says so.
+    A row without a service is one of before rows had it (or a /v1 one): its
+    service, if any, is the record the /v2 API kept then, read for those only."""
+    older = [OWNER_KEY + v.id for v in candidates if v.service is None]
+    owners = await verifier.records(older) if older else {}
+    return [v for v in candidates if (v.service or owners.get(OWNER_KEY + v.id)) == sid]
+
+
+async def owned(request: Request, call: ServiceCall, verification_sid: str) -> Verification:
+    """The verification if it was started under this service; 20404 otherwise."""
+    if not _VERIFICATION_SID.match(verification_sid):
         raise not_found(request)
-    return verification_sid
+    try:
+        v = await call.verifier.get(verification_sid, owner=call.tenant)
+    except NotFound:
+        raise not_found(request) from None
+    if not await in_service(call.verifier, call.service.sid, [v]):
+        raise not_found(request)
+    return v
 
 
 # -- dependencies --------------------------------------------------------------------
