@@ -69,7 +69,8 @@ async def test_a_v2_start_and_check_call_the_store_no_more_than_that(
 ) -> None:
     """Beside the engine's own (the admission with the row, the sent event): the
     service, the number's newest verifications (a re-send?) and the response's sends.
-    Before rows named their service, a start also read and wrote two records."""
+    Before rows named their service, a start also read and wrote two flags (and the
+    service was a flag too)."""
     calls: collections.Counter[str] = collections.Counter()
     _bench().counting(api.verifier.store, calls)
     sid = await _service(api)
@@ -78,7 +79,7 @@ async def test_a_v2_start_and_check_call_the_store_no_more_than_that(
     calls.clear()
     await _start(api, sid)
     assert calls == {
-        "get_flag": 1,  # the service
+        "get_service": 1,
         "list_pending": 1,
         "admit": 1,
         "add_events": 1,
@@ -92,7 +93,7 @@ async def test_a_v2_start_and_check_call_the_store_no_more_than_that(
     )
     assert r.json()["status"] == "approved"
     assert calls == {
-        "get_flag": 1,
+        "get_service": 1,
         "hit": 1,
         "list_pending": 1,
         "record_attempt": 1,

@@ -1,10 +1,12 @@
-"""Records the shells keep beside the verifications, and a lock to change them.
+"""What the shells keep beside the verifications: their service records, and
+timed records with a lock to change them.
 
-The ``/v2`` layer keeps its services, each account's list of them and which
-service each verification was started under as records: a key and a string,
-kept until a time (a far-future time keeps one for good; a time already past
-deletes it). They are store flags (durable and atomic in every backend, purged
-once their time has passed), so a record needs no table or migration of its own.
+The ``/v2`` layer's services are service records (``stores.records.ServiceRecord``):
+kept for good under their account, listed by it, at most a cap per account, each
+put atomic in every backend. Timed records are a key and a string kept until a time
+(store flags, purged once their time has passed): the dashboard's sign-outs, and
+the /v2 layer's records of before its service records, still read for what was
+kept then.
 """
 
 from __future__ import annotations
@@ -13,11 +15,29 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 from ..models import RateRule
+from ..stores.records import ServiceRecord
 from .base import VerifierBase
 
 
 class Records(VerifierBase):
     """Read, keep and lock the shells' records."""
+
+    async def service(self, service_id: str) -> ServiceRecord | None:
+        """The service record ``service_id``, None if there is none."""
+        return await self.store.get_service(service_id)
+
+    async def services(self, account: str) -> list[ServiceRecord]:
+        """The account's service records, oldest first."""
+        return await self.store.list_services(account)
+
+    async def keep_service(self, record: ServiceRecord, cap: int) -> bool:
+        """Keep ``record`` (a new one only while its account has fewer than ``cap``):
+        whether it was kept."""
+        return await self.store.put_service(record, cap)
+
+    async def delete_service(self, service_id: str) -> bool:
+        """Whether there was a service record ``service_id`` to delete."""
+        return await self.store.delete_service(service_id)
 
     async def record(self, key: str) -> str | None:
         """The live value of the record ``key``, None if there is none."""

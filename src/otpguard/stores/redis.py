@@ -21,6 +21,7 @@ touches into one slot. Each part of the store names its keys in its docstring:
     redis_admin.py           og:{f:<key>}, og:{ev}:..., og:{alerts}, og:{apikeys}
     redis_counts.py          og:{ev}:cnt:<family>[:idx]
     redis_lists.py           og:{nl}:entries, og:{nl}:block, og:{nl}:allow
+    redis_services.py        og:{svc}:records, og:{svc}:of:<account>, og:{svc}:adopted
     webhooks_redis.py        og:{wh}:...
 
 Time: every logical decision uses the caller's ``now``; Redis TTLs (wall clock) only
@@ -48,17 +49,19 @@ from .redis_base import escape_glob
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
 from .redis_open import RedisOpen
+from .redis_services import SCRIPTS as SERVICE_SCRIPTS
+from .redis_services import RedisServices
 from .redis_settle import RedisSettle
 from .redis_start import SCRIPTS as START_SCRIPTS
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
 
-class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, Store):
+class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, RedisServices, Store):
     backend: ClassVar[str] = "redis"
     LUA = {
         **redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **START_SCRIPTS, **LIST_SCRIPTS,
-        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS, **redis_open.SCRIPTS,
+        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS, **redis_open.SCRIPTS, **SERVICE_SCRIPTS,
     }  # fmt: skip
 
     async def open_check(self, o: CheckOpening) -> CheckOpened:

@@ -45,6 +45,7 @@ from .sql import (
 )
 from .sql_lists import UPSERT_FLAG, SQLLists
 from .sql_records import EVENT_INSERT, SQLRecords
+from .sql_services import SQLServices
 from .webhooks_sql import SQLWebhooks
 
 #: A check counted before the comparison, as one conditional UPDATE (params: now, now,
@@ -85,7 +86,7 @@ def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
     return AttemptTicket(AttemptOutcome.LOCKED, v)
 
 
-class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
+class SQLStore(SQLRecords, SQLLists, SQLWebhooks, SQLServices, Store):
     """The shared operations; a backend adds the dialect and the rate windows."""
 
     async def health(self) -> None:

@@ -25,7 +25,7 @@ from .errors import TwilioRoute, invalid, not_found
 from .forms import CHANNELS, base_url
 from .paging import page_body, page_request
 from .sending import SEND_EVENTS
-from .services import OWNER_KEY, SERVICE_KEY, AuthDep, Caller, VerifyService, visible
+from .services import OWNER_KEY, AuthDep, Caller, VerifyService, find_service, visible
 from .shapes import attempt_sid, channel_name
 
 LIST_FILTERS = frozenset(
@@ -124,11 +124,7 @@ async def _attribute(call: Caller, events: list[Event]) -> dict[str, VerifyServi
     if older:
         kept = await verifier.records(older)
         owners |= {key.removeprefix(OWNER_KEY): sid for key, sid in kept.items()}
-    sids = sorted(set(owners.values()))
-    raw = await verifier.records([SERVICE_KEY + s for s in sids])
-    services = {
-        s: VerifyService.from_json(raw[SERVICE_KEY + s]) for s in sids if SERVICE_KEY + s in raw
-    }
+    services = {sid: await find_service(verifier, sid) for sid in sorted(set(owners.values()))}
     out = {}
     for vid, sid in owners.items():
         svc = services.get(sid)

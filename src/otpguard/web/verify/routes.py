@@ -27,12 +27,10 @@ from .forms import (
 )
 from .paging import page_body, page_request
 from .services import (
-    SERVICE_KEY,
     AuthDep,
     ServiceCall,
     ServiceDep,
     VerifyService,
-    index_service,
     list_services,
     owned,
     save_service,
@@ -85,8 +83,7 @@ async def create_service(request: Request, who: AuthDep) -> Response:
         created_at=now,
         updated_at=now,
     )
-    await index_service(verifier, svc)  # first: a service over the cap is never saved
-    await save_service(verifier, svc)
+    await save_service(verifier, svc)  # over the cap: 60200, nothing saved
     return JSONResponse(service_out(request, svc), status_code=201)
 
 
@@ -104,16 +101,13 @@ async def update_service(request: Request, call: ServiceDep) -> Response:
     if "CodeLength" in form:
         changes["code_length"] = code_length(form["CodeLength"])
     svc = VerifyService(**{**asdict(call.service), **changes})
-    if svc.account_sid == account_sid(call.key):
-        await index_service(call.verifier, svc)  # a service made before lists existed
     await save_service(call.verifier, svc)
     return JSONResponse(service_out(request, svc))
 
 
 @router.delete("/Services/{service_sid}")
 async def delete_service(call: ServiceDep) -> Response:
-    svc, verifier = call.service, call.verifier
-    await verifier.drop_record(SERVICE_KEY + svc.sid, svc.to_json())
+    await call.verifier.delete_service(call.service.sid)
     return Response(status_code=204)
 
 
