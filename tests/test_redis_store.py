@@ -127,6 +127,7 @@ async def _exercise(store: RedisStore) -> Verification:
     await store.put_alert(Alert("a", "burst", "+4474", "open", T0, T0))
     await store.create_api_key(ApiKey("ok_1", "web", "kh", ("verify",), T0))
     await store.put_service(ServiceRecord("VA1", "AC1", "{}", T0), 1)
+    await store.sign_out("nonce", T0 + 100)
     return v
 
 

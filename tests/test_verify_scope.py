@@ -57,7 +57,7 @@ async def test_a_v2_start_names_its_service_in_the_row_and_events_only(api: ApiC
     vid = await _start(api, sid)
     v = await api.verifier.get(vid)
     assert v.service == sid
-    assert await api.verifier.record(OWNER_KEY + vid) is None  # no record written
+    assert await api.verifier.store.get_flag(OWNER_KEY + vid, 0.0) is None  # no flag written
     events = await api.verifier.events(EventQuery(limit=10))
     mine = [e for e in events if e.verification_id == vid]
     assert {e.type for e in mine} == {EventType.STARTED.value, EventType.SENT.value}
@@ -109,7 +109,7 @@ async def test_a_verification_of_before_the_upgrade_is_found_by_its_old_record(
     other = await _service(api, "Other")
     verifier = api.verifier
     old = await verifier.start(UK_MOBILE, owner=api.key.split("_")[1])
-    await verifier.keep_record(OWNER_KEY + old.id, sid, verifier.clock() + 86400)
+    await verifier.store.set_flag(OWNER_KEY + old.id, sid, verifier.clock() + 86400)
     assert old.service is None
     auth = basic(api.key)
     r = await api.http.get(f"/v2/Services/{sid}/Verifications/{old.id}", headers=auth)

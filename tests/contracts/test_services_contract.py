@@ -1,8 +1,9 @@
-"""The shells' service records (``Store.put_service``, ``get_service``,
-``list_services``, ``delete_service``: the /v2 services) on every backend: an
+"""The shells' records on every backend: the service records (``Store.put_service``,
+``get_service``, ``list_services``, ``delete_service``: the /v2 services), an
 account's listed in the order first kept, at most ``cap`` a new one, the cap held
-across processes; and the upgrade from the release that kept services as flags,
-every live one copied (``test_flag_services_are_copied_on_upgrade``)."""
+across processes; the dashboard's sign-outs (``sign_out``, ``signed_out``), purged
+after their time; and the upgrade from the release that kept both as flags, every
+live one kept (``test_flags_of_before_are_kept_on_upgrade``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from typing import Any
 import pytest
 
 from otpguard.stores import Store, store_from_url
-from otpguard.stores.records import SERVICE_FLAG_FOREVER, SERVICE_FLAG_PREFIX, ServiceRecord
+from otpguard.stores.records import (
+    SERVICE_FLAG_FOREVER,
+    SERVICE_FLAG_PREFIX,
+    SIGN_OUT_FLAG_PREFIX,
+    ServiceRecord,
+)
 
 from .conftest import RESET_HOOKS, SHARED_STORE_URLS
 from .test_store_contract import T0, race_in_processes
@@ -62,6 +68,19 @@ async def test_a_new_record_only_under_the_cap_of_its_account(store: Store) -> N
     assert [r.id for r in await store.list_services(ACCOUNT)] == [first.id, record(3).id]
 
 
+async def test_sign_outs_last_until_their_time(store: Store) -> None:
+    assert not await store.signed_out("n1", T0)
+    await store.sign_out("n1", T0 + 100)
+    assert await store.signed_out("n1", T0 + 99)
+    assert not await store.signed_out("n1", T0 + 100)  # the session expired by then
+    assert not await store.signed_out("n2", T0)
+    await store.sign_out("n1", T0 + 200)  # signed out again: the later time
+    assert await store.signed_out("n1", T0 + 150)
+    await store.sign_out("n2", T0 + 10)
+    await store.purge(T0 + 50, verification_grace=0, rate_horizon=0, event_horizon=0)
+    assert await store.signed_out("n1", T0 + 150) and not await store.signed_out("n2", T0)
+
+
 async def _race(url: str, start: int, calls: int, barrier: Any) -> list[Any]:
     store = store_from_url(url)
     await store.open()
@@ -103,7 +122,9 @@ def flags() -> list[tuple[str, str, float]]:
     out = [(SERVICE_FLAG_PREFIX + r.id, r.document, SERVICE_FLAG_FOREVER) for r in LIVE]
     out.append((SERVICE_FLAG_PREFIX + DELETED.id, DELETED.document, T0 + 5))
     index = json.dumps([LIVE[0].id, LIVE[1].id, DELETED.id])
-    return [*out, ("verify_compat:services_of:" + ACCOUNT, index, SERVICE_FLAG_FOREVER)]
+    out.append(("verify_compat:services_of:" + ACCOUNT, index, SERVICE_FLAG_FOREVER))
+    out.append((SIGN_OUT_FLAG_PREFIX + "nonce-1", "1", T0 + 3600))
+    return out
 
 
 async def _old_sqlite(path: Path) -> str:
@@ -157,7 +178,7 @@ async def _old_redis(url: str) -> str:
     return url
 
 
-async def test_flag_services_are_copied_on_upgrade(store_url: str, tmp_path: Path) -> None:
+async def test_flags_of_before_are_kept_on_upgrade(store_url: str, tmp_path: Path) -> None:
     scheme = store_url.split(":", 1)[0]
     if scheme == "sqlite":
         url = await _old_sqlite(tmp_path / "old.db")
@@ -176,6 +197,9 @@ async def test_flag_services_are_copied_on_upgrade(store_url: str, tmp_path: Pat
         assert not await store.put_service(record(5), 2)  # the copies count
         assert await store.put_service(record(5), 3)
         assert (await store.list_services(ACCOUNT))[-1] == record(5)
+        assert await store.signed_out("nonce-1", T0 + 3599)
+        assert not await store.signed_out("nonce-1", T0 + 3600)
+        assert not await store.signed_out("nonce-2", T0)
     finally:
         await store.aclose()
     again = store_from_url(url)  # another process copies nothing again

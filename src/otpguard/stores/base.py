@@ -33,7 +33,7 @@ from .records import EventCount as EventCount
 from .records import EventQuery as EventQuery
 from .records import RefusalTally as RefusalTally
 from .records import ServiceRecord as ServiceRecord
-from .records import ServiceStore  # the service records' part of the contract
+from .records import ShellRecords  # the service records and sign-outs of the contract
 from .settlement import Settlement
 
 
@@ -74,7 +74,7 @@ def _translating(
     return translated
 
 
-class Store(ServiceStore, abc.ABC):
+class Store(ShellRecords, abc.ABC):
     """Base class for every backend. Subclasses implement each operation atomically.
 
     Error translation is applied once, here, to every public coroutine method a

@@ -197,6 +197,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
         (OPEN_FUNCTION,),  # Store.open_check in one round trip
         schema.SERVICE,  # the verification's /v2 service in its row (no function changes)
         schema.services(lambda name: f"(value::jsonb ->> '{name}')"),  # the service records
+        schema.SIGNED_OUT,  # the dashboard's sign-outs
     ),
     schema.POSTGRES,
 )

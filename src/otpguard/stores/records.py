@@ -47,8 +47,9 @@ class ServiceRecord:
     created_at: float
 
 
-class ServiceStore(abc.ABC):
-    """The service records' part of the storage contract (``base.Store`` has it)."""
+class ShellRecords(abc.ABC):
+    """The shells' part of the storage contract (``base.Store`` has it): the service
+    records, and the dashboard's sign-outs."""
 
     @abc.abstractmethod
     async def put_service(self, record: ServiceRecord, cap: int) -> bool:
@@ -67,6 +68,15 @@ class ServiceStore(abc.ABC):
     async def delete_service(self, service_id: str) -> bool:
         """Whether there was one to delete."""
 
+    @abc.abstractmethod
+    async def sign_out(self, session_id: str, until: float) -> None:
+        """End the session ``session_id`` (a dashboard session's nonce) until ``until``,
+        when it would have expired anyway: purged after that."""
+
+    @abc.abstractmethod
+    async def signed_out(self, session_id: str, now: float) -> bool:
+        """Whether ``session_id`` was signed out (and ``now`` is before its ``until``)."""
+
 
 #: Where releases before the service records kept each /v2 service: a flag
 #: ``SERVICE_FLAG_PREFIX + SID``, its value the document (with ``account_sid`` and
@@ -74,6 +84,9 @@ class ServiceStore(abc.ABC):
 #: one was given the time of its deletion). Each store copies them once (its migration).
 SERVICE_FLAG_PREFIX = "verify_compat:service:"
 SERVICE_FLAG_FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
+#: Where they kept each dashboard sign-out: a flag ``SIGN_OUT_FLAG_PREFIX + nonce``,
+#: until the session would have expired.
+SIGN_OUT_FLAG_PREFIX = "dashboard:signed_out:"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ touches into one slot. Each part of the store names its keys in its docstring:
     redis_admin.py           og:{f:<key>}, og:{ev}:..., og:{alerts}, og:{apikeys}
     redis_counts.py          og:{ev}:cnt:<family>[:idx]
     redis_lists.py           og:{nl}:entries, og:{nl}:block, og:{nl}:allow
-    redis_services.py        og:{svc}:records, og:{svc}:of:<account>, og:{svc}:adopted
+    redis_services.py        og:{so:<id>}, og:{svc}:records, og:{svc}:of:<account>, ...
     webhooks_redis.py        og:{wh}:...
 
 Time: every logical decision uses the caller's ``now``; Redis TTLs (wall clock) only
@@ -77,8 +77,8 @@ class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, RedisServices, Store):
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
     ) -> int:
         """TTLs free memory on their own; this removes what is logically stale by ``now``
-        (as the SQL stores do), scanning the key space: verifications, rate entries and
-        flags by SCAN over every primary, events through their time index."""
+        (as the SQL stores do), scanning the key space: verifications, rate entries,
+        flags and sign-outs by SCAN over every primary, events through their time index."""
         p = escape_glob(self._opts.prefix)
         total = await self._purge_verifications(p, ts(now - verification_grace))
         rate_bound = f"({ts(now - rate_horizon)}"
@@ -86,6 +86,8 @@ class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, RedisServices, Store):
             total += int(await self._live.zremrangebyscore(rkey, "-inf", rate_bound))
         async for fkey in self._scan(f"{p}:{{f:*}}"):
             total += int(await self._run("purge_flag", [fkey], [ts(now)]))
+        async for skey in self._scan(f"{p}:{{so:*}}"):
+            total += int(await self._run("purge_sign_out", [skey], [ts(now)]))
         async for bkey in self._scan(f"{p}:{{b:*}}"):
             total += int(await self._run("purge_bucket", [bkey], [ts(now)]))
         total += await self._purge_lists(now)

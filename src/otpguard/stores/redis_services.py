@@ -1,5 +1,7 @@
-"""The shells' service records in the Redis store (mixed into ``RedisStore``)::
+"""The shells' records in the Redis store (mixed into ``RedisStore``)::
 
+    og:{so:<session id>}     string a dashboard sign-out: its until (TTL: until - wall
+                             clock + a day; a sign-out kept as a flag is read too)
     og:{svc}:records         hash   id -> the record's JSON (account, document, created_at)
     og:{svc}:of:<account>    zset   the account's ids, scored in the order first kept
     og:{svc}:adopted         string set once the services kept as flags were copied
@@ -13,10 +15,19 @@ SCAN of the flags on every primary); the flags stay, for an instance of before.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from .records import SERVICE_FLAG_FOREVER, SERVICE_FLAG_PREFIX, ServiceRecord
+from .records import (
+    SERVICE_FLAG_FOREVER,
+    SERVICE_FLAG_PREFIX,
+    SIGN_OUT_FLAG_PREFIX,
+    ServiceRecord,
+)
 from .redis_base import RedisBase, escape_glob, to_json
+from .redis_lua import ms, ts
+
+SIGN_OUT_KEEP = 86_400  # seconds a sign-out's key outlives its ``until`` (wall clock)
 
 #: KEYS: records, of:<account>; ARGV: id, JSON, cap, only_new ("1": keep an existing
 #: record as it is). A new one is scored after the account's last. 1 when kept (or
@@ -45,7 +56,21 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
-SCRIPTS = {"svc_put": PUT_LUA, "svc_list": LIST_LUA, "svc_delete": DELETE_LUA}
+#: KEYS: a sign-out; ARGV: now. Deleted (1) if its until has passed (``purge``).
+PURGE_SIGN_OUT_LUA = """
+local ends = redis.call('GET', KEYS[1])
+if ends and tonumber(ends) <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+SCRIPTS = {
+    "svc_put": PUT_LUA,
+    "svc_list": LIST_LUA,
+    "svc_delete": DELETE_LUA,
+    "purge_sign_out": PURGE_SIGN_OUT_LUA,
+}
 
 
 def _record(raw: str | bytes) -> ServiceRecord:
@@ -120,3 +145,16 @@ class RedisServices(RedisBase):
             return False
         keys = self._skeys(_record(raw).account)
         return bool(await self._run("svc_delete", keys, [service_id, raw]))
+
+    async def sign_out(self, session_id: str, until: float) -> None:
+        ttl = ms(max(0.0, until - time.time()) + SIGN_OUT_KEEP)
+        await self._live.set(f"{self._opts.prefix}:{{so:{session_id}}}", ts(until), px=ttl)
+
+    async def signed_out(self, session_id: str, now: float) -> bool:
+        """The sign-out, or the flag an earlier release kept for it (read in the same
+        round trip; such a flag lives a session's lifetime at most)."""
+        pipe = self._live.pipeline(transaction=False)
+        pipe.get(f"{self._opts.prefix}:{{so:{session_id}}}")
+        pipe.hget(self._fkey(SIGN_OUT_FLAG_PREFIX + session_id), "until")
+        untils = await pipe.execute()
+        return any(until is not None and float(until) > now for until in untils)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from .records import SERVICE_FLAG_FOREVER, SERVICE_FLAG_PREFIX
+from .records import SERVICE_FLAG_FOREVER, SERVICE_FLAG_PREFIX, SIGN_OUT_FLAG_PREFIX
 
 SQLITE: Mapping[str, str] = {
     "{key}": "TEXT",
@@ -235,3 +235,15 @@ def services(field: Callable[[str], str]) -> tuple[str, ...]:
         f"WHERE substr(key, 1, {n}) = '{SERVICE_FLAG_PREFIX}' "
         f"AND until >= {SERVICE_FLAG_FOREVER!r}) AS kept",
     )
+
+
+_N = len(SIGN_OUT_FLAG_PREFIX)
+#: The dashboard's sign-outs (``Store.sign_out``), and those earlier releases kept as
+#: flags copied into them (each lives at most a session's lifetime).
+SIGNED_OUT = (
+    "CREATE TABLE signed_out (id {key} PRIMARY KEY, until {real} NOT NULL)",
+    "CREATE INDEX signed_out_until ON signed_out (until)",
+    "INSERT INTO signed_out (id, until) "  # noqa: S608 - constants
+    f"SELECT substr(key, {_N + 1}), until FROM flags "
+    f"WHERE substr(key, 1, {_N}) = '{SIGN_OUT_FLAG_PREFIX}'",
+)

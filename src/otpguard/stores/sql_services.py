@@ -1,14 +1,16 @@
-"""The shells' service records in the SQL stores (mixed into ``SQLStore``): one row
-each in ``services``, an account's listed in the order they were first kept (``seq``,
-per account) by its index (``sql_schema.services``, which also copied the services
-earlier releases kept as flags, in the order they were created)."""
+"""The shells' records in the SQL stores (mixed into ``SQLStore``): the dashboard's
+sign-outs, one row each in ``signed_out`` (purged after their ``until``), and the
+service records, one row each in ``services``, an account's listed in the order
+they were first kept (``seq``, per account) by its index. The migrations
+(``sql_schema.services``, ``sql_schema.SIGNED_OUT``) copied both from the flags
+earlier releases kept them as."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from .records import ServiceRecord
-from .sql import WRITE, Cursor, Row, SQLDialect
+from .sql import WRITE, Cursor, Row, SQLDialect, upsert
 
 S_COLUMNS = "id, account, document, created_at"
 _SELECT = f"SELECT {S_COLUMNS} FROM services"  # noqa: S608 - constant
@@ -19,6 +21,9 @@ _UPSERT = (
     "ON CONFLICT (id) DO UPDATE SET account = excluded.account, "
     "document = excluded.document, created_at = excluded.created_at"
 )
+
+
+_SIGN_OUT = upsert("signed_out", "id, until", "id")
 
 
 def _record(row: Row) -> ServiceRecord:
@@ -56,3 +61,10 @@ class SQLServices(SQLDialect):
 
     async def delete_service(self, service_id: str) -> bool:
         return await self._changed("DELETE FROM services WHERE id = ?", (service_id,))
+
+    async def sign_out(self, session_id: str, until: float) -> None:
+        await self._run(lambda cur: cur.run(_SIGN_OUT, (session_id, until)))
+
+    async def signed_out(self, session_id: str, now: float) -> bool:
+        sql = "SELECT 1 FROM signed_out WHERE id = ? AND until > ?"
+        return await self._run(lambda cur: cur.one(sql, (session_id, now))) is not None

@@ -362,6 +362,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, SQLServices, Store):
             ("events", "ts < ?", now - event_horizon),
             ("refusal_tallies", "minute < ?", now - event_horizon - 60),
             ("flags", "until <= ?", now),
+            ("signed_out", "until <= ?", now),
             ("buckets", "forget_at < ?", now),
             *(("event_counts", c, now - event_horizon - 60) for c in counts_sql.PURGE_CONDITIONS),
         )

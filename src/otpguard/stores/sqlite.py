@@ -68,6 +68,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
         (*rate_log.migration("rowid"), "DROP TABLE rate_buckets"),
         schema.SERVICE,  # 9: the verification's /v2 service in its row
         schema.services(lambda name: f"json_extract(value, '$.{name}')"),  # 10
+        schema.SIGNED_OUT,  # 11
     ),
     schema.SQLITE,
 )
