@@ -334,17 +334,6 @@ class VerifierBase:
         """``owner``: the API key asking; another key's verification is not found."""
         return await self._load(verification_id, self.clock(), owner)
 
-    async def recent(
-        self, to: str, *, owner: str | None = None, any_status: bool = False
-    ) -> list[Verification]:
-        """The number's newest pending verifications (``any_status``: whatever their
-        status), unexpired, newest first, at most ``PENDING_PER_CHECK``; ``owner``: the
-        API key asking (another key's are left out). For a shell's own scoping (the
-        /v2 API's re-sends): ``to`` is an E.164 number or a normalised address."""
-        return await self.store.list_pending(
-            to, self.clock(), owner=owner, limit=PENDING_PER_CHECK, any_status=any_status
-        )
-
     def attempts_remaining(self, v: Verification) -> int:
         return self._remaining(v)
 

@@ -13,12 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..models import Verification
 from ..stores.records import ServiceRecord
-from .base import VerifierBase
+from .base import PENDING_PER_CHECK, VerifierBase
 
 
 class Records(VerifierBase):
-    """The shells' service records and sign-outs."""
+    """The shells' service records and sign-outs, and a number's verifications for them."""
+
+    async def recent(
+        self, to: str, *, owner: str | None = None, any_status: bool = False
+    ) -> list[Verification]:
+        """The number's newest pending verifications (``any_status``: whatever their
+        status), unexpired, newest first, at most ``PENDING_PER_CHECK``; ``owner``: the
+        API key asking (another key's are left out). For a shell's own scoping (the
+        /v2 API's re-sends): ``to`` is an E.164 number or a normalised address."""
+        return await self.store.list_pending(
+            to, self.clock(), owner=owner, limit=PENDING_PER_CHECK, any_status=any_status
+        )
 
     async def service(self, service_id: str) -> ServiceRecord | None:
         """The service record ``service_id``, None if there is none."""
