@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/roundtrips.py                 # postgres and redis, 20 pairs
     .venv/bin/python bench/roundtrips.py --stores redis -n 50
+    .venv/bin/python bench/roundtrips.py --v2            # the same through /v2 (HTTP, by To)
 
 Issue 16 asks for at most one store round trip per request on PostgreSQL and Redis.
 This script counts them where they happen: the engine runs in process (a manual
@@ -16,7 +17,11 @@ are charged to it.
 Prints, per store and per kind of request (a start, a wrong-code check, a
 right-code check), the turns on the wire and the store operations the engine
 called (the contract's methods), averaged over ``-n`` pairs after ``--warmup`` pairs,
-and the most turns any one request took.
+and the most turns any one request took. ``--v2``: the same requests through the
+Twilio-compatible API instead (``POST /v2/Services/{sid}/Verifications``, then
+``VerificationCheck`` by To), on the ASGI app in process: everything a /v2 request
+asks of the store beside the engine (its API key, its service, the number's
+verifications, the answer's sends).
 The stores are this run's own (``tests/backends.py``): a private redis-server, a
 PostgreSQL database dropped at the end.
 """
@@ -41,14 +46,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 from tests.backends import RedisServer, create_database, drop_databases  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 
+from otpguard.apikeys import create_api_key  # noqa: E402
 from otpguard.clock import ManualClock  # noqa: E402
 from otpguard.service import Verifier  # noqa: E402
 from otpguard.stores import store_from_url  # noqa: E402
 from otpguard.stores.base import Store  # noqa: E402
 from otpguard.transports.memory import MemoryTransport  # noqa: E402
+from otpguard.web.app import create_app  # noqa: E402
 
 
 class TurnCounter:
@@ -172,6 +180,67 @@ async def measure(
     finally:
         await verifier.aclose()
         await relay.stop()
+    return summary(seen)
+
+
+async def measure_v2(
+    url: str, host: str, port: int, pairs: int, warmup: int = 12
+) -> dict[str, dict[str, float]]:
+    """``measure``'s pairs through /v2: a start, then a wrong and a right check by To."""
+    relay = TurnCounter(host, port)
+    local = await relay.start()
+    proxied = url.replace(f"{host}:{port}", f"127.0.0.1:{local}", 1)
+    settings = make_settings(Path(tempfile.mkdtemp()), store=proxied)
+    clock, outbox = ManualClock(), MemoryTransport()
+    store = store_from_url(settings.store_url)
+    calls: collections.Counter[str] = collections.Counter()
+    counting(store, calls)
+    verifier = Verifier(settings, store, outbox, clock=clock)
+    app = create_app(settings, verifier, clock=clock, background=False)
+    seen: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    rng = random.Random(16)
+    try:
+        async with app.router.lifespan_context(app):
+            _, key = await create_api_key(store, "bench", ("verify",), clock())
+            transport = httpx.ASGITransport(app=app, client=("203.0.113.50", 40000))
+            auth = httpx.BasicAuth("og_" + key.split("_")[1], key)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://bench", auth=auth
+            ) as http:
+                made = await http.post("/v2/Services", data={"FriendlyName": "Bench"})
+                base = f"/v2/Services/{made.json()['sid']}"
+
+                async def request(kind: str, path: str, data: dict[str, str], record: bool) -> None:
+                    relay.turns = 0
+                    calls.clear()
+                    relay.active = True
+                    try:
+                        answer = await http.post(base + path, data=data)
+                    finally:
+                        relay.active = False
+                    assert answer.status_code in (200, 201, 404), answer.text
+                    if record:
+                        seen[kind].append((relay.turns, sum(calls.values())))
+
+                for i in range(warmup + pairs):
+                    record = i >= warmup
+                    to = f"+447{rng.choice('45789')}{rng.randrange(10**8):08d}"
+                    ip = f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+                    start = {"To": to, "Channel": "sms", "DeviceIp": ip}
+                    await request("v2 start", "/Verifications", start, record)
+                    code = outbox.last_code(to)
+                    wrong = "0" * len(code) if code != "0" * len(code) else "1" * len(code)
+                    clock.advance(5)
+                    check = "/VerificationCheck"
+                    await request("v2 wrong check", check, {"To": to, "Code": wrong}, record)
+                    await request("v2 right check", check, {"To": to, "Code": code}, record)
+                    clock.advance(5)
+    finally:
+        await relay.stop()
+    return summary(seen)
+
+
+def summary(seen: dict[str, list[tuple[int, int]]]) -> dict[str, dict[str, float]]:
     return {
         kind: {
             "turns": statistics.fmean(t for t, _ in rows),
@@ -187,30 +256,30 @@ async def main() -> None:
     parser.add_argument("--stores", default="postgres,redis")
     parser.add_argument("-n", type=int, default=20, help="pairs to average over")
     parser.add_argument("--warmup", type=int, default=12, help="pairs before those")
+    parser.add_argument("--v2", action="store_true", help="through /v2 instead")
     args = parser.parse_args()
+    run = measure_v2 if args.v2 else measure
     results: dict[str, dict[str, dict[str, float]]] = {}
     redis: RedisServer | None = None
     try:
         for name in args.stores.split(","):
             if name == "postgres":
                 url = create_database("roundtrips")
-                results[name] = await measure(url, "127.0.0.1", 5432, args.n, args.warmup)
+                results[name] = await run(url, "127.0.0.1", 5432, args.n, args.warmup)
             elif name == "redis":
                 redis = RedisServer(Path(tempfile.mkdtemp())).start()
-                results[name] = await measure(
-                    redis.url, "127.0.0.1", redis.port, args.n, args.warmup
-                )
+                results[name] = await run(redis.url, "127.0.0.1", redis.port, args.n, args.warmup)
             else:
                 parser.error(f"unknown store {name!r}: postgres or redis")
     finally:
         if redis is not None:
             redis.stop()
         drop_databases()
-    print(f"{'store':<10} {'request':<12} {'round trips':>11} {'most':>5} {'store operations':>16}")
+    print(f"{'store':<10} {'request':<15} {'round trips':>11} {'most':>5} {'store operations':>16}")
     for store, kinds in results.items():
         for kind, f in kinds.items():
             print(
-                f"{store:<10} {kind:<12} {f['turns']:>11.1f} {f['max_turns']:>5}"
+                f"{store:<10} {kind:<15} {f['turns']:>11.1f} {f['max_turns']:>5}"
                 f" {f['operations']:>16.1f}"
             )
     print(json.dumps(results))

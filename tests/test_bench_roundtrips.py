@@ -75,3 +75,27 @@ def test_no_request_makes_more_than_two_round_trips(store: str) -> None:
     for kind in figures.values():
         assert kind["max_turns"] <= 2 and kind["operations"] == 2
         assert kind["turns"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "store", [pytest.param("redis", marks=pytest.mark.redis),
+              pytest.param("postgres", marks=pytest.mark.postgres)],
+)  # fmt: skip
+def test_a_v2_start_asks_the_store_five_things(store: str) -> None:
+    """Through /v2: the service, the number's verifications (a re-send?), the admission
+    with the row, the sent event, the answer's sends; no record of the verification's
+    service is written any more (it was two more)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--v2", "--stores", store, "-n", "4"],
+        capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
+    )  # fmt: skip
+    if "redis-server is not on PATH" in done.stderr:
+        from .needs import unavailable
+
+        unavailable("redis-server is not on PATH")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])[store]
+    assert set(figures) == {"v2 start", "v2 wrong check", "v2 right check"}
+    assert figures["v2 start"]["operations"] == 5
+    assert figures["v2 right check"]["operations"] == 5

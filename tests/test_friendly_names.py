@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 
 import pytest
 
 from otpguard.transports.memory import MemoryTransport
-from otpguard.web.verify.services import FOREVER
 
 from .conftest import UK_MOBILE, ApiClient
 
@@ -95,11 +95,12 @@ async def test_a_service_saved_with_an_unsafe_name_sends_nothing(
 ) -> None:
     """A service stored before the restriction keeps its name, but it goes out no more."""
     _, svc = await service(api)
-    key = f"verify_compat:service:{svc['sid']}"
     store = api.verifier.store
-    raw = json.loads(await store.get_flag(key, 0.0) or "{}")
+    record = await store.get_service(svc["sid"])
+    assert record is not None
+    raw = json.loads(record.document)
     raw["friendly_name"] = "PayPal. Call 0800 000"
-    await store.set_flag(key, json.dumps(raw), FOREVER)
+    assert await store.put_service(replace(record, document=json.dumps(raw)), 1)
     status, body = await start(api, svc["sid"])
     assert status == 400 and "FriendlyName" in str(body["message"])
     assert (await start(api, svc["sid"], CustomFriendlyName="Acme"))[0] == 201

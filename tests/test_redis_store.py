@@ -27,6 +27,7 @@ from otpguard.errors import ConfigError, StorageError
 from otpguard.events import Event
 from otpguard.models import Bucket, Channel, RateRule, Status, Verification
 from otpguard.stores import Alert, ApiKey, EventQuery, store_from_url
+from otpguard.stores.base import ServiceRecord
 from otpguard.stores.redis import RedisStore
 from otpguard.stores.redis_admin import FLAG_KEEP
 from otpguard.stores.redis_lua_rates import RATE_KEEP
@@ -125,6 +126,8 @@ async def _exercise(store: RedisStore) -> Verification:
     await store.add_events([Event(type="t", ts=T0, id=f"{1:025x}")])
     await store.put_alert(Alert("a", "burst", "+4474", "open", T0, T0))
     await store.create_api_key(ApiKey("ok_1", "web", "kh", ("verify",), T0))
+    await store.put_service(ServiceRecord("VA1", "AC1", "{}", T0), 1)
+    await store.sign_out("nonce", T0 + 100)
     return v
 
 
@@ -132,12 +135,15 @@ async def _exercise(store: RedisStore) -> Verification:
 
 
 @pytest.mark.redis
-async def test_every_key_but_alerts_and_api_keys_expires(store: RedisStore, raw: Any) -> None:
+async def test_every_key_but_alerts_api_keys_and_services_expires(
+    store: RedisStore, raw: Any
+) -> None:
     v = await _exercise(store)
     p = store._opts.prefix
     ttls = {k: await raw.pttl(k) async for k in raw.scan_iter(match=f"{p}:*")}
     persistent = {k for k, t in ttls.items() if t < 0}
-    assert persistent == {f"{p}:{{alerts}}", f"{p}:{{apikeys}}"}
+    services = {f"{p}:{{svc}}:records", f"{p}:{{svc}}:of:AC1", f"{p}:{{svc}}:adopted"}
+    assert persistent == {f"{p}:{{alerts}}", f"{p}:{{apikeys}}", *services}
     lifetime = v.expires_at - v.created_at
     # Generous: the key outlives the logical expiry by VERIFICATION_KEEP.
     assert (lifetime + VERIFICATION_KEEP - 60) * 1000 < ttls[f"{p}:{{v:{v.id}}}"]
@@ -233,6 +239,8 @@ async def test_keys_are_hash_tagged_per_verification_and_rate_key(
     assert len({key_slot(k.encode()) for k in events}) == 1
     api = [k for k in keys if "{apikeys}" in k]
     assert len({key_slot(k.encode()) for k in api}) == 1
+    services = [k for k in keys if "{svc}" in k]  # a put, a list, a delete: one script each
+    assert len(services) == 3 and len({key_slot(k.encode()) for k in services}) == 1
     # One sorted set per rate key, its slot decided by the key alone.
     assert [k for k in keys if "{rl:" in k] == [f"{p}:{{rl:phone:x:600}}"]
 
@@ -512,6 +520,7 @@ async def test_prefixes_isolate_stores(store: RedisStore, raw: Any, redis_url: s
         v = await _exercise(store)
         assert await other.get_verification(v.id) is None
         assert await other.list_api_keys() == []
+        assert await other.list_services("AC1") == []
         assert v.id not in await dump_store(other)
         assert v.code_hash in await dump_store(store)
     finally:

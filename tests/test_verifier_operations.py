@@ -1,4 +1,4 @@
-"""The Verifier's methods for the shells: records and their lock, API keys, counts."""
+"""The Verifier's methods for the shells: records of before, sign-outs, API keys, counts."""
 
 from __future__ import annotations
 
@@ -15,50 +15,26 @@ from otpguard.transports.memory import MemoryTransport
 from .conftest import UK_MOBILE
 
 
-async def test_a_record_lives_until_its_time_and_is_dropped_now(
+async def test_records_of_before_are_read_while_they_live(
     verifier: Verifier, clock: ManualClock
 ) -> None:
-    await verifier.keep_record("shell:a", "1", clock() + 60)
-    await verifier.keep_record("shell:b", "2", clock() + 600)
-    assert await verifier.record("shell:a") == "1"
+    await verifier.store.set_flag("shell:a", "1", clock() + 60)
+    await verifier.store.set_flag("shell:b", "2", clock() + 600)
     assert await verifier.records(["shell:a", "shell:b", "shell:c"]) == {
         "shell:a": "1",
         "shell:b": "2",
     }
     assert await verifier.records([]) == {}
     clock.advance(61)
-    assert await verifier.record("shell:a") is None
-    await verifier.drop_record("shell:b", "2")
-    assert await verifier.record("shell:b") is None
+    assert await verifier.records(["shell:a", "shell:b"]) == {"shell:b": "2"}
 
 
-async def test_the_lock_is_held_once_and_given_back_even_on_an_error(
-    verifier: Verifier, clock: ManualClock
-) -> None:
-    async with verifier.locked("shell_lock", "shell:lock", 10) as held:
-        assert held
-        async with verifier.locked("shell_lock", "shell:lock", 10) as again:
-            assert not again  # another writer holds it
-    with pytest.raises(RuntimeError):
-        async with verifier.locked("shell_lock", "shell:lock", 10) as held:
-            assert held  # given back when the first block ended
-            raise RuntimeError("a writer fails halfway")
-    clock.advance(1)
-    async with verifier.locked("shell_lock", "shell:lock", 10) as held:
-        assert held  # given back when the failing block ended
-
-
-async def test_a_crashed_holders_lock_lapses_with_its_window(
-    verifier: Verifier, clock: ManualClock
-) -> None:
-    # A holder that never gave the lock back: its entry, taken straight on the store.
-    taken = await verifier.store.hit([RateRule("shell_lock", "shell:lock", 1, 10)], clock())
-    assert taken.allowed
-    async with verifier.locked("shell_lock", "shell:lock", 10) as held:
-        assert not held
-    clock.advance(11)
-    async with verifier.locked("shell_lock", "shell:lock", 10) as held:
-        assert held
+async def test_a_sign_out_lasts_until_its_time(verifier: Verifier, clock: ManualClock) -> None:
+    assert not await verifier.signed_out("nonce")
+    await verifier.sign_out("nonce", clock() + 60)
+    assert await verifier.signed_out("nonce") and not await verifier.signed_out("other")
+    clock.advance(60)
+    assert not await verifier.signed_out("nonce")
 
 
 async def test_api_keys_are_created_listed_authenticated_and_revoked(

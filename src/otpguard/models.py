@@ -71,6 +71,9 @@ class Verification:
     amount: str | None = None  # canonical: exactly the currency's minor units
     currency: str | None = None  # ISO 4217
     payee: str | None = None
+    # The scope a shell started it under, opaque to the engine (the /v2 service SID):
+    # stored with the row, carried by its events, narrowing a shell's reads to it.
+    service: str | None = None
     # Not stored: what the start or resend that returned it knows of its message,
     # "sent" or "unknown" (the provider may have sent it; its answer was lost).
     delivery: str | None = None

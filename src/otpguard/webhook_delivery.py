@@ -82,6 +82,11 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
     return delay * (0.5 + jitter / 2)
 
 
+def _named(event: Event) -> bool:
+    """Whether the event names its verification's /v2 service (a row that has one)."""
+    return isinstance(event.details.get("service"), str)
+
+
 class WebhookOutbox:
     """The Verifier's side: events in, outbox rows out."""
 
@@ -122,18 +127,20 @@ class WebhookOutbox:
         self, event: Event, route: str | None, services: dict[str, str]
     ) -> WebhookEndpoint | None:
         """The service's endpoint (the request's, else the verification's), else the key's."""
-        sid = services.get(event.verification_id or "")
+        sid = event.details.get("service") or services.get(event.verification_id or "")
         for scope in (route, service_scope(sid) if sid else None):
             if scope is not None and scope in self.endpoints:
                 return self.endpoints[scope]
         return self.endpoints.get(key_scope(event.owner)) if event.owner else None
 
     async def _services(self, events: Sequence[Event], route: str | None) -> dict[str, str]:
-        """verification id -> /v2 service SID, read from the store only when some service
-        has an endpoint and no /v2 route named the service already."""
+        """verification id -> /v2 service SID for the events that do not name theirs
+        (``details["service"]``, from the verification's row): those of verifications
+        started before rows named it, whose flag the /v2 API kept then. Read from the
+        store only when some service has an endpoint and no /v2 route named it."""
         if route is not None or not any(s.startswith("service:") for s in self.endpoints):
             return {}
-        ids = {e.verification_id for e in events if e.verification_id}
+        ids = {e.verification_id for e in events if e.verification_id and not _named(e)}
         if not ids or not isinstance(self.store, Store):
             return {}
         flags = await self.store.get_flags(

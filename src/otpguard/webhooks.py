@@ -9,8 +9,9 @@ a verification started under a service that has an endpoint go there instead.
 
 Which service: a ``/v2`` route names it for the events of its own request
 (:data:`ROUTE`, set by ``web/verify/services.py``); any later event (an expiry seen
-through ``/v1``, a delivery report) finds it in the flag the /v2 API keeps per
-verification (:data:`SERVICE_FLAG`).
+through ``/v1``, a delivery report) names it itself (``details["service"]``, from the
+verification's row, ``Verification.service``), or, for a verification started
+before rows named it, in the flag the /v2 API kept then (:data:`SERVICE_FLAG`).
 
 A payload carries the event id, the webhook's name, the verification id, the
 masked number, channel, country, status, reason and times. Never a code, never the
@@ -41,8 +42,9 @@ from .stores.webhooks import WebhookEndpoint, WebhookStore
 from .webhook_signature import SECRET_PREFIX
 
 MAX_URL = 2000
-#: The flag (``Store.set_flag``) naming the /v2 service a verification was started
-#: under, ``SERVICE_FLAG + verification id`` -> service SID (``web/verify/services.py``).
+#: The flag (``Store.set_flag``) that named the /v2 service a verification was started
+#: under, ``SERVICE_FLAG + verification id`` -> service SID, before its row did: no
+#: longer written, read for the events of those verifications only.
 SERVICE_FLAG = "verify_compat:verification:"
 #: The scope whose endpoint takes the events of the current request before the key's:
 #: a /v2 route sets its service's (and the app resets it for every request).

@@ -216,6 +216,8 @@ class VerifierBase:
             fields.setdefault("verification_id", v.id)
             fields.setdefault("channel", v.channel.value)
             fields.setdefault("owner", v.owner)
+            if v.service is not None:  # the scope it was started under, kept as events are
+                fields["details"] = {**fields.get("details", {}), "service": v.service}
         return Event(
             type=type_.value,
             ts=now,

@@ -82,6 +82,7 @@ class Sending(Admitting, Delivering):
         code_length: int | None = None,
         service_name: str | None = None,
         owner: str | None = None,
+        service: str | None = None,
         **args: Unpack[StartArgs],
     ) -> Verification:
         """Create a verification, send its code, return it (never the code).
@@ -93,8 +94,9 @@ class Sending(Admitting, Delivering):
         ``challenge_token`` a CAPTCHA token after a ``challenge_required`` answer.
         ``purpose`` (default ``login``), and for ``transaction`` the ``amount`` in
         ``currency`` and the ``payee``, are bound into the code (``purpose.py``): its
-        check must name the same. Every argument is validated before anything is
-        counted."""
+        check must name the same. ``service`` is a shell's opaque scope (the /v2
+        service SID), kept in the row and its events at no store call of its own.
+        Every argument is validated before anything is counted."""
         now = self.clock()
         ip = limits.normalize_ip(client_ip)
         ch = self._offered(channel)
@@ -115,7 +117,7 @@ class Sending(Admitting, Delivering):
             code = generate_code(length)
             v = self._new_verification(
                 number, ch, code, binding, ip, now, locale, service_name, owner
-            )
+            ).with_(service=service)
             # The purpose, when not login; never the amount or payee (events are kept long).
             details = {} if binding.is_default else {"purpose": binding.purpose}
             started = self._event(

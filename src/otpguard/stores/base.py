@@ -32,6 +32,8 @@ from .records import ApiKey as ApiKey
 from .records import EventCount as EventCount
 from .records import EventQuery as EventQuery
 from .records import RefusalTally as RefusalTally
+from .records import ServiceRecord as ServiceRecord
+from .records import ShellRecords  # the service records and sign-outs of the contract
 from .settlement import Settlement
 
 
@@ -72,7 +74,7 @@ def _translating(
     return translated
 
 
-class Store(abc.ABC):
+class Store(ShellRecords, abc.ABC):
     """Base class for every backend. Subclasses implement each operation atomically.
 
     Error translation is applied once, here, to every public coroutine method a
@@ -100,10 +102,10 @@ class Store(abc.ABC):
         failure here (mark itself down, test its idle connections)."""
         return None
 
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:
         """Connect, create or migrate the schema."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release connections."""
 
     @abc.abstractmethod
@@ -125,12 +127,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_pending(
-        self, to: str, now: float, *, owner: str | None, limit: int
+        self, to: str, now: float, *, owner: str | None, limit: int, any_status: bool = False
     ) -> list[Verification]:
-        """A number's pending, unexpired verifications, newest first (as
-        :meth:`find_pending` orders them), at most ``limit``; only those whose
-        ``owner`` is ``owner`` or None (made without an API key), unless ``owner``
-        is None (any owner)."""
+        """A number's pending, unexpired verifications, newest first (as :meth:`find_pending`
+        orders them), at most ``limit``; only those whose ``owner`` is ``owner`` or None (made
+        without an API key), unless ``owner`` is None. ``any_status``: whatever their status."""
 
     @abc.abstractmethod
     async def record_attempt(

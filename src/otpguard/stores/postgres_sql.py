@@ -45,7 +45,7 @@ from .sql_store import ATTEMPT_UPDATE
 
 # Schema 11: each function that counts a window, from rate_log.cum in two index probes
 # (rate_log.py) rather than count(*) over its entries, and that keeps cum consecutive
-# when it records. Schema 13: skip_if_seen as an index probe. (The released texts are
+# when it records. Schema 16: skip_if_seen as an index probe. (The released texts are
 # postgres_released.py's.)
 
 # The first release's hit, kept for instances of older releases: otpguard_judge with
@@ -200,6 +200,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
             SETTLE_FUNCTION,
         ),
         (OPEN_FUNCTION,),  # Store.open_check in one round trip
+        schema.SERVICE,  # the verification's /v2 service in its row (no function changes)
+        schema.services(lambda name: f"(value::jsonb ->> '{name}')"),  # the service records
+        schema.SIGNED_OUT,  # the dashboard's sign-outs
         (JUDGE_FUNCTION,),  # skip_if_seen as an index probe, never a scan
     ),
     schema.POSTGRES,

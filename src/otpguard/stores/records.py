@@ -1,8 +1,10 @@
 """The records of the admin data the stores keep (API keys, alerts, refusal tallies,
-event counts) and the event query; ``base.py`` re-exports them."""
+event counts, the shells' service records) and the event query; ``base.py``
+re-exports them."""
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,61 @@ class Alert:
     resolved_at: float | None = None
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """A shell's service, kept for good under its account (a /v2 service: ``id`` its
+    SID, ``account`` the API key's account SID, ``document`` its JSON): the store
+    keeps the document whole, never reads into it, and lists an account's in the
+    order they were first kept. ``Store.put_service`` keeps at most ``cap`` per account."""
+
+    id: str
+    account: str
+    document: str
+    created_at: float
+
+
+class ShellRecords(abc.ABC):
+    """The shells' part of the storage contract (``base.Store`` has it): the service
+    records, and the dashboard's sign-outs."""
+
+    @abc.abstractmethod
+    async def put_service(self, record: ServiceRecord, cap: int) -> bool:
+        """Keep ``record`` (replacing the one of its id), atomically: a new one only
+        while its account has fewer than ``cap``. False (nothing kept) when it has."""
+
+    @abc.abstractmethod
+    async def get_service(self, service_id: str) -> ServiceRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_services(self, account: str) -> list[ServiceRecord]:
+        """The account's records in the order they were first kept (a replaced one
+        keeps its place)."""
+
+    @abc.abstractmethod
+    async def delete_service(self, service_id: str) -> bool:
+        """Whether there was one to delete."""
+
+    @abc.abstractmethod
+    async def sign_out(self, session_id: str, until: float) -> None:
+        """End the session ``session_id`` (a dashboard session's nonce) until ``until``,
+        when it would have expired anyway: purged after that."""
+
+    @abc.abstractmethod
+    async def signed_out(self, session_id: str, now: float) -> bool:
+        """Whether ``session_id`` was signed out (and ``now`` is before its ``until``)."""
+
+
+#: Where releases before the service records kept each /v2 service: a flag
+#: ``SERVICE_FLAG_PREFIX + SID``, its value the document (with ``account_sid`` and
+#: ``created_at``), live while its ``until`` is ``SERVICE_FLAG_FOREVER`` (a deleted
+#: one was given the time of its deletion). Each store copies them once (its migration).
+SERVICE_FLAG_PREFIX = "verify_compat:service:"
+SERVICE_FLAG_FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
+#: Where they kept each dashboard sign-out: a flag ``SIGN_OUT_FLAG_PREFIX + nonce``,
+#: until the session would have expired.
+SIGN_OUT_FLAG_PREFIX = "dashboard:signed_out:"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ touches into one slot. Each part of the store names its keys in its docstring:
     redis_admin.py           og:{f:<key>}, og:{ev}:..., og:{alerts}, og:{apikeys}
     redis_counts.py          og:{ev}:cnt:<family>[:idx]
     redis_lists.py           og:{nl}:entries, og:{nl}:block, og:{nl}:allow
+    redis_services.py        og:{so:<id>}, og:{svc}:records, og:{svc}:of:<account>, ...
     webhooks_redis.py        og:{wh}:...
 
 Time: every logical decision uses the caller's ``now``; Redis TTLs (wall clock) only
@@ -48,17 +49,19 @@ from .redis_base import escape_glob
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
 from .redis_open import RedisOpen
+from .redis_services import SCRIPTS as SERVICE_SCRIPTS
+from .redis_services import RedisServices
 from .redis_settle import RedisSettle
 from .redis_start import SCRIPTS as START_SCRIPTS
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
 
-class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, Store):
+class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, RedisServices, Store):
     backend: ClassVar[str] = "redis"
     LUA = {
         **redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **START_SCRIPTS, **LIST_SCRIPTS,
-        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS, **redis_open.SCRIPTS,
+        **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS, **redis_open.SCRIPTS, **SERVICE_SCRIPTS,
     }  # fmt: skip
 
     async def open_check(self, o: CheckOpening) -> CheckOpened:
@@ -74,8 +77,8 @@ class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, Store):
         self, now: float, verification_grace: float, rate_horizon: float, event_horizon: float
     ) -> int:
         """TTLs free memory on their own; this removes what is logically stale by ``now``
-        (as the SQL stores do), scanning the key space: verifications, rate entries and
-        flags by SCAN over every primary, events through their time index."""
+        (as the SQL stores do), scanning the key space: verifications, rate entries,
+        flags and sign-outs by SCAN over every primary, events through their time index."""
         p = escape_glob(self._opts.prefix)
         total = await self._purge_verifications(p, ts(now - verification_grace))
         rate_bound = f"({ts(now - rate_horizon)}"
@@ -83,6 +86,8 @@ class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, Store):
             total += int(await self._live.zremrangebyscore(rkey, "-inf", rate_bound))
         async for fkey in self._scan(f"{p}:{{f:*}}"):
             total += int(await self._run("purge_flag", [fkey], [ts(now)]))
+        async for skey in self._scan(f"{p}:{{so:*}}"):
+            total += int(await self._run("purge_sign_out", [skey], [ts(now)]))
         async for bkey in self._scan(f"{p}:{{b:*}}"):
             total += int(await self._run("purge_bucket", [bkey], [ts(now)]))
         total += await self._purge_lists(now)

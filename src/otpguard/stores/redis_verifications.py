@@ -26,7 +26,7 @@ DANGLING_AFTER = 300.0  # index ids this much older than ``now`` without a verif
 
 V_FLOATS = ("created_at", "updated_at", "expires_at", "resend_available_at")
 V_INTS = ("attempts", "sends", "code_length")
-V_OPTIONAL = ("client_ip", "country", "locale", "service_name", "owner")
+V_OPTIONAL = ("client_ip", "country", "locale", "service_name", "owner", "service")
 # What a code is for (purpose.py); a hash from before purposes has none: a login code.
 V_BINDING = ("amount", "currency", "payee")
 
@@ -63,7 +63,7 @@ def from_hash(raw: dict[str, str] | Sequence[str]) -> Verification:
         locale=h.get("locale"), code_length=int(h["code_length"]),
         service_name=h.get("service_name"), owner=h.get("owner"),
         purpose=h.get("purpose") or LOGIN, amount=h.get("amount"),
-        currency=h.get("currency"), payee=h.get("payee"),
+        currency=h.get("currency"), payee=h.get("payee"), service=h.get("service"),
     )  # fmt: skip
 
 
@@ -94,12 +94,12 @@ class RedisVerifications(RedisBase):
         return found[0] if found else None
 
     async def list_pending(
-        self, to: str, now: float, *, owner: str | None, limit: int
+        self, to: str, now: float, *, owner: str | None, limit: int, any_status: bool = False
     ) -> list[Verification]:
-        return await self._pending(to, now, owner, limit)
+        return await self._pending(to, now, owner, limit, any_status)
 
     async def _pending(
-        self, to: str, now: float, owner: str | None, limit: int
+        self, to: str, now: float, owner: str | None, limit: int, any_status: bool = False
     ) -> list[Verification]:
         nkey = self._nkey(to)
         found: list[Verification] = []
@@ -122,7 +122,7 @@ class RedisVerifications(RedisBase):
                     continue
                 v = from_hash(raw)
                 if (
-                    v.status is Status.PENDING
+                    (any_status or v.status is Status.PENDING)
                     and v.expires_at > now
                     and (owner is None or v.owner in (owner, None))
                 ):

@@ -104,9 +104,9 @@ def upsert(table: str, columns: str, key: str) -> str:
 V_COLUMNS = (
     "id, to_number, channel, status, key_id, code_hash, created_at, updated_at, expires_at,"
     " resend_available_at, attempts, sends, client_ip, country, locale, code_length,"
-    " service_name, owner, purpose, amount, currency, payee"
+    " service_name, owner, purpose, amount, currency, payee, service"
 )
-V_PLACEHOLDERS = 22  # how many columns V_COLUMNS names
+V_PLACEHOLDERS = 23  # how many columns V_COLUMNS names
 SELECT_V = f"SELECT {V_COLUMNS} FROM verifications"  # noqa: S608 - constant
 E_FIELDS = (
     "id", "type", "ts", "verification_id", "number_masked", "number_hash", "country",
@@ -145,6 +145,7 @@ def verification_from_row(row: Sequence[Any]) -> Verification:
         amount=row[19],
         currency=row[20],
         payee=row[21],
+        service=row[22],
     )
 
 
@@ -155,6 +156,7 @@ def verification_values(v: Verification) -> tuple[Any, ...]:
         v.created_at, v.updated_at, v.expires_at, v.resend_available_at,
         v.attempts, v.sends, v.client_ip, v.country, v.locale,
         v.code_length, v.service_name, v.owner, v.purpose, v.amount, v.currency, v.payee,
+        v.service,
     )  # fmt: skip
 
 

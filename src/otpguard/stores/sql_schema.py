@@ -13,7 +13,9 @@ edited: the text here renders exactly as each store ran it before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+from .records import SERVICE_FLAG_FOREVER, SERVICE_FLAG_PREFIX, SIGN_OUT_FLAG_PREFIX
 
 SQLITE: Mapping[str, str] = {
     "{key}": "TEXT",
@@ -165,6 +167,10 @@ PURPOSE = tuple(
     for c in ("purpose", "amount", "currency", "payee")
 )
 
+#: The scope a shell started a verification under (the /v2 service SID), NULL for the
+#: rows of before it and those started without one.
+SERVICE = ("ALTER TABLE verifications ADD COLUMN service TEXT",)
+
 #: Webhooks: the outbox and delivery log (webhooks_sql.py).
 WEBHOOKS = (
     """CREATE TABLE webhook_endpoints (
@@ -203,4 +209,41 @@ COUNTS = (
     count {int} NOT NULL,
     PRIMARY KEY (family, minute, kind)
 ){options}""",
+)
+
+
+def services(field: Callable[[str], str]) -> tuple[str, ...]:
+    """The shells' service records (``Store.put_service``: the /v2 services), and the
+    live services earlier releases kept as flags copied into them, nothing lost on
+    the upgrade (the flags stay, for an instance of before during a rolling upgrade).
+    ``field(name)``: the dialect's text of the JSON field ``name`` of a flag's value."""
+    n = len(SERVICE_FLAG_PREFIX)
+    return (
+        """CREATE TABLE services (
+    id {key} PRIMARY KEY,
+    account {key} NOT NULL,
+    document TEXT NOT NULL,
+    created_at {real} NOT NULL,
+    seq {int} NOT NULL
+)""",
+        "CREATE INDEX services_account ON services (account, seq)",
+        "INSERT INTO services (id, account, document, created_at, seq) "  # noqa: S608 - constants
+        "SELECT id, account, value, created_at, "
+        "ROW_NUMBER() OVER (PARTITION BY account ORDER BY created_at, id) FROM ("
+        f"SELECT substr(key, {n + 1}) AS id, {field('account_sid')} AS account, value, "
+        f"CAST({field('created_at')} AS {{real}}) AS created_at FROM flags "
+        f"WHERE substr(key, 1, {n}) = '{SERVICE_FLAG_PREFIX}' "
+        f"AND until >= {SERVICE_FLAG_FOREVER!r}) AS kept",
+    )
+
+
+_N = len(SIGN_OUT_FLAG_PREFIX)
+#: The dashboard's sign-outs (``Store.sign_out``), and those earlier releases kept as
+#: flags copied into them (each lives at most a session's lifetime).
+SIGNED_OUT = (
+    "CREATE TABLE signed_out (id {key} PRIMARY KEY, until {real} NOT NULL)",
+    "CREATE INDEX signed_out_until ON signed_out (until)",
+    "INSERT INTO signed_out (id, until) "  # noqa: S608 - constants
+    f"SELECT substr(key, {_N + 1}), until FROM flags "
+    f"WHERE substr(key, 1, {_N}) = '{SIGN_OUT_FLAG_PREFIX}'",
 )

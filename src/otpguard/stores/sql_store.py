@@ -45,6 +45,7 @@ from .sql import (
 )
 from .sql_lists import UPSERT_FLAG, SQLLists
 from .sql_records import EVENT_INSERT, SQLRecords
+from .sql_services import SQLServices
 from .webhooks_sql import SQLWebhooks
 
 #: A check counted before the comparison, as one conditional UPDATE (params: now, now,
@@ -66,6 +67,7 @@ SETTLE_APPROVE = (
 )
 CREATE_V = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608 - constant names; values are bound
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
+_UNEXPIRED = f"{SELECT_V} WHERE to_number = ? AND expires_at > ?"
 
 
 def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
@@ -84,7 +86,7 @@ def ticket(row: Row | None, changed: bool) -> AttemptTicket | None:
     return AttemptTicket(AttemptOutcome.LOCKED, v)
 
 
-class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
+class SQLStore(SQLRecords, SQLLists, SQLWebhooks, SQLServices, Store):
     """The shared operations; a backend adds the dialect and the rate windows."""
 
     async def health(self) -> None:
@@ -107,9 +109,9 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
         return await self._verification(sql, (to, now))
 
     async def list_pending(
-        self, to: str, now: float, *, owner: str | None, limit: int
+        self, to: str, now: float, *, owner: str | None, limit: int, any_status: bool = False
     ) -> list[Verification]:
-        sql, params = _PENDING, [to, now]
+        sql, params = (_UNEXPIRED if any_status else _PENDING), [to, now]
         if owner is not None:
             sql += " AND (owner = ? OR owner IS NULL)"
             params.append(owner)
@@ -360,6 +362,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, Store):
             ("events", "ts < ?", now - event_horizon),
             ("refusal_tallies", "minute < ?", now - event_horizon - 60),
             ("flags", "until <= ?", now),
+            ("signed_out", "until <= ?", now),
             ("buckets", "forget_at < ?", now),
             *(("event_counts", c, now - event_horizon - 60) for c in counts_sql.PURGE_CONDITIONS),
         )

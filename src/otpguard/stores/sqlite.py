@@ -66,6 +66,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
         # 8: windows counted from a running count per key (rate_log.py), which makes
         # the per-minute counts of step 2 unnecessary.
         (*rate_log.migration("rowid"), "DROP TABLE rate_buckets"),
+        schema.SERVICE,  # 9: the verification's /v2 service in its row
+        schema.services(lambda name: f"json_extract(value, '$.{name}')"),  # 10
+        schema.SIGNED_OUT,  # 11
     ),
     schema.SQLITE,
 )

@@ -91,7 +91,7 @@ async def _session(request: Request) -> str | None:
     key = await v.api_key(key_id)
     if key is None or key.revoked_at is not None or not has_scope(key, "monitor"):
         return None
-    if await v.record(f"dashboard:signed_out:{nonce}") is not None:
+    if await v.signed_out(nonce):
         return None
     return nonce
 
@@ -154,7 +154,7 @@ async def logout(request: Request) -> Response:
     if nonce is not None:
         if form is None or not csrf_ok(v.keyring, "dashboard-csrf", nonce, form.get("csrf", "")):
             return HTMLResponse("<p>Invalid form token.</p>", status_code=403)
-        await v.keep_record(f"dashboard:signed_out:{nonce}", "1", v.clock() + SESSION_TTL)
+        await v.sign_out(nonce, v.clock() + SESSION_TTL)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response

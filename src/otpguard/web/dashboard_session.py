@@ -6,7 +6,7 @@ of ``OTPGUARD_SECRET_KEYS`` signs nobody out and retiring a key ends only the
 sessions it signed. The session cookie is ``<API key id>.<nonce>.<time>.<mac>``
 (itsdangerous' ``TimestampSigner``, timed by the engine's clock); a CSRF token is a
 ``Signer`` signature over the session nonce, or before sign-in over a random cookie.
-What makes a session live beyond its signature (the API key, the sign-out flag) is
+What makes a session live beyond its signature (the API key, no sign-out) is
 checked by ``dashboard._session``.
 """
 

@@ -25,7 +25,7 @@ from .errors import TwilioRoute, invalid, not_found
 from .forms import CHANNELS, base_url
 from .paging import page_body, page_request
 from .sending import SEND_EVENTS
-from .services import OWNER_KEY, SERVICE_KEY, AuthDep, Caller, VerifyService, visible
+from .services import OWNER_KEY, AuthDep, Caller, VerifyService, find_service, visible
 from .shapes import attempt_sid, channel_name
 
 LIST_FILTERS = frozenset(
@@ -103,19 +103,31 @@ def filters(call: Caller, given: dict[str, str]) -> Filters:
     )
 
 
+def service_of(event: Event) -> str | None:
+    """The /v2 service SID an event of a verification carries (``Verification.service``)."""
+    sid = event.details.get("service")
+    return sid if isinstance(sid, str) else None
+
+
 async def _attribute(call: Caller, events: list[Event]) -> dict[str, VerifyService]:
-    """verification id -> its /v2 service, for the events' verifications the key may see."""
+    """verification id -> its /v2 service, for the events' verifications the key may see.
+    An event names its service; one of before events did is attributed by the record
+    the /v2 API kept then (kept as long as events, so read until those are purged)."""
     verifier = call.verifier
-    vids = sorted({e.verification_id for e in events if e.verification_id})
-    owners = await verifier.records([OWNER_KEY + v for v in vids])
-    sids = sorted(set(owners.values()))
-    raw = await verifier.records([SERVICE_KEY + s for s in sids])
-    services = {
-        s: VerifyService.from_json(raw[SERVICE_KEY + s]) for s in sids if SERVICE_KEY + s in raw
-    }
+    owners: dict[str, str] = {}
+    for e in events:
+        sid = service_of(e)
+        if e.verification_id and sid is not None:
+            owners[e.verification_id] = sid
+    vids = {e.verification_id for e in events if e.verification_id}
+    older = sorted(OWNER_KEY + vid for vid in vids if vid not in owners)
+    if older:
+        kept = await verifier.records(older)
+        owners |= {key.removeprefix(OWNER_KEY): sid for key, sid in kept.items()}
+    services = {sid: await find_service(verifier, sid) for sid in sorted(set(owners.values()))}
     out = {}
-    for vid in vids:
-        svc = services.get(owners.get(OWNER_KEY + vid, ""))
+    for vid, sid in owners.items():
+        svc = services.get(sid)
         if svc is not None and visible(svc, call.key):
             out[vid] = svc
     return out

@@ -30,7 +30,7 @@ from ...purpose import Binding
 from . import sending
 from .errors import MAX_CHECK_ATTEMPTS, TwilioError, TwilioRoute, invalid, not_found
 from .forms import psd2, read_form, required
-from .services import OWNER_KEY, AuthDep, ServiceCall, load_service, owned
+from .services import AuthDep, ServiceCall, in_service, load_service, owned
 from .shapes import check_out
 
 router = APIRouter(route_class=TwilioRoute, include_in_schema=False)
@@ -78,8 +78,8 @@ async def _check(request: Request, call: CheckCall) -> tuple[Response, bool]:
     bound = psd2(form)
     if "To" in form:
         return await _check_number(call, code, form["To"], bound)
-    vid = await owned(request, verifier, svc, form["VerificationSid"])
-    before = await verifier.get(vid, owner=call.tenant)
+    before = await owned(request, call, form["VerificationSid"])
+    vid = before.id
     if before.status is Status.MAX_ATTEMPTS_REACHED:
         raise TwilioError(MAX_CHECK_ATTEMPTS, 429, "Max check attempts reached")
     if before.status is not Status.PENDING:
@@ -121,10 +121,8 @@ async def _check_number(
     except (InvalidPhoneNumber, InvalidEmailAddress) as exc:
         raise invalid("To", exc.message) from None
 
-    async def in_service(candidates: list[Verification]) -> list[Verification]:
-        keys = [OWNER_KEY + v.id for v in candidates]
-        owners = await verifier.records(keys)
-        return [v for v in candidates if owners.get(OWNER_KEY + v.id) == svc.sid]
+    async def mine(candidates: list[Verification]) -> list[Verification]:
+        return await in_service(verifier, svc.sid, candidates)
 
     try:
         # Twilio's check carries no end-user IP: only the per-number cap applies.
@@ -133,7 +131,7 @@ async def _check_number(
             to=to,
             started=call.started,
             owner=call.tenant,
-            select=in_service,
+            select=mine,
             per_ip=False,
             **bound.args(),
         )

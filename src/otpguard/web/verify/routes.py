@@ -27,12 +27,10 @@ from .forms import (
 )
 from .paging import page_body, page_request
 from .services import (
-    SERVICE_KEY,
     AuthDep,
     ServiceCall,
     ServiceDep,
     VerifyService,
-    index_service,
     list_services,
     owned,
     save_service,
@@ -85,8 +83,7 @@ async def create_service(request: Request, who: AuthDep) -> Response:
         created_at=now,
         updated_at=now,
     )
-    await index_service(verifier, svc)  # first: a service over the cap is never saved
-    await save_service(verifier, svc)
+    await save_service(verifier, svc)  # over the cap: 60200, nothing saved
     return JSONResponse(service_out(request, svc), status_code=201)
 
 
@@ -104,16 +101,13 @@ async def update_service(request: Request, call: ServiceDep) -> Response:
     if "CodeLength" in form:
         changes["code_length"] = code_length(form["CodeLength"])
     svc = VerifyService(**{**asdict(call.service), **changes})
-    if svc.account_sid == account_sid(call.key):
-        await index_service(call.verifier, svc)  # a service made before lists existed
     await save_service(call.verifier, svc)
     return JSONResponse(service_out(request, svc))
 
 
 @router.delete("/Services/{service_sid}")
 async def delete_service(call: ServiceDep) -> Response:
-    svc, verifier = call.service, call.verifier
-    await verifier.drop_record(SERVICE_KEY + svc.sid, svc.to_json())
+    await call.verifier.delete_service(call.service.sid)
     return Response(status_code=204)
 
 
@@ -166,8 +160,7 @@ def _locale(raw: str | None) -> str | None:
 
 @router.get("/Services/{service_sid}/Verifications/{verification_sid}")
 async def fetch_verification(request: Request, call: ServiceDep, verification_sid: str) -> Response:
-    vid = await owned(request, call.verifier, call.service, verification_sid)
-    return await _verification(request, call, await call.verifier.get(vid, owner=call.tenant))
+    return await _verification(request, call, await owned(request, call, verification_sid))
 
 
 @router.post("/Services/{service_sid}/Verifications/{verification_sid}")
@@ -175,7 +168,7 @@ async def update_verification(
     request: Request, call: ServiceDep, verification_sid: str
 ) -> Response:
     verifier = call.verifier
-    vid = await owned(request, verifier, call.service, verification_sid)
+    v = await owned(request, call, verification_sid)
     form = await read_form(request, _UPDATE_FIELDS)
     status = required(form, "Status")
     if status == "approved":
@@ -185,10 +178,9 @@ async def update_verification(
         )
     if status != "canceled":
         raise invalid("Status", "only canceled is supported")
-    v = await verifier.get(vid, owner=call.tenant)
     if v.status is not Status.PENDING:
         raise not_found(request)  # Twilio: a finished verification is gone
-    return await _verification(request, call, await verifier.cancel(vid, owner=call.tenant))
+    return await _verification(request, call, await verifier.cancel(v.id, owner=call.tenant))
 
 
 async def _verification(

@@ -5,50 +5,39 @@ channel re-sends on it (same ``VE`` SID, :meth:`Verifier.resend` with
 ``keep_earlier``): Twilio sends the same code again, which otpguard cannot (it
 keeps only the code's HMAC), so it sends a new one and every code sent for the
 verification stays valid until the verification expires, which a resend does not
-move. The verification of each (service, number) is a flag that lives until it
-expires; a check by To finds a locked one through it (60202).
+move. Which service a verification belongs to is in its row
+(``Verification.service``, given to :meth:`Verifier.start`): the number's newest
+unexpired verifications are read once and narrowed to the service, so a create
+costs one store read beside the engine's own, and a check by To finds a locked one
+(60202) the same way.
 """
 
 from __future__ import annotations
 
 from ...destinations import parse_destination
-from ...errors import Conflict, InvalidRequest, NotFound
+from ...errors import Conflict, InvalidRequest
 from ...events import EventType
 from ...models import Channel, Status, Verification
 from ...purpose import DEFAULT, Binding
 from ...service import Verifier
 from ...stores.base import EventQuery
-from .services import OWNER_KEY, ServiceCall, VerifyService
+from .services import ServiceCall, in_service
 
-PENDING_KEY = "verify_compat:number:"  # + service SID + ":" + number hash -> VE SID
 SEND_EVENTS = (EventType.SENT.value, EventType.RESENT.value)
-
-
-def number_keys(verifier: Verifier, svc: VerifyService, e164: str) -> list[str]:
-    """The records of the number's verification under the service, one per listed
-    key, newest first: each is read, only the first is written (a record made before
-    a key was added is under an older key's hash, and still found)."""
-    return [f"{PENDING_KEY}{svc.sid}:{h}" for h in verifier.number_hashes(e164)]
 
 
 async def current(call: ServiceCall, to: str) -> Verification | None:
     """The number's latest verification under the service while it is unexpired
-    (pending, approved, canceled or locked), None if none or ``to`` is no number."""
+    (pending, approved, canceled or locked), None if none or ``to`` is no number.
+    One store read: the number's newest verifications, each row naming its service."""
     verifier = call.verifier
     try:
         e164 = parse_destination(to, None, verifier.settings.default_region).e164
     except InvalidRequest:  # no number and no address
         return None
-    keys = number_keys(verifier, call.service, e164)
-    found = await verifier.records(keys)
-    vid = next((found[k] for k in keys if k in found), None)  # the newest key's first
-    if vid is None:
-        return None
-    try:
-        v = await verifier.get(vid, owner=call.tenant)
-    except NotFound:
-        return None
-    return v if verifier.clock() < v.expires_at else None
+    found = await verifier.recent(e164, owner=call.tenant, any_status=True)
+    mine = await in_service(verifier, call.service.sid, found)
+    return mine[0] if mine else None
 
 
 async def send(
@@ -77,7 +66,7 @@ async def send(
             )
         except Conflict:
             pass  # approved or canceled in the meantime: a new verification
-    v = await verifier.start(
+    return await verifier.start(
         to,
         channel,
         client_ip=device_ip,
@@ -85,14 +74,9 @@ async def send(
         code_length=svc.code_length,
         service_name=name,
         owner=call.key.id,
+        service=svc.sid,
         **bound.args(),
     )
-    # Which service it belongs to, kept as long as its events (the Attempts list
-    # reads them), and the number's verification under the service until it expires.
-    keep = verifier.clock() + verifier.settings.event_retention_days * 86400.0
-    await verifier.keep_record(OWNER_KEY + v.id, svc.sid, keep)
-    await verifier.keep_record(number_keys(verifier, svc, v.to)[0], v.id, v.expires_at)
-    return v
 
 
 async def send_times(verifier: Verifier, v: Verification) -> list[tuple[str, float, str]]:

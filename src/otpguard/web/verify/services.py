@@ -1,12 +1,10 @@
-"""Verify services, kept as flags, and the FastAPI dependencies that load them.
+"""Verify services, kept as service records, and the FastAPI dependencies that load them.
 
-The storage contract has no services table, and adding one would mean a
-migration and a contract test in every backend for a few rows of
-configuration. A Verifier record (``service/records.py``: a store flag) is
-already a durable, atomic key -> string in every backend, purged only once its
-time has passed: a far-future time keeps a service for good, deleting one ends
-its record now. The value is the service as JSON. The same mechanism records which service
-each verification was started under, for as long as the verification is kept.
+Each service is a service record of the store (``Store.put_service``: its SID, its
+account SID, the service as JSON), kept for good until it is deleted; an account's
+are listed oldest first, at most ``MAX_SERVICES`` of them, the cap kept by the
+store's atomic put (a create over it is 60200). Which service each verification was
+started under is in the verification's row (``Verification.service``).
 
 Services belong to the API key that created them (their account SID is the
 key's); another key gets 20404, an ``admin`` key sees every key's.
@@ -16,26 +14,25 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ...errors import NotFound
+from ...models import Verification
 from ...service import Verifier
-from ...stores.base import ApiKey
+from ...stores.base import ApiKey, ServiceRecord
 from ...webhooks import ROUTE, SERVICE_FLAG, service_scope
 from ..api import tenant_of, verifier_of
-from .errors import TwilioError, invalid, not_found
+from .errors import invalid, not_found
 from .forms import account_sid, authenticate
 
-FOREVER = 253402300799.0  # 9999-12-31T23:59:59Z
-# The flag prefixes keep the old module name: services already stored stay found.
-SERVICE_KEY = "verify_compat:service:"
+# Which service a verification was started under, as kept before its row said so
+# (``Verification.service``): only read, for the verifications of before that.
 OWNER_KEY = SERVICE_FLAG  # also read by the webhook outbox (webhooks.py)
-INDEX_KEY = "verify_compat:services_of:"  # + account SID: its services' SIDs, as JSON
-MAX_SERVICES = 100  # per API key: the index is one flag, read whole for a list
-TOO_MANY_REQUESTS = 20429
-_INDEX_LOCK_SECONDS = 10
+MAX_SERVICES = 100  # per API key
 
 _SERVICE_SID = re.compile(r"^VA[0-9a-f]{32}$")
 _VERIFICATION_SID = re.compile(r"^VE[0-9a-f]{32}$")
@@ -59,100 +56,75 @@ class VerifyService:
         data = json.loads(raw)
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
+    @classmethod
+    def of(cls, record: ServiceRecord) -> VerifyService:
+        return cls.from_json(record.document)
+
+    def record(self) -> ServiceRecord:
+        return ServiceRecord(self.sid, self.account_sid, self.to_json(), self.created_at)
+
 
 def visible(svc: VerifyService, key: ApiKey) -> bool:
     """A service is the creating key's; an ``admin`` key (no tenant) sees all."""
     return tenant_of(key) is None or svc.account_sid == account_sid(key)
 
 
-async def _record(
-    request: Request, verifier: Verifier, shape: re.Pattern[str], prefix: str, sid: str
-) -> str:
-    """The record of ``sid`` under ``prefix``; 20404 for a malformed SID or none."""
-    raw = await verifier.record(prefix + sid) if shape.match(sid) else None
-    if raw is None:
-        raise not_found(request)
-    return raw
+async def find_service(verifier: Verifier, sid: str) -> VerifyService | None:
+    """The service ``sid``; None if ``sid`` is no service SID or there is none."""
+    record = await verifier.service(sid) if _SERVICE_SID.match(sid) else None
+    return None if record is None else VerifyService.of(record)
 
 
 async def load_service(
     request: Request, verifier: Verifier, sid: str, key: ApiKey
 ) -> VerifyService:
     """The service, if ``key`` may see it; 20404 otherwise, exactly as for no service."""
-    raw = await _record(request, verifier, _SERVICE_SID, SERVICE_KEY, sid)
-    svc = VerifyService.from_json(raw)
-    if not visible(svc, key):
+    svc = await find_service(verifier, sid)
+    if svc is None or not visible(svc, key):
         raise not_found(request)
     ROUTE.set(service_scope(svc.sid))  # this request's events: the service's webhook first
     return svc
 
 
-def service_key(sid: str) -> str | None:
-    """The record key of the /v2 service ``sid``; None if ``sid`` is no service SID."""
-    return SERVICE_KEY + sid if _SERVICE_SID.match(sid) else None
-
-
 async def service_exists(verifier: Verifier, sid: str) -> bool:
     """Whether a /v2 service of that SID exists (for the webhook settings)."""
-    key = service_key(sid)
-    return key is not None and await verifier.record(key) is not None
+    return await find_service(verifier, sid) is not None
 
 
 async def save_service(verifier: Verifier, svc: VerifyService) -> None:
-    await verifier.keep_record(SERVICE_KEY + svc.sid, svc.to_json(), FOREVER)
-
-
-# Records cannot be listed, so each account keeps an index: one record, its value
-# the JSON list of its service SIDs in order of creation. Two creates under one key
-# must not both read the old list and each write it back without the other's SID,
-# so the read-modify-write runs under the account's lock (``Verifier.locked``: a
-# crashed writer's lock lapses after _INDEX_LOCK_SECONDS). A create that finds the
-# lock taken is Twilio's 20429, to be retried.
-
-
-async def service_sids(verifier: Verifier, account: str) -> list[str]:
-    raw = await verifier.record(INDEX_KEY + account)
-    return [str(sid) for sid in json.loads(raw)] if raw else []
-
-
-async def index_service(verifier: Verifier, svc: VerifyService) -> None:
-    """Add ``svc`` to its account's index (once; live services only are kept)."""
-    lock = INDEX_KEY + "lock:" + svc.account_sid
-    async with verifier.locked("verify_services", lock, _INDEX_LOCK_SECONDS) as held:
-        if not held:
-            raise TwilioError(
-                TOO_MANY_REQUESTS,
-                429,
-                "Too Many Requests",
-                {"Retry-After": str(_INDEX_LOCK_SECONDS)},
-            )
-        sids = await service_sids(verifier, svc.account_sid)
-        live = await verifier.records([SERVICE_KEY + s for s in sids])
-        sids = [s for s in sids if SERVICE_KEY + s in live and s != svc.sid]
-        if len(sids) >= MAX_SERVICES:
-            raise invalid("FriendlyName", f"at most {MAX_SERVICES} services per API key")
-        sids.append(svc.sid)
-        await verifier.keep_record(
-            INDEX_KEY + svc.account_sid, json.dumps(sids, separators=(",", ":")), FOREVER
-        )
+    """Keep ``svc``: a new one only while its account has fewer than ``MAX_SERVICES``
+    (60200 otherwise), a change of an existing one always."""
+    if not await verifier.keep_service(svc.record(), MAX_SERVICES):
+        raise invalid("FriendlyName", f"at most {MAX_SERVICES} services per API key")
 
 
 async def list_services(verifier: Verifier, account: str) -> list[VerifyService]:
-    """The account's live services, oldest first."""
-    sids = await service_sids(verifier, account)
-    keys = [SERVICE_KEY + sid for sid in sids]
-    found = await verifier.records(keys)
-    return [VerifyService.from_json(found[k]) for k in keys if k in found]
+    """The account's services, oldest first."""
+    return [VerifyService.of(r) for r in await verifier.services(account)]
 
 
-async def owned(
-    request: Request, verifier: Verifier, svc: VerifyService, verification_sid: str
-) -> str:
-    """The verification id if it was started under this service; 20404 otherwise."""
-    owner = await _record(request, verifier, _VERIFICATION_SID, OWNER_KEY, verification_sid)
-    if owner != svc.sid:
+async def in_service(
+    verifier: Verifier, sid: str, candidates: Sequence[Verification]
+) -> list[Verification]:
+    """Those of ``candidates`` started under the service ``sid``: their row says so.
+    A row without a service is one of before rows had it (or a /v1 one): its
+    service, if any, is the record the /v2 API kept then, read for those only."""
+    older = [OWNER_KEY + v.id for v in candidates if v.service is None]
+    owners = await verifier.records(older) if older else {}
+    return [v for v in candidates if (v.service or owners.get(OWNER_KEY + v.id)) == sid]
+
+
+async def owned(request: Request, call: ServiceCall, verification_sid: str) -> Verification:
+    """The verification if it was started under this service; 20404 otherwise."""
+    if not _VERIFICATION_SID.match(verification_sid):
         raise not_found(request)
-    return verification_sid
+    try:
+        v = await call.verifier.get(verification_sid, owner=call.tenant)
+    except NotFound:
+        raise not_found(request) from None
+    if not await in_service(call.verifier, call.service.sid, [v]):
+        raise not_found(request)
+    return v
 
 
 # -- dependencies --------------------------------------------------------------------
