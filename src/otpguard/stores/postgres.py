@@ -48,7 +48,7 @@ from . import postgres_sql as q
 from .base import Started, allowed_decision
 from .decisions import FLAGS_FOUND
 from .opening import CheckOpened, CheckOpening
-from .postgres_arrays import ArrayLiteralDumper
+from .postgres_arrays import configure as _configure
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
 from .settlement import Settlement, bookkeeping_failed
@@ -103,11 +103,6 @@ class _Cursor:
         if rows:
             async with self.conn.cursor() as cur:
                 await cur.executemany(_pg(sql), rows)
-
-
-async def _configure(conn: Conn) -> None:
-    """Each pooled connection sends lists as array literals (``postgres_arrays``)."""
-    conn.adapters.register_dumper(list, ArrayLiteralDumper)
 
 
 def _unreachable(exc: psycopg.Error) -> bool:

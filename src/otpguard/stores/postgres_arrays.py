@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.adapt import Dumper
 
 _QUOTE = str.maketrans({'"': '\\"', "\\": "\\\\"})
@@ -51,3 +53,8 @@ class ArrayLiteralDumper(Dumper):
     def dump(self, obj: list[object]) -> bytes:
         encoding = self.connection.info.encoding if self.connection is not None else "utf-8"
         return array_literal(obj).encode(encoding)
+
+
+async def configure(conn: AsyncConnection[Any]) -> None:
+    """A pool's ``configure``: the connection sends lists as array literals."""
+    conn.adapters.register_dumper(list, ArrayLiteralDumper)

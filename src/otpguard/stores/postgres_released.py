@@ -322,4 +322,4 @@ BEGIN
     RETURN NEXT;
 END
 $fn$
-"""  # noqa: E501
+"""  # noqa: E501 - the text as released, long lines and all
