@@ -130,78 +130,87 @@ def counting(store: Store, calls: collections.Counter[str]) -> None:
         setattr(store, name, wrap(attr, name))
 
 
-async def measure(
-    url: str, host: str, port: int, pairs: int, warmup: int = 12
-) -> dict[str, dict[str, float]]:
-    relay = TurnCounter(host, port)
-    local = await relay.start()
-    proxied = url.replace(f"{host}:{port}", f"127.0.0.1:{local}", 1)
-    settings = make_settings(Path(tempfile.mkdtemp()), store=proxied)
-    clock, outbox = ManualClock(), MemoryTransport()
-    store = store_from_url(settings.store_url)
-    calls: collections.Counter[str] = collections.Counter()
-    counting(store, calls)
-    verifier = Verifier(settings, store, outbox, clock=clock)
-    await verifier.open()
-    seen: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
-    rng = random.Random(16)
+class Rig:
+    """The engine in process on a store reached through a ``TurnCounter`` relay, with
+    every contract operation it calls counted; ``timed`` charges a request's turns and
+    operations to its kind."""
 
-    async def request(kind: str, call: Awaitable[Any], record: bool) -> Any:
-        relay.turns = 0
-        calls.clear()
-        relay.active = True
+    def __init__(self, url: str, host: str, port: int) -> None:
+        self.relay = TurnCounter(host, port)
+        self.url, self.host, self.port = url, host, port
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.seen: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+        self.clock, self.outbox = ManualClock(), MemoryTransport()
+
+    async def open(self) -> Verifier:
+        local = await self.relay.start()
+        proxied = self.url.replace(f"{self.host}:{self.port}", f"127.0.0.1:{local}", 1)
+        self.settings = make_settings(Path(tempfile.mkdtemp()), store=proxied)
+        self.store = store_from_url(self.settings.store_url)
+        counting(self.store, self.calls)
+        return Verifier(self.settings, self.store, self.outbox, clock=self.clock)
+
+    async def timed(self, kind: str, call: Awaitable[Any], record: bool) -> Any:
+        self.relay.turns = 0
+        self.calls.clear()
+        self.relay.active = True
         try:
             return await call
         finally:
-            relay.active = False
+            self.relay.active = False
             if record:
-                seen[kind].append((relay.turns, sum(calls.values())))
+                self.seen[kind].append((self.relay.turns, sum(self.calls.values())))
 
+
+def spread(rng: random.Random) -> tuple[str, str]:
+    """A number and an address spread out, as real users' are (not a range walk)."""
+    to = f"+447{rng.choice('45789')}{rng.randrange(10**8):08d}"
+    return to, f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+
+
+def wrong_for(code: str) -> str:
+    return "0" * len(code) if code != "0" * len(code) else "1" * len(code)
+
+
+async def measure(
+    url: str, host: str, port: int, pairs: int, warmup: int = 12
+) -> dict[str, dict[str, float]]:
+    rig = Rig(url, host, port)
+    verifier = await rig.open()
+    await verifier.open()
+    rng = random.Random(16)
     try:
         for i in range(warmup + pairs):
             # The warm-up opens the pool's connections and loads the scripts, and
             # makes psycopg prepare each statement (at its fifth run on a connection,
             # one extra round trip, once per statement and connection).
             record = i >= warmup
-            # Numbers and addresses spread out, as real users' are (not a range walk).
-            to = f"+447{rng.choice('45789')}{rng.randrange(10**8):08d}"
-            ip = f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-            v = await request("start", verifier.start(to, client_ip=ip), record)
-            code = outbox.last_code(to)
-            wrong = "0" * len(code) if code != "0" * len(code) else "1" * len(code)
-            clock.advance(5)
-            await request(
-                "wrong check", verifier.check(wrong, verification_id=v.id, client_ip=ip), record
-            )
-            await request(
-                "right check", verifier.check(code, verification_id=v.id, client_ip=ip), record
-            )
-            clock.advance(5)
+            to, ip = spread(rng)
+            v = await rig.timed("start", verifier.start(to, client_ip=ip), record)
+            code = rig.outbox.last_code(to)
+            rig.clock.advance(5)
+            wrong = verifier.check(wrong_for(code), verification_id=v.id, client_ip=ip)
+            await rig.timed("wrong check", wrong, record)
+            right = verifier.check(code, verification_id=v.id, client_ip=ip)
+            await rig.timed("right check", right, record)
+            rig.clock.advance(5)
     finally:
         await verifier.aclose()
-        await relay.stop()
-    return summary(seen)
+        await rig.relay.stop()
+    return summary(rig.seen)
 
 
 async def measure_v2(
     url: str, host: str, port: int, pairs: int, warmup: int = 12
 ) -> dict[str, dict[str, float]]:
     """``measure``'s pairs through /v2: a start, then a wrong and a right check by To."""
-    relay = TurnCounter(host, port)
-    local = await relay.start()
-    proxied = url.replace(f"{host}:{port}", f"127.0.0.1:{local}", 1)
-    settings = make_settings(Path(tempfile.mkdtemp()), store=proxied)
-    clock, outbox = ManualClock(), MemoryTransport()
-    store = store_from_url(settings.store_url)
-    calls: collections.Counter[str] = collections.Counter()
-    counting(store, calls)
-    verifier = Verifier(settings, store, outbox, clock=clock)
-    app = create_app(settings, verifier, clock=clock, background=False)
-    seen: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+    rig = Rig(url, host, port)
+    verifier = await rig.open()
+    app = create_app(rig.settings, verifier, clock=rig.clock, background=False)
     rng = random.Random(16)
     try:
         async with app.router.lifespan_context(app):
-            _, key = await create_api_key(store, "bench", ("verify",), clock())
+            _, key = await create_api_key(rig.store, "bench", ("verify",), rig.clock())
             transport = httpx.ASGITransport(app=app, client=("203.0.113.50", 40000))
             auth = httpx.BasicAuth("og_" + key.split("_")[1], key)
             async with httpx.AsyncClient(
@@ -210,34 +219,25 @@ async def measure_v2(
                 made = await http.post("/v2/Services", data={"FriendlyName": "Bench"})
                 base = f"/v2/Services/{made.json()['sid']}"
 
-                async def request(kind: str, path: str, data: dict[str, str], record: bool) -> None:
-                    relay.turns = 0
-                    calls.clear()
-                    relay.active = True
-                    try:
-                        answer = await http.post(base + path, data=data)
-                    finally:
-                        relay.active = False
+                async def post(path: str, data: dict[str, str]) -> None:
+                    answer = await http.post(base + path, data=data)
                     assert answer.status_code in (200, 201, 404), answer.text
-                    if record:
-                        seen[kind].append((relay.turns, sum(calls.values())))
 
                 for i in range(warmup + pairs):
                     record = i >= warmup
-                    to = f"+447{rng.choice('45789')}{rng.randrange(10**8):08d}"
-                    ip = f"198.18.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+                    to, ip = spread(rng)
                     start = {"To": to, "Channel": "sms", "DeviceIp": ip}
-                    await request("v2 start", "/Verifications", start, record)
-                    code = outbox.last_code(to)
-                    wrong = "0" * len(code) if code != "0" * len(code) else "1" * len(code)
-                    clock.advance(5)
-                    check = "/VerificationCheck"
-                    await request("v2 wrong check", check, {"To": to, "Code": wrong}, record)
-                    await request("v2 right check", check, {"To": to, "Code": code}, record)
-                    clock.advance(5)
+                    await rig.timed("v2 start", post("/Verifications", start), record)
+                    code = rig.outbox.last_code(to)
+                    rig.clock.advance(5)
+                    wrong = {"To": to, "Code": wrong_for(code)}
+                    await rig.timed("v2 wrong check", post("/VerificationCheck", wrong), record)
+                    right = {"To": to, "Code": code}
+                    await rig.timed("v2 right check", post("/VerificationCheck", right), record)
+                    rig.clock.advance(5)
     finally:
-        await relay.stop()
-    return summary(seen)
+        await rig.relay.stop()
+    return summary(rig.seen)
 
 
 def summary(seen: dict[str, list[tuple[int, int]]]) -> dict[str, dict[str, float]]:

@@ -15,6 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _run(store: str, *args: str) -> dict[str, dict[str, float]]:
+    """``bench/roundtrips.py`` on ``store``: its figures (the last line's JSON)."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--stores", store, *args],
+        capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
+    )  # fmt: skip
+    if "redis-server is not on PATH" in done.stderr:
+        from .needs import unavailable
+
+        unavailable("redis-server is not on PATH")
+    assert done.returncode == 0, done.stderr
+    figures: dict[str, dict[str, float]] = json.loads(done.stdout.strip().splitlines()[-1])[store]
+    return figures
+
+
 def _bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_roundtrips", ROOT / "bench/roundtrips.py")
     assert spec is not None and spec.loader is not None
@@ -61,16 +76,7 @@ def test_no_request_makes_more_than_two_round_trips(store: str) -> None:
     """A start: its admission, then its sent event once the provider answered. A check
     by id: its opening (read, reservation, attempt), then the approval with its
     bookkeeping or the failure's event. Counted on the wire, every request of the run."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--stores", store, "-n", "6"],
-        capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
-    )  # fmt: skip
-    if "redis-server is not on PATH" in done.stderr:
-        from .needs import unavailable
-
-        unavailable("redis-server is not on PATH")
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])[store]
+    figures = _run(store, "-n", "6")
     assert set(figures) == {"start", "wrong check", "right check"}
     for kind in figures.values():
         assert kind["max_turns"] <= 2 and kind["operations"] == 2
@@ -86,16 +92,7 @@ def test_a_v2_start_asks_the_store_five_things(store: str) -> None:
     """Through /v2: the service, the number's verifications (a re-send?), the admission
     with the row, the sent event, the answer's sends; no record of the verification's
     service is written any more (it was two more)."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/roundtrips.py"), "--v2", "--stores", store, "-n", "4"],
-        capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
-    )  # fmt: skip
-    if "redis-server is not on PATH" in done.stderr:
-        from .needs import unavailable
-
-        unavailable("redis-server is not on PATH")
-    assert done.returncode == 0, done.stderr
-    figures = json.loads(done.stdout.strip().splitlines()[-1])[store]
+    figures = _run(store, "--v2", "-n", "4")
     assert set(figures) == {"v2 start", "v2 wrong check", "v2 right check"}
     assert figures["v2 start"]["operations"] == 5
     assert figures["v2 right check"]["operations"] == 5

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import collections
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 from otpguard.clock import ManualClock
 from otpguard.events import EventType
@@ -18,17 +16,10 @@ from otpguard.transports.memory import MemoryTransport
 from otpguard.web.verify.services import OWNER_KEY
 
 from .conftest import UK_MOBILE, ApiClient
+from .test_bench_roundtrips import _bench
 
 ROOT = Path(__file__).resolve().parent.parent
 OTHER_MOBILE = "+447507123456"
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_roundtrips", ROOT / "bench/roundtrips.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def basic(key: str) -> dict[str, str]:
