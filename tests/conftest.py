@@ -188,6 +188,20 @@ def _quiet_otpguard_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each test, collect and then freeze (``gc.freeze``) what is still alive,
+    so that the collection after the test walks only what that test made: about 2 ms a
+    test, where walking everything the run had kept took 36 ms (72 s of ``make fast``).
+
+    Not frozen in the teardown itself: pytest keeps the test's log records until its
+    teardown is over, and they may hold what leaked (asyncio logs the task it could not
+    finish); collected here, such a leak fails the setup of the next test instead.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage_after_each_test() -> Iterator[None]:
     """Collect garbage as each test ends, after its event loop has closed.
@@ -202,11 +216,3 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     """
     yield
     gc.collect()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Freeze what the imports and the collection made (``gc.freeze``), so that each
-    test's collection above walks only the objects made since: about 5 ms a test, where
-    walking the whole heap took about 100 ms."""
-    gc.collect()
-    gc.freeze()
