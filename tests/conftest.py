@@ -7,6 +7,7 @@ Tests read codes the way a phone would: from the memory transport's outbox.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -63,7 +64,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Drop the PostgreSQL databases this run created (``tests/backends.py``)."""
+    """Drop the PostgreSQL databases this run created (``tests/backends.py``), and give
+    what ``pytest_collection_finish`` froze back to the collector for pytest's last pass."""
+    gc.unfreeze()
     left = drop_databases()
     if left:
         print(f"\ncould not drop this run's PostgreSQL databases: {', '.join(left)}")
@@ -183,3 +186,33 @@ def api_factory(clock: ManualClock, outbox: MemoryTransport) -> Callable[..., An
 def _quiet_otpguard_logs(caplog: pytest.LogCaptureFixture) -> None:
     """Capture every log record (tests scan them for codes)."""
     caplog.set_level(logging.DEBUG)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each test, collect and then freeze (``gc.freeze``) what is still alive,
+    so that the collection after the test walks only what that test made: about 2 ms a
+    test, where walking everything the run had kept took 36 ms (72 s of ``make fast``).
+
+    Not frozen in the teardown itself: pytest keeps the test's log records until its
+    teardown is over, and they may hold what leaked (asyncio logs the task it could not
+    finish); collected here, such a leak fails the setup of the next test instead.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage as each test ends, after its event loop has closed.
+
+    An unclosed stream, transport or socket is otherwise finalised whenever the collector
+    next runs, in whichever later test that is, and ``filterwarnings = error`` fails that
+    innocent test (CI once failed a test_multi_instance test on a StreamWriter an earlier
+    test had left open: "loop is closed"). Collected here, the ResourceWarning fails the
+    teardown of the test that leaked it; ``python -X tracemalloc=20 -m pytest ...`` then
+    shows where the object was made. Autouse fixtures are set up first, so this teardown
+    runs after pytest-asyncio has closed the test's loop and cancelled what it left.
+    """
+    yield
+    gc.collect()

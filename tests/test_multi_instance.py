@@ -62,7 +62,12 @@ async def check_reachable(url: str) -> None:
 
 class TcpProxy:
     """A loopback TCP forwarder the test can cut (connections dropped, new ones
-    refused) and restore on the same port: the store "goes down" and comes back."""
+    refused) and restore on the same port: the store "goes down" and comes back.
+
+    The proxy owns every connection from the moment it is accepted, and ``cut()`` closes
+    them all, those still opening their upstream half included: a handler left pending
+    when the test's loop closes would leave its sockets to the garbage collector, whose
+    ResourceWarning ("loop is closed") then fails whichever later test it runs in."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
@@ -72,24 +77,34 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A plain callback, run as the connection is accepted, so that ``cut()`` sees the
+        connection at once, not only once a handler task has reached its first line."""
+        self._writers.add(writer)
+        self._tasks.add(asyncio.create_task(self._handle(reader, writer)))
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_writer: asyncio.StreamWriter | None = None
+        pipes: list[asyncio.Task[None]] = []
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
+            self._writers.add(up_writer)
+            pipes = [
+                asyncio.create_task(self._pipe(reader, up_writer)),
+                asyncio.create_task(self._pipe(up_reader, writer)),
+            ]
+            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
         except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
-        ]
-        self._tasks.update(pipes)
-        await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        for w in (writer, up_writer):
-            w.transport.abort()
-            self._writers.discard(w)
+            pass  # the target refused: drop the client's connection
+        finally:  # also when cut() cancels this handler
+            for pipe in pipes:
+                pipe.cancel()
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.transport.abort()
+                    self._writers.discard(w)
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -109,6 +124,7 @@ class TcpProxy:
         await self._settle()
 
     async def _settle(self) -> None:
+        """Cancel every connection's handler and wait for each to close its sockets."""
         tasks, self._tasks = self._tasks, set()
         for t in tasks:
             t.cancel()
