@@ -307,7 +307,7 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
         with server(env, workers) as port:
             base = f"http://127.0.0.1:{port}"
             noop = wrk(f"{base}/noop", duration)
-            served = [p for pid in procs.listening(port) for p in procs.tree(pid)]
+            served = sorted({p for pid in procs.listening(port) for p in procs.tree(pid)})
             stored = store_pids(kind)
             cpu = procs.cpu_seconds(served), procs.cpu_seconds(stored)
             pairs = wrk(base, duration, "bench/pair.lua", (key, str(outbox)))

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with h.server(env, 1) as port:
             base = f"http://127.0.0.1:{port}"
             h.wrk(base, 2, "bench/pair.lua", (key, str(outbox)))  # the pool fills
-            served = [p for pid in h.procs.listening(port) for p in h.procs.tree(pid)]
+            served = sorted({p for pid in h.procs.listening(port) for p in h.procs.tree(pid)})
             sampler = Sampler(h.backends.PG_ADMIN_URL, db)
             sampler.start()
             cpu = h.procs.cpu_seconds(served)
