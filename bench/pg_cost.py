@@ -134,6 +134,13 @@ async def run(args: argparse.Namespace) -> None:
             admin.execute(f'ALTER DATABASE "{db}" SET {setting}')
         log_path = Path(args.log)
         offset = log_path.stat().st_size
+    if args.plain_lists:  # the baseline: psycopg's own list dumper on every connection
+        from otpguard.stores import postgres
+
+        async def plain(conn: Any) -> None:
+            return None
+
+        postgres._configure = plain  # type: ignore[assignment]  # the pool's configure
     settings = make_settings(
         Path(tempfile.mkdtemp()), store=url, allowed_countries=["GB", "GG", "IM", "JE"]
     )
@@ -196,6 +203,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="pairs measured")
     parser.add_argument("--warmup", type=int, default=20, help="pairs before those")
     parser.add_argument("--explain", action="store_true", help="auto_explain the functions")
+    parser.add_argument(
+        "--plain-lists",
+        action="store_true",
+        help="send lists with psycopg's own dumper (the baseline of postgres_arrays)",
+    )
     parser.add_argument(
         "--settle",
         type=float,
