@@ -67,30 +67,19 @@ HUGE = "1000000000/1m"
 URLS: dict[str, str] = {}
 
 
-def _load_backends() -> Any:
-    """``tests/backends.py``, loaded by path (a ``tests`` package elsewhere on sys.path
-    must not stand in for it)."""
-    spec = importlib.util.spec_from_file_location("otpguard_bench_backends",
-                                                  ROOT / "tests" / "backends.py")  # fmt: skip
+def load(path: Path) -> Any:
+    """A module loaded by its path: ``tests/backends.py`` (a ``tests`` package elsewhere
+    on sys.path must not stand in for it), or a sibling of this script (this directory
+    is off sys.path: see above)."""
+    spec = importlib.util.spec_from_file_location(f"otpguard_bench_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-backends = _load_backends()
-
-
-def _load_procs() -> Any:
-    """``bench/procs.py`` (this directory is off sys.path: see above)."""
-    spec = importlib.util.spec_from_file_location("otpguard_bench_procs", _HERE / "procs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-procs = _load_procs()
+backends = load(ROOT / "tests" / "backends.py")
+procs = load(_HERE / "procs.py")
 
 
 def store_pids(kind: str) -> list[int]:

@@ -38,6 +38,7 @@ import psycopg  # noqa: E402
 
 
 def _http() -> Any:
+    """``bench/http.py``, by its path (its name would shadow the standard library's)."""
     spec = importlib.util.spec_from_file_location("otpguard_bench_http", ROOT / "bench/http.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -3,14 +3,12 @@ the CPU time they used (``bench/http.py``'s cores per side)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+from .test_bench_roundtrips import load_bench
 
 CHILD = (
     "import socket, sys\n"
@@ -21,16 +19,8 @@ CHILD = (
 )
 
 
-def _procs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_procs", ROOT / "bench/procs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_listening_child_is_found_with_its_cpu_time() -> None:
-    procs = _procs()
+    procs = load_bench("procs")
     with subprocess.Popen(
         [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as child:

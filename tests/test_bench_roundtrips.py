@@ -30,12 +30,17 @@ def _run(store: str, *args: str) -> dict[str, dict[str, float]]:
     return figures
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_roundtrips", ROOT / "bench/roundtrips.py")
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py``, loaded by its path (bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / f"bench/{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench() -> ModuleType:
+    return load_bench("roundtrips")
 
 
 async def test_the_relay_counts_a_pipelined_burst_as_one_turn() -> None:
