@@ -70,6 +70,7 @@ class TurnCounter:
         self.server: asyncio.Server | None = None
         self.relays: set[asyncio.Task[Any]] = set()
         self.writers: list[asyncio.StreamWriter] = []
+        self.stopping = False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -80,8 +81,15 @@ class TurnCounter:
         assert task is not None
         self.relays.add(task)
         task.add_done_callback(self.relays.discard)
-        server_r, server_w = await asyncio.open_connection(self.host, self.port)
-        self.writers += [client_w, server_w]
+        self.writers.append(client_w)  # closed by stop() even while the upstream opens
+        try:
+            server_r, server_w = await asyncio.open_connection(self.host, self.port)
+        except BaseException:
+            client_w.transport.abort()
+            raise
+        self.writers.append(server_w)
+        if self.stopping:  # stop() ran while the upstream opened: it aborted only ours
+            server_w.transport.abort()
         state = {"last": "server"}  # who spoke last on this connection
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, side: str) -> None:
@@ -103,6 +111,7 @@ class TurnCounter:
         await asyncio.gather(pump(client_r, server_w, "client"), pump(server_r, client_w, "server"))
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.server is not None:
             self.server.close()
         for writer in self.writers:  # both pumps then end at EOF, not by cancelling
