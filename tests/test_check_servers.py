@@ -1,6 +1,7 @@
 """Checks raced against real servers: two ``otpguard serve`` processes on one store (a
 SQLite file, this run's Redis, a PostgreSQL database of its own), hit by concurrent
-requests over HTTP. Wrong-code caps hold exactly; a resend and a check never both win."""
+requests over HTTP. Wrong-code caps hold exactly; a resend and a check never both win;
+the /v2 services cap per API key holds exactly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from otpguard import tags
 from otpguard.stores import store_from_url
 from otpguard.transports.file import read_outbox
+from otpguard.web.verify.services import MAX_SERVICES
 
 from .test_admission_servers import store_url  # noqa: F401 - the fixture
 from .test_multi_instance import Cluster, cluster
@@ -31,6 +33,12 @@ async def start(http: httpx.AsyncClient, c: Cluster, i: int, to: str, ip: str) -
     assert r.status_code == 201, r.text
     vid: str = r.json()["id"]
     return vid
+
+
+def basic(c: Cluster) -> dict[str, str]:
+    """The /v2 API's credentials for the cluster's key: its id, then the whole key."""
+    token = base64.b64encode(f"og_{c.key.split('_')[1]}:{c.key}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def codes(c: Cluster, vid: str) -> list[str]:
@@ -147,15 +155,14 @@ async def test_concurrent_v2_resends_keep_every_code_sent(
     env = {"OTPGUARD_RESEND_COOLDOWN": "0", "OTPGUARD_LIMIT_PHONE": "100/10m"}
     to = "+447400112233"
     async with cluster(store_url, tmp_path, env=env) as c, httpx.AsyncClient(timeout=60) as http:
-        token = base64.b64encode(f"og_{c.key.split('_')[1]}:{c.key}".encode()).decode()
-        basic = {"Authorization": f"Basic {token}"}
-        r = await http.post(f"{c.urls[0]}/v2/Services", headers=basic, data={"FriendlyName": "R"})
+        auth = basic(c)
+        r = await http.post(f"{c.urls[0]}/v2/Services", headers=auth, data={"FriendlyName": "R"})
         assert r.status_code == 201, r.text
         url = f"/v2/Services/{r.json()['sid']}/Verifications"
         form = {"To": to, "Channel": "sms"}
-        assert (await http.post(c.urls[0] + url, headers=basic, data=form)).status_code == 201
+        assert (await http.post(c.urls[0] + url, headers=auth, data=form)).status_code == 201
         resends = await asyncio.gather(
-            *(http.post(c.urls[i % 2] + url, headers=basic, data=form) for i in range(8))
+            *(http.post(c.urls[i % 2] + url, headers=auth, data=form) for i in range(8))
         )
         statuses = Counter(r.status_code for r in resends)
         assert set(statuses) <= {201, 429}, [r.text for r in resends]
@@ -169,3 +176,38 @@ async def test_concurrent_v2_resends_keep_every_code_sent(
         assert len(tags.tags_of(v)) == len(sent) == v.sends
     finally:
         await store.aclose()
+
+
+async def test_the_v2_services_cap_per_key_is_exact(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """95 services, then 20 creates at once over both instances: exactly 5 are kept
+    (201), 15 refused with the cap's 60200 (400), and the key lists exactly 100."""
+    async with cluster(store_url, tmp_path) as c, httpx.AsyncClient(timeout=60) as http:
+        auth = basic(c)
+
+        async def create(i: int) -> httpx.Response:
+            data = {"FriendlyName": f"Svc {i}"}
+            return await http.post(f"{c.urls[i % 2]}/v2/Services", headers=auth, data=data)
+
+        for i in range(MAX_SERVICES - 5):
+            assert (await create(i)).status_code == 201
+        # A connection open to each instance for every create (httpx keeps 20 alive),
+        # so the 20 reach the instances together rather than one TCP handshake apart.
+        warm = [http.get(f"{c.urls[i % 2]}/v2/Services", headers=auth) for i in range(20)]
+        assert {r.status_code for r in await asyncio.gather(*warm)} == {200}
+        raced = await asyncio.gather(*(create(MAX_SERVICES + i) for i in range(20)))
+        kept = [r for r in raced if r.status_code == 201]
+        refused = [r for r in raced if r.status_code != 201]
+        assert len(kept) == 5, [r.text for r in raced]
+        for r in refused:
+            assert (r.status_code, r.json()["code"]) == (400, 60200), r.text
+            assert f"at most {MAX_SERVICES} services per API key" in r.json()["message"]
+        assert len(refused) == 15
+        for base in c.urls:  # each instance lists the same 100, those kept among them
+            r = await http.get(f"{base}/v2/Services", headers=auth, params={"PageSize": 1000})
+            assert r.status_code == 200, r.text
+            sids = [s["sid"] for s in r.json()["services"]]
+            assert len(sids) == len(set(sids)) == MAX_SERVICES
+            assert {r.json()["sid"] for r in kept} <= set(sids)
