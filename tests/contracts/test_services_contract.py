@@ -56,6 +56,19 @@ async def test_put_get_list_delete(store: Store) -> None:
     assert await store.list_services(ACCOUNT) == [b, a]
 
 
+async def test_a_delete_takes_the_record_out_of_its_own_accounts_list(store: Store) -> None:
+    """Whatever the account's name (Redis's delete finds the list by the record's JSON)."""
+    odd = 'AC "\\é:{x}'  # a quote, a backslash, non-ASCII, braces: escaped in the JSON
+    mine, kept, theirs = record(1, odd), record(2, odd), record(3)
+    for r in (mine, kept, theirs):
+        assert await store.put_service(r, 10)
+    assert await store.delete_service(mine.id)
+    assert await store.list_services(odd) == [kept]
+    assert await store.list_services(ACCOUNT) == [theirs]
+    assert await store.put_service(mine, 2)  # the cap counts what is left: one
+    assert not await store.put_service(record(4, odd), 2)
+
+
 async def test_a_new_record_only_under_the_cap_of_its_account(store: Store) -> None:
     first, second = record(1), record(2)
     assert await store.put_service(first, 2) and await store.put_service(second, 2)

@@ -6,10 +6,11 @@
     og:{svc}:of:<account>    zset   the account's ids, scored in the order first kept
     og:{svc}:adopted         string set once the services kept as flags were copied
 
-One hash tag: a put (with its cap), a list and a delete are each one script. The
-services earlier releases kept as flags (``records.SERVICE_FLAG_PREFIX``) are copied
-once, by the first service operation on a database that has not had them copied (a
-SCAN of the flags on every primary); the flags stay, for an instance of before.
+One hash tag: a put (with its cap), a list and a delete are each one script, one
+round trip. The services earlier releases kept as flags
+(``records.SERVICE_FLAG_PREFIX``) are copied once, by the first service operation on
+a database that has not had them copied (a SCAN of the flags on every primary); the
+flags stay, for an instance of before.
 """
 
 from __future__ import annotations
@@ -49,11 +50,15 @@ local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
 if #ids == 0 then return {} end
 return redis.call('HMGET', KEYS[1], unpack(ids))
 """
-#: KEYS: records, of:<account>; ARGV: id, the JSON read: deleted if still that one.
+#: KEYS: records, of: (the accounts' key without one: ``_skeys("")[1]``); ARGV: id.
+#: 1 when deleted. The record names its account: its of:<account> is built here, a
+#: key not declared but of the same hash tag, so in Cluster the same slot and node
+#: (Redis refuses only a key of another slot; the prefix has no braces).
 DELETE_LUA = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[2] .. cjson.decode(raw)['account'], ARGV[1])
 return 1
 """
 #: KEYS: a sign-out; ARGV: now. Deleted (1) if its until has passed (``purge``).
@@ -139,12 +144,9 @@ class RedisServices(RedisBase):
         return [_record(raw) for raw in rows if raw is not None]  # ZRANGE's order
 
     async def delete_service(self, service_id: str) -> bool:
+        """One script: the record read, deleted and taken out of its account's order."""
         await self._adopt()
-        raw = await self._live.hget(self._skeys("")[0], service_id)
-        if raw is None:
-            return False
-        keys = self._skeys(_record(raw).account)
-        return bool(await self._run("svc_delete", keys, [service_id, raw]))
+        return bool(await self._run("svc_delete", self._skeys(""), [service_id]))
 
     async def sign_out(self, session_id: str, until: float) -> None:
         ttl = ms(max(0.0, until - time.time()) + SIGN_OUT_KEEP)
