@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
 import re
 import sys
@@ -37,11 +36,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/http.py would shadow the standard library's ``http`` package: drop bench/.
+# bench/http.py would shadow the standard library's ``http`` package: bench/ goes
+# last (for procs.py), after the standard library.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "bench"))
 
 import psycopg  # noqa: E402
+from procs import cpu_seconds  # noqa: E402
 from tests.backends import PG_ADMIN_URL, PG_SERVER, create_database, drop_databases  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 
@@ -49,20 +51,6 @@ from otpguard.clock import ManualClock  # noqa: E402
 from otpguard.service import Verifier  # noqa: E402
 from otpguard.stores import store_from_url  # noqa: E402
 from otpguard.transports.memory import MemoryTransport  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes ``pids`` have used so far."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
 
 
 def backends(admin: psycopg.Connection[Any], db: str) -> list[int]:
