@@ -17,6 +17,7 @@ from otpguard.service import Verifier
 from otpguard.transports.memory import MemoryTransport
 
 from .conftest import UK_MOBILE
+from .test_verify_scope import basic
 
 
 def fail_event_writes(db: Path, event_type: str) -> None:
@@ -63,3 +64,30 @@ async def test_a_committed_approval_is_answered_as_approved(
         verifier: Verifier = api.verifier
         stored = await verifier.store.get_verification(vid)
         assert stored is not None and stored.status is Status.APPROVED
+
+
+async def test_a_v2_start_whose_sent_event_was_lost_lists_no_send_it_cannot_show(
+    api_factory: Callable[..., Any],
+    settings_factory: Callable[..., Any],
+    tmp_path: Path,
+    outbox: MemoryTransport,
+) -> None:
+    """The code went out (201), but its event is not stored: the answer lists the
+    sends the store holds (none), never an attempt SID the Attempts API cannot find."""
+    db = tmp_path / "otp.db"
+    settings = settings_factory(store=f"sqlite:///{db}")
+    async with api_factory(settings) as api:
+        auth = basic(api.key)
+        r = await api.http.post("/v2/Services", data={"FriendlyName": "Acme"}, headers=auth)
+        sid = r.json()["sid"]
+        fail_event_writes(db, "verification.sent")
+        r = await api.http.post(
+            f"/v2/Services/{sid}/Verifications",
+            data={"To": UK_MOBILE, "Channel": "sms"},
+            headers=auth,
+        )
+        assert r.status_code == 201, r.text
+        assert len(outbox.outbox) == 1
+        assert r.json()["send_code_attempts"] == []
+        r = await api.http.get("/v2/Attempts", headers=auth)
+        assert r.json()["attempts"] == []

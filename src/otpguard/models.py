@@ -75,8 +75,11 @@ class Verification:
     # stored with the row, carried by its events, narrowing a shell's reads to it.
     service: str | None = None
     # Not stored: what the start or resend that returned it knows of its message,
-    # "sent" or "unknown" (the provider may have sent it; its answer was lost).
+    # "sent" or "unknown" (the provider may have sent it; its answer was lost), and
+    # the id of the event that recorded that message (at ``updated_at``, of its
+    # channel) once stored; None if its bookkeeping failed.
     delivery: str | None = None
+    sent_event: str | None = None
 
     @property
     def binding(self) -> Binding:

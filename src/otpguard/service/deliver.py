@@ -47,22 +47,24 @@ class Delivering(VerifierBase):
         provider may have sent it but its answer was lost (a timeout after the
         request was written): the verification stays pending, its code usable, and
         the status callback settles it. Once a message may have left, nothing that
-        fails afterwards turns the answer into an error."""
+        fails afterwards turns the answer into an error. ``sent_event``: the id of
+        the event that recorded the message (a shell lists the sends without
+        reading it back), None if it may not have been stored."""
         transport = self._transport_for(v.channel)
         try:
             receipt = await transport.send(self._message(v, code, now))
         except DeliveryError as exc:
             if exc.outcome_unknown:
                 details: dict[str, Any] = {"provider": transport.name, "outcome": "unknown"}
-                await self._sent(
+                eid = await self._sent(
                     v, number, ip, now, kind, details, "outcome_unknown", before, allowlisted
                 )
-                return v.with_(delivery="unknown")
+                return v.with_(delivery="unknown", sent_event=eid)
             await self._not_delivered(v, number, ip, now, exc, before)
             raise
         details = {"provider": receipt.provider, "provider_id": receipt.provider_id}
-        await self._sent(v, number, ip, now, kind, details, None, before, allowlisted)
-        return v.with_(delivery="sent")
+        eid = await self._sent(v, number, ip, now, kind, details, None, before, allowlisted)
+        return v.with_(delivery="sent", sent_event=eid)
 
     def _message(self, v: Verification, code: str, now: float) -> Message:
         """The only object that holds the code: what the transport renders and sends."""
@@ -119,10 +121,11 @@ class Delivering(VerifierBase):
         reason: str | None,
         before: Sequence[Event],
         allowlisted: bool,
-    ) -> None:
+    ) -> str | None:
         """The bookkeeping after a message left (or may have): the events and the
-        conversion watch. A store failure here is logged, never answered: the
-        message is out, and a 503 would say it was not."""
+        conversion watch; the id of the message's event. A store failure here is
+        logged, never answered (the message is out, and a 503 would say it was
+        not): None then, the event perhaps not stored."""
         try:
             verdicts = []
             if not allowlisted:
@@ -148,6 +151,8 @@ class Delivering(VerifierBase):
             await self.emit(*events, stored=before)
         except StorageError:
             log.warning("message for %s handed to the provider; its events were lost", v.id)
+            return None
+        return events[0].id
 
     # -- delivery reports -------------------------------------------------------------
 

@@ -80,8 +80,11 @@ async def send(
 
 
 async def send_times(verifier: Verifier, v: Verification) -> list[tuple[str, float, str]]:
-    """``(event id, time, channel)`` of each message sent for ``v``, oldest first,
-    from the events (at most a few: a verification has at most 5 sends)."""
+    """``(event id, time, channel)`` of each message sent for ``v``, oldest first:
+    a start just made knows its one send's event (``Verification.sent_event``);
+    otherwise from the events (at most a few: a verification has at most 5 sends)."""
+    if v.sends == 1 and v.sent_event is not None:
+        return [(v.sent_event, v.updated_at, v.channel.value)]
     query = EventQuery(
         types=SEND_EVENTS,
         number_hash=verifier.number_hashes(v.to),  # sends from before a key was added too
