@@ -15,7 +15,8 @@ no endpoint ever returns a code) and limits raised for load, then drives it with
    with the right code; pairs/s counts checks that came back ``valid: true``;
    then ``paced_pair.lua``, the same pairs offered at about half of that run's
    request rate (each connection waits before each request): the latency at half
-   of the saturating load;
+   of the saturating load, as wrk saw it and as the server's own request histogram
+   did (``served.py``: from its latency middleware in, to its buckets' resolution);
 3. ``start.lua``: starts only, for the start endpoint's latency percentiles;
 4. ``check.lua``: right-code checks of the verifications made in step 3 (codes
    from the outbox), for the check endpoint's latency percentiles.
@@ -82,6 +83,7 @@ def load(path: Path) -> Any:
 
 backends = load(ROOT / "tests" / "backends.py")
 procs = load(_HERE / "procs.py")
+latency = load(_HERE / "served.py")
 
 
 def store_pids(kind: str) -> list[int]:
@@ -169,10 +171,10 @@ def store_url(kind: str, data_dir: Path) -> str:
     return URLS[kind]
 
 
-def create_key(env: dict[str, str], name: str = "bench") -> str:
+def create_key(env: dict[str, str], name: str = "bench", scope: str = "verify") -> str:
     """An API key for the server ``env`` configures, made with the CLI as an operator would."""
     out = subprocess.run(
-        [str(BIN / "otpguard"), "api-keys", "create", "--name", name],
+        [str(BIN / "otpguard"), "api-keys", "create", "--name", name, "--scope", scope],
         env=env,
         cwd=env["OTPGUARD_DATA_DIR"],
         check=True,
@@ -268,6 +270,14 @@ def wrk(
     return result
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds == float("inf") else round(seconds * 1000, 1)
+
+
+def _share(share: float | None) -> float | None:
+    return None if share is None else round(share, 4)
+
+
 def _us(text: str) -> int:
     for unit, factor in (("us", 1), ("ms", 1000), ("s", 1_000_000)):
         if text.endswith(unit):
@@ -293,6 +303,7 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
         asyncio.run(reset_store(kind))
         env = server_env(store_url(kind, data_dir), data_dir)
         key = create_key(env)
+        monitor = create_key(env, "bench-monitor", "monitor")  # reads /metrics
         outbox = data_dir / "outbox.jsonl"
         outbox.touch()
         with server(env, workers) as port:
@@ -312,7 +323,9 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
             # connections waits the pace before each request (wrk's delay()).
             half = pairs["rps"] / 2
             pace_ms = max(1, round(CONNECTIONS * 1000 / half)) if half else 1000
+            before = latency.reading(base, monitor)
             paced = wrk(base, duration, "bench/paced_pair.lua", (key, str(outbox), str(pace_ms)))
+            inside = latency.merged(latency.diff(latency.reading(base, monitor), before))
             offset = outbox.stat().st_size
             starts = wrk(base, duration, "bench/start.lua", (key,))
             todo = data_dir / "checks.txt"
@@ -346,6 +359,10 @@ def run_case(kind: str, workers: int, duration: float) -> dict[str, Any]:
             "half_load_of_saturated": round(paced["rps"] / pairs["rps"], 3) if pairs["rps"] else 0,
             "half_load_p50_ms": paced["p50_us"] / 1000,
             "half_load_p99_ms": paced["p99_us"] / 1000,
+            # The server's own histogram of the same run (served.py): the bucket bound
+            # 99 % kept to, and the share within 25 ms.
+            "half_load_server_p99_le_ms": _ms(latency.quantile_bound(inside)),
+            "half_load_server_within_25ms": _share(latency.within(inside, 0.025)),
             "half_load_failed": paced["invalid"]
             + paced["refused"]
             + paced["no_code"]
@@ -554,6 +571,7 @@ def main() -> int:
     header = (
         f"{'store':9}{'wk':>3}{'noop/s':>9}{'pairs/s':>9}{'start/s':>9}{'p50':>7}{'p99':>7}"
         f"{'check/s':>9}{'p50':>7}{'p99':>7}{'ratio':>7}{'half req/s':>11}{'p50':>7}{'p99':>7}"
+        f"{'srv p99<=':>10}{'srv<=25ms':>10}"
     )
     print(f"driver ceiling (start.lua vs stub): {ceiling['rps']} req/s, "
           f"wrk used {ceiling['wrk_cpu_cores']} cores")  # fmt: skip
@@ -565,7 +583,8 @@ def main() -> int:
             f"{r['start_rps']:>9}{r['start_p50_ms']:>7.1f}{r['start_p99_ms']:>7.1f}"
             f"{r['check_rps']:>9}{r['check_p50_ms']:>7.1f}{r['check_p99_ms']:>7.1f}"
             f"{r['pairs_vs_half_noop']:>7}{r['half_load_rps']:>11}{r['half_load_p50_ms']:>7.1f}"
-            f"{r['half_load_p99_ms']:>7.1f}"
+            f"{r['half_load_p99_ms']:>7.1f}{r['half_load_server_p99_le_ms']!s:>10}"
+            f"{r['half_load_server_within_25ms']!s:>10}"
         )
     scaling = {}
     for kind in kinds:
