@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from otpguard.errors import ConfigError
-from otpguard.stores.sqlite import MIGRATIONS, SQLiteStore
+from otpguard.stores.sqlite import MIGRATIONS, PAGE_SIZE, SQLiteStore
 
 
 @pytest.mark.parametrize(
@@ -22,6 +23,31 @@ async def test_synchronous_mode_from_url(tmp_path: Path, query: str, mode: int) 
         assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         await store.aclose()
+
+
+async def test_a_new_file_gets_small_pages_and_an_old_file_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """A new database is made with ``PAGE_SIZE``; a file made earlier with SQLite's
+    default keeps 4,096 (changing it needs a VACUUM), and its store works as usual."""
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    sizes = {}
+    for path in (tmp_path / "new.db", old):
+        store = SQLiteStore(f"sqlite:///{path}")
+        await store.open()
+        try:
+            await store.set_flag("k", "v", 2e9)
+            assert await store.get_flag("k", 1.0) == "v"
+            assert store._conn is not None
+            sizes[path.name] = store._conn.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            await store.aclose()
+    assert PAGE_SIZE != 4096
+    assert sizes == {"new.db": PAGE_SIZE, "old.db": 4096}
 
 
 @pytest.mark.parametrize(
