@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextvars
 import inspect
 import json
 import random
@@ -119,8 +120,13 @@ class TurnCounter:
         await asyncio.gather(*self.relays, return_exceptions=True)
 
 
+_INSIDE: contextvars.ContextVar[bool] = contextvars.ContextVar("inside", default=False)
+
+
 def counting(store: Store, calls: collections.Counter[str]) -> None:
-    """Count every contract operation the engine calls on ``store`` (in place)."""
+    """Count every contract operation the engine calls on ``store`` (in place); not
+    those an operation calls itself (``check_by_id``'s steps, where it takes them one
+    by one)."""
     for name in dir(type(store)):
         # Look before calling: a property may raise before the store is open.
         if name.startswith("_") or not inspect.iscoroutinefunction(
@@ -131,8 +137,14 @@ def counting(store: Store, calls: collections.Counter[str]) -> None:
 
         def wrap(fn: Callable[..., Awaitable[Any]], op: str) -> Callable[..., Awaitable[Any]]:
             async def counted(*args: Any, **kwargs: Any) -> Any:
+                if _INSIDE.get():
+                    return await fn(*args, **kwargs)
                 calls[op] += 1
-                return await fn(*args, **kwargs)
+                token = _INSIDE.set(True)
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    _INSIDE.reset(token)
 
             return counted
 

@@ -78,14 +78,15 @@ async def test_the_relay_counts_a_pipelined_burst_as_one_turn() -> None:
               pytest.param("postgres", marks=pytest.mark.postgres)],
 )  # fmt: skip
 def test_no_request_makes_more_than_two_round_trips(store: str) -> None:
-    """A start: its admission, then its sent event once the provider answered. A check
-    by id: its opening (read, reservation, attempt), then the approval with its
-    bookkeeping or the failure's event. Counted on the wire, every request of the run."""
+    """A start: its admission, then its sent event once the provider answered (two
+    operations). A check by id: one operation (``check_by_id``), which these backends
+    take in two steps: its opening (read, reservation, attempt), then the approval
+    with its bookkeeping or the failure's event. Counted on the wire, every request."""
     figures = _run(store, "-n", "6")
     assert set(figures) == {"start", "wrong check", "right check"}
-    for kind in figures.values():
-        assert kind["max_turns"] <= 2 and kind["operations"] == 2
-        assert kind["turns"] >= 1
+    for name, kind in figures.items():
+        assert kind["max_turns"] <= 2 and kind["turns"] >= 1
+        assert kind["operations"] == (2 if name == "start" else 1)
 
 
 @pytest.mark.slow

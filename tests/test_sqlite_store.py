@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from otpguard.errors import ConfigError
+from otpguard.models import Status
+from otpguard.service import Verifier
 from otpguard.stores.sqlite import MIGRATIONS, PAGE_SIZE, SQLiteStore
+from otpguard.transports.memory import MemoryTransport
 
 
 @pytest.mark.parametrize(
@@ -133,3 +138,35 @@ async def test_a_closed_store_names_the_operation(tmp_path: Path) -> None:
     await store.aclose()
     with pytest.raises(StorageError, match=r"^sqlite store: purge failed \(store is not open\)$"):
         await store.purge(1.0, 1, 1, 1)
+
+
+async def test_a_check_by_id_is_one_write_transaction(
+    verifier_factory: Callable[..., contextlib.AbstractAsyncContextManager[Verifier]],
+    outbox: MemoryTransport,
+    tmp_path: Path,
+) -> None:
+    """Right, wrong and the last wrong code (which locks): each check by id is one
+    ``BEGIN IMMEDIATE``, one commit (``SQLiteStore.check_by_id``); the contract's
+    default would take two or three."""
+    async with verifier_factory(store=f"sqlite:///{tmp_path / 'otp.db'}", max_attempts=2) as otp:
+        store = otp.store
+        assert isinstance(store, SQLiteStore) and store._conn is not None
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+
+        async def begins(code: str, vid: str) -> tuple[int, bool]:
+            statements.clear()
+            result = await otp.check(code, verification_id=vid, client_ip="192.0.2.7")
+            return sum(s.startswith("BEGIN") for s in statements), result.valid
+
+        right = await otp.start("+447400123001", client_ip="192.0.2.7")
+        assert await begins(outbox.last_code(), right.id) == (1, True)
+        wrong = await otp.start("+447400123002", client_ip="192.0.2.7")
+        code = outbox.last_code()
+        other = next(c for c in ("111357", "246824") if c != code)
+        assert await begins(other, wrong.id) == (1, False)
+        assert await begins(other, wrong.id) == (1, False)  # the last attempt: it locks
+        locked = await store.get_verification(wrong.id)
+        assert locked is not None and locked.status is Status.MAX_ATTEMPTS_REACHED
+        assert sum(s.startswith("COMMIT") for s in statements) == 1
+        store._conn.set_trace_callback(None)

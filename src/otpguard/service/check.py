@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -31,11 +32,12 @@ from ..events import Event, EventType
 from ..guards import scope_buckets
 from ..models import AttemptOutcome, AttemptTicket, Channel, RateRule, Status, Verification
 from ..purpose import Binding, bind
-from ..stores.opening import CheckOpening, Opened
+from ..stores.opening import CheckOpened, CheckOpening, CheckVerdict, Opened
 from ..stores.settlement import Settlement
 from .base import NO_MATCH, PENDING_PER_CHECK, CheckResult, Selector, VerifierBase
 
 log = logging.getLogger("otpguard.service")
+GIVE_BACK_FAILED = "a failed-check reservation could not be given back (it stays counted)"
 
 
 class Checking(VerifierBase):
@@ -128,7 +130,8 @@ class Checking(VerifierBase):
         binding: Binding,
     ) -> CheckResult:
         """A check by id: another key's verification is exactly as if it did not exist.
-        Its read, wrong-code reservation and attempt are one store call (``open_check``)."""
+        Its read, wrong-code reservation, attempt, comparison and approval or failure
+        are one store call (``check_by_id``) where the backend can do them at once."""
         opening = CheckOpening(
             verification_id,
             owner,
@@ -138,7 +141,10 @@ class Checking(VerifierBase):
             self.settings.max_attempts,
             now,
         )
-        opened = await self.store.open_check(opening)
+        closed = await self.store.check_by_id(
+            opening, functools.partial(self._verdict, code, binding, ip, opening)
+        )
+        opened, verdict = closed.opened, closed.verdict
         v = opened.verification
         if v is None:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
@@ -150,13 +156,60 @@ class Checking(VerifierBase):
             number = parse_destination(v.to, v.channel, self.settings.default_region)
             refused = RateLimited(str(opened.refusal.rule), opened.refusal.retry_after)
             raise await self._refuse(refused, now, number, ip, v.channel)
-        # The rules the store reserved under: given back or settled with the same keys.
-        result = await self._settle_ticket(
-            opened.ticket, code, binding, ip, now, opening.rules(v.to), by_number=False
-        )
-        if result is None:
+        if not closed.released:
+            log.warning(GIVE_BACK_FAILED)
+        ticket = opened.ticket
+        if ticket is None:
             raise NotFound("no pending verification for that id or number")
-        return result
+        await self.announce(*closed.stored())
+        v = ticket.verification
+        if verdict.settlement is not None:
+            if closed.approved:
+                approved = v.with_(status=Status.APPROVED, updated_at=now)
+                return await self._approved(approved, verdict.settlement)
+            # A right code, but approved, resent or expired in between.
+            await self._give_back(opening.rules(v.to), now)
+            current = await self.store.get_verification(v.id) or v
+            return CheckResult(False, current.status, self._remaining(current), current)
+        if verdict.lock_at is not None:  # the last attempt, and a wrong code
+            if closed.locked:
+                v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
+            else:  # another check approved or locked it first
+                v = await self.store.get_verification(v.id) or v
+        elif ticket.outcome is not AttemptOutcome.COUNTED:
+            return CheckResult(False, v.status, 0, v)
+        return CheckResult(False, v.status, self._remaining(v), v)
+
+    def _verdict(
+        self, code: str, binding: Binding, ip: str, o: CheckOpening, opened: CheckOpened
+    ) -> CheckVerdict:
+        """The engine's decision on what a check by id opened (``opening.Judge``): the
+        comparison, and the approval or failure it sets off. Pure (no store call)."""
+        v, ticket = opened.verification, opened.ticket
+        if opened.outcome is not Opened.OPENED or v is None:
+            return CheckVerdict()
+        reserved = [r.key for r in o.rules(v.to)]
+        if ticket is None:  # gone in between: nothing was compared
+            return CheckVerdict(release=reserved)
+        v, now = ticket.verification, o.now
+        events = []
+        if ticket.outcome is AttemptOutcome.EXPIRED:
+            events.append(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
+        bound = binding.tag_parts()
+        if ticket.outcome is not AttemptOutcome.COUNTED:
+            tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
+            # LOCKED leaves a pending status as it is: the checks still in flight decide.
+            return CheckVerdict(events=events, release=reserved)
+        if tags.matches(self.keyring, v, code, bound):
+            approved = v.with_(status=Status.APPROVED, updated_at=now)
+            event = self._event(EventType.CHECK_PASSED, now, v=approved, client_ip=ip)
+            return CheckVerdict(self._settlement(approved, now, o.rules(v.to), event))
+        failed = self._failed(v, ip, now)
+        if v.attempts < o.max_attempts:
+            return CheckVerdict(events=[failed])
+        locked = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
+        lock = self._event(EventType.LOCKED, now, v=locked, client_ip=ip)
+        return CheckVerdict(events=[failed], lock_at=o.max_attempts, locked=[lock])
 
     async def _check_number(
         self,
@@ -188,9 +241,7 @@ class Checking(VerifierBase):
                 break  # no room for another comparison: a failure like the others
             compared += 1
             ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
-            result = await self._settle_ticket(
-                ticket, code, binding, ip, now, rules, by_number=True
-            )
+            result = await self._settle_ticket(ticket, code, binding, ip, now, rules)
             if result is not None and result.valid:
                 return result
         if not compared:
@@ -229,18 +280,13 @@ class Checking(VerifierBase):
         ip: str,
         now: float,
         rules: Sequence[RateRule],
-        *,
-        by_number: bool,
     ) -> CheckResult | None:
-        """Compare with the tags of the attempt's ``ticket``, approve the tag compared.
-        ``binding`` is what the check names: another purpose, amount or payee fails as
-        a wrong code. The reservation made for this comparison is given back on an
-        approval; by id also when nothing was compared or a right code lost a race (by
-        number every failure counts the same). None when the verification is gone."""
-        give_back = not by_number
+        """By number: compare with the tags of the attempt's ``ticket``, approve the tag
+        compared. ``binding`` is what the check names: another purpose, amount or payee
+        fails as a wrong code. The reservation made for this comparison is given back
+        only on an approval (by number every failure counts the same). None when the
+        verification is gone."""
         if ticket is None:
-            if give_back:
-                await self._give_back(rules, now)
             return None
         v = ticket.verification
         if ticket.outcome is AttemptOutcome.EXPIRED:
@@ -248,8 +294,6 @@ class Checking(VerifierBase):
         bound = binding.tag_parts()
         if ticket.outcome is not AttemptOutcome.COUNTED:
             tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
-            if give_back:
-                await self._give_back(rules, now)  # nothing was compared: no wrong code
             # LOCKED leaves a pending status as it is: the checks still in flight decide.
             return CheckResult(False, v.status, 0, v)
         if not tags.matches(self.keyring, v, code, bound):
@@ -258,8 +302,6 @@ class Checking(VerifierBase):
         if approved is not None:
             return approved
         # A right code, but approved, resent or expired in between: no longer the current one.
-        if give_back:
-            await self._give_back(rules, now)
         current = await self.store.get_verification(v.id) or v
         return CheckResult(False, current.status, self._remaining(current), current)
 
@@ -273,23 +315,25 @@ class Checking(VerifierBase):
         fails from here on, the answer is "approved" (logged and lost, never a 503)."""
         approved = v.with_(status=Status.APPROVED, updated_at=now)
         event = self._event(EventType.CHECK_PASSED, now, v=approved, client_ip=ip)
-        if not await self.store.settle(self._settlement(approved, now, rules, event)):
+        settlement = self._settlement(approved, now, rules, event)
+        if not await self.store.settle(settlement):
             return None
+        return await self._approved(approved, settlement)
+
+    async def _approved(self, approved: Verification, s: Settlement) -> CheckResult:
+        """The answer to the committed approval ``s`` of ``approved``, its event handed
+        on: "approved", whatever fails from here on (logged and lost, never a 503)."""
         try:
-            await self.announce(event)
+            await self.announce(*s.events)
         except StorageError:
-            log.warning("approval of %s recorded; its bookkeeping failed", v.id)
+            log.warning("approval of %s recorded; its bookkeeping failed", approved.id)
         return CheckResult(True, Status.APPROVED, self._remaining(approved), approved)
 
     async def _wrong_code(self, v: Verification, ip: str, now: float) -> CheckResult:
         """A wrong code keeps its reservation; at the cap the verification locks. The
         answer is ``v`` as this attempt left it (the ticket's), read again only when
         another check changed it at the cap (approved or locked it first)."""
-        events = [
-            self._event(
-                EventType.CHECK_FAILED, now, v=v, client_ip=ip, details={"attempts": v.attempts}
-            )
-        ]
+        events = [self._failed(v, ip, now)]
         moved = False  # by another check, at the cap
         if v.attempts >= self.settings.max_attempts:
             if await self.store.lock_if_exhausted(v.id, self.settings.max_attempts, now):
@@ -302,13 +346,18 @@ class Checking(VerifierBase):
             v = await self.store.get_verification(v.id) or v
         return CheckResult(False, v.status, self._remaining(v), v)
 
+    def _failed(self, v: Verification, ip: str, now: float) -> Event:
+        """A wrong code's event: the attempts ``v`` has counted, this one included."""
+        details = {"attempts": v.attempts}
+        return self._event(EventType.CHECK_FAILED, now, v=v, client_ip=ip, details=details)
+
     async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
         """Release the wrong-code reservation of ``rules`` made at ``now``. If the store
         fails here the failure stays counted: stricter, never looser."""
         try:
             await self.store.release(list(dict.fromkeys(r.key for r in rules)), now)
         except StorageError:
-            log.warning("a failed-check reservation could not be given back (it stays counted)")
+            log.warning(GIVE_BACK_FAILED)
 
     def _settlement(
         self, v: Verification, now: float, rules: Sequence[RateRule], event: Event

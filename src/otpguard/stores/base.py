@@ -26,7 +26,7 @@ from .decisions import allowed_decision as allowed_decision
 from .decisions import hit_rules as hit_rules
 from .decisions import must_leave as must_leave
 from .decisions import refusal as refusal
-from .opening import CheckOpened, CheckOpening, Opened
+from .opening import CheckClosed, CheckOpened, CheckOpening, Judge, in_steps, open_in_steps
 from .records import Alert as Alert
 from .records import ApiKey as ApiKey
 from .records import EventCount as EventCount
@@ -166,16 +166,13 @@ class Store(ShellRecords, abc.ABC):
         (``opening.py``). This default runs them as three operations, each atomic on
         its own (what a backend without one step does: Redis Cluster, whose keys lie
         in several slots); the others override it."""
-        v = o.visible(await self.get_verification(o.verification_id))
-        if v is None:
-            return CheckOpened(Opened.NOT_FOUND)
-        if v.code_length != o.code_length:
-            return CheckOpened(Opened.MALFORMED, v)
-        decision = await self.hit(o.rules(v.to), o.now)
-        if not decision.allowed:
-            return CheckOpened(Opened.REFUSED, v, decision)
-        ticket = await self.record_attempt(v.id, o.max_attempts, o.now)
-        return CheckOpened(Opened.OPENED, v, ticket=ticket)
+        return await open_in_steps(self, o)
+
+    async def check_by_id(self, o: CheckOpening, judge: Judge) -> CheckClosed:
+        """A whole check by id (``opening.py``): opened, judged, the verdict carried
+        out, in one atomic operation where the backend can (SQLite). This default runs
+        the operations they are, each atomic on its own (``opening.in_steps``)."""
+        return await in_steps(self, o, judge)
 
     @abc.abstractmethod
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:

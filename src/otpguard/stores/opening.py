@@ -13,16 +13,26 @@
    step can see).
 
 The engine compares the code with the ticket's tags afterwards and settles (an
-approval, ``settlement.py``) or records the failure.
+approval, ``settlement.py``) or records the failure: in the same atomic operation
+where the backend can (``Store.check_by_id``, which hands what it opened to the
+engine's ``Judge`` and carries out the ``CheckVerdict``; SQLite: one transaction),
+else as the operations they are.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from ..errors import StorageError
+from ..events import Event
 from ..models import AttemptTicket, RateDecision, RateRule, Verification
+from .settlement import Settlement
+
+if TYPE_CHECKING:
+    from .base import Store
 
 
 class Opened(enum.StrEnum):
@@ -62,3 +72,74 @@ class CheckOpened:
     verification: Verification | None = None  # as read (NOT_FOUND: None)
     refusal: RateDecision | None = None  # REFUSED
     ticket: AttemptTicket | None = None  # OPENED (None: gone in between)
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """What the engine decided on a ``CheckOpened``, for the store to carry out: an
+    approval (``settlement``, its events its own) or a failure (``events``; at
+    ``lock_at`` attempts the verification locks, and ``locked`` is stored too if this
+    call locked it); ``release``: the reservation's keys, given back at the opening's
+    ``now`` (nothing was compared, or the verification is gone)."""
+
+    settlement: Settlement | None = None
+    events: Sequence[Event] = ()
+    lock_at: int | None = None
+    locked: Sequence[Event] = ()
+    release: Sequence[str] = ()
+
+
+#: The engine's decision on what ``open_check`` found. Pure: a backend may call it
+#: again when it retries its operation (SQLite, on a busy database).
+Judge = Callable[[CheckOpened], CheckVerdict]
+
+
+@dataclass(frozen=True)
+class CheckClosed:
+    """A check by id, opened and decided (``Store.check_by_id``)."""
+
+    opened: CheckOpened
+    verdict: CheckVerdict
+    approved: bool = False  # the settlement approved (exactly one caller)
+    locked: bool = False  # this call locked the verification at ``lock_at``
+    released: bool = True  # False: the give-back failed (the reservation stays counted)
+
+    def stored(self) -> list[Event]:
+        """The failure's events the store kept (not the settlement's)."""
+        return [*self.verdict.events, *(self.verdict.locked if self.locked else ())]
+
+
+async def open_in_steps(store: Store, o: CheckOpening) -> CheckOpened:
+    """``Store.open_check`` as three operations, each atomic on its own."""
+    v = o.visible(await store.get_verification(o.verification_id))
+    if v is None:
+        return CheckOpened(Opened.NOT_FOUND)
+    if v.code_length != o.code_length:
+        return CheckOpened(Opened.MALFORMED, v)
+    decision = await store.hit(o.rules(v.to), o.now)
+    if not decision.allowed:
+        return CheckOpened(Opened.REFUSED, v, decision)
+    ticket = await store.record_attempt(v.id, o.max_attempts, o.now)
+    return CheckOpened(Opened.OPENED, v, ticket=ticket)
+
+
+async def in_steps(store: Store, o: CheckOpening, judge: Judge) -> CheckClosed:
+    """``Store.check_by_id`` as the operations it is made of, each atomic on its own:
+    ``open_check``, then ``settle``, or ``lock_if_exhausted`` and ``add_events``, or
+    ``release`` (whose failure only leaves the reservation counted: ``released`` False)."""
+    opened = await store.open_check(o)
+    verdict = judge(opened)
+    approved = locked = False
+    if verdict.settlement is not None:
+        approved = await store.settle(verdict.settlement)
+    if verdict.lock_at is not None:
+        locked = await store.lock_if_exhausted(o.verification_id, verdict.lock_at, o.now)
+    closed = CheckClosed(opened, verdict, approved, locked)
+    if closed.stored():
+        await store.add_events(closed.stored())
+    if verdict.release:
+        try:
+            await store.release(list(dict.fromkeys(verdict.release)), o.now)
+        except StorageError:
+            return replace(closed, released=False)
+    return closed

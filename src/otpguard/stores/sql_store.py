@@ -30,7 +30,7 @@ from ..models import (
 )
 from . import counts_sql
 from .base import Started, Store, hit_rules
-from .opening import CheckOpened, CheckOpening, Opened
+from .opening import CheckClosed, CheckOpened, CheckOpening, Judge, Opened
 from .settlement import Settlement, bookkeeping_failed
 from .sql import (
     SELECT_V,
@@ -64,6 +64,11 @@ SETTLE_APPROVE = (
     "UPDATE verifications SET status = 'approved', updated_at = ? "
     "WHERE id = ? AND status = 'pending' AND expires_at > ? "
     "AND (code_hash = ? OR substr(code_hash, 1, length(?)) = ?)"
+)
+#: A pending verification at its last attempt locks (params: now, id, max_attempts).
+LOCK_EXHAUSTED = (
+    "UPDATE verifications SET status = 'max_attempts_reached', updated_at = ? "
+    "WHERE id = ? AND status = 'pending' AND attempts >= ?"
 )
 CREATE_V = f"INSERT INTO verifications ({V_COLUMNS}) VALUES ({marks(V_PLACEHOLDERS)})"  # noqa: S608 - constant names; values are bound
 _PENDING = f"{SELECT_V} WHERE to_number = ? AND status = 'pending' AND expires_at > ?"
@@ -138,22 +143,38 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, SQLServices, Store):
 
     async def open_check(self, o: CheckOpening) -> CheckOpened:
         """``opening.py``'s four steps in one transaction."""
+        return await self._run(lambda cur: self._open_in(cur, o), WRITE)
 
-        async def run(cur: Cursor) -> CheckOpened:
-            row = await cur.one(f"{SELECT_V} WHERE id = ?{self.for_update}", (o.verification_id,))
-            v = o.visible(None if row is None else verification_from_row(row))
-            if v is None:
-                return CheckOpened(Opened.NOT_FOUND)
-            if v.code_length != o.code_length:
-                return CheckOpened(Opened.MALFORMED, v)
-            rules = o.rules(v.to)
-            decision = await self._hit_in(cur, rules, o.now) if rules else RateDecision(True)
-            if not decision.allowed:
-                return CheckOpened(Opened.REFUSED, v, decision)
-            opened = await self._attempt_in(cur, v.id, o.max_attempts, o.now)
-            return CheckOpened(Opened.OPENED, v, ticket=opened)
+    async def _open_in(self, cur: Cursor, o: CheckOpening) -> CheckOpened:
+        row = await cur.one(f"{SELECT_V} WHERE id = ?{self.for_update}", (o.verification_id,))
+        v = o.visible(None if row is None else verification_from_row(row))
+        if v is None:
+            return CheckOpened(Opened.NOT_FOUND)
+        if v.code_length != o.code_length:
+            return CheckOpened(Opened.MALFORMED, v)
+        rules = o.rules(v.to)
+        decision = await self._hit_in(cur, rules, o.now) if rules else RateDecision(True)
+        if not decision.allowed:
+            return CheckOpened(Opened.REFUSED, v, decision)
+        opened = await self._attempt_in(cur, v.id, o.max_attempts, o.now)
+        return CheckOpened(Opened.OPENED, v, ticket=opened)
 
-        return await self._run(run, WRITE)
+    async def _check_in(self, cur: Cursor, o: CheckOpening, judge: Judge) -> CheckClosed:
+        """``Store.check_by_id`` inside one transaction: opened, judged, carried out."""
+        opened = await self._open_in(cur, o)
+        verdict = judge(opened)
+        s, lock_at = verdict.settlement, verdict.lock_at
+        approved = s is not None and await self._settle_in(cur, s)
+        params = (o.now, o.verification_id, lock_at)
+        locked = lock_at is not None and await cur.run(LOCK_EXHAUSTED, params) == 1
+        closed = CheckClosed(opened, verdict, approved, locked)
+        if closed.stored():
+            await self._store_events(cur, closed.stored())
+        if verdict.release:
+            keys = list(dict.fromkeys(verdict.release))
+            await self._lock_keys(cur, keys)
+            await self._release_in(cur, keys, o.now, 1)
+        return closed
 
     async def approve(self, verification_id: str, now: float, *, code_hash: str) -> bool:
         return await self._changed(
@@ -163,25 +184,24 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, SQLServices, Store):
         )
 
     async def settle(self, s: Settlement) -> bool:
+        return await self._run(lambda cur: self._settle_in(cur, s), WRITE)
+
+    async def _settle_in(self, cur: Cursor, s: Settlement) -> bool:
         prefix = s.code_hash + " "
         params = (s.now, s.verification_id, s.now, s.code_hash, prefix, prefix)
-
-        async def run(cur: Cursor) -> bool:
-            if not await cur.run(SETTLE_APPROVE, params):
-                return False
-            # The bookkeeping in a savepoint: if it fails, the approval still commits.
-            await cur.run("SAVEPOINT settle")
-            try:
-                await self._settle_bookkeeping(cur, s)
-            except Exception as exc:
-                if self.backend_error(exc) is None:
-                    raise
-                await cur.run("ROLLBACK TO SAVEPOINT settle")
-                bookkeeping_failed(s.verification_id)
-            await cur.run("RELEASE SAVEPOINT settle")
-            return True
-
-        return await self._run(run, WRITE)
+        if not await cur.run(SETTLE_APPROVE, params):
+            return False
+        # The bookkeeping in a savepoint: if it fails, the approval still commits.
+        await cur.run("SAVEPOINT settle")
+        try:
+            await self._settle_bookkeeping(cur, s)
+        except Exception as exc:
+            if self.backend_error(exc) is None:
+                raise
+            await cur.run("ROLLBACK TO SAVEPOINT settle")
+            bookkeeping_failed(s.verification_id)
+        await cur.run("RELEASE SAVEPOINT settle")
+        return True
 
     async def _settle_bookkeeping(self, cur: Cursor, s: Settlement) -> None:
         """Steps 2-4 of ``settlement.py``, after the approval, in its transaction."""
@@ -202,11 +222,7 @@ class SQLStore(SQLRecords, SQLLists, SQLWebhooks, SQLServices, Store):
             await self._record_in(cur, list(dict.fromkeys(r.key for r in s.counters)), s.now)
 
     async def lock_if_exhausted(self, verification_id: str, max_attempts: int, now: float) -> bool:
-        return await self._changed(
-            "UPDATE verifications SET status = 'max_attempts_reached', updated_at = ? "
-            "WHERE id = ? AND status = 'pending' AND attempts >= ?",
-            (now, verification_id, max_attempts),
-        )
+        return await self._changed(LOCK_EXHAUSTED, (now, verification_id, max_attempts))
 
     async def replace_code(
         self, verification_id: str, key_id: str, code_hash: str, now: float,

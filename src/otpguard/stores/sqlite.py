@@ -40,6 +40,7 @@ from . import sql_schema as schema
 from . import sqlite_rates as rates
 from .base import Started
 from .decisions import FLAGS_FOUND
+from .opening import CheckClosed, CheckOpening, Judge
 from .sql import READ, WRITE, Body, Cursor, Row, Unavailable
 from .sql_store import SQLStore
 from .sqlite_txn import transaction
@@ -348,6 +349,10 @@ class SQLiteStore(SQLStore):
             await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
         finally:
             executor.shutdown(wait=False)
+
+    async def check_by_id(self, o: CheckOpening, judge: Judge) -> CheckClosed:
+        """In one write transaction, one commit (``SQLStore._check_in``)."""
+        return await self._run(lambda cur: self._check_in(cur, o, judge), WRITE)
 
     # -- rate windows (sqlite_rates.py) -------------------------------------------
 
