@@ -24,19 +24,19 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, replace  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import functools  # noqa: E402 - after the sys.path change above
+import json  # noqa: E402 - after the sys.path change above
+import random  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from dataclasses import dataclass, replace  # noqa: E402 - after the sys.path change above
+from typing import Any  # noqa: E402 - after the sys.path change above
 
-import httpx  # noqa: E402
-from simactors import CODE_WAIT, Ctx, Tally, attacker, drain, human, stream  # noqa: E402
-from simlib import (  # noqa: E402
+import httpx  # noqa: E402 - after the sys.path change above
+from simactors import CODE_WAIT, Ctx, Tally, attacker, drain, human, stream  # noqa: E402 - after the sys.path change above
+from simlib import (  # noqa: E402 - after the sys.path change above
     SITE_KEY,
     SITE_SECRET,
     FakeSiteverify,

@@ -25,16 +25,16 @@ from typing import Any
 # The repository instead of bench/ (whose http.py would shadow the standard library's).
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from tests.fake_sendgrid import FakeSendGrid  # noqa: E402
-from tests.fake_smtp import LocalRelay  # noqa: E402
+from tests.fake_sendgrid import FakeSendGrid  # noqa: E402 - after the sys.path change above
+from tests.fake_smtp import LocalRelay  # noqa: E402 - after the sys.path change above
 
-from otpguard.codes import new_secret_hex  # noqa: E402
-from otpguard.config import load_settings  # noqa: E402
-from otpguard.models import Channel  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.transports import email_transport_from_settings  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
+from otpguard.codes import new_secret_hex  # noqa: E402 - after the sys.path change above
+from otpguard.config import load_settings  # noqa: E402 - after the sys.path change above
+from otpguard.models import Channel  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.transports import email_transport_from_settings  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
 
 OPEN = {
     "limit_email": "off", "limit_ip": "off", "limit_network": "off",

@@ -37,26 +37,26 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import sqlite3  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import contextlib  # noqa: E402 - after the sys.path change above
+import json  # noqa: E402 - after the sys.path change above
+import logging  # noqa: E402 - after the sys.path change above
+import sqlite3  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from typing import Any  # noqa: E402 - after the sys.path change above
 
-from otpguard.alerts import AlertEvaluator  # noqa: E402
-from otpguard.clock import ManualClock  # noqa: E402
-from otpguard.codes import new_secret_hex  # noqa: E402
-from otpguard.config import load_settings  # noqa: E402
-from otpguard.errors import RateLimited  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.sinks import Dispatcher  # noqa: E402
-from otpguard.stats import load_activity, stats_for  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
+from otpguard.alerts import AlertEvaluator  # noqa: E402 - after the sys.path change above
+from otpguard.clock import ManualClock  # noqa: E402 - after the sys.path change above
+from otpguard.codes import new_secret_hex  # noqa: E402 - after the sys.path change above
+from otpguard.config import load_settings  # noqa: E402 - after the sys.path change above
+from otpguard.errors import RateLimited  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.sinks import Dispatcher  # noqa: E402 - after the sys.path change above
+from otpguard.stats import load_activity, stats_for  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
 
 
 def db_bytes(path: Path) -> int:

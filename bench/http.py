@@ -45,20 +45,20 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import contextlib  # noqa: E402 - after the sys.path change above
+import importlib.util  # noqa: E402 - after the sys.path change above
+import json  # noqa: E402 - after the sys.path change above
+import os  # noqa: E402 - after the sys.path change above
+import resource  # noqa: E402 - after the sys.path change above
+import shutil  # noqa: E402 - after the sys.path change above
+import socket  # noqa: E402 - after the sys.path change above
+import subprocess  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from collections.abc import Iterator  # noqa: E402 - after the sys.path change above
+from typing import Any  # noqa: E402 - after the sys.path change above
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"

@@ -52,26 +52,26 @@ ROOT = Path(__file__).resolve().parent.parent
 # bench/http.py would shadow the standard library's ``http`` package: drop bench/.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import fcntl  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import contextlib  # noqa: E402 - after the sys.path change above
+import fcntl  # noqa: E402 - after the sys.path change above
+import hashlib  # noqa: E402 - after the sys.path change above
+import json  # noqa: E402 - after the sys.path change above
+import os  # noqa: E402 - after the sys.path change above
+import secrets  # noqa: E402 - after the sys.path change above
+import shutil  # noqa: E402 - after the sys.path change above
+import sqlite3  # noqa: E402 - after the sys.path change above
+import subprocess  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+from collections.abc import Iterator, Sequence  # noqa: E402 - after the sys.path change above
+from typing import Any  # noqa: E402 - after the sys.path change above
+from urllib.parse import urlsplit  # noqa: E402 - after the sys.path change above
 
 # bench/ as a namespace package from the project root: ``bench.http`` cannot shadow the
 # standard library's ``http`` the way a bare ``http`` would.
 sys.path.insert(0, str(ROOT))
-from bench import http as bench_http  # noqa: E402
+from bench import http as bench_http  # noqa: E402 - after the sys.path change above
 
 backends = bench_http.backends  # tests/backends.py: this run's own databases
 
@@ -193,9 +193,9 @@ import django
 
 django.setup()
 
-from django.db import connection  # noqa: E402
-from phone_verify.backends.base import BaseBackend  # noqa: E402
-from phone_verify.models import SMSVerification  # noqa: E402
+from django.db import connection  # noqa: E402 - after the sys.path change above
+from phone_verify.backends.base import BaseBackend  # noqa: E402 - after the sys.path change above
+from phone_verify.models import SMSVerification  # noqa: E402 - after the sys.path change above
 
 n = int(sys.argv[1])
 batch = []

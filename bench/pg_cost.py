@@ -42,15 +42,15 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "bench"))
 
-import psycopg  # noqa: E402
-from procs import cpu_seconds  # noqa: E402
-from tests.backends import PG_ADMIN_URL, PG_SERVER, create_database, drop_databases  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
+import psycopg  # noqa: E402 - after the sys.path change above
+from procs import cpu_seconds  # noqa: E402 - after the sys.path change above
+from tests.backends import PG_ADMIN_URL, PG_SERVER, create_database, drop_databases  # noqa: E402 - after the sys.path change above
+from tests.conftest import make_settings  # noqa: E402 - after the sys.path change above
 
-from otpguard.clock import ManualClock  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
+from otpguard.clock import ManualClock  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
 
 
 def backends(admin: psycopg.Connection[Any], db: str) -> list[int]:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # bench/http.py would shadow the standard library's ``http`` package: drop bench/.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 
-import psycopg  # noqa: E402
+import psycopg  # noqa: E402 - after the sys.path change above
 
 
 def _http() -> Any:

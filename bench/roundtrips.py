@@ -47,17 +47,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-from tests.backends import RedisServer, create_database, drop_databases  # noqa: E402
-from tests.conftest import make_settings  # noqa: E402
+import httpx  # noqa: E402 - after the sys.path change above
+from tests.backends import RedisServer, create_database, drop_databases  # noqa: E402 - after the sys.path change above
+from tests.conftest import make_settings  # noqa: E402 - after the sys.path change above
 
-from otpguard.apikeys import create_api_key  # noqa: E402
-from otpguard.clock import ManualClock  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.stores.base import Store  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
-from otpguard.web.app import create_app  # noqa: E402
+from otpguard.apikeys import create_api_key  # noqa: E402 - after the sys.path change above
+from otpguard.clock import ManualClock  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.stores.base import Store  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
+from otpguard.web.app import create_app  # noqa: E402 - after the sys.path change above
 
 
 class TurnCounter:

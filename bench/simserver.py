@@ -25,14 +25,14 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import threading  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
 
-from otpguard.cli import configure_logging  # noqa: E402
-from otpguard.config import load_settings  # noqa: E402
-from otpguard.startup import check_startup  # noqa: E402
-from otpguard.web.app import create_app  # noqa: E402
+from otpguard.cli import configure_logging  # noqa: E402 - after the sys.path change above
+from otpguard.config import load_settings  # noqa: E402 - after the sys.path change above
+from otpguard.startup import check_startup  # noqa: E402 - after the sys.path change above
+from otpguard.web.app import create_app  # noqa: E402 - after the sys.path change above
 
 
 class AcceleratedClock:

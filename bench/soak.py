@@ -31,20 +31,20 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import contextlib  # noqa: E402 - after the sys.path change above
+import json  # noqa: E402 - after the sys.path change above
+import os  # noqa: E402 - after the sys.path change above
+import random  # noqa: E402 - after the sys.path change above
+import subprocess  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from collections import Counter  # noqa: E402 - after the sys.path change above
+from collections.abc import Iterator  # noqa: E402 - after the sys.path change above
+from dataclasses import dataclass, field  # noqa: E402 - after the sys.path change above
 
-import httpx  # noqa: E402
+import httpx  # noqa: E402 - after the sys.path change above
 
 ROOT = _HERE.parent
 BIN = ROOT / ".venv" / "bin"
@@ -53,7 +53,7 @@ BIN = ROOT / ".venv" / "bin"
 # bench/ as a namespace package from the project root: ``bench.http`` cannot shadow the
 # standard library's ``http`` the way a bare ``http`` would.
 sys.path.insert(0, str(ROOT))
-from bench import http as bench_http  # noqa: E402
+from bench import http as bench_http  # noqa: E402 - after the sys.path change above
 
 HUGE = "1000000000/1m"
 LIMITS = ("PHONE", "IP", "NETWORK", "PREFIX", "COUNTRY", "GLOBAL", "FAILED_CHECKS",

@@ -26,16 +26,16 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402 - after the sys.path fix above
-import asyncio  # noqa: E402 - after the sys.path fix above
-import importlib.util  # noqa: E402 - after the sys.path fix above
-import json  # noqa: E402 - after the sys.path fix above
-import os  # noqa: E402 - after the sys.path fix above
-import sqlite3  # noqa: E402 - after the sys.path fix above
-import subprocess  # noqa: E402 - after the sys.path fix above
-import tempfile  # noqa: E402 - after the sys.path fix above
-import time  # noqa: E402 - after the sys.path fix above
-from typing import Any  # noqa: E402 - after the sys.path fix above
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import importlib.util  # noqa: E402 - after the sys.path change above
+import json  # noqa: E402 - after the sys.path change above
+import os  # noqa: E402 - after the sys.path change above
+import sqlite3  # noqa: E402 - after the sys.path change above
+import subprocess  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from typing import Any  # noqa: E402 - after the sys.path change above
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PAGE = 4096  # SQLite's own default, the baseline

@@ -36,12 +36,12 @@ from typing import Any
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from otpguard.clock import ManualClock  # noqa: E402
-from otpguard.codes import new_secret_hex  # noqa: E402
-from otpguard.config import load_settings  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
+from otpguard.clock import ManualClock  # noqa: E402 - after the sys.path change above
+from otpguard.codes import new_secret_hex  # noqa: E402 - after the sys.path change above
+from otpguard.config import load_settings  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
 
 Sizes = dict[str, int]  # table or index -> bytes
 

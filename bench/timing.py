@@ -29,22 +29,22 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Awaitable, Callable  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import contextlib  # noqa: E402 - after the sys.path change above
+import random  # noqa: E402 - after the sys.path change above
+import statistics  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from collections.abc import Awaitable, Callable  # noqa: E402 - after the sys.path change above
 
-from otpguard.clock import ManualClock  # noqa: E402
-from otpguard.codes import new_secret_hex  # noqa: E402
-from otpguard.config import Settings, load_settings  # noqa: E402
-from otpguard.errors import NotFound  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
+from otpguard.clock import ManualClock  # noqa: E402 - after the sys.path change above
+from otpguard.codes import new_secret_hex  # noqa: E402 - after the sys.path change above
+from otpguard.config import Settings, load_settings  # noqa: E402 - after the sys.path change above
+from otpguard.errors import NotFound  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
 
 NUMBERS = [f"+4474001{i:05d}" for i in range(100, 400)]
 

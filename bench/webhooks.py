@@ -20,24 +20,24 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import random  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse  # noqa: E402 - after the sys.path change above
+import asyncio  # noqa: E402 - after the sys.path change above
+import random  # noqa: E402 - after the sys.path change above
+import statistics  # noqa: E402 - after the sys.path change above
+import tempfile  # noqa: E402 - after the sys.path change above
+import threading  # noqa: E402 - after the sys.path change above
+import time  # noqa: E402 - after the sys.path change above
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402 - after the sys.path change above
+from typing import Any  # noqa: E402 - after the sys.path change above
 
-from otpguard.codes import new_secret_hex  # noqa: E402
-from otpguard.config import Settings, load_settings  # noqa: E402
-from otpguard.service import Verifier  # noqa: E402
-from otpguard.stores import store_from_url  # noqa: E402
-from otpguard.stores.webhooks import WebhookStore  # noqa: E402
-from otpguard.transports.memory import MemoryTransport  # noqa: E402
-from otpguard.webhook_delivery import WebhookOutbox, WebhookWorker  # noqa: E402
-from otpguard.webhooks import key_scope, set_endpoint  # noqa: E402
+from otpguard.codes import new_secret_hex  # noqa: E402 - after the sys.path change above
+from otpguard.config import Settings, load_settings  # noqa: E402 - after the sys.path change above
+from otpguard.service import Verifier  # noqa: E402 - after the sys.path change above
+from otpguard.stores import store_from_url  # noqa: E402 - after the sys.path change above
+from otpguard.stores.webhooks import WebhookStore  # noqa: E402 - after the sys.path change above
+from otpguard.transports.memory import MemoryTransport  # noqa: E402 - after the sys.path change above
+from otpguard.webhook_delivery import WebhookOutbox, WebhookWorker  # noqa: E402 - after the sys.path change above
+from otpguard.webhooks import key_scope, set_endpoint  # noqa: E402 - after the sys.path change above
 
 RELEASE = threading.Event()
 ENTERED = threading.Event()
