@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from otpguard import tags
-from otpguard.stores import store_from_url
+from otpguard.stores import EventQuery, store_from_url
 from otpguard.transports.file import read_outbox
 from otpguard.web.verify.services import MAX_SERVICES
 
@@ -143,6 +143,38 @@ async def test_the_wrong_code_cap_per_number_is_exact(
             for j in range(5)
         ]
         assert await fire_checks(http, c, checks) == {200: 10, 429: 5}
+
+
+async def test_wrong_codes_racing_one_verification_compare_exactly_its_attempts(
+    store_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    """16 wrong codes for one verification, from 16 IPs at once over both instances:
+    exactly 5 attempts (OTPGUARD_MAX_ATTEMPTS) are compared, one check locks it, and
+    the store holds 5 failures and one lock; the right code approves nothing after."""
+    async with cluster(store_url, tmp_path) as c, httpx.AsyncClient(timeout=60) as http:
+        vid = await start(http, c, 0, "+447400556677", "10.9.0.1")
+        (code,) = codes(c, vid)
+        checks = [(vid, wrong(code), f"198.51.100.{i + 1}") for i in range(16)]
+        assert await fire_checks(http, c, checks) == {200: 16}
+        r = await http.post(
+            f"{c.urls[1]}/v1/verifications/check",
+            json={"id": vid, "code": code, "client_ip": "10.9.0.1"},
+            headers=c.headers,
+        )
+        assert r.status_code == 200 and r.json()["valid"] is False, r.text
+    store = store_from_url(store_url)
+    await store.open()
+    try:
+        v = await store.get_verification(vid)
+        assert v is not None and v.attempts == 5 and v.status.value == "max_attempts_reached"
+        events = [e for e in await store.list_events(EventQuery(limit=1000))
+                  if e.verification_id == vid]  # fmt: skip
+        kinds = Counter(e.type for e in events)
+        assert (kinds["check.failed"], kinds["verification.locked"]) == (5, 1), kinds
+        assert kinds["check.passed"] == 0
+    finally:
+        await store.aclose()
 
 
 async def test_concurrent_v2_resends_keep_every_code_sent(
