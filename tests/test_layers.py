@@ -67,7 +67,7 @@ def _reaches_in(source: str, rel: str) -> list[str]:
 
 
 def test_the_scan_knows_the_verifiers_private_members() -> None:
-    assert {"_admit", "_deliver", "_settle_ticket", "_webhook_store", "_rate_horizon"} <= PRIVATE
+    assert {"_admit", "_deliver", "_verdict", "_webhook_store", "_rate_horizon"} <= PRIVATE
     assert not any(name.startswith("__") for name in PRIVATE)
 
 

@@ -14,9 +14,11 @@ from otpguard.clock import ManualClock
 from otpguard.codes import new_secret_hex
 from otpguard.config import load_settings
 from otpguard.errors import RateLimited
-from otpguard.models import Status
+from otpguard.models import AttemptOutcome, AttemptTicket, Status, Verification
+from otpguard.purpose import bind
 from otpguard.service import Verifier
 from otpguard.stores import Store
+from otpguard.stores.opening import CheckOpened, Opened, carried_out
 from otpguard.transports.memory import MemoryTransport
 
 from ..dump import dump_store
@@ -85,14 +87,25 @@ async def test_a_resend_between_comparison_and_approval_keeps_the_right_code(
     which replaces the code, does not)."""
     clock, outbox = ManualClock(), MemoryTransport()
     otp = _verifier(store, clock, outbox, resend_cooldown=0)
+
+    async def approved_after(compared: Verification, code: str) -> bool:
+        """The check's judge and store steps, the code compared with ``compared``'s
+        tags (as read before the resend)."""
+        ticket = AttemptTicket(AttemptOutcome.COUNTED, compared)
+        opened = CheckOpened(Opened.OPENED, compared, ticket=ticket)
+        verdict = otp._verdict(code, bind(None), "192.0.2.1", clock(), lambda _: [], opened,
+                               give_back=False)  # fmt: skip
+        assert verdict.settlement is not None  # the code is right for these tags
+        return (await carried_out(otp.store, opened, verdict, clock())).approved
+
     v = await otp.start(UK)
-    compared = await otp.get(v.id)
+    compared, code = await otp.get(v.id), outbox.last_code()
     await otp.resend(v.id, keep_earlier=True)
-    assert await otp._approve(compared, "192.0.2.1", clock(), []) is not None
+    assert await approved_after(compared, code)
     w = await otp.start("+447400123457")
-    compared = await otp.get(w.id)
+    compared, code = await otp.get(w.id), outbox.last_code()
     await otp.resend(w.id)  # replaces the code
-    assert await otp._approve(compared, "192.0.2.1", clock(), []) is None
+    assert not await approved_after(compared, code)
 
 
 async def test_concurrent_resends_drop_no_code_that_was_sent(store: Store) -> None:

@@ -22,7 +22,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import limits, tags
 from ..codes import is_well_formed
@@ -30,9 +30,16 @@ from ..destinations import Destination, destination_of, is_email, parse_destinat
 from ..errors import InvalidRequest, NotFound, RateLimited, StorageError
 from ..events import Event, EventType
 from ..guards import scope_buckets
-from ..models import AttemptOutcome, AttemptTicket, Channel, RateRule, Status, Verification
+from ..models import AttemptOutcome, Channel, RateRule, Status, Verification
 from ..purpose import Binding, bind
-from ..stores.opening import CheckOpened, CheckOpening, CheckVerdict, Opened
+from ..stores.opening import (
+    CheckClosed,
+    CheckOpened,
+    CheckOpening,
+    CheckVerdict,
+    Opened,
+    carried_out,
+)
 from ..stores.settlement import Settlement
 from .base import NO_MATCH, PENDING_PER_CHECK, CheckResult, Selector, VerifierBase
 
@@ -141,36 +148,98 @@ class Checking(VerifierBase):
             self.settings.max_attempts,
             now,
         )
-        closed = await self.store.check_by_id(
-            opening, functools.partial(self._verdict, code, binding, ip, opening)
+        judge = functools.partial(
+            self._verdict, code, binding, ip, now, opening.rules, give_back=True
         )
-        opened, verdict = closed.opened, closed.verdict
-        v = opened.verification
+        closed = await self.store.check_by_id(opening, judge)
+        v = closed.opened.verification
         if v is None:
             # Cost one HMAC like a real comparison so an unknown id is not faster to probe.
             self.keyring.verify("", "", "", "", "", code, binding.tag_parts())
             raise NotFound("no pending verification for that id or number")
-        if opened.outcome is Opened.MALFORMED:
+        if closed.opened.outcome is Opened.MALFORMED:
             raise InvalidRequest(f"'code' must be exactly {v.code_length} ASCII digits (0-9)")
-        if opened.refusal is not None:
+        if (refusal := closed.opened.refusal) is not None:
             number = parse_destination(v.to, v.channel, self.settings.default_region)
-            refused = RateLimited(str(opened.refusal.rule), opened.refusal.retry_after)
+            refused = RateLimited(str(refusal.rule), refusal.retry_after)
             raise await self._refuse(refused, now, number, ip, v.channel)
         if not closed.released:
             log.warning(GIVE_BACK_FAILED)
-        ticket = opened.ticket
-        if ticket is None:
+        result = await self._result(closed, opening.rules(v.to), now, give_back=True)
+        if result is None:
             raise NotFound("no pending verification for that id or number")
-        await self.announce(*closed.stored())
+        return result
+
+    def _verdict(
+        self,
+        code: str,
+        binding: Binding,
+        ip: str,
+        now: float,
+        rules_of: Callable[[str], Sequence[RateRule]],
+        opened: CheckOpened,
+        *,
+        give_back: bool,
+    ) -> CheckVerdict:
+        """The engine's decision on an opened check (``opening.Judge``): the comparison
+        with the attempt's tags, and the approval or failure it sets off. Pure (no
+        store call). ``binding`` is what the check names: another purpose, amount or
+        payee fails as a wrong code. ``rules_of(number)``: the failed-check rules the
+        comparison was reserved under, given back on an approval, and with
+        ``give_back`` (by id) also when nothing was compared (by number every failure
+        counts the same). At the last attempt a wrong code locks the verification."""
+        v, ticket = opened.verification, opened.ticket
+        if opened.outcome is not Opened.OPENED or v is None:
+            return CheckVerdict()
+        release = [r.key for r in rules_of(v.to)] if give_back else []
+        if ticket is None:  # gone in between: nothing was compared
+            return CheckVerdict(release=release)
+        v = ticket.verification
+        events = []
+        if ticket.outcome is AttemptOutcome.EXPIRED:
+            events.append(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
+        bound = binding.tag_parts()
+        if ticket.outcome is not AttemptOutcome.COUNTED:
+            tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
+            # LOCKED leaves a pending status as it is: the checks still in flight decide.
+            return CheckVerdict(events=events, release=release)
+        if tags.matches(self.keyring, v, code, bound):
+            approved = v.with_(status=Status.APPROVED, updated_at=now)
+            event = self._event(EventType.CHECK_PASSED, now, v=approved, client_ip=ip)
+            return CheckVerdict(self._settlement(approved, now, rules_of(v.to), event))
+        details = {"attempts": v.attempts}  # counted, this one included
+        failed = self._event(EventType.CHECK_FAILED, now, v=v, client_ip=ip, details=details)
+        max_attempts = self.settings.max_attempts
+        if v.attempts < max_attempts:
+            return CheckVerdict(events=[failed])
+        locked = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
+        lock = self._event(EventType.LOCKED, now, v=locked, client_ip=ip)
+        return CheckVerdict(events=[failed], lock_at=max_attempts, locked=[lock])
+
+    async def _result(
+        self, closed: CheckClosed, rules: Sequence[RateRule], now: float, *, give_back: bool
+    ) -> CheckResult | None:
+        """The answer to a judged check, its events handed on (None: the verification
+        is gone). An approval answers "approved" once it committed, whatever fails
+        after (logged and lost, never a 503). A right code that lost its race (approved,
+        resent or expired in between) gives its reservation back with ``give_back``."""
+        ticket, verdict = closed.opened.ticket, closed.verdict
+        if ticket is None:
+            return None
         v = ticket.verification
         if verdict.settlement is not None:
-            if closed.approved:
-                approved = v.with_(status=Status.APPROVED, updated_at=now)
-                return await self._approved(approved, verdict.settlement)
-            # A right code, but approved, resent or expired in between.
-            await self._give_back(opening.rules(v.to), now)
-            current = await self.store.get_verification(v.id) or v
-            return CheckResult(False, current.status, self._remaining(current), current)
+            if not closed.approved:
+                if give_back:
+                    await self._give_back(rules, now)
+                current = await self.store.get_verification(v.id) or v
+                return CheckResult(False, current.status, self._remaining(current), current)
+            approved = v.with_(status=Status.APPROVED, updated_at=now)
+            try:
+                await self.announce(*verdict.settlement.events)
+            except StorageError:
+                log.warning("approval of %s recorded; its bookkeeping failed", v.id)
+            return CheckResult(True, Status.APPROVED, self._remaining(approved), approved)
+        await self.announce(*closed.stored())
         if verdict.lock_at is not None:  # the last attempt, and a wrong code
             if closed.locked:
                 v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
@@ -179,37 +248,6 @@ class Checking(VerifierBase):
         elif ticket.outcome is not AttemptOutcome.COUNTED:
             return CheckResult(False, v.status, 0, v)
         return CheckResult(False, v.status, self._remaining(v), v)
-
-    def _verdict(
-        self, code: str, binding: Binding, ip: str, o: CheckOpening, opened: CheckOpened
-    ) -> CheckVerdict:
-        """The engine's decision on what a check by id opened (``opening.Judge``): the
-        comparison, and the approval or failure it sets off. Pure (no store call)."""
-        v, ticket = opened.verification, opened.ticket
-        if opened.outcome is not Opened.OPENED or v is None:
-            return CheckVerdict()
-        reserved = [r.key for r in o.rules(v.to)]
-        if ticket is None:  # gone in between: nothing was compared
-            return CheckVerdict(release=reserved)
-        v, now = ticket.verification, o.now
-        events = []
-        if ticket.outcome is AttemptOutcome.EXPIRED:
-            events.append(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
-        bound = binding.tag_parts()
-        if ticket.outcome is not AttemptOutcome.COUNTED:
-            tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
-            # LOCKED leaves a pending status as it is: the checks still in flight decide.
-            return CheckVerdict(events=events, release=reserved)
-        if tags.matches(self.keyring, v, code, bound):
-            approved = v.with_(status=Status.APPROVED, updated_at=now)
-            event = self._event(EventType.CHECK_PASSED, now, v=approved, client_ip=ip)
-            return CheckVerdict(self._settlement(approved, now, o.rules(v.to), event))
-        failed = self._failed(v, ip, now)
-        if v.attempts < o.max_attempts:
-            return CheckVerdict(events=[failed])
-        locked = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
-        lock = self._event(EventType.LOCKED, now, v=locked, client_ip=ip)
-        return CheckVerdict(events=[failed], lock_at=o.max_attempts, locked=[lock])
 
     async def _check_number(
         self,
@@ -241,7 +279,12 @@ class Checking(VerifierBase):
                 break  # no room for another comparison: a failure like the others
             compared += 1
             ticket = await self.store.record_attempt(v.id, self.settings.max_attempts, now)
-            result = await self._settle_ticket(ticket, code, binding, ip, now, rules)
+            opened = CheckOpened(Opened.OPENED, v, ticket=ticket)
+            verdict = self._verdict(
+                code, binding, ip, now, lambda _: rules, opened, give_back=False
+            )
+            closed = await carried_out(self.store, opened, verdict, now)
+            result = await self._result(closed, rules, now, give_back=False)
             if result is not None and result.valid:
                 return result
         if not compared:
@@ -271,85 +314,6 @@ class Checking(VerifierBase):
             raise await self._refuse(
                 RateLimited(reserved.rule, reserved.retry_after), now, number, ip, channel
             )
-
-    async def _settle_ticket(
-        self,
-        ticket: AttemptTicket | None,
-        code: str,
-        binding: Binding,
-        ip: str,
-        now: float,
-        rules: Sequence[RateRule],
-    ) -> CheckResult | None:
-        """By number: compare with the tags of the attempt's ``ticket``, approve the tag
-        compared. ``binding`` is what the check names: another purpose, amount or payee
-        fails as a wrong code. The reservation made for this comparison is given back
-        only on an approval (by number every failure counts the same). None when the
-        verification is gone."""
-        if ticket is None:
-            return None
-        v = ticket.verification
-        if ticket.outcome is AttemptOutcome.EXPIRED:
-            await self.emit(self._event(EventType.EXPIRED, now, v=v, client_ip=ip))
-        bound = binding.tag_parts()
-        if ticket.outcome is not AttemptOutcome.COUNTED:
-            tags.matches(self.keyring, v, code, bound)  # the cost of a comparison
-            # LOCKED leaves a pending status as it is: the checks still in flight decide.
-            return CheckResult(False, v.status, 0, v)
-        if not tags.matches(self.keyring, v, code, bound):
-            return await self._wrong_code(v, ip, now)
-        approved = await self._approve(v, ip, now, rules)
-        if approved is not None:
-            return approved
-        # A right code, but approved, resent or expired in between: no longer the current one.
-        current = await self.store.get_verification(v.id) or v
-        return CheckResult(False, current.status, self._remaining(current), current)
-
-    async def _approve(
-        self, v: Verification, ip: str, now: float, rules: Sequence[RateRule]
-    ) -> CheckResult | None:
-        """Approve ``v`` if it still holds the tags the code was compared with (or,
-        after a resend that kept them, ``keep_earlier``, those and the new one), and
-        everything an approval sets off, in one store call (``stores/settlement.py``).
-        None when this check did not approve. Once the approval committed, whatever
-        fails from here on, the answer is "approved" (logged and lost, never a 503)."""
-        approved = v.with_(status=Status.APPROVED, updated_at=now)
-        event = self._event(EventType.CHECK_PASSED, now, v=approved, client_ip=ip)
-        settlement = self._settlement(approved, now, rules, event)
-        if not await self.store.settle(settlement):
-            return None
-        return await self._approved(approved, settlement)
-
-    async def _approved(self, approved: Verification, s: Settlement) -> CheckResult:
-        """The answer to the committed approval ``s`` of ``approved``, its event handed
-        on: "approved", whatever fails from here on (logged and lost, never a 503)."""
-        try:
-            await self.announce(*s.events)
-        except StorageError:
-            log.warning("approval of %s recorded; its bookkeeping failed", approved.id)
-        return CheckResult(True, Status.APPROVED, self._remaining(approved), approved)
-
-    async def _wrong_code(self, v: Verification, ip: str, now: float) -> CheckResult:
-        """A wrong code keeps its reservation; at the cap the verification locks. The
-        answer is ``v`` as this attempt left it (the ticket's), read again only when
-        another check changed it at the cap (approved or locked it first)."""
-        events = [self._failed(v, ip, now)]
-        moved = False  # by another check, at the cap
-        if v.attempts >= self.settings.max_attempts:
-            if await self.store.lock_if_exhausted(v.id, self.settings.max_attempts, now):
-                v = v.with_(status=Status.MAX_ATTEMPTS_REACHED, updated_at=now)
-                events.append(self._event(EventType.LOCKED, now, v=v, client_ip=ip))
-            else:
-                moved = True
-        await self.emit(*events)
-        if moved:
-            v = await self.store.get_verification(v.id) or v
-        return CheckResult(False, v.status, self._remaining(v), v)
-
-    def _failed(self, v: Verification, ip: str, now: float) -> Event:
-        """A wrong code's event: the attempts ``v`` has counted, this one included."""
-        details = {"attempts": v.attempts}
-        return self._event(EventType.CHECK_FAILED, now, v=v, client_ip=ip, details=details)
 
     async def _give_back(self, rules: Sequence[RateRule], now: float) -> None:
         """Release the wrong-code reservation of ``rules`` made at ``now``. If the store

@@ -125,21 +125,29 @@ async def open_in_steps(store: Store, o: CheckOpening) -> CheckOpened:
 
 async def in_steps(store: Store, o: CheckOpening, judge: Judge) -> CheckClosed:
     """``Store.check_by_id`` as the operations it is made of, each atomic on its own:
-    ``open_check``, then ``settle``, or ``lock_if_exhausted`` and ``add_events``, or
-    ``release`` (whose failure only leaves the reservation counted: ``released`` False)."""
+    ``open_check``, then the verdict ``carried_out``."""
     opened = await store.open_check(o)
-    verdict = judge(opened)
+    return await carried_out(store, opened, judge(opened), o.now)
+
+
+async def carried_out(
+    store: Store, opened: CheckOpened, verdict: CheckVerdict, now: float
+) -> CheckClosed:
+    """``verdict`` carried out as separate operations: ``settle``, or
+    ``lock_if_exhausted`` and ``add_events``, or ``release`` at ``now`` (whose failure
+    only leaves the reservation counted: ``released`` False)."""
     approved = locked = False
     if verdict.settlement is not None:
         approved = await store.settle(verdict.settlement)
-    if verdict.lock_at is not None:
-        locked = await store.lock_if_exhausted(o.verification_id, verdict.lock_at, o.now)
+    if verdict.lock_at is not None and opened.ticket is not None:
+        vid = opened.ticket.verification.id
+        locked = await store.lock_if_exhausted(vid, verdict.lock_at, now)
     closed = CheckClosed(opened, verdict, approved, locked)
-    if closed.stored():
-        await store.add_events(closed.stored())
+    if stored := closed.stored():
+        await store.add_events(stored)
     if verdict.release:
         try:
-            await store.release(list(dict.fromkeys(verdict.release)), o.now)
+            await store.release(list(dict.fromkeys(verdict.release)), now)
         except StorageError:
             return replace(closed, released=False)
     return closed
