@@ -97,6 +97,41 @@ def test_keyring_binds_every_field() -> None:
     assert "482913" not in tag
 
 
+def test_a_tag_starts_with_what_a_check_by_id_presents_and_seals_the_rest() -> None:
+    """The first part needs no number (a store compares it before the row is read);
+    the seal binds the number and channel, so a row moved to another number or
+    channel fails the engine's check though its code part matches."""
+    ring = Keyring.from_hex([new_secret_hex(), new_secret_hex()])
+    kid, tag = ring.sign("VE1", "+447400123456", "sms", "482913", ("payment", "1000"))
+    form, mac, seal = tag.split(".")
+    assert form == "2" and len(mac) == 64 and len(seal) == 32
+    presented = ring.presented("VE1", "482913", ("payment", "1000"))
+    assert presented[0] == f"{kid}.{mac}" and len(presented) == 2
+    assert f"{kid}.{mac}" not in ring.presented("VE1", "482914", ("payment", "1000"))
+    assert f"{kid}.{mac}" not in ring.presented("VE2", "482913", ("payment", "1000"))
+    assert f"{kid}.{mac}" not in ring.presented("VE1", "482913", ("payment", "1001"))
+    bound = ("payment", "1000")
+    assert ring.verify(kid, tag, "VE1", "+447400123456", "sms", "482913", bound)
+    assert not ring.verify(kid, tag, "VE1", "+447400123457", "sms", "482913", bound)
+    assert not ring.verify(kid, tag, "VE1", "+447400123456", "voice", "482913", bound)
+    assert not ring.verify(kid, f"2.{mac}.{'0' * 32}", "VE1", "+447400123456", "sms",
+                           "482913", bound)  # fmt: skip
+
+
+def test_tags_of_the_earlier_form_still_verify() -> None:
+    """Rows stored before the ``2.`` form, live for up to ``code_ttl`` after an upgrade."""
+    import hashlib
+    import hmac
+
+    secret = bytes.fromhex(new_secret_hex())
+    ring = Keyring([secret])
+    parts = (ring.signing_key_id, "VE1", "+447400123456", "sms", "482913")
+    tag = hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+    assert ring.verify(ring.signing_key_id, tag, "VE1", "+447400123456", "sms", "482913")
+    assert not ring.verify(ring.signing_key_id, tag, "VE1", "+447400123457", "sms", "482913")
+    assert not ring.verify(ring.signing_key_id, tag, "VE1", "+447400123456", "sms", "482914")
+
+
 def test_rotation_newest_signs_all_verify() -> None:
     old, new = new_secret_hex(), new_secret_hex()
     kid_old, tag_old = Keyring.from_hex([old]).sign("VE1", "+447400123456", "sms", "482913")

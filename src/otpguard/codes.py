@@ -4,11 +4,18 @@ Codes come from :mod:`secrets` (``randbelow`` is uniform: no modulo bias). A
 code is a string of ASCII digits; leading zeros are allowed. Trivial patterns
 (one repeated digit, a straight ascending or descending run) are redrawn.
 
-Only ``HMAC-SHA256(key, key_id | verification_id | number | channel | code
-[| bound ...])`` is ever stored, where ``bound`` is what the code is for
-(``purpose.Binding.tag_parts``: nothing for a login code, so tags from before
-purposes still verify). The newest key signs, every listed key verifies, so keys
-rotate without breaking codes that are still live.
+Only a code's tag is ever stored, ``2.`` ``HMAC-SHA256(key, "otpguard/code" | key_id
+| verification_id | code [| bound ...])`` ``.`` ``seal``, where ``bound`` is what the
+code is for (``purpose.Binding.tag_parts``: nothing for a login code) and the seal,
+``HMAC-SHA256(key, "otpguard/seal" | key_id | verification_id | number | channel)``
+cut to 32 hex digits, binds the number and channel the code was sent to. The first
+part needs only what a check by id presents, so the engine can hand a store the tag
+its code would have under each key (``presented``) and a store compare it before the
+engine has read the row; the engine checks the seal on the row the store returns
+(``verify``). Tags made before this form (``HMAC-SHA256(key, key_id |
+verification_id | number | channel | code [| bound ...])``, with no ``2.``) still
+verify. The newest key signs, every listed key verifies, so keys rotate without
+breaking codes that are still live.
 
 Every other use of a key has a purpose, and each purpose one construction whose
 inputs no other purpose's can equal, so a value made for one is worthless for
@@ -39,6 +46,8 @@ from .errors import ConfigError
 MIN_KEY_BYTES = 32
 _SEP = b"\x1f"  # unit separator: cannot occur in ids, E.164 numbers, channels or digit codes
 _SEP_CHAR = _SEP.decode()
+TAG_FORM = "2."  # what starts a tag of the current form (the module's docstring)
+_CODE, _SEAL = b"otpguard/code", b"otpguard/seal"
 
 HashPurpose = Literal["number", "account"]
 SigningPurpose = Literal["dashboard-session", "dashboard-csrf", "dashboard-login-csrf"]
@@ -139,11 +148,18 @@ class Keyring:
     def _mac(
         key: Key, verification_id: str, number: str, channel: str, code: str, bound: Sequence[str]
     ) -> str:
+        """A tag of the earlier form (no ``2.``): still verified, no longer made."""
         parts = (key.key_id, verification_id, number, channel, code, *bound)
-        if any(_SEP_CHAR in part for part in bound):
-            raise ValueError("a bound value cannot hold the separator")  # purpose.py forbids it
-        msg = _SEP.join(part.encode() for part in parts)
-        return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
+        return _hmac(key, parts, bound)
+
+    @staticmethod
+    def _code_mac(key: Key, verification_id: str, code: str, bound: Sequence[str]) -> str:
+        return _hmac(key, (_CODE.decode(), key.key_id, verification_id, code, *bound), bound)
+
+    @staticmethod
+    def _seal(key: Key, verification_id: str, number: str, channel: str) -> str:
+        parts = (_SEAL.decode(), key.key_id, verification_id, number, channel)
+        return _hmac(key, parts, ())[:32]
 
     def sign(
         self,
@@ -156,7 +172,15 @@ class Keyring:
         """Return ``(key_id, tag)`` for storage. ``bound``: what else the code is
         for (``purpose.Binding.tag_parts``); a check must present the same."""
         key = self._keys[0]
-        return key.key_id, self._mac(key, verification_id, number, channel, code, bound)
+        mac = self._code_mac(key, verification_id, code, bound)
+        return key.key_id, f"{TAG_FORM}{mac}.{self._seal(key, verification_id, number, channel)}"
+
+    def presented(self, verification_id: str, code: str, bound: Sequence[str] = ()) -> list[str]:
+        """``key_id.mac`` under every key: what a tag of the current form of ``code``
+        (for ``bound``) starts its second part with, for a store to compare with the
+        row's tags before the engine has read it (``tags.presented_matches``). Not a
+        verification on its own: the engine checks the seal afterwards."""
+        return [f"{k.key_id}.{self._code_mac(k, verification_id, code, bound)}" for k in self._keys]
 
     def verify(
         self,
@@ -168,17 +192,23 @@ class Keyring:
         code: str,
         bound: Sequence[str] = (),
     ) -> bool:
-        """Constant-time check of ``code`` (and ``bound``) against a stored tag.
+        """Constant-time check of ``code`` (and ``bound``) against a stored tag, and of
+        the tag's seal against ``number`` and ``channel``.
 
-        An unknown key id (a retired key) still costs one HMAC so timing does
-        not tell retired from wrong.
+        An unknown key id (a retired key) still costs the same HMACs so timing does
+        not tell retired from wrong; so does an empty tag (the cost of a comparison,
+        where there is nothing to compare with).
         """
         key = self._by_id.get(key_id)
-        if key is None:
-            self._mac(self._keys[0], verification_id, number, channel, code, bound)
-            return False
-        expected = self._mac(key, verification_id, number, channel, code, bound)
-        return hmac.compare_digest(expected, tag)
+        known = key is not None
+        key = key or self._keys[0]
+        if tag and not tag.startswith(TAG_FORM):
+            expected = self._mac(key, verification_id, number, channel, code, bound)
+            return hmac.compare_digest(expected, tag) and known
+        _, mac, seal = [*tag.split(".", 2), "", ""][:3]
+        ok = hmac.compare_digest(self._code_mac(key, verification_id, code, bound), mac)
+        ok &= hmac.compare_digest(self._seal(key, verification_id, number, channel), seal)
+        return ok and known
 
     def derive(
         self, purpose: DerivePurpose, value: str, key_id: str | None = None
@@ -215,6 +245,13 @@ class Keyring:
         none of the tags', hashes' or secrets' inputs above."""
         msg = b"otpguard/" + _purpose(purpose, SIGNING_PURPOSES)
         return tuple(hmac.new(key.secret, msg, hashlib.sha256).digest() for key in self._keys)
+
+
+def _hmac(key: Key, parts: Sequence[str], bound: Sequence[str]) -> str:
+    if any(_SEP_CHAR in part for part in bound):
+        raise ValueError("a bound value cannot hold the separator")  # purpose.py forbids it
+    msg = _SEP.join(part.encode() for part in parts)
+    return hmac.new(key.secret, msg, hashlib.sha256).hexdigest()
 
 
 def new_secret_hex(nbytes: int = 32) -> str:
