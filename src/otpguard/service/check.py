@@ -28,8 +28,7 @@ from .. import limits, tags
 from ..codes import is_well_formed
 from ..destinations import Destination, destination_of, is_email, parse_destination
 from ..errors import InvalidRequest, NotFound, RateLimited, StorageError
-from ..events import Event, EventType
-from ..guards import scope_buckets
+from ..events import Event, EventType, new_event_id
 from ..models import AttemptOutcome, Channel, RateRule, Status, Verification
 from ..purpose import Binding, bind
 from ..stores.opening import (
@@ -38,10 +37,12 @@ from ..stores.opening import (
     CheckOpening,
     CheckVerdict,
     Opened,
+    Presented,
     carried_out,
 )
 from ..stores.settlement import Settlement
 from .base import NO_MATCH, PENDING_PER_CHECK, CheckResult, Selector, VerifierBase
+from .plan import plan_of
 
 log = logging.getLogger("otpguard.service")
 GIVE_BACK_FAILED = "a failed-check reservation could not be given back (it stays counted)"
@@ -147,6 +148,7 @@ class Checking(VerifierBase):
             limits.ip_failed_check_rules(self.settings.limits, ip),
             self.settings.max_attempts,
             now,
+            self._presented(verification_id, code, binding, ip, now),
         )
         judge = functools.partial(
             self._verdict, code, binding, ip, now, opening.rules, give_back=True
@@ -169,6 +171,20 @@ class Checking(VerifierBase):
         if result is None:
             raise NotFound("no pending verification for that id or number")
         return result
+
+    def _presented(
+        self, verification_id: str, code: str, binding: Binding, ip: str, now: float
+    ) -> Presented | None:
+        """What a check by id hands a store that judges it itself (None: another)."""
+        if not self.store.judges_checks:
+            return None
+        days = self.settings.trusted_days
+        return Presented(
+            self.keyring.presented(verification_id, code, binding.tag_parts()),
+            ip,
+            [new_event_id(now) for _ in Presented.EVENTS],
+            now + days * 86400.0 if days > 0 else None,
+        )
 
     def _verdict(
         self,
@@ -327,23 +343,22 @@ class Checking(VerifierBase):
         self, v: Verification, now: float, rules: Sequence[RateRule], event: Event
     ) -> Settlement:
         """The approval of ``v`` and its bookkeeping: the wrong-code reservation of
-        ``rules`` given back, ``event`` stored; unless the number is not counted
-        (allowlisted; no country), the refund and the earned room in every admission
-        bucket (unless the number was trusted, whose sends were not counted), the
-        number trusted from now on, and the conversion watch's counters."""
+        ``rules`` given back, ``event`` stored, and what ``plan_of`` says the number's
+        approval sets off: the refund and the earned room in every admission bucket
+        (unless the number was trusted, whose sends were not counted), the number
+        trusted from now on, and the conversion watch's counters."""
         reserved = list(dict.fromkeys(r.key for r in rules))
         plain = Settlement(v.id, now, v.code_hash, reserved, (event,))
-        number = destination_of(v)  # only the prefix and the region are needed
-        if (v.country is None and not is_email(number)) or self._allowlisted(number):
-            return plain
+        plan = plan_of(self, v)
+        if not plan.trusted:
+            return plain  # not counted (allowlisted; no country)
         days = self.settings.trusted_days
         return dataclasses.replace(
             plain,
-            # The run-time allow entries in the same read: their sends were not counted.
-            number=None if is_email(number) else v.to,
-            buckets=tuple(scope_buckets(self.admission, number, v.owner)),
+            number=None if is_email(destination_of(v)) else v.to,
+            buckets=plan.buckets,
             refund=v.sends,
-            trusted=tuple("trusted:" + h for h in self.keyring.keyed_hashes("number", v.to)),
+            trusted=plan.trusted,
             trusted_until=now + days * 86400.0 if days > 0 else None,
-            counters=tuple(self.watch.approval_rules(number)),
+            counters=plan.counters,
         )

@@ -25,6 +25,7 @@ from ..transports.base import pick_locale
 from .admit import Admitting
 from .base import new_verification_id
 from .deliver import Delivering
+from .plan import plan_of
 
 
 def _split(args: StartArgs) -> tuple[str | None, str | None, Binding]:
@@ -123,7 +124,8 @@ class Sending(Admitting, Delivering):
             started = self._event(
                 EventType.STARTED, now, number=number, v=v, client_ip=ip, details=details
             )
-            return Started(v, (started,))
+            plan = plan_of(self, v) if self.store.judges_checks else None
+            return Started(v, (started,), plan=plan)
 
         begun = await self._admit(ctx, challenge_token, start=begin)
         assert begun is not None  # admitted: begin() ran

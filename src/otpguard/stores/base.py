@@ -34,7 +34,7 @@ from .records import EventQuery as EventQuery
 from .records import RefusalTally as RefusalTally
 from .records import ServiceRecord as ServiceRecord
 from .records import ShellRecords  # the service records and sign-outs of the contract
-from .settlement import Settlement
+from .settlement import Plan, Settlement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Started:
     #: Flags the start was judged as unset: one set (or expired, not yet purged) when
     #: the admission runs, and nothing is recorded: ``FLAGS_SET`` (judge it again).
     unless_flags: tuple[str, ...] = ()
+    plan: Plan | None = None  # kept with the row where ``Store.judges_checks``
 
 
 _T = TypeVar("_T")
@@ -85,6 +86,8 @@ class Store(ShellRecords, abc.ABC):
 
     url: str = ""
     backend: ClassVar[str] = "store"
+    #: Compares a check's presented tags, all in one call (``CheckOpening.presented``).
+    judges_checks: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

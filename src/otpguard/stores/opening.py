@@ -43,6 +43,24 @@ class Opened(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class Presented:
+    """What a check by id presents to a store that judges it itself
+    (``Store.judges_checks``: PostgreSQL, in one round trip): the code's tag under
+    every key (``Keyring.presented``), compared with the row's tags of the current
+    form; the client IP its events name; the ids of the events it may store
+    (``EVENTS``' order); and until when an approval trusts the number (None: it does
+    not). The engine still judges what the store returns, with the seal."""
+
+    tags: Sequence[str]
+    client_ip: str
+    event_ids: Sequence[str]
+    trusted_until: float | None
+
+    #: The events a judged check may store, in ``event_ids``' order.
+    EVENTS = ("check.passed", "check.failed", "verification.locked", "verification.expired")
+
+
+@dataclass(frozen=True)
 class CheckOpening:
     """One check by id's first step (this module's docstring)."""
 
@@ -53,6 +71,7 @@ class CheckOpening:
     ip_rules: Sequence[RateRule]
     max_attempts: int
     now: float
+    presented: Presented | None = None  # for a store that judges checks itself
 
     def visible(self, v: Verification | None) -> Verification | None:
         """``v`` if this check may see it (step 1), else None."""

@@ -42,16 +42,13 @@ from ..events import Event
 from ..models import AttemptTicket, Bucket, RateDecision, RateRule
 from . import counts_sql, rate_log
 from . import postgres_admit as pa
-from . import postgres_open as po
-from . import postgres_settle as ps
 from . import postgres_sql as q
 from .base import Started, allowed_decision
 from .decisions import FLAGS_FOUND
-from .opening import CheckOpened, CheckOpening
 from .postgres_arrays import configure as _configure
+from .postgres_check import JudgedChecks
 from .postgres_sql import POOL_DEFAULTS as POOL_DEFAULTS
 from .postgres_sql import split_url as _split_url
-from .settlement import Settlement, bookkeeping_failed
 from .sql import (
     E_FIELDS,
     Body,
@@ -60,7 +57,7 @@ from .sql import (
     Unavailable,
     marks,
 )
-from .sql_store import SQLStore, ticket
+from .sql_store import ticket
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -115,8 +112,9 @@ def _unreachable(exc: psycopg.Error) -> bool:
     return state is None or state.startswith("08") or state in _UNREACHABLE_STATES
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(JudgedChecks):
     backend = "postgres"
+    judges_checks = True  # otpguard_check (postgres_check.py)
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
 
@@ -308,21 +306,6 @@ class PostgresStore(SQLStore):
         params = (now, now, now, verification_id, now, max_attempts, verification_id)
         row = await self._run(lambda cur: cur.one(q.RECORD_ATTEMPT, params))
         return None if row is None else ticket(row[:-1], bool(row[-1]))
-
-    async def open_check(self, o: CheckOpening) -> CheckOpened:
-        """One call of ``otpguard_open_check`` (postgres_open.py): one round trip."""
-        row = await self._run(lambda cur: cur.one(po.OPEN_CALL, po.open_params(o)))
-        assert row is not None
-        return po.opened_from(o, row)
-
-    async def settle(self, s: Settlement) -> bool:
-        """One call of ``otpguard_settle`` (postgres_settle.py): one round trip."""
-        params = ps.settle_params(s, self._event_row)
-        row = await self._run(lambda cur: cur.one(ps.SETTLE_CALL, params))
-        assert row is not None
-        if int(row[0]) == 2:
-            bookkeeping_failed(s.verification_id)
-        return int(row[0]) != 0
 
     async def add_events(self, events: Sequence[Event]) -> None:
         if len(events) != 1:

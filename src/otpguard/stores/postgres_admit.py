@@ -110,7 +110,7 @@ _UNSET = (
 )
 ADMIT_START = (
     f"WITH a AS MATERIALIZED ({ADMIT}{_UNSET}), "  # noqa: S608 - constant names; values are bound
-    f"v AS (INSERT INTO verifications ({V_COLUMNS}) SELECT {V_COLUMNS} "
+    f"v AS (INSERT INTO verifications ({V_COLUMNS}, plan) SELECT {V_COLUMNS}, plan "
     f"FROM json_populate_record(NULL::verifications, %(v)s::json) WHERE {_OK}), "
     f"e AS (INSERT INTO events ({', '.join(E_FIELDS)}) SELECT {', '.join(E_FIELDS)} "
     f"FROM jsonb_populate_recordset(NULL::events, %(e)s::jsonb) WHERE {_OK}), "
@@ -167,7 +167,12 @@ def start_params(start: Started, event_row: Callable[[Event], tuple[Any, ...]]) 
     bumps = counts_sql.pg_arrays(counters.of_events(start.events))
     return {
         "unless": list(start.unless_flags),
-        "v": Jsonb(dict(zip(columns, verification_values(start.verification), strict=True))),
+        "v": Jsonb(
+            {
+                **dict(zip(columns, verification_values(start.verification), strict=True)),
+                "plan": None if start.plan is None else start.plan.to_json(),
+            }
+        ),
         "e": Jsonb(events),
         **{f"c{i}": col for i, col in enumerate(bumps)},
     }

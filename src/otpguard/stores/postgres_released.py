@@ -323,3 +323,72 @@ BEGIN
 END
 $fn$
 """  # noqa: E501 - the text as released, long lines and all
+
+#: Schema 11: Store.settle with its keys locked in one hash-ordered pass (schema 17
+#: locks the reserved keys first, as a check that judges itself holds them already).
+SETTLE_11 = """
+CREATE OR REPLACE FUNCTION otpguard_settle(
+    p_id text, p_now float8, p_hash text, p_reserved text[], p_events jsonb,
+    p_cf text[], p_cm bigint[], p_ck text[], p_cn bigint[], p_listed text[],
+    p_trusted text[], p_until float8, p_buckets text[], p_taus float8[],
+    p_forget float8[], p_refund float8, p_counters text[]
+) RETURNS int
+LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+    i int;
+    lv float8;
+    er float8;
+    lt float8;
+BEGIN
+    UPDATE verifications SET status = 'approved', updated_at = p_now
+    WHERE id = p_id AND status = 'pending' AND expires_at > p_now
+        AND (code_hash = p_hash OR left(code_hash, length(p_hash) + 1) = p_hash || ' ');
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    BEGIN
+        PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h
+              FROM unnest(p_reserved || p_buckets || p_counters) AS k ORDER BY 1) AS s;
+        WITH gone AS (DELETE FROM rate_log WHERE ctid IN (SELECT ctid FROM (SELECT ctid, row_number() OVER (PARTITION BY key ORDER BY cum DESC) AS nth FROM rate_log WHERE key = ANY(p_reserved) AND ts = p_now) AS s WHERE nth <= 1) RETURNING key) UPDATE rate_log SET cum = rate_log.cum - g.removed FROM (SELECT key AS k, count(*) AS removed FROM gone GROUP BY key) AS g WHERE rate_log.key = g.k AND rate_log.ts > p_now;
+        INSERT INTO events (id, type, ts, verification_id, number_masked, number_hash,
+            country, channel, client_ip, reason, rule, provider_code, details)
+        SELECT id, type, ts, verification_id, number_masked, number_hash, country, channel,
+            client_ip, reason, rule, provider_code, details
+        FROM jsonb_populate_recordset(NULL::events, p_events);
+        INSERT INTO event_counts (family, minute, kind, count)
+        SELECT * FROM unnest(p_cf, p_cm, p_ck, p_cn)
+        ON CONFLICT (family, minute, kind)
+            DO UPDATE SET count = event_counts.count + excluded.count;
+        IF EXISTS (SELECT 1 FROM flags WHERE key = ANY(p_listed) AND until > p_now
+                   AND strpos(value, '"kind":"allow"') > 0) THEN
+            RETURN 1;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM flags WHERE key = ANY(p_trusted) AND until > p_now) THEN
+            FOR i IN 1 .. coalesce(array_length(p_buckets, 1), 0) LOOP
+                SELECT level, earned, t INTO lv, er, lt FROM buckets WHERE key = p_buckets[i];
+                IF NOT FOUND THEN
+                    lv := 0.0;
+                    er := 0.0;
+                ELSIF p_now > lt AND p_taus[i] > 0 THEN
+                    lv := lv * exp(-(p_now - lt) / p_taus[i]);
+                    er := er * exp(-(p_now - lt) / p_taus[i]);
+                END IF;
+                INSERT INTO buckets (key, level, earned, t, forget_at)
+                VALUES (p_buckets[i], greatest(0.0, lv - p_refund), er + 1.0, p_now, p_forget[i])
+                ON CONFLICT (key) DO UPDATE SET level = EXCLUDED.level,
+                    earned = EXCLUDED.earned, t = EXCLUDED.t, forget_at = EXCLUDED.forget_at;
+            END LOOP;
+        END IF;
+        IF p_until IS NOT NULL AND coalesce(array_length(p_trusted, 1), 0) > 0 THEN
+            INSERT INTO flags (key, value, until) VALUES (p_trusted[1], '1', p_until)
+            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, until = EXCLUDED.until;
+        END IF;
+        WITH shift AS (UPDATE rate_log SET cum = cum + 1 WHERE key = ANY(p_counters) AND ts > p_now), d AS MATERIALIZED (SELECT u.k, coalesce((SELECT b.cum FROM rate_log AS b WHERE b.key = u.k AND b.ts <= p_now ORDER BY b.ts DESC, b.cum DESC LIMIT 1), (SELECT a.cum - 1 FROM rate_log AS a WHERE a.key = u.k ORDER BY a.ts, a.cum LIMIT 1), 0) AS base FROM (SELECT DISTINCT k FROM unnest(p_counters) AS k) AS u) INSERT INTO rate_log (key, ts, cum) SELECT d.k, p_now, d.base + g FROM d, generate_series(1, 1) AS g;
+    EXCEPTION WHEN OTHERS THEN
+        RETURN 2;
+    END;
+    RETURN 1;
+END
+$fn$
+"""  # noqa: E501 - the text as released, long lines and all

@@ -17,7 +17,9 @@ from .sql import E_FIELDS
 
 # Store.settle in one call (settlement.py): 0 when this call did not approve, 1 when
 # it settled, 2 when it approved but the bookkeeping failed (rolled back to the block's
-# start: the approval stands). Locks the reserved, bucket and counter keys as release,
+# start: the approval stands). Locks the reserved keys, then the bucket and counter keys
+# (each in hash order, as hit, release, credit and admit lock theirs; the reserved keys
+# first, as otpguard_check holds them already when it settles), as release,
 # credit and admit do (rate_log.cum is kept under them); the bucket arithmetic is
 # admission.py's (decayed, after_approval); an allow entry is a live numlist: flag whose
 # value (numberlists.encode's canonical JSON) says "kind":"allow".
@@ -43,8 +45,10 @@ BEGIN
     END IF;
     BEGIN
         PERFORM pg_advisory_xact_lock(h)
+        FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(p_reserved) AS k ORDER BY 1) AS s;
+        PERFORM pg_advisory_xact_lock(h)
         FROM (SELECT DISTINCT hashtext(k) AS h
-              FROM unnest(p_reserved || p_buckets || p_counters) AS k ORDER BY 1) AS s;
+              FROM unnest(p_buckets || p_counters) AS k ORDER BY 1) AS s;
         {rate_log.pg_release("p_reserved", "p_now", "1")};
         INSERT INTO events (id, type, ts, verification_id, number_masked, number_hash,
             country, channel, client_ip, reason, rule, provider_code, details)

@@ -38,6 +38,7 @@ from . import rate_log
 from . import sql_schema as schema
 from .base import allowed_decision, refusal
 from .postgres_admit import ADMIT_FUNCTION
+from .postgres_check import CHECK_FUNCTION
 from .postgres_open import OPEN_FUNCTION
 from .postgres_settle import SETTLE_FUNCTION
 from .sql import SELECT_V, Cursor
@@ -197,13 +198,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = schema.render(
             rel.JUDGE_11,
             HIT_FUNCTION,
             ADMIT_FUNCTION,
-            SETTLE_FUNCTION,
+            rel.SETTLE_11,
         ),
         (OPEN_FUNCTION,),  # Store.open_check in one round trip
         schema.SERVICE,  # the verification's /v2 service in its row (no function changes)
         schema.services(lambda name: f"(value::jsonb ->> '{name}')"),  # the service records
         schema.SIGNED_OUT,  # the dashboard's sign-outs
         (JUDGE_FUNCTION,),  # skip_if_seen as an index probe, never a scan
+        # A check by id judged in its one call (postgres_check.py): the row keeps its
+        # plan; settle locks the reserved keys before the buckets and counters.
+        ("ALTER TABLE verifications ADD COLUMN plan jsonb", SETTLE_FUNCTION, CHECK_FUNCTION),
     ),
     schema.POSTGRES,
 )

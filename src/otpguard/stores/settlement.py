@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .. import numberlists
 from ..events import Event
@@ -62,6 +63,38 @@ class Settlement:
     def credits(self, flags: Mapping[str, str]) -> bool:
         """The buckets are credited: a trusted number's sends were not counted."""
         return bool(self.buckets) and not any(k in flags for k in self.trusted)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a verification's check events and approval need of its number, worked out
+    by its start (the engine's policy, as ``Settlement`` has it) and kept with the row
+    by a store that judges a check by id itself (``Store.judges_checks``), which learns
+    the number only when it reads the row: the masked number and its keyed hash for
+    the events; unless the number is not counted (allowlisted, or no country), the
+    allow entries' flag keys (``listed``), the buckets to credit, the trusted flags
+    (newest key first) and the approval counters' keys. Made before a key is added,
+    it keeps the older hashes (a verification lives for ``code_ttl``)."""
+
+    number_masked: str
+    number_hash: str
+    listed: Sequence[str] = ()
+    buckets: Sequence[Bucket] = ()
+    trusted: Sequence[str] = ()
+    counters: Sequence[RateRule] = ()  # record-only
+
+    def to_json(self) -> dict[str, Any]:
+        """As the row keeps it (``postgres_check.py`` reads these names)."""
+        buckets = list({b.key: b for b in self.buckets}.values())
+        return {
+            "m": self.number_masked,
+            "h": self.number_hash,
+            "listed": list(self.listed),
+            "buckets": [b.key for b in buckets],
+            "taus": [b.tau for b in buckets],
+            "trusted": list(self.trusted),
+            "counters": list(dict.fromkeys(r.key for r in self.counters)),
+        }
 
 
 def bookkeeping_failed(verification_id: str) -> None:

@@ -1,0 +1,187 @@
+"""PostgreSQL judges a check by id in its one call (``otpguard_check``,
+``stores/postgres_check.py``): the same story told through it and through the
+operations it replaces (``opening.in_steps``) leaves the same rows in two databases,
+byte for byte once the random ids, codes and tags are named; the engine announces
+exactly the events the call stored; and a row of before the upgrade (no plan, a tag
+of the earlier form) still checks, in steps."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from otpguard import counters
+from otpguard.clock import ManualClock
+from otpguard.codes import new_secret_hex
+from otpguard.config import load_settings
+from otpguard.errors import NotFound
+from otpguard.events import Event, EventType
+from otpguard.models import Status
+from otpguard.service import Verifier
+from otpguard.stores import EventQuery, Store, store_from_url
+from otpguard.stores.opening import Presented
+from otpguard.transports.memory import MemoryTransport
+
+from .backends import BackendUnavailable, create_database
+from .dump import dump_store
+from .needs import unavailable
+
+pytestmark = pytest.mark.postgres
+
+UK, UK2, UK3 = "+447400123456", "+447400123457", "+447400123458"
+KEY = new_secret_hex()
+
+
+async def _store(purpose: str) -> Store:
+    try:
+        url = create_database(purpose)
+    except BackendUnavailable as exc:
+        unavailable(str(exc))
+    store = store_from_url(url)
+    await store.open()
+    return store
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[tuple[Store, Store]]:
+    judged, steps = await _store("judged_one_call"), await _store("judged_in_steps")
+    steps.judges_checks = False  # type: ignore[misc] # the engine judges, as before
+    yield judged, steps
+    await judged.aclose()
+    await steps.aclose()
+
+
+def _verifier(store: Store, clock: ManualClock, outbox: MemoryTransport) -> Verifier:
+    settings = load_settings(
+        env={}, secret_keys=[KEY], transport="memory", log_events=False,
+        failed_check_floor=0.0, limit_failed_checks="100/1h",
+    )  # fmt: skip
+    return Verifier(settings, store, outbox, clock=clock)
+
+
+async def _story(store: Store) -> tuple[list[str], list[Event]]:
+    """Every outcome a check by id can have, on ``store``: its verification ids in
+    order, and the events the engine announced."""
+    clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
+    otp = _verifier(store, clock, outbox)
+    announced: list[Event] = []
+    otp.listeners.append(announced.append)
+    ids = []
+
+    async def check(code: str, vid: str, **extra: str) -> bool:
+        clock.advance(1)
+        return (await otp.check(code, verification_id=vid, client_ip="192.0.2.7", **extra)).valid
+
+    a = await otp.start(UK, client_ip="192.0.2.7")
+    ids.append(a.id)
+    code = outbox.outbox[-1].code
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    assert not await check(wrong, a.id)
+    assert not await check(code, a.id, purpose="transaction", amount="10.00", currency="EUR",
+                           payee="Shop")  # fmt: skip
+    assert await check(code, a.id)  # approved: buckets, trusted, counters
+    assert not await check(code, a.id)  # not pending: nothing compared
+    b = await otp.start(UK2, client_ip="192.0.2.7")
+    ids.append(b.id)
+    for _ in range(5):  # the fifth locks it
+        assert not await check(wrong, b.id)
+    assert not await check(outbox.outbox[-1].code, b.id)  # locked: nothing compared
+    c = await otp.start(UK3, channel="whatsapp", client_ip="192.0.2.7")
+    ids.append(c.id)
+    clock.advance(600)
+    assert not await check(outbox.outbox[-1].code, c.id)  # expired now
+    with pytest.raises(NotFound):
+        await check(code, "VE" + "0" * 32)
+    return ids, announced
+
+
+def _named(dump: str, ids: list[str]) -> list[str]:
+    """The dump's lines with what is random named: the verification ids by their
+    order, event ids, tags, key ids; the plan column (kept only by the one call) left
+    out. Sorted: a table's rows come in no fixed order."""
+    for n, vid in enumerate(ids):
+        dump = dump.replace(vid, f"<v{n}>")
+    dump = re.sub(r"\b[0-9a-f]{25}\b", "<event>", dump)  # new_event_id
+    dump = re.sub(r"2\.[0-9a-f]{64}\.[0-9a-f]{32}", "<tag>", dump)
+    lines, table = [], ""
+    for line in dump.splitlines():
+        if line.startswith("== "):
+            table = line.split(":", 1)[0]
+            line = line.replace("\tplan", "")
+        elif table == "== verifications":
+            line = re.sub(r'\t\{"h": [^\t]*\}$|\tNone$', "", line)
+        if table != "== schema_migrations":  # when each step ran
+            lines.append(f"{table} {line}")
+    return sorted(lines)
+
+
+async def test_one_call_leaves_what_the_steps_leave(stores: tuple[Store, Store]) -> None:
+    judged, steps = stores
+    ids_judged, announced = await _story(judged)
+    ids_steps, _ = await _story(steps)
+    one, other = await dump_store(judged), await dump_store(steps)
+    assert _named(one, ids_judged) == _named(other, ids_steps)
+    # The one call ran: the rows it judged keep their plans, the others none.
+    assert one.count('{"h": ') == 3 and '{"h": ' not in other
+    # It announced exactly what it stored (the started and sent events come from the
+    # starts' own operations).
+    stored = {e.id: e for e in await judged.list_events(EventQuery(limit=1000))}
+    checks = [e for e in announced if e.type in Presented.EVENTS]
+    assert {e.type for e in checks} == set(Presented.EVENTS)
+    for e in checks:
+        assert e.to_dict() == stored[e.id].to_dict()
+        assert e.owner is None  # started without an API key
+
+
+async def test_a_row_of_before_the_upgrade_still_checks_in_steps(
+    stores: tuple[Store, Store],
+) -> None:
+    """No plan and a tag of the earlier form: the call only opens it; the engine
+    compares and approves in a second operation."""
+    judged, _ = stores
+    clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
+    otp = _verifier(judged, clock, outbox)
+    v = await otp.start(UK)
+    code = outbox.outbox[-1].code
+    secret = bytes.fromhex(KEY)
+    parts = (v.key_id, v.id, v.to, v.channel.value, code)
+    earlier = hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+    conn = judged._pool  # type: ignore[attr-defined]
+    async with conn.connection() as c:
+        await c.execute(
+            "UPDATE verifications SET code_hash = %s, plan = NULL WHERE id = %s", (earlier, v.id)
+        )
+    result = await otp.check(code, verification_id=v.id)
+    assert result.valid and (await otp.get(v.id)).status is Status.APPROVED
+    passed = await judged.list_events(EventQuery(types=(EventType.CHECK_PASSED.value,)))
+    assert [e.verification_id for e in passed] == [v.id]
+
+
+async def test_a_row_moved_to_another_number_does_not_approve(
+    stores: tuple[Store, Store],
+) -> None:
+    """The call compares only what needs no number; the engine checks the seal on the
+    row it returns, so a row whose number was changed in the database answers no."""
+    judged, _ = stores
+    clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
+    otp = _verifier(judged, clock, outbox)
+    v = await otp.start(UK)
+    async with judged._pool.connection() as c:  # type: ignore[attr-defined]
+        await c.execute("UPDATE verifications SET to_number = %s WHERE id = %s", (UK2, v.id))
+    result = await otp.check(outbox.outbox[-1].code, verification_id=v.id)
+    assert not result.valid
+
+
+@pytest.mark.parametrize("type_", Presented.EVENTS)
+@pytest.mark.parametrize("channel", ["sms", "email"])
+def test_the_call_counts_its_events_as_counters_does(type_: str, channel: str) -> None:
+    """otpguard_check raises one ``t`` counter per event, of the row's country (an
+    email's: ``email``); ``counters.kinds_of`` must say the same of these four types."""
+    row = "email" if channel == "email" else "GB"
+    e = Event(type=type_, ts=0.0, country="GB", channel=channel, number_hash="ab" * 16,
+              number_masked="+44*******456", client_ip="192.0.2.7")  # fmt: skip
+    assert counters.kinds_of(e) == [f"t|{type_}|{row}"]
