@@ -7,6 +7,7 @@ of the earlier form) still checks, in steps."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -185,3 +186,40 @@ def test_the_call_counts_its_events_as_counters_does(type_: str, channel: str) -
     e = Event(type=type_, ts=0.0, country="GB", channel=channel, number_hash="ab" * 16,
               number_masked="+44*******456", client_ip="192.0.2.7")  # fmt: skip
     assert counters.kinds_of(e) == [f"t|{type_}|{row}"]
+
+
+async def test_checks_by_id_and_by_number_of_one_number_race_without_deadlock(
+    stores: tuple[Store, Store],
+) -> None:
+    """otpguard_check holds the number's and the IP's reserved keys when it settles;
+    a settle by number takes the same keys before the buckets and counters, so the two
+    racing on one number, one IP and one country bucket never wait on each other in a
+    cycle (PostgreSQL would abort one: a 503). Each verification approves once."""
+    judged, _ = stores
+    clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
+    settings = load_settings(
+        env={}, secret_keys=[KEY], transport="memory", log_events=False,
+        failed_check_floor=0.0, limit_failed_checks="1000/1h", limit_phone="100/10m",
+        limit_ip="100/10m", resend_cooldown=0,
+    )  # fmt: skip
+    otp = Verifier(settings, judged, outbox, clock=clock)
+    started = []
+    for _ in range(8):
+        v = await otp.start(UK, client_ip="192.0.2.7")
+        started.append((v.id, outbox.outbox[-1].code))
+
+    async def by_id(vid: str, code: str) -> bool:
+        return (await otp.check(code, verification_id=vid, client_ip="192.0.2.7")).valid
+
+    async def by_number(code: str) -> bool:
+        try:
+            return (await otp.check(code, to=UK, client_ip="192.0.2.7")).valid
+        except NotFound:
+            return False
+
+    calls = [by_id(vid, code) for _ in range(2) for vid, code in started]
+    calls += [by_number(code) for _ in range(2) for _, code in started]
+    results = await asyncio.gather(*calls)
+    assert sum(results) == len(started)  # every verification once, nothing raised
+    for vid, _ in started:
+        assert (await otp.get(vid)).status is Status.APPROVED
