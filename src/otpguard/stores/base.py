@@ -87,7 +87,7 @@ class Store(ShellRecords, abc.ABC):
     url: str = ""
     backend: ClassVar[str] = "store"
     #: Compares a check's presented tags, all in one call (``CheckOpening.presented``).
-    judges_checks: ClassVar[bool] = False
+    judges_checks: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -22,6 +22,7 @@ else as the operations they are.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -29,10 +30,12 @@ from typing import TYPE_CHECKING
 from ..errors import StorageError
 from ..events import Event
 from ..models import AttemptTicket, RateDecision, RateRule, Verification
-from .settlement import Settlement
+from .settlement import Settlement, bookkeeping_failed
 
 if TYPE_CHECKING:
     from .base import Store
+
+log = logging.getLogger("otpguard.store")
 
 
 class Opened(enum.StrEnum):
@@ -170,3 +173,32 @@ async def carried_out(
         except StorageError:
             return replace(closed, released=False)
     return closed
+
+
+def judged_closed(
+    opened: CheckOpened, verdict: CheckVerdict, settled: int, locked: bool, stored: list[Event]
+) -> CheckClosed:
+    """What the engine's ``verdict`` on ``opened`` comes to, as a store that judges
+    checks itself carried it out in its one call: ``settled`` (``settle``'s 0, 1 or 2),
+    ``locked``, and the events it ``stored``, which are the ones announced. Where the
+    engine and the store differ (a row whose seal fails: its number or channel changed
+    in the database), the engine's verdict stands and nothing approved counts."""
+    passed, failed, lock, expired = Presented.EVENTS
+    by_type = {e.type: e for e in stored}
+    if settled and verdict.settlement is None:
+        assert opened.verification is not None
+        log.error(
+            "verification %s: its code matched but its seal did not (its number or "
+            "channel changed in the database); answered as a wrong code",
+            opened.verification.id,
+        )
+    if settled == 2 and opened.verification is not None:
+        bookkeeping_failed(opened.verification.id)
+    if verdict.settlement is not None:
+        kept = [by_type[passed]] if passed in by_type else list(verdict.settlement.events)
+        settlement = replace(verdict.settlement, events=kept)
+        return CheckClosed(opened, replace(verdict, settlement=settlement), settled != 0)
+    events = [by_type[t] for t in (failed, expired) if t in by_type]
+    locks = [by_type[lock]] if lock in by_type else list(verdict.locked)
+    judged = replace(verdict, events=events or list(verdict.events), locked=locks)
+    return CheckClosed(opened, judged, False, locked and verdict.lock_at is not None)

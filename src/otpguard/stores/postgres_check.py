@@ -25,8 +25,6 @@ its verdict out as the operations they are (``opening.carried_out``).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -39,20 +37,18 @@ from .opening import (
     CheckClosed,
     CheckOpened,
     CheckOpening,
-    CheckVerdict,
     Judge,
     Presented,
     carried_out,
     in_steps,
+    judged_closed,
 )
 from .postgres_open import open_params
 from .settlement import Settlement, bookkeeping_failed
 from .sql import E_FIELDS
 from .sql_store import SQLStore
 
-log = logging.getLogger("otpguard.store")
 _PASSED, _FAILED, _LOCKED, _EXPIRED = Presented.EVENTS
-assert all(name.startswith(("check.", "verification.")) for name in Presented.EVENTS)
 _EVENT_COLUMNS = ", ".join(E_FIELDS)
 
 # ev(i, type, details): the i-th presented id's event of ``type``, of the row ``w``.
@@ -178,33 +174,6 @@ def check_params(o: CheckOpening, p: Presented) -> tuple[Any, ...]:
     return (*open_params(o), list(p.tags), p.client_ip, list(p.event_ids), p.trusted_until)
 
 
-def closed_from(opened: CheckOpened, verdict: CheckVerdict, row: Sequence[Any]) -> CheckClosed:
-    """What the engine's ``verdict`` on ``opened`` comes to, as the function carried it
-    out (``row``: its answer, judged): the events it announces are the ones stored.
-    Where the engine and the function differ (a row whose seal fails: its number or
-    channel changed in the database), the engine's verdict stands and nothing
-    approved counts."""
-    settled, locked, stored = int(row[8]), bool(row[9]), row[10]
-    if settled and verdict.settlement is None:
-        assert opened.verification is not None
-        log.error(
-            "verification %s: its code matched but its seal did not (its number or "
-            "channel changed in the database); answered as a wrong code",
-            opened.verification.id,
-        )
-    owner = opened.verification.owner if opened.verification is not None else None
-    events = [replace(Event.from_dict(e), owner=owner) for e in stored]
-    by_type = {e.type: e for e in events}
-    if verdict.settlement is not None:
-        kept = [by_type[_PASSED]] if _PASSED in by_type else list(verdict.settlement.events)
-        settlement = replace(verdict.settlement, events=kept)
-        return CheckClosed(opened, replace(verdict, settlement=settlement), settled != 0)
-    failed = [by_type[t] for t in (_FAILED, _EXPIRED) if t in by_type]
-    locks = [by_type[_LOCKED]] if _LOCKED in by_type else list(verdict.locked)
-    judged = replace(verdict, events=failed or list(verdict.events), locked=locks)
-    return CheckClosed(opened, judged, False, locked and verdict.lock_at is not None)
-
-
 class JudgedChecks(SQLStore):
     """PostgreSQL's check by id, its opening and its settlement, each one call."""
 
@@ -225,7 +194,9 @@ class JudgedChecks(SQLStore):
         opened = po.opened_from(o, row[:7])
         if not row[7]:  # not judged there: a row of before the upgrade
             return await carried_out(self, opened, judge(opened), o.now)
-        return closed_from(opened, judge(opened), row)
+        owner = opened.verification.owner if opened.verification is not None else None
+        stored = [replace(Event.from_dict(e), owner=owner) for e in row[10]]
+        return judged_closed(opened, judge(opened), int(row[8]), bool(row[9]), stored)
 
     async def settle(self, s: Settlement) -> bool:
         """One call of ``otpguard_settle`` (postgres_settle.py): one round trip."""

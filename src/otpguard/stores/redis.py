@@ -42,27 +42,53 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from . import redis_lua, redis_lua_rates, redis_open, redis_settle
+from . import redis_check, redis_lua, redis_lua_rates, redis_open, redis_settle
 from .base import Store
-from .opening import CheckOpened, CheckOpening
+from .opening import (
+    CheckClosed,
+    CheckOpened,
+    CheckOpening,
+    Judge,
+    carried_out,
+    in_steps,
+    judged_closed,
+)
 from .redis_base import escape_glob
+from .redis_check import RedisCheck, stored_events
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
-from .redis_open import RedisOpen
+from .redis_open import opened_from
 from .redis_services import SCRIPTS as SERVICE_SCRIPTS
 from .redis_services import RedisServices
-from .redis_settle import RedisSettle
 from .redis_start import SCRIPTS as START_SCRIPTS
 from .webhooks_redis import SCRIPTS as WEBHOOK_SCRIPTS
 from .webhooks_redis import RedisWebhooks
 
 
-class RedisStore(RedisSettle, RedisOpen, RedisWebhooks, RedisServices, Store):
+class RedisStore(RedisCheck, RedisWebhooks, RedisServices, Store):
     backend: ClassVar[str] = "redis"
     LUA = {
         **redis_lua.SCRIPTS, **redis_lua_rates.SCRIPTS, **START_SCRIPTS, **LIST_SCRIPTS,
         **WEBHOOK_SCRIPTS, **redis_settle.SCRIPTS, **redis_open.SCRIPTS, **SERVICE_SCRIPTS,
+        **redis_check.SCRIPTS,
     }  # fmt: skip
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.judges_checks = not self._opts.cluster  # one script: its keys in one slot
+
+    async def check_by_id(self, o: CheckOpening, judge: Judge) -> CheckClosed:
+        """One script outside Cluster when the check presents its tags
+        (``redis_check.py``); else, and for a verification of before, as ``in_steps``."""
+        p = o.presented
+        if p is None or self._opts.cluster:
+            return await in_steps(self, o, judge)
+        out = await self._check_script(o, p)
+        opened = opened_from(o, out)
+        if len(out) < 6:  # not judged there
+            return await carried_out(self, opened, judge(opened), o.now)
+        stored = stored_events(opened, out[7])
+        return judged_closed(opened, judge(opened), int(out[5]), bool(out[6]), stored)
 
     async def open_check(self, o: CheckOpening) -> CheckOpened:
         """One script; in Cluster, the contract's three steps (``redis_open.py``)."""

@@ -23,11 +23,7 @@ from .redis_verifications import from_hash
 # KEYS: the rate logs (judge's), then the verification. ARGV: now, 1, nonce, the rules
 # (judge), per rate log (keep, ttl_ms), then owner or '', code length, max attempts,
 # how many logs the number completes, and their indexes in KEYS.
-OPEN_LUA = (
-    LIB
-    + LUA_RULES
-    + ATTEMPT_FUNCTION
-    + """
+OPEN_BODY = """
 local h = KEYS[#KEYS]
 local nk = #KEYS - 1
 local x = 4 + tonumber(ARGV[4]) * 6 + nk * 2
@@ -49,13 +45,18 @@ record(ARGV[1], 1, ARGV[3], live, at, nk)
 local after = attempt(h, ARGV[x + 3], ARGV[1])
 return {'opened', before, after[1], after[2]}
 """
-)
+OPEN_LUA = LIB + LUA_RULES + ATTEMPT_FUNCTION + OPEN_BODY
 SCRIPTS = {"open_check": OPEN_LUA}
 
 
 class RedisOpen(RedisBase):
     async def _open_check(self, o: CheckOpening) -> CheckOpened:
         """The script (outside Cluster)."""
+        keys, args = self._open_call(o)
+        return opened_from(o, await self._run("open_check", keys, args))
+
+    def _open_call(self, o: CheckOpening) -> tuple[list[str], list[Any]]:
+        """The open script's KEYS and ARGV."""
         number_keys = {r.key for r in o.number_rules}
         rules = (*o.number_rules, *o.ip_rules)
         keys = rate_keys(rules)
@@ -63,16 +64,19 @@ class RedisOpen(RedisBase):
         args += record_args(keys, keep_of(rules), True)
         completed = [i + 1 for i, k in enumerate(keys) if k in number_keys]
         args += [o.owner or "", o.code_length, o.max_attempts, len(completed), *completed]
-        redis_keys = [*(self._rkey(k) for k in keys), self._vkey(o.verification_id)]
-        out = await self._run("open_check", redis_keys, args)
-        outcome = Opened(out[0])
-        if outcome is Opened.NOT_FOUND:
-            return CheckOpened(outcome)
-        v = from_hash(out[1])
-        if outcome is Opened.REFUSED:
-            rule = o.rules(v.to)[int(out[2]) - 1]
-            return CheckOpened(outcome, v, rule_refusal(rule, out[2:], o.now))
-        if outcome is Opened.MALFORMED:
-            return CheckOpened(outcome, v)
-        ticket = AttemptTicket(AttemptOutcome(out[2]), from_hash(out[3]))
-        return CheckOpened(outcome, v, ticket=ticket)
+        return [*(self._rkey(k) for k in keys), self._vkey(o.verification_id)], args
+
+
+def opened_from(o: CheckOpening, out: list[Any]) -> CheckOpened:
+    """The open script's answer (its first four items) as a ``CheckOpened``."""
+    outcome = Opened(out[0])
+    if outcome is Opened.NOT_FOUND:
+        return CheckOpened(outcome)
+    v = from_hash(out[1])
+    if outcome is Opened.REFUSED:
+        rule = o.rules(v.to)[int(out[2]) - 1]
+        return CheckOpened(outcome, v, rule_refusal(rule, out[2:5], o.now))
+    if outcome is Opened.MALFORMED:
+        return CheckOpened(outcome, v)
+    ticket = AttemptTicket(AttemptOutcome(out[2]), from_hash(out[3]))
+    return CheckOpened(outcome, v, ticket=ticket)

@@ -56,9 +56,48 @@ return 1
 #: The sections of the script, in order: each one's keys and ARGV are a slice.
 SECTIONS = ("approve", "release", "events", "trusted", "lists", "credit", "trust", "count")
 
+# settle_(parts, now): parts[s] = {keys, args} of SECTIONS[s]. Returns 0 (not approved
+# by this call), 1 (settled) or 2 (approved; the bookkeeping failed). Also the last
+# step of a check by id judged in its one script (redis_check.py).
+SETTLE_FUNCTION = """
+local function settle_(parts, now)
+  if approve_(parts[1][1], parts[1][2]) == 0 then return 0 end
+  local function listed()
+    local p = parts[5]
+    if #p[1] == 0 then return false end
+    local packed = redis.call('HMGET', p[1][1], unpack(p[2]))
+    for i = 1, #p[2] do
+      local e = packed[i]
+      if e then  -- "<until>|<value>"; a value is numberlists.encode's canonical JSON
+        local bar = string.find(e, '|', 1, true)
+        if tonumber(string.sub(e, 1, bar - 1)) > now
+            and string.find(e, '"kind":"allow"', bar, true) then
+          return true
+        end
+      end
+    end
+    return false
+  end
+  local function bookkeeping()
+    if #parts[2][1] > 0 then release_(parts[2][1], parts[2][2]) end
+    if #parts[3][2] > 0 then events_(parts[3][1], parts[3][2]) end
+    local trusted = false
+    for _, k in ipairs(parts[4][1]) do
+      local u = redis.call('HGET', k, 'until')
+      if u and tonumber(u) > now then trusted = true end
+    end
+    if listed() then return end
+    if not trusted and #parts[6][1] > 0 then credit_(parts[6][1], parts[6][2]) end
+    if #parts[7][1] > 0 then trust_(parts[7][1], parts[7][2]) end
+    if #parts[8][1] > 0 then count_(parts[8][1], parts[8][2]) end
+  end
+  if pcall(bookkeeping) then return 1 end
+  return 2
+end
+"""
+
 # ARGV: now, then per section (number of keys, number of args), then every section's
-# args. Returns 0 (not approved by this call), 1 (settled) or 2 (approved; the
-# bookkeeping failed).
+# args.
 _DRIVER = """
 local parts, ki, ai = {}, 1, 2 + 2 * 8
 for s = 1, 8 do
@@ -69,39 +108,7 @@ for s = 1, 8 do
   parts[s] = {k, a}
   ki, ai = ki + nk, ai + na
 end
-local now = tonumber(ARGV[1])
-if approve_(parts[1][1], parts[1][2]) == 0 then return 0 end
-local function listed()
-  local p = parts[5]
-  if #p[1] == 0 then return false end
-  local packed = redis.call('HMGET', p[1][1], unpack(p[2]))
-  for i = 1, #p[2] do
-    local e = packed[i]
-    if e then  -- "<until>|<value>"; a value is numberlists.encode's canonical JSON
-      local bar = string.find(e, '|', 1, true)
-      if tonumber(string.sub(e, 1, bar - 1)) > now
-          and string.find(e, '"kind":"allow"', bar, true) then
-        return true
-      end
-    end
-  end
-  return false
-end
-local function bookkeeping()
-  if #parts[2][1] > 0 then release_(parts[2][1], parts[2][2]) end
-  if #parts[3][2] > 0 then events_(parts[3][1], parts[3][2]) end
-  local trusted = false
-  for _, k in ipairs(parts[4][1]) do
-    local u = redis.call('HGET', k, 'until')
-    if u and tonumber(u) > now then trusted = true end
-  end
-  if listed() then return end
-  if not trusted and #parts[6][1] > 0 then credit_(parts[6][1], parts[6][2]) end
-  if #parts[7][1] > 0 then trust_(parts[7][1], parts[7][2]) end
-  if #parts[8][1] > 0 then count_(parts[8][1], parts[8][2]) end
-end
-if pcall(bookkeeping) then return 1 end
-return 2
+return settle_(parts, tonumber(ARGV[1]))
 """
 
 
@@ -110,7 +117,8 @@ def _function(name: str, body: str) -> str:
     return f"local function {name}_(KEYS, ARGV)\n{body}\nend\n"
 
 
-SETTLE_LUA = (
+#: The sections' functions and ``settle_``, for the scripts that settle.
+SETTLING = (
     LIB
     + LUA_BUCKETS
     + _function("approve", _APPROVE)
@@ -119,8 +127,9 @@ SETTLE_LUA = (
     + _function("credit", CREDIT_LUA)
     + _function("trust", SET_FLAG_LUA)
     + _function("count", LUA_RULES + HIT_LUA)
-    + _DRIVER
+    + SETTLE_FUNCTION
 )
+SETTLE_LUA = SETTLING + _DRIVER
 SCRIPTS = {"settle": SETTLE_LUA}
 
 Part = tuple[list[str], list[Any]]

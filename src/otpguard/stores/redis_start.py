@@ -77,6 +77,7 @@ class RedisStarts(RedisStepwise):
         def _events_call(self, events: Sequence[Event]) -> tuple[list[str], list[object]]: ...
         async def create_verification(self, v: Verification) -> None: ...
         async def add_events(self, events: Sequence[Event]) -> None: ...
+        def _plan_fields(self, start: Started) -> list[object]: ...
 
     async def _admit_script(
         self, keys: list[str], args: list[Any], start: Started | None
@@ -88,6 +89,7 @@ class RedisStarts(RedisStepwise):
                 await self._write_start(start)
             return out
         vkeys, vargs = self._create_call(start.verification)
+        vargs += self._plan_fields(start)
         ekeys: list[str] = []
         eargs: list[object] = []
         if start.events:

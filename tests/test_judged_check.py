@@ -1,9 +1,10 @@
-"""PostgreSQL judges a check by id in its one call (``otpguard_check``,
-``stores/postgres_check.py``): the same story told through it and through the
-operations it replaces (``opening.in_steps``) leaves the same rows in two databases,
-byte for byte once the random ids, codes and tags are named; the engine announces
-exactly the events the call stored; and a row of before the upgrade (no plan, a tag
-of the earlier form) still checks, in steps."""
+"""PostgreSQL and Redis judge a check by id in one call (``otpguard_check``,
+``stores/postgres_check.py``; the ``check`` script, ``stores/redis_check.py``): the
+same story told through it and through the operations it replaces
+(``opening.in_steps``) leaves the same rows in two databases (two key prefixes on
+Redis), once the random ids, codes and tags are named; the engine announces exactly
+the events the call stored; and a row of before the upgrade (no plan, a tag of the
+earlier form) still checks, in steps."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import re
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -31,29 +33,52 @@ from .backends import BackendUnavailable, create_database
 from .dump import dump_store
 from .needs import unavailable
 
-pytestmark = pytest.mark.postgres
-
 UK, UK2, UK3 = "+447400123456", "+447400123457", "+447400123458"
 KEY = new_secret_hex()
 
 
-async def _store(purpose: str) -> Store:
-    try:
-        url = create_database(purpose)
-    except BackendUnavailable as exc:
-        unavailable(str(exc))
+async def _store(backend: str, purpose: str, redis: str | None) -> Store:
+    if backend == "redis":
+        assert redis is not None
+        url = f"{redis}?prefix={purpose}{uuid.uuid4().hex[:8]}"
+    else:
+        try:
+            url = create_database(purpose)
+        except BackendUnavailable as exc:
+            unavailable(str(exc))
     store = store_from_url(url)
     await store.open()
     return store
 
 
-@pytest.fixture
-async def stores() -> AsyncIterator[tuple[Store, Store]]:
-    judged, steps = await _store("judged_one_call"), await _store("judged_in_steps")
-    steps.judges_checks = False  # type: ignore[misc] # the engine judges, as before
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres),
+            pytest.param("redis", marks=pytest.mark.redis)],
+)  # fmt: skip
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Store, Store]]:
+    backend: str = request.param
+    redis = request.getfixturevalue("redis_url") if backend == "redis" else None
+    judged = await _store(backend, "judged_one_call", redis)
+    steps = await _store(backend, "judged_in_steps", redis)
+    assert judged.judges_checks
+    steps.judges_checks = False  # the engine judges, as before
     yield judged, steps
     await judged.aclose()
     await steps.aclose()
+
+
+async def _change(store: Store, vid: str, **fields: str | None) -> None:
+    """Change a verification's stored fields behind the store's back (None: remove)."""
+    if store.backend == "redis":
+        client = store._live  # type: ignore[attr-defined]
+        key = store._vkey(vid)  # type: ignore[attr-defined]
+        for name, value in fields.items():
+            name = "to" if name == "to_number" else name
+            await (client.hdel(key, name) if value is None else client.hset(key, name, value))
+        return
+    async with store._pool.connection() as c:  # type: ignore[attr-defined]
+        for name, value in fields.items():
+            await c.execute(f"UPDATE verifications SET {name} = %s WHERE id = %s", (value, vid))
 
 
 def _verifier(store: Store, clock: ManualClock, outbox: MemoryTransport) -> Verifier:
@@ -106,15 +131,19 @@ def _named(dump: str, ids: list[str]) -> list[str]:
     out. Sorted: a table's rows come in no fixed order."""
     for n, vid in enumerate(ids):
         dump = dump.replace(vid, f"<v{n}>")
+    dump = re.sub(r"judged_(one_call|in_steps)[0-9a-f]{8}:", "<p>:", dump)  # Redis prefixes
     dump = re.sub(r"\b[0-9a-f]{25}\b", "<event>", dump)  # new_event_id
     dump = re.sub(r"2\.[0-9a-f]{64}\.[0-9a-f]{32}", "<tag>", dump)
+    dump = re.sub(r"(\.\d+):[0-9a-f]{16}:", r"\1:<nonce>:", dump)  # Redis rate entries
     lines, table = [], ""
     for line in dump.splitlines():
         if line.startswith("== "):
-            table = line.split(":", 1)[0]
+            table = line.rsplit(":", 1)[0] if line.startswith("== <p>") else line.split(":")[0]
             line = line.replace("\tplan", "")
         elif table == "== verifications":
             line = re.sub(r'\t\{"h": [^\t]*\}$|\tNone$', "", line)
+        elif table.startswith("== <p>:{v:") and line.startswith("plan\t"):
+            continue  # the plan, kept by the one call only
         if table != "== schema_migrations":  # when each step ran
             lines.append(f"{table} {line}")
     return sorted(lines)
@@ -127,7 +156,8 @@ async def test_one_call_leaves_what_the_steps_leave(stores: tuple[Store, Store])
     one, other = await dump_store(judged), await dump_store(steps)
     assert _named(one, ids_judged) == _named(other, ids_steps)
     # The one call ran: the rows it judged keep their plans, the others none.
-    assert one.count('{"h": ') == 3 and '{"h": ' not in other
+    plans = one.count('{"h": ') + one.count("\nplan\t")
+    assert plans == 3 and '{"h": ' not in other and "\nplan\t" not in other
     # It announced exactly what it stored (the started and sent events come from the
     # starts' own operations).
     stored = {e.id: e for e in await judged.list_events(EventQuery(limit=1000))}
@@ -151,11 +181,7 @@ async def test_a_row_of_before_the_upgrade_still_checks_in_steps(
     secret = bytes.fromhex(KEY)
     parts = (v.key_id, v.id, v.to, v.channel.value, code)
     earlier = hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
-    conn = judged._pool  # type: ignore[attr-defined]
-    async with conn.connection() as c:
-        await c.execute(
-            "UPDATE verifications SET code_hash = %s, plan = NULL WHERE id = %s", (earlier, v.id)
-        )
+    await _change(judged, v.id, code_hash=earlier, plan=None)
     result = await otp.check(code, verification_id=v.id)
     assert result.valid and (await otp.get(v.id)).status is Status.APPROVED
     passed = await judged.list_events(EventQuery(types=(EventType.CHECK_PASSED.value,)))
@@ -171,8 +197,7 @@ async def test_a_row_moved_to_another_number_does_not_approve(
     clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
     otp = _verifier(judged, clock, outbox)
     v = await otp.start(UK)
-    async with judged._pool.connection() as c:  # type: ignore[attr-defined]
-        await c.execute("UPDATE verifications SET to_number = %s WHERE id = %s", (UK2, v.id))
+    await _change(judged, v.id, to_number=UK2)
     result = await otp.check(outbox.outbox[-1].code, verification_id=v.id)
     assert not result.valid
 
