@@ -20,7 +20,8 @@ def plan_of(verifier: VerifierBase, v: Verification) -> Plan:
     (allowlisted; no country), the allow entries to look up, the admission buckets to
     credit (the run-time allow entries are read in the same step: their sends were not
     counted), the trusted flags and the conversion watch's approval counters."""
-    plan = Plan(mask_number(v.to), verifier.number_hash(v.to))
+    hashes = verifier.keyring.keyed_hashes("number", v.to)  # newest first: number_hash
+    plan = Plan(mask_number(v.to), hashes[0])
     number = destination_of(v)  # only the prefix and the region are needed
     if (v.country is None and not is_email(number)) or verifier._allowlisted(number):
         return plan
@@ -28,6 +29,6 @@ def plan_of(verifier: VerifierBase, v: Verification) -> Plan:
         plan,
         listed=() if is_email(number) else tuple(flag_keys(v.to)),
         buckets=tuple(scope_buckets(verifier.admission, number, v.owner)),
-        trusted=tuple("trusted:" + h for h in verifier.keyring.keyed_hashes("number", v.to)),
+        trusted=tuple("trusted:" + h for h in hashes),
         counters=tuple(verifier.watch.approval_rules(number)),
     )

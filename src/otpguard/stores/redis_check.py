@@ -24,6 +24,7 @@ opened, and the engine carries its verdict out as the operations it is.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -193,11 +194,17 @@ def _template(v: Verification, plan: Plan) -> str:
     return e.to_json()
 
 
-def _kinds(v: Verification, type_: str) -> list[list[Any]]:
-    """The counter kinds an event of ``type_`` of ``v`` is counted under, each with its
-    family's index (``redis_counts.quads``)."""
-    e = Event(type=type_, ts=0.0, country=v.country, channel=v.channel.value)
-    return [[counters.FAMILIES.index(counters.family_of(k)), k] for k in counters.kinds_of(e)]
+@functools.lru_cache(maxsize=1024)
+def _kinds(country: str | None, channel: str) -> dict[str, list[list[Any]]]:
+    """The counter kinds each event of a judged check is counted under, for a
+    verification of ``country`` and ``channel``, each with its family's index
+    (``redis_counts.quads``). Cached: they depend on nothing else."""
+    out = {}
+    for type_ in Presented.EVENTS:
+        e = Event(type=type_, ts=0.0, country=country, channel=channel)
+        out[type_] = [[counters.FAMILIES.index(counters.family_of(k)), k]
+                      for k in counters.kinds_of(e)]  # fmt: skip
+    return out
 
 
 class RedisCheck(RedisSettle, RedisOpen):
@@ -216,7 +223,7 @@ class RedisCheck(RedisSettle, RedisOpen):
         rkeys = rate_keys(rules)
         return json.dumps({
             "ev": _template(v, plan),
-            "kinds": {t: _kinds(v, t) for t in Presented.EVENTS},
+            "kinds": _kinds(v.country, v.channel.value),
             "service": None if v.service is None else json.dumps(v.service),
             "trusted": [self._fkey(k) for k in plan.trusted],
             "lists": self._list_keys()[0],
