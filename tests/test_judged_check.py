@@ -76,9 +76,12 @@ async def _change(store: Store, vid: str, **fields: str | None) -> None:
             name = "to" if name == "to_number" else name
             await (client.hdel(key, name) if value is None else client.hset(key, name, value))
         return
+    from psycopg import sql
+
     async with store._pool.connection() as c:  # type: ignore[attr-defined]
         for name, value in fields.items():
-            await c.execute(f"UPDATE verifications SET {name} = %s WHERE id = %s", (value, vid))
+            update = sql.SQL("UPDATE verifications SET {} = %s WHERE id = %s")
+            await c.execute(update.format(sql.Identifier(name)), (value, vid))
 
 
 def _verifier(store: Store, clock: ManualClock, outbox: MemoryTransport) -> Verifier:
@@ -102,7 +105,7 @@ async def _story(store: Store) -> tuple[list[str], list[Event]]:
         clock.advance(1)
         return (await otp.check(code, verification_id=vid, client_ip="192.0.2.7", **extra)).valid
 
-    a = await otp.start(UK, client_ip="192.0.2.7")
+    a = await otp.start(UK, client_ip="192.0.2.7", service="VA" + "5" * 32)  # in its events
     ids.append(a.id)
     code = outbox.outbox[-1].code
     wrong = f"{(int(code) + 1) % 10**6:06d}"
