@@ -5,6 +5,12 @@ file's page size).
 
     .venv/bin/python bench/sqlite_pages.py                  # 2,000 pairs, 3 rounds
     .venv/bin/python bench/sqlite_pages.py --pairs 300 --rounds 1
+    .venv/bin/python bench/sqlite_pages.py --rows 1000000 --rounds 1   # a full file
+
+``--rows N``: before the pairs, the file is given N stored verifications with their
+events, as bench/peer.py stores them (up to 2,000 start + check pairs through the
+engine, then copies of those rows with fresh ids and numbers), so that the b-trees are
+as deep as a busy deployment's.
 
 Each run is a fresh process holding the app as ``otpguard serve`` builds it, with
 bench/http.py's settings (every limit out of the way, the file transport), driven as
@@ -70,7 +76,7 @@ def precreate(path: Path, page_size: int) -> None:
         conn.close()
 
 
-async def child(page: str, data_dir: Path, n: int) -> dict[str, Any]:
+async def child(page: str, data_dir: Path, n: int, rows: int) -> dict[str, Any]:
     import httpx
 
     from otpguard.config import load_settings
@@ -81,6 +87,11 @@ async def child(page: str, data_dir: Path, n: int) -> dict[str, Any]:
     if page != "store":
         precreate(db, int(page))
     env = http.server_env(f"sqlite:///{db}", data_dir)
+    stored = 0
+    if rows:
+        peer = _load("peer")
+        await peer.seed_engine(env, min(rows, peer.ENGINE_SEED))
+        stored = peer.copy_sqlite(db, rows)
     os.environ.update(env)
     key = http.create_key(env)
     (data_dir / "outbox.jsonl").touch()
@@ -103,6 +114,7 @@ async def child(page: str, data_dir: Path, n: int) -> dict[str, Any]:
         "asked": page,
         "page_size": size,
         "pairs": n,
+        "rows": stored,
         "valid": valid,
         "cpu_ms_per_pair": round(cpu / n * 1000, 3),
         "pairs_per_s": round(n / wall, 1),
@@ -114,11 +126,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=0, help="stored verifications first")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(child(args.child, Path(args.data_dir), args.pairs))))
+        result = asyncio.run(child(args.child, Path(args.data_dir), args.pairs, args.rows))
+        print(json.dumps(result))
         return 0
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="otpguard-pages-") as tmp:
@@ -127,17 +141,18 @@ def main() -> int:
                 data_dir = Path(tmp) / f"{page}-{round_}"
                 data_dir.mkdir()
                 cmd = [sys.executable, __file__, "--child", page, "--pairs", str(args.pairs),
-                       "--data-dir", str(data_dir)]  # fmt: skip
+                       "--rows", str(args.rows), "--data-dir", str(data_dir)]  # fmt: skip
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode != 0:
                     raise RuntimeError(f"page {page}: {out.stderr.strip()[-800:]}")
                 results.append({"round": round_, **json.loads(out.stdout.splitlines()[-1])})
-    print(f"{'round':>5} {'file':>8} {'page':>5} {'KB written/pair':>15} {'cpu ms/pair':>11} "
-          f"{'pairs/s':>8}")  # fmt: skip
+    print(f"{'round':>5} {'file':>8} {'page':>5} {'rows':>9} {'KB written/pair':>15} "
+          f"{'cpu ms/pair':>11} {'pairs/s':>8}")  # fmt: skip
     for r in results:
         made = "ours" if r["asked"] == "store" else "earlier"
-        print(f"{r['round']:5} {made:>8} {r['page_size']:5} {r['kb_written_per_pair']:15.1f} "
-              f"{r['cpu_ms_per_pair']:11.3f} {r['pairs_per_s']:8.1f}")  # fmt: skip
+        print(f"{r['round']:5} {made:>8} {r['page_size']:5} {r['rows']:9} "
+              f"{r['kb_written_per_pair']:15.1f} {r['cpu_ms_per_pair']:11.3f} "
+              f"{r['pairs_per_s']:8.1f}")  # fmt: skip
     print(json.dumps({"warmup_pairs": WARMUP, "results": results}))
     return 0
 

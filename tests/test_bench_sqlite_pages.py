@@ -33,3 +33,17 @@ def test_the_page_bench_compares_an_earlier_file_with_the_stores_own() -> None:
     assert by_size[PAGE_SIZE]["asked"] == "store" and by_size[4096]["asked"] == "4096"
     assert by_size[PAGE_SIZE]["kb_written_per_pair"] < by_size[4096]["kb_written_per_pair"]
     assert "earlier" in out.stdout and "ours" in out.stdout  # the table
+
+
+def test_rows_are_stored_before_the_pairs() -> None:
+    """``--rows``: the engine's own pairs, then copies, until the file holds that many
+    verifications; the pairs are measured on top of them."""
+    out = subprocess.run(
+        [sys.executable, "bench/sqlite_pages.py", "--pairs", "20", "--rounds", "1",
+         "--rows", "150"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert [r["rows"] for r in report["results"]] == [150, 150]
+    assert all(r["valid"] == 20 for r in report["results"])
