@@ -191,6 +191,20 @@ async def test_a_row_of_before_the_upgrade_still_checks_in_steps(
     assert [e.verification_id for e in passed] == [v.id]
 
 
+async def test_a_plan_that_is_not_one_leaves_the_check_to_the_steps(
+    stores: tuple[Store, Store],
+) -> None:
+    """A stored plan the call cannot read (not an object) is no plan: the check is
+    opened by the call and carried out in steps, and approves once."""
+    judged, _ = stores
+    clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
+    otp = _verifier(judged, clock, outbox)
+    v = await otp.start(UK)
+    await _change(judged, v.id, plan="[1]")
+    assert (await otp.check(outbox.outbox[-1].code, verification_id=v.id)).valid
+    assert not (await otp.check(outbox.outbox[-1].code, verification_id=v.id)).valid
+
+
 async def test_a_row_moved_to_another_number_does_not_approve(
     stores: tuple[Store, Store],
 ) -> None:

@@ -82,8 +82,11 @@ for t in string.gmatch(redis.call('HGET', h, 'code_hash'), '%S+') do
   if not mac then raw = nil end
   tags[#tags + 1] = mac
 end
-if not raw then return {out[1], out[2], out[3], out[4], 0} end
-local plan = cjson.decode(raw)
+local decoded, plan = false, nil
+if raw then decoded, plan = pcall(cjson.decode, raw) end
+if not decoded or type(plan) ~= 'table' or type(plan.ev) ~= 'string' then  -- not judged
+  return {out[1], out[2], out[3], out[4], 0}
+end
 local x = nao
 local presented = {}
 for i = 1, tonumber(ARGV[x + 1]) do presented[ARGV[x + 1 + i]] = true end
