@@ -118,6 +118,21 @@ def test_a_tag_starts_with_what_a_check_by_id_presents_and_seals_the_rest() -> N
                            "482913", bound)  # fmt: skip
 
 
+def test_form_1_signs_what_an_instance_of_before_verifies() -> None:
+    """OTPGUARD_TAG_FORM=1, during an upgrade: the tag is exactly the earlier form's
+    HMAC (an instance of before computes and compares it), and still verifies here."""
+    import hashlib
+    import hmac
+
+    secret = bytes.fromhex(new_secret_hex())
+    ring = Keyring([secret], tag_form=1)
+    kid, tag = ring.sign("VE1", "+447400123456", "sms", "482913", ("transaction", "1000"))
+    parts = (kid, "VE1", "+447400123456", "sms", "482913", "transaction", "1000")
+    assert tag == hmac.new(secret, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+    assert Keyring([secret]).verify(kid, tag, "VE1", "+447400123456", "sms", "482913",
+                                    ("transaction", "1000"))  # fmt: skip
+
+
 def test_tags_of_the_earlier_form_still_verify() -> None:
     """Rows stored before the ``2.`` form, live for up to ``code_ttl`` after an upgrade."""
     import hashlib

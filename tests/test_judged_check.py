@@ -191,6 +191,23 @@ async def test_a_row_of_before_the_upgrade_still_checks_in_steps(
     assert [e.verification_id for e in passed] == [v.id]
 
 
+async def test_tags_of_form_1_check_in_steps(stores: tuple[Store, Store]) -> None:
+    """OTPGUARD_TAG_FORM=1 (an upgrade with instances of before still running): the
+    codes are signed in the earlier form, which the one call does not judge; the
+    check is carried out in steps and approves once."""
+    judged, _ = stores
+    clock, outbox = ManualClock(1_800_000_000.0), MemoryTransport()
+    settings = load_settings(
+        env={"OTPGUARD_TAG_FORM": "1"}, secret_keys=[KEY], transport="memory",
+        log_events=False, failed_check_floor=0.0,
+    )  # fmt: skip
+    otp = Verifier(settings, judged, outbox, clock=clock)
+    v = await otp.start(UK)
+    assert not v.code_hash.startswith("2.")
+    assert (await otp.check(outbox.outbox[-1].code, verification_id=v.id)).valid
+    assert not (await otp.check(outbox.outbox[-1].code, verification_id=v.id)).valid
+
+
 async def test_a_plan_that_is_not_one_leaves_the_check_to_the_steps(
     stores: tuple[Store, Store],
 ) -> None:

@@ -105,7 +105,7 @@ def key_id_for(secret: bytes) -> str:
 class Keyring:
     """HMAC keys, newest first: the first signs, all verify."""
 
-    def __init__(self, secrets_: Sequence[bytes]) -> None:
+    def __init__(self, secrets_: Sequence[bytes], *, tag_form: int = 2) -> None:
         if not secrets_:
             raise ConfigError("at least one secret key is required (OTPGUARD_SECRET_KEYS)")
         keys = []
@@ -119,9 +119,10 @@ class Keyring:
             keys.append(Key(key_id_for(s), s))
         self._keys = tuple(keys)
         self._by_id = {k.key_id: k for k in keys}
+        self._form = tag_form  # 1: sign the earlier form (OTPGUARD_TAG_FORM, an upgrade)
 
     @classmethod
-    def from_hex(cls, hex_keys: Sequence[str]) -> Keyring:
+    def from_hex(cls, hex_keys: Sequence[str], *, tag_form: int = 2) -> Keyring:
         raw = []
         for i, h in enumerate(hex_keys):
             try:
@@ -131,7 +132,7 @@ class Keyring:
                     f"OTPGUARD_SECRET_KEYS: key #{i + 1} is not hex; write each key as hex "
                     "(generate one with `otpguard init`)"
                 ) from None
-        return cls(raw)
+        return cls(raw, tag_form=tag_form)
 
     def __repr__(self) -> str:
         return f"Keyring(key_ids={[k.key_id for k in self._keys]!r})"
@@ -172,6 +173,8 @@ class Keyring:
         """Return ``(key_id, tag)`` for storage. ``bound``: what else the code is
         for (``purpose.Binding.tag_parts``); a check must present the same."""
         key = self._keys[0]
+        if self._form == 1:  # for instances of before the current form, during an upgrade
+            return key.key_id, self._mac(key, verification_id, number, channel, code, bound)
         mac = self._code_mac(key, verification_id, code, bound)
         return key.key_id, f"{TAG_FORM}{mac}.{self._seal(key, verification_id, number, channel)}"
 

@@ -54,6 +54,9 @@ class Settings(BaseModel):
     data_dir: Path = Path(".otpguard")
     store: str = ""  # default: sqlite:///<data_dir>/otpguard.db
     secret_keys: list[SecretStr] = Field(default_factory=list)
+    # The form new code tags are signed in (codes.py): 1 only while instances of before
+    # schema 17 still run beside this one (they cannot verify form 2); both verify.
+    tag_form: int = Field(2, ge=1, le=2)
     code_length: int = Field(6, ge=6, le=10)
     code_ttl: int = Field(300, ge=60, le=600)
     max_attempts: int = Field(5, ge=1, le=10)
@@ -323,7 +326,9 @@ class Settings(BaseModel):
         return self.outbox_path or self.data_dir / "outbox.jsonl"
 
     def keyring(self) -> Keyring:
-        return Keyring.from_hex([k.get_secret_value() for k in self.secret_keys])
+        return Keyring.from_hex(
+            [k.get_secret_value() for k in self.secret_keys], tag_form=self.tag_form
+        )
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict, secrets shown as '**********' (for dumps and audit)."""
