@@ -224,6 +224,7 @@ def test_max_in_window(windows: list[tuple[int, int]], span: int, expected: int 
         ({"secret_keys": ["00" * 32]}, "storage.hmac", Verdict.FAIL),
         ({"secret_keys": ["0123456789abcdef" * 4]}, "storage.hmac", Verdict.FAIL),
         ({"secret_keys": []}, "storage.hmac", Verdict.FAIL),
+        ({"tag_form": 1}, "storage.tag_form", Verdict.WARN),
         ({"trusted_proxies": ["10.0.0.0/8"]}, "https.proxies", Verdict.PASS),
         ({"trusted_proxies": ["0.0.0.0/0"]}, "https.proxies", Verdict.FAIL),
         ({"trusted_proxies": ["::/0"]}, "https.proxies", Verdict.FAIL),

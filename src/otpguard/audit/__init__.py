@@ -12,7 +12,7 @@ Checklist item (founders' article)        check ids
 2 expiry 3-5 minutes                      codes.expiry, codes.attempts
 3 limit requests per number / IP          limits.phone, limits.ip, limits.checks,
                                           limits.global
-4 codes not stored in plain text          storage.hmac, secrets.files
+4 codes not stored in plain text          storage.hmac, storage.tag_form, secrets.files
 5 HTTPS everywhere                        https.enforced, https.proxies, remote.tls,
                                           remote.hsts, remote.plain_http
 6 never return the code                   codes.never_returned, remote.code_never_returned

@@ -267,6 +267,13 @@ def check_storage(settings: Settings) -> Iterator[AuditItem]:
         f"only HMAC-SHA256 tags of codes are stored, bound to verification, number and "
         f"channel; {len(keys)} key(s) of 32+ random bytes from {source}{ids}",
     )
+    if settings.tag_form == 1:
+        yield warn(
+            "storage.tag_form",
+            "codes are signed in the form of before schema 17 (OTPGUARD_TAG_FORM=1): "
+            "checks on PostgreSQL and Redis take two round trips",
+            "remove OTPGUARD_TAG_FORM once no instance of before is running",
+        )
 
 
 def _group_or_world(path: Path) -> bool:
