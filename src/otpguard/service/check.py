@@ -178,13 +178,17 @@ class Checking(VerifierBase):
         """What a check by id hands a store that judges it itself (None: another)."""
         if not self.store.judges_checks:
             return None
-        days = self.settings.trusted_days
         return Presented(
             self.keyring.presented(verification_id, code, binding.tag_parts()),
             ip,
             [new_event_id(now) for _ in Presented.EVENTS],
-            now + days * 86400.0 if days > 0 else None,
+            self._trusted_until(now),
         )
+
+    def _trusted_until(self, now: float) -> float | None:
+        """Until when an approval at ``now`` trusts the number (None: trusted_days 0)."""
+        days = self.settings.trusted_days
+        return now + days * 86400.0 if days > 0 else None
 
     def _verdict(
         self,
@@ -352,13 +356,12 @@ class Checking(VerifierBase):
         plan = plan_of(self, v)
         if not plan.trusted:
             return plain  # not counted (allowlisted; no country)
-        days = self.settings.trusted_days
         return dataclasses.replace(
             plain,
             number=None if is_email(destination_of(v)) else v.to,
             buckets=plan.buckets,
             refund=v.sends,
             trusted=plan.trusted,
-            trusted_until=now + days * 86400.0 if days > 0 else None,
+            trusted_until=self._trusted_until(now),
             counters=plan.counters,
         )

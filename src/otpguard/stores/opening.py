@@ -25,7 +25,7 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError
 from ..events import Event
@@ -173,6 +173,13 @@ async def carried_out(
         except StorageError:
             return replace(closed, released=False)
     return closed
+
+
+def stored_events(opened: CheckOpened, rows: Sequence[dict[str, Any]]) -> list[Event]:
+    """The events a store that judged ``opened`` itself stored (``rows``: each as its
+    ``to_dict``), as the engine announces them: with the verification's owner."""
+    owner = opened.verification.owner if opened.verification is not None else None
+    return [replace(Event.from_dict(e), owner=owner) for e in rows]
 
 
 def judged_closed(

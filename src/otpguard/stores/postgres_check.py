@@ -25,11 +25,9 @@ its verdict out as the operations they are (``opening.carried_out``).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from .. import admission
-from ..events import Event
 from . import postgres_open as po
 from . import postgres_settle as ps
 from . import rate_log
@@ -42,6 +40,7 @@ from .opening import (
     carried_out,
     in_steps,
     judged_closed,
+    stored_events,
 )
 from .postgres_open import open_params
 from .settlement import Settlement, bookkeeping_failed
@@ -194,8 +193,7 @@ class JudgedChecks(SQLStore):
         opened = po.opened_from(o, row[:7])
         if not row[7]:  # not judged there: a row of before the upgrade
             return await carried_out(self, opened, judge(opened), o.now)
-        owner = opened.verification.owner if opened.verification is not None else None
-        stored = [replace(Event.from_dict(e), owner=owner) for e in row[10]]
+        stored = stored_events(opened, row[10])
         return judged_closed(opened, judge(opened), int(row[8]), bool(row[9]), stored)
 
     async def settle(self, s: Settlement) -> bool:

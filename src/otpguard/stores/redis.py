@@ -40,6 +40,7 @@ failed (<error class>)``, never a key or a value.
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 from . import redis_check, redis_lua, redis_lua_rates, redis_open, redis_settle
@@ -52,9 +53,10 @@ from .opening import (
     carried_out,
     in_steps,
     judged_closed,
+    stored_events,
 )
 from .redis_base import escape_glob
-from .redis_check import RedisCheck, stored_events
+from .redis_check import RedisCheck
 from .redis_lists import LIST_SCRIPTS
 from .redis_lua import ts
 from .redis_open import opened_from
@@ -87,7 +89,7 @@ class RedisStore(RedisCheck, RedisWebhooks, RedisServices, Store):
         opened = opened_from(o, out)
         if len(out) < 6:  # not judged there
             return await carried_out(self, opened, judge(opened), o.now)
-        stored = stored_events(opened, out[7])
+        stored = stored_events(opened, [json.loads(e) for e in out[7]])
         return judged_closed(opened, judge(opened), int(out[5]), bool(out[6]), stored)
 
     async def open_check(self, o: CheckOpening) -> CheckOpened:

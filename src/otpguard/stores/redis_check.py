@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import time
-from dataclasses import replace
 from typing import Any
 
 from .. import admission, counters
@@ -36,7 +35,7 @@ from ..events import Event
 from ..models import Verification
 from ..numberlists import KEY_PREFIX
 from .base import Started
-from .opening import CheckOpened, CheckOpening, Presented
+from .opening import CheckOpening, Presented
 from .redis_admin import FLAG_KEEP
 from .redis_lua import ATTEMPT_FUNCTION, ms, ts
 from .redis_lua_rates import LUA_RULES, bucket_ttl, keep_of, rate_keys, record_args, rule_args
@@ -251,9 +250,3 @@ class RedisCheck(RedisSettle, RedisOpen):
         ekeys, _ = self._events_call(())
         out: list[Any] = await self._run("check", [*keys, *ekeys], [*args, *extra])
         return out
-
-
-def stored_events(opened: CheckOpened, raw: list[str]) -> list[Event]:
-    """The events the script stored, as the engine announces them (with their owner)."""
-    owner = opened.verification.owner if opened.verification is not None else None
-    return [replace(Event.from_dict(json.loads(s)), owner=owner) for s in raw]
